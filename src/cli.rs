@@ -1,0 +1,84 @@
+//! The command line (DESIGN section 7): clap definitions and dispatch only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{
+    self, backup, cat, check, dump, init, key, ls, restore, snapshots, stats, Ctx, Outcome,
+};
+use crate::error::Result;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Encrypted, deduplicating backups into buckets you do not have to trust"
+)]
+pub struct Cli {
+    /// Repository: a folder, file:/path, or s3://bucket/prefix.
+    #[arg(long, short = 'r', global = true, env = "CUSTODY_REPOSITORY")]
+    pub repo: Option<String>,
+    /// Key service: local:<dir> (default: the repository's keyring under ~/.config/custody).
+    #[arg(long, global = true, env = "CUSTODY_KEY_SERVICE")]
+    pub key_service: Option<String>,
+    /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
+    #[arg(long, global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    /// One JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v: audit of key operations, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository (and a local keyring when none exists).
+    Init(init::Args),
+    /// Back up paths, or standard input with --stdin --stdin-name NAME.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List the files of a snapshot.
+    Ls(ls::Args),
+    /// Restore a snapshot into a folder.
+    Restore(restore::Args),
+    /// Write one file of a snapshot to standard output.
+    Dump(dump::Args),
+    /// Verify the repository; --read-data also decrypts and verifies every chunk.
+    Check(check::Args),
+    /// Repository or snapshot sizes.
+    Stats(stats::Args),
+    /// Print a decrypted object as JSON.
+    #[command(subcommand)]
+    Cat(cat::What),
+    /// Key-service operations.
+    #[command(subcommand)]
+    Key(key::Cmd),
+}
+
+impl Cli {
+    pub fn run(&self, ctx: &Ctx) -> Result<Outcome> {
+        match &self.command {
+            Command::Init(a) => init::run(ctx, a),
+            Command::Backup(a) => backup::run(ctx, a),
+            Command::Snapshots(a) => snapshots::run(ctx, a),
+            Command::Ls(a) => ls::run(ctx, a),
+            Command::Restore(a) => restore::run(ctx, a),
+            Command::Dump(a) => dump::run(ctx, a),
+            Command::Check(a) => check::run(ctx, a),
+            Command::Stats(a) => stats::run(ctx, a),
+            Command::Cat(w) => cat::run(ctx, w),
+            Command::Key(k) => key::run(ctx, k),
+        }
+    }
+}
+
+pub use commands::exit;

@@ -1,0 +1,167 @@
+//! `backup`: paths or standard input into a new snapshot.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use super::progress::with_progress;
+use super::{exit, human_bytes, Ctx, Outcome};
+use crate::error::{Error, Result};
+use crate::repo::backup::{self, BackupOptions, Progress, Source};
+use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::Repository;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Files and folders to back up; each becomes a top-level entry named after its last part.
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    pub paths: Vec<PathBuf>,
+    /// Back up standard input as one file.
+    #[arg(long, requires = "stdin_name")]
+    pub stdin: bool,
+    /// File name for standard input in the snapshot.
+    #[arg(long)]
+    pub stdin_name: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Reuse unchanged files from this snapshot (default: latest of the same host and paths).
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file again, ignoring any parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+    /// Compression and encryption threads (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Concurrent pack uploads.
+    #[arg(long, default_value_t = 2)]
+    pub uploads: usize,
+}
+
+fn find_parent(
+    repo: &Repository,
+    args: &Args,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<(crate::Id, crate::format::snapshot::Snapshot)>> {
+    if args.force || args.stdin {
+        return Ok(None);
+    }
+    if let Some(p) = &args.parent {
+        return repo
+            .resolve_snapshot(p, &SnapshotFilter::default())
+            .map(Some);
+    }
+    let filter = SnapshotFilter {
+        host: Some(host.to_string()),
+        tags: Vec::new(),
+        paths: paths.to_vec(),
+    };
+    match repo.resolve_snapshot("latest", &filter) {
+        Ok((id, s)) if s.paths == paths => Ok(Some((id, s))),
+        Ok(_) | Err(Error::NotFound(_)) => Ok(None),
+        // A writer cannot read earlier snapshots: it backs up everything it is given.
+        Err(e) if e.is_key_service() => {
+            tracing::info!(
+                "no parent snapshot (this key service cannot read snapshots): reading every file"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let host = match &args.host {
+        Some(h) => h.clone(),
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    let abs_paths: Vec<String> = args
+        .paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .map(|a| a.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let parent = find_parent(&repo, args, &host, &abs_paths)?;
+    let source = if args.stdin {
+        Source::Stdin {
+            name: args.stdin_name.clone().unwrap_or_default(),
+            reader: Box::new(std::io::stdin()),
+        }
+    } else {
+        Source::Paths(args.paths.clone())
+    };
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let opts = BackupOptions {
+        source,
+        host,
+        tags: args.tags.clone(),
+        parent,
+        workers,
+        uploads: args.uploads,
+    };
+    let progress = Progress::default();
+    let status = || {
+        format!(
+            "{} files, {} read, {} stored",
+            progress.files.load(Ordering::Relaxed),
+            human_bytes(progress.bytes.load(Ordering::Relaxed)),
+            human_bytes(progress.bytes_added.load(Ordering::Relaxed))
+        )
+    };
+    let report = with_progress(ctx.show_progress(), status, || {
+        backup::backup(&repo, opts, &progress)
+    })?;
+    let s = &report.snapshot.summary;
+    if ctx.json {
+        ctx.print_json(&json!({
+            "snapshot_id": report.snapshot_id,
+            "parent": report.snapshot.parent,
+            "session": report.snapshot.session,
+            "files_processed": s.files,
+            "dirs_processed": s.dirs,
+            "files_skipped": s.files_skipped,
+            "bytes_processed": s.bytes_processed,
+            "bytes_new": s.bytes_new,
+            "bytes_added": s.bytes_added,
+            "chunks_new": s.chunks_new,
+            "duration_secs": s.duration_secs,
+            "skipped": report.skipped.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        }));
+    } else {
+        for (p, e) in &report.skipped {
+            eprintln!("skipped {p}: {e}");
+        }
+        ctx.say(format!(
+            "snapshot {} saved\n  {} files, {} folders, {} processed in {:.1}s\n  {} new data, {} added to the repository",
+            report.snapshot_id.short(),
+            s.files,
+            s.dirs,
+            human_bytes(s.bytes_processed),
+            s.duration_secs,
+            human_bytes(s.bytes_new),
+            human_bytes(s.bytes_added),
+        ));
+    }
+    if s.files_skipped > 0 {
+        eprintln!(
+            "warning: {} source file(s) could not be read and are not in the snapshot",
+            s.files_skipped
+        );
+        return Ok(Outcome(exit::INCOMPLETE));
+    }
+    Ok(Outcome::OK)
+}

@@ -1,0 +1,108 @@
+//! `check`: verify the repository's structure and, optionally, its data.
+
+use serde_json::json;
+
+use super::{exit, Ctx, Outcome};
+use crate::error::{Error, Result};
+use crate::repo::check::{self, CheckOptions};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Read every pack and verify every blob (AEAD, commitment, HMAC = id).
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read only subset N of M of the packs, e.g. 2/7 (spread a full read over M runs).
+    #[arg(long, value_name = "N/M")]
+    pub read_data_subset: Option<String>,
+}
+
+fn parse_subset(s: &str) -> Result<(u32, u32)> {
+    let bad = || {
+        Error::invalid(format!(
+            "--read-data-subset {s:?}: expected N/M with 1 <= N <= M <= 256"
+        ))
+    };
+    let (n, m) = s.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let m: u32 = m.trim().parse().map_err(|_| bad())?;
+    if n == 0 || m == 0 || n > m || m > 256 {
+        return Err(bad());
+    }
+    Ok((n, m))
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let subset = args
+        .read_data_subset
+        .as_deref()
+        .map(parse_subset)
+        .transpose()?;
+    let repo = ctx.open_repo()?;
+    let opts = CheckOptions {
+        read_data: args.read_data || subset.is_some(),
+        subset,
+    };
+    let report = check::check(&repo, &opts)?;
+    if ctx.json {
+        ctx.print_json(&json!(report));
+    } else {
+        ctx.say(format!(
+            "checked {} snapshot(s), {} tree(s), {} pack(s){}",
+            report.snapshots,
+            report.trees,
+            report.packs,
+            if opts.read_data {
+                format!(
+                    "; read {} pack(s), verified {} blob(s)",
+                    report.packs_read, report.blobs_verified
+                )
+            } else {
+                String::new()
+            }
+        ));
+        if !report.leftovers.is_empty() {
+            ctx.say(format!(
+                "{} unreferenced pack(s) (harmless leftovers of interrupted backups; prune removes them)",
+                report.leftovers.len()
+            ));
+        }
+        for p in &report.problems {
+            eprintln!(
+                "{}: {}: {}",
+                if p.integrity {
+                    "integrity failure"
+                } else {
+                    "error"
+                },
+                p.object,
+                p.message
+            );
+        }
+        if report.problems.is_empty() {
+            ctx.say("no problems found");
+        }
+    }
+    if report.has_integrity_problems() {
+        return Ok(Outcome(exit::INTEGRITY));
+    }
+    if report.problems.iter().any(|p| p.key_service) {
+        return Ok(Outcome(exit::KEY_SERVICE));
+    }
+    if !report.problems.is_empty() {
+        return Ok(Outcome(exit::ERROR));
+    }
+    Ok(Outcome::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_subset;
+
+    #[test]
+    fn subsets() {
+        assert_eq!(parse_subset("2/7").unwrap(), (2, 7));
+        for bad in ["0/3", "4/3", "x", "1/0", "1/300"] {
+            assert!(parse_subset(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `dump`: one file of a snapshot to standard output.
+
+use std::io::Write;
+
+use super::{Ctx, FilterArgs, Outcome};
+use crate::error::{Error, Result};
+use crate::format::tree::NodeKind;
+use crate::repo::restore::{find_node, write_file};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// The file inside the snapshot.
+    pub path: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let (_, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
+    let index = repo.load_index()?;
+    let node = find_node(&repo, &index, &snap.tree, &args.path)?
+        .ok_or_else(|| Error::invalid("dump needs a file path inside the snapshot"))?;
+    if node.kind != NodeKind::File {
+        return Err(Error::invalid(format!(
+            "{} is not a regular file",
+            args.path
+        )));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    write_file(&repo, &index, &node, &mut out)?;
+    out.flush().map_err(|e| Error::io("standard output", e))?;
+    Ok(Outcome::OK)
+}

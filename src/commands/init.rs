@@ -1,0 +1,72 @@
+//! `init`: create a repository, and a local keyring when none exists.
+
+use serde_json::json;
+
+use super::{Ctx, Outcome};
+use crate::chunker::ChunkerParams;
+use crate::error::Result;
+use crate::id::Id;
+use crate::keyservice::{self, KeyServiceUrl, LocalKeyring};
+use crate::repo::{InitOptions, Repository, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// zstd level for new data (0 stores raw).
+    #[arg(long, default_value_t = DEFAULT_COMPRESSION, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compression_level: i32,
+    /// Target pack size in MiB (16 to 32 suits most buckets).
+    #[arg(long, default_value_t = DEFAULT_PACK_SIZE / (1024 * 1024))]
+    pub pack_size_mib: u32,
+    /// Average chunk size in KiB (a power of two; min is a quarter, max four times).
+    #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg_size / 1024)]
+    pub chunk_avg_kib: u32,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let store = ctx.store()?;
+    ctx.rt.block_on(store.create())?;
+    let repo_id = Id::random()?;
+    let url = ctx.key_service_url(&repo_id);
+    let mut created_keyring = None;
+    let keys = match KeyServiceUrl::parse(&url)? {
+        KeyServiceUrl::Local(dir) if !LocalKeyring::file_path(&dir).exists() => {
+            let k = LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
+            created_keyring = Some(dir);
+            std::sync::Arc::new(k) as std::sync::Arc<dyn keyservice::KeyService>
+        }
+        _ => keyservice::open(&url, &ctx.key_options())?,
+    };
+    let avg = args.chunk_avg_kib.saturating_mul(1024);
+    let opts = InitOptions {
+        chunker: ChunkerParams {
+            min_size: avg / 4,
+            avg_size: avg,
+            max_size: avg.saturating_mul(4),
+        },
+        compression_level: args.compression_level,
+        pack_size: args.pack_size_mib.saturating_mul(1024 * 1024),
+    };
+    let repo = Repository::init(ctx.rt.handle().clone(), store, keys, repo_id, &opts)?;
+    if ctx.json {
+        ctx.print_json(&json!({
+            "repository_id": repo.id(),
+            "location": repo.store().location(),
+            "key_service": url,
+            "keyring_created": created_keyring.is_some(),
+        }));
+    } else {
+        ctx.say(format!(
+            "created repository {} at {}",
+            repo.id(),
+            repo.store().location()
+        ));
+        ctx.say(format!("key service: {url}"));
+        if let Some(dir) = created_keyring {
+            ctx.say(format!(
+                "created a new local keyring in {}\nkeep a copy of it somewhere safe: without it this repository cannot be read",
+                dir.display()
+            ));
+        }
+    }
+    Ok(Outcome::OK)
+}

@@ -1,0 +1,141 @@
+//! `key`: create a keyring, export a writer keyring, list KEKs and what they protect.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Ctx, Outcome};
+use crate::error::{Error, Result};
+use crate::format::wrapped::WrappedKeyRecord;
+use crate::keyservice::{KeyServiceUrl, KeyringRole, LocalKeyring};
+use crate::repo::Repository;
+use crate::store::FileKind;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Cmd {
+    /// Create KEKs in the key service (a new local keyring folder).
+    Create,
+    /// Write a keyring for a role to a new folder.
+    Export {
+        /// `writer`: can back up (with dedup) but never read data back.
+        #[arg(long, value_parser = ["writer", "owner"])]
+        role: String,
+        /// The new keyring folder (must not hold a keyring yet).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// KEKs in use, how many wrapped keys each protects, and their ages.
+    List,
+}
+
+fn local_dir(ctx: &Ctx, url: &str) -> Result<PathBuf> {
+    let _ = ctx;
+    match KeyServiceUrl::parse(url)? {
+        KeyServiceUrl::Local(d) => Ok(d),
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
+    match cmd {
+        Cmd::Create => {
+            let url = ctx
+                .key_service
+                .clone()
+                .ok_or_else(|| Error::invalid("key create needs --key-service local:<dir>"))?;
+            let dir = local_dir(ctx, &url)?;
+            LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
+            if ctx.json {
+                ctx.print_json(&json!({"key_service": url, "created": true}));
+            } else {
+                ctx.say(format!("created keyring {url}"));
+            }
+            Ok(Outcome::OK)
+        }
+        Cmd::Export { role, to } => {
+            let store = ctx.store()?;
+            let url = match (&ctx.key_service, &ctx.repo) {
+                (Some(u), _) => u.clone(),
+                (None, Some(_)) => {
+                    let cfg = Repository::read_config(ctx.rt.handle(), &store)?;
+                    ctx.key_service_url(&cfg.body.repository)
+                }
+                (None, None) => {
+                    return Err(Error::invalid("key export needs --key-service or --repo"))
+                }
+            };
+            let dir = local_dir(ctx, &url)?;
+            let k = LocalKeyring::open(&dir, ctx.passphrase.as_ref())?;
+            let role = if role == "writer" {
+                KeyringRole::Writer
+            } else {
+                KeyringRole::Owner
+            };
+            k.write_to(to, role, ctx.passphrase.as_ref())?;
+            if ctx.json {
+                ctx.print_json(
+                    &json!({"key_service": format!("local:{}", to.display()), "role": role}),
+                );
+            } else {
+                ctx.say(format!("wrote {role:?} keyring to local:{}", to.display()).to_lowercase());
+            }
+            Ok(Outcome::OK)
+        }
+        Cmd::List => {
+            let store = ctx.store()?;
+            let cfg = Repository::read_config(ctx.rt.handle(), &store)?;
+            let keys = ctx.open_key_service(&cfg.body.repository)?;
+            let keks = ctx.rt.block_on(keys.describe())?;
+            let mut counts: BTreeMap<String, (u64, Option<chrono::DateTime<chrono::Utc>>)> =
+                BTreeMap::new();
+            let mut bump = |r: &WrappedKeyRecord| {
+                let e = counts.entry(r.wrapped.kek.clone()).or_insert((0, None));
+                e.0 += 1;
+                e.1 = Some(e.1.map_or(r.created, |t| t.min(r.created)));
+            };
+            bump(&cfg.secret);
+            for (id, _) in ctx.rt.block_on(store.list(FileKind::Key))? {
+                let b = ctx.rt.block_on(store.get(FileKind::Key, &id))?;
+                match serde_json::from_slice::<WrappedKeyRecord>(&b) {
+                    Ok(r) => bump(&r),
+                    Err(e) => eprintln!("keys/{id}: unreadable record: {e}"),
+                }
+            }
+            let now = chrono::Utc::now();
+            let mut rows = Vec::new();
+            for k in &keks {
+                let (n, oldest) = counts.remove(&k.reference).unwrap_or((0, None));
+                rows.push(json!({"kek": k.reference, "purpose": k.purpose, "algorithm": k.algorithm,
+                    "created": k.created, "age_days": k.created.map(|c| (now - c).num_days()),
+                    "can_decrypt": k.can_decrypt, "wrapped_keys": n, "oldest_wrapped": oldest, "in_key_service": true}));
+            }
+            for (kek, (n, oldest)) in counts {
+                rows.push(json!({"kek": kek, "wrapped_keys": n, "oldest_wrapped": oldest, "in_key_service": false}));
+            }
+            if ctx.json {
+                ctx.print_json(&serde_json::Value::Array(rows));
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<42} {:<5} wrapped keys: {:<5} age: {} days{}{}",
+                        r["kek"].as_str().unwrap_or(""),
+                        r["purpose"].as_str().unwrap_or("?"),
+                        r["wrapped_keys"],
+                        r["age_days"],
+                        if r["can_decrypt"] == json!(false) {
+                            "  (public half only: cannot decrypt)"
+                        } else {
+                            ""
+                        },
+                        if r["in_key_service"] == json!(false) {
+                            "  (not in this key service)"
+                        } else {
+                            ""
+                        },
+                    );
+                }
+            }
+            Ok(Outcome::OK)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `ls`: list the files of a snapshot, optionally below a path.
+
+use serde_json::json;
+
+use super::{Ctx, FilterArgs, Outcome};
+use crate::error::Result;
+use crate::format::tree::{Node, NodeKind};
+use crate::repo::restore::find_node;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// Folder or file inside the snapshot (default: everything).
+    pub path: Option<String>,
+    /// Long listing: type, mode, size, time.
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+fn kind(n: &Node) -> &'static str {
+    match n.kind {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let (_, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
+    let index = repo.load_index()?;
+    let start = args.path.clone().unwrap_or_default();
+    let prefix = format!("/{}", start.trim_matches('/'));
+    let prefix = prefix.trim_end_matches('/').to_string();
+    let mut rows: Vec<(String, Node)> = Vec::new();
+    let mut stack = Vec::new();
+    match find_node(&repo, &index, &snap.tree, &start)? {
+        None => stack.push((snap.tree, prefix.clone())),
+        Some(n) => {
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                stack.push((sub, prefix.clone()));
+            }
+            rows.push((prefix.clone(), n));
+        }
+    }
+    while let Some((tree_id, base)) = stack.pop() {
+        let tree = repo.load_tree(&index, &tree_id)?;
+        for n in tree.nodes.into_iter().rev() {
+            let path = format!("{base}/{}", n.name.lossy());
+            if let Some(sub) = n.subtree {
+                stack.push((sub, path.clone()));
+            }
+            rows.push((path, n));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if ctx.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, n)| {
+                json!({"path": p, "type": kind(n), "size": n.size, "mode": n.mode,
+                       "mtime": chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec),
+                       "target": n.target.as_ref().map(|t| t.lossy())})
+            })
+            .collect();
+        ctx.print_json(&serde_json::Value::Array(v));
+    } else {
+        for (p, n) in &rows {
+            if args.long {
+                let t = chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                let link = n
+                    .target
+                    .as_ref()
+                    .map(|t| format!(" -> {}", t.lossy()))
+                    .unwrap_or_default();
+                println!("{:<7} {:04o} {:>12} {t} {p}{link}", kind(n), n.mode, n.size);
+            } else {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(Outcome::OK)
+}

@@ -1,0 +1,156 @@
+//! One module per command. Each takes its clap arguments and the shared [`Ctx`], prints its
+//! result (human text, or one JSON document with `--json`), and returns an [`Outcome`].
+
+pub mod backup;
+pub mod cat;
+pub mod check;
+pub mod dump;
+pub mod init;
+pub mod key;
+pub mod ls;
+mod progress;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::error::{Error, Result};
+use crate::keyservice::{self, KeyService, KeyServiceOptions};
+use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::{default_keyring_dir, Repository};
+use crate::store::{self, Store};
+
+/// Documented exit codes (README, "Exit codes").
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Repository, store or I/O failure.
+    pub const ERROR: i32 = 1;
+    /// Bad arguments or usage.
+    pub const USAGE: i32 = 2;
+    /// Integrity failure found: tampering or corruption.
+    pub const INTEGRITY: i32 = 3;
+    /// Key service denied the operation or could not be reached.
+    pub const KEY_SERVICE: i32 = 4;
+    /// Backup saved a snapshot, but some source files could not be read.
+    pub const INCOMPLETE: i32 = 5;
+}
+
+/// The exit code for a library error.
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Integrity { .. } => exit::INTEGRITY,
+        Error::KeyDenied { .. } | Error::KeyUnavailable { .. } => exit::KEY_SERVICE,
+        Error::Invalid(_) => exit::USAGE,
+        _ => exit::ERROR,
+    }
+}
+
+/// What a command ended with when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome(pub i32);
+
+impl Outcome {
+    pub const OK: Outcome = Outcome(exit::OK);
+}
+
+/// Global options and the runtime, shared by every command.
+pub struct Ctx {
+    pub rt: tokio::runtime::Runtime,
+    pub repo: Option<String>,
+    pub key_service: Option<String>,
+    pub json: bool,
+    pub quiet: bool,
+    pub passphrase: Option<SecretString>,
+}
+
+impl Ctx {
+    pub fn store(&self) -> Result<Arc<dyn Store>> {
+        store::open(self.repo.as_deref().unwrap_or(""))
+    }
+
+    pub fn key_options(&self) -> KeyServiceOptions {
+        KeyServiceOptions {
+            passphrase: self.passphrase.clone(),
+        }
+    }
+
+    /// The key service URL: the one given, or the default local keyring of this repository.
+    pub fn key_service_url(&self, repo_id: &crate::Id) -> String {
+        match &self.key_service {
+            Some(u) => u.clone(),
+            None => format!("local:{}", default_keyring_dir(repo_id).display()),
+        }
+    }
+
+    pub fn open_key_service(&self, repo_id: &crate::Id) -> Result<Arc<dyn KeyService>> {
+        keyservice::open(&self.key_service_url(repo_id), &self.key_options())
+    }
+
+    pub fn open_repo(&self) -> Result<Repository> {
+        let store = self.store()?;
+        let config = Repository::read_config(self.rt.handle(), &store)?;
+        let keys = self.open_key_service(&config.body.repository)?;
+        Repository::open(self.rt.handle().clone(), store, keys, config)
+    }
+
+    /// Progress bars only on a terminal, and never with `--json` or `-q`.
+    pub fn show_progress(&self) -> bool {
+        !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+
+    pub fn print_json(&self, v: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON value serializes")
+        );
+    }
+
+    /// A line of human output (suppressed by `-q`).
+    pub fn say(&self, s: impl std::fmt::Display) {
+        if !self.quiet {
+            println!("{s}");
+        }
+    }
+}
+
+/// `--host/--tag/--path` filters used by `latest` and by listings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only snapshots from this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this backed-up path (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}

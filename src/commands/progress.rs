@@ -1,0 +1,37 @@
+//! A progress display driven by polling counters, so pipelines never wait on the terminal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Runs `work` while a spinner shows `status()` every 100 ms (only when `show`).
+pub fn with_progress<T>(
+    show: bool,
+    status: impl Fn() -> String + Sync,
+    work: impl FnOnce() -> T,
+) -> T {
+    if !show {
+        return work();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .expect("valid template"),
+    );
+    let stop = AtomicBool::new(false);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                bar.set_message(status());
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = work();
+        stop.store(true, Ordering::Relaxed);
+        r
+    });
+    bar.finish_and_clear();
+    r
+}

@@ -1,0 +1,90 @@
+//! `restore`: a snapshot (or some paths of it) into a folder.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use super::progress::with_progress;
+use super::{exit, human_bytes, Ctx, FilterArgs, Outcome};
+use crate::error::Result;
+use crate::repo::restore::{self, RestoreOptions, RestoreProgress};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Snapshot id, unique id prefix, or `latest`.
+    pub snapshot: String,
+    /// Folder to restore into (created if missing).
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Restore only this path of the snapshot (repeatable).
+    #[arg(long = "include")]
+    pub includes: Vec<String>,
+    /// Files restored at once.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let (id, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
+    let index = repo.load_index()?;
+    let opts = RestoreOptions {
+        target: args.target.clone(),
+        includes: args.includes.clone(),
+        threads: args.threads,
+    };
+    let progress = RestoreProgress::default();
+    let status = || {
+        format!(
+            "{} files, {} restored",
+            progress.files.load(Ordering::Relaxed),
+            human_bytes(progress.bytes.load(Ordering::Relaxed))
+        )
+    };
+    let start = std::time::Instant::now();
+    let report = with_progress(ctx.show_progress(), status, || {
+        restore::restore(&repo, &index, &snap.tree, &opts, &progress)
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    for (p, e) in &report.failed {
+        eprintln!("not restored: {p}: {e}");
+    }
+    if ctx.json {
+        ctx.print_json(&json!({
+            "snapshot_id": id,
+            "target": args.target,
+            "files_restored": report.files,
+            "dirs_restored": report.dirs,
+            "symlinks_restored": report.symlinks,
+            "bytes_restored": report.bytes,
+            "duration_secs": secs,
+            "failed": report.failed.iter().map(|(p, e)| json!({"path": p, "error": e.to_string(), "integrity": e.is_integrity()})).collect::<Vec<_>>(),
+        }));
+    } else {
+        ctx.say(format!(
+            "restored snapshot {} to {}: {} files, {} in {secs:.1}s",
+            id.short(),
+            args.target.display(),
+            report.files,
+            human_bytes(report.bytes)
+        ));
+    }
+    if report.failed.iter().any(|(_, e)| e.is_integrity()) {
+        eprintln!(
+            "integrity failure: {} path(s) could not be restored intact",
+            report.failed.len()
+        );
+        return Ok(Outcome(exit::INTEGRITY));
+    }
+    if let Some((_, e)) = report.failed.iter().find(|(_, e)| e.is_key_service()) {
+        eprintln!("{e}");
+        return Ok(Outcome(exit::KEY_SERVICE));
+    }
+    if !report.failed.is_empty() {
+        return Ok(Outcome(exit::ERROR));
+    }
+    Ok(Outcome::OK)
+}

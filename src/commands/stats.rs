@@ -1,0 +1,101 @@
+//! `stats`: sizes of the repository, or of one snapshot.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::{human_bytes, Ctx, FilterArgs, Outcome};
+use crate::error::Result;
+use crate::format::tree::NodeKind;
+use crate::pack::BlobType;
+use crate::store::FileKind;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Only this snapshot (id, prefix or `latest`): its restore size and unique data.
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let index = repo.load_index()?;
+    if let Some(spec) = &args.snapshot {
+        let (id, snap) = repo.resolve_snapshot(spec, &args.filter.filter())?;
+        let (mut files, mut size) = (0u64, 0u64);
+        let mut chunks = HashSet::new();
+        let mut stack = vec![snap.tree];
+        while let Some(t) = stack.pop() {
+            for n in repo.load_tree(&index, &t)?.nodes {
+                match n.kind {
+                    NodeKind::Dir => stack.extend(n.subtree),
+                    NodeKind::File => {
+                        files += 1;
+                        size += n.size;
+                        chunks.extend(n.content);
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+        let stored: u64 = chunks
+            .iter()
+            .filter_map(|c| index.get(c))
+            .map(|l| l.entry.length as u64)
+            .sum();
+        if ctx.json {
+            ctx.print_json(
+                &json!({"snapshot_id": id, "files": files, "restore_size": size,
+                "unique_chunks": chunks.len(), "stored_size": stored}),
+            );
+        } else {
+            println!(
+                "snapshot {}: {files} files, {} to restore, {} chunks, {} stored",
+                id.short(),
+                human_bytes(size),
+                chunks.len(),
+                human_bytes(stored)
+            );
+        }
+        return Ok(Outcome::OK);
+    }
+    let packs = repo.block_on(repo.store().list(FileKind::Pack))?;
+    let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
+    let snapshots = repo.snapshot_ids()?.len();
+    let (mut data_blobs, mut tree_blobs, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
+    for l in index.entries() {
+        match l.entry.blob_type {
+            BlobType::Data => data_blobs += 1,
+            BlobType::Tree => tree_blobs += 1,
+        }
+        raw += l.entry.raw_length as u64;
+        stored += l.entry.length as u64;
+    }
+    if ctx.json {
+        ctx.print_json(
+            &json!({"snapshots": snapshots, "packs": packs.len(), "pack_bytes": pack_bytes,
+            "data_blobs": data_blobs, "tree_blobs": tree_blobs, "unique_plaintext_bytes": raw,
+            "stored_blob_bytes": stored}),
+        );
+    } else {
+        println!("snapshots:        {snapshots}");
+        println!(
+            "packs:            {} ({})",
+            packs.len(),
+            human_bytes(pack_bytes)
+        );
+        println!("blobs:            {data_blobs} data, {tree_blobs} tree");
+        println!("unique plaintext: {}", human_bytes(raw));
+        println!(
+            "stored:           {} ({:.1}% of plaintext)",
+            human_bytes(stored),
+            if raw > 0 {
+                100.0 * stored as f64 / raw as f64
+            } else {
+                0.0
+            }
+        );
+    }
+    Ok(Outcome::OK)
+}

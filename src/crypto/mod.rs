@@ -1,0 +1,9 @@
+//! Pure cryptography: no I/O, no async. Keys are zeroized on drop and never printed.
+
+pub mod aead;
+pub mod envelope;
+pub mod kdf;
+pub mod random;
+pub mod secret;
+
+pub use secret::Key32;

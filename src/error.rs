@@ -1,0 +1,107 @@
+//! Library errors: semantic variants that callers (and the CLI's exit codes) can act on.
+//!
+//! No variant carries key material; messages name objects and operations, never secrets.
+
+use std::fmt;
+
+/// Whether retrying the same operation can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Transient (network, throttling, timeouts): retry with backoff.
+    Transient,
+    /// Retrying the same request cannot help.
+    Permanent,
+}
+
+/// Every failure the library reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The named object, file or snapshot does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An object exists where the operation requires that none does.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Stored data failed verification: tampering, corruption, or a wrong object in its place.
+    #[error("integrity failure in {object}: {reason}")]
+    Integrity { object: String, reason: String },
+    /// The key service refused the operation (wrong role, policy, disabled key, wrong PIN...).
+    #[error("key service denied {operation} with key {key}: {reason}")]
+    KeyDenied {
+        key: String,
+        operation: String,
+        reason: String,
+    },
+    /// The key service could not be reached or did not answer in time.
+    #[error("key service unavailable for {operation} with key {key}: {reason}")]
+    KeyUnavailable {
+        key: String,
+        operation: String,
+        reason: String,
+    },
+    /// The object store could not be reached or failed transiently.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The object store refused access.
+    #[error("storage access denied: {0}")]
+    StorageDenied(String),
+    /// A local or remote I/O failure on a named path.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request itself is wrong (bad argument, bad URL, ambiguous snapshot prefix...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A format version or algorithm this build does not accept (including downgrades).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    pub fn integrity(object: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Error::Integrity {
+            object: object.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        Error::Invalid(msg.to_string())
+    }
+
+    /// Whether a retry may succeed; used by stores and key services for backoff decisions.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            Error::Unavailable(_) | Error::KeyUnavailable { .. } => RetryClass::Transient,
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::Interrupted
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::WouldBlock => RetryClass::Transient,
+                _ => RetryClass::Permanent,
+            },
+            _ => RetryClass::Permanent,
+        }
+    }
+
+    /// True for errors that mean stored data cannot be trusted.
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, Error::Integrity { .. })
+    }
+
+    /// True for errors raised by the key service.
+    pub fn is_key_service(&self) -> bool {
+        matches!(self, Error::KeyDenied { .. } | Error::KeyUnavailable { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,115 @@
+//! Index segments: which pack (and session) holds each blob. Binary, sealed under the index key.
+//!
+//! ```text
+//! magic "CIDX" | version u8 = 1 | reserved [0; 3] | pack count u32 LE
+//! per pack: pack id [32] | session id [32] | blob count u32 LE | blob count x entry (48 bytes,
+//!           the same layout as pack header entries)
+//! ```
+
+use crate::id::Id;
+use crate::pack::BlobEntry;
+
+const MAGIC: [u8; 4] = *b"CIDX";
+const VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackEntries {
+    pub pack: Id,
+    pub session: Id,
+    pub blobs: Vec<BlobEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexSegment {
+    pub packs: Vec<PackEntries>,
+}
+
+impl IndexSegment {
+    pub fn encode(&self) -> Vec<u8> {
+        let n: usize = self.packs.iter().map(|p| 68 + p.blobs.len() * 48).sum();
+        let mut out = Vec::with_capacity(12 + n);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[VERSION, 0, 0, 0]);
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for p in &self.packs {
+            out.extend_from_slice(p.pack.as_bytes());
+            out.extend_from_slice(p.session.as_bytes());
+            out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+            for b in &p.blobs {
+                crate::pack::header_put_entry(&mut out, b);
+            }
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<IndexSegment, String> {
+        if b.len() < 12 || b[..4] != MAGIC {
+            return Err("not an index segment".into());
+        }
+        if b[4] != VERSION {
+            return Err(format!("index segment version {} refused", b[4]));
+        }
+        let mut pos = 8;
+        let u32_at = |pos: usize| -> Result<u32, String> {
+            b.get(pos..pos + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+                .ok_or_else(|| "index segment truncated".to_string())
+        };
+        let count = u32_at(pos)? as usize;
+        pos += 4;
+        let mut packs = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let ids = b.get(pos..pos + 64).ok_or("index segment truncated")?;
+            let pack = Id::from_slice(&ids[..32]).expect("32 bytes");
+            let session = Id::from_slice(&ids[32..]).expect("32 bytes");
+            let n = u32_at(pos + 64)? as usize;
+            pos += 68;
+            let body = b.get(pos..pos + n * 48).ok_or("index segment truncated")?;
+            let blobs = (0..n)
+                .map(|i| crate::pack::header_get_entry(&body[i * 48..]))
+                .collect::<Result<Vec<_>, _>>()?;
+            pos += n * 48;
+            packs.push(PackEntries {
+                pack,
+                session,
+                blobs,
+            });
+        }
+        if pos != b.len() {
+            return Err("trailing bytes after index segment".into());
+        }
+        Ok(IndexSegment { packs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::pack::BlobType;
+
+    #[test]
+    fn round_trip_and_fail_truncation() {
+        let e = BlobEntry {
+            id: Id([3; 32]),
+            blob_type: BlobType::Data,
+            compression: Compression::Zstd,
+            offset: 1,
+            length: 2,
+            raw_length: 3,
+        };
+        let seg = IndexSegment {
+            packs: vec![PackEntries {
+                pack: Id([1; 32]),
+                session: Id([2; 32]),
+                blobs: vec![e, e],
+            }],
+        };
+        let b = seg.encode();
+        assert_eq!(IndexSegment::decode(&b).unwrap(), seg);
+        assert!(IndexSegment::decode(&b[..b.len() - 1]).is_err());
+        let mut extra = b.clone();
+        extra.push(0);
+        assert!(IndexSegment::decode(&extra).is_err());
+    }
+}

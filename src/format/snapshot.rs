@@ -1,0 +1,45 @@
+//! Snapshot manifests: JSON, sealed under the session's data key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Files that could not be read and were left out.
+    pub files_skipped: u64,
+    /// Plaintext bytes read.
+    pub bytes_processed: u64,
+    /// Plaintext bytes of chunks not already in the repository.
+    pub bytes_new: u64,
+    /// Bytes written to the store (packs, index, snapshot).
+    pub bytes_added: u64,
+    pub chunks_new: u64,
+    pub duration_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: u32,
+    pub time: DateTime<Utc>,
+    pub host: String,
+    #[serde(default)]
+    pub username: String,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Root tree.
+    pub tree: Id,
+    /// Session whose data key sealed this manifest.
+    pub session: Id,
+    #[serde(default)]
+    pub parent: Option<Id>,
+    pub summary: Summary,
+    pub program: String,
+}
+
+impl Eq for Snapshot {}

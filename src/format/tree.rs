@@ -1,0 +1,119 @@
+//! Trees: one directory listing, JSON, stored as a tree blob whose id is the HMAC of its bytes.
+
+use serde::{Deserialize, Serialize};
+
+use super::name::RawName;
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: RawName,
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Unix permission bits (and setuid/setgid/sticky).
+    pub mode: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    /// Regular files: length in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Regular files: inode number at backup time (change detection only).
+    #[serde(default)]
+    pub inode: u64,
+    /// Regular files: chunk ids in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    /// Directories: the tree id of their listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    /// Symlinks: the target, as stored by the file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RawName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tree {
+    /// Sorted by name bytes; names are unique.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn encode(&mut self) -> Vec<u8> {
+        self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        serde_json::to_vec(self).expect("tree serializes")
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Tree, String> {
+        let t: Tree = serde_json::from_slice(b).map_err(|e| format!("tree: {e}"))?;
+        for n in &t.nodes {
+            if n.name.0.is_empty()
+                || n.name.0 == b"."
+                || n.name.0 == b".."
+                || n.name.0.contains(&b'/')
+                || n.name.0.contains(&0)
+            {
+                return Err(format!("tree holds an unsafe name {:?}", n.name.lossy()));
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name.0 == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &[u8]) -> Node {
+        Node {
+            name: RawName(name.to_vec()),
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_sec: 1,
+            mtime_nsec: 2,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            inode: 4,
+            content: vec![Id([1; 32])],
+            subtree: None,
+            target: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_sorted() {
+        let mut t = Tree {
+            nodes: vec![node(b"b"), node(b"a")],
+        };
+        let bytes = t.encode();
+        let back = Tree::decode(&bytes).unwrap();
+        assert_eq!(back.nodes[0].name.0, b"a");
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn fail_path_traversal_names() {
+        for bad in [&b".."[..], b"a/b", b"", b"."] {
+            let mut t = Tree {
+                nodes: vec![node(bad)],
+            };
+            assert!(Tree::decode(&t.encode()).is_err(), "{bad:?} accepted");
+        }
+    }
+}

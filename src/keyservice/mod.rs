@@ -1,0 +1,129 @@
+//! Key services: where key-encryption keys (KEKs) live. One small trait; the backend is chosen
+//! by URL. The vault only ever stores wrapped keys (self-describing [`WrappedKey`] records).
+//!
+//! Every call carries an encryption context that binds the repository, the purpose and the key
+//! id; a wrapped key presented with any other context does not open.
+
+mod local;
+
+pub use local::{KeyringRole, LocalKeyring};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::wrapped::{Context, Purpose, WrappedKey};
+
+/// A KEK as the key service describes it (no secret material).
+#[derive(Debug, Clone, Serialize)]
+pub struct KekInfo {
+    pub reference: String,
+    pub purpose: String,
+    pub algorithm: String,
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether this service can unwrap keys wrapped by this KEK.
+    pub can_decrypt: bool,
+}
+
+#[async_trait]
+pub trait KeyService: Send + Sync + std::fmt::Debug {
+    /// Where this service is (no credentials), for messages.
+    fn url(&self) -> String;
+
+    /// A fresh 256-bit key, in plaintext and wrapped under the KEK for `purpose`.
+    async fn generate_data_key(
+        &self,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<(Key32, WrappedKey)>;
+
+    /// Unwraps a key; the context must equal the one it was wrapped with.
+    async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32>;
+
+    /// Re-wraps a key under this service's current KEK for `purpose`.
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<WrappedKey>;
+
+    /// The KEKs this service holds or points at.
+    async fn describe(&self) -> Result<Vec<KekInfo>>;
+}
+
+/// Options a key service may need that are not part of its URL.
+#[derive(Default)]
+pub struct KeyServiceOptions {
+    /// Seals or opens a local keyring; never taken from a command-line argument.
+    pub passphrase: Option<SecretString>,
+}
+
+impl std::fmt::Debug for KeyServiceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyServiceOptions")
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A parsed key-service URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyServiceUrl {
+    Local(PathBuf),
+}
+
+impl KeyServiceUrl {
+    pub fn parse(url: &str) -> Result<KeyServiceUrl> {
+        if let Some(dir) = url.strip_prefix("local:") {
+            let dir = dir.strip_prefix("//").unwrap_or(dir);
+            if dir.is_empty() {
+                return Err(Error::invalid(
+                    "local: key service needs a folder, e.g. local:/etc/custody/keyring",
+                ));
+            }
+            return Ok(KeyServiceUrl::Local(PathBuf::from(dir)));
+        }
+        for scheme in ["awskms:", "pkcs11:", "keyd+https:"] {
+            if url.starts_with(scheme) {
+                return Err(Error::Unsupported(format!(
+                    "key service {scheme} is not built yet in this version"
+                )));
+            }
+        }
+        Err(Error::invalid(format!(
+            "unknown key service URL {url:?} (expected local:<dir>)"
+        )))
+    }
+}
+
+/// Opens an existing key service.
+pub fn open(url: &str, opts: &KeyServiceOptions) -> Result<Arc<dyn KeyService>> {
+    match KeyServiceUrl::parse(url)? {
+        KeyServiceUrl::Local(dir) => Ok(Arc::new(LocalKeyring::open(
+            &dir,
+            opts.passphrase.as_ref(),
+        )?)),
+    }
+}
+
+/// One audit line per key operation: matches the key custodian's own log line by line.
+pub(crate) fn audit(op: &str, kek: &str, ctx: &Context) {
+    tracing::info!(
+        target: "custody::audit",
+        operation = op,
+        kek = kek,
+        purpose = ctx.get("custody:purpose").map(String::as_str).unwrap_or(""),
+        repository = ctx.get("custody:repository").map(String::as_str).unwrap_or(""),
+        key_id = ctx.get("custody:key-id").map(String::as_str).unwrap_or(""),
+        "key operation"
+    );
+}

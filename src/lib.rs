@@ -1,0 +1,25 @@
+//! custody: an encrypted, deduplicating object-store vault.
+//!
+//! Layers, each depending only on those above it in this list:
+//! - [`crypto`], [`format`], [`id`], [`compress`]: pure codecs and cryptography, no I/O;
+//! - [`chunker`], [`pack`]: keyed content-defined chunking and the pack codec;
+//! - [`store`], [`keyservice`]: async object stores and key services;
+//! - [`repo`]: sessions, index, blobs, snapshots, and the backup/restore/check pipelines;
+//! - [`commands`]: one module per command, printing results;
+//! - the `custody` binary: the command line (clap) only.
+
+pub mod chunker;
+pub mod cli;
+pub mod commands;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod keyservice;
+pub mod pack;
+pub mod repo;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use id::Id;

@@ -1,0 +1,85 @@
+//! The `custody` binary: parse arguments, set up logging and the runtime, run, map errors to
+//! the documented exit codes.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use custody::cli::Cli;
+use custody::commands::{exit, exit_code, Ctx};
+use secrecy::SecretString;
+
+fn passphrase(cli: &Cli) -> anyhow::Result<Option<SecretString>> {
+    if let Some(p) = &cli.passphrase_file {
+        let s = std::fs::read_to_string(p)
+            .with_context(|| format!("reading passphrase file {}", p.display()))?;
+        return Ok(Some(SecretString::from(
+            s.trim_end_matches(['\n', '\r']).to_string(),
+        )));
+    }
+    Ok(std::env::var("CUSTODY_KEYRING_PASSPHRASE")
+        .ok()
+        .map(SecretString::from))
+}
+
+fn logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("custody={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    logging(&cli);
+    let run = || -> anyhow::Result<i32> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let ctx = Ctx {
+            rt,
+            repo: cli.repo.clone(),
+            key_service: cli.key_service.clone(),
+            json: cli.json,
+            quiet: cli.quiet,
+            passphrase: passphrase(&cli)?,
+        };
+        Ok(cli.run(&ctx)?.0)
+    };
+    match run() {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            let code = e
+                .downcast_ref::<custody::Error>()
+                .map(exit_code)
+                .unwrap_or(exit::ERROR);
+            eprintln!("custody: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The per-pack key: HKDF(session DEK, pack id), so each pack's blobs and header have keys of
+//! their own and a pack can be re-encrypted without touching any other.
+
+use crate::crypto::envelope::{self, Binding, ObjectKind, OpenError};
+use crate::crypto::{kdf, Key32};
+use crate::error::Result;
+use crate::id::Id;
+
+use super::BlobType;
+
+#[derive(Clone)]
+pub struct PackKey {
+    repo: Id,
+    session: Id,
+    pack: Id,
+    key: Key32,
+}
+
+impl std::fmt::Debug for PackKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackKey")
+            .field("pack", &self.pack)
+            .field("session", &self.session)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl PackKey {
+    pub fn new(repo: &Id, session: &Id, dek: &Key32, pack: Id) -> PackKey {
+        let key = kdf::derive_key(repo.as_bytes(), dek, &[kdf::label::PACK, pack.as_bytes()]);
+        PackKey {
+            repo: *repo,
+            session: *session,
+            pack,
+            key,
+        }
+    }
+
+    pub fn pack_id(&self) -> Id {
+        self.pack
+    }
+
+    pub fn session_id(&self) -> Id {
+        self.session
+    }
+
+    fn binding<'a>(&'a self, kind: ObjectKind, object: &'a Id) -> Binding<'a> {
+        Binding {
+            repo: &self.repo,
+            kind,
+            container: &self.pack,
+            object,
+            key_id: &self.session,
+        }
+    }
+
+    pub fn seal_blob(&self, t: BlobType, chunk: &Id, plaintext: &[u8]) -> Result<Vec<u8>> {
+        envelope::seal_blob(&self.key, &self.binding(t.object_kind(), chunk), plaintext)
+    }
+
+    pub fn open_blob(&self, t: BlobType, chunk: &Id, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        envelope::open_blob(&self.key, &self.binding(t.object_kind(), chunk), sealed)
+    }
+
+    pub fn seal_header(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        envelope::seal_object(
+            &self.key,
+            &self.binding(ObjectKind::PackHeader, &self.pack),
+            plaintext,
+        )
+    }
+
+    pub fn open_header(&self, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        envelope::open_object(
+            &self.key,
+            &self.binding(ObjectKind::PackHeader, &self.pack),
+            sealed,
+        )
+    }
+}

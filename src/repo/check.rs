@@ -1,0 +1,264 @@
+//! `check`: structure (config, keys, index, snapshots, trees, every referenced chunk indexed,
+//! every indexed pack present) and, with `--read-data`, every pack read and every blob opened
+//! and verified against the pack header and the index. Unreferenced packs are reported as
+//! harmless leftovers (an interrupted backup leaves them; prune removes them), not as damage.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::{Index, Repository};
+use crate::error::{Error, Result};
+use crate::format::tree::NodeKind;
+use crate::format::wrapped::WrappedKeyRecord;
+use crate::id::Id;
+use crate::pack::{self, BlobEntry};
+use crate::store::{object_name, FileKind};
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+    /// Read only packs in subset n of m (1-based), chosen by pack id.
+    pub subset: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub object: String,
+    pub message: String,
+    /// True for damage or tampering; false for operational failures (I/O, key service).
+    pub integrity: bool,
+    #[serde(skip)]
+    pub key_service: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_verified: usize,
+    pub leftovers: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    fn problem(&mut self, e: &Error, fallback_object: &str) {
+        let (object, message) = match e {
+            Error::Integrity { object, reason } => (object.clone(), reason.clone()),
+            e => (fallback_object.to_string(), e.to_string()),
+        };
+        self.problems.push(Problem {
+            object,
+            message,
+            integrity: e.is_integrity(),
+            key_service: e.is_key_service(),
+        });
+    }
+
+    pub fn has_integrity_problems(&self) -> bool {
+        self.problems.iter().any(|p| p.integrity)
+    }
+}
+
+pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+
+    // Wrapped session keys: each must parse, name itself, and unwrap.
+    for (sid, _) in repo.block_on(repo.store().list(FileKind::Key))? {
+        if let Err(e) = repo.session_key(&sid) {
+            if e.is_key_service() {
+                return Err(e);
+            }
+            r.problem(&e, &object_name(FileKind::Key, &sid));
+        }
+    }
+
+    // Index segments.
+    let mut index = Index::default();
+    for (id, _) in repo.block_on(repo.store().list(FileKind::Index))? {
+        match repo.load_index_segment(&id) {
+            Ok(seg) => index.add_segment(&seg),
+            Err(e) => r.problem(&e, &object_name(FileKind::Index, &id)),
+        }
+    }
+    let stored: HashMap<Id, u64> = repo
+        .block_on(repo.store().list(FileKind::Pack))?
+        .into_iter()
+        .collect();
+    r.packs = stored.len();
+    let by_pack = index.pack_entries();
+    for (pack, _) in index.packs() {
+        match stored.get(pack) {
+            None => r.problem(
+                &Error::integrity(
+                    object_name(FileKind::Pack, pack),
+                    "indexed pack is missing from the store",
+                ),
+                "",
+            ),
+            Some(&size) => {
+                let end = by_pack
+                    .get(pack)
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.offset as u64 + e.length as u64)
+                    .max()
+                    .unwrap_or(0);
+                if end > size {
+                    r.problem(
+                        &Error::integrity(
+                            object_name(FileKind::Pack, pack),
+                            format!("pack is {size} bytes but the index places a blob up to byte {end} (truncated)"),
+                        ),
+                        "",
+                    );
+                }
+            }
+        }
+    }
+    for id in stored.keys() {
+        if !index.has_pack(id) {
+            r.leftovers.push(object_name(FileKind::Pack, id));
+        }
+    }
+    r.leftovers.sort();
+
+    // Snapshots and every tree they reach.
+    let mut seen_trees = HashSet::new();
+    for id in repo.snapshot_ids()? {
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(e) if e.is_key_service() => return Err(e),
+            Err(e) => {
+                r.problem(&e, &object_name(FileKind::Snapshot, &id));
+                continue;
+            }
+        };
+        r.snapshots += 1;
+        let mut stack = vec![snap.tree];
+        while let Some(t) = stack.pop() {
+            if !seen_trees.insert(t) {
+                continue;
+            }
+            match repo.load_tree(&index, &t) {
+                Ok(tree) => {
+                    r.trees += 1;
+                    for n in tree.nodes {
+                        match n.kind {
+                            NodeKind::Dir => stack.extend(n.subtree),
+                            NodeKind::File => {
+                                for c in n.content.iter().filter(|c| !index.contains(c)) {
+                                    r.problem(
+                                        &Error::integrity(
+                                            format!("snapshot {}", id.short()),
+                                            format!(
+                                                "file {} refers to chunk {} that no index lists",
+                                                n.name.lossy(),
+                                                c.short()
+                                            ),
+                                        ),
+                                        "",
+                                    );
+                                }
+                            }
+                            NodeKind::Symlink => {}
+                        }
+                    }
+                }
+                Err(e) if e.is_key_service() => return Err(e),
+                Err(e) => r.problem(&e, &format!("tree {t}")),
+            }
+        }
+    }
+
+    if opts.read_data {
+        for (pack, session) in index.packs() {
+            if let Some((n, m)) = opts.subset {
+                if (pack.0[0] as u32) % m != n - 1 {
+                    continue;
+                }
+            }
+            if !stored.contains_key(pack) {
+                continue;
+            }
+            r.packs_read += 1;
+            let expected = by_pack.get(pack).cloned().unwrap_or_default();
+            match read_pack(repo, pack, session, &expected) {
+                Ok(n) => r.blobs_verified += n,
+                Err(e) if e.is_key_service() => return Err(e),
+                Err(e) => r.problem(&e, &object_name(FileKind::Pack, pack)),
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Reads a whole pack, opens its header and every blob, and compares with the index.
+fn read_pack(repo: &Repository, pack: &Id, session: &Id, expected: &[BlobEntry]) -> Result<usize> {
+    let name = object_name(FileKind::Pack, pack);
+    let bytes = repo.block_on(repo.store().get(FileKind::Pack, pack))?;
+    let len = bytes.len();
+    if len < pack::TRAILER_LEN {
+        return Err(Error::integrity(
+            &name,
+            "shorter than a pack trailer (truncated)",
+        ));
+    }
+    let range = pack::header_range(len as u64, &bytes[len - pack::TRAILER_LEN..])
+        .map_err(|e| Error::integrity(&name, e))?;
+    let sealed = &bytes[range.start as usize..range.end as usize];
+    let sealed_by = pack::header_session(sealed).map_err(|e| Error::integrity(&name, e))?;
+    if &sealed_by != session {
+        return Err(Error::integrity(
+            &name,
+            format!(
+                "sealed by session {} but indexed under session {} (swapped or foreign pack)",
+                sealed_by.short(),
+                session.short()
+            ),
+        ));
+    }
+    let key = repo.pack_key(session, pack)?;
+    let header = key
+        .open_header(sealed)
+        .map_err(|e| Error::integrity(&name, format!("pack header: {e}")))?;
+    let entries = pack::decode_header(&header).map_err(|e| Error::integrity(&name, e))?;
+    let in_header: HashMap<Id, BlobEntry> = entries.iter().map(|e| (e.id, *e)).collect();
+    for e in expected {
+        if in_header.get(&e.id) != Some(e) {
+            return Err(Error::integrity(
+                &name,
+                format!(
+                    "index entry for blob {} does not match the pack header",
+                    e.id.short()
+                ),
+            ));
+        }
+    }
+    for e in &entries {
+        let end = e.offset as usize + e.length as usize;
+        if end > range.start as usize {
+            return Err(Error::integrity(
+                &name,
+                format!("blob {} overlaps the header", e.id.short()),
+            ));
+        }
+        repo.open_blob(pack, session, e, &bytes[e.offset as usize..end])?;
+    }
+    Ok(entries.len())
+}
+
+/// Wrapped-key records of the repository, for `key list`.
+pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(Id, Option<WrappedKeyRecord>)>> {
+    let mut out = Vec::new();
+    for (id, _) in repo.block_on(repo.store().list(FileKind::Key))? {
+        let rec = repo
+            .block_on(repo.store().get(FileKind::Key, &id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        out.push((id, rec));
+    }
+    Ok(out)
+}

@@ -1,0 +1,427 @@
+//! The repository: a store plus a key service plus the config, with the operations every
+//! command shares (sessions, index, blobs, snapshots). Methods are synchronous and drive the
+//! async store and key service on the runtime they were given, so CPU work can run on plain
+//! threads; never call them from inside that runtime's worker threads.
+
+pub mod backup;
+pub mod check;
+mod index;
+pub mod restore;
+mod session;
+pub mod snapshots;
+
+pub use index::{BlobLocation, Index};
+pub use session::Session;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::compress;
+use crate::crypto::envelope::{self, Binding, ObjectKind};
+use crate::crypto::kdf::{self, label, HmacKey};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::config::{Config, ConfigBody, ENVELOPE_ALGORITHM};
+use crate::format::tree::Tree;
+use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
+use crate::format::REPO_FORMAT;
+use crate::id::Id;
+use crate::keyservice::KeyService;
+use crate::pack::{BlobType, PackKey};
+use crate::store::{object_name, FileKind, Store};
+
+/// Default target pack size: 16 MiB.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_COMPRESSION: i32 = 3;
+
+/// Sub-keys derived from the repository secret M. Writers hold these too.
+struct Secrets {
+    id_key: HmacKey,
+    chunker: Chunker,
+    index_key: Key32,
+}
+
+pub struct Repository {
+    rt: tokio::runtime::Handle,
+    store: Arc<dyn Store>,
+    keys: Arc<dyn KeyService>,
+    config: Config,
+    secrets: Secrets,
+    session_keys: Mutex<HashMap<Id, Key32>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("store", &self.store.location())
+            .field("keys", &self.keys.url())
+            .field("id", &self.config.body.repository)
+            .finish()
+    }
+}
+
+/// Settings chosen at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            compression_level: DEFAULT_COMPRESSION,
+            pack_size: DEFAULT_PACK_SIZE,
+        }
+    }
+}
+
+fn config_mac(secret: &Key32, repo: &Id, body: &ConfigBody) -> String {
+    let k = kdf::derive_key(repo.as_bytes(), secret, &[label::CONFIG_MAC]);
+    hex::encode(kdf::hmac_sha256(&k, &body.mac_input()))
+}
+
+fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
+    let salt = body.repository.as_bytes();
+    let id_key = kdf::derive_key(salt, m, &[label::CHUNK_ID]);
+    let gear = kdf::derive_key(salt, m, &[label::GEAR]);
+    Secrets {
+        id_key: HmacKey::new(&id_key),
+        chunker: Chunker::new(&gear, body.chunker),
+        index_key: kdf::derive_key(salt, m, &[label::INDEX]),
+    }
+}
+
+/// Default folder for the local keyring of a repository when no key service is given.
+pub fn default_keyring_dir(repo: &Id) -> PathBuf {
+    let base = std::env::var_os("CUSTODY_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|p| PathBuf::from(p).join("custody")))
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".config/custody")))
+        .unwrap_or_else(|| PathBuf::from(".custody"));
+    base.join("keyrings").join(repo.to_hex())
+}
+
+impl Repository {
+    /// Reads the plaintext config (no keys needed): the repository id names the default keyring.
+    pub fn read_config(rt: &tokio::runtime::Handle, store: &Arc<dyn Store>) -> Result<Config> {
+        let bytes = rt
+            .block_on(store.get(FileKind::Config, &Id::default()))
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound(format!(
+                    "repository config at {} (is this a custody repository? run `custody init`)",
+                    store.location()
+                )),
+                e => e,
+            })?;
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity("config", format!("not a valid config: {e}")))?;
+        let b = &config.body;
+        if b.format != REPO_FORMAT {
+            return Err(Error::Unsupported(format!(
+                "repository format {} (this build reads {REPO_FORMAT})",
+                b.format
+            )));
+        }
+        if b.envelope_version != envelope::VERSION || b.envelope_algorithm != ENVELOPE_ALGORITHM {
+            return Err(Error::Unsupported(format!(
+                "envelope {} v{} (this build uses {ENVELOPE_ALGORITHM} v{})",
+                b.envelope_algorithm,
+                b.envelope_version,
+                envelope::VERSION
+            )));
+        }
+        b.chunker
+            .validate()
+            .map_err(|e| Error::integrity("config", e))?;
+        Ok(config)
+    }
+
+    /// Creates a new repository in an empty location.
+    pub fn init(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        repo_id: Id,
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        opts.chunker.validate().map_err(Error::invalid)?;
+        if opts.pack_size < 1024 * 1024 || opts.pack_size > 512 * 1024 * 1024 {
+            return Err(Error::invalid(
+                "pack size must be between 1 MiB and 512 MiB",
+            ));
+        }
+        rt.block_on(store.create())?;
+        let secret_id = Id::random()?;
+        let ctx = context(Purpose::RepositorySecret, &repo_id, &secret_id);
+        let (m, wrapped) = rt.block_on(keys.generate_data_key(Purpose::RepositorySecret, &ctx))?;
+        let body = ConfigBody {
+            format: REPO_FORMAT,
+            repository: repo_id,
+            created: Utc::now(),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+            envelope_version: envelope::VERSION,
+            envelope_algorithm: ENVELOPE_ALGORITHM.into(),
+            secret_id,
+        };
+        let config = Config {
+            mac: config_mac(&m, &repo_id, &body),
+            secret: WrappedKeyRecord {
+                format: REPO_FORMAT,
+                purpose: Purpose::RepositorySecret,
+                repository: repo_id,
+                key_id: secret_id,
+                created: body.created,
+                wrapped,
+            },
+            body,
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        rt.block_on(store.put(FileKind::Config, &Id::default(), Bytes::from(json)))?;
+        Ok(Repository {
+            secrets: derive_secrets(&m, &config.body),
+            rt,
+            store,
+            keys,
+            config,
+            session_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens a repository: unwraps the repository secret and verifies the config's MAC.
+    pub fn open(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        config: Config,
+    ) -> Result<Repository> {
+        let b = &config.body;
+        let rec = &config.secret;
+        if rec.purpose != Purpose::RepositorySecret
+            || rec.repository != b.repository
+            || rec.key_id != b.secret_id
+        {
+            return Err(Error::integrity(
+                "config",
+                "wrapped repository secret belongs to another repository or key",
+            ));
+        }
+        let ctx = context(Purpose::RepositorySecret, &b.repository, &b.secret_id);
+        let m = rt
+            .block_on(keys.decrypt(&rec.wrapped, &ctx))
+            .map_err(|e| match e {
+                Error::Integrity { reason, .. } => {
+                    Error::integrity("config (wrapped repository secret)", reason)
+                }
+                e => e,
+            })?;
+        let mac = config_mac(&m, &b.repository, b);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            mac.as_bytes(),
+            config.mac.as_bytes(),
+        )) {
+            return Err(Error::integrity(
+                "config",
+                "MAC mismatch: the config was altered",
+            ));
+        }
+        Ok(Repository {
+            secrets: derive_secrets(&m, b),
+            rt,
+            store,
+            keys,
+            config,
+            session_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn id(&self) -> Id {
+        self.config.body.repository
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn key_service(&self) -> &Arc<dyn KeyService> {
+        &self.keys
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.secrets.chunker
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    /// Runs a store or key-service future to completion from a non-runtime thread.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Chunk id: HMAC-SHA256 of the plaintext under the repository's id key.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> Id {
+        Id(self.secrets.id_key.sign(plaintext))
+    }
+
+    fn index_binding<'a>(&'a self, segment: &'a Id, zero: &'a Id) -> Binding<'a> {
+        Binding {
+            repo: &self.config.body.repository,
+            kind: ObjectKind::Index,
+            container: zero,
+            object: segment,
+            key_id: &self.config.body.secret_id,
+        }
+    }
+
+    /// The plaintext data key of a session, unwrapped once per process and cached.
+    pub fn session_key(&self, session: &Id) -> Result<Key32> {
+        if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
+            return Ok(k.clone());
+        }
+        let name = object_name(FileKind::Key, session);
+        let bytes = self
+            .block_on(self.store.get(FileKind::Key, session))
+            .map_err(|e| match e {
+                Error::NotFound(_) => {
+                    Error::integrity(&name, "the wrapped key of this session is missing")
+                }
+                e => e,
+            })?;
+        let rec: WrappedKeyRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity(&name, format!("not a wrapped-key record: {e}")))?;
+        if rec.purpose != Purpose::SessionKey
+            || rec.repository != self.id()
+            || &rec.key_id != session
+        {
+            return Err(Error::integrity(
+                &name,
+                format!(
+                    "record belongs to {} {} of repository {} (swapped or copied key object)",
+                    rec.purpose.as_str(),
+                    rec.key_id.short(),
+                    rec.repository.short()
+                ),
+            ));
+        }
+        // The context is built from what we asked for, never from the record.
+        let ctx = context(Purpose::SessionKey, &self.id(), session);
+        let k = self
+            .block_on(self.keys.decrypt(&rec.wrapped, &ctx))
+            .map_err(|e| match e {
+                Error::Integrity { reason, .. } => Error::integrity(&name, reason),
+                e => e,
+            })?;
+        self.session_keys
+            .lock()
+            .expect("lock")
+            .insert(*session, k.clone());
+        Ok(k)
+    }
+
+    pub fn pack_key(&self, session: &Id, pack: &Id) -> Result<PackKey> {
+        let dek = self.session_key(session)?;
+        Ok(PackKey::new(&self.id(), session, &dek, *pack))
+    }
+
+    /// Seals and stores an index segment under the index key.
+    pub fn save_index_segment(&self, seg: &crate::format::index::IndexSegment) -> Result<Id> {
+        let id = Id::random()?;
+        let zero = Id::default();
+        let sealed = envelope::seal_object(
+            &self.secrets.index_key,
+            &self.index_binding(&id, &zero),
+            &seg.encode(),
+        )?;
+        self.block_on(self.store.put(FileKind::Index, &id, Bytes::from(sealed)))?;
+        Ok(id)
+    }
+
+    pub fn load_index_segment(&self, id: &Id) -> Result<crate::format::index::IndexSegment> {
+        let name = object_name(FileKind::Index, id);
+        let bytes = self.block_on(self.store.get(FileKind::Index, id))?;
+        let zero = Id::default();
+        let plain = envelope::open_object(
+            &self.secrets.index_key,
+            &self.index_binding(id, &zero),
+            &bytes,
+        )
+        .map_err(|e| Error::integrity(&name, e))?;
+        crate::format::index::IndexSegment::decode(&plain).map_err(|e| Error::integrity(&name, e))
+    }
+
+    /// Loads every index segment. Unreadable segments are errors: an index that silently
+    /// dropped entries would make dedup skip chunks that are not really stored.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::default();
+        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
+            index.add_segment(&self.load_index_segment(&id)?);
+        }
+        Ok(index)
+    }
+
+    /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's
+    /// key, then HMAC(plaintext) == id. Nothing unverified is returned.
+    pub fn load_blob(&self, index: &Index, id: &Id, t: BlobType) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::integrity(format!("{t:?} blob {id}"), "not in the index"))?;
+        if loc.entry.blob_type != t {
+            return Err(Error::integrity(
+                format!("blob {id}"),
+                format!("indexed as {:?}, expected {t:?}", loc.entry.blob_type),
+            ));
+        }
+        let sealed = self.block_on(self.store.get_range(
+            FileKind::Pack,
+            &loc.pack,
+            loc.entry.offset as u64,
+            loc.entry.length as u64,
+        ))?;
+        self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed)
+    }
+
+    /// Opens a sealed blob given its index entry (shared by restore and check).
+    pub fn open_blob(
+        &self,
+        pack: &Id,
+        session: &Id,
+        entry: &crate::pack::BlobEntry,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let pname = object_name(FileKind::Pack, pack);
+        let key = self.pack_key(session, pack)?;
+        let body = key
+            .open_blob(entry.blob_type, &entry.id, sealed)
+            .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
+        let plain = compress::decompress(entry.compression, body, entry.raw_length as usize)
+            .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
+        if self.chunk_id(&plain) != entry.id {
+            return Err(Error::integrity(
+                &pname,
+                format!("blob {}: plaintext does not match its id", entry.id.short()),
+            ));
+        }
+        Ok(plain)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let b = self.load_blob(index, id, BlobType::Tree)?;
+        Tree::decode(&b).map_err(|e| Error::integrity(format!("tree {id}"), e))
+    }
+}

@@ -1,0 +1,124 @@
+//! Snapshot manifests: seal, store, load, list, and resolve `id | prefix | latest`.
+
+use bytes::Bytes;
+
+use super::{Repository, Session};
+use crate::crypto::envelope::{self, Binding, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::id::Id;
+use crate::store::{object_name, FileKind};
+
+/// Filters for `latest` and for listings.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.host == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+}
+
+impl Repository {
+    pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<Id> {
+        let id = Id::random()?;
+        let zero = Id::default();
+        let repo = self.id();
+        let b = Binding {
+            repo: &repo,
+            kind: ObjectKind::Snapshot,
+            container: &zero,
+            object: &id,
+            key_id: &session.id,
+        };
+        let json = serde_json::to_vec(snap).expect("snapshot serializes");
+        let sealed = envelope::seal_object(session.dek(), &b, &json)?;
+        self.block_on(
+            self.store()
+                .put(FileKind::Snapshot, &id, Bytes::from(sealed)),
+        )?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let name = object_name(FileKind::Snapshot, id);
+        let bytes = self.block_on(self.store().get(FileKind::Snapshot, id))?;
+        let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
+        let dek = self.session_key(&h.key_id)?;
+        let zero = Id::default();
+        let repo = self.id();
+        let b = Binding {
+            repo: &repo,
+            kind: ObjectKind::Snapshot,
+            container: &zero,
+            object: id,
+            key_id: &h.key_id,
+        };
+        let plain =
+            envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
+        let snap: Snapshot = serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(&name, format!("manifest: {e}")))?;
+        if snap.session != h.key_id {
+            return Err(Error::integrity(
+                &name,
+                "manifest names another session than its key",
+            ));
+        }
+        Ok(snap)
+    }
+
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        Ok(self
+            .block_on(self.store().list(FileKind::Snapshot))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.snapshot_ids()? {
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves a full id, a unique hex prefix, or `latest` (the newest matching `filter`).
+    pub fn resolve_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .list_snapshots()?
+                .into_iter()
+                .rev()
+                .find(|(_, s)| filter.matches(s))
+                .ok_or_else(|| Error::NotFound("a snapshot matching the filters".into()));
+        }
+        if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "snapshot {spec:?} is neither an id, an id prefix, nor `latest`"
+            )));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let matches: Vec<Id> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::NotFound(format!("snapshot {spec}"))),
+            _ => Err(Error::invalid(format!(
+                "snapshot prefix {spec} is ambiguous ({} matches)",
+                matches.len()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The embedded default: a local folder with the bucket's layout. Writes go to a temporary
+//! file that is synced and renamed into place, so a crash never leaves a partial object.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{FileKind, Store};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, kind: FileKind, id: &Id) -> PathBuf {
+        self.root.join(kind.path(id))
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound(path.display().to_string())
+    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::StorageDenied(format!("{}: {e}", path.display()))
+    } else {
+        Error::io(path.display(), e)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("local store task failed: {e}")))?
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("object paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let mut suffix = [0u8; 8];
+    crate::crypto::random::fill(&mut suffix)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("obj"),
+        hex::encode(suffix)
+    ));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        f.write_all(data).map_err(|e| io_err(&tmp, e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn create(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            let cfg = root.join("config");
+            if cfg.exists() {
+                return Err(Error::AlreadyExists(format!(
+                    "a repository at {}",
+                    root.display()
+                )));
+            }
+            for k in FileKind::ALL {
+                let d = root.join(k.dir());
+                std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        let path = self.path(kind, id);
+        blocking(move || write_atomic(&path, &data)).await
+    }
+
+    async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
+        let path = self.path(kind, id);
+        blocking(move || {
+            std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+
+    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        let path = self.path(kind, id);
+        blocking(move || {
+            let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| io_err(&path, e))?;
+            let mut buf = vec![0u8; length as usize];
+            f.read_exact(&mut buf).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    Error::integrity(
+                        path.display(),
+                        format!("object shorter than requested range {offset}+{length}"),
+                    )
+                } else {
+                    io_err(&path, e)
+                }
+            })?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+        let path = self.path(kind, id);
+        blocking(move || {
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        let root = self.root.join(kind.dir());
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(d) = dirs.pop() {
+                let rd = match std::fs::read_dir(&d) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&d, e)),
+                };
+                for entry in rd {
+                    let entry = entry.map_err(|e| io_err(&d, e))?;
+                    let ft = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if ft.is_dir() && kind == FileKind::Pack && d == root {
+                        dirs.push(entry.path());
+                    } else if ft.is_file() {
+                        if let Ok(id) = name.parse::<Id>() {
+                            let len = entry
+                                .metadata()
+                                .map_err(|e| io_err(&entry.path(), e))?
+                                .len();
+                            out.push((id, len));
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        let path = self.path(kind, id);
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        })
+        .await
+    }
+}
