@@ -219,13 +219,7 @@ fn restore_file(
         let mut written = 0u64;
         for id in &node.content {
             let data = repo.load_blob(index, id, BlobType::Data)?;
-            if data.iter().all(|&b| b == 0) {
-                f.seek(SeekFrom::Current(data.len() as i64))
-                    .map_err(|e| Error::io(tmp.display(), e))?;
-            } else {
-                f.write_all(&data)
-                    .map_err(|e| Error::io(tmp.display(), e))?;
-            }
+            write_sparse(&mut f, &data).map_err(|e| Error::io(tmp.display(), e))?;
             written += data.len() as u64;
             progress
                 .bytes
@@ -254,6 +248,34 @@ fn restore_file(
         progress.files.fetch_add(1, Ordering::Relaxed);
     }
     res
+}
+
+/// Writes `data` at the current position, seeking over all-zero 4 KiB blocks so holes stay
+/// holes (the caller sets the final length, which covers a trailing hole).
+fn write_sparse(f: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut pending: Option<usize> = None; // start of a run of non-zero blocks
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + BLOCK).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, pending) {
+            (false, None) => pending = Some(pos),
+            (true, Some(start)) => {
+                f.write_all(&data[start..pos])?;
+                pending = None;
+            }
+            _ => {}
+        }
+        if zero {
+            f.seek(SeekFrom::Current((end - pos) as i64))?;
+        }
+        pos = end;
+    }
+    if let Some(start) = pending {
+        f.write_all(&data[start..])?;
+    }
+    Ok(())
 }
 
 /// Streams one file's verified plaintext to `out` (used by `dump`).
