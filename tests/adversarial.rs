@@ -31,13 +31,19 @@ fn repo_with_files(sb: &Sandbox) -> (String, HashMap<String, Vec<u8>>) {
 /// chunk id -> file name, from the decrypted trees (what a key holder sees with `cat`).
 fn chunk_owners(sb: &Sandbox, snapshot: &str) -> HashMap<String, String> {
     let snap = sb.run(&["cat", "snapshot", snapshot]).ok().json();
-    let root = sb.run(&["cat", "tree", snap["tree"].as_str().unwrap()]).ok().json();
+    let root = sb
+        .run(&["cat", "tree", snap["tree"].as_str().unwrap()])
+        .ok()
+        .json();
     let src = root["nodes"][0]["subtree"].as_str().unwrap().to_string();
     let tree = sb.run(&["cat", "tree", &src]).ok().json();
     let mut out = HashMap::new();
     for n in tree["nodes"].as_array().unwrap() {
         for c in n["content"].as_array().into_iter().flatten() {
-            out.insert(c.as_str().unwrap().to_string(), n["name"].as_str().unwrap().to_string());
+            out.insert(
+                c.as_str().unwrap().to_string(),
+                n["name"].as_str().unwrap().to_string(),
+            );
         }
     }
     out
@@ -46,10 +52,20 @@ fn chunk_owners(sb: &Sandbox, snapshot: &str) -> HashMap<String, String> {
 #[track_caller]
 fn refused(sb: &Sandbox, object: &str) {
     let c = sb.run(&["check", "--read-data"]).code(EXIT_INTEGRITY);
-    assert!(c.stderr.contains(object), "check did not name {object}: {}", c.stderr);
+    assert!(
+        c.stderr.contains(object),
+        "check did not name {object}: {}",
+        c.stderr
+    );
     let out = sb.path(&format!("restore-{}", rand_suffix()));
-    let r = sb.run(&["restore", "latest", "--target", out.to_str().unwrap()]).code(EXIT_INTEGRITY);
-    assert!(r.stderr.contains(object), "restore did not name {object}: {}", r.stderr);
+    let r = sb
+        .run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(object),
+        "restore did not name {object}: {}",
+        r.stderr
+    );
 }
 
 fn rand_suffix() -> String {
@@ -77,15 +93,24 @@ fn flipped_byte_in_a_pack_names_the_file_and_restores_the_rest() {
     sb.run(&["check"]).ok();
 
     let out = sb.path("out");
-    let r = sb.run(&["restore", "latest", "--target", out.to_str().unwrap()]).code(EXIT_INTEGRITY);
-    assert!(r.stderr.contains(damaged.as_str()), "damaged file not named: {}", r.stderr);
+    let r = sb
+        .run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(damaged.as_str()),
+        "damaged file not named: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains(&pack), "pack not named: {}", r.stderr);
     for (name, data) in &files {
         let p = out.join("src").join(name);
         if name == damaged {
             assert!(!p.exists(), "damaged file {name} was written");
         } else {
-            assert!(std::fs::read(&p).unwrap() == *data, "{name} not restored intact");
+            assert!(
+                std::fs::read(&p).unwrap() == *data,
+                "{name} not restored intact"
+            );
         }
     }
     // No temporary files are left behind.
@@ -96,7 +121,8 @@ fn flipped_byte_in_a_pack_names_the_file_and_restores_the_rest() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // dump of the damaged file fails too.
-    sb.run(&["dump", "latest", &format!("src/{damaged}")]).code(EXIT_INTEGRITY);
+    sb.run(&["dump", "latest", &format!("src/{damaged}")])
+        .code(EXIT_INTEGRITY);
 }
 
 #[test]
@@ -107,7 +133,12 @@ fn truncated_pack() {
     let p = pack_path(&sb.repo(), &pack);
     let len = std::fs::metadata(&p).unwrap().len();
     // Cut into the blobs: the structure check sees it from sizes alone.
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let c = sb.run(&["check"]).code(EXIT_INTEGRITY);
     assert!(c.stderr.contains(&pack), "{}", c.stderr);
     refused(&sb, &pack);
@@ -121,12 +152,19 @@ fn swapped_packs() {
     packs.sort();
     packs.dedup();
     assert!(packs.len() >= 3);
-    let (a, b) = (pack_path(&sb.repo(), &packs[0]), pack_path(&sb.repo(), &packs[1]));
+    let (a, b) = (
+        pack_path(&sb.repo(), &packs[0]),
+        pack_path(&sb.repo(), &packs[1]),
+    );
     let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     std::fs::write(&a, &db).unwrap();
     std::fs::write(&b, &da).unwrap();
     let c = sb.run(&["check", "--read-data"]).code(EXIT_INTEGRITY);
-    assert!(c.stderr.contains(&packs[0]) && c.stderr.contains(&packs[1]), "{}", c.stderr);
+    assert!(
+        c.stderr.contains(&packs[0]) && c.stderr.contains(&packs[1]),
+        "{}",
+        c.stderr
+    );
     refused(&sb, "data/");
 }
 
@@ -153,10 +191,20 @@ fn blob_moved_into_another_pack() {
         .copy_from_slice(&src[src_off as usize..(src_off + src_len) as usize]);
     std::fs::write(&dst_path, dst).unwrap();
     let c = sb.run(&["check", "--read-data"]).code(EXIT_INTEGRITY);
-    assert!(c.stderr.contains(&dst_pack) && c.stderr.contains("commitment"), "{}", c.stderr);
+    assert!(
+        c.stderr.contains(&dst_pack) && c.stderr.contains("commitment"),
+        "{}",
+        c.stderr
+    );
     let out = sb.path("out");
-    let r = sb.run(&["restore", "latest", "--target", out.to_str().unwrap()]).code(EXIT_INTEGRITY);
-    assert!(r.stderr.contains(&dst_pack) && r.stderr.contains("b.bin"), "{}", r.stderr);
+    let r = sb
+        .run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(&dst_pack) && r.stderr.contains("b.bin"),
+        "{}",
+        r.stderr
+    );
     assert!(!out.join("two/b.bin").exists());
 }
 
@@ -170,18 +218,27 @@ fn swapped_wrapped_key_objects() {
     sb.backup_json(&[sb.path("two").to_str().unwrap()]);
     let keys = list_ids(&sb.repo().join("keys"));
     assert_eq!(keys.len(), 2);
-    let (a, b) = (sb.repo().join("keys").join(&keys[0]), sb.repo().join("keys").join(&keys[1]));
+    let (a, b) = (
+        sb.repo().join("keys").join(&keys[0]),
+        sb.repo().join("keys").join(&keys[1]),
+    );
     let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     std::fs::write(&a, &db).unwrap();
     std::fs::write(&b, &da).unwrap();
     refused(&sb, "keys/");
 
     // Editing the record's own id to match its new name does not help: the context is bound.
-    let text = String::from_utf8(db.clone()).unwrap().replace(&keys[1], &keys[0]);
+    let text = String::from_utf8(db.clone())
+        .unwrap()
+        .replace(&keys[1], &keys[0]);
     std::fs::write(&a, text).unwrap();
     std::fs::write(&b, &db).unwrap();
     let c = sb.run(&["check"]).code(EXIT_INTEGRITY);
-    assert!(c.stderr.contains(&format!("keys/{}", keys[0])), "{}", c.stderr);
+    assert!(
+        c.stderr.contains(&format!("keys/{}", keys[0])),
+        "{}",
+        c.stderr
+    );
 }
 
 #[test]
@@ -196,7 +253,11 @@ fn damaged_snapshot_and_downgraded_snapshot() {
     let len = orig.len() as u64;
     flip(&p, len - 30);
     let s = sb.run(&["snapshots"]).code(EXIT_INTEGRITY);
-    assert!(s.stderr.contains(&format!("snapshots/{id}")), "{}", s.stderr);
+    assert!(
+        s.stderr.contains(&format!("snapshots/{id}")),
+        "{}",
+        s.stderr
+    );
     refused(&sb, &format!("snapshots/{id}"));
 
     // An older envelope version is a downgrade: refused, never tried.
@@ -215,7 +276,11 @@ fn pack_copied_from_another_repository() {
     repo_with_files(&other);
     let (theirs, ..) = other.index_entries()[0].clone();
     let (ours, ..) = sb.index_entries()[0].clone();
-    std::fs::copy(pack_path(&other.repo(), &theirs), pack_path(&sb.repo(), &ours)).unwrap();
+    std::fs::copy(
+        pack_path(&other.repo(), &theirs),
+        pack_path(&sb.repo(), &ours),
+    )
+    .unwrap();
     refused(&sb, &ours);
 }
 
@@ -239,13 +304,30 @@ fn writer_keyring_backs_up_but_cannot_read() {
     write(&sb.path("src/a.txt"), b"owner data");
     sb.backup_json(&[sb.path("src").to_str().unwrap()]);
     let writer = sb.path("writer-keyring");
-    sb.run(&["key", "export", "--role", "writer", "--to", writer.to_str().unwrap()]).ok();
+    sb.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        writer.to_str().unwrap(),
+    ])
+    .ok();
     let ks = format!("local:{}", writer.display());
 
     // The writer backs up, with dedup against what is stored.
     write(&sb.path("w/new.txt"), b"written by the job");
     write(&sb.path("w/a.txt"), b"owner data");
-    let v = sb.run(&["--key-service", &ks, "--json", "backup", sb.path("w").to_str().unwrap()]).ok().json();
+    let v = sb
+        .run(&[
+            "--key-service",
+            &ks,
+            "--json",
+            "backup",
+            sb.path("w").to_str().unwrap(),
+        ])
+        .ok()
+        .json();
     // New: one data chunk (a.txt is deduplicated) and two trees (`w` and the root).
     assert_eq!(v["chunks_new"], 3, "{v}");
 
@@ -261,11 +343,21 @@ fn writer_keyring_backs_up_but_cannot_read() {
         a.extend(args.iter().copied());
         let r = sb.run(&a).code(EXIT_KEY_SERVICE);
         assert!(r.stderr.contains("writer keyring"), "{}", r.stderr);
-        assert!(r.stdout.is_empty() || !String::from_utf8_lossy(&r.stdout).contains("written by the job"));
+        assert!(
+            r.stdout.is_empty()
+                || !String::from_utf8_lossy(&r.stdout).contains("written by the job")
+        );
     }
     let out = sb.path("out");
-    sb.run(&["--key-service", &ks, "restore", "latest", "--target", out.to_str().unwrap()])
-        .code(EXIT_KEY_SERVICE);
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+    ])
+    .code(EXIT_KEY_SERVICE);
     assert!(!out.join("w/new.txt").exists());
 
     // The owner reads what the writer stored.
@@ -284,13 +376,22 @@ fn keyring_permissions_and_passphrase() {
             c.env("CUSTODY_KEYRING_PASSPHRASE", p);
         }
         let o = c.output().unwrap();
-        (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
-    assert_eq!(with_pass(&["--key-service", &ks, "init"], Some("s3cret")).0, 0);
+    assert_eq!(
+        with_pass(&["--key-service", &ks, "init"], Some("s3cret")).0,
+        0
+    );
     let ring = sb.path("ring/keyring.json");
     let text = std::fs::read_to_string(&ring).unwrap();
     assert!(text.contains("argon2") || text.contains("m_cost"), "{text}");
-    assert_eq!(std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let (code, err) = with_pass(&["--key-service", &ks, "snapshots"], None);
     assert_eq!(code, EXIT_KEY_SERVICE, "{err}");
@@ -298,10 +399,26 @@ fn keyring_permissions_and_passphrase() {
     let (code, err) = with_pass(&["--key-service", &ks, "snapshots"], Some("wrong"));
     assert_eq!(code, EXIT_KEY_SERVICE);
     assert!(err.contains("wrong passphrase"), "{err}");
-    assert_eq!(with_pass(&["--key-service", &ks, "snapshots"], Some("s3cret")).0, 0);
+    assert_eq!(
+        with_pass(&["--key-service", &ks, "snapshots"], Some("s3cret")).0,
+        0
+    );
     std::fs::write(sb.path("passfile"), "s3cret\n").unwrap();
     let pf = sb.path("passfile");
-    assert_eq!(with_pass(&["--key-service", &ks, "--passphrase-file", pf.to_str().unwrap(), "snapshots"], None).0, 0);
+    assert_eq!(
+        with_pass(
+            &[
+                "--key-service",
+                &ks,
+                "--passphrase-file",
+                pf.to_str().unwrap(),
+                "snapshots"
+            ],
+            None
+        )
+        .0,
+        0
+    );
 
     std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, err) = with_pass(&["--key-service", &ks, "snapshots"], Some("s3cret"));

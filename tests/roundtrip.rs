@@ -15,7 +15,10 @@ fn odd_files_round_trip() {
     write(&src.join("empty"), b"");
     write(&src.join("one"), b"x");
     write(&src.join("many-chunks.bin"), &random_bytes(5 << 20, 1));
-    write(&src.join("text.txt"), &b"all work and no play\n".repeat(50_000));
+    write(
+        &src.join("text.txt"),
+        &b"all work and no play\n".repeat(50_000),
+    );
     write(&src.join("ünïcödé 文件 😀.txt"), b"unicode");
     write(&src.join(" spaces and\nnewline "), b"odd");
     write(&src.join("-leading-dash"), b"dash");
@@ -47,12 +50,17 @@ fn odd_files_round_trip() {
     }
 
     let out = sb.path("out");
-    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
     assert_same_tree(&src, &out.join("src"));
     // The restored sparse file keeps its holes.
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(out.join("src/sparse.img")).unwrap();
-    assert!(m.blocks() * 512 < 1 << 20, "sparse file restored dense: {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse file restored dense: {} blocks",
+        m.blocks()
+    );
 
     sb.run(&["check", "--read-data"]).ok();
 }
@@ -63,7 +71,20 @@ fn stdin_dump_ls_and_snapshot_selection() {
     sb.init();
     let data = random_bytes(3 << 20, 7);
     let v = sb
-        .run_stdin(&["--json", "backup", "--stdin", "--stdin-name", "db.dump", "--tag", "db", "--host", "h1"], &data)
+        .run_stdin(
+            &[
+                "--json",
+                "backup",
+                "--stdin",
+                "--stdin-name",
+                "db.dump",
+                "--tag",
+                "db",
+                "--host",
+                "h1",
+            ],
+            &data,
+        )
         .ok()
         .json();
     let id = v["snapshot_id"].as_str().unwrap().to_string();
@@ -71,7 +92,8 @@ fn stdin_dump_ls_and_snapshot_selection() {
     assert!(d.stdout == data, "dump differs from stdin");
 
     write(&sb.path("files/a.txt"), b"aaa");
-    sb.run(&["backup", sb.path("files").to_str().unwrap(), "--host", "h2"]).ok();
+    sb.run(&["backup", sb.path("files").to_str().unwrap(), "--host", "h2"])
+        .ok();
 
     // latest with filters, prefixes, ambiguity and unknown ids.
     let s = sb.run(&["--json", "snapshots"]).ok().json();
@@ -81,14 +103,22 @@ fn stdin_dump_ls_and_snapshot_selection() {
     let d = sb.run(&["dump", "latest", "db.dump", "--tag", "db"]).ok();
     assert!(d.stdout == data);
     sb.run(&["dump", "latest", "files/a.txt"]).ok();
-    sb.run(&["dump", "latest", "nope", "--host", "h2"]).code(EXIT_ERROR);
+    sb.run(&["dump", "latest", "nope", "--host", "h2"])
+        .code(EXIT_ERROR);
     sb.run(&["dump", "ffffffff", "db.dump"]).code(EXIT_ERROR);
     sb.run(&["dump", "not-hex", "db.dump"]).code(EXIT_USAGE);
-    sb.run(&["dump", "latest", "files", "--host", "h2"]).code(EXIT_USAGE);
+    sb.run(&["dump", "latest", "files", "--host", "h2"])
+        .code(EXIT_USAGE);
 
     let ls = sb.run(&["ls", "latest"]).ok().out();
-    assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/files", "/files/a.txt"]);
-    let ls = sb.run(&["--json", "ls", "latest", "files/a.txt"]).ok().json();
+    assert_eq!(
+        ls.lines().collect::<Vec<_>>(),
+        vec!["/files", "/files/a.txt"]
+    );
+    let ls = sb
+        .run(&["--json", "ls", "latest", "files/a.txt"])
+        .ok()
+        .json();
     assert_eq!(ls[0]["size"], 3);
 }
 
@@ -102,7 +132,10 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
     write(&src.join("copy-of-a.bin"), &big);
     let v1 = sb.backup_json(&[src.to_str().unwrap()]);
     let new1 = v1["bytes_new"].as_u64().unwrap();
-    assert!(new1 < (4 << 20) + 100_000, "duplicate file stored twice: {new1}");
+    assert!(
+        new1 < (4 << 20) + 100_000,
+        "duplicate file stored twice: {new1}"
+    );
 
     // Unchanged tree: nothing new, nothing re-read.
     let v2 = sb.backup_json(&[src.to_str().unwrap()]);
@@ -116,7 +149,10 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
     write(&sb.path("other/edited.bin"), &edited);
     let v3 = sb.backup_json(&[sb.path("other").to_str().unwrap()]);
     let new3 = v3["bytes_new"].as_u64().unwrap();
-    assert!(new3 < 3 << 20, "edited copy stored {new3} new bytes of 4 MiB");
+    assert!(
+        new3 < 3 << 20,
+        "edited copy stored {new3} new bytes of 4 MiB"
+    );
     assert!(new3 > 0);
 
     // --force re-reads but still dedups.
@@ -127,7 +163,13 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
     // Each snapshot restores.
     for (i, v) in [&v1, &v3].iter().enumerate() {
         let out = sb.path(&format!("out{i}"));
-        sb.run(&["restore", v["snapshot_id"].as_str().unwrap(), "--target", out.to_str().unwrap()]).ok();
+        sb.run(&[
+            "restore",
+            v["snapshot_id"].as_str().unwrap(),
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok();
     }
     assert!(std::fs::read(sb.path("out1/other/edited.bin")).unwrap() == edited);
     sb.run(&["check", "--read-data"]).ok();
@@ -140,23 +182,36 @@ fn thousands_of_small_files_and_subset_restore() {
     let src = sb.path("src");
     for d in 0..20 {
         for f in 0..150 {
-            write(&src.join(format!("d{d:02}/f{f:03}.txt")), format!("file {d} {f}\n").as_bytes());
+            write(
+                &src.join(format!("d{d:02}/f{f:03}.txt")),
+                format!("file {d} {f}\n").as_bytes(),
+            );
         }
     }
     let v = sb.backup_json(&[src.to_str().unwrap()]);
     assert_eq!(v["files_processed"], 3000);
     let out = sb.path("out");
-    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
     assert_same_tree(&src, &out.join("src"));
 
     let sub = sb.path("sub");
     sb.run(&[
-        "restore", "latest", "--target", sub.to_str().unwrap(),
-        "--include", "src/d03", "--include", "/src/d07/f010.txt",
+        "restore",
+        "latest",
+        "--target",
+        sub.to_str().unwrap(),
+        "--include",
+        "src/d03",
+        "--include",
+        "/src/d07/f010.txt",
     ])
     .ok();
     assert_same_tree(&src.join("d03"), &sub.join("src/d03"));
-    assert_eq!(std::fs::read(sub.join("src/d07/f010.txt")).unwrap(), b"file 7 10\n");
+    assert_eq!(
+        std::fs::read(sub.join("src/d07/f010.txt")).unwrap(),
+        b"file 7 10\n"
+    );
     assert!(!sub.join("src/d07/f011.txt").exists());
     assert!(!sub.join("src/d04").exists());
 }
@@ -168,12 +223,22 @@ fn two_paths_and_name_clash() {
     write(&sb.path("a/x/file"), b"1");
     write(&sb.path("b/x/file"), b"2");
     write(&sb.path("a/y"), b"3");
-    sb.run(&["backup", sb.path("a/x").to_str().unwrap(), sb.path("b/x").to_str().unwrap()])
-        .code(EXIT_USAGE);
-    sb.run(&["backup", sb.path("a/x").to_str().unwrap(), sb.path("a/y").to_str().unwrap()]).ok();
+    sb.run(&[
+        "backup",
+        sb.path("a/x").to_str().unwrap(),
+        sb.path("b/x").to_str().unwrap(),
+    ])
+    .code(EXIT_USAGE);
+    sb.run(&[
+        "backup",
+        sb.path("a/x").to_str().unwrap(),
+        sb.path("a/y").to_str().unwrap(),
+    ])
+    .ok();
     let ls = sb.run(&["ls", "latest"]).ok().out();
     assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file", "/y"]);
-    sb.run(&["backup", sb.path("missing").to_str().unwrap()]).code(EXIT_ERROR);
+    sb.run(&["backup", sb.path("missing").to_str().unwrap()])
+        .code(EXIT_ERROR);
 }
 
 #[test]
@@ -183,7 +248,11 @@ fn unreadable_file_is_skipped_and_reported() {
     let src = sb.path("src");
     write(&src.join("ok.txt"), b"fine");
     write(&src.join("secret.txt"), b"no");
-    std::fs::set_permissions(src.join("secret.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(
+        src.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     let run = |args: &[&str]| -> Run {
         if !is_root {
             return sb.run(args);
@@ -192,27 +261,44 @@ fn unreadable_file_is_skipped_and_reported() {
         let c = sb.cmd(args);
         let prog = c.get_program().to_owned();
         let mut wrapped = std::process::Command::new("setpriv");
-        wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(prog).args(c.get_args());
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(prog)
+            .args(c.get_args());
         for (k, v) in c.get_envs() {
             if let Some(v) = v {
                 wrapped.env(k, v);
             }
         }
         let o = wrapped.output().expect("setpriv");
-        Run { code: o.status.code().unwrap_or(-1), stdout: o.stdout, stderr: String::from_utf8_lossy(&o.stderr).into_owned() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     };
     if is_root {
-        std::process::Command::new("chown").args(["-R", "65534:65534"]).arg(sb.dir.path()).status().unwrap();
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(sb.dir.path())
+            .status()
+            .unwrap();
         std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = sb.dir.path().parent().unwrap();
         let mode = std::fs::metadata(p).unwrap().permissions().mode();
-        assert!(mode & 0o001 != 0, "temp dir parent not traversable by nobody");
+        assert!(
+            mode & 0o001 != 0,
+            "temp dir parent not traversable by nobody"
+        );
     }
     run(&["init", "--pack-size-mib", "1"]).ok();
     let r = run(&["--json", "backup", src.to_str().unwrap()]).code(EXIT_INCOMPLETE);
     let v = r.json();
     assert_eq!(v["files_skipped"], 1);
-    assert!(v["skipped"][0]["path"].as_str().unwrap().ends_with("secret.txt"));
+    assert!(v["skipped"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("secret.txt"));
     assert!(r.stderr.contains("could not be read"));
     let ls = run(&["ls", "latest"]).ok().out();
     assert!(ls.contains("/src/ok.txt") && !ls.contains("secret"));
@@ -233,6 +319,8 @@ fn usage_errors_and_missing_repository() {
     sb.run(&["backup"]).code(EXIT_USAGE);
     sb.init();
     sb.run(&["init"]).code(EXIT_ERROR);
-    sb.run(&["check", "--read-data-subset", "5/3"]).code(EXIT_USAGE);
-    sb.run(&["--key-service", "nosuch:x", "snapshots"]).code(EXIT_USAGE);
+    sb.run(&["check", "--read-data-subset", "5/3"])
+        .code(EXIT_USAGE);
+    sb.run(&["--key-service", "nosuch:x", "snapshots"])
+        .code(EXIT_USAGE);
 }

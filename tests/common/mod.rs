@@ -32,12 +32,24 @@ impl Run {
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.out(), self.stderr);
+        assert_eq!(
+            self.code,
+            0,
+            "stdout: {}\nstderr: {}",
+            self.out(),
+            self.stderr
+        );
         self
     }
     #[track_caller]
     pub fn code(self, want: i32) -> Run {
-        assert_eq!(self.code, want, "stdout: {}\nstderr: {}", self.out(), self.stderr);
+        assert_eq!(
+            self.code,
+            want,
+            "stdout: {}\nstderr: {}",
+            self.out(),
+            self.stderr
+        );
         self
     }
 }
@@ -178,16 +190,37 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let ma = std::fs::symlink_metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
     let mb = std::fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
-    assert_eq!(ma.file_type().is_dir(), mb.file_type().is_dir(), "{}", b.display());
-    assert_eq!(ma.file_type().is_symlink(), mb.file_type().is_symlink(), "{}", b.display());
+    assert_eq!(
+        ma.file_type().is_dir(),
+        mb.file_type().is_dir(),
+        "{}",
+        b.display()
+    );
+    assert_eq!(
+        ma.file_type().is_symlink(),
+        mb.file_type().is_symlink(),
+        "{}",
+        b.display()
+    );
     if ma.file_type().is_symlink() {
-        assert_eq!(std::fs::read_link(a).unwrap(), std::fs::read_link(b).unwrap());
+        assert_eq!(
+            std::fs::read_link(a).unwrap(),
+            std::fs::read_link(b).unwrap()
+        );
         return;
     }
-    assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777, "mode of {}", b.display());
+    assert_eq!(
+        ma.permissions().mode() & 0o7777,
+        mb.permissions().mode() & 0o7777,
+        "mode of {}",
+        b.display()
+    );
     if ma.is_dir() {
         let names = |p: &Path| {
-            let mut v: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             v.sort();
             v
         };
@@ -198,7 +231,11 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         }
     } else {
         assert_eq!(ma.len(), mb.len(), "size of {}", b.display());
-        assert!(std::fs::read(a).unwrap() == std::fs::read(b).unwrap(), "content of {}", b.display());
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "content of {}",
+            b.display()
+        );
         assert_eq!(
             filetime::FileTime::from_last_modification_time(&ma),
             filetime::FileTime::from_last_modification_time(&mb),
