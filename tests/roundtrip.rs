@@ -324,3 +324,31 @@ fn usage_errors_and_missing_repository() {
     sb.run(&["--key-service", "nosuch:x", "snapshots"])
         .code(EXIT_USAGE);
 }
+
+#[test]
+fn restore_never_writes_through_a_symlink_in_the_target() {
+    let sb = Sandbox::new();
+    sb.init();
+    write(&sb.path("src/inner/file"), b"payload");
+    sb.run(&["backup", sb.path("src").to_str().unwrap()]).ok();
+    let outside = sb.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = sb.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    // A link where the snapshot has a folder: restore replaces the link, never follows it.
+    std::os::unix::fs::symlink(&outside, target.join("src")).unwrap();
+    sb.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .ok();
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote outside the target"
+    );
+    assert!(!std::fs::symlink_metadata(target.join("src"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read(target.join("src/inner/file")).unwrap(),
+        b"payload"
+    );
+}

@@ -4,6 +4,7 @@
 //! magic "CIDX" | version u8 = 1 | reserved [0; 3] | pack count u32 LE
 //! per pack: pack id [32] | session id [32] | blob count u32 LE | blob count x entry (48 bytes,
 //!           the same layout as pack header entries)
+//! zero padding to a multiple of 4096 bytes (so a segment's size hides its exact blob count)
 //! ```
 
 use crate::id::Id;
@@ -11,6 +12,7 @@ use crate::pack::BlobEntry;
 
 const MAGIC: [u8; 4] = *b"CIDX";
 const VERSION: u8 = 1;
+const PAD: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackEntries {
@@ -39,6 +41,7 @@ impl IndexSegment {
                 crate::pack::header_put_entry(&mut out, b);
             }
         }
+        out.resize(out.len().div_ceil(PAD) * PAD, 0);
         out
     }
 
@@ -75,8 +78,8 @@ impl IndexSegment {
                 blobs,
             });
         }
-        if pos != b.len() {
-            return Err("trailing bytes after index segment".into());
+        if b[pos..].iter().any(|&x| x != 0) {
+            return Err("non-zero bytes after the index segment's entries".into());
         }
         Ok(IndexSegment { packs })
     }
@@ -107,9 +110,10 @@ mod tests {
         };
         let b = seg.encode();
         assert_eq!(IndexSegment::decode(&b).unwrap(), seg);
-        assert!(IndexSegment::decode(&b[..b.len() - 1]).is_err());
+        assert_eq!(b.len() % PAD, 0);
+        assert!(IndexSegment::decode(&b[..100]).is_err());
         let mut extra = b.clone();
-        extra.push(0);
+        extra.push(1);
         assert!(IndexSegment::decode(&extra).is_err());
     }
 }

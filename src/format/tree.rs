@@ -67,6 +67,14 @@ impl Tree {
                 return Err(format!("tree holds an unsafe name {:?}", n.name.lossy()));
             }
         }
+        // Strictly sorted means unique: a name listed twice (say a symlink, then a folder of
+        // the same name) could make restore write through the link, outside the target.
+        if let Some(w) = t.nodes.windows(2).find(|w| w[0].name >= w[1].name) {
+            return Err(format!(
+                "tree lists {:?} twice or out of order",
+                w[1].name.lossy()
+            ));
+        }
         Ok(t)
     }
 
@@ -105,6 +113,23 @@ mod tests {
         let back = Tree::decode(&bytes).unwrap();
         assert_eq!(back.nodes[0].name.0, b"a");
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn fail_duplicate_or_unsorted_names() {
+        let mut link = node(b"x");
+        link.kind = NodeKind::Symlink;
+        let dir = node(b"x");
+        let dup = serde_json::to_vec(&Tree {
+            nodes: vec![link, dir],
+        })
+        .unwrap();
+        assert!(Tree::decode(&dup).unwrap_err().contains("twice"));
+        let unsorted = serde_json::to_vec(&Tree {
+            nodes: vec![node(b"b"), node(b"a")],
+        })
+        .unwrap();
+        assert!(Tree::decode(&unsorted).is_err());
     }
 
     #[test]

@@ -305,6 +305,12 @@ impl Repository {
             })?;
         let rec: WrappedKeyRecord = serde_json::from_slice(&bytes)
             .map_err(|e| Error::integrity(&name, format!("not a wrapped-key record: {e}")))?;
+        if rec.format != REPO_FORMAT {
+            return Err(Error::integrity(
+                &name,
+                format!("record format {} refused", rec.format),
+            ));
+        }
         if rec.purpose != Purpose::SessionKey
             || rec.repository != self.id()
             || &rec.key_id != session

@@ -133,7 +133,7 @@ pub fn restore(
                 let shown = String::from_utf8_lossy(&child_rel).into_owned();
                 match node.kind {
                     NodeKind::Dir => {
-                        if let Err(e) = std::fs::create_dir_all(&dest) {
+                        if let Err(e) = make_dir(&dest) {
                             report
                                 .lock()
                                 .expect("lock")
@@ -179,6 +179,18 @@ pub fn restore(
     }
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
+}
+
+/// Creates a folder without following a symlink or keeping a file found in its place, so
+/// nothing is ever written outside the target through a link.
+fn make_dir(dest: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => std::fs::remove_file(dest)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir(dest)
 }
 
 fn restore_symlink(dest: &Path, node: &Node) -> Result<()> {
