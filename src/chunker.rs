@@ -138,11 +138,18 @@ impl Chunker {
 
     /// Streams chunks out of a reader with memory bounded by twice the maximum chunk size.
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        self.stream_with_buffer(reader, Vec::new())
+    }
+
+    /// Like [`Chunker::stream`], reusing a buffer from [`ChunkStream::into_buffer`] (saves
+    /// allocating and zeroing it for every small file).
+    pub fn stream_with_buffer<R: Read>(&self, reader: R, buf: Vec<u8>) -> ChunkStream<'_, R> {
         ChunkStream {
             chunker: self,
             reader,
-            buf: Vec::with_capacity(2 * self.params.max_size as usize),
-            pos: 0,
+            buf,
+            start: 0,
+            end: 0,
             eof: false,
         }
     }
@@ -152,33 +159,40 @@ impl Chunker {
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
+    /// Allocated once (2 x max chunk size); `start..end` holds unread input.
     buf: Vec<u8>,
-    pos: usize,
+    start: usize,
+    end: usize,
     eof: bool,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
+    /// Gives the buffer back for the next stream.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Ensures at least `max_size` unread bytes are buffered, unless the input ends first.
     fn fill(&mut self) -> std::io::Result<()> {
         let max = self.chunker.params.max_size as usize;
-        if self.pos > 0 && self.buf.len() - self.pos < max {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
+        if self.eof || self.end - self.start >= max {
+            return Ok(());
         }
-        let want = 2 * max;
-        while !self.eof && self.buf.len() - self.pos < max {
-            let old = self.buf.len();
-            self.buf.resize(want.max(old), 0);
-            match self.reader.read(&mut self.buf[old..]) {
+        if self.buf.len() != 2 * max {
+            self.buf = vec![0u8; 2 * max];
+        }
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < max {
+            match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => {
-                    self.buf.truncate(old);
                     self.eof = true;
+                    break;
                 }
-                Ok(k) => self.buf.truncate(old + k),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -192,13 +206,13 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        let rest = &self.buf[self.pos..];
+        let rest = &self.buf[self.start..self.end];
         if rest.is_empty() {
             return None;
         }
         let n = self.chunker.next_boundary(rest);
         let chunk = rest[..n].to_vec();
-        self.pos += n;
+        self.start += n;
         Some(Ok(chunk))
     }
 }

@@ -22,14 +22,45 @@ impl Compression {
     }
 }
 
+/// A per-thread compressor: reuses one zstd context instead of creating one per chunk.
+pub struct Compressor {
+    level: i32,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Compressor {
+    /// `level` 0 disables compression.
+    pub fn new(level: i32) -> Compressor {
+        let zstd = if level == 0 {
+            None
+        } else {
+            zstd::bulk::Compressor::new(level).ok()
+        };
+        Compressor { level, zstd }
+    }
+
+    /// Compresses `data`; returns `None` when zstd is off or does not shrink it (store raw).
+    pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        let z = self.zstd.as_mut()?;
+        if data.len() < 64 {
+            return None;
+        }
+        match z.compress(data) {
+            Ok(c) if c.len() < data.len() => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+}
+
 /// Compresses `data` at `level` (0 disables); returns the raw bytes when zstd does not help.
 pub fn compress(level: i32, data: &[u8]) -> (Compression, Vec<u8>) {
-    if level == 0 || data.len() < 64 {
-        return (Compression::None, data.to_vec());
-    }
-    match zstd::bulk::compress(data, level) {
-        Ok(c) if c.len() < data.len() => (Compression::Zstd, c),
-        _ => (Compression::None, data.to_vec()),
+    match Compressor::new(level).compress(data) {
+        Some(c) => (Compression::Zstd, c),
+        None => (Compression::None, data.to_vec()),
     }
 }
 

@@ -1,16 +1,20 @@
 //! The backup pipeline.
 //!
 //! ```text
-//! walker thread: read -> chunk -> HMAC id -> dedup  --(bounded channel)-->
-//! N workers:     zstd -> seal under pack key -> pack builder  --(semaphore)-->
+//! walker thread: read -> chunk  --(bounded)-->
+//! N hashers:     HMAC id (sent back to the walker) -> dedup  --(bounded)-->
+//! N packers:     zstd -> seal under pack key -> pack builder  --(semaphore)-->
 //! runtime tasks: upload packs (bounded concurrency)
 //! then: index segment, then snapshot manifest (written last: a snapshot only ever refers
 //! to packs and keys already stored).
 //! ```
-//! Memory is bounded by the channel (2 x workers chunks), one open pack per worker and blob
-//! type, and the packs in flight, whatever the file sizes.
+//! Hashers send each chunk's id back tagged with its sequence number; the walker fills file
+//! contents in order when it writes the folder's tree. Hashing is a stage of its own so ids
+//! come back quickly: the walker never waits behind compression. Memory is bounded by the
+//! channels (2 x workers chunks each), one open pack per packer and blob type, and the packs
+//! in flight, whatever the file sizes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::Read;
@@ -25,7 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::Semaphore;
 
 use super::{Index, Repository, Session};
-use crate::compress;
+use crate::compress::{self, Compression};
 use crate::error::{Error, Result};
 use crate::format::index::{IndexSegment, PackEntries};
 use crate::format::name::RawName;
@@ -71,10 +75,31 @@ pub struct BackupReport {
     pub skipped: Vec<(String, String)>,
 }
 
+/// A blob to compress, seal and pack: already known to be new.
 struct Job {
     t: BlobType,
     id: Id,
     data: Vec<u8>,
+}
+
+/// Shared by the workers: what this run has already claimed, and what it found new.
+#[derive(Default)]
+struct Dedup {
+    claimed: Mutex<HashSet<Id>>,
+    chunks_new: AtomicU64,
+    bytes_new: AtomicU64,
+}
+
+impl Dedup {
+    /// True when the blob must be stored: neither in the index nor claimed by this run.
+    fn claim(&self, index: &Index, id: &Id, len: usize) -> bool {
+        if index.contains(id) || !self.claimed.lock().expect("lock").insert(*id) {
+            return false;
+        }
+        self.chunks_new.fetch_add(1, Ordering::Relaxed);
+        self.bytes_new.fetch_add(len as u64, Ordering::Relaxed);
+        true
+    }
 }
 
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
@@ -89,22 +114,41 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let uploader = Uploader::new(repo, opts.uploads.max(1));
     let level = repo.config().body.compression_level;
     let pack_size = repo.config().body.pack_size as usize;
-    let (tx, rx) = crossbeam_channel::bounded::<Job>(2 * workers);
+    let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<u8>)>(2 * workers);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
+    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<(u64, Id)>();
+    let dedup = Dedup::default();
 
     let (walked, worker_results) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+        let mut handles: Vec<_> = (0..workers)
             .map(|_| {
-                let rx = rx.clone();
-                let (session, uploader) = (&session, &uploader);
-                s.spawn(move || worker(rx, session, uploader, level, pack_size, progress))
+                let (rx, ids_tx, pack_tx) = (rx.clone(), ids_tx.clone(), pack_tx.clone());
+                let (index, dedup) = (&index, &dedup);
+                s.spawn(move || hasher(repo, index, dedup, rx, ids_tx, pack_tx))
             })
             .collect();
-        drop(rx);
+        handles.extend((0..workers).map(|_| {
+            let w = Packer {
+                session: &session,
+                uploader: &uploader,
+                pack_size,
+                progress,
+            };
+            let rx = pack_rx.clone();
+            s.spawn(move || w.run(rx, level))
+        }));
+        drop((rx, ids_tx, pack_rx));
         let walker = Walker {
             repo,
             index: &index,
+            dedup: &dedup,
             tx,
-            claimed: HashSet::new(),
+            pack_tx,
+            ids: ids_rx,
+            seq: 0,
+            done: HashMap::new(),
+            deferred: 0,
+            buf: Vec::new(),
             progress,
             summary: Summary::default(),
             skipped: Vec::new(),
@@ -124,6 +168,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         r?;
     }
     let (root, paths, mut summary, skipped) = walked?;
+    summary.chunks_new = dedup.chunks_new.load(Ordering::Relaxed);
+    summary.bytes_new = dedup.bytes_new.load(Ordering::Relaxed);
     let packs = uploader.finish()?;
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed);
@@ -156,45 +202,76 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     })
 }
 
-fn worker(
-    rx: Receiver<Job>,
-    session: &Session,
-    uploader: &Uploader,
-    level: i32,
-    pack_size: usize,
-    progress: &Progress,
+/// Computes chunk ids, reports them to the walker, and passes new chunks on to the packers.
+fn hasher(
+    repo: &Repository,
+    index: &Index,
+    dedup: &Dedup,
+    rx: Receiver<(u64, Vec<u8>)>,
+    ids: Sender<(u64, Id)>,
+    pack: Sender<Job>,
 ) -> Result<()> {
-    let mut open: [Option<PackBuilder>; 2] = [None, None];
-    for job in rx {
-        let (compression, body) = compress::compress(level, &job.data);
-        let slot = &mut open[job.t as usize];
-        if slot.is_none() {
-            *slot = Some(PackBuilder::new(session.new_pack_key()?));
-        }
-        let builder = slot.as_mut().expect("just set");
-        let sealed = builder.key().seal_blob(job.t, &job.id, &body)?;
-        builder.add(
-            BlobEntry {
-                id: job.id,
-                blob_type: job.t,
-                compression,
-                offset: 0,
-                length: 0,
-                raw_length: job.data.len() as u32,
-            },
-            sealed,
-        );
-        if builder.size() >= pack_size {
-            let full = slot.take().expect("present");
-            uploader.submit(full.finish()?, progress)?;
-        }
-    }
-    for b in open.into_iter().flatten() {
-        if !b.is_empty() {
-            uploader.submit(b.finish()?, progress)?;
+    for (seq, data) in rx {
+        let id = repo.chunk_id(&data);
+        ids.send((seq, id)).map_err(|_| stopped())?;
+        if dedup.claim(index, &id, data.len()) {
+            pack.send(Job {
+                t: BlobType::Data,
+                id,
+                data,
+            })
+            .map_err(|_| stopped())?;
         }
     }
     Ok(())
+}
+
+struct Packer<'a> {
+    session: &'a Session,
+    uploader: &'a Uploader<'a>,
+    pack_size: usize,
+    progress: &'a Progress,
+}
+
+impl Packer<'_> {
+    fn run(&self, rx: Receiver<Job>, level: i32) -> Result<()> {
+        let mut open: [Option<PackBuilder>; 2] = [None, None];
+        let mut compressor = compress::Compressor::new(level);
+        for Job { t, id, data } in rx {
+            let compressed = compressor.compress(&data);
+            let (compression, body) = match &compressed {
+                Some(c) => (Compression::Zstd, c.as_slice()),
+                None => (Compression::None, data.as_slice()),
+            };
+            let slot = &mut open[t as usize];
+            if slot.is_none() {
+                *slot = Some(PackBuilder::new(self.session.new_pack_key()?));
+            }
+            let builder = slot.as_mut().expect("just set");
+            let sealed = builder.key().seal_blob(t, &id, body)?;
+            builder.add(
+                BlobEntry {
+                    id,
+                    blob_type: t,
+                    compression,
+                    offset: 0,
+                    length: 0,
+                    raw_length: data.len() as u32,
+                },
+                sealed,
+            );
+            if builder.size() >= self.pack_size {
+                let full = slot.take().expect("present");
+                self.uploader.submit(full.finish()?, self.progress)?;
+            }
+        }
+        for b in open.into_iter().flatten() {
+            if !b.is_empty() {
+                self.uploader.submit(b.finish()?, self.progress)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Uploads finished packs on the runtime with bounded concurrency.
@@ -282,11 +359,45 @@ impl<'a> Uploader<'a> {
 
 type Walked = (Id, Vec<String>, Summary, Vec<(String, String)>);
 
+/// A node not yet final: a file whose chunk ids are still with the hashers, or a folder whose
+/// tree is not yet encoded. Deferring both keeps the walker from waiting on the workers;
+/// [`DEFER_LIMIT`] bounds the memory this takes.
+struct Pending {
+    node: Node,
+    seqs: Vec<u64>,
+    children: Option<Vec<Pending>>,
+}
+
+impl Pending {
+    fn done(node: Node) -> Pending {
+        Pending {
+            node,
+            seqs: Vec::new(),
+            children: None,
+        }
+    }
+}
+
+/// Pending nodes allowed before finished folders are encoded eagerly (small in unit tests,
+/// so that path runs).
+const DEFER_LIMIT: usize = if cfg!(test) { 8 } else { 50_000 };
+
 struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    tx: Sender<Job>,
-    claimed: HashSet<Id>,
+    dedup: &'a Dedup,
+    /// Chunks to the hashers.
+    tx: Sender<(u64, Vec<u8>)>,
+    /// Trees straight to the packers (the walker hashes them itself).
+    pack_tx: Sender<Job>,
+    /// Chunk ids coming back from the workers, by sequence number.
+    ids: Receiver<(u64, Id)>,
+    seq: u64,
+    done: HashMap<u64, Id>,
+    /// Nodes held as [`Pending`].
+    deferred: usize,
+    /// The chunk stream's buffer, reused from file to file.
+    buf: Vec<u8>,
     progress: &'a Progress,
     summary: Summary,
     skipped: Vec<(String, String)>,
@@ -309,15 +420,20 @@ fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
     }
 }
 
+fn stopped() -> Error {
+    Error::Unavailable("backup pipeline stopped".into())
+}
+
 impl Walker<'_> {
     fn run(mut self, source: Source, parent: Option<&Tree>) -> Result<Walked> {
-        let mut root = Tree::default();
+        let mut root = Vec::new();
         let mut paths = Vec::new();
         match source {
             Source::Paths(list) => {
                 if list.is_empty() {
                     return Err(Error::invalid("no paths to back up"));
                 }
+                let mut names = HashSet::new();
                 for p in list {
                     let abs = std::path::absolute(&p).map_err(|e| Error::io(p.display(), e))?;
                     let meta = std::fs::symlink_metadata(&abs).map_err(|e| {
@@ -333,21 +449,20 @@ impl Walker<'_> {
                         if !meta.is_dir() || paths.len() > 1 {
                             return Err(Error::invalid("`/` can only be backed up on its own"));
                         }
-                        let tree = self.dir_tree(&abs, parent.cloned())?;
-                        root = tree;
+                        self.summary.dirs += 1;
+                        root = self.dir_entries(&abs, parent.cloned())?;
                         continue;
                     };
-                    if root.find(name.as_encoded_bytes()).is_some() {
+                    if !names.insert(name.clone()) {
                         return Err(Error::invalid(format!(
-                            "two source paths end in the same name {:?}",
-                            name
+                            "two source paths end in the same name {name:?}"
                         )));
                     }
                     let prev = parent
                         .and_then(|t| t.find(name.as_encoded_bytes()))
                         .cloned();
                     if let Some(n) = self.node(&abs, &name, &meta, prev.as_ref())? {
-                        root.nodes.push(n);
+                        root.push(n);
                     }
                 }
             }
@@ -359,70 +474,118 @@ impl Walker<'_> {
                 }
                 paths.push(format!("stdin:{name}"));
                 let now = chrono::Utc::now();
-                let mut node = Node {
-                    name: RawName(name.clone().into_bytes()),
+                let (seqs, size) = self
+                    .chunks(reader)
+                    .map_err(|e| Error::io("standard input", e))??;
+                let node = Node {
+                    name: RawName(name.into_bytes()),
                     kind: NodeKind::File,
                     mode: 0o644,
                     mtime_sec: now.timestamp(),
                     mtime_nsec: now.timestamp_subsec_nanos(),
                     uid: 0,
                     gid: 0,
-                    size: 0,
+                    size,
                     inode: 0,
                     content: Vec::new(),
                     subtree: None,
                     target: None,
                 };
-                let (content, size) = self
-                    .chunks(reader)
-                    .map_err(|e| Error::io("standard input", e))??;
-                node.content = content;
-                node.size = size;
                 self.summary.files += 1;
-                root.nodes.push(node);
+                self.deferred += 1;
+                root.push(Pending {
+                    node,
+                    seqs,
+                    children: None,
+                });
             }
         }
         let root_id = self.store_tree(root)?;
         Ok((root_id, paths, self.summary, self.skipped))
     }
 
-    fn submit(&mut self, t: BlobType, id: Id, data: Vec<u8>) -> Result<()> {
-        if self.index.contains(&id) || !self.claimed.insert(id) {
-            return Ok(());
+    /// Makes a pending node final: waits for its chunk ids, encodes its folder's tree.
+    fn finish(&mut self, p: &mut Pending) -> Result<()> {
+        if !p.seqs.is_empty() {
+            let seqs = std::mem::take(&mut p.seqs);
+            p.node.content = self.resolve(&seqs)?;
+            self.deferred -= 1;
         }
-        self.summary.chunks_new += 1;
-        self.summary.bytes_new += data.len() as u64;
-        self.tx
-            .send(Job { t, id, data })
-            .map_err(|_| Error::Unavailable("backup pipeline stopped".into()))
+        if let Some(children) = p.children.take() {
+            p.node.subtree = Some(self.store_tree(children)?);
+            self.deferred -= 1;
+        }
+        Ok(())
     }
 
-    fn store_tree(&mut self, mut tree: Tree) -> Result<Id> {
+    /// Finishes every node, then encodes and submits the tree.
+    fn store_tree(&mut self, pending: Vec<Pending>) -> Result<Id> {
+        let mut tree = Tree::default();
+        for mut p in pending {
+            self.finish(&mut p)?;
+            tree.nodes.push(p.node);
+        }
         let bytes = tree.encode();
         let id = self.repo.chunk_id(&bytes);
-        self.submit(BlobType::Tree, id, bytes)?;
+        if self.dedup.claim(self.index, &id, bytes.len()) {
+            self.pack_tx
+                .send(Job {
+                    t: BlobType::Tree,
+                    id,
+                    data: bytes,
+                })
+                .map_err(|_| stopped())?;
+        }
         Ok(id)
     }
 
-    /// Chunks a reader. Outer error: reading failed (skip the file); inner: pipeline failure.
-    fn chunks(&mut self, reader: impl Read) -> std::io::Result<Result<(Vec<Id>, u64)>> {
-        let chunker = self.repo.chunker().clone();
-        let mut ids = Vec::new();
-        let mut size = 0u64;
-        for chunk in chunker.stream(reader) {
-            let chunk = chunk?;
-            let id = self.repo.chunk_id(&chunk);
-            size += chunk.len() as u64;
-            self.summary.bytes_processed += chunk.len() as u64;
-            self.progress
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            ids.push(id);
-            if let Err(e) = self.submit(BlobType::Data, id, chunk) {
-                return Ok(Err(e));
+    fn resolve(&mut self, seqs: &[u64]) -> Result<Vec<Id>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            loop {
+                if let Some(id) = self.done.remove(s) {
+                    out.push(id);
+                    break;
+                }
+                let (seq, id) = self.ids.recv().map_err(|_| stopped())?;
+                self.done.insert(seq, id);
             }
         }
-        Ok(Ok((ids, size)))
+        Ok(out)
+    }
+
+    /// Chunks a reader. Outer error: reading failed (skip the file); inner: pipeline failure.
+    fn chunks(&mut self, reader: impl Read) -> std::io::Result<Result<(Vec<u64>, u64)>> {
+        let chunker = self.repo.chunker();
+        let mut stream = chunker.stream_with_buffer(reader, std::mem::take(&mut self.buf));
+        let mut seqs = Vec::new();
+        let mut size = 0u64;
+        let mut result = Ok(Ok(()));
+        for chunk in stream.by_ref() {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let len = chunk.len() as u64;
+            size += len;
+            self.summary.bytes_processed += len;
+            self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+            self.seq += 1;
+            seqs.push(self.seq);
+            if self.tx.send((self.seq, chunk)).is_err() {
+                result = Ok(Err(stopped()));
+                break;
+            }
+        }
+        self.buf = stream.into_buffer();
+        match result {
+            Err(e) => Err(e),
+            Ok(Err(e)) => Ok(Err(e)),
+            Ok(Ok(())) => Ok(Ok((seqs, size))),
+        }
     }
 
     fn skip(&mut self, path: &Path, why: impl std::fmt::Display) {
@@ -438,7 +601,7 @@ impl Walker<'_> {
         name: &OsStr,
         meta: &Metadata,
         prev: Option<&Node>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Option<Pending>> {
         let ft = meta.file_type();
         if ft.is_file() {
             let mut node = node_base(name, NodeKind::File, meta);
@@ -457,7 +620,7 @@ impl Walker<'_> {
                 self.summary.bytes_processed += node.size;
                 self.progress.files.fetch_add(1, Ordering::Relaxed);
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
-                return Ok(Some(node));
+                return Ok(Some(Pending::done(node)));
             }
             let file = match std::fs::File::open(path) {
                 Ok(f) => f,
@@ -466,28 +629,41 @@ impl Walker<'_> {
                     return Ok(None);
                 }
             };
-            match self.chunks(file) {
+            let seqs = match self.chunks(file) {
                 Ok(r) => {
-                    let (content, size) = r?;
-                    node.content = content;
+                    let (seqs, size) = r?;
                     node.size = size;
+                    seqs
                 }
                 Err(e) => {
                     self.skip(path, e);
                     return Ok(None);
                 }
-            }
+            };
             self.summary.files += 1;
             self.progress.files.fetch_add(1, Ordering::Relaxed);
-            Ok(Some(node))
+            if !seqs.is_empty() {
+                self.deferred += 1;
+            }
+            Ok(Some(Pending {
+                node,
+                seqs,
+                children: None,
+            }))
         } else if ft.is_dir() {
-            let mut node = node_base(name, NodeKind::Dir, meta);
+            let node = node_base(name, NodeKind::Dir, meta);
             let prev_tree = match prev.and_then(|p| p.subtree) {
                 Some(id) if self.index.contains(&id) => self.repo.load_tree(self.index, &id).ok(),
                 _ => None,
             };
-            node.subtree = Some(self.store_dir(path, prev_tree)?);
-            Ok(Some(node))
+            self.summary.dirs += 1;
+            let entries = self.dir_entries(path, prev_tree)?;
+            self.deferred += 1;
+            Ok(Some(Pending {
+                node,
+                seqs: Vec::new(),
+                children: Some(entries),
+            }))
         } else if ft.is_symlink() {
             let mut node = node_base(name, NodeKind::Symlink, meta);
             match std::fs::read_link(path) {
@@ -498,26 +674,20 @@ impl Walker<'_> {
                 }
             }
             self.summary.symlinks += 1;
-            Ok(Some(node))
+            Ok(Some(Pending::done(node)))
         } else {
             tracing::info!(path = %path.display(), "not a file, folder or symlink: left out");
             Ok(None)
         }
     }
 
-    fn store_dir(&mut self, path: &Path, prev: Option<Tree>) -> Result<Id> {
-        let tree = self.dir_tree(path, prev)?;
-        self.store_tree(tree)
-    }
-
-    fn dir_tree(&mut self, path: &Path, prev: Option<Tree>) -> Result<Tree> {
-        self.summary.dirs += 1;
-        let mut tree = Tree::default();
+    fn dir_entries(&mut self, path: &Path, prev: Option<Tree>) -> Result<Vec<Pending>> {
+        let mut out = Vec::new();
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
                 self.skip(path, e);
-                return Ok(tree);
+                return Ok(out);
             }
         };
         let mut entries = Vec::new();
@@ -528,6 +698,7 @@ impl Walker<'_> {
             }
         }
         entries.sort_by_key(|e| e.file_name());
+        let mut finished = 0;
         for e in entries {
             let child = e.path();
             let name = e.file_name();
@@ -540,9 +711,93 @@ impl Walker<'_> {
             };
             let p = prev.as_ref().and_then(|t| t.find(name.as_encoded_bytes()));
             if let Some(n) = self.node(&child, &name, &meta, p)? {
-                tree.nodes.push(n);
+                out.push(n);
+            }
+            if self.deferred > DEFER_LIMIT {
+                for p in &mut out[finished..] {
+                    self.finish(p)?;
+                }
+                finished = out.len();
             }
         }
-        Ok(tree)
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyservice::LocalKeyring;
+    use crate::repo::restore::{restore, RestoreOptions, RestoreProgress};
+    use crate::repo::InitOptions;
+    use crate::store::LocalStore;
+
+    /// A full backup and restore through the pipeline with a tiny defer limit, so eager
+    /// encoding of finished folders runs alongside deferred ones.
+    #[test]
+    fn pipeline_round_trip_with_eager_folder_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in 0..6 {
+            for f in 0..12 {
+                let p = src.join(format!("d{d}/sub{}/f{f}", f % 3));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, format!("{d}/{f}").repeat(f * 1000 + 1)).unwrap();
+            }
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let keys = Arc::new(LocalKeyring::create(&dir.path().join("ring"), None).unwrap());
+        let store = Arc::new(LocalStore::new(dir.path().join("repo")));
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(
+            rt.handle().clone(),
+            store,
+            keys,
+            Id::random().unwrap(),
+            &opts,
+        )
+        .unwrap();
+        let report = backup(
+            &repo,
+            BackupOptions {
+                source: Source::Paths(vec![src.clone()]),
+                host: "h".into(),
+                tags: vec![],
+                parent: None,
+                workers: 2,
+                uploads: 2,
+            },
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(report.snapshot.summary.files, 72);
+        let index = repo.load_index().unwrap();
+        let out = dir.path().join("out");
+        let r = restore(
+            &repo,
+            &index,
+            &report.snapshot.tree,
+            &RestoreOptions {
+                target: out.clone(),
+                includes: vec![],
+                threads: 2,
+            },
+            &RestoreProgress::default(),
+        )
+        .unwrap();
+        assert!(r.failed.is_empty());
+        for d in 0..6 {
+            for f in 0..12 {
+                let rel = format!("src/d{d}/sub{}/f{f}", f % 3);
+                assert_eq!(
+                    std::fs::read(out.join(&rel)).unwrap(),
+                    format!("{d}/{f}").repeat(f * 1000 + 1).into_bytes(),
+                    "{rel}"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# custody against restic, same tree, same machine, same target, in one run, alternating which
+# tool goes first in each round. Prints min and median per metric and the ratio of medians.
+#
+#   scripts/bench.sh                 # 1 GiB mixed tree, 3 rounds, local-folder repositories
+#   SIZE_MIB=256 ROUNDS=5 scripts/bench.sh
+#
+# Environment: SIZE_MIB (1024), ROUNDS (3), WORK (/tmp/custody-bench: tree and repositories),
+# RESTORE_DIR (/dev/shm if present: restores land on tmpfs so that ext4's cost of creating
+# thousands of files right after deleting thousands, which varies run to run here, does not
+# drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead).
+# The tree comes from examples/mktree.rs (text, random bytes, edited copies, small files), read
+# from the page cache by both tools. restic runs with its defaults (compression auto).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${SIZE_MIB:-1024}
+rounds=${ROUNDS:-3}
+work=${WORK:-/tmp/custody-bench}
+restore_base=${RESTORE_DIR:-$( [ -d /dev/shm ] && echo /dev/shm || echo "$work")}
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need restic restic
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+
+cargo build --release --quiet --bin custody --example mktree
+custody=$PWD/target/release/custody
+mkdir -p "$work"
+tree=$work/tree-$size
+if [ ! -d "$tree" ]; then target/release/examples/mktree "$tree" "$size" 1; fi
+input=$(du -sb "$tree" | cut -f1)
+results=$work/results.tsv
+: > "$results"
+export RESTIC_PASSWORD=bench-only-password
+export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
+
+# measure TOOL METRIC ROUND CMD...: wall seconds and peak RSS into the results file.
+measure() {
+  local tool=$1 metric=$2 round=$3; shift 3
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null
+  read -r secs rss < "$work/time.out"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$metric" "$round" "$secs" "$rss" >> "$results"
+}
+
+run() { # run TOOL STEP ROUND
+  local tool=$1 step=$2 r=$3
+  case "$tool:$step" in
+    custody:first)
+      rm -rf "$work/c-repo" "$work/custody-keyring"
+      $custody -q --repo "$work/c-repo" init
+      measure custody first_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
+    restic:first)
+      rm -rf "$work/r-repo"
+      restic -q -r "$work/r-repo" init >/dev/null
+      measure restic first_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
+    custody:unchanged) measure custody unchanged_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
+    restic:unchanged) measure restic unchanged_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
+    custody:changed) measure custody changed_1pct_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
+    restic:changed) measure restic changed_1pct_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
+    custody:restore)
+      rm -rf "$restore_base/c-out"
+      measure custody full_restore "$r" $custody -q --repo "$work/c-repo" restore latest --target "$restore_base/c-out"
+      [ "$r" != 1 ] || diff -rq "$tree" "$restore_base/c-out/$(basename "$tree")" >/dev/null || { echo "custody restore differs!"; exit 1; }
+      rm -rf "$restore_base/c-out" ;;
+    restic:restore)
+      rm -rf "$restore_base/r-out"
+      measure restic full_restore "$r" restic -q -r "$work/r-repo" restore latest --target "$restore_base/r-out"
+      rm -rf "$restore_base/r-out" ;;
+  esac
+}
+
+# change_files ROUND: edits 1% of the files (a different 1% each round) in place.
+change_files() {
+  python3 - "$tree" "$1" <<'PY'
+import os, sys
+tree, rnd = sys.argv[1], int(sys.argv[2])
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(tree) for f in fs)
+for i, p in enumerate(files):
+    if i % 100 == rnd % 100:
+        with open(p, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(size // 2)
+            f.write(b"changed by bench round %d" % rnd)
+PY
+}
+
+echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; restores to $restore_base"
+for r in $(seq 1 "$rounds"); do
+  if [ $((r % 2)) = 1 ]; then order="custody restic"; else order="restic custody"; fi
+  echo "round $r ($order)"
+  for step in first unchanged; do for t in $order; do run "$t" "$step" "$r"; done; done
+  change_files "$r"
+  for step in changed restore; do for t in $order; do run "$t" "$step" "$r"; done; done
+  printf 'custody\trepo_bytes\t%s\t%s\t0\n' "$r" "$(du -sb "$work/c-repo" | cut -f1)" >> "$results"
+  printf 'restic\trepo_bytes\t%s\t%s\t0\n' "$r" "$(du -sb "$work/r-repo" | cut -f1)" >> "$results"
+done
+
+python3 - "$results" "$input" <<'PY'
+import sys, statistics
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+input_bytes = int(sys.argv[2])
+data = {}
+for tool, metric, rnd, val, rss in rows:
+    data.setdefault((metric, tool), []).append((float(val), int(rss)))
+metrics = ["first_backup", "unchanged_backup", "changed_1pct_backup", "full_restore", "repo_bytes"]
+print()
+print(f"{'metric':<22}{'custody min':>13}{'median':>10}{'restic min':>13}{'median':>10}{'ratio':>8}")
+for m in metrics:
+    c = [v for v, _ in data[(m, "custody")]]
+    r = [v for v, _ in data[(m, "restic")]]
+    cm, rm = statistics.median(c), statistics.median(r)
+    fmt = (lambda x: f"{x/2**20:.0f}M") if m == "repo_bytes" else (lambda x: f"{x:.2f}s")
+    print(f"{m:<22}{fmt(min(c)):>13}{fmt(cm):>10}{fmt(min(r)):>13}{fmt(rm):>10}{cm/rm:>8.2f}")
+for tool in ["custody", "restic"]:
+    peak = max(rss for (m, t), vs in data.items() if t == tool for _, rss in vs)
+    print(f"peak RSS {tool}: {peak/1024:.0f} MiB")
+cfirst = statistics.median(v for v, _ in data[("first_backup", "custody")])
+rfirst = statistics.median(v for v, _ in data[("first_backup", "restic")])
+print(f"first backup throughput: custody {input_bytes/cfirst/2**20:.0f} MiB/s, restic {input_bytes/rfirst/2**20:.0f} MiB/s")
+crest = statistics.median(v for v, _ in data[("full_restore", "custody")])
+rrest = statistics.median(v for v, _ in data[("full_restore", "restic")])
+print(f"full restore throughput: custody {input_bytes/crest/2**20:.0f} MiB/s, restic {input_bytes/rrest/2**20:.0f} MiB/s")
+PY
