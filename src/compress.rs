@@ -69,7 +69,19 @@ pub fn decompress(c: Compression, data: Vec<u8>, raw_len: usize) -> Result<Vec<u
     match c {
         Compression::None => Ok(data),
         Compression::Zstd => {
-            let out = zstd::bulk::decompress(&data, raw_len)
+            thread_local! {
+                // One context per thread: creating one per chunk costs more than small chunks.
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let out = DCTX
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut().expect("just set").decompress(&data, raw_len)
+                })
                 .map_err(|e| Error::invalid(format!("zstd: {e}")))?;
             if out.len() != raw_len {
                 return Err(Error::invalid("decompressed length mismatch"));

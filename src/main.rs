@@ -9,6 +9,18 @@ use custody::cli::Cli;
 use custody::commands::{exit, exit_code, Ctx};
 use secrecy::SecretString;
 
+/// Pack-sized buffers (16 MiB, allocated on one thread and freed on another) should go back
+/// to the system when freed: a fixed 8 MiB mmap threshold does that, and two arenas keep
+/// freed chunk buffers from piling up per thread. Measured on the 1 GiB bench tree: peak RSS
+/// 100-134 MB with glibc's defaults, 80-85 MB with these, same speed.
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; called once before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn passphrase(cli: &Cli) -> anyhow::Result<Option<SecretString>> {
     if let Some(p) = &cli.passphrase_file {
         let s = std::fs::read_to_string(p)
@@ -42,6 +54,7 @@ fn logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
