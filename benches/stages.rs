@@ -1,0 +1,146 @@
+//! Each pipeline stage alone, single-threaded, so the machine's stage limits are known:
+//! `cargo bench --bench stages`. Inputs come from examples/mktree.rs's generators' kind of
+//! data: prose-like text and random bytes, 16 MiB each.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use custody::chunker::{Chunker, ChunkerParams};
+use custody::compress::{self, Compression, Compressor};
+use custody::crypto::kdf::HmacKey;
+use custody::crypto::Key32;
+use custody::pack::{decode_header, BlobEntry, BlobType, PackBuilder, PackKey};
+use custody::Id;
+
+const LEN: usize = 16 << 20;
+
+fn random(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    custody::crypto::random::fill(&mut v).unwrap();
+    v
+}
+
+fn text(len: usize) -> Vec<u8> {
+    let words: Vec<String> = (0..5000u32)
+        .map(|i| {
+            format!(
+                "w{}{}",
+                i.wrapping_mul(2_654_435_761) % 9973,
+                "abcdefgh".get(..(i % 8) as usize).unwrap_or("")
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(len);
+    let mut x = 88172645463325252u64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = &words[((x % 5000) * (x % 5000) / 5000) as usize];
+        out.extend_from_slice(w.as_bytes());
+        out.push(if x % 11 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let key = Key32::generate().unwrap();
+    let inputs = [("text", text(LEN)), ("random", random(LEN))];
+    let chunker = Chunker::new(&key, ChunkerParams::DEFAULT);
+    let mut g = c.benchmark_group("stage");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(LEN as u64));
+    for (name, data) in &inputs {
+        g.bench_with_input(BenchmarkId::new("fastcdc", name), data, |b, d| {
+            b.iter(|| chunker.split(d).len())
+        });
+    }
+    let hmac = HmacKey::new(&key);
+    let chunks: Vec<&[u8]> = inputs[1].1.chunks(256 << 10).collect();
+    g.bench_function("hmac-sha256-ids", |b| {
+        b.iter(|| chunks.iter().map(|c| hmac.sign(c)[0] as u32).sum::<u32>())
+    });
+    for level in [1, 3] {
+        for (name, data) in &inputs {
+            let mut z = Compressor::new(level);
+            g.bench_with_input(
+                BenchmarkId::new(format!("zstd-{level}"), name),
+                data,
+                |b, d| {
+                    b.iter(|| {
+                        d.chunks(256 << 10)
+                            .map(|c| z.compress(c).map_or(0, |v| v.len()))
+                            .sum::<usize>()
+                    })
+                },
+            );
+        }
+    }
+    let (_, compressed) = compress::compress(3, &inputs[0].1[..256 << 10]);
+    g.bench_function("zstd-decompress-text", |b| {
+        b.iter(|| {
+            (0..64)
+                .map(|_| {
+                    compress::decompress(Compression::Zstd, compressed.clone(), 256 << 10)
+                        .unwrap()
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+    let repo = Id::random().unwrap();
+    let session = Id::random().unwrap();
+    let pk = PackKey::new(&repo, &session, &key, Id::random().unwrap());
+    let ids: Vec<Id> = chunks.iter().map(|c| Id(hmac.sign(c))).collect();
+    g.bench_function("aes-256-gcm-seal-blobs", |b| {
+        b.iter(|| {
+            chunks
+                .iter()
+                .zip(&ids)
+                .map(|(c, id)| pk.seal_blob(BlobType::Data, id, c).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    let sealed: Vec<Vec<u8>> = chunks
+        .iter()
+        .zip(&ids)
+        .map(|(c, id)| pk.seal_blob(BlobType::Data, id, c).unwrap())
+        .collect();
+    g.bench_function("aes-256-gcm-open-blobs", |b| {
+        b.iter(|| {
+            sealed
+                .iter()
+                .zip(&ids)
+                .map(|(s, id)| pk.open_blob(BlobType::Data, id, s).unwrap().len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("pack-encode-decode", |b| {
+        b.iter(|| {
+            let mut pb = PackBuilder::new(pk.clone());
+            for (s, id) in sealed.iter().zip(&ids) {
+                pb.add(
+                    BlobEntry {
+                        id: *id,
+                        blob_type: BlobType::Data,
+                        compression: Compression::None,
+                        offset: 0,
+                        length: 0,
+                        raw_length: (s.len() - 60) as u32,
+                    },
+                    s.clone(),
+                );
+            }
+            let p = pb.finish().unwrap();
+            let n = p.bytes.len() as u64;
+            let r = custody::pack::header_range(n, &p.bytes[p.bytes.len() - 4..]).unwrap();
+            let h = pk
+                .open_header(&p.bytes[r.start as usize..r.end as usize])
+                .unwrap();
+            decode_header(&h).unwrap().len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
