@@ -163,7 +163,11 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             .collect();
         (walked, results)
     });
-    // A worker's error explains a walker that found the pipeline closed: report it first.
+    // Whichever side failed first explains the other's "pipeline stopped": report that one.
+    let walked = match walked {
+        Err(e) if !is_stopped(&e) => return Err(e),
+        w => w,
+    };
     for r in worker_results {
         r?;
     }
@@ -420,8 +424,15 @@ fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
     }
 }
 
+const STOPPED: &str = "backup pipeline stopped";
+
+/// The error of a stage whose neighbour went away (the neighbour's error is the real one).
 fn stopped() -> Error {
-    Error::Unavailable("backup pipeline stopped".into())
+    Error::Unavailable(STOPPED.into())
+}
+
+fn is_stopped(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(m) if m == STOPPED)
 }
 
 impl Walker<'_> {
