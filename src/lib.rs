@@ -8,6 +8,7 @@
 //! - [`commands`]: one module per command, printing results;
 //! - the `custody` binary: the command line (clap) only.
 
+pub mod aws;
 pub mod chunker;
 pub mod cli;
 pub mod commands;

@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             created_keyring = Some(dir);
             std::sync::Arc::new(k) as std::sync::Arc<dyn keyservice::KeyService>
         }
-        _ => keyservice::open(&url, &ctx.key_options())?,
+        _ => keyservice::open(&url, &ctx.key_options(), ctx.rt.handle())?,
     };
     let avg = args.chunk_avg_kib.saturating_mul(1024);
     let opts = InitOptions {

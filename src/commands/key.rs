@@ -8,13 +8,14 @@ use serde_json::json;
 use super::{Ctx, Outcome};
 use crate::error::{Error, Result};
 use crate::format::wrapped::WrappedKeyRecord;
-use crate::keyservice::{KeyServiceUrl, KeyringRole, LocalKeyring};
+use crate::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring};
 use crate::repo::Repository;
 use crate::store::FileKind;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Cmd {
-    /// Create KEKs in the key service (a new local keyring folder).
+    /// Create KEKs in the key service: a new local keyring folder, or two new KMS keys
+    /// (`--key-service awskms:new`); prints the URL to use.
     Create,
     /// Write a keyring for a role to a new folder.
     Export {
@@ -29,10 +30,12 @@ pub enum Cmd {
     List,
 }
 
-fn local_dir(ctx: &Ctx, url: &str) -> Result<PathBuf> {
-    let _ = ctx;
+fn local_dir(url: &str) -> Result<PathBuf> {
     match KeyServiceUrl::parse(url)? {
         KeyServiceUrl::Local(d) => Ok(d),
+        _ => Err(Error::invalid(format!(
+            "{url}: key export works on local keyrings; for KMS, grant the writer role with the IAM templates in keys/aws/"
+        ))),
     }
 }
 
@@ -43,12 +46,28 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 .key_service
                 .clone()
                 .ok_or_else(|| Error::invalid("key create needs --key-service local:<dir>"))?;
-            let dir = local_dir(ctx, &url)?;
-            LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
+            let url = match KeyServiceUrl::parse(&url)? {
+                KeyServiceUrl::Local(dir) => {
+                    LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
+                    url
+                }
+                KeyServiceUrl::AwsKms(_) => {
+                    // Two keys, so that a writer can be allowed to unwrap the repository
+                    // secret (meta) without being able to unwrap session keys (data).
+                    let kms = ctx.rt.block_on(AwsKms::open(&url))?;
+                    let meta = ctx
+                        .rt
+                        .block_on(kms.create_key("custody meta KEK (wraps repository secrets)"))?;
+                    let data = ctx
+                        .rt
+                        .block_on(kms.create_key("custody data KEK (wraps session data keys)"))?;
+                    format!("awskms:{data}?meta={meta}")
+                }
+            };
             if ctx.json {
                 ctx.print_json(&json!({"key_service": url, "created": true}));
             } else {
-                ctx.say(format!("created keyring {url}"));
+                ctx.say(format!("created key service {url}"));
             }
             Ok(Outcome::OK)
         }
@@ -64,7 +83,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     return Err(Error::invalid("key export needs --key-service or --repo"))
                 }
             };
-            let dir = local_dir(ctx, &url)?;
+            let dir = local_dir(&url)?;
             let k = LocalKeyring::open(&dir, ctx.passphrase.as_ref())?;
             let role = if role == "writer" {
                 KeyringRole::Writer

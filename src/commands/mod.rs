@@ -86,7 +86,11 @@ impl Ctx {
     }
 
     pub fn open_key_service(&self, repo_id: &crate::Id) -> Result<Arc<dyn KeyService>> {
-        keyservice::open(&self.key_service_url(repo_id), &self.key_options())
+        keyservice::open(
+            &self.key_service_url(repo_id),
+            &self.key_options(),
+            self.rt.handle(),
+        )
     }
 
     pub fn open_repo(&self) -> Result<Repository> {

@@ -4,8 +4,10 @@
 //! Every call carries an encryption context that binds the repository, the purpose and the key
 //! id; a wrapped key presented with any other context does not open.
 
+pub mod awskms;
 mod local;
 
+pub use awskms::AwsKms;
 pub use local::{KeyringRole, LocalKeyring};
 
 use std::path::PathBuf;
@@ -79,6 +81,7 @@ impl std::fmt::Debug for KeyServiceOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyServiceUrl {
     Local(PathBuf),
+    AwsKms(String),
 }
 
 impl KeyServiceUrl {
@@ -92,7 +95,11 @@ impl KeyServiceUrl {
             }
             return Ok(KeyServiceUrl::Local(PathBuf::from(dir)));
         }
-        for scheme in ["awskms:", "pkcs11:", "keyd+https:"] {
+        if url.starts_with("awskms:") {
+            awskms::KmsUrl::parse(url)?;
+            return Ok(KeyServiceUrl::AwsKms(url.to_string()));
+        }
+        for scheme in ["pkcs11:", "keyd+https:"] {
             if url.starts_with(scheme) {
                 return Err(Error::Unsupported(format!(
                     "key service {scheme} is not built yet in this version"
@@ -100,18 +107,23 @@ impl KeyServiceUrl {
             }
         }
         Err(Error::invalid(format!(
-            "unknown key service URL {url:?} (expected local:<dir>)"
+            "unknown key service URL {url:?} (expected local:<dir> or awskms:<key>)"
         )))
     }
 }
 
-/// Opens an existing key service.
-pub fn open(url: &str, opts: &KeyServiceOptions) -> Result<Arc<dyn KeyService>> {
+/// Opens an existing key service (network backends connect lazily, on first use).
+pub fn open(
+    url: &str,
+    opts: &KeyServiceOptions,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<dyn KeyService>> {
     match KeyServiceUrl::parse(url)? {
         KeyServiceUrl::Local(dir) => Ok(Arc::new(LocalKeyring::open(
             &dir,
             opts.passphrase.as_ref(),
         )?)),
+        KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u))?)),
     }
 }
 

@@ -1,0 +1,35 @@
+//! Shared AWS SDK configuration: the standard chain (environment, profiles, web identity,
+//! `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), an HTTP client on ring-based
+//! rustls (no second crypto library), and bounded timeouts so an unreachable or silent
+//! service fails with a clear error instead of hanging. Throttling and 5xx answers are
+//! retried by the SDK's standard retry strategy (exponential backoff with jitter, 3 attempts
+//! unless `AWS_MAX_ATTEMPTS` says otherwise); 4xx answers that cannot succeed are not.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// Loads the SDK configuration from the standard AWS chain.
+pub async fn load() -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    // CUSTODY_AWS_TIMEOUT_SECS bounds each attempt (default 30 s); connecting gets 5 s.
+    let attempt = std::env::var("CUSTODY_AWS_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(30);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5.min(attempt)))
+        .operation_attempt_timeout(Duration::from_secs(attempt))
+        .operation_timeout(Duration::from_secs(attempt * 4))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts)
+        .load()
+        .await
+}

@@ -1,0 +1,311 @@
+//! `awskms:<key>[?meta=<key>]`: AWS KMS (or any server speaking its API, such as moto) through
+//! aws-sdk-kms. KEKs never leave KMS: data keys come from GenerateDataKey, unwrap is Decrypt,
+//! rewrap is ReEncrypt (the plaintext key never reaches the caller), each with the encryption
+//! context that binds repository, purpose and key id.
+//!
+//! Session keys are wrapped by the data key, the repository secret by the meta key (the data
+//! key when no `meta=` is given). Write-only backup jobs need two keys: IAM lets the writer
+//! GenerateDataKey on the data key and Decrypt only on the meta key (templates in keys/aws/).
+
+use async_trait::async_trait;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::Client;
+
+use super::{audit, KekInfo, KeyService};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::wrapped::{Context, Purpose, WrappedKey};
+
+const ALGORITHM: &str = "aws-kms-symmetric-default";
+const PREFIX: &str = "awskms:";
+
+/// A parsed `awskms:` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsUrl {
+    pub data_key: String,
+    pub meta_key: String,
+}
+
+impl KmsUrl {
+    pub fn parse(url: &str) -> Result<KmsUrl> {
+        let rest = url
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| Error::invalid(format!("{url:?} is not an awskms: URL")))?;
+        let (data, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if data.is_empty() {
+            return Err(Error::invalid(
+                "awskms: needs a key id, ARN or alias, e.g. awskms:alias/custody-data?meta=alias/custody-meta",
+            ));
+        }
+        let mut meta = None;
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            match kv.split_once('=') {
+                Some(("meta", v)) if !v.is_empty() => meta = Some(v.to_string()),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "awskms: unknown option {kv:?} (known: meta=<key>)"
+                    )))
+                }
+            }
+        }
+        Ok(KmsUrl {
+            data_key: data.to_string(),
+            meta_key: meta.unwrap_or_else(|| data.to_string()),
+        })
+    }
+}
+
+pub struct AwsKms {
+    client: Client,
+    url: KmsUrl,
+}
+
+impl std::fmt::Debug for AwsKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsKms").field("url", &self.url).finish()
+    }
+}
+
+/// Maps an SDK failure to a semantic error naming the key and the operation.
+fn map_err<E, R>(key: &str, op: &str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let key = key.to_string();
+    let operation = op.to_string();
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("").to_string();
+            let reason = format!("{code}: {}", se.err().message().unwrap_or(""));
+            match code.as_str() {
+                "InvalidCiphertextException" | "IncorrectKeyException" => Error::integrity(
+                    format!("key wrapped by {key}"),
+                    format!("KMS refused the ciphertext ({reason}): altered, or bound to another repository, purpose or session"),
+                ),
+                "ThrottlingException" | "LimitExceededException" | "KMSInternalException"
+                | "DependencyTimeoutException" | "KeyUnavailableException" | "InternalFailure"
+                | "ServiceUnavailable" => Error::KeyUnavailable { key, operation, reason },
+                _ => Error::KeyDenied { key, operation, reason },
+            }
+        }
+        _ => Error::KeyUnavailable {
+            key,
+            operation,
+            reason: aws_sdk_kms::error::DisplayErrorContext(&e).to_string(),
+        },
+    }
+}
+
+fn key32(key: &str, op: &str, b: Option<&Blob>) -> Result<Key32> {
+    b.and_then(|b| Key32::from_slice(b.as_ref()))
+        .ok_or_else(|| Error::KeyUnavailable {
+            key: key.to_string(),
+            operation: op.to_string(),
+            reason: "KMS returned no 32-byte plaintext key".into(),
+        })
+}
+
+impl AwsKms {
+    pub async fn open(url: &str) -> Result<AwsKms> {
+        let url = KmsUrl::parse(url)?;
+        let conf = crate::aws::load().await;
+        Ok(AwsKms {
+            client: Client::new(&conf),
+            url,
+        })
+    }
+
+    fn kek(&self, purpose: Purpose) -> &str {
+        match purpose {
+            Purpose::RepositorySecret => &self.url.meta_key,
+            Purpose::SessionKey => &self.url.data_key,
+        }
+    }
+
+    /// Creates a symmetric KMS key (used by `key create`); returns its ARN.
+    pub async fn create_key(&self, description: &str) -> Result<String> {
+        let out = self
+            .client
+            .create_key()
+            .description(description)
+            .send()
+            .await
+            .map_err(|e| map_err("(new key)", "CreateKey", e))?;
+        out.key_metadata()
+            .map(|m| m.arn().unwrap_or(m.key_id()).to_string())
+            .ok_or_else(|| Error::invalid("CreateKey returned no key metadata"))
+    }
+}
+
+fn kek_ref(arn_or_id: &str) -> String {
+    format!("{PREFIX}{arn_or_id}")
+}
+
+#[async_trait]
+impl KeyService for AwsKms {
+    fn url(&self) -> String {
+        if self.url.meta_key == self.url.data_key {
+            format!("{PREFIX}{}", self.url.data_key)
+        } else {
+            format!("{PREFIX}{}?meta={}", self.url.data_key, self.url.meta_key)
+        }
+    }
+
+    async fn generate_data_key(
+        &self,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<(Key32, WrappedKey)> {
+        let kek = self.kek(purpose);
+        let out = self
+            .client
+            .generate_data_key()
+            .key_id(kek)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(ctx.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| map_err(kek, "GenerateDataKey", e))?;
+        let key = key32(kek, "GenerateDataKey", out.plaintext())?;
+        let blob = out.ciphertext_blob().ok_or_else(|| Error::KeyUnavailable {
+            key: kek.to_string(),
+            operation: "GenerateDataKey".into(),
+            reason: "KMS returned no ciphertext".into(),
+        })?;
+        let w = WrappedKey {
+            kek: kek_ref(out.key_id().unwrap_or(kek)),
+            algorithm: ALGORITHM.into(),
+            ciphertext: blob.as_ref().to_vec(),
+        };
+        audit("GenerateDataKey", &w.kek, ctx);
+        Ok((key, w))
+    }
+
+    async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
+        let kek = wrapped
+            .kek
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| Error::KeyDenied {
+                key: wrapped.kek.clone(),
+                operation: "Decrypt".into(),
+                reason: format!(
+                    "this key was wrapped by another key service, not {}",
+                    self.url()
+                ),
+            })?;
+        if wrapped.algorithm != ALGORITHM {
+            return Err(Error::integrity(
+                format!("key wrapped by {}", wrapped.kek),
+                format!("unknown algorithm {:?}", wrapped.algorithm),
+            ));
+        }
+        let out = self
+            .client
+            .decrypt()
+            .key_id(kek)
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .set_encryption_context(Some(ctx.clone().into_iter().collect()))
+            .send()
+            .await;
+        audit(
+            if out.is_ok() {
+                "Decrypt"
+            } else {
+                "Decrypt-refused"
+            },
+            &wrapped.kek,
+            ctx,
+        );
+        let out = out.map_err(|e| map_err(kek, "Decrypt", e))?;
+        key32(kek, "Decrypt", out.plaintext())
+    }
+
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<WrappedKey> {
+        let to = self.kek(purpose);
+        let source = wrapped
+            .kek
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| Error::KeyDenied {
+                key: wrapped.kek.clone(),
+                operation: "ReEncrypt".into(),
+                reason: "the key was not wrapped by KMS".into(),
+            })?;
+        let c: std::collections::HashMap<String, String> = ctx.clone().into_iter().collect();
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .source_key_id(source)
+            .set_source_encryption_context(Some(c.clone()))
+            .destination_key_id(to)
+            .set_destination_encryption_context(Some(c))
+            .send()
+            .await
+            .map_err(|e| map_err(to, "ReEncrypt", e))?;
+        let w = WrappedKey {
+            kek: kek_ref(out.key_id().unwrap_or(to)),
+            algorithm: ALGORITHM.into(),
+            ciphertext: out
+                .ciphertext_blob()
+                .map(|b| b.as_ref().to_vec())
+                .unwrap_or_default(),
+        };
+        audit("ReEncrypt", &w.kek, ctx);
+        Ok(w)
+    }
+
+    async fn describe(&self) -> Result<Vec<KekInfo>> {
+        let mut out = Vec::new();
+        let keys: Vec<(&str, &str)> = if self.url.meta_key == self.url.data_key {
+            vec![("meta+data", &self.url.data_key)]
+        } else {
+            vec![("meta", &self.url.meta_key), ("data", &self.url.data_key)]
+        };
+        for (purpose, key) in keys {
+            let d = self
+                .client
+                .describe_key()
+                .key_id(key)
+                .send()
+                .await
+                .map_err(|e| map_err(key, "DescribeKey", e))?;
+            let m = d.key_metadata();
+            out.push(KekInfo {
+                reference: kek_ref(m.and_then(|m| m.arn()).unwrap_or(key)),
+                purpose: purpose.into(),
+                algorithm: ALGORITHM.into(),
+                created: m
+                    .and_then(|m| m.creation_date())
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                // Whether this caller may Decrypt is IAM's decision, not visible here.
+                can_decrypt: m.is_some_and(|m| m.enabled()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = KmsUrl::parse("awskms:alias/data?meta=alias/meta").unwrap();
+        assert_eq!(u.data_key, "alias/data");
+        assert_eq!(u.meta_key, "alias/meta");
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let u = KmsUrl::parse(&format!("awskms:{arn}")).unwrap();
+        assert_eq!((u.data_key.as_str(), u.meta_key.as_str()), (arn, arn));
+        assert!(KmsUrl::parse("awskms:").is_err());
+        assert!(KmsUrl::parse("awskms:k?region=x").is_err());
+    }
+}
