@@ -436,3 +436,56 @@ fn missing_keyring_is_a_key_service_error() {
     let r = sb.run(&["snapshots"]).code(EXIT_KEY_SERVICE);
     assert!(r.stderr.contains("no keyring"), "{}", r.stderr);
 }
+
+#[test]
+fn backup_job_script_runs_with_a_writer_keyring() {
+    let sb = Sandbox::new();
+    sb.init();
+    let writer = sb.path("writer");
+    sb.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        writer.to_str().unwrap(),
+    ])
+    .ok();
+    write(&sb.path("data/a.txt"), b"nightly");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backup-job.sh");
+    let run = |paths: &str| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .env("CUSTODY", env!("CARGO_BIN_EXE_custody"))
+            .env("CUSTODY_REPOSITORY", sb.repo())
+            .env("CUSTODY_KEY_SERVICE", format!("local:{}", writer.display()))
+            .env("BACKUP_PATHS", paths)
+            .env("BACKUP_SUMMARY_DIR", sb.path("summaries"))
+            .output()
+            .unwrap()
+    };
+    let o = run(sb.path("data").to_str().unwrap());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summaries = std::fs::read_dir(sb.path("summaries")).unwrap().count();
+    assert_eq!(summaries, 1);
+    let s = std::fs::read_dir(sb.path("summaries"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(s).unwrap()).unwrap();
+    assert_eq!(v["files_processed"], 1);
+    // The owner sees the job's snapshot; a missing path is reported with exit 1.
+    assert_eq!(
+        sb.run(&["dump", "latest", "data/a.txt"]).ok().stdout,
+        b"nightly"
+    );
+    let o = run(sb.path("missing").to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1));
+}

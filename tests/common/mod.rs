@@ -2,6 +2,8 @@
 //! binary, and deterministic test data.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

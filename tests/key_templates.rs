@@ -1,0 +1,78 @@
+//! The key-policy templates in keys/ are valid JSON and grant what README says each role gets.
+
+use serde_json::Value;
+
+fn load(name: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("keys/aws")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn statements(v: &Value) -> Vec<&Value> {
+    v["Statement"].as_array().unwrap().iter().collect()
+}
+
+fn actions(s: &Value) -> Vec<String> {
+    match &s["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+        _ => vec![],
+    }
+}
+
+fn allowed(v: &Value, action: &str, resource_part: &str) -> bool {
+    statements(v).iter().any(|s| {
+        s["Effect"] == "Allow"
+            && actions(s).iter().any(|a| a == action || a == "kms:*")
+            && s["Resource"].to_string().contains(resource_part)
+    })
+}
+
+fn denied(v: &Value, action: &str, resource_part: &str) -> bool {
+    statements(v).iter().any(|s| {
+        s["Effect"] == "Deny"
+            && actions(s).iter().any(|a| {
+                a == action || (a.ends_with('*') && action.starts_with(a.trim_end_matches('*')))
+            })
+            && (s["Resource"] == "*" || s["Resource"].to_string().contains(resource_part))
+    })
+}
+
+#[test]
+fn every_template_is_valid_json_with_a_version() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/aws");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".json") {
+            assert_eq!(load(&name)["Version"], "2012-10-17", "{name}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn writer_adds_but_cannot_read() {
+    let w = load("writer-iam-policy.json");
+    assert!(allowed(&w, "kms:GenerateDataKey", "DATA-KEY-ID"));
+    assert!(allowed(&w, "kms:Decrypt", "META-KEY-ID"));
+    assert!(!allowed(&w, "kms:Decrypt", "DATA-KEY-ID"));
+    assert!(denied(&w, "kms:Decrypt", "DATA-KEY-ID"));
+    assert!(denied(&w, "kms:ReEncryptFrom", "DATA-KEY-ID"));
+}
+
+#[test]
+fn reader_and_rotator() {
+    let r = load("reader-iam-policy.json");
+    assert!(allowed(&r, "kms:Decrypt", "DATA-KEY-ID") && allowed(&r, "kms:Decrypt", "META-KEY-ID"));
+    let rot = load("rotator-iam-policy.json");
+    assert!(
+        allowed(&rot, "kms:ReEncryptFrom", "DATA-KEY-ID")
+            && allowed(&rot, "kms:ReEncryptTo", "NEW-KEY-ID")
+    );
+    assert!(denied(&rot, "kms:Decrypt", "DATA-KEY-ID"));
+    assert!(denied(&rot, "kms:GenerateDataKey", "DATA-KEY-ID"));
+}

@@ -1,0 +1,232 @@
+//! The awskms: key service against moto's server (the AWS KMS API) on loopback: the full CLI
+//! cycle, and the failures a key service can produce, each with its exit code and message.
+
+mod common;
+
+use common::services::{available, Moto};
+use common::*;
+
+fn with_env(sb: &Sandbox, moto: &Moto, args: &[&str]) -> Run {
+    let mut c = sb.cmd(args);
+    for (k, v) in moto.env() {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: o.stdout,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `key create` on KMS: two keys, and the URL that names them.
+fn create_keys(sb: &Sandbox, moto: &Moto) -> String {
+    let v = with_env(
+        sb,
+        moto,
+        &["--json", "key", "create", "--key-service", "awskms:new"],
+    )
+    .ok()
+    .json();
+    let url = v["key_service"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with("awskms:arn:aws:kms:") && url.contains("?meta=arn:"),
+        "{url}"
+    );
+    url
+}
+
+#[test]
+fn kms_round_trip_and_key_list() {
+    if !available("moto_server") {
+        return;
+    }
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks = create_keys(&sb, &moto);
+    let k = |args: &[&str]| {
+        let mut a = vec!["--key-service", ks.as_str()];
+        a.extend_from_slice(args);
+        with_env(&sb, &moto, &a)
+    };
+    k(&["init", "--pack-size-mib", "1"]).ok();
+    // No local keyring is made when a key service is given.
+    assert!(!sb.path("config").exists());
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(3 << 20, 9));
+    write(&src.join("b.txt"), &b"kms-protected text\n".repeat(1000));
+    k(&["backup", src.to_str().unwrap()]).ok();
+    k(&["backup", src.to_str().unwrap(), "--force"]).ok();
+    let out = sb.path("out");
+    k(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+    assert_same_tree(&src, &out.join("src"));
+    k(&["check", "--read-data"]).ok();
+    let list = k(&["--json", "key", "list"]).ok().json();
+    let rows = list.as_array().unwrap();
+    let count = |purpose: &str| {
+        rows.iter()
+            .find(|r| r["purpose"] == purpose)
+            .map(|r| r["wrapped_keys"].as_u64().unwrap())
+    };
+    assert_eq!(count("meta"), Some(1), "{list}");
+    assert_eq!(count("data"), Some(2), "{list}");
+
+    // The audit trail: one line per key operation, with key and context, never key bytes.
+    let r = k(&["-v", "dump", "latest", "src/b.txt"]).ok();
+    assert!(
+        r.stderr.contains("custody::audit") && r.stderr.contains("operation=\"Decrypt\""),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("purpose=\"session-key\""));
+}
+
+#[test]
+fn kms_failures_have_clear_errors_and_exit_codes() {
+    if !available("moto_server") {
+        return;
+    }
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks = create_keys(&sb, &moto);
+    let k = |args: &[&str]| {
+        let mut a = vec!["--key-service", ks.as_str()];
+        a.extend_from_slice(args);
+        with_env(&sb, &moto, &a)
+    };
+    k(&["init"]).ok();
+    write(&sb.path("src/a"), b"data");
+    k(&["backup", sb.path("src").to_str().unwrap()]).ok();
+
+    // Unreachable endpoint: key-service exit code, naming the key and the operation.
+    let mut c = sb.cmd(&["--key-service", &ks, "snapshots"]);
+    for (key, v) in moto.env() {
+        c.env(key, v);
+    }
+    c.env(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{}", services_dead_port()),
+    )
+    .env("AWS_MAX_ATTEMPTS", "2");
+    let started = std::time::Instant::now();
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(EXIT_KEY_SERVICE), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("Decrypt") && err.contains("arn:aws:kms"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A silent server (accepts, never answers): the attempt timeout ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = sb.cmd(&["--key-service", &ks, "snapshots"]);
+    for (key, v) in moto.env() {
+        c.env(key, v);
+    }
+    c.env(
+        "AWS_ENDPOINT_URL",
+        format!("http://{}", silent.local_addr().unwrap()),
+    )
+    .env("AWS_MAX_ATTEMPTS", "1")
+    .env("CUSTODY_AWS_TIMEOUT_SECS", "2");
+    let started = std::time::Instant::now();
+    let o = c.output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(EXIT_KEY_SERVICE),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(started.elapsed().as_secs() < 20);
+    drop(silent);
+
+    // A tampered wrapped key is an integrity failure, not a key-service one.
+    let keys = list_ids(&sb.repo().join("keys"));
+    let p = sb.repo().join("keys").join(&keys[0]);
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let ct = rec["ciphertext"].as_str().unwrap();
+    let mut flipped = ct.to_string().into_bytes();
+    let i = flipped.len() - 6;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let mut tampered = rec.clone();
+    tampered["ciphertext"] = serde_json::Value::String(String::from_utf8(flipped).unwrap());
+    std::fs::write(&p, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let r = k(&["snapshots"]).code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(&format!("keys/{}", keys[0])),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+    k(&["snapshots"]).ok();
+
+    // A data key the service refuses (here: one that does not exist, as after deletion;
+    // moto does not model disabled keys): backup stops before writing anything.
+    let missing = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
+    let meta = ks.split("?meta=").nth(1).unwrap();
+    let bad = format!("awskms:{missing}?meta={meta}");
+    let before = list_ids(&sb.repo().join("snapshots")).len();
+    let r = with_env(
+        &sb,
+        &moto,
+        &[
+            "--key-service",
+            &bad,
+            "backup",
+            sb.path("src").to_str().unwrap(),
+            "--force",
+        ],
+    )
+    .code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("denied")
+            && r.stderr.contains("GenerateDataKey")
+            && r.stderr.contains(missing),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        list_ids(&sb.repo().join("snapshots")).len(),
+        before,
+        "a snapshot was committed"
+    );
+    assert_eq!(
+        list_ids(&sb.repo().join("keys")).len(),
+        1,
+        "a key record was written for a key never wrapped"
+    );
+    k(&["backup", sb.path("src").to_str().unwrap(), "--force"]).ok();
+}
+
+#[test]
+fn kms_wrong_credentials_are_denied() {
+    if !available("moto_server") {
+        return;
+    }
+    let open = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks = create_keys(&sb, &open);
+    with_env(&sb, &open, &["--key-service", &ks, "init"]).ok();
+    // A server that checks signatures and policies: unknown credentials are refused.
+    let strict = Moto::start(true);
+    let r = with_env(&sb, &strict, &["--key-service", &ks, "snapshots"]).code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("denied") && r.stderr.contains("Decrypt"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("testing"),
+        "credentials leaked into the message"
+    );
+}
+
+fn services_dead_port() -> u16 {
+    // Bound and closed again: nothing listens there.
+    common::services::free_port()
+}
