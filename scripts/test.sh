@@ -2,17 +2,23 @@
 # The whole test suite: formatting, lints, unit tests, and integration tests that drive the
 # built binary against real services on loopback. It installs what those services need:
 #   - moto's server (PyPI `moto[server]`) for the AWS KMS API;
-# the tests start their own instances on free loopback ports and stop them when done.
+#   - SoftHSM2 (Debian `softhsm2`) as a PKCS#11 HSM;
+# the tests start their own moto instances on free loopback ports and make their own SoftHSM2
+# token directories, and clean up when done.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# setpriv (util-linux) runs the unreadable-file test as an unprivileged user when we are root.
-if ! command -v setpriv >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  step "installing util-linux (setpriv)"
-  apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
+# Debian packages: setpriv (util-linux) runs the unreadable-file test as an unprivileged user
+# when we are root; softhsm2 is the PKCS#11 token.
+missing=()
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || missing+=(softhsm2)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! command -v moto_server >/dev/null 2>&1; then

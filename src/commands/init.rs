@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         ctx.print_json(&json!({
             "repository_id": repo.id(),
             "location": repo.store().location(),
-            "key_service": url,
+            "key_service": repo.key_service().url(),
             "keyring_created": created_keyring.is_some(),
         }));
     } else {
@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             repo.id(),
             repo.store().location()
         ));
-        ctx.say(format!("key service: {url}"));
+        ctx.say(format!("key service: {}", repo.key_service().url()));
         if let Some(dir) = created_keyring {
             ctx.say(format!(
                 "created a new local keyring in {}\nkeep a copy of it somewhere safe: without it this repository cannot be read",

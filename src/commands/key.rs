@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Ctx, Outcome};
 use crate::error::{Error, Result};
 use crate::format::wrapped::WrappedKeyRecord;
-use crate::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring};
+use crate::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
 use crate::repo::Repository;
 use crate::store::FileKind;
 
@@ -33,9 +33,9 @@ pub enum Cmd {
 fn local_dir(url: &str) -> Result<PathBuf> {
     match KeyServiceUrl::parse(url)? {
         KeyServiceUrl::Local(d) => Ok(d),
-        _ => Err(Error::invalid(format!(
-            "{url}: key export works on local keyrings; for KMS, grant the writer role with the IAM templates in keys/aws/"
-        ))),
+        _ => Err(Error::invalid(
+            "key export works on local keyrings; for KMS grant the writer role with keys/aws/, for PKCS#11 give writers a token without the data KEK's private half (see README)",
+        )),
     }
 }
 
@@ -63,6 +63,8 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                         .block_on(kms.create_key("custody data KEK (wraps session data keys)"))?;
                     format!("awskms:{data}?meta={meta}")
                 }
+                // Printed without PINs.
+                KeyServiceUrl::Pkcs11(u) => Pkcs11Service::create_keys(&u)?,
             };
             if ctx.json {
                 ctx.print_json(&json!({"key_service": url, "created": true}));

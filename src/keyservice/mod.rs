@@ -6,9 +6,11 @@
 
 pub mod awskms;
 mod local;
+pub mod pkcs11;
 
 pub use awskms::AwsKms;
 pub use local::{KeyringRole, LocalKeyring};
+pub use pkcs11::Pkcs11Service;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +84,7 @@ impl std::fmt::Debug for KeyServiceOptions {
 pub enum KeyServiceUrl {
     Local(PathBuf),
     AwsKms(String),
+    Pkcs11(String),
 }
 
 impl KeyServiceUrl {
@@ -99,7 +102,11 @@ impl KeyServiceUrl {
             awskms::KmsUrl::parse(url)?;
             return Ok(KeyServiceUrl::AwsKms(url.to_string()));
         }
-        for scheme in ["pkcs11:", "keyd+https:"] {
+        if url.starts_with("pkcs11:") {
+            pkcs11::Pkcs11Url::parse(url)?;
+            return Ok(KeyServiceUrl::Pkcs11(url.to_string()));
+        }
+        for scheme in ["keyd+https:"] {
             if url.starts_with(scheme) {
                 return Err(Error::Unsupported(format!(
                     "key service {scheme} is not built yet in this version"
@@ -107,7 +114,7 @@ impl KeyServiceUrl {
             }
         }
         Err(Error::invalid(format!(
-            "unknown key service URL {url:?} (expected local:<dir> or awskms:<key>)"
+            "unknown key service URL {url:?} (expected local:<dir>, awskms:<key> or pkcs11:token=...)"
         )))
     }
 }
@@ -124,6 +131,7 @@ pub fn open(
             opts.passphrase.as_ref(),
         )?)),
         KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u))?)),
+        KeyServiceUrl::Pkcs11(u) => Ok(Arc::new(Pkcs11Service::open(&u)?)),
     }
 }
 

@@ -97,3 +97,64 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A SoftHSM2 token directory of its own, with two tokens: `writer` (PIN 1111: meta key and the
+/// data key's public half) and `reader` (PIN 2222: the data key's private half).
+pub struct SoftHsm {
+    pub dir: tempfile::TempDir,
+    pub conf: std::path::PathBuf,
+}
+
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+impl SoftHsm {
+    pub fn new() -> SoftHsm {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        let hsm = SoftHsm { dir, conf };
+        for (label, pin) in [("writer", "1111"), ("reader", "2222")] {
+            let ok = Command::new("softhsm2-util")
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--pin",
+                    pin,
+                    "--so-pin",
+                    "0000",
+                ])
+                .env("SOFTHSM2_CONF", &hsm.conf)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "softhsm2-util --init-token failed");
+        }
+        hsm
+    }
+
+    pub fn writer_url(&self) -> String {
+        format!("pkcs11:token=writer;object=custody?module-path={SOFTHSM_MODULE}&pin-value=1111")
+    }
+
+    /// The key holders' URL: writer token for the meta key, reader token for the private half.
+    pub fn reader_url(&self) -> String {
+        let pin = self.dir.path().join("reader.pin");
+        std::fs::write(&pin, "2222\n").unwrap();
+        format!(
+            "{}&data-token=reader&data-pin-source={}",
+            self.writer_url(),
+            pin.display()
+        )
+    }
+}

@@ -1,0 +1,606 @@
+//! `pkcs11:token=LABEL;object=LABEL?module-path=PATH&pin-value=PIN` (or `pin-source=FILE`):
+//! KEKs inside a PKCS#11 token (an HSM; SoftHSM2 in the tests), through `cryptoki`.
+//!
+//! - meta KEK `<object>-meta`: an AES-256 key, sensitive and non-extractable; wraps the
+//!   repository secret with AES-GCM inside the token (AAD = the encryption context).
+//! - data KEK `<object>-data`: an RSA-3072 key pair; session keys are wrapped with RSA-OAEP
+//!   under the public half as `DEK || SHA-256(context)`, and unwrapped inside the
+//!   token by the private half, which is sensitive and never leaves it. (OAEP uses SHA-1,
+//!   the only hash SoftHSM2 2.6 supports for it; the context binding is SHA-256.)
+//!
+//! Write-only backup jobs: keep the private half in a second token that only key holders can
+//! log in to (`data-token=LABEL&data-pin-value=...` or `data-pin-source=FILE` on the key
+//! holders' URL). The writer's token holds the meta key and a copy of the public half only,
+//! so whoever holds the writer's PIN can add data but never unwrap a session key.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use ring::digest;
+
+use super::{audit, KekInfo, KeyService};
+use crate::crypto::{random, Key32};
+use crate::error::{Error, Result};
+use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
+
+const ALG_META: &str = "pkcs11-aes256gcm-v1";
+/// RSA-OAEP with SHA-1 and MGF1-SHA-1: the only OAEP parameters SoftHSM2 2.6 accepts. OAEP's
+/// security does not rest on collision resistance, so SHA-1 here is sound.
+const ALG_DATA: &str = "pkcs11-rsa3072-oaep-sha1-v1";
+
+/// A parsed `pkcs11:` URL (RFC 7512 subset plus custody's `data-token` options).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pkcs11Url {
+    pub token: String,
+    pub object: String,
+    pub module: String,
+    pin: Option<String>,
+    pub data_token: Option<String>,
+    data_pin: Option<String>,
+}
+
+impl std::fmt::Debug for Pkcs11Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Url")
+            .field("token", &self.token)
+            .field("object", &self.object)
+            .field("module", &self.module)
+            .field("data_token", &self.data_token)
+            .finish()
+    }
+}
+
+fn pct_decode(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::invalid("pkcs11: bad percent escape in the URL"))?;
+            out.push(h);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::invalid("pkcs11: URL is not UTF-8"))
+}
+
+fn read_pin(source: &str) -> Result<String> {
+    let path = source.strip_prefix("file:").unwrap_or(source);
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+impl Pkcs11Url {
+    pub fn parse(url: &str) -> Result<Pkcs11Url> {
+        let rest = url
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| Error::invalid("not a pkcs11: URL"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (mut token, mut object) = (None, None);
+        for attr in path.split(';').filter(|s| !s.is_empty()) {
+            match attr.split_once('=') {
+                Some(("token", v)) => token = Some(pct_decode(v)?),
+                Some(("object", v)) => object = Some(pct_decode(v)?),
+                Some(_) => {} // other RFC 7512 path attributes do not select anything here
+                None => return Err(Error::invalid("pkcs11: a path attribute lacks '='")),
+            }
+        }
+        let mut u = Pkcs11Url {
+            token: token.ok_or_else(|| Error::invalid("pkcs11: URL needs token=LABEL"))?,
+            object: object.unwrap_or_else(|| "custody".into()),
+            module: String::new(),
+            pin: None,
+            data_token: None,
+            data_pin: None,
+        };
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::invalid("pkcs11: a query attribute lacks '='"))?;
+            let v = pct_decode(v)?;
+            match k {
+                "module-path" => u.module = v,
+                "pin-value" => u.pin = Some(v),
+                "pin-source" => u.pin = Some(read_pin(&v)?),
+                "data-token" => u.data_token = Some(v),
+                "data-pin-value" => u.data_pin = Some(v),
+                "data-pin-source" => u.data_pin = Some(read_pin(&v)?),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "pkcs11: unknown query attribute {k:?}"
+                    )))
+                }
+            }
+        }
+        if u.module.is_empty() {
+            return Err(Error::invalid(
+                "pkcs11: URL needs module-path=PATH (the PKCS#11 library)",
+            ));
+        }
+        Ok(u)
+    }
+
+    /// The URL without PINs, for messages and KEK references.
+    pub fn public(&self) -> String {
+        format!("pkcs11:token={};object={}", self.token, self.object)
+    }
+
+    fn meta_ref(&self) -> String {
+        format!("pkcs11:token={};object={}-meta", self.token, self.object)
+    }
+
+    fn data_ref(&self) -> String {
+        format!("pkcs11:object={}-data", self.object)
+    }
+}
+
+struct Inner {
+    url: Pkcs11Url,
+    /// The writer's (or only) token: meta key, data public key.
+    main: Mutex<Session>,
+    /// The token holding the data private key, when it is not the main one.
+    data: Option<Mutex<Session>>,
+    // Keep the library loaded as long as the sessions.
+    _ctx: Pkcs11,
+}
+
+pub struct Pkcs11Service(Arc<Inner>);
+
+impl std::fmt::Debug for Pkcs11Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Service")
+            .field("url", &self.0.url)
+            .finish()
+    }
+}
+
+fn map_ck(key: &str, op: &str, e: CkError) -> Error {
+    let (key, operation) = (key.to_string(), op.to_string());
+    match &e {
+        CkError::Pkcs11(rv, _) => match rv {
+            RvError::PinIncorrect | RvError::PinLenRange | RvError::PinLocked | RvError::PinExpired => {
+                Error::KeyDenied { key, operation, reason: format!("wrong or locked PIN ({rv})") }
+            }
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange | RvError::DataInvalid => {
+                Error::integrity(
+                    format!("key wrapped by {key}"),
+                    format!("the token refused the ciphertext ({rv}): altered, or bound to another repository, purpose or session"),
+                )
+            }
+            RvError::DeviceError | RvError::DeviceRemoved | RvError::TokenNotPresent
+            | RvError::DeviceMemory | RvError::GeneralError => {
+                Error::KeyUnavailable { key, operation, reason: rv.to_string() }
+            }
+            _ => Error::KeyDenied { key, operation, reason: rv.to_string() },
+        },
+        _ => Error::KeyUnavailable { key, operation, reason: e.to_string() },
+    }
+}
+
+fn open_session(
+    ctx: &Pkcs11,
+    url: &Pkcs11Url,
+    label: &str,
+    pin: &Option<String>,
+) -> Result<Session> {
+    let shown = format!("pkcs11:token={label}");
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| map_ck(&shown, "list tokens", e))?;
+    let slot = slots
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|i| i.label().trim() == label)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| Error::KeyUnavailable {
+            key: shown.clone(),
+            operation: "open token".into(),
+            reason: format!("no token labelled {label:?} in {}", url.module),
+        })?;
+    let session = ctx
+        .open_rw_session(slot)
+        .map_err(|e| map_ck(&shown, "open session", e))?;
+    let pin = pin.as_ref().ok_or_else(|| Error::KeyDenied {
+        key: shown.clone(),
+        operation: "login".into(),
+        reason: "no PIN given: add pin-value=... or pin-source=FILE to the URL".into(),
+    })?;
+    match session.login(UserType::User, Some(&AuthPin::from(pin.clone()))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(e) => Err(map_ck(&shown, "login", e)),
+    }
+}
+
+fn find(
+    s: &Session,
+    class: ObjectClass,
+    label: &str,
+) -> std::result::Result<Option<ObjectHandle>, CkError> {
+    Ok(s.find_objects(&[
+        Attribute::Class(class),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])?
+    .into_iter()
+    .next())
+}
+
+fn oaep() -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
+}
+
+fn ctx_digest(ctx: &Context) -> Vec<u8> {
+    digest::digest(&digest::SHA256, &context_bytes(ctx))
+        .as_ref()
+        .to_vec()
+}
+
+impl Inner {
+    fn data_session(&self) -> &Mutex<Session> {
+        self.data.as_ref().unwrap_or(&self.main)
+    }
+
+    fn wrap(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        let u = &self.url;
+        match purpose {
+            Purpose::RepositorySecret => {
+                let kref = u.meta_ref();
+                let s = self.main.lock().expect("lock");
+                let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
+                    .map_err(|e| map_ck(&kref, "find key", e))?
+                    .ok_or_else(|| missing(&kref))?;
+                let mut iv = [0u8; 12];
+                random::fill(&mut iv)?;
+                let aad = context_bytes(ctx);
+                let params = GcmParams::new(&mut iv, &aad, 128.into())
+                    .map_err(|e| map_ck(&kref, "wrap", e))?;
+                let ct = s
+                    .encrypt(&Mechanism::AesGcm(params), h, key.expose())
+                    .map_err(|e| map_ck(&kref, "wrap", e))?;
+                let mut out = iv.to_vec();
+                out.extend_from_slice(&ct);
+                Ok(WrappedKey {
+                    kek: kref,
+                    algorithm: ALG_META.into(),
+                    ciphertext: out,
+                })
+            }
+            Purpose::SessionKey => {
+                let kref = u.data_ref();
+                let s = self.main.lock().expect("lock");
+                let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))
+                    .map_err(|e| map_ck(&kref, "find key", e))?
+                    .ok_or_else(|| missing(&kref))?;
+                let mut pt = zeroize::Zeroizing::new(key.expose().to_vec());
+                pt.extend_from_slice(&ctx_digest(ctx));
+                let ct = s
+                    .encrypt(&oaep(), h, &pt)
+                    .map_err(|e| map_ck(&kref, "wrap", e))?;
+                Ok(WrappedKey {
+                    kek: kref,
+                    algorithm: ALG_DATA.into(),
+                    ciphertext: ct,
+                })
+            }
+        }
+    }
+
+    fn unwrap(&self, w: &WrappedKey, ctx: &Context) -> Result<Key32> {
+        let u = &self.url;
+        let integrity = || {
+            Error::integrity(
+                format!("key wrapped by {}", w.kek),
+                "does not open: altered, or bound to another repository, purpose or session",
+            )
+        };
+        if w.kek == u.meta_ref() && w.algorithm == ALG_META {
+            if w.ciphertext.len() != 12 + 32 + 16 {
+                return Err(integrity());
+            }
+            let s = self.main.lock().expect("lock");
+            let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
+                .map_err(|e| map_ck(&w.kek, "find key", e))?
+                .ok_or_else(|| missing(&w.kek))?;
+            let mut iv: [u8; 12] = w.ciphertext[..12].try_into().expect("length checked");
+            let aad = context_bytes(ctx);
+            let params = GcmParams::new(&mut iv, &aad, 128.into())
+                .map_err(|e| map_ck(&w.kek, "unwrap", e))?;
+            let pt = zeroize::Zeroizing::new(
+                s.decrypt(&Mechanism::AesGcm(params), h, &w.ciphertext[12..])
+                    .map_err(|e| match map_ck(&w.kek, "unwrap", e) {
+                        Error::KeyDenied { .. } => integrity(),
+                        e => e,
+                    })?,
+            );
+            Key32::from_slice(&pt).ok_or_else(integrity)
+        } else if w.kek == u.data_ref() && w.algorithm == ALG_DATA {
+            let s = self.data_session().lock().expect("lock");
+            let h = find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
+                .map_err(|e| map_ck(&w.kek, "find key", e))?
+                .ok_or_else(|| Error::KeyDenied {
+                    key: w.kek.clone(),
+                    operation: "decrypt".into(),
+                    reason: format!(
+                        "token {} holds no private half of the data KEK: a writer's token can wrap session keys but never unwrap them",
+                        u.data_token.as_deref().unwrap_or(&u.token)
+                    ),
+                })?;
+            let pt =
+                zeroize::Zeroizing::new(s.decrypt(&oaep(), h, &w.ciphertext).map_err(|e| {
+                    match map_ck(&w.kek, "unwrap", e) {
+                        Error::KeyDenied { .. } => integrity(),
+                        // SoftHSM reports a failed OAEP padding check as a general error. When
+                        // the token still answers, the ciphertext is what failed.
+                        Error::KeyUnavailable { .. }
+                            if find(
+                                &s,
+                                ObjectClass::PRIVATE_KEY,
+                                &format!("{}-data", u.object),
+                            )
+                            .is_ok() =>
+                        {
+                            integrity()
+                        }
+                        e => e,
+                    }
+                })?);
+            if pt.len() != 64 || pt[32..] != ctx_digest(ctx)[..] {
+                return Err(integrity());
+            }
+            Key32::from_slice(&pt[..32]).ok_or_else(integrity)
+        } else {
+            Err(Error::KeyDenied {
+                key: w.kek.clone(),
+                operation: "decrypt".into(),
+                reason: format!("not a KEK of {}", u.public()),
+            })
+        }
+    }
+}
+
+fn missing(kref: &str) -> Error {
+    Error::KeyUnavailable {
+        key: kref.to_string(),
+        operation: "find key".into(),
+        reason: "no such key in the token (run `custody key create` with this URL)".into(),
+    }
+}
+
+fn load(module: &str) -> Result<Pkcs11> {
+    let ctx = Pkcs11::new(module).map_err(|e| Error::KeyUnavailable {
+        key: format!("pkcs11 module {module}"),
+        operation: "load".into(),
+        reason: e.to_string(),
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(e) => Err(map_ck(module, "initialize", e)),
+    }
+}
+
+impl Pkcs11Service {
+    pub fn open(url: &str) -> Result<Pkcs11Service> {
+        let u = Pkcs11Url::parse(url)?;
+        let ctx = load(&u.module)?;
+        let main = open_session(&ctx, &u, &u.token, &u.pin)?;
+        let data = match &u.data_token {
+            Some(t) if *t != u.token => Some(Mutex::new(open_session(&ctx, &u, t, &u.data_pin)?)),
+            _ => None,
+        };
+        Ok(Pkcs11Service(Arc::new(Inner {
+            url: u,
+            main: Mutex::new(main),
+            data,
+            _ctx: ctx,
+        })))
+    }
+
+    /// Generates the KEKs inside the token(s); refuses when they already exist.
+    pub fn create_keys(url: &str) -> Result<String> {
+        let svc = Pkcs11Service::open(url)?;
+        let i = &svc.0;
+        let u = &i.url;
+        let meta_label = format!("{}-meta", u.object).into_bytes();
+        let data_label = format!("{}-data", u.object).into_bytes();
+        {
+            let s = i.main.lock().expect("lock");
+            if find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
+                .map_err(|e| map_ck(&u.meta_ref(), "find", e))?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists(format!("key {}", u.meta_ref())));
+            }
+            s.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(meta_label),
+                ],
+            )
+            .map_err(|e| map_ck(&u.meta_ref(), "generate", e))?;
+        }
+        let (public_mod, public_exp) = {
+            let s = i.data_session().lock().expect("lock");
+            let (public, _private) = s
+                .generate_key_pair(
+                    &Mechanism::RsaPkcsKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Encrypt(true),
+                        Attribute::ModulusBits(3072.into()),
+                        Attribute::PublicExponent(vec![1, 0, 1]),
+                        Attribute::Label(data_label.clone()),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Decrypt(true),
+                        Attribute::Label(data_label.clone()),
+                    ],
+                )
+                .map_err(|e| map_ck(&u.data_ref(), "generate", e))?;
+            let attrs = s
+                .get_attributes(
+                    public,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
+                .map_err(|e| map_ck(&u.data_ref(), "read public key", e))?;
+            let mut m = Vec::new();
+            let mut x = Vec::new();
+            for a in attrs {
+                match a {
+                    Attribute::Modulus(v) => m = v,
+                    Attribute::PublicExponent(v) => x = v,
+                    _ => {}
+                }
+            }
+            (m, x)
+        };
+        if i.data.is_some() {
+            // The writer's token gets the public half only.
+            let s = i.main.lock().expect("lock");
+            s.create_object(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Token(true),
+                Attribute::Encrypt(true),
+                Attribute::Modulus(public_mod),
+                Attribute::PublicExponent(public_exp),
+                Attribute::Label(data_label),
+            ])
+            .map_err(|e| map_ck(&u.data_ref(), "copy public key", e))?;
+        }
+        Ok(u.public())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("pkcs11 task failed: {e}")))?
+}
+
+#[async_trait]
+impl KeyService for Pkcs11Service {
+    fn url(&self) -> String {
+        self.0.url.public()
+    }
+
+    async fn generate_data_key(
+        &self,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<(Key32, WrappedKey)> {
+        let key = Key32::generate()?;
+        let (i, c, k) = (self.0.clone(), ctx.clone(), key.clone());
+        let w = blocking(move || i.wrap(purpose, &k, &c)).await?;
+        audit("generate-data-key", &w.kek, ctx);
+        Ok((key, w))
+    }
+
+    async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
+        let (i, c, w) = (self.0.clone(), ctx.clone(), wrapped.clone());
+        let r = blocking(move || i.unwrap(&w, &c)).await;
+        audit(
+            if r.is_ok() {
+                "decrypt"
+            } else {
+                "decrypt-refused"
+            },
+            &wrapped.kek,
+            ctx,
+        );
+        r
+    }
+
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<WrappedKey> {
+        let (i, c, w) = (self.0.clone(), ctx.clone(), wrapped.clone());
+        let out = blocking(move || {
+            let k = i.unwrap(&w, &c)?;
+            i.wrap(purpose, &k, &c)
+        })
+        .await?;
+        audit("rewrap", &out.kek, ctx);
+        Ok(out)
+    }
+
+    async fn describe(&self) -> Result<Vec<KekInfo>> {
+        let i = self.0.clone();
+        blocking(move || {
+            let u = &i.url;
+            let can = {
+                let s = i.data_session().lock().expect("lock");
+                find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
+                    .map_err(|e| map_ck(&u.data_ref(), "find", e))?
+                    .is_some()
+            };
+            Ok(vec![
+                KekInfo {
+                    reference: u.meta_ref(),
+                    purpose: "meta".into(),
+                    algorithm: ALG_META.into(),
+                    created: None,
+                    can_decrypt: true,
+                },
+                KekInfo {
+                    reference: u.data_ref(),
+                    purpose: "data".into(),
+                    algorithm: ALG_DATA.into(),
+                    created: None,
+                    can_decrypt: can,
+                },
+            ])
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_pin_redaction() {
+        let u = Pkcs11Url::parse("pkcs11:token=My%20Token;object=vault?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234").unwrap();
+        assert_eq!(u.token, "My Token");
+        assert_eq!(u.object, "vault");
+        assert_eq!(u.pin.as_deref(), Some("1234"));
+        assert!(!format!("{u:?}").contains("1234"));
+        assert!(!u.public().contains("1234"));
+        assert!(Pkcs11Url::parse("pkcs11:object=x?module-path=/m").is_err());
+        assert!(Pkcs11Url::parse("pkcs11:token=t").is_err());
+        assert!(Pkcs11Url::parse("pkcs11:token=t?module-path=/m&bogus=1").is_err());
+    }
+}

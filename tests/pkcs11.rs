@@ -1,0 +1,225 @@
+//! The pkcs11: key service against SoftHSM2 with token directories made per test: the CLI
+//! round trip, a writer token that cannot read, keys that cannot leave the token, wrong PINs
+//! and tampered wrapped keys.
+
+mod common;
+
+use common::services::{available, SoftHsm, SOFTHSM_MODULE};
+use common::*;
+
+fn run(sb: &Sandbox, hsm: &SoftHsm, ks: &str, args: &[&str]) -> Run {
+    let mut a = vec!["--key-service", ks];
+    a.extend_from_slice(args);
+    let o = sb.cmd(&a).env("SOFTHSM2_CONF", &hsm.conf).output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: o.stdout,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn ready() -> bool {
+    available("softhsm2-util") && std::path::Path::new(SOFTHSM_MODULE).exists()
+}
+
+#[test]
+fn pkcs11_round_trip_writer_cannot_read() {
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let (reader, writer) = (hsm.reader_url(), hsm.writer_url());
+    let created = run(&sb, &hsm, &reader, &["key", "create"]).ok();
+    assert!(
+        !created.out().contains("1111") && !created.out().contains("2222"),
+        "PIN printed"
+    );
+    run(&sb, &hsm, &reader, &["key", "create"]).code(EXIT_ERROR);
+    let init = run(&sb, &hsm, &reader, &["init", "--pack-size-mib", "1"]).ok();
+    assert!(!init.out().contains("pin"), "{}", init.out());
+
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(2 << 20, 4));
+    write(&src.join("b.txt"), b"held by the HSM");
+    // The writer backs up...
+    run(&sb, &hsm, &writer, &["backup", src.to_str().unwrap()]).ok();
+    // ...but cannot read anything back.
+    for args in [
+        vec!["snapshots"],
+        vec!["dump", "latest", "src/b.txt"],
+        vec!["check"],
+    ] {
+        let r = run(&sb, &hsm, &writer, &args).code(EXIT_KEY_SERVICE);
+        assert!(r.stderr.contains("private half"), "{}", r.stderr);
+        assert!(!String::from_utf8_lossy(&r.stdout).contains("held by the HSM"));
+    }
+    let out = sb.path("out");
+    run(
+        &sb,
+        &hsm,
+        &writer,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .code(EXIT_KEY_SERVICE);
+    assert!(!out.join("src/b.txt").exists());
+    // The key holder restores everything, and the writer's and holder's snapshots mix.
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &["backup", src.to_str().unwrap(), "--force"],
+    )
+    .ok();
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .ok();
+    assert_same_tree(&src, &out.join("src"));
+    run(&sb, &hsm, &reader, &["check", "--read-data"]).ok();
+    let list = run(&sb, &hsm, &reader, &["--json", "key", "list"])
+        .ok()
+        .json();
+    let data = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["purpose"] == "data")
+        .unwrap()
+        .clone();
+    assert_eq!(data["wrapped_keys"], 2, "{list}");
+    assert_eq!(data["can_decrypt"], true);
+}
+
+#[test]
+fn pkcs11_wrong_pin_and_tampered_wrap() {
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let reader = hsm.reader_url();
+    run(&sb, &hsm, &reader, &["key", "create"]).ok();
+    run(&sb, &hsm, &reader, &["init"]).ok();
+    write(&sb.path("src/a"), b"x");
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &["backup", sb.path("src").to_str().unwrap()],
+    )
+    .ok();
+
+    let wrong = hsm.writer_url().replace("pin-value=1111", "pin-value=9999");
+    let r = run(&sb, &hsm, &wrong, &["snapshots"]).code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("PIN") && !r.stderr.contains("9999"),
+        "{}",
+        r.stderr
+    );
+
+    let missing_token = hsm.writer_url().replace("token=writer", "token=nosuch");
+    let r = run(&sb, &hsm, &missing_token, &["snapshots"]).code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("nosuch"), "{}", r.stderr);
+
+    let keys = list_ids(&sb.repo().join("keys"));
+    let p = sb.repo().join("keys").join(&keys[0]);
+    let orig = std::fs::read(&p).unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&orig).unwrap();
+    let ct = rec["ciphertext"].as_str().unwrap().to_string();
+    let mut b = ct.into_bytes();
+    let i = b.len() / 2;
+    b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+    rec["ciphertext"] = serde_json::Value::String(String::from_utf8(b).unwrap());
+    std::fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let r = run(&sb, &hsm, &reader, &["snapshots"]).code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(&format!("keys/{}", keys[0])),
+        "{}",
+        r.stderr
+    );
+}
+
+/// The KEKs are generated sensitive and non-extractable: their values cannot be read out.
+#[test]
+fn pkcs11_keys_never_leave_the_token() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    run(&sb, &hsm, &hsm.reader_url(), &["key", "create"]).ok();
+    // This test binary's only in-process use of the module: point it at this test's tokens.
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    let ctx = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    for (label, pin, class, name, secret_part) in [
+        (
+            "writer",
+            "1111",
+            ObjectClass::SECRET_KEY,
+            "custody-meta",
+            AttributeType::Value,
+        ),
+        (
+            "reader",
+            "2222",
+            ObjectClass::PRIVATE_KEY,
+            "custody-data",
+            AttributeType::PrivateExponent,
+        ),
+    ] {
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == label)
+            .unwrap();
+        let s = ctx.open_ro_session(slot).unwrap();
+        s.login(UserType::User, Some(&pin.to_string().into()))
+            .unwrap();
+        let h = s
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(name.as_bytes().to_vec()),
+            ])
+            .unwrap()[0];
+        let attrs = s
+            .get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])
+            .unwrap();
+        assert!(
+            attrs.contains(&Attribute::Sensitive(true)),
+            "{name}: {attrs:?}"
+        );
+        assert!(
+            attrs.contains(&Attribute::Extractable(false)),
+            "{name}: {attrs:?}"
+        );
+        let info = s.get_attribute_info(h, &[secret_part]).unwrap();
+        assert!(
+            matches!(info[0], AttributeInfo::Sensitive),
+            "{name}: value readable: {info:?}"
+        );
+    }
+    // The writer token holds no private half at all.
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim() == "writer")
+        .unwrap();
+    let s = ctx.open_ro_session(slot).unwrap();
+    s.login(UserType::User, Some(&"1111".to_string().into()))
+        .unwrap();
+    let private = s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
+    assert!(private.is_empty());
+}
