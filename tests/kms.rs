@@ -230,3 +230,104 @@ fn services_dead_port() -> u16 {
     // Bound and closed again: nothing listens there.
     common::services::free_port()
 }
+
+/// A loopback proxy in front of moto that answers the first `throttle` requests with KMS's
+/// ThrottlingException, then forwards connections untouched. Returns the address and a
+/// counter of throttled requests.
+fn throttling_proxy(
+    upstream: String,
+    throttle: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let up = upstream.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { return };
+            if seen.load(Ordering::SeqCst) < throttle {
+                // Read the whole request, then refuse it the way KMS does when throttling.
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                seen.fetch_add(1, Ordering::SeqCst);
+                let msg = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                    msg.len()
+                );
+                continue;
+            }
+            let server = std::net::TcpStream::connect(&up).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s3, mut c3) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s3, &mut c3);
+                let _ = c3.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+#[test]
+fn kms_throttling_is_retried_with_backoff_then_reported() {
+    if !available("moto_server") {
+        return;
+    }
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks = create_keys(&sb, &moto);
+    with_env(&sb, &moto, &["--key-service", &ks, "init"]).ok();
+    let through = |proxy: &str, attempts: &str| {
+        let mut c = sb.cmd(&["--key-service", &ks, "snapshots"]);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        c.env("AWS_ENDPOINT_URL", proxy)
+            .env("AWS_MAX_ATTEMPTS", attempts);
+        c.output().unwrap()
+    };
+    // Throttled twice, then served: the SDK's retries carry the command through.
+    let (proxy, count) = throttling_proxy(moto.endpoint.clone(), 2);
+    let o = through(&proxy, "4");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Throttled past the retry budget: a key-service error that says so.
+    let (proxy, count) = throttling_proxy(moto.endpoint.clone(), usize::MAX);
+    let o = through(&proxy, "3");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(EXIT_KEY_SERVICE), "{err}");
+    assert!(
+        err.contains("Throttling") && err.contains("unavailable"),
+        "{err}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "expected 3 attempts"
+    );
+}
