@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    self, backup, cat, check, dump, init, key, ls, restore, snapshots, stats, Ctx, Outcome,
+    self, backup, cat, check, dump, init, key, ls, restore, rotate, snapshots, stats, Ctx, Outcome,
 };
 use crate::error::Result;
 
@@ -62,6 +62,9 @@ pub enum Command {
     /// Key-service operations.
     #[command(subcommand)]
     Key(key::Cmd),
+    /// Key rotation.
+    #[command(subcommand)]
+    Rotate(rotate::Cmd),
 }
 
 impl Cli {
@@ -77,6 +80,7 @@ impl Cli {
             Command::Stats(a) => stats::run(ctx, a),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
+            Command::Rotate(r) => rotate::run(ctx, r),
         }
     }
 }

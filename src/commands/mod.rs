@@ -10,6 +10,7 @@ pub mod key;
 pub mod ls;
 mod progress;
 pub mod restore;
+pub mod rotate;
 pub mod snapshots;
 pub mod stats;
 

@@ -223,6 +223,33 @@ impl KeyService for AwsKms {
         key32(kek, "Decrypt", out.plaintext())
     }
 
+    async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        let kek = self.kek(purpose);
+        let out = self
+            .client
+            .encrypt()
+            .key_id(kek)
+            .plaintext(Blob::new(key.expose().to_vec()))
+            .set_encryption_context(Some(ctx.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| map_err(kek, "Encrypt", e))?;
+        let w = WrappedKey {
+            kek: kek_ref(out.key_id().unwrap_or(kek)),
+            algorithm: ALGORITHM.into(),
+            ciphertext: out
+                .ciphertext_blob()
+                .map(|b| b.as_ref().to_vec())
+                .unwrap_or_default(),
+        };
+        audit("Encrypt", &w.kek, ctx);
+        Ok(w)
+    }
+
+    fn backend(&self) -> &'static str {
+        "awskms"
+    }
+
     async fn rewrap(
         &self,
         wrapped: &WrappedKey,

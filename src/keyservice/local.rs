@@ -558,6 +558,16 @@ impl KeyService for LocalKeyring {
         r
     }
 
+    async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        let w = self.wrap(purpose, key, ctx)?;
+        audit("encrypt", &w.kek, ctx);
+        Ok(w)
+    }
+
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
     async fn rewrap(
         &self,
         wrapped: &WrappedKey,

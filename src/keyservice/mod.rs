@@ -49,6 +49,14 @@ pub trait KeyService: Send + Sync + std::fmt::Debug {
     /// Unwraps a key; the context must equal the one it was wrapped with.
     async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32>;
 
+    /// Wraps a key given in plaintext under this service's KEK for `purpose` (rotation from
+    /// another service; within one KMS, `rewrap` avoids the plaintext).
+    async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey>;
+
+    /// Which backend this is (`local`, `awskms`, `pkcs11`): rotation between two services of
+    /// the same KMS uses `rewrap`, where the key never leaves KMS.
+    fn backend(&self) -> &'static str;
+
     /// Re-wraps a key under this service's current KEK for `purpose`.
     async fn rewrap(
         &self,

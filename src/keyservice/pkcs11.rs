@@ -540,6 +540,17 @@ impl KeyService for Pkcs11Service {
         r
     }
 
+    async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        let (i, c, k) = (self.0.clone(), ctx.clone(), key.clone());
+        let w = blocking(move || i.wrap(purpose, &k, &c)).await?;
+        audit("encrypt", &w.kek, ctx);
+        Ok(w)
+    }
+
+    fn backend(&self) -> &'static str {
+        "pkcs11"
+    }
+
     async fn rewrap(
         &self,
         wrapped: &WrappedKey,

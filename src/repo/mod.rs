@@ -7,6 +7,7 @@ pub mod backup;
 pub mod check;
 mod index;
 pub mod restore;
+pub mod rewrap;
 mod session;
 pub mod snapshots;
 

@@ -1,0 +1,213 @@
+//! Rotation by rewrap: every wrapped key (the repository secret in `config`, every session key
+//! in `keys/`) re-wrapped under the KEKs of another key service. Cost grows with the number of
+//! sessions, not with data. No data is read and no repository key is derived: the rotator needs
+//! only the two key services (within one KMS, ReEncrypt: it never sees a plaintext key).
+//!
+//! Crash safety and resumption: each record is replaced by one atomic put, records already
+//! under the destination's KEKs are skipped, so a rerun after kill -9 finishes the job. A
+//! record is only ever replaced by one that the destination produced from it. A verification
+//! pass unwraps every rewrapped record with the destination before the old KEK may be retired.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::config::Config;
+use crate::format::wrapped::{Purpose, WrappedKey, WrappedKeyRecord};
+use crate::id::Id;
+use crate::keyservice::KeyService;
+use crate::store::{FileKind, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct RewrapOptions {
+    pub dry_run: bool,
+    /// Only records created before this time (`--older-than`).
+    pub created_before: Option<DateTime<Utc>>,
+    /// Unwrap each rewrapped record with the destination afterwards.
+    pub verify: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RewrapReport {
+    /// Records rewrapped by this run (or that would be, with `--dry-run`).
+    pub rewrapped: u64,
+    /// Records already under the destination's KEKs (done by an earlier, interrupted run).
+    pub already_done: u64,
+    /// Records newer than `--older-than`, left as they are.
+    pub too_new: u64,
+    pub verified: u64,
+    /// Records whose unwrap by the destination was refused (a rotator without Decrypt).
+    pub unverified: u64,
+    pub dry_run: bool,
+}
+
+/// The destination's KEK reference for each purpose.
+async fn destination_keks(to: &dyn KeyService) -> Result<HashMap<Purpose, String>> {
+    let mut out = HashMap::new();
+    for k in to.describe().await? {
+        match k.purpose.as_str() {
+            "meta" => {
+                out.insert(Purpose::RepositorySecret, k.reference);
+            }
+            "data" => {
+                out.insert(Purpose::SessionKey, k.reference);
+            }
+            "meta+data" => {
+                out.insert(Purpose::RepositorySecret, k.reference.clone());
+                out.insert(Purpose::SessionKey, k.reference);
+            }
+            _ => {}
+        }
+    }
+    if out.len() != 2 {
+        return Err(Error::invalid(format!(
+            "{} does not describe a meta and a data KEK",
+            to.url()
+        )));
+    }
+    Ok(out)
+}
+
+async fn rewrap_one(
+    from: &dyn KeyService,
+    to: &dyn KeyService,
+    rec: &WrappedKeyRecord,
+) -> Result<WrappedKey> {
+    let ctx = rec.context();
+    if from.backend() == "awskms" && to.backend() == "awskms" {
+        // ReEncrypt inside KMS: the plaintext key never reaches this process.
+        to.rewrap(&rec.wrapped, rec.purpose, &ctx).await
+    } else {
+        let key = from.decrypt(&rec.wrapped, &ctx).await?;
+        to.encrypt(rec.purpose, &key, &ctx).await
+    }
+}
+
+pub async fn rewrap(
+    store: &Arc<dyn Store>,
+    config: &Config,
+    from: &dyn KeyService,
+    to: &dyn KeyService,
+    opts: &RewrapOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<RewrapReport> {
+    let dest = destination_keks(to).await?;
+    let mut report = RewrapReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let repo = config.body.repository;
+    // (object, record): the config's secret first, then every session key.
+    let mut records: Vec<(Option<Id>, WrappedKeyRecord)> = vec![(None, config.secret.clone())];
+    for (id, _) in store.list(FileKind::Key).await? {
+        let b = store.get(FileKind::Key, &id).await?;
+        let rec: WrappedKeyRecord = serde_json::from_slice(&b).map_err(|e| {
+            Error::integrity(
+                format!("keys/{id}"),
+                format!("not a wrapped-key record: {e}"),
+            )
+        })?;
+        if rec.key_id != id || rec.repository != repo {
+            return Err(Error::integrity(
+                format!("keys/{id}"),
+                "record names another session or repository",
+            ));
+        }
+        records.push((Some(id), rec));
+    }
+    let mut config = config.clone();
+    for (id, rec) in records {
+        let name = id.map_or("config".to_string(), |i| format!("keys/{i}"));
+        if dest.get(&rec.purpose) == Some(&rec.wrapped.kek) {
+            report.already_done += 1;
+            continue;
+        }
+        if opts.created_before.is_some_and(|t| rec.created >= t) {
+            report.too_new += 1;
+            continue;
+        }
+        report.rewrapped += 1;
+        if opts.dry_run {
+            progress(&format!(
+                "would rewrap {name} ({} -> {})",
+                rec.wrapped.kek, dest[&rec.purpose]
+            ));
+            continue;
+        }
+        let wrapped = rewrap_one(from, to, &rec).await.map_err(|e| match e {
+            Error::Integrity { reason, .. } => Error::integrity(&name, reason),
+            e => e,
+        })?;
+        let new = WrappedKeyRecord {
+            wrapped,
+            ..rec.clone()
+        };
+        match id {
+            Some(id) => {
+                let json = serde_json::to_vec_pretty(&new).expect("record serializes");
+                store.put(FileKind::Key, &id, Bytes::from(json)).await?;
+            }
+            None => {
+                // The body and its MAC are untouched: a rotator needs no repository secret.
+                config.secret = new.clone();
+                let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+                store
+                    .put(FileKind::Config, &Id::default(), Bytes::from(json))
+                    .await?;
+            }
+        }
+        tracing::info!(object = %name, kek = %new.wrapped.kek, "rewrapped");
+        progress(&format!("rewrapped {name}"));
+        if opts.verify {
+            match to.decrypt(&new.wrapped, &new.context()).await {
+                Ok(_) => report.verified += 1,
+                Err(Error::KeyDenied { .. }) => report.unverified += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Parses `90d`, `12h`, `30m`, `45s`, `2w`, `1y` (a year is 365 days).
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let bad = || {
+        Error::invalid(format!(
+            "duration {s:?}: expected a number and one of s, m, h, d, w, y (e.g. 90d)"
+        ))
+    };
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(secs)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d").unwrap().num_days(), 90);
+        assert_eq!(parse_duration("12h").unwrap().num_hours(), 12);
+        assert_eq!(parse_duration("1y").unwrap().num_days(), 365);
+        for bad in ["", "d", "10", "5x", "-3d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Rotation by rewrap: across backends, idempotent, resumable, and the old KEK can go.
+
+mod common;
+
+use common::services::{available, Moto, SoftHsm};
+use common::*;
+
+fn three_snapshots(sb: &Sandbox, ks: &[&str]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        write(
+            &sb.path(&format!("src/f{i}")),
+            &random_bytes(100_000 + i, i as u64),
+        );
+        let mut a: Vec<&str> = ks.to_vec();
+        a.extend(["--json", "backup"]);
+        let p = sb.path("src");
+        a.push(p.to_str().unwrap());
+        ids.push(
+            sb.run(&a).ok().json()["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    ids
+}
+
+fn restores_all(sb: &Sandbox, ks: &str, ids: &[String]) {
+    for id in ids {
+        let out = sb.path(&format!("out-{}", &id[..8]));
+        let _ = std::fs::remove_dir_all(&out);
+        sb.run(&[
+            "--key-service",
+            ks,
+            "restore",
+            id,
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    sb.run(&["--key-service", ks, "check", "--read-data"]).ok();
+}
+
+#[test]
+fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
+    let sb = Sandbox::new();
+    sb.init();
+    let ids = three_snapshots(&sb, &[]);
+    let new = format!("local:{}", sb.path("new-ring").display());
+    sb.run(&["--key-service", &new, "key", "create"]).ok();
+
+    // Dry run and --older-than change nothing.
+    let before = std::fs::read(sb.repo().join("config")).unwrap();
+    let v = sb
+        .run(&["--json", "rotate", "rewrap", "--to", &new, "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(v["rewrapped"], 4, "{v}");
+    let v = sb
+        .run(&[
+            "--json",
+            "rotate",
+            "rewrap",
+            "--to",
+            &new,
+            "--older-than",
+            "1d",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (v["rewrapped"].as_u64(), v["too_new"].as_u64()),
+        (Some(0), Some(4)),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(sb.repo().join("config")).unwrap(), before);
+
+    // Keep the pre-rotation records: putting two back later is exactly what a kill -9 midway
+    // leaves (each record is replaced atomically).
+    let old_keys: Vec<(String, Vec<u8>)> = list_ids(&sb.repo().join("keys"))
+        .into_iter()
+        .map(|id| {
+            let b = std::fs::read(sb.repo().join("keys").join(&id)).unwrap();
+            (id, b)
+        })
+        .collect();
+    let v = sb
+        .run(&["--json", "rotate", "rewrap", "--to", &new])
+        .ok()
+        .json();
+    assert_eq!(
+        (v["rewrapped"].as_u64(), v["verified"].as_u64()),
+        (Some(4), Some(4)),
+        "{v}"
+    );
+    let v = sb
+        .run(&["--json", "rotate", "rewrap", "--to", &new])
+        .ok()
+        .json();
+    assert_eq!(
+        (v["rewrapped"].as_u64(), v["already_done"].as_u64()),
+        (Some(0), Some(4)),
+        "{v}"
+    );
+
+    for (id, b) in &old_keys[..2] {
+        std::fs::write(sb.repo().join("keys").join(id), b).unwrap();
+    }
+    let v = sb
+        .run(&["--json", "rotate", "rewrap", "--to", &new])
+        .ok()
+        .json();
+    assert_eq!(
+        (v["rewrapped"].as_u64(), v["already_done"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+
+    // The old keyring can go: everything restores with the new one alone.
+    std::fs::remove_dir_all(sb.path("config")).unwrap();
+    sb.run(&["snapshots"]).code(EXIT_KEY_SERVICE);
+    restores_all(&sb, &new, &ids);
+    // And new backups under the new keyring mix with the rotated ones.
+    sb.run(&[
+        "--key-service",
+        &new,
+        "backup",
+        sb.path("src").to_str().unwrap(),
+        "--force",
+    ])
+    .ok();
+}
+
+#[test]
+fn rewrap_across_backends_local_pkcs11_kms() {
+    if !available("moto_server") || !available("softhsm2-util") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let hsm = SoftHsm::new();
+    let moto = Moto::start(false);
+    let run = |args: &[&str]| {
+        let mut c = sb.cmd(args);
+        c.env("SOFTHSM2_CONF", &hsm.conf);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    run(&["init"]).ok();
+    let ids = three_snapshots(&sb, &[]);
+
+    // local -> pkcs11
+    let p11 = hsm.reader_url();
+    run(&["--key-service", &p11, "key", "create"]).ok();
+    let v = run(&["--json", "rotate", "rewrap", "--to", &p11])
+        .ok()
+        .json();
+    assert_eq!(v["rewrapped"], 4, "{v}");
+    std::fs::remove_dir_all(sb.path("config")).unwrap();
+
+    // pkcs11 -> awskms
+    let kms1 = run(&["--json", "key", "create", "--key-service", "awskms:new"])
+        .ok()
+        .json()["key_service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = run(&[
+        "--key-service",
+        &p11,
+        "--json",
+        "rotate",
+        "rewrap",
+        "--to",
+        &kms1,
+    ])
+    .ok()
+    .json();
+    assert_eq!(v["rewrapped"], 4, "{v}");
+
+    // awskms -> awskms: ReEncrypt inside KMS, no plaintext key in this process.
+    let kms2 = run(&["--json", "key", "create", "--key-service", "awskms:new"])
+        .ok()
+        .json()["key_service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = run(&[
+        "-v",
+        "--key-service",
+        &kms1,
+        "--json",
+        "rotate",
+        "rewrap",
+        "--to",
+        &kms2,
+    ])
+    .ok();
+    assert_eq!(r.json()["rewrapped"], 4);
+    assert!(r.stderr.contains("operation=\"ReEncrypt\""), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("operation=\"Decrypt\" kek=\"awskms:") || r.stderr.contains("ReEncrypt")
+    );
+    let kek1 = kms1
+        .trim_start_matches("awskms:")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    for id in list_ids(&sb.repo().join("keys")) {
+        let rec = std::fs::read_to_string(sb.repo().join("keys").join(id)).unwrap();
+        assert!(!rec.contains(&kek1), "a record still names the old KEK");
+    }
+
+    // Every snapshot restores through the final key service.
+    for id in &ids {
+        let out = sb.path(&format!("out-{}", &id[..8]));
+        run(&[
+            "--key-service",
+            &kms2,
+            "restore",
+            id,
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    run(&["--key-service", &kms2, "check", "--read-data"]).ok();
+}
