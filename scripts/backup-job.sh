@@ -5,12 +5,15 @@
 #
 # Configuration (environment, or /etc/custody/backup-job.env with the systemd unit):
 #   CUSTODY_REPOSITORY     repository (folder or file:/path)            required
-#   CUSTODY_KEY_SERVICE    local:/etc/custody/writer-keyring or awskms:...  required
+#   CUSTODY_KEY_SERVICE    a writer key service: local:/etc/custody/writer-keyring,
+#                          awskms:<data>?meta=<meta> with writer IAM credentials, or a
+#                          pkcs11: URL of the writer token (pin-source=FILE)      required
 #   BACKUP_PATHS           space-separated paths to back up              required
 #   BACKUP_TAGS            space-separated tags (default: scheduled)
 #   BACKUP_SUMMARY_DIR     where JSON summaries go (default: /var/lib/custody/summaries)
 #   CUSTODY                the custody binary (default: custody on PATH)
 #
+# Key-service audit lines (`custody::audit`, one per wrap/unwrap) go to stderr: the journal.
 # Exit codes: 0 success; 5 snapshot saved but some files were unreadable (see the summary);
 # 3 integrity failure; 4 key service denied or unreachable; 1 other failure; 2 bad setup.
 set -uo pipefail
@@ -29,7 +32,7 @@ tag_args=()
 for t in $tags; do tag_args+=(--tag "$t"); done
 
 # shellcheck disable=SC2086 # BACKUP_PATHS is a list of paths
-"$custody" --json -q backup "${tag_args[@]}" $BACKUP_PATHS > "$summary.tmp"
+"$custody" --json -v backup "${tag_args[@]}" $BACKUP_PATHS > "$summary.tmp"
 code=$?
 if [ -s "$summary.tmp" ]; then mv "$summary.tmp" "$summary"; else rm -f "$summary.tmp"; fi
 

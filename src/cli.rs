@@ -17,10 +17,23 @@ use crate::error::Result;
 )]
 pub struct Cli {
     /// Repository: a folder, file:/path, or s3://bucket/prefix.
-    #[arg(long, short = 'r', global = true, env = "CUSTODY_REPOSITORY")]
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "CUSTODY_REPOSITORY",
+        hide_env_values = true
+    )]
     pub repo: Option<String>,
-    /// Key service: local:<dir> (default: the repository's keyring under ~/.config/custody).
-    #[arg(long, global = true, env = "CUSTODY_KEY_SERVICE")]
+    /// Key service: local:<dir>, awskms:<key>[?meta=<key>], pkcs11:token=...;object=...?module-path=...
+    /// (default: the repository's local keyring under ~/.config/custody).
+    // Values hidden from --help: a pkcs11: URL may carry a PIN.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODY_KEY_SERVICE",
+        hide_env_values = true
+    )]
     pub key_service: Option<String>,
     /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
     #[arg(long, global = true)]

@@ -75,4 +75,20 @@ fn reader_and_rotator() {
     );
     assert!(denied(&rot, "kms:Decrypt", "DATA-KEY-ID"));
     assert!(denied(&rot, "kms:GenerateDataKey", "DATA-KEY-ID"));
+    assert!(allowed(&rot, "kms:Encrypt", "NEW-KEY-ID"));
+    assert!(allowed(&r, "kms:GenerateDataKey", "META-KEY-ID"));
+}
+
+#[test]
+fn key_policy_keeps_writers_from_session_keys() {
+    let k = load("key-policy.json");
+    let guard = statements(&k)
+        .into_iter()
+        .find(|s| s["Effect"] == "Deny" && s["Principal"].to_string().contains("custody-writer"))
+        .expect("a deny for the writer role");
+    assert!(actions(guard).contains(&"kms:Decrypt".to_string()));
+    assert_eq!(
+        guard["Condition"]["StringEquals"]["kms:EncryptionContext:custody:purpose"],
+        "session-key"
+    );
 }

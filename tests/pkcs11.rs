@@ -223,3 +223,18 @@ fn pkcs11_keys_never_leave_the_token() {
         .unwrap();
     assert!(private.is_empty());
 }
+
+#[test]
+fn pins_never_reach_help_or_errors() {
+    let sb = Sandbox::new();
+    let url = "pkcs11:token=t;object=o?module-path=/nonexistent/lib.so&pin-value=4242";
+    let o = sb
+        .cmd(&["--help"])
+        .env("CUSTODY_KEY_SERVICE", url)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("4242"));
+    let r = sb.run(&["--key-service", url, "key", "create"]);
+    assert_eq!(r.code, EXIT_KEY_SERVICE, "{}", r.stderr);
+    assert!(!r.stderr.contains("4242"), "{}", r.stderr);
+}

@@ -235,3 +235,51 @@ fn rewrap_across_backends_local_pkcs11_kms() {
     }
     run(&["--key-service", &kms2, "check", "--read-data"]).ok();
 }
+
+#[test]
+fn rotate_keys_job_script() {
+    let sb = Sandbox::new();
+    sb.init();
+    let ids = three_snapshots(&sb, &[]);
+    let new = format!("local:{}", sb.path("new-ring").display());
+    sb.run(&["--key-service", &new, "key", "create"]).ok();
+    let old = format!(
+        "local:{}",
+        sb.path("config/keyrings")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .display()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rotate-keys.sh");
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .env("CUSTODY", env!("CARGO_BIN_EXE_custody"))
+        .env("CUSTODY_REPOSITORY", sb.repo())
+        .env("CUSTODY_KEY_SERVICE", &old)
+        .env("ROTATE_TO", &new)
+        .env("VERIFY_SUBSET", "1/1")
+        .env("ROTATE_REPORT_DIR", sb.path("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report = std::fs::read_dir(sb.path("reports"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(v["rewrapped"], 4);
+    std::fs::remove_dir_all(sb.path("config")).unwrap();
+    restores_all(&sb, &new, &ids);
+}

@@ -240,7 +240,12 @@ impl KeyService for AwsKms {
             ciphertext: out
                 .ciphertext_blob()
                 .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default(),
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| Error::KeyUnavailable {
+                    key: kek_ref(&self.url.data_key),
+                    operation: "wrap".into(),
+                    reason: "KMS returned no ciphertext".into(),
+                })?,
         };
         audit("Encrypt", &w.kek, ctx);
         Ok(w)
@@ -283,7 +288,12 @@ impl KeyService for AwsKms {
             ciphertext: out
                 .ciphertext_blob()
                 .map(|b| b.as_ref().to_vec())
-                .unwrap_or_default(),
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| Error::KeyUnavailable {
+                    key: kek_ref(&self.url.data_key),
+                    operation: "wrap".into(),
+                    reason: "KMS returned no ciphertext".into(),
+                })?,
         };
         audit("ReEncrypt", &w.kek, ctx);
         Ok(w)

@@ -134,9 +134,16 @@ impl Pkcs11Url {
         Ok(u)
     }
 
-    /// The URL without PINs, for messages and KEK references.
+    /// The URL without PINs, for messages (add `pin-source=FILE` to use it).
     pub fn public(&self) -> String {
-        format!("pkcs11:token={};object={}", self.token, self.object)
+        let mut u = format!(
+            "pkcs11:token={};object={}?module-path={}",
+            self.token, self.object, self.module
+        );
+        if let Some(t) = &self.data_token {
+            u.push_str(&format!("&data-token={t}"));
+        }
+        u
     }
 
     fn meta_ref(&self) -> String {
