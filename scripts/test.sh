@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, and integration tests that drive the
 # built binary against real services on loopback. It installs what those services need:
-#   - moto's server (PyPI `moto[server]`) for the AWS KMS API;
+#   - moto's server (PyPI `moto[server]`) for the AWS KMS and S3 APIs;
+#   - s3s-fs (crates.io, built once into ~/.cargo/bin) as a second, independent S3 server;
 #   - SoftHSM2 (Debian `softhsm2`) as a PKCS#11 HSM;
 # the tests start their own moto instances on free loopback ports and make their own SoftHSM2
 # token directories, and clean up when done.
@@ -27,6 +28,14 @@ if ! command -v moto_server >/dev/null 2>&1; then
   hash -r
   command -v moto_server >/dev/null 2>&1 || export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 fi
+
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  step "installing s3s-fs 0.14.1 (a second S3 server; built once, a few minutes)"
+  # 0.14 is the newest that builds with this toolchain. Its listing bug with an empty
+  # `delimiter=` does not affect custody, which never sends a delimiter.
+  cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 
 step "cargo fmt --check"
 cargo fmt --check

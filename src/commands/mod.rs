@@ -69,7 +69,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn store(&self) -> Result<Arc<dyn Store>> {
-        store::open(self.repo.as_deref().unwrap_or(""))
+        store::open(self.repo.as_deref().unwrap_or(""), self.rt.handle())
     }
 
     pub fn key_options(&self) -> KeyServiceOptions {

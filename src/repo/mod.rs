@@ -117,8 +117,8 @@ impl Repository {
         let bytes = rt
             .block_on(store.get(FileKind::Config, &Id::default()))
             .map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound(format!(
-                    "repository config at {} (is this a custody repository? run `custody init`)",
+                Error::NotFound(m) => Error::NotFound(format!(
+                    "repository config at {} ({m}; is this a custody repository? run `custody init`)",
                     store.location()
                 )),
                 e => e,

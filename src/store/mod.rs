@@ -11,8 +11,10 @@
 //! - `get` of a missing object is [`Error::NotFound`]; a wrong or truncated range is an error.
 
 mod local;
+pub mod s3;
 
 pub use local::LocalStore;
+pub use s3::S3Store;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -100,8 +102,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn delete(&self, kind: FileKind, id: &Id) -> Result<()>;
 }
 
-/// Opens a store from a repository URL: `file:/path`, `file:///path` or a plain path.
-pub fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+/// Opens a store from a repository URL: `s3://bucket[/prefix]`, `file:/path`,
+/// `file:///path` or a plain path.
+pub fn open(url: &str, rt: &tokio::runtime::Handle) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Ok(std::sync::Arc::new(LocalStore::new(rest)));
     }
@@ -109,9 +112,7 @@ pub fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         return Ok(std::sync::Arc::new(LocalStore::new(rest)));
     }
     if url.starts_with("s3://") {
-        return Err(Error::Unsupported(format!(
-            "{url}: the S3 backend is not built yet in this version"
-        )));
+        return Ok(std::sync::Arc::new(rt.block_on(S3Store::open(url))?));
     }
     if url.contains("://") {
         return Err(Error::invalid(format!(

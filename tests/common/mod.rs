@@ -2,6 +2,7 @@
 //! binary, and deterministic test data.
 #![allow(dead_code)]
 
+pub mod conformance;
 pub mod services;
 
 use std::path::{Path, PathBuf};

@@ -158,3 +158,82 @@ impl SoftHsm {
         )
     }
 }
+
+/// An s3s-fs server (a file-system-backed S3 implementation) on a free loopback port.
+pub struct S3sFs {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+pub const S3_ACCESS_KEY: &str = "custodytestaccess";
+pub const S3_SECRET_KEY: &str = "custodytestsecretkey";
+
+impl S3sFs {
+    pub fn start() -> S3sFs {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_port(port, "s3s-fs");
+        S3sFs {
+            child,
+            dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        s3_env(&self.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn s3_env(endpoint: &str, key: &str, secret: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", key.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// An SDK configuration for an S3 server on loopback (in-process conformance tests).
+pub fn sdk_config(endpoint: &str, key: &str, secret: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+            aws_sdk_s3::config::Credentials::new(key, secret, None, None, "test"),
+        ))
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .build()
+}

@@ -1,0 +1,419 @@
+//! `s3://bucket[/prefix]` through aws-sdk-s3: AWS S3 and S3-compatible servers (Ceph RGW,
+//! MinIO, Garage, moto, s3s...).
+//!
+//! - Endpoint, region and credentials from the standard AWS chain (`AWS_ENDPOINT_URL`,
+//!   `AWS_REGION`, `AWS_PROFILE`, web identity...). Path-style addressing is automatic for IP
+//!   and `localhost` endpoints and forced with `CUSTODY_S3_PATH_STYLE=1`.
+//! - Checksums: the SDK would send CRC32 checksum headers on every upload, which several
+//!   S3-compatible servers reject; custody asks for them only where an operation requires them
+//!   (`when_required`) and verifies every object itself (AEAD). `CUSTODY_S3_CHECKSUMS=
+//!   when_supported` restores the SDK default for servers that accept it.
+//! - Objects above `CUSTODY_S3_MULTIPART_MIB` (default 64) go up in 16 MiB multipart parts;
+//!   a failed multipart upload is aborted. Ranged GETs serve restores. Throttling (503 SlowDown)
+//!   and 5xx are retried by the SDK with exponential backoff and jitter; 4xx are not.
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::{FileKind, Store};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+const PART: usize = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Url {
+    pub fn parse(url: &str) -> Result<S3Url> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::invalid("not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::invalid(
+                "s3:// URL needs a bucket: s3://bucket[/prefix]",
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        Ok(S3Url {
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+}
+
+pub struct S3Store {
+    client: Client,
+    url: S3Url,
+    multipart_threshold: usize,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store").field("url", &self.url).finish()
+    }
+}
+
+fn env_flag(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
+
+/// Maps an SDK failure to a store error that says what and where. Answers without an error
+/// body (HEAD, some servers' 4xx) are classified by their status.
+fn map_err<E>(what: &str, e: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let msg = format!(
+                "{what}: HTTP {status} {code} {}",
+                se.err().message().unwrap_or("")
+            );
+            match (code.as_str(), status) {
+                ("NoSuchBucket", _) => {
+                    Error::NotFound(format!("{msg} (the bucket does not exist)"))
+                }
+                ("NoSuchKey" | "NotFound" | "NoSuchUpload", _) | ("", 404) => {
+                    Error::NotFound(what.to_string())
+                }
+                (
+                    "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "Forbidden"
+                    | "AllAccessDisabled"
+                    | "InvalidToken"
+                    | "ExpiredToken",
+                    _,
+                )
+                | (_, 401 | 403) => Error::StorageDenied(msg),
+                ("InvalidRange", _) | (_, 416) => {
+                    Error::integrity(what, "object shorter than the requested range")
+                }
+                ("", _) => Error::Unavailable(format!(
+                    "{msg}{}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )),
+                _ => Error::Unavailable(msg),
+            }
+        }
+        _ => Error::Unavailable(format!(
+            "{what}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        )),
+    }
+}
+
+impl S3Store {
+    /// Opens the store with the standard AWS configuration chain.
+    pub async fn open(url: &str) -> Result<S3Store> {
+        S3Store::with_config(url, &crate::aws::load().await)
+    }
+
+    /// Opens the store with a given SDK configuration (tests with several servers at once).
+    pub fn with_config(url: &str, conf: &aws_config::SdkConfig) -> Result<S3Store> {
+        let url = S3Url::parse(url)?;
+        let endpoint = conf.endpoint_url().unwrap_or("").to_string();
+        let host = endpoint
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        let local = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host.starts_with('[');
+        let path_style = env_flag("CUSTODY_S3_PATH_STYLE").map_or(local, |v| v != "0");
+        let checksums = env_flag("CUSTODY_S3_CHECKSUMS");
+        let (req, resp) = match checksums.as_deref() {
+            Some("when_supported") => (
+                RequestChecksumCalculation::WhenSupported,
+                ResponseChecksumValidation::WhenSupported,
+            ),
+            None | Some("when_required") => (
+                RequestChecksumCalculation::WhenRequired,
+                ResponseChecksumValidation::WhenRequired,
+            ),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
+                )))
+            }
+        };
+        let s3conf = aws_sdk_s3::config::Builder::from(conf)
+            .force_path_style(path_style)
+            .request_checksum_calculation(req)
+            .response_checksum_validation(resp)
+            .build();
+        let multipart_threshold = env_flag("CUSTODY_S3_MULTIPART_MIB")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(64)
+            .max(5)
+            << 20;
+        Ok(S3Store {
+            client: Client::from_conf(s3conf),
+            url,
+            multipart_threshold,
+        })
+    }
+
+    fn key(&self, kind: FileKind, id: &Id) -> String {
+        format!("{}{}", self.url.prefix, kind.path(id))
+    }
+
+    fn name(&self, kind: FileKind, id: &Id) -> String {
+        format!("s3://{}/{}", self.url.bucket, self.key(kind, id))
+    }
+
+    async fn put_multipart(&self, key: &str, name: &str, data: Bytes) -> Result<()> {
+        let up = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.url.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(name, e))?;
+        let upload_id = up.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in data.chunks(PART).enumerate() {
+                let n = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.url.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(ByteStream::from(data.slice_ref(chunk)))
+                    .send()
+                    .await
+                    .map_err(|e| map_err(name, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.url.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Leave no half upload behind (and no storage billed for its parts).
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.url.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.url.bucket, self.url.prefix)
+    }
+
+    async fn create(&self) -> Result<()> {
+        let bucket = &self.url.bucket;
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => {}
+            Err(e) => match map_err(&format!("bucket {bucket}"), e) {
+                Error::NotFound(_) => {
+                    self.client
+                        .create_bucket()
+                        .bucket(bucket)
+                        .send()
+                        .await
+                        .map_err(|e| map_err(&format!("creating bucket {bucket}"), e))?;
+                    tracing::info!(bucket = %bucket, "created bucket");
+                }
+                e => return Err(e),
+            },
+        }
+        match self.size(FileKind::Config, &Id::default()).await {
+            Ok(_) => Err(Error::AlreadyExists(format!(
+                "a repository at {}",
+                self.location()
+            ))),
+            Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        let key = self.key(kind, id);
+        let name = self.name(kind, id);
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(&key, &name, data).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.url.bucket)
+            .key(&key)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| map_err(&name, e))?;
+        Ok(())
+    }
+
+    async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
+        let name = self.name(kind, id);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .send()
+            .await
+            .map_err(|e| map_err(&name, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?;
+        Ok(body.into_bytes())
+    }
+
+    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        let name = self.name(kind, id);
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .range(format!("bytes={}-{}", offset, offset + length - 1))
+            .send()
+            .await
+            .map_err(|e| map_err(&name, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?
+            .into_bytes();
+        if body.len() as u64 != length {
+            return Err(Error::integrity(
+                &name,
+                format!("object shorter than requested range {offset}+{length}"),
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+        let name = self.name(kind, id);
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .send()
+            .await
+            .map_err(|e| map_err(&name, e))?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        let prefix = format!("{}{}/", self.url.prefix, kind.dir());
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.url.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| map_err(&format!("listing s3://{}/{prefix}", self.url.bucket), e))?;
+            for o in page.contents() {
+                let key = o.key().unwrap_or("");
+                if let Some(id) = key.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) {
+                    out.push((id, o.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+        }
+        out.sort();
+        out.dedup_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    async fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        let name = self.name(kind, id);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(&name, e) {
+                Error::NotFound(_) => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::S3Url;
+
+    #[test]
+    fn urls() {
+        let u = S3Url::parse("s3://bkt/some/prefix/").unwrap();
+        assert_eq!(
+            (u.bucket.as_str(), u.prefix.as_str()),
+            ("bkt", "some/prefix/")
+        );
+        let u = S3Url::parse("s3://bkt").unwrap();
+        assert_eq!(u.prefix, "");
+        assert!(S3Url::parse("s3://").is_err());
+    }
+}
