@@ -1,13 +1,15 @@
-//! Restore: walk the snapshot's trees, create folders and links, and rebuild files on a few
-//! threads. Every chunk is verified (commitment, AEAD, HMAC = id) before it is written, files
+//! Restore: walk the snapshot's trees, create folders and links, then fetch the needed blobs
+//! pack by pack on a few threads (one ranged read per pack) and write each into every file that
+//! holds it. Every chunk is verified (commitment, AEAD, HMAC = id) before it is written, files
 //! are written under a temporary name and renamed into place only when complete, and a damaged
 //! file is named and left out while the rest is restored.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use filetime::FileTime;
@@ -16,7 +18,8 @@ use super::{Index, Repository};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::Id;
-use crate::pack::BlobType;
+use crate::pack::{BlobEntry, BlobType};
+use crate::store::FileKind;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -59,12 +62,35 @@ fn included(rel: &[u8], includes: &[Vec<u8>]) -> (bool, bool) {
     (restore, descend)
 }
 
-struct FileJob {
+/// A file being restored: its chunks arrive pack by pack, in any order.
+struct FileState {
     rel: String,
     dest: PathBuf,
+    tmp: PathBuf,
     node: Node,
+    /// Chunk writes still to come; the thread that takes it to zero finishes the file.
+    remaining: AtomicUsize,
+    failed: Mutex<Option<Error>>,
 }
 
+/// One chunk of one file: where it sits in its pack, and where it goes in the file.
+#[derive(Clone, Copy)]
+struct Target {
+    entry: BlobEntry,
+    session: Id,
+    file: usize,
+    offset: u64,
+}
+
+struct Plan {
+    files: Vec<FileState>,
+    packs: HashMap<Id, Vec<Target>>,
+}
+
+/// Restores a snapshot pack by pack: each pack's needed blobs come in one ranged read (one
+/// request per pack on S3, not one per chunk), are verified, and are written at their offsets
+/// into every file that holds them. Files are written under temporary names and renamed into
+/// place when their last chunk lands.
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -79,98 +105,102 @@ pub fn restore(
         .map(|s| s.trim_matches('/').as_bytes().to_vec())
         .filter(|s| !s.is_empty())
         .collect();
-    let report = Mutex::new(RestoreReport::default());
+    let mut report = RestoreReport::default();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
-    let threads = opts.threads.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<FileJob>(threads * 4);
+    let mut plan = Plan {
+        files: Vec::new(),
+        packs: HashMap::new(),
+    };
 
-    std::thread::scope(|s| -> Result<()> {
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let report = &report;
-            s.spawn(move || {
-                for job in rx {
-                    match restore_file(repo, index, &job.dest, &job.node, progress) {
-                        Ok(n) => {
-                            let mut r = report.lock().expect("lock");
-                            r.files += 1;
-                            r.bytes += n;
-                        }
-                        Err(e) => {
-                            tracing::error!(path = %job.rel, "not restored: {e}");
-                            report.lock().expect("lock").failed.push((job.rel, e));
-                        }
+    let mut stack: Vec<(Id, Vec<u8>, PathBuf)> = vec![(*root, Vec::new(), opts.target.clone())];
+    while let Some((tree_id, rel, dir)) = stack.pop() {
+        let tree = match repo.load_tree(index, &tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                let shown = if rel.is_empty() {
+                    "/".to_string()
+                } else {
+                    String::from_utf8_lossy(&rel).into_owned()
+                };
+                report.failed.push((shown, e));
+                continue;
+            }
+        };
+        for node in tree.nodes {
+            let mut child_rel = rel.clone();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(&node.name.0);
+            let (restore_it, descend) = included(&child_rel, &includes);
+            if !descend {
+                continue;
+            }
+            let dest = dir.join(node.name.as_os());
+            let shown = String::from_utf8_lossy(&child_rel).into_owned();
+            match node.kind {
+                NodeKind::Dir => {
+                    if let Err(e) = make_dir(&dest) {
+                        report.failed.push((shown, Error::io(dest.display(), e)));
+                        continue;
+                    }
+                    if let Some(sub) = node.subtree {
+                        stack.push((sub, child_rel, dest.clone()));
+                    }
+                    if restore_it {
+                        dirs.push((dest, node));
                     }
                 }
-            });
-        }
-        drop(rx);
-        let mut stack: Vec<(Id, Vec<u8>, PathBuf)> = vec![(*root, Vec::new(), opts.target.clone())];
-        while let Some((tree_id, rel, dir)) = stack.pop() {
-            let tree = match repo.load_tree(index, &tree_id) {
-                Ok(t) => t,
-                Err(e) => {
-                    let shown = if rel.is_empty() {
-                        "/".to_string()
-                    } else {
-                        String::from_utf8_lossy(&rel).into_owned()
-                    };
-                    report.lock().expect("lock").failed.push((shown, e));
-                    continue;
-                }
-            };
-            for node in tree.nodes {
-                let mut child_rel = rel.clone();
-                if !child_rel.is_empty() {
-                    child_rel.push(b'/');
-                }
-                child_rel.extend_from_slice(&node.name.0);
-                let (restore_it, descend) = included(&child_rel, &includes);
-                if !descend {
-                    continue;
-                }
-                let dest = dir.join(node.name.as_os());
-                let shown = String::from_utf8_lossy(&child_rel).into_owned();
-                match node.kind {
-                    NodeKind::Dir => {
-                        if let Err(e) = make_dir(&dest) {
-                            report
-                                .lock()
-                                .expect("lock")
-                                .failed
-                                .push((shown, Error::io(dest.display(), e)));
-                            continue;
-                        }
-                        if let Some(sub) = node.subtree {
-                            stack.push((sub, child_rel, dest.clone()));
-                        }
-                        if restore_it {
-                            dirs.push((dest, node));
-                        }
+                NodeKind::Symlink if restore_it => match restore_symlink(&dest, &node) {
+                    Ok(()) => report.symlinks += 1,
+                    Err(e) => report.failed.push((shown, e)),
+                },
+                NodeKind::File if restore_it => {
+                    if let Err(e) = plan_file(index, &mut plan, shown.clone(), dest, node) {
+                        report.failed.push((shown, e));
                     }
-                    NodeKind::Symlink if restore_it => match restore_symlink(&dest, &node) {
-                        Ok(()) => report.lock().expect("lock").symlinks += 1,
-                        Err(e) => report.lock().expect("lock").failed.push((shown, e)),
-                    },
-                    NodeKind::File if restore_it => {
-                        tx.send(FileJob {
-                            rel: shown,
-                            dest,
-                            node,
-                        })
-                        .map_err(|_| Error::invalid("restore workers stopped"))?;
-                    }
-                    _ => {}
                 }
+                _ => {}
             }
         }
-        drop(tx);
-        Ok(())
-    })?;
+    }
+
+    // Files without chunks are complete already.
+    let files = &plan.files;
+    let done = Mutex::new(Vec::<(usize, Result<u64>)>::new());
+    for (i, f) in files.iter().enumerate() {
+        if f.node.content.is_empty() {
+            done.lock()
+                .expect("lock")
+                .push((i, finish_file(f, progress)));
+        }
+    }
+    let queue = Mutex::new(plan.packs.into_iter().collect::<Vec<_>>());
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| loop {
+                let Some((pack, targets)) = queue.lock().expect("lock").pop() else {
+                    return;
+                };
+                restore_pack(repo, files, &pack, targets, progress, &done);
+            });
+        }
+    });
+    for (i, r) in done.into_inner().expect("lock") {
+        match r {
+            Ok(n) => {
+                report.files += 1;
+                report.bytes += n;
+            }
+            Err(e) => {
+                tracing::error!(path = %files[i].rel, "not restored: {e}");
+                report.failed.push((files[i].rel.clone(), e));
+            }
+        }
+    }
 
     // Folder times last (writing files into a folder changes its mtime), deepest first.
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
-    let mut report = report.into_inner().expect("lock");
     for (dest, node) in dirs {
         report.dirs += 1;
         let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(node.mode));
@@ -179,6 +209,197 @@ pub fn restore(
     }
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
+}
+
+/// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
+fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: Node) -> Result<()> {
+    let mut targets = Vec::with_capacity(node.content.len());
+    let mut offset = 0u64;
+    for id in &node.content {
+        let loc = index.get(id).ok_or_else(|| {
+            Error::integrity(
+                format!("file {rel}"),
+                format!("chunk {} is in no index", id.short()),
+            )
+        })?;
+        targets.push((loc.pack, loc.session, loc.entry, offset));
+        offset += loc.entry.raw_length as u64;
+    }
+    if offset != node.size {
+        return Err(Error::integrity(
+            format!("file {rel}"),
+            format!(
+                "its chunks hold {offset} bytes, the tree says {}",
+                node.size
+            ),
+        ));
+    }
+    let tmp = temp_name(&dest)?;
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    f.set_len(node.size)
+        .map_err(|e| Error::io(tmp.display(), e))?;
+    let file = plan.files.len();
+    for (pack, session, entry, offset) in targets {
+        plan.packs.entry(pack).or_default().push(Target {
+            entry,
+            session,
+            file,
+            offset,
+        });
+    }
+    plan.files.push(FileState {
+        rel,
+        dest,
+        tmp,
+        remaining: AtomicUsize::new(node.content.len()),
+        node,
+        failed: Mutex::new(None),
+    });
+    Ok(())
+}
+
+/// Reads the span of one pack that holds the needed blobs, verifies each blob once, and
+/// writes it to every place it belongs.
+fn restore_pack(
+    repo: &Repository,
+    files: &[FileState],
+    pack: &Id,
+    mut targets: Vec<Target>,
+    progress: &RestoreProgress,
+    done: &Mutex<Vec<(usize, Result<u64>)>>,
+) {
+    targets.sort_by_key(|t| (t.entry.offset, t.file, t.offset));
+    let start = targets.first().map_or(0, |t| t.entry.offset as u64);
+    let end = targets
+        .iter()
+        .map(|t| t.entry.offset as u64 + t.entry.length as u64)
+        .max()
+        .unwrap_or(0);
+    let span = repo.block_on(
+        repo.store()
+            .get_range(FileKind::Pack, pack, start, end - start),
+    );
+    let mut i = 0;
+    while i < targets.len() {
+        let t = targets[i];
+        let mut j = i;
+        while j < targets.len() && targets[j].entry.offset == t.entry.offset {
+            j += 1;
+        }
+        let plain = match &span {
+            Ok(bytes) => {
+                let a = (t.entry.offset as u64 - start) as usize;
+                repo.open_blob(
+                    pack,
+                    &t.session,
+                    &t.entry,
+                    &bytes[a..a + t.entry.length as usize],
+                )
+            }
+            Err(e) => Err(clone_err(e)),
+        };
+        for target in &targets[i..j] {
+            let f = &files[target.file];
+            let r = match &plain {
+                Ok(data) => write_at_sparse(&f.tmp, target.offset, data)
+                    .map_err(|e| Error::io(f.tmp.display(), e))
+                    .map(|()| {
+                        progress
+                            .bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed)
+                    })
+                    .map(|_| ()),
+                Err(e) => Err(clone_err(e)),
+            };
+            if let Err(e) = r {
+                f.failed.lock().expect("lock").get_or_insert(e);
+            }
+            if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                done.lock()
+                    .expect("lock")
+                    .push((target.file, finish_file(f, progress)));
+            }
+        }
+        i = j;
+    }
+}
+
+/// The same error for every file it touches (errors hold no secrets, so copying is fine).
+fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::Integrity { object, reason } => Error::Integrity {
+            object: object.clone(),
+            reason: reason.clone(),
+        },
+        Error::KeyDenied {
+            key,
+            operation,
+            reason,
+        } => Error::KeyDenied {
+            key: key.clone(),
+            operation: operation.clone(),
+            reason: reason.clone(),
+        },
+        Error::KeyUnavailable {
+            key,
+            operation,
+            reason,
+        } => Error::KeyUnavailable {
+            key: key.clone(),
+            operation: operation.clone(),
+            reason: reason.clone(),
+        },
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+/// Renames a complete file into place with its mode and times, or removes a failed one.
+fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u64> {
+    if let Some(e) = f.failed.lock().expect("lock").take() {
+        let _ = std::fs::remove_file(&f.tmp);
+        return Err(e);
+    }
+    let res = (|| {
+        std::fs::set_permissions(&f.tmp, std::fs::Permissions::from_mode(f.node.mode))
+            .map_err(|e| Error::io(f.tmp.display(), e))?;
+        let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
+        filetime::set_file_times(&f.tmp, t, t).map_err(|e| Error::io(f.tmp.display(), e))?;
+        std::fs::rename(&f.tmp, &f.dest).map_err(|e| Error::io(f.dest.display(), e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&f.tmp);
+    }
+    res?;
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(f.node.size)
+}
+
+/// Writes `data` at `offset`, skipping all-zero 4 KiB blocks: the file was created at full
+/// length, so skipped blocks stay holes and sparse files stay sparse.
+fn write_at_sparse(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let mut run: Option<usize> = None;
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + BLOCK).min(data.len());
+        let zero = data[pos..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(pos),
+            (true, Some(s)) => {
+                f.write_all_at(&data[s..pos], offset + s as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(s) = run {
+        f.write_all_at(&data[s..], offset + s as u64)?;
+    }
+    Ok(())
 }
 
 /// Creates a folder without following a symlink or keeping a file found in its place, so
@@ -214,80 +435,6 @@ fn temp_name(dest: &Path) -> Result<PathBuf> {
     name.push(dest.file_name().unwrap_or_default());
     name.push(format!(".custody-{}", hex::encode(r)));
     Ok(dest.with_file_name(name))
-}
-
-/// Writes a file's chunks to a temporary name, verifies its length, then renames it into
-/// place. All-zero chunks become holes, so sparse files stay sparse.
-fn restore_file(
-    repo: &Repository,
-    index: &Index,
-    dest: &Path,
-    node: &Node,
-    progress: &RestoreProgress,
-) -> Result<u64> {
-    let tmp = temp_name(dest)?;
-    let res = (|| -> Result<u64> {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-        let mut written = 0u64;
-        for id in &node.content {
-            let data = repo.load_blob(index, id, BlobType::Data)?;
-            write_sparse(&mut f, &data).map_err(|e| Error::io(tmp.display(), e))?;
-            written += data.len() as u64;
-            progress
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        if written != node.size {
-            return Err(Error::integrity(
-                format!("file {}", node.name.lossy()),
-                format!("restored {written} bytes, the tree says {}", node.size),
-            ));
-        }
-        f.set_len(written)
-            .map_err(|e| Error::io(tmp.display(), e))?;
-        f.set_permissions(std::fs::Permissions::from_mode(node.mode))
-            .map_err(|e| Error::io(tmp.display(), e))?;
-        let t = FileTime::from_unix_time(node.mtime_sec, node.mtime_nsec);
-        filetime::set_file_handle_times(&f, Some(t), Some(t))
-            .map_err(|e| Error::io(tmp.display(), e))?;
-        drop(f);
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest.display(), e))?;
-        Ok(written)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    } else {
-        progress.files.fetch_add(1, Ordering::Relaxed);
-    }
-    res
-}
-
-/// Writes `data` at the current position, seeking over all-zero 4 KiB blocks so holes stay
-/// holes (the caller sets the final length, which covers a trailing hole).
-fn write_sparse(f: &mut std::fs::File, data: &[u8]) -> std::io::Result<()> {
-    const BLOCK: usize = 4096;
-    let mut pending: Option<usize> = None; // start of a run of non-zero blocks
-    let mut pos = 0;
-    while pos < data.len() {
-        let end = (pos + BLOCK).min(data.len());
-        let zero = data[pos..end].iter().all(|&b| b == 0);
-        match (zero, pending) {
-            (false, None) => pending = Some(pos),
-            (true, Some(start)) => {
-                f.write_all(&data[start..pos])?;
-                pending = None;
-            }
-            _ => {}
-        }
-        if zero {
-            f.seek(SeekFrom::Current((end - pos) as i64))?;
-        }
-        pos = end;
-    }
-    if let Some(start) = pending {
-        f.write_all(&data[start..])?;
-    }
-    Ok(())
 }
 
 /// Streams one file's verified plaintext to `out` (used by `dump`).

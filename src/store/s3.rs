@@ -259,9 +259,19 @@ impl Store for S3Store {
             Ok(_) => {}
             Err(e) => match map_err(&format!("bucket {bucket}"), e) {
                 Error::NotFound(_) => {
+                    // Outside us-east-1, AWS wants the region as the location constraint.
+                    let region = self.client.config().region().map(|r| r.to_string());
+                    let cfg = region.filter(|r| r != "us-east-1").map(|r| {
+                        aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                                r.as_str(),
+                            ))
+                            .build()
+                    });
                     self.client
                         .create_bucket()
                         .bucket(bucket)
+                        .set_create_bucket_configuration(cfg)
                         .send()
                         .await
                         .map_err(|e| map_err(&format!("creating bucket {bucket}"), e))?;
