@@ -40,6 +40,11 @@ use crate::store::{object_name, FileKind, Store};
 /// Default target pack size: 16 MiB.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION: i32 = 3;
+/// No blob is larger (chunks stop at 64 MiB; trees far below): a longer index entry is forged
+/// or corrupt, and is refused before any buffer is allocated for it.
+pub const MAX_BLOB: u64 = 512 << 20;
+/// No pack is larger (512 MiB packs at most, plus header): bounds restore's per-pack reads.
+pub const MAX_PACK: u64 = 1 << 30;
 
 /// Sub-keys derived from the repository secret M. Writers hold these too.
 struct Secrets {
@@ -392,6 +397,16 @@ impl Repository {
             return Err(Error::integrity(
                 format!("blob {id}"),
                 format!("indexed as {:?}, expected {t:?}", loc.entry.blob_type),
+            ));
+        }
+        if loc.entry.length as u64 > MAX_BLOB {
+            return Err(Error::integrity(
+                object_name(FileKind::Pack, &loc.pack),
+                format!(
+                    "index gives blob {} an implausible length {}",
+                    id.short(),
+                    loc.entry.length
+                ),
             ));
         }
         let sealed = self.block_on(self.store.get_range(

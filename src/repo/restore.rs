@@ -275,10 +275,20 @@ fn restore_pack(
         .map(|t| t.entry.offset as u64 + t.entry.length as u64)
         .max()
         .unwrap_or(0);
-    let span = repo.block_on(
-        repo.store()
-            .get_range(FileKind::Pack, pack, start, end - start),
-    );
+    let span = if end - start > super::MAX_PACK {
+        Err(Error::integrity(
+            crate::store::object_name(FileKind::Pack, pack),
+            format!(
+                "index places blobs across {} bytes: more than any pack",
+                end - start
+            ),
+        ))
+    } else {
+        repo.block_on(
+            repo.store()
+                .get_range(FileKind::Pack, pack, start, end - start),
+        )
+    };
     let mut i = 0;
     while i < targets.len() {
         let t = targets[i];
