@@ -55,6 +55,9 @@ pub enum Error {
     /// The request itself is wrong (bad argument, bad URL, ambiguous snapshot prefix...).
     #[error("{0}")]
     Invalid(String),
+    /// A fault inside custody itself (a worker thread died, a queue closed): a bug to report.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A format version or algorithm this build does not accept (including downgrades).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -331,3 +331,37 @@ fn kms_throttling_is_retried_with_backoff_then_reported() {
         "expected 3 attempts"
     );
 }
+
+#[test]
+fn kms_refuses_records_naming_a_key_it_was_not_given() {
+    if !available("moto_server") {
+        return;
+    }
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks1 = create_keys(&sb, &moto);
+    let ks2 = create_keys(&sb, &moto);
+    with_env(&sb, &moto, &["--key-service", &ks1, "init"]).ok();
+    write(&sb.path("src/a"), b"x");
+    with_env(
+        &sb,
+        &moto,
+        &[
+            "--key-service",
+            &ks1,
+            "backup",
+            sb.path("src").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    // As if the custodian had swapped in records wrapped under a key of its own choosing.
+    with_env(
+        &sb,
+        &moto,
+        &["--key-service", &ks1, "rotate", "rewrap", "--to", &ks2],
+    )
+    .ok();
+    let r = with_env(&sb, &moto, &["--key-service", &ks1, "snapshots"]).code(EXIT_INTEGRITY);
+    assert!(r.stderr.contains("not one of"), "{}", r.stderr);
+    with_env(&sb, &moto, &["--key-service", &ks2, "snapshots"]).ok();
+}

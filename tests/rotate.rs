@@ -283,3 +283,42 @@ fn rotate_keys_job_script() {
     std::fs::remove_dir_all(sb.path("config")).unwrap();
     restores_all(&sb, &new, &ids);
 }
+
+#[test]
+fn rewrap_to_a_destination_that_cannot_unwrap_changes_nothing() {
+    let sb = Sandbox::new();
+    sb.init();
+    three_snapshots(&sb, &[]);
+    let writer = sb.path("writer");
+    sb.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        writer.to_str().unwrap(),
+    ])
+    .ok();
+    let before: Vec<Vec<u8>> = list_ids(&sb.repo().join("keys"))
+        .iter()
+        .map(|id| std::fs::read(sb.repo().join("keys").join(id)).unwrap())
+        .collect();
+    let to = format!("local:{}", writer.display());
+    let r = sb
+        .run(&["rotate", "rewrap", "--to", &to])
+        .code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("cannot unwrap what it wrapped"),
+        "{}",
+        r.stderr
+    );
+    let after: Vec<Vec<u8>> = list_ids(&sb.repo().join("keys"))
+        .iter()
+        .map(|id| std::fs::read(sb.repo().join("keys").join(id)).unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "a session key was replaced by one nobody can read"
+    );
+    sb.run(&["check", "--read-data"]).ok();
+}

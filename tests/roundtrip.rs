@@ -352,3 +352,26 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
         b"payload"
     );
 }
+
+#[test]
+fn setuid_and_setgid_bits_are_not_restored() {
+    let sb = Sandbox::new();
+    sb.init();
+    write(&sb.path("src/tool"), b"#!/bin/sh\n");
+    std::fs::set_permissions(sb.path("src/tool"), std::fs::Permissions::from_mode(0o6755)).unwrap();
+    sb.run(&["backup", sb.path("src").to_str().unwrap()]).ok();
+    let ls = sb.run(&["ls", "-l", "latest", "src/tool"]).ok().out();
+    assert!(ls.contains("6755"), "the snapshot keeps the bits: {ls}");
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    let mode = std::fs::metadata(out.join("src/tool"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(
+        mode, 0o755,
+        "restore must not create setuid/setgid files it does not own"
+    );
+}

@@ -66,6 +66,10 @@ fn find_parent(
         Ok((id, s)) if s.paths == paths => Ok(Some((id, s))),
         Ok(_) | Err(Error::NotFound(_)) => Ok(None),
         // A writer cannot read earlier snapshots: it backs up everything it is given.
+        Err(e) if e.is_integrity() => {
+            tracing::warn!("no parent snapshot ({e}): reading every file; run `custody check`");
+            Ok(None)
+        }
         Err(e) if e.is_key_service() => {
             tracing::info!(
                 "no parent snapshot (this key service cannot read snapshots): reading every file"

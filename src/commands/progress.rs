@@ -28,9 +28,15 @@ pub fn with_progress<T>(
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let r = work();
-        stop.store(true, Ordering::Relaxed);
-        r
+        // Stops the spinner even when `work` panics, so the scope can end.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        work()
     });
     bar.finish_and_clear();
     r

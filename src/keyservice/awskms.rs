@@ -60,6 +60,9 @@ impl KmsUrl {
 pub struct AwsKms {
     client: Client,
     url: KmsUrl,
+    /// ARNs of the configured keys, resolved once: a record naming any other key is refused,
+    /// so the bucket's custodian cannot substitute a key it controls.
+    arns: tokio::sync::OnceCell<Vec<String>>,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -115,6 +118,7 @@ impl AwsKms {
         Ok(AwsKms {
             client: Client::new(&conf),
             url,
+            arns: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -137,6 +141,49 @@ impl AwsKms {
         out.key_metadata()
             .map(|m| m.arn().unwrap_or(m.key_id()).to_string())
             .ok_or_else(|| Error::invalid("CreateKey returned no key metadata"))
+    }
+}
+
+impl AwsKms {
+    async fn configured_arns(&self) -> Result<&Vec<String>> {
+        self.arns
+            .get_or_try_init(|| async {
+                let mut out = Vec::new();
+                for key in [&self.url.data_key, &self.url.meta_key] {
+                    let d = self
+                        .client
+                        .describe_key()
+                        .key_id(key)
+                        .send()
+                        .await
+                        .map_err(|e| map_err(key, "DescribeKey", e))?;
+                    if let Some(arn) = d.key_metadata().and_then(|m| m.arn()) {
+                        out.push(arn.to_string());
+                    }
+                    out.push(key.to_string());
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Refuses a wrapped key whose record names a KMS key this service was not given.
+    async fn check_owned(&self, kek: &str, op: &str) -> Result<()> {
+        // URLs with ARNs (as `key create` prints) match without a call; aliases and bare ids
+        // are resolved once with DescribeKey.
+        if kek == self.url.data_key || kek == self.url.meta_key {
+            return Ok(());
+        }
+        if self.configured_arns().await?.iter().any(|a| a == kek) {
+            return Ok(());
+        }
+        Err(Error::integrity(
+            format!("key wrapped by {PREFIX}{kek}"),
+            format!(
+                "{op} refused: the record names a KMS key that is not one of {}",
+                self.url()
+            ),
+        ))
     }
 }
 
@@ -202,6 +249,7 @@ impl KeyService for AwsKms {
                 format!("unknown algorithm {:?}", wrapped.algorithm),
             ));
         }
+        self.check_owned(kek, "Decrypt").await?;
         let out = self
             .client
             .decrypt()

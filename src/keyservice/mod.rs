@@ -88,11 +88,21 @@ impl std::fmt::Debug for KeyServiceOptions {
 }
 
 /// A parsed key-service URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum KeyServiceUrl {
     Local(PathBuf),
     AwsKms(String),
     Pkcs11(String),
+}
+
+impl std::fmt::Debug for KeyServiceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyServiceUrl::Local(d) => write!(f, "Local({d:?})"),
+            KeyServiceUrl::AwsKms(u) => write!(f, "AwsKms({u:?})"),
+            KeyServiceUrl::Pkcs11(_) => f.write_str("Pkcs11(<redacted: may hold a PIN>)"),
+        }
+    }
 }
 
 impl KeyServiceUrl {
@@ -121,9 +131,11 @@ impl KeyServiceUrl {
                 )));
             }
         }
+        // Only the scheme is shown: a mistyped URL may still carry a PIN.
+        let scheme = url.split(':').next().unwrap_or("");
         Err(Error::invalid(format!(
-            "unknown key service URL {url:?} (expected local:<dir>, awskms:<key> or pkcs11:token=...)"
-        )))
+        "unknown key service URL scheme {scheme:?} (expected local:<dir>, awskms:<key> or pkcs11:token=...)"
+    )))
     }
 }
 

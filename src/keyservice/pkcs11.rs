@@ -334,7 +334,13 @@ impl Inner {
             let pt = zeroize::Zeroizing::new(
                 s.decrypt(&Mechanism::AesGcm(params), h, &w.ciphertext[12..])
                     .map_err(|e| match map_ck(&w.kek, "unwrap", e) {
-                        Error::KeyDenied { .. } => integrity(),
+                        // A general error while the token still answers: the ciphertext failed.
+                        Error::KeyUnavailable { .. }
+                            if find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
+                                .is_ok() =>
+                        {
+                            integrity()
+                        }
                         e => e,
                     })?,
             );
@@ -354,7 +360,6 @@ impl Inner {
             let pt =
                 zeroize::Zeroizing::new(s.decrypt(&oaep(), h, &w.ciphertext).map_err(|e| {
                     match map_ck(&w.kek, "unwrap", e) {
-                        Error::KeyDenied { .. } => integrity(),
                         // SoftHSM reports a failed OAEP padding check as a general error. When
                         // the token still answers, the ciphertext is what failed.
                         Error::KeyUnavailable { .. }

@@ -71,8 +71,8 @@ impl PackBuilder {
         let mut bytes = Vec::with_capacity(self.size + header_estimate + 256);
         let mut entries = Vec::with_capacity(self.blobs.len());
         for (mut e, b) in self.blobs {
-            e.offset =
-                u32::try_from(bytes.len()).map_err(|_| Error::invalid("pack larger than 4 GiB"))?;
+            e.offset = u32::try_from(bytes.len())
+                .map_err(|_| Error::Internal("pack larger than 4 GiB".into()))?;
             bytes.extend_from_slice(&b);
             entries.push(e);
         }

@@ -158,7 +158,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::invalid("backup worker panicked")))
+                    .unwrap_or_else(|_| Err(Error::Internal("backup worker panicked".into())))
             })
             .collect();
         (walked, results)
@@ -301,7 +301,7 @@ impl<'a> Uploader<'a> {
         let permit = self
             .repo
             .block_on(self.slots.clone().acquire_owned())
-            .map_err(|_| Error::invalid("upload queue closed"))?;
+            .map_err(|_| Error::Internal("upload queue closed".into()))?;
         let store = self.repo.store().clone();
         progress
             .bytes_added
@@ -633,7 +633,22 @@ impl Walker<'_> {
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
                 return Ok(Some(Pending::done(node)));
             }
-            let file = match std::fs::File::open(path) {
+            let opened = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .and_then(|f| {
+                        // Still the regular file we stat'ed (not a FIFO or device swapped in).
+                        match f.metadata() {
+                            Ok(m) if m.is_file() && m.ino() == meta.ino() => Ok(f),
+                            Ok(_) => Err(std::io::Error::other("changed while being backed up")),
+                            Err(e) => Err(e),
+                        }
+                    })
+            };
+            let file = match opened {
                 Ok(f) => f,
                 Err(e) => {
                     self.skip(path, e);

@@ -409,12 +409,20 @@ impl Repository {
                 ),
             ));
         }
-        let sealed = self.block_on(self.store.get_range(
-            FileKind::Pack,
-            &loc.pack,
-            loc.entry.offset as u64,
-            loc.entry.length as u64,
-        ))?;
+        let sealed = self
+            .block_on(self.store.get_range(
+                FileKind::Pack,
+                &loc.pack,
+                loc.entry.offset as u64,
+                loc.entry.length as u64,
+            ))
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::integrity(
+                    object_name(FileKind::Pack, &loc.pack),
+                    "indexed pack is missing from the store",
+                ),
+                e => e,
+            })?;
         self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed)
     }
 
@@ -433,6 +441,17 @@ impl Repository {
             .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
         let plain = compress::decompress(entry.compression, body, entry.raw_length as usize)
             .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
+        if plain.len() != entry.raw_length as usize {
+            return Err(Error::integrity(
+                &pname,
+                format!(
+                    "blob {}: {} bytes where the index says {}",
+                    entry.id.short(),
+                    plain.len(),
+                    entry.raw_length
+                ),
+            ));
+        }
         if self.chunk_id(&plain) != entry.id {
             return Err(Error::integrity(
                 &pname,

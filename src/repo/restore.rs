@@ -67,6 +67,8 @@ struct FileState {
     rel: String,
     dest: PathBuf,
     tmp: PathBuf,
+    /// Inode of the temporary file: each reopen must find the same file (no swapped link).
+    ino: u64,
     node: Node,
     /// Chunk writes still to come; the thread that takes it to zero finishes the file.
     remaining: AtomicUsize,
@@ -203,7 +205,8 @@ pub fn restore(
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
     for (dest, node) in dirs {
         report.dirs += 1;
-        let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(node.mode));
+        let _ =
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(safe_mode(node.mode)));
         let t = FileTime::from_unix_time(node.mtime_sec, node.mtime_nsec);
         let _ = filetime::set_file_times(&dest, t, t);
     }
@@ -235,9 +238,22 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         ));
     }
     let tmp = temp_name(&dest)?;
-    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::io(tmp.display(), e))?
+    };
     f.set_len(node.size)
         .map_err(|e| Error::io(tmp.display(), e))?;
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().map_err(|e| Error::io(tmp.display(), e))?.ino()
+    };
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
         plan.packs.entry(pack).or_default().push(Target {
@@ -251,6 +267,7 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         rel,
         dest,
         tmp,
+        ino,
         remaining: AtomicUsize::new(node.content.len()),
         node,
         failed: Mutex::new(None),
@@ -268,7 +285,7 @@ fn restore_pack(
     progress: &RestoreProgress,
     done: &Mutex<Vec<(usize, Result<u64>)>>,
 ) {
-    targets.sort_by_key(|t| (t.entry.offset, t.file, t.offset));
+    targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let start = targets.first().map_or(0, |t| t.entry.offset as u64);
     let end = targets
         .iter()
@@ -293,7 +310,7 @@ fn restore_pack(
     while i < targets.len() {
         let t = targets[i];
         let mut j = i;
-        while j < targets.len() && targets[j].entry.offset == t.entry.offset {
+        while j < targets.len() && targets[j].entry == t.entry {
             j += 1;
         }
         let plain = match &span {
@@ -306,12 +323,16 @@ fn restore_pack(
                     &bytes[a..a + t.entry.length as usize],
                 )
             }
+            Err(Error::NotFound(_)) => Err(Error::integrity(
+                crate::store::object_name(FileKind::Pack, pack),
+                "indexed pack is missing from the store",
+            )),
             Err(e) => Err(clone_err(e)),
         };
         for target in &targets[i..j] {
             let f = &files[target.file];
             let r = match &plain {
-                Ok(data) => write_at_sparse(&f.tmp, target.offset, data)
+                Ok(data) => write_at_sparse(&f.tmp, f.ino, target.offset, data)
                     .map_err(|e| Error::io(f.tmp.display(), e))
                     .map(|()| {
                         progress
@@ -364,6 +385,12 @@ fn clone_err(e: &Error) -> Error {
     }
 }
 
+/// Permission bits to restore. Setuid and setgid are dropped: restore does not restore owners,
+/// so a setuid file of some user restored by root would become a setuid-root program.
+fn safe_mode(mode: u32) -> u32 {
+    mode & 0o1777
+}
+
 /// Renames a complete file into place with its mode and times, or removes a failed one.
 fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u64> {
     if let Some(e) = f.failed.lock().expect("lock").take() {
@@ -371,8 +398,11 @@ fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u64> {
         return Err(e);
     }
     let res = (|| {
-        std::fs::set_permissions(&f.tmp, std::fs::Permissions::from_mode(f.node.mode))
-            .map_err(|e| Error::io(f.tmp.display(), e))?;
+        std::fs::set_permissions(
+            &f.tmp,
+            std::fs::Permissions::from_mode(safe_mode(f.node.mode)),
+        )
+        .map_err(|e| Error::io(f.tmp.display(), e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
         filetime::set_file_times(&f.tmp, t, t).map_err(|e| Error::io(f.tmp.display(), e))?;
         std::fs::rename(&f.tmp, &f.dest).map_err(|e| Error::io(f.dest.display(), e))
@@ -387,10 +417,18 @@ fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u64> {
 
 /// Writes `data` at `offset`, skipping all-zero 4 KiB blocks: the file was created at full
 /// length, so skipped blocks stay holes and sparse files stay sparse.
-fn write_at_sparse(path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
+fn write_at_sparse(path: &Path, ino: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
     const BLOCK: usize = 4096;
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if f.metadata()?.ino() != ino {
+        return Err(std::io::Error::other(
+            "temporary file was replaced during restore",
+        ));
+    }
     let mut run: Option<usize> = None;
     let mut pos = 0;
     while pos < data.len() {

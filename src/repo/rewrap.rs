@@ -5,8 +5,9 @@
 //!
 //! Crash safety and resumption: each record is replaced by one atomic put, records already
 //! under the destination's KEKs are skipped, so a rerun after kill -9 finishes the job. A
-//! record is only ever replaced by one that the destination produced from it. A verification
-//! pass unwraps every rewrapped record with the destination before the old KEK may be retired.
+//! record is only ever replaced by one that the destination produced from it and, unless
+//! `--no-verify`, has unwrapped again before the put: the old copy is never lost to a
+//! destination that cannot read what it wrote (a writer keyring, a wrong key).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub struct RewrapOptions {
     pub dry_run: bool,
     /// Only records created before this time (`--older-than`).
     pub created_before: Option<DateTime<Utc>>,
-    /// Unwrap each rewrapped record with the destination afterwards.
+    /// Unwrap each new record with the destination before it replaces the old one.
     pub verify: bool,
 }
 
@@ -40,7 +41,7 @@ pub struct RewrapReport {
     /// Records newer than `--older-than`, left as they are.
     pub too_new: u64,
     pub verified: u64,
-    /// Records whose unwrap by the destination was refused (a rotator without Decrypt).
+    /// Records replaced without verification (`--no-verify`).
     pub unverified: u64,
     pub dry_run: bool,
 }
@@ -142,6 +143,24 @@ pub async fn rewrap(
             Error::Integrity { reason, .. } => Error::integrity(&name, reason),
             e => e,
         })?;
+        // Verify before replacing: the record being replaced is the only copy of this key.
+        if opts.verify {
+            match to.decrypt(&wrapped, &rec.context()).await {
+                Ok(_) => report.verified += 1,
+                Err(Error::KeyDenied { key, reason, .. }) => {
+                    return Err(Error::KeyDenied {
+                        key,
+                        operation: "verify rewrap".into(),
+                        reason: format!(
+                            "{reason}; the destination cannot unwrap what it wrapped, so {name} was left as it was (a rotator without Decrypt may pass --no-verify)"
+                        ),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            report.unverified += 1;
+        }
         let new = WrappedKeyRecord {
             wrapped,
             ..rec.clone()
@@ -162,13 +181,6 @@ pub async fn rewrap(
         }
         tracing::info!(object = %name, kek = %new.wrapped.kek, "rewrapped");
         progress(&format!("rewrapped {name}"));
-        if opts.verify {
-            match to.decrypt(&new.wrapped, &new.context()).await {
-                Ok(_) => report.verified += 1,
-                Err(Error::KeyDenied { .. }) => report.unverified += 1,
-                Err(e) => return Err(e),
-            }
-        }
     }
     Ok(report)
 }

@@ -112,6 +112,13 @@ impl Store for LocalStore {
         let path = self.path(kind, id);
         blocking(move || {
             let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+            let len = f.metadata().map_err(|e| io_err(&path, e))?.len();
+            if offset.saturating_add(length) > len {
+                return Err(Error::integrity(
+                    path.display(),
+                    format!("object shorter than requested range {offset}+{length}"),
+                ));
+            }
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| io_err(&path, e))?;
             let mut buf = vec![0u8; length as usize];
