@@ -289,8 +289,13 @@ fn rewrap_to_a_destination_that_cannot_unwrap_changes_nothing() {
     let sb = Sandbox::new();
     sb.init();
     three_snapshots(&sb, &[]);
+    // A new keyring's writer half: it can wrap, never unwrap.
+    let fresh = format!("local:{}", sb.path("fresh").display());
+    sb.run(&["--key-service", &fresh, "key", "create"]).ok();
     let writer = sb.path("writer");
     sb.run(&[
+        "--key-service",
+        &fresh,
         "key",
         "export",
         "--role",

@@ -73,6 +73,31 @@ async fn destination_keks(to: &dyn KeyService) -> Result<HashMap<Purpose, String
     Ok(out)
 }
 
+/// Before touching anything: the destination must unwrap what it wraps, for both purposes
+/// (a writer keyring or a rotator without Decrypt would leave keys nobody can read).
+async fn probe(to: &dyn KeyService, repo: &Id) -> Result<()> {
+    for purpose in [Purpose::RepositorySecret, Purpose::SessionKey] {
+        let key = crate::crypto::Key32::generate()?;
+        let ctx = crate::format::wrapped::context(purpose, repo, &Id::random()?);
+        let w = to.encrypt(purpose, &key, &ctx).await?;
+        match to.decrypt(&w, &ctx).await {
+            Ok(back) if back == key => {}
+            Ok(_) => return Err(Error::integrity(to.url(), "probe key came back different")),
+            Err(Error::KeyDenied { key, reason, .. }) => {
+                return Err(Error::KeyDenied {
+                    key,
+                    operation: "verify rewrap".into(),
+                    reason: format!(
+                        "{reason}; the destination cannot unwrap what it wrapped, so nothing was changed (a rotator without Decrypt may pass --no-verify)"
+                    ),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn rewrap_one(
     from: &dyn KeyService,
     to: &dyn KeyService,
@@ -97,6 +122,9 @@ pub async fn rewrap(
     mut progress: impl FnMut(&str),
 ) -> Result<RewrapReport> {
     let dest = destination_keks(to).await?;
+    if opts.verify && !opts.dry_run {
+        probe(to, &config.body.repository).await?;
+    }
     let mut report = RewrapReport {
         dry_run: opts.dry_run,
         ..Default::default()
