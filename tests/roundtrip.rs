@@ -375,3 +375,26 @@ fn setuid_and_setgid_bits_are_not_restored() {
         "restore must not create setuid/setgid files it does not own"
     );
 }
+
+#[test]
+fn edit_that_keeps_size_and_mtime_is_still_backed_up() {
+    let sb = Sandbox::new();
+    sb.init();
+    let f = sb.path("src/doc.txt");
+    write(&f, b"version one of the document");
+    sb.backup_json(&[sb.path("src").to_str().unwrap()]);
+    let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(&f).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&f, b"version two of the document").unwrap();
+    filetime::set_file_mtime(&f, mtime).unwrap(); // as `touch -r` or `rsync -t` would
+    let v = sb.backup_json(&[sb.path("src").to_str().unwrap()]);
+    assert!(v["parent"].is_string(), "{v}");
+    assert!(
+        v["chunks_new"].as_u64().unwrap() >= 1,
+        "the edit was missed: {v}"
+    );
+    assert_eq!(
+        sb.run(&["dump", "latest", "src/doc.txt"]).ok().stdout,
+        b"version two of the document"
+    );
+}

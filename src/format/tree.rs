@@ -32,6 +32,12 @@ pub struct Node {
     /// Regular files: inode number at backup time (change detection only).
     #[serde(default)]
     pub inode: u64,
+    /// Regular files: status-change time at backup time (change detection only: catches edits
+    /// that kept the mtime, such as `touch -r` or `rsync -t`).
+    #[serde(default)]
+    pub ctime_sec: i64,
+    #[serde(default)]
+    pub ctime_nsec: u32,
     /// Regular files: chunk ids in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
@@ -98,6 +104,8 @@ mod tests {
             gid: 0,
             size: 3,
             inode: 4,
+            ctime_sec: 5,
+            ctime_nsec: 6,
             content: vec![Id([1; 32])],
             subtree: None,
             target: None,

@@ -418,6 +418,8 @@ fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
         gid: meta.gid(),
         size: 0,
         inode: 0,
+        ctime_sec: 0,
+        ctime_nsec: 0,
         content: Vec::new(),
         subtree: None,
         target: None,
@@ -498,6 +500,8 @@ impl Walker<'_> {
                     gid: 0,
                     size,
                     inode: 0,
+                    ctime_sec: 0,
+                    ctime_nsec: 0,
                     content: Vec::new(),
                     subtree: None,
                     target: None,
@@ -618,12 +622,16 @@ impl Walker<'_> {
             let mut node = node_base(name, NodeKind::File, meta);
             node.size = meta.len();
             node.inode = meta.ino();
+            node.ctime_sec = meta.ctime();
+            node.ctime_nsec = meta.ctime_nsec().clamp(0, 999_999_999) as u32;
             if let Some(p) = prev.filter(|p| {
                 p.kind == NodeKind::File
                     && p.size == node.size
                     && p.inode == node.inode
                     && p.mtime_sec == node.mtime_sec
                     && p.mtime_nsec == node.mtime_nsec
+                    && p.ctime_sec == node.ctime_sec
+                    && p.ctime_nsec == node.ctime_nsec
                     && p.content.iter().all(|c| self.index.contains(c))
             }) {
                 node.content = p.content.clone();
