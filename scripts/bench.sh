@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh                 # 1 GiB mixed tree, 3 rounds, local-folder repositories
 #   SIZE_MIB=256 ROUNDS=5 scripts/bench.sh
+#   TARGET=s3 scripts/bench.sh       # both tools against moto's S3 server on loopback
 #
 # Environment: SIZE_MIB (1024), ROUNDS (3), WORK (/tmp/custody-bench: tree and repositories),
 # RESTORE_DIR (/dev/shm if present: restores land on tmpfs so that ext4's cost of creating
@@ -17,6 +18,7 @@ size=${SIZE_MIB:-1024}
 rounds=${ROUNDS:-3}
 work=${WORK:-/tmp/custody-bench}
 restore_base=${RESTORE_DIR:-$( [ -d /dev/shm ] && echo /dev/shm || echo "$work")}
+target=${TARGET:-local}
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need restic restic
@@ -33,6 +35,33 @@ results=$work/results.tsv
 export RESTIC_PASSWORD=bench-only-password
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
 
+# Repository locations: local folders, or buckets on moto's S3 server on loopback.
+c_repo="$work/c-repo"
+r_repo="$work/r-repo"
+if [ "$target" = s3 ]; then
+  command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+  moto_pid=$!
+  trap 'kill $moto_pid 2>/dev/null' EXIT
+  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+fi
+repos_for_round() { # fresh buckets per round on S3 (nothing to delete)
+  if [ "$target" = s3 ]; then
+    c_repo="s3://custody-bench-$1"
+    r_repo="s3:$AWS_ENDPOINT_URL/restic-bench-$1"
+  fi
+}
+repo_bytes() { # TOOL
+  if [ "$target" = s3 ]; then
+    if [ "$1" = custody ]; then $custody -q --json --repo "$c_repo" stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["pack_bytes"])'
+    else restic -q -r "$r_repo" stats --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])'; fi
+  else
+    du -sb "$([ "$1" = custody ] && echo "$c_repo" || echo "$r_repo")" | cut -f1
+  fi
+}
+
 # measure TOOL METRIC ROUND CMD...: wall seconds and peak RSS into the results file.
 measure() {
   local tool=$1 metric=$2 round=$3; shift 3
@@ -46,24 +75,24 @@ run() { # run TOOL STEP ROUND
   case "$tool:$step" in
     custody:first)
       rm -rf "$work/c-repo" "$work/custody-keyring"
-      $custody -q --repo "$work/c-repo" init
-      measure custody first_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
+      $custody -q --repo "$c_repo" init
+      measure custody first_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
     restic:first)
       rm -rf "$work/r-repo"
-      restic -q -r "$work/r-repo" init >/dev/null
-      measure restic first_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
-    custody:unchanged) measure custody unchanged_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
-    restic:unchanged) measure restic unchanged_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
-    custody:changed) measure custody changed_1pct_backup "$r" $custody -q --repo "$work/c-repo" backup "$tree" ;;
-    restic:changed) measure restic changed_1pct_backup "$r" restic -q -r "$work/r-repo" backup "$tree" ;;
+      restic -q -r "$r_repo" init >/dev/null
+      measure restic first_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
+    custody:unchanged) measure custody unchanged_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
+    restic:unchanged) measure restic unchanged_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
+    custody:changed) measure custody changed_1pct_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
+    restic:changed) measure restic changed_1pct_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
     custody:restore)
       rm -rf "$restore_base/c-out"
-      measure custody full_restore "$r" $custody -q --repo "$work/c-repo" restore latest --target "$restore_base/c-out"
+      measure custody full_restore "$r" $custody -q --repo "$c_repo" restore latest --target "$restore_base/c-out"
       [ "$r" != 1 ] || diff -rq "$tree" "$restore_base/c-out/$(basename "$tree")" >/dev/null || { echo "custody restore differs!"; exit 1; }
       rm -rf "$restore_base/c-out" ;;
     restic:restore)
       rm -rf "$restore_base/r-out"
-      measure restic full_restore "$r" restic -q -r "$work/r-repo" restore latest --target "$restore_base/r-out"
+      measure restic full_restore "$r" restic -q -r "$r_repo" restore latest --target "$restore_base/r-out"
       rm -rf "$restore_base/r-out" ;;
   esac
 }
@@ -83,15 +112,16 @@ for i, p in enumerate(files):
 PY
 }
 
-echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; restores to $restore_base"
+echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; target $target; restores to $restore_base"
 for r in $(seq 1 "$rounds"); do
+  repos_for_round "$r"
   if [ $((r % 2)) = 1 ]; then order="custody restic"; else order="restic custody"; fi
   echo "round $r ($order)"
   for step in first unchanged; do for t in $order; do run "$t" "$step" "$r"; done; done
   change_files "$r"
   for step in changed restore; do for t in $order; do run "$t" "$step" "$r"; done; done
-  printf 'custody\trepo_bytes\t%s\t%s\t0\n' "$r" "$(du -sb "$work/c-repo" | cut -f1)" >> "$results"
-  printf 'restic\trepo_bytes\t%s\t%s\t0\n' "$r" "$(du -sb "$work/r-repo" | cut -f1)" >> "$results"
+  printf 'custody\trepo_bytes\t%s\t%s\t0\n' "$r" "$(repo_bytes custody)" >> "$results"
+  printf 'restic\trepo_bytes\t%s\t%s\t0\n' "$r" "$(repo_bytes restic)" >> "$results"
 done
 
 python3 - "$results" "$input" <<'PY'
