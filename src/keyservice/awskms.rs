@@ -187,6 +187,29 @@ impl AwsKms {
     }
 }
 
+/// The record of a key KMS just wrapped; an answer without ciphertext is an error, never an
+/// empty record that would replace a good one.
+fn wrapped_key(
+    kek: &str,
+    key_id: Option<&str>,
+    blob: Option<&Blob>,
+    op: &str,
+) -> Result<WrappedKey> {
+    let ciphertext = blob
+        .map(|b| b.as_ref().to_vec())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Error::KeyUnavailable {
+            key: kek_ref(kek),
+            operation: op.into(),
+            reason: "KMS returned no ciphertext".into(),
+        })?;
+    Ok(WrappedKey {
+        kek: kek_ref(key_id.unwrap_or(kek)),
+        algorithm: ALGORITHM.into(),
+        ciphertext,
+    })
+}
+
 fn kek_ref(arn_or_id: &str) -> String {
     format!("{PREFIX}{arn_or_id}")
 }
@@ -217,16 +240,7 @@ impl KeyService for AwsKms {
             .await
             .map_err(|e| map_err(kek, "GenerateDataKey", e))?;
         let key = key32(kek, "GenerateDataKey", out.plaintext())?;
-        let blob = out.ciphertext_blob().ok_or_else(|| Error::KeyUnavailable {
-            key: kek.to_string(),
-            operation: "GenerateDataKey".into(),
-            reason: "KMS returned no ciphertext".into(),
-        })?;
-        let w = WrappedKey {
-            kek: kek_ref(out.key_id().unwrap_or(kek)),
-            algorithm: ALGORITHM.into(),
-            ciphertext: blob.as_ref().to_vec(),
-        };
+        let w = wrapped_key(kek, out.key_id(), out.ciphertext_blob(), "GenerateDataKey")?;
         audit("GenerateDataKey", &w.kek, ctx);
         Ok((key, w))
     }
@@ -282,19 +296,7 @@ impl KeyService for AwsKms {
             .send()
             .await
             .map_err(|e| map_err(kek, "Encrypt", e))?;
-        let w = WrappedKey {
-            kek: kek_ref(out.key_id().unwrap_or(kek)),
-            algorithm: ALGORITHM.into(),
-            ciphertext: out
-                .ciphertext_blob()
-                .map(|b| b.as_ref().to_vec())
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| Error::KeyUnavailable {
-                    key: kek_ref(&self.url.data_key),
-                    operation: "wrap".into(),
-                    reason: "KMS returned no ciphertext".into(),
-                })?,
-        };
+        let w = wrapped_key(kek, out.key_id(), out.ciphertext_blob(), "Encrypt")?;
         audit("Encrypt", &w.kek, ctx);
         Ok(w)
     }
@@ -330,19 +332,7 @@ impl KeyService for AwsKms {
             .send()
             .await
             .map_err(|e| map_err(to, "ReEncrypt", e))?;
-        let w = WrappedKey {
-            kek: kek_ref(out.key_id().unwrap_or(to)),
-            algorithm: ALGORITHM.into(),
-            ciphertext: out
-                .ciphertext_blob()
-                .map(|b| b.as_ref().to_vec())
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| Error::KeyUnavailable {
-                    key: kek_ref(&self.url.data_key),
-                    operation: "wrap".into(),
-                    reason: "KMS returned no ciphertext".into(),
-                })?,
-        };
+        let w = wrapped_key(to, out.key_id(), out.ciphertext_blob(), "ReEncrypt")?;
         audit("ReEncrypt", &w.kek, ctx);
         Ok(w)
     }

@@ -123,6 +123,26 @@ where
 }
 
 impl S3Store {
+    /// GETs a whole object, or one HTTP range of it.
+    async fn fetch(&self, kind: FileKind, id: &Id, range: Option<String>) -> Result<Bytes> {
+        let name = self.name(kind, id);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| map_err(&name, e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?;
+        Ok(body.into_bytes())
+    }
+
     /// Opens the store with the standard AWS configuration chain.
     pub async fn open(url: &str) -> Result<S3Store> {
         S3Store::with_config(url, &crate::aws::load().await)
@@ -308,46 +328,18 @@ impl Store for S3Store {
     }
 
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
-        let name = self.name(kind, id);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.url.bucket)
-            .key(self.key(kind, id))
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?;
-        Ok(body.into_bytes())
+        self.fetch(kind, id, None).await
     }
 
     async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
-        let name = self.name(kind, id);
         if length == 0 {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.url.bucket)
-            .key(self.key(kind, id))
-            .range(format!("bytes={}-{}", offset, offset + length - 1))
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?
-            .into_bytes();
+        let range = format!("bytes={}-{}", offset, offset + length - 1);
+        let body = self.fetch(kind, id, Some(range)).await?;
         if body.len() as u64 != length {
             return Err(Error::integrity(
-                &name,
+                self.name(kind, id),
                 format!("object shorter than requested range {offset}+{length}"),
             ));
         }
