@@ -398,3 +398,59 @@ fn edit_that_keeps_size_and_mtime_is_still_backed_up() {
         b"version two of the document"
     );
 }
+
+#[test]
+fn tree_cache_holds_ciphertext_and_survives_damage() {
+    let sb = Sandbox::new();
+    let cache = sb.path("cache");
+    let run = |args: &[&str]| {
+        let o = sb
+            .cmd(args)
+            .env("CUSTODY_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    run(&["init"]).ok();
+    write(&sb.path("src/dir/secret-name.txt"), b"cached listing");
+    run(&["backup", sb.path("src").to_str().unwrap()]).ok();
+    let trees: Vec<_> = std::fs::read_dir(
+        cache
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("trees"),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().path())
+    .collect();
+    assert_eq!(
+        trees.len(),
+        3,
+        "root, src and dir trees written at pack time"
+    );
+    for t in &trees {
+        let b = std::fs::read(t).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&b).contains("secret-name"),
+            "plaintext in the cache"
+        );
+    }
+    // A damaged cache entry is dropped and the tree fetched again: results stay correct.
+    let mut b = std::fs::read(&trees[0]).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&trees[0], b).unwrap();
+    let ls = run(&["ls", "latest"]).ok().out();
+    assert!(ls.contains("/src/dir/secret-name.txt"), "{ls}");
+    let v = run(&["--json", "backup", sb.path("src").to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(v["chunks_new"], 0, "{v}");
+}

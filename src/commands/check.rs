@@ -37,7 +37,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .as_deref()
         .map(parse_subset)
         .transpose()?;
-    let repo = ctx.open_repo()?;
+    // Check what the bucket holds, not the local tree cache.
+    let repo = ctx.open_repo()?.with_tree_cache(None);
     let opts = CheckOptions {
         read_data: args.read_data || subset.is_some(),
         subset,

@@ -98,7 +98,8 @@ impl Ctx {
         let store = self.store()?;
         let config = Repository::read_config(self.rt.handle(), &store)?;
         let keys = self.open_key_service(&config.body.repository)?;
-        Repository::open(self.rt.handle().clone(), store, keys, config)
+        let cache = crate::repo::TreeCache::for_repository(&config.body.repository);
+        Ok(Repository::open(self.rt.handle().clone(), store, keys, config)?.with_tree_cache(cache))
     }
 
     /// Progress bars only on a terminal, and never with `--json` or `-q`.

@@ -130,6 +130,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         handles.extend((0..workers).map(|_| {
             let w = Packer {
                 session: &session,
+                trees: repo.tree_cache(),
                 uploader: &uploader,
                 pack_size,
                 progress,
@@ -232,6 +233,7 @@ fn hasher(
 
 struct Packer<'a> {
     session: &'a Session,
+    trees: Option<&'a super::TreeCache>,
     uploader: &'a Uploader<'a>,
     pack_size: usize,
     progress: &'a Progress,
@@ -253,6 +255,11 @@ impl Packer<'_> {
             }
             let builder = slot.as_mut().expect("just set");
             let sealed = builder.key().seal_blob(t, &id, body)?;
+            if t == BlobType::Tree {
+                if let Some(c) = self.trees {
+                    c.put(&id, &sealed);
+                }
+            }
             builder.add(
                 BlobEntry {
                     id,

@@ -4,6 +4,7 @@
 //! threads; never call them from inside that runtime's worker threads.
 
 pub mod backup;
+mod cache;
 pub mod check;
 mod index;
 pub mod restore;
@@ -11,6 +12,7 @@ pub mod rewrap;
 mod session;
 pub mod snapshots;
 
+pub use cache::TreeCache;
 pub use index::{BlobLocation, Index};
 pub use session::Session;
 
@@ -60,6 +62,7 @@ pub struct Repository {
     config: Config,
     secrets: Secrets,
     session_keys: Mutex<HashMap<Id, Key32>>,
+    trees: Option<TreeCache>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -201,6 +204,7 @@ impl Repository {
             keys,
             config,
             session_keys: Mutex::new(HashMap::new()),
+            trees: None,
         })
     }
 
@@ -248,6 +252,7 @@ impl Repository {
             keys,
             config,
             session_keys: Mutex::new(HashMap::new()),
+            trees: None,
         })
     }
 
@@ -389,10 +394,28 @@ impl Repository {
 
     /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's
     /// key, then HMAC(plaintext) == id. Nothing unverified is returned.
+    /// Uses a local cache of sealed tree blobs (see [`TreeCache`]); `None` disables it.
+    pub fn with_tree_cache(mut self, cache: Option<TreeCache>) -> Repository {
+        self.trees = cache;
+        self
+    }
+
+    pub fn tree_cache(&self) -> Option<&TreeCache> {
+        self.trees.as_ref()
+    }
+
     pub fn load_blob(&self, index: &Index, id: &Id, t: BlobType) -> Result<Vec<u8>> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::integrity(format!("{t:?} blob {id}"), "not in the index"))?;
+        let cache = self.trees.as_ref().filter(|_| t == BlobType::Tree);
+        if let Some(sealed) = cache.and_then(|c| c.get(id)) {
+            match self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed) {
+                Ok(plain) => return Ok(plain),
+                // Stale (the blob now lives in another pack) or damaged: fetch it again.
+                Err(_) => cache.into_iter().for_each(|c| c.remove(id)),
+            }
+        }
         if loc.entry.blob_type != t {
             return Err(Error::integrity(
                 format!("blob {id}"),
@@ -423,7 +446,11 @@ impl Repository {
                 ),
                 e => e,
             })?;
-        self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed)
+        let plain = self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed)?;
+        if let Some(c) = cache {
+            c.put(id, &sealed);
+        }
+        Ok(plain)
     }
 
     /// Opens a sealed blob given its index entry (shared by restore and check).

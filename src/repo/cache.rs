@@ -1,0 +1,64 @@
+//! A local cache of sealed tree blobs, so a re-backup against a remote bucket does not fetch
+//! every parent folder listing again. It holds ciphertext exactly as stored (nothing a reader
+//! of the cache folder could not read from the bucket), and every hit is verified like a
+//! fetch: a stale or damaged entry is dropped and the blob fetched again.
+//!
+//! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
+//! `/<repository-id>/trees/<blob-id>`; `CUSTODY_CACHE_DIR=off` disables it. Deleting the
+//! folder is always safe.
+
+use std::path::PathBuf;
+
+use crate::id::Id;
+
+#[derive(Debug, Clone)]
+pub struct TreeCache {
+    dir: PathBuf,
+}
+
+impl TreeCache {
+    /// The cache for a repository, or `None` when disabled or no home folder is known.
+    pub fn for_repository(repo: &Id) -> Option<TreeCache> {
+        let base = match std::env::var_os("CUSTODY_CACHE_DIR") {
+            Some(v) if v == "off" => return None,
+            Some(v) => PathBuf::from(v),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .map(|p| PathBuf::from(p).join("custody"))
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custody"))
+                })?,
+        };
+        Some(TreeCache {
+            dir: base.join(repo.to_hex()).join("trees"),
+        })
+    }
+
+    fn path(&self, id: &Id) -> PathBuf {
+        self.dir.join(id.to_hex())
+    }
+
+    pub fn get(&self, id: &Id) -> Option<Vec<u8>> {
+        std::fs::read(self.path(id)).ok()
+    }
+
+    /// Best effort: a cache that cannot be written only costs a fetch next time.
+    pub fn put(&self, id: &Id, sealed: &[u8]) {
+        let path = self.path(id);
+        if path.exists() {
+            return;
+        }
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp-{}", id.to_hex(), std::process::id()));
+        let ok = std::fs::create_dir_all(&self.dir).is_ok()
+            && std::fs::write(&tmp, sealed).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok();
+        if !ok {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    pub fn remove(&self, id: &Id) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+}
