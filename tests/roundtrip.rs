@@ -259,7 +259,13 @@ fn unreadable_file_is_skipped_and_reported() {
         }
         // Root reads everything: run as nobody, in a sandbox nobody owns.
         let c = sb.cmd(args);
-        let prog = c.get_program().to_owned();
+        // A copy of the binary inside the sandbox: the checkout itself may sit under a folder
+        // (such as /root) that nobody cannot traverse.
+        let prog = sb.path("custody-bin");
+        if !prog.exists() {
+            std::fs::copy(c.get_program(), &prog).unwrap();
+            std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let mut wrapped = std::process::Command::new("setpriv");
         wrapped
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
