@@ -12,12 +12,23 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+/// A loopback port free right now and never handed out before in this process: tests run in
+/// parallel, and two servers told to use the same port would see one of them fail to bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Whether a service binary is installed. Without it a test is skipped with a message,
@@ -42,6 +53,17 @@ pub fn available(bin: &str) -> bool {
 impl Moto {
     /// `auth`: enforce IAM signatures and policies from the first request on.
     pub fn start(auth: bool) -> Moto {
+        // A port another process took between our check and moto's bind makes moto exit:
+        // try again on another one.
+        for _ in 0..5 {
+            if let Some(m) = Moto::try_start(auth) {
+                return m;
+            }
+        }
+        panic!("moto_server did not start on any of 5 ports");
+    }
+
+    fn try_start(auth: bool) -> Option<Moto> {
         let port = free_port();
         let mut cmd = Command::new("moto_server");
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -50,14 +72,22 @@ impl Moto {
         if auth {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
         }
-        let child = cmd.spawn().expect("start moto_server");
+        let mut child = cmd.spawn().expect("start moto_server");
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { child, endpoint }
+        // Listening, but is it ours? A server that lost the race for the port has exited.
+        std::thread::sleep(Duration::from_millis(200));
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        Some(Moto { child, endpoint })
     }
 
     /// Environment for an AWS client pointed at this server.
@@ -171,22 +201,30 @@ pub const S3_SECRET_KEY: &str = "custodytestsecretkey";
 
 impl S3sFs {
     pub fn start() -> S3sFs {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("s3s-fs")
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        wait_port(port, "s3s-fs");
-        S3sFs {
-            child,
-            dir,
-            endpoint: format!("http://127.0.0.1:{port}"),
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let mut child = Command::new("s3s-fs")
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            wait_port(port, "s3s-fs");
+            // Listening, but is it ours? One that lost the race for the port has exited.
+            std::thread::sleep(Duration::from_millis(200));
+            if child.try_wait().ok().flatten().is_some() {
+                continue;
+            }
+            return S3sFs {
+                child,
+                dir,
+                endpoint: format!("http://127.0.0.1:{port}"),
+            };
         }
+        panic!("s3s-fs did not start on any of 5 ports");
     }
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
