@@ -7,16 +7,7 @@ use common::services::{available, Moto};
 use common::*;
 
 fn with_env(sb: &Sandbox, moto: &Moto, args: &[&str]) -> Run {
-    let mut c = sb.cmd(args);
-    for (k, v) in moto.env() {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: o.stdout,
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    sb.run_env(&moto.env(), args)
 }
 
 /// `key create` on KMS: two keys, and the URL that names them.

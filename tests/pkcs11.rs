@@ -10,12 +10,7 @@ use common::*;
 fn run(sb: &Sandbox, hsm: &SoftHsm, ks: &str, args: &[&str]) -> Run {
     let mut a = vec!["--key-service", ks];
     a.extend_from_slice(args);
-    let o = sb.cmd(&a).env("SOFTHSM2_CONF", &hsm.conf).output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: o.stdout,
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    sb.run_env(&[("SOFTHSM2_CONF", &hsm.conf)], &a)
 }
 
 fn ready() -> bool {

@@ -12,16 +12,7 @@ use common::*;
 use custody::store::{S3Store, Store};
 
 fn with_env(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Run {
-    let mut c = sb.cmd(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: o.stdout,
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    sb.run_env(env, args)
 }
 
 async fn conformance_on(endpoint: &str, key: &str, secret: &str, bucket: &str) {

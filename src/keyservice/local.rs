@@ -568,18 +568,6 @@ impl KeyService for LocalKeyring {
         "local"
     }
 
-    async fn rewrap(
-        &self,
-        wrapped: &WrappedKey,
-        purpose: Purpose,
-        ctx: &Context,
-    ) -> Result<WrappedKey> {
-        let k = self.unwrap(wrapped, ctx)?;
-        let w = self.wrap(purpose, &k, ctx)?;
-        audit("rewrap", &w.kek, ctx);
-        Ok(w)
-    }
-
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         Ok(vec![
             KekInfo {

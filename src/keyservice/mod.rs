@@ -57,13 +57,18 @@ pub trait KeyService: Send + Sync + std::fmt::Debug {
     /// the same KMS uses `rewrap`, where the key never leaves KMS.
     fn backend(&self) -> &'static str;
 
-    /// Re-wraps a key under this service's current KEK for `purpose`.
+    /// Re-wraps a key under this service's current KEK for `purpose`. The default unwraps and
+    /// wraps again in this process; KMS overrides it with ReEncrypt, where the plaintext key
+    /// never leaves the service.
     async fn rewrap(
         &self,
         wrapped: &WrappedKey,
         purpose: Purpose,
         ctx: &Context,
-    ) -> Result<WrappedKey>;
+    ) -> Result<WrappedKey> {
+        let key = self.decrypt(wrapped, ctx).await?;
+        self.encrypt(purpose, &key, ctx).await
+    }
 
     /// The KEKs this service holds or points at.
     async fn describe(&self) -> Result<Vec<KekInfo>>;

@@ -563,22 +563,6 @@ impl KeyService for Pkcs11Service {
         "pkcs11"
     }
 
-    async fn rewrap(
-        &self,
-        wrapped: &WrappedKey,
-        purpose: Purpose,
-        ctx: &Context,
-    ) -> Result<WrappedKey> {
-        let (i, c, w) = (self.0.clone(), ctx.clone(), wrapped.clone());
-        let out = blocking(move || {
-            let k = i.unwrap(&w, &c)?;
-            i.wrap(purpose, &k, &c)
-        })
-        .await?;
-        audit("rewrap", &out.kek, ctx);
-        Ok(out)
-    }
-
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         let i = self.0.clone();
         blocking(move || {

@@ -90,6 +90,19 @@ impl Sandbox {
         finish(self.cmd(args).output().expect("run custody"))
     }
 
+    /// Runs with extra environment (service endpoints, credentials).
+    pub fn run_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        &self,
+        env: &[(K, V)],
+        args: &[&str],
+    ) -> Run {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        finish(c.output().expect("run custody"))
+    }
+
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
         use std::io::Write;
         let mut child = self
