@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    self, backup, cat, check, dump, init, key, ls, restore, rotate, snapshots, stats, Ctx, Outcome,
+    self, backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots, stats, Ctx, Outcome,
 };
 use crate::error::Result;
 
@@ -67,6 +67,11 @@ pub enum Command {
     Dump(dump::Args),
     /// Verify the repository; --read-data also decrypts and verifies every chunk.
     Check(check::Args),
+    /// Delete snapshots by a keep policy (--keep-daily 7 ...) or by id; --prune to collect.
+    Forget(forget::Args),
+    /// Garbage collection, safe while backups run: delete what a mark older than the grace
+    /// period condemned, then condemn what no snapshot needs (repacking partly used packs).
+    Prune(prune::Args),
     /// Repository or snapshot sizes.
     Stats(stats::Args),
     /// Print a decrypted object as JSON.
@@ -90,6 +95,8 @@ impl Cli {
             Command::Restore(a) => restore::run(ctx, a),
             Command::Dump(a) => dump::run(ctx, a),
             Command::Check(a) => check::run(ctx, a),
+            Command::Forget(a) => forget::run(ctx, a),
+            Command::Prune(a) => prune::run(ctx, a),
             Command::Stats(a) => stats::run(ctx, a),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),

@@ -58,6 +58,10 @@ pub enum Error {
     /// A fault inside custody itself (a worker thread died, a queue closed): a bug to report.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another operation got in the way (a prune condemned data this backup relies on, or
+    /// another prune holds the lock); nothing was committed, and a rerun is safe.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A format version or algorithm this build does not accept (including downgrades).
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod compress;
 pub mod crypto;
 pub mod error;
+pub mod failpoint;
 pub mod format;
 pub mod id;
 pub mod keyservice;

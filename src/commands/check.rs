@@ -79,6 +79,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 p.message
             );
         }
+        if report.condemned > 0 || report.marks > 0 {
+            ctx.say(format!(
+                "{} condemned pack(s) awaiting deletion by {} garbage mark(s) (harmless)",
+                report.condemned, report.marks
+            ));
+        }
         if report.problems.is_empty() {
             ctx.say("no problems found");
         }

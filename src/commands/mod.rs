@@ -5,10 +5,12 @@ pub mod backup;
 pub mod cat;
 pub mod check;
 pub mod dump;
+pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
 mod progress;
+pub mod prune;
 pub mod restore;
 pub mod rotate;
 pub mod snapshots;
@@ -37,6 +39,9 @@ pub mod exit {
     pub const KEY_SERVICE: i32 = 4;
     /// Backup saved a snapshot, but some source files could not be read.
     pub const INCOMPLETE: i32 = 5;
+    /// A concurrent operation got in the way (prune during a backup, two prunes); nothing
+    /// was committed: run it again.
+    pub const CONFLICT: i32 = 6;
 }
 
 /// The exit code for a library error.
@@ -45,6 +50,7 @@ pub fn exit_code(e: &Error) -> i32 {
         Error::Integrity { .. } => exit::INTEGRITY,
         Error::KeyDenied { .. } | Error::KeyUnavailable { .. } => exit::KEY_SERVICE,
         Error::Invalid(_) => exit::USAGE,
+        Error::Conflict(_) => exit::CONFLICT,
         _ => exit::ERROR,
     }
 }

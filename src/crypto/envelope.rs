@@ -45,6 +45,10 @@ pub enum ObjectKind {
     Index = 4,
     /// A snapshot manifest.
     Snapshot = 5,
+    /// A garbage mark written by prune.
+    Garbage = 6,
+    /// A prune or re-encryption lock.
+    Lock = 7,
 }
 
 impl ObjectKind {
@@ -55,6 +59,8 @@ impl ObjectKind {
             3 => ObjectKind::PackHeader,
             4 => ObjectKind::Index,
             5 => ObjectKind::Snapshot,
+            6 => ObjectKind::Garbage,
+            7 => ObjectKind::Lock,
             _ => return None,
         })
     }

@@ -1,6 +1,7 @@
 //! Plaintext codecs of the repository's objects (see docs/FORMAT.md). Pure: no I/O.
 
 pub mod config;
+pub mod garbage;
 pub mod index;
 pub mod name;
 pub mod snapshot;

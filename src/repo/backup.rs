@@ -86,6 +86,8 @@ struct Job {
 #[derive(Default)]
 struct Dedup {
     claimed: Mutex<HashSet<Id>>,
+    /// Packs holding blobs this run found already stored: checked before committing.
+    used_packs: Mutex<HashSet<Id>>,
     chunks_new: AtomicU64,
     bytes_new: AtomicU64,
 }
@@ -93,18 +95,29 @@ struct Dedup {
 impl Dedup {
     /// True when the blob must be stored: neither in the index nor claimed by this run.
     fn claim(&self, index: &Index, id: &Id, len: usize) -> bool {
-        if index.contains(id) || !self.claimed.lock().expect("lock").insert(*id) {
+        if self.known(index, id) || !self.claimed.lock().expect("lock").insert(*id) {
             return false;
         }
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
         self.bytes_new.fetch_add(len as u64, Ordering::Relaxed);
         true
     }
+
+    /// True when the index has the blob; its pack is then recorded as one this run uses.
+    fn known(&self, index: &Index, id: &Id) -> bool {
+        match index.get(id) {
+            Some(loc) => {
+                self.used_packs.lock().expect("lock").insert(loc.pack);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
     let start = Instant::now();
-    let index = repo.load_index()?;
+    let (index, marks) = repo.load_index_for_backup()?;
     let parent_tree = match &opts.parent {
         Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
         None => None,
@@ -176,6 +189,10 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     summary.chunks_new = dedup.chunks_new.load(Ordering::Relaxed);
     summary.bytes_new = dedup.bytes_new.load(Ordering::Relaxed);
     let packs = uploader.finish()?;
+    crate::failpoint::hit("backup-before-commit");
+    let own: Vec<Id> = packs.iter().map(|p| p.pack).collect();
+    let used = std::mem::take(&mut *dedup.used_packs.lock().expect("lock"));
+    repo.check_before_commit(&marks, &session.id, &own, &used)?;
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed);
     if !packs.is_empty() {
@@ -183,6 +200,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         let id = repo.save_index_segment(&seg)?;
         added += repo.block_on(repo.store().size(FileKind::Index, &id))?;
     }
+    crate::failpoint::hit("backup-before-snapshot");
     summary.bytes_added = added;
     summary.duration_secs = start.elapsed().as_secs_f64();
     let snapshot = Snapshot {
@@ -639,7 +657,7 @@ impl Walker<'_> {
                     && p.mtime_nsec == node.mtime_nsec
                     && p.ctime_sec == node.ctime_sec
                     && p.ctime_nsec == node.ctime_nsec
-                    && p.content.iter().all(|c| self.index.contains(c))
+                    && p.content.iter().all(|c| self.dedup.known(self.index, c))
             }) {
                 node.content = p.content.clone();
                 self.summary.files += 1;

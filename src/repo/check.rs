@@ -1,7 +1,8 @@
 //! `check`: structure (config, keys, index, snapshots, trees, every referenced chunk indexed,
 //! every indexed pack present) and, with `--read-data`, every pack read and every blob opened
 //! and verified against the pack header and the index. Unreferenced packs are reported as
-//! harmless leftovers (an interrupted backup leaves them; prune removes them), not as damage.
+//! harmless leftovers (an interrupted backup leaves them; prune removes them), not as damage;
+//! so are packs condemned by a garbage mark, stored or already deleted by a sweep.
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,7 +40,12 @@ pub struct CheckReport {
     pub packs: usize,
     pub packs_read: usize,
     pub blobs_verified: usize,
+    /// Packs no index lists (an interrupted backup or prune left them; prune removes them).
     pub leftovers: Vec<String>,
+    /// Packs a garbage mark condemned, still stored until a prune after the grace period.
+    pub condemned: usize,
+    /// Garbage marks waiting for their grace period to end.
+    pub marks: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -75,13 +81,33 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
 
-    // Index segments.
-    let mut index = Index::default();
+    // Garbage marks: what they condemn may be missing already (a sweep in progress).
+    let mut marks = Vec::new();
+    for (id, _) in repo.block_on(repo.store().list(FileKind::Garbage))? {
+        match repo.load_mark(&id) {
+            Ok(m) => marks.push((id, m)),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => r.problem(&e, &object_name(FileKind::Garbage, &id)),
+        }
+    }
+    r.marks = marks.len();
+    let condemned = super::marks::Marks::of(&marks);
+
+    // Index segments; a location in a condemned pack is only a fallback.
+    let mut segments = Vec::new();
     for (id, _) in repo.block_on(repo.store().list(FileKind::Index))? {
         match repo.load_index_segment(&id) {
-            Ok(seg) => index.add_segment(&seg),
+            Ok(seg) => segments.push(seg),
+            Err(Error::NotFound(_)) => {}
             Err(e) => r.problem(&e, &object_name(FileKind::Index, &id)),
         }
+    }
+    let mut index = Index::default();
+    for seg in &segments {
+        index.add_segment_where(seg, |p| !condemned.packs.contains(p));
+    }
+    for seg in &segments {
+        index.add_segment_where(seg, |p| condemned.packs.contains(p));
     }
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?
@@ -91,6 +117,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let by_pack = index.pack_entries();
     for (pack, _) in index.packs() {
         match stored.get(pack) {
+            None if condemned.packs.contains(pack) => {}
             None => r.problem(
                 &Error::integrity(
                     object_name(FileKind::Pack, pack),
@@ -119,7 +146,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
     for id in stored.keys() {
-        if !index.has_pack(id) {
+        if condemned.packs.contains(id) {
+            r.condemned += 1;
+        } else if !index.has_pack(id) {
             r.leftovers.push(object_name(FileKind::Pack, id));
         }
     }

@@ -22,7 +22,12 @@ pub struct Index {
 
 impl Index {
     pub fn add_segment(&mut self, seg: &IndexSegment) {
-        for p in &seg.packs {
+        self.add_segment_where(seg, |_| true)
+    }
+
+    /// Adds the packs of a segment for which `keep(pack)` holds.
+    pub fn add_segment_where(&mut self, seg: &IndexSegment, keep: impl Fn(&Id) -> bool) {
+        for p in seg.packs.iter().filter(|p| keep(&p.pack)) {
             let pos = *self.pack_pos.entry(p.pack).or_insert_with(|| {
                 self.packs.push((p.pack, p.session));
                 (self.packs.len() - 1) as u32

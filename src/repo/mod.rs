@@ -6,7 +6,12 @@
 pub mod backup;
 mod cache;
 pub mod check;
+pub mod forget;
 mod index;
+pub mod lock;
+pub mod marks;
+pub mod prune;
+pub mod repack;
 pub mod restore;
 pub mod rewrap;
 mod session;
@@ -106,6 +111,15 @@ fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
         id_key: HmacKey::new(&id_key),
         chunker: Chunker::new(&gear, body.chunker),
         index_key: kdf::derive_key(salt, m, &[label::INDEX]),
+    }
+}
+
+/// The envelope kind of objects sealed under the index key.
+fn meta_kind(kind: FileKind) -> ObjectKind {
+    match kind {
+        FileKind::Garbage => ObjectKind::Garbage,
+        FileKind::Lock => ObjectKind::Lock,
+        _ => ObjectKind::Index,
     }
 }
 
@@ -290,14 +304,39 @@ impl Repository {
         Id(self.secrets.id_key.sign(plaintext))
     }
 
-    fn index_binding<'a>(&'a self, segment: &'a Id, zero: &'a Id) -> Binding<'a> {
+    /// Binding of an object sealed under the index key (index segments, garbage marks, locks).
+    fn meta_binding<'a>(&'a self, kind: ObjectKind, object: &'a Id, zero: &'a Id) -> Binding<'a> {
         Binding {
             repo: &self.config.body.repository,
-            kind: ObjectKind::Index,
+            kind,
             container: zero,
-            object: segment,
+            object,
             key_id: &self.config.body.secret_id,
         }
+    }
+
+    /// Seals `plain` under the index key and stores it as (kind, id).
+    pub(crate) fn put_meta(&self, kind: FileKind, id: &Id, plain: &[u8]) -> Result<()> {
+        let zero = Id::default();
+        let sealed = envelope::seal_object(
+            &self.secrets.index_key,
+            &self.meta_binding(meta_kind(kind), id, &zero),
+            plain,
+        )?;
+        self.block_on(self.store.put(kind, id, Bytes::from(sealed)))
+    }
+
+    /// Reads and opens an object sealed under the index key.
+    pub(crate) fn get_meta(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let name = object_name(kind, id);
+        let bytes = self.block_on(self.store.get(kind, id))?;
+        let zero = Id::default();
+        envelope::open_object(
+            &self.secrets.index_key,
+            &self.meta_binding(meta_kind(kind), id, &zero),
+            &bytes,
+        )
+        .map_err(|e| Error::integrity(&name, e))
     }
 
     /// The plaintext data key of a session, unwrapped once per process and cached.
@@ -359,37 +398,52 @@ impl Repository {
     /// Seals and stores an index segment under the index key.
     pub fn save_index_segment(&self, seg: &crate::format::index::IndexSegment) -> Result<Id> {
         let id = Id::random()?;
-        let zero = Id::default();
-        let sealed = envelope::seal_object(
-            &self.secrets.index_key,
-            &self.index_binding(&id, &zero),
-            &seg.encode(),
-        )?;
-        self.block_on(self.store.put(FileKind::Index, &id, Bytes::from(sealed)))?;
+        self.put_meta(FileKind::Index, &id, &seg.encode())?;
         Ok(id)
     }
 
     pub fn load_index_segment(&self, id: &Id) -> Result<crate::format::index::IndexSegment> {
         let name = object_name(FileKind::Index, id);
-        let bytes = self.block_on(self.store.get(FileKind::Index, id))?;
-        let zero = Id::default();
-        let plain = envelope::open_object(
-            &self.secrets.index_key,
-            &self.index_binding(id, &zero),
-            &bytes,
-        )
-        .map_err(|e| Error::integrity(&name, e))?;
+        let plain = self.get_meta(FileKind::Index, id)?;
         crate::format::index::IndexSegment::decode(&plain).map_err(|e| Error::integrity(&name, e))
     }
 
-    /// Loads every index segment. Unreadable segments are errors: an index that silently
-    /// dropped entries would make dedup skip chunks that are not really stored.
+    /// Loads every index segment for reading: a blob's location in a pack that no garbage
+    /// mark condemns wins over one in a condemned pack, which is kept only as a fallback.
+    /// Unreadable segments are errors: an index that silently dropped entries would make
+    /// dedup skip chunks that are not really stored.
     pub fn load_index(&self) -> Result<Index> {
+        // Marks only order the locations here, so an unreadable one is no reason to stop a read.
+        let condemned = self.load_marks().map(|m| marks::Marks::of(&m)).unwrap_or_default();
+        let segments = self.load_segments()?;
         let mut index = Index::default();
-        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
-            index.add_segment(&self.load_index_segment(&id)?);
+        for (_, seg) in &segments {
+            index.add_segment_where(seg, |p| !condemned.packs.contains(p));
+        }
+        for (_, seg) in &segments {
+            index.add_segment_where(seg, |p| condemned.packs.contains(p));
         }
         Ok(index)
+    }
+
+    /// The index a backup deduplicates against: packs condemned by a garbage mark are left
+    /// out, so a new snapshot never comes to depend on them. Returns the marks it saw.
+    pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
+        let marks = marks::Marks::of(&self.load_marks()?);
+        let mut index = Index::default();
+        for (_, seg) in self.load_segments()? {
+            index.add_segment_where(&seg, |p| !marks.packs.contains(p));
+        }
+        Ok((index, marks))
+    }
+
+    /// Every index segment, in listing order.
+    pub fn load_segments(&self) -> Result<Vec<(Id, crate::format::index::IndexSegment)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
+            out.push((id, self.load_index_segment(&id)?));
+        }
+        Ok(out)
     }
 
     /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's

@@ -35,15 +35,21 @@ pub enum FileKind {
     Index,
     /// `snapshots/<id>`
     Snapshot,
+    /// `garbage/<id>`: what a prune run condemned (deleted a grace period later).
+    Garbage,
+    /// `locks/<id>`: held by prune and re-encryption so that two of them do not overlap.
+    Lock,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 5] = [
+    pub const ALL: [FileKind; 7] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
         FileKind::Index,
         FileKind::Snapshot,
+        FileKind::Garbage,
+        FileKind::Lock,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -53,6 +59,8 @@ impl FileKind {
             FileKind::Pack => "data",
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
+            FileKind::Garbage => "garbage",
+            FileKind::Lock => "locks",
         }
     }
 

@@ -1,0 +1,180 @@
+//! `forget`: delete snapshots by a keep policy (or by id), saying what is kept and why;
+//! `--prune` then collects the garbage.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::prune::PruneArgs;
+use super::{Ctx, FilterArgs, Outcome};
+use crate::error::{Error, Result};
+use crate::repo::forget::{apply, Decision, GroupBy, GroupKey, KeepPolicy};
+use crate::repo::rewrap::parse_duration;
+use crate::store::FileKind;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Snapshots to forget by id or prefix (instead of a policy).
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// ... days (local time).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// ... ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// ... months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// ... years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot less than DURATION older than the newest of its group (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy per group of snapshots sharing these fields: host, paths, tags.
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: String,
+    /// Only these snapshots are considered.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Run `prune` afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let policy = KeepPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args.keep_within.as_deref().map(parse_duration).transpose()?,
+        tags: args.keep_tag.clone(),
+    };
+    if policy.is_empty() == args.snapshots.is_empty() {
+        return Err(Error::invalid(
+            "give either snapshot ids or a keep policy (--keep-last, --keep-daily, ...), not both; \
+             a policy that keeps nothing is refused",
+        ));
+    }
+    let group_by = GroupBy::parse(&args.group_by).map_err(Error::invalid)?;
+    let prune_opts = args.prune_opts.options()?;
+    let dry_run = args.prune_opts.dry_run;
+    let repo = ctx.open_repo()?;
+    let filter = args.filter.filter();
+    let snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    let time_of = |id: &crate::Id| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
+    let mut groups: BTreeMap<GroupKey, Vec<Decision>> = BTreeMap::new();
+    if args.snapshots.is_empty() {
+        let mut members: BTreeMap<GroupKey, Vec<_>> = BTreeMap::new();
+        for (id, s) in &snaps {
+            members
+                .entry(group_by.key(s))
+                .or_default()
+                .push((*id, s.time, s.tags.clone()));
+        }
+        for (k, list) in members {
+            groups.insert(k, apply(&policy, &list, &chrono::Local));
+        }
+    } else {
+        let mut list = Vec::new();
+        for spec in &args.snapshots {
+            let (id, _) = repo.resolve_snapshot(spec, &Default::default())?;
+            list.push(Decision {
+                id,
+                keep: false,
+                reasons: vec![],
+            });
+        }
+        groups.insert(
+            GroupKey {
+                host: None,
+                paths: None,
+                tags: None,
+            },
+            list,
+        );
+    }
+    let mut removed = 0;
+    for d in groups.values().flatten().filter(|d| !d.keep) {
+        if !dry_run {
+            repo.block_on(repo.store().delete(FileKind::Snapshot, &d.id))?;
+        }
+        removed += 1;
+    }
+    let prune_report = if args.prune {
+        Some(crate::repo::prune::prune(&repo, &prune_opts)?)
+    } else {
+        None
+    };
+    if ctx.json {
+        let g: Vec<_> = groups
+            .iter()
+            .map(|(k, ds)| {
+                let one = |d: &Decision| json!({"id": d.id, "time": time_of(&d.id), "reasons": d.reasons});
+                json!({
+                    "group": k,
+                    "keep": ds.iter().filter(|d| d.keep).map(one).collect::<Vec<_>>(),
+                    "remove": ds.iter().filter(|d| !d.keep).map(one).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        ctx.print_json(&json!({"dry_run": dry_run, "groups": g, "removed": removed, "prune": prune_report}));
+        return Ok(Outcome::OK);
+    }
+    for (k, ds) in &groups {
+        let mut label = Vec::new();
+        if let Some(h) = &k.host {
+            label.push(format!("host {h}"));
+        }
+        if let Some(p) = &k.paths {
+            label.push(format!("paths {}", p.join(" ")));
+        }
+        if let Some(t) = &k.tags {
+            label.push(format!("tags {}", t.join(",")));
+        }
+        let kept = ds.iter().filter(|d| d.keep).count();
+        ctx.say(format!(
+            "{}: keep {}, remove {}",
+            if label.is_empty() { "snapshots".into() } else { label.join(", ") },
+            kept,
+            ds.len() - kept
+        ));
+        for d in ds {
+            let when = time_of(&d.id)
+                .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            if d.keep {
+                ctx.say(format!("  keep   {} {}  {}", d.id.short(), when, d.reasons.join(", ")));
+            } else {
+                ctx.say(format!("  remove {} {}", d.id.short(), when));
+            }
+        }
+    }
+    ctx.say(format!(
+        "{} {} snapshot(s)",
+        if dry_run { "would remove" } else { "removed" },
+        removed
+    ));
+    if let Some(r) = &prune_report {
+        super::prune::print(ctx, r);
+    }
+    Ok(Outcome::OK)
+}

@@ -1,0 +1,129 @@
+//! Garbage marks in the store (`garbage/<id>`), and the check a backup makes before it
+//! commits: nothing it depends on may have been condemned or deleted while it ran.
+
+use std::collections::HashSet;
+
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::format::garbage::{padded_json, GarbageMark};
+use crate::id::Id;
+use crate::store::{object_name, FileKind};
+
+/// The union of a set of garbage marks.
+#[derive(Debug, Default, Clone)]
+pub struct Marks {
+    /// The marks themselves.
+    pub ids: HashSet<Id>,
+    /// Condemned packs.
+    pub packs: HashSet<Id>,
+    /// Condemned session keys.
+    pub sessions: HashSet<Id>,
+    /// Superseded index segments.
+    pub segments: HashSet<Id>,
+}
+
+impl Marks {
+    pub fn of(marks: &[(Id, GarbageMark)]) -> Marks {
+        let mut out = Marks::default();
+        for (id, m) in marks {
+            out.ids.insert(*id);
+            out.packs.extend(m.packs.iter().copied());
+            out.sessions.extend(m.sessions.iter().copied());
+            out.segments.extend(m.segments.iter().copied());
+        }
+        out
+    }
+}
+
+impl Repository {
+    pub fn save_mark(&self, mark: &GarbageMark) -> Result<Id> {
+        let id = Id::random()?;
+        self.put_meta(FileKind::Garbage, &id, &padded_json(mark, 4096))?;
+        Ok(id)
+    }
+
+    pub fn load_mark(&self, id: &Id) -> Result<GarbageMark> {
+        let plain = self.get_meta(FileKind::Garbage, id)?;
+        let m: GarbageMark = serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(object_name(FileKind::Garbage, id), e))?;
+        if m.format != crate::format::REPO_FORMAT {
+            return Err(Error::integrity(
+                object_name(FileKind::Garbage, id),
+                format!("mark format {} refused", m.format),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Every garbage mark, in listing order.
+    pub fn load_marks(&self) -> Result<Vec<(Id, GarbageMark)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
+            match self.load_mark(&id) {
+                Ok(m) => out.push((id, m)),
+                // Swept by a prune between our listing and our read.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The check a backup makes after its packs are stored and before it writes its index
+    /// segment and snapshot (docs/FORMAT.md, "Garbage collection"): no mark it did not see at
+    /// its start condemns its session, one of its packs, or a pack it deduplicated against,
+    /// and all of those still exist. Otherwise the backup stops with [`Error::Conflict`] and
+    /// commits nothing; its packs are leftovers for a later prune, and a rerun is safe.
+    pub fn check_before_commit(
+        &self,
+        seen: &Marks,
+        session: &Id,
+        own: &[Id],
+        used: &HashSet<Id>,
+    ) -> Result<()> {
+        let conflict = |what: String| {
+            Err(Error::Conflict(format!(
+                "{what} while this backup ran (a prune ran concurrently); nothing was committed: \
+                 run the backup again"
+            )))
+        };
+        for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
+            if seen.ids.contains(&id) {
+                continue;
+            }
+            let m = match self.load_mark(&id) {
+                Ok(m) => m,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if m.sessions.contains(session) {
+                return conflict(format!("{} condemned this backup's session key", object_name(FileKind::Garbage, &id)));
+            }
+            if let Some(p) = m.packs.iter().find(|p| own.contains(p) || used.contains(p)) {
+                return conflict(format!(
+                    "{} condemned {} that this backup relies on",
+                    object_name(FileKind::Garbage, &id),
+                    object_name(FileKind::Pack, p)
+                ));
+            }
+        }
+        let stored: HashSet<Id> = self
+            .block_on(self.store().list(FileKind::Pack))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if let Some(p) = used.iter().find(|p| !stored.contains(*p)) {
+            return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
+        }
+        // A just-written pack may be missing from a lagging listing: ask for it directly.
+        for p in own.iter().filter(|p| !stored.contains(*p)) {
+            if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Pack, p)) {
+                return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
+            }
+        }
+        if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Key, session)) {
+            return conflict(format!("{} was deleted", object_name(FileKind::Key, session)));
+        }
+        Ok(())
+    }
+}

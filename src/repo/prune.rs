@@ -1,0 +1,554 @@
+//! `prune`: garbage collection that is safe while backups run (docs/FORMAT.md, "Garbage
+//! collection"). Writers never delete. A prune run does two things:
+//!
+//! 1. **Sweep** the garbage marks older than the grace period: delete each condemned pack
+//!    unless a snapshot now needs a blob that only it holds (such a pack is kept and stays
+//!    indexed), then the superseded index segments, then unused session keys, then the mark.
+//! 2. **Mark**: find packs no snapshot needs (wholly unused, or holding only duplicates),
+//!    repack the used blobs of partly used packs until at most `max_unused` of the pack bytes
+//!    is unused, write consolidated index segments, and write one new mark condemning what is
+//!    to go. Nothing is deleted by the run that condemns it (unless the grace period is 0).
+//!
+//! Backups load the marks at their start and never deduplicate against condemned packs; before
+//! committing, a backup stops if a mark it did not see condemns anything it relies on (see
+//! [`Repository::check_before_commit`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::lock::Lock;
+use super::marks::Marks;
+use super::repack::Repacker;
+use super::{Index, Repository};
+use crate::error::{Error, Result};
+use crate::format::garbage::GarbageMark;
+use crate::format::index::{IndexSegment, PackEntries};
+use crate::format::tree::NodeKind;
+use crate::format::wrapped::WrappedKeyRecord;
+use crate::id::Id;
+use crate::store::{object_name, FileKind};
+
+/// Blob entries per consolidated index segment (about 4.8 MB each).
+const SEGMENT_BLOBS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How old a mark must be before what it condemns is deleted.
+    pub grace: chrono::Duration,
+    /// Unused bytes tolerated in partly used packs, as a fraction of all pack bytes.
+    pub max_unused: f64,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: chrono::Duration::hours(24),
+            max_unused: 0.05,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub blobs_referenced: usize,
+    pub sweep: SweepReport,
+    pub mark: MarkReport,
+}
+
+/// What the sweep deleted (or, in a dry run, would delete).
+#[derive(Debug, Default, Serialize)]
+pub struct SweepReport {
+    pub marks_due: usize,
+    pub marks_pending: usize,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Condemned packs kept because a snapshot written since needs one of their blobs.
+    pub packs_still_needed: usize,
+    pub segments_deleted: usize,
+    pub segments_written: usize,
+    pub keys_deleted: usize,
+}
+
+/// What the mark phase condemned and rewrote.
+#[derive(Debug, Default, Serialize)]
+pub struct MarkReport {
+    pub mark: Option<Id>,
+    pub packs_total: usize,
+    pub bytes_total: u64,
+    pub bytes_unused_before: u64,
+    pub packs_unused: usize,
+    pub packs_repacked: usize,
+    pub blobs_repacked: usize,
+    pub bytes_written: u64,
+    pub bytes_condemned: u64,
+    pub unindexed_seen: usize,
+    pub unindexed_condemned: usize,
+    pub keys_condemned: usize,
+    pub segments_superseded: usize,
+    pub segments_written: usize,
+}
+
+/// Everything prune needs to know, read in this order: marks, segments, packs, keys,
+/// snapshots. Snapshots come last so that a snapshot committed before the marks were read
+/// is always seen.
+struct Survey {
+    marks: Vec<(Id, GarbageMark)>,
+    segments: Vec<(Id, IndexSegment)>,
+    stored: HashMap<Id, u64>,
+    keys: Vec<(Id, Option<DateTime<Utc>>)>,
+    referenced: HashSet<Id>,
+    snapshot_sessions: HashSet<Id>,
+    snapshots: usize,
+}
+
+fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
+    let marks = repo.load_marks()?;
+    let segments = repo.load_segments()?;
+    let stored: HashMap<Id, u64> = repo
+        .block_on(repo.store().list(FileKind::Pack))?
+        .into_iter()
+        .collect();
+    let mut keys = Vec::new();
+    for (id, _) in repo.block_on(repo.store().list(FileKind::Key))? {
+        let created = repo
+            .block_on(repo.store().get(FileKind::Key, &id))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<WrappedKeyRecord>(&b).ok())
+            .map(|r| r.created);
+        keys.push((id, created));
+    }
+    let condemned = Marks::of(&marks);
+    let mut index = Index::default();
+    for (_, seg) in &segments {
+        index.add_segment_where(seg, |p| !condemned.packs.contains(p));
+    }
+    for (_, seg) in &segments {
+        index.add_segment_where(seg, |p| condemned.packs.contains(p));
+    }
+    let mut referenced = HashSet::new();
+    let mut snapshot_sessions = HashSet::new();
+    let mut snapshots = 0;
+    let unreadable = |what: String, e: Error| {
+        Error::integrity(
+            what,
+            format!("{e}; prune needs every snapshot readable to know what is in use: nothing was changed"),
+        )
+    };
+    for id in repo.snapshot_ids()? {
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            // Forgotten between our listing and our read.
+            Err(Error::NotFound(_)) => continue,
+            Err(e) if e.is_key_service() => return Err(e),
+            Err(e) => return Err(unreadable(object_name(FileKind::Snapshot, &id), e)),
+        };
+        snapshots += 1;
+        snapshot_sessions.insert(snap.session);
+        let mut stack = vec![snap.tree];
+        while let Some(t) = stack.pop() {
+            if !referenced.insert(t) {
+                continue;
+            }
+            let tree = repo
+                .load_tree(&index, &t)
+                .map_err(|e| if e.is_key_service() { e } else { unreadable(format!("tree {t}"), e) })?;
+            for n in tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => stack.extend(n.subtree),
+                    NodeKind::File => referenced.extend(n.content),
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
+    }
+    Ok(Survey {
+        marks,
+        segments,
+        stored,
+        keys,
+        referenced,
+        snapshot_sessions,
+        snapshots,
+    })
+}
+
+/// Each pack's entries, from the first segment that lists it.
+fn pack_table(segments: &[(Id, IndexSegment)]) -> HashMap<Id, &PackEntries> {
+    let mut out = HashMap::new();
+    for (_, seg) in segments {
+        for p in &seg.packs {
+            out.entry(p.pack).or_insert(p);
+        }
+    }
+    out
+}
+
+fn write_segments(repo: &Repository, packs: Vec<PackEntries>) -> Result<usize> {
+    let mut written = 0;
+    let mut seg = IndexSegment::default();
+    let mut blobs = 0;
+    for p in packs {
+        blobs += p.blobs.len();
+        seg.packs.push(p);
+        if blobs >= SEGMENT_BLOBS {
+            repo.save_index_segment(&std::mem::take(&mut seg))?;
+            written += 1;
+            blobs = 0;
+        }
+    }
+    if !seg.packs.is_empty() {
+        repo.save_index_segment(&seg)?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut lock = if opts.dry_run {
+        None
+    } else {
+        Some(repo.lock("prune")?)
+    };
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let s = survey(repo, &mut lock)?;
+    report.snapshots = s.snapshots;
+    report.blobs_referenced = s.referenced.len();
+    report.sweep = sweep(repo, &s, opts, &mut lock)?;
+    let s = if report.sweep.marks_due > 0 && !opts.dry_run {
+        survey(repo, &mut lock)?
+    } else {
+        s
+    };
+    report.mark = mark(repo, &s, opts, &mut lock)?;
+    if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
+        let s = survey(repo, &mut lock)?;
+        let again = sweep(repo, &s, opts, &mut lock)?;
+        report.sweep.marks_due += again.marks_due;
+        report.sweep.packs_deleted += again.packs_deleted;
+        report.sweep.bytes_deleted += again.bytes_deleted;
+        report.sweep.packs_still_needed += again.packs_still_needed;
+        report.sweep.segments_deleted += again.segments_deleted;
+        report.sweep.segments_written += again.segments_written;
+        report.sweep.keys_deleted += again.keys_deleted;
+        report.sweep.marks_pending = again.marks_pending;
+    }
+    if let Some(l) = lock {
+        l.release()?;
+    }
+    Ok(report)
+}
+
+fn sweep(
+    repo: &Repository,
+    s: &Survey,
+    opts: &PruneOptions,
+    lock: &mut Option<Lock<'_>>,
+) -> Result<SweepReport> {
+    let now = Utc::now();
+    let (due, pending): (Vec<_>, Vec<_>) = s
+        .marks
+        .iter()
+        .partition(|(_, m)| m.time <= now - opts.grace);
+    let mut r = SweepReport {
+        marks_due: due.len(),
+        marks_pending: pending.len(),
+        ..Default::default()
+    };
+    if due.is_empty() {
+        return Ok(r);
+    }
+    let due_marks: Vec<(Id, GarbageMark)> = due.iter().map(|(i, m)| (*i, m.clone())).collect();
+    let due_set = Marks::of(&due_marks);
+    let pending_set = Marks::of(&pending.iter().map(|(i, m)| (*i, m.clone())).collect::<Vec<_>>());
+    let table = pack_table(&s.segments);
+    let live = |p: &Id| {
+        !due_set.packs.contains(p) && !pending_set.packs.contains(p) && s.stored.contains_key(p)
+    };
+    // Blobs that stay available without any condemned pack.
+    let mut available: HashSet<Id> = HashSet::new();
+    for (id, seg) in &s.segments {
+        if due_set.segments.contains(id) {
+            continue;
+        }
+        for p in seg.packs.iter().filter(|p| live(&p.pack)) {
+            available.extend(p.blobs.iter().map(|b| b.id));
+        }
+    }
+    let mut delete: HashSet<Id> = HashSet::new();
+    for p in &due_set.packs {
+        let needed = table.get(p).is_some_and(|pe| {
+            pe.blobs
+                .iter()
+                .any(|b| s.referenced.contains(&b.id) && !available.contains(&b.id))
+        });
+        if needed {
+            r.packs_still_needed += 1;
+        } else {
+            delete.insert(*p);
+        }
+    }
+    // Segments to remove: the superseded ones, and any other that lists a pack about to go
+    // (a reader must never find a deleted pack in a segment once the mark is gone).
+    let doomed: Vec<&(Id, IndexSegment)> = s
+        .segments
+        .iter()
+        .filter(|(id, seg)| {
+            due_set.segments.contains(id) || seg.packs.iter().any(|p| delete.contains(&p.pack))
+        })
+        .collect();
+    let doomed_ids: HashSet<Id> = doomed.iter().map(|(id, _)| *id).collect();
+    let still_listed: HashSet<Id> = s
+        .segments
+        .iter()
+        .filter(|(id, _)| !doomed_ids.contains(id))
+        .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+        .collect();
+    // Packs in removed segments that stay: list them again first.
+    let mut relist: Vec<PackEntries> = Vec::new();
+    let mut relisted = HashSet::new();
+    for (_, seg) in &doomed {
+        for p in &seg.packs {
+            if !delete.contains(&p.pack)
+                && !still_listed.contains(&p.pack)
+                && relisted.insert(p.pack)
+            {
+                relist.push(p.clone());
+            }
+        }
+    }
+    // Keys: unused by any snapshot and by any pack that stays listed.
+    let remaining_sessions: HashSet<Id> = s
+        .segments
+        .iter()
+        .filter(|(id, _)| !doomed_ids.contains(id))
+        .flat_map(|(_, seg)| seg.packs.iter())
+        .chain(relist.iter())
+        .filter(|p| !delete.contains(&p.pack))
+        .map(|p| p.session)
+        .collect();
+    let keys: Vec<Id> = due_set
+        .sessions
+        .iter()
+        .filter(|k| !s.snapshot_sessions.contains(k) && !remaining_sessions.contains(k))
+        .copied()
+        .collect();
+    r.packs_deleted = delete.len();
+    r.bytes_deleted = delete.iter().filter_map(|p| s.stored.get(p)).sum();
+    r.segments_deleted = doomed.len();
+    r.keys_deleted = keys.len();
+    if opts.dry_run {
+        r.segments_written = usize::from(!relist.is_empty());
+        return Ok(r);
+    }
+    r.segments_written = write_segments(repo, relist)?;
+    crate::failpoint::hit("prune-sweep-before-delete");
+    for p in &delete {
+        repo.block_on(repo.store().delete(FileKind::Pack, p))?;
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
+    }
+    crate::failpoint::hit("prune-sweep-after-packs");
+    for (id, _) in &doomed {
+        repo.block_on(repo.store().delete(FileKind::Index, id))?;
+    }
+    for k in &keys {
+        repo.block_on(repo.store().delete(FileKind::Key, k))?;
+    }
+    for (id, _) in &due_marks {
+        repo.block_on(repo.store().delete(FileKind::Garbage, id))?;
+    }
+    tracing::info!(packs = r.packs_deleted, segments = r.segments_deleted, keys = r.keys_deleted, "swept");
+    Ok(r)
+}
+
+fn mark(
+    repo: &Repository,
+    s: &Survey,
+    opts: &PruneOptions,
+    lock: &mut Option<Lock<'_>>,
+) -> Result<MarkReport> {
+    let now = Utc::now();
+    let pending = Marks::of(&s.marks);
+    let seen_before: HashSet<Id> = s
+        .marks
+        .iter()
+        .filter(|(_, m)| m.time <= now - opts.grace)
+        .flat_map(|(_, m)| m.unindexed.iter().copied())
+        .collect();
+    // Segments that no pending mark supersedes, and the live packs they list, in order.
+    let current: Vec<&(Id, IndexSegment)> = s
+        .segments
+        .iter()
+        .filter(|(id, _)| !pending.segments.contains(id))
+        .collect();
+    let mut packs: Vec<&PackEntries> = Vec::new();
+    let mut listed = HashSet::new();
+    for (_, seg) in &current {
+        for p in &seg.packs {
+            if !pending.packs.contains(&p.pack) && listed.insert(p.pack) {
+                packs.push(p);
+            }
+        }
+    }
+    let all_listed: HashSet<Id> = s
+        .segments
+        .iter()
+        .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+        .collect();
+    // Each referenced blob is used from the first stored live pack that holds it.
+    let mut chosen: HashMap<Id, Id> = HashMap::new();
+    let mut used: HashMap<Id, Vec<crate::pack::BlobEntry>> = HashMap::new();
+    for p in packs.iter().filter(|p| s.stored.contains_key(&p.pack)) {
+        for b in &p.blobs {
+            if s.referenced.contains(&b.id) && !chosen.contains_key(&b.id) {
+                chosen.insert(b.id, p.pack);
+                used.entry(p.pack).or_default().push(*b);
+            }
+        }
+    }
+    let mut r = MarkReport::default();
+    let mut condemned: Vec<Id> = Vec::new();
+    let mut candidates: Vec<(&PackEntries, u64, u64)> = Vec::new();
+    for p in &packs {
+        let Some(&size) = s.stored.get(&p.pack) else {
+            // Indexed but missing: damage for `check` to report; left as it is.
+            continue;
+        };
+        r.packs_total += 1;
+        r.bytes_total += size;
+        let used_bytes: u64 = used
+            .get(&p.pack)
+            .map(|v| v.iter().map(|b| b.length as u64).sum())
+            .unwrap_or(0);
+        if used_bytes == 0 {
+            condemned.push(p.pack);
+            r.packs_unused += 1;
+            r.bytes_condemned += size;
+            r.bytes_unused_before += size;
+        } else {
+            let unused = size.saturating_sub(used_bytes);
+            r.bytes_unused_before += unused;
+            if unused > 0 {
+                candidates.push((p, size, unused));
+            }
+        }
+    }
+    // Repack the emptiest packs first until the unused bytes left are within the limit.
+    candidates.sort_by(|a, b| (b.2 as f64 / b.1 as f64).total_cmp(&(a.2 as f64 / a.1 as f64)));
+    let limit = (opts.max_unused * r.bytes_total as f64) as u64;
+    let mut unused_left: u64 = candidates.iter().map(|c| c.2).sum();
+    let mut repack: Vec<&PackEntries> = Vec::new();
+    for (p, size, unused) in &candidates {
+        if unused_left <= limit {
+            break;
+        }
+        repack.push(p);
+        unused_left -= unused;
+        condemned.push(p.pack);
+        r.bytes_condemned += size;
+    }
+    r.packs_repacked = repack.len();
+    r.blobs_repacked = repack
+        .iter()
+        .map(|p| used.get(&p.pack).map_or(0, Vec::len))
+        .sum();
+    // Unindexed packs: noted now, condemned by a run after the grace period.
+    let mut unindexed = Vec::new();
+    for (p, size) in &s.stored {
+        if all_listed.contains(p) || pending.packs.contains(p) {
+            continue;
+        }
+        if seen_before.contains(p) {
+            condemned.push(*p);
+            r.unindexed_condemned += 1;
+            r.bytes_condemned += size;
+        } else {
+            unindexed.push(*p);
+        }
+    }
+    r.unindexed_seen = unindexed.len();
+    let condemned_set: HashSet<Id> = condemned.iter().copied().collect();
+    // Keys of sessions that nothing uses any more and that are older than the grace period
+    // (a younger one may belong to a backup still running).
+    let live_sessions: HashSet<Id> = packs
+        .iter()
+        .filter(|p| !condemned_set.contains(&p.pack))
+        .map(|p| p.session)
+        .collect();
+    let sessions: Vec<Id> = s
+        .keys
+        .iter()
+        .filter(|(k, created)| {
+            !s.snapshot_sessions.contains(k)
+                && !live_sessions.contains(k)
+                && !pending.sessions.contains(k)
+                && created.is_some_and(|c| c <= now - opts.grace)
+        })
+        .map(|(k, _)| *k)
+        .collect();
+    r.keys_condemned = sessions.len();
+    let consolidate = current.len() > 1
+        || !repack.is_empty()
+        || packs.iter().any(|p| condemned_set.contains(&p.pack));
+    if condemned.is_empty() && unindexed.is_empty() && sessions.is_empty() && !consolidate {
+        return Ok(r);
+    }
+    if consolidate {
+        r.segments_superseded = current.len();
+    }
+    if opts.dry_run {
+        return Ok(r);
+    }
+    // New packs first, then the index that lists them, then the mark: a crash at any point
+    // leaves duplicates at worst, which the next run cleans up.
+    let mut new_packs = Vec::new();
+    if !repack.is_empty() {
+        let mut rp = Repacker::new(repo)?;
+        for p in &repack {
+            rp.copy(&p.pack, &p.session, used.get(&p.pack).map_or(&[][..], Vec::as_slice))?;
+            if let Some(l) = lock.as_mut() {
+                l.refresh()?;
+            }
+        }
+        let (_, written, bytes) = rp.finish()?;
+        r.bytes_written = bytes;
+        new_packs = written;
+    }
+    crate::failpoint::hit("prune-after-repack");
+    let mut superseded = Vec::new();
+    if consolidate {
+        let mut all: Vec<PackEntries> = packs
+            .iter()
+            .filter(|p| !condemned_set.contains(&p.pack))
+            .map(|p| (*p).clone())
+            .collect();
+        all.extend(new_packs);
+        r.segments_written = write_segments(repo, all)?;
+        superseded = current.iter().map(|(id, _)| *id).collect();
+    }
+    crate::failpoint::hit("prune-before-mark");
+    let m = GarbageMark {
+        format: crate::format::REPO_FORMAT,
+        time: Utc::now(),
+        packs: condemned,
+        segments: superseded,
+        sessions,
+        unindexed,
+    };
+    r.mark = Some(repo.save_mark(&m)?);
+    tracing::info!(mark = ?r.mark, packs = m.packs.len(), "marked");
+    Ok(r)
+}
