@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    self, backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots, stats, Ctx, Outcome,
+    self, backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots,
+    stats, unlock, Ctx, Outcome,
 };
 use crate::error::Result;
 
@@ -72,6 +73,8 @@ pub enum Command {
     /// Garbage collection, safe while backups run: delete what a mark older than the grace
     /// period condemned, then condemn what no snapshot needs (repacking partly used packs).
     Prune(prune::Args),
+    /// Remove stale prune locks (--remove-all: every lock).
+    Unlock(unlock::Args),
     /// Repository or snapshot sizes.
     Stats(stats::Args),
     /// Print a decrypted object as JSON.
@@ -98,6 +101,7 @@ impl Cli {
             Command::Forget(a) => forget::run(ctx, a),
             Command::Prune(a) => prune::run(ctx, a),
             Command::Stats(a) => stats::run(ctx, a),
+            Command::Unlock(a) => unlock::run(ctx, a),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),

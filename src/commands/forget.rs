@@ -61,7 +61,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within: args.keep_within.as_deref().map(parse_duration).transpose()?,
+        within: args
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
         tags: args.keep_tag.clone(),
     };
     if policy.is_empty() == args.snapshots.is_empty() {
@@ -136,7 +140,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 })
             })
             .collect();
-        ctx.print_json(&json!({"dry_run": dry_run, "groups": g, "removed": removed, "prune": prune_report}));
+        ctx.print_json(
+            &json!({"dry_run": dry_run, "groups": g, "removed": removed, "prune": prune_report}),
+        );
         return Ok(Outcome::OK);
     }
     for (k, ds) in &groups {
@@ -153,16 +159,29 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         let kept = ds.iter().filter(|d| d.keep).count();
         ctx.say(format!(
             "{}: keep {}, remove {}",
-            if label.is_empty() { "snapshots".into() } else { label.join(", ") },
+            if label.is_empty() {
+                "snapshots".into()
+            } else {
+                label.join(", ")
+            },
             kept,
             ds.len() - kept
         ));
         for d in ds {
             let when = time_of(&d.id)
-                .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
                 .unwrap_or_default();
             if d.keep {
-                ctx.say(format!("  keep   {} {}  {}", d.id.short(), when, d.reasons.join(", ")));
+                ctx.say(format!(
+                    "  keep   {} {}  {}",
+                    d.id.short(),
+                    when,
+                    d.reasons.join(", ")
+                ));
             } else {
                 ctx.say(format!("  remove {} {}", d.id.short(), when));
             }

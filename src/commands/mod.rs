@@ -15,6 +15,7 @@ pub mod restore;
 pub mod rotate;
 pub mod snapshots;
 pub mod stats;
+pub mod unlock;
 
 use std::sync::Arc;
 

@@ -44,8 +44,17 @@ fn parse_max_unused(s: &str) -> Result<f64> {
     if s == "unlimited" {
         return Ok(f64::INFINITY);
     }
-    let bad = || Error::invalid(format!("--max-unused {s:?}: expected a percentage like 5% or `unlimited`"));
-    let n: f64 = s.strip_suffix('%').ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+    let bad = || {
+        Error::invalid(format!(
+            "--max-unused {s:?}: expected a percentage like 5% or `unlimited`"
+        ))
+    };
+    let n: f64 = s
+        .strip_suffix('%')
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
     if !(0.0..=100.0).contains(&n) {
         return Err(bad());
     }
@@ -92,7 +101,10 @@ pub(crate) fn print(ctx: &Ctx, r: &PruneReport) {
         ));
     }
     if s.marks_pending > 0 {
-        ctx.say(format!("{} earlier mark(s) still within the grace period", s.marks_pending));
+        ctx.say(format!(
+            "{} earlier mark(s) still within the grace period",
+            s.marks_pending
+        ));
     }
     ctx.say(format!(
         "mark: {}condemn {} unused pack(s), repack {} pack(s) ({} blob(s), {} written), condemn {} unindexed pack(s) seen a grace period ago, note {} unindexed pack(s), condemn {} unused session key(s); {} in all",

@@ -60,7 +60,11 @@ impl GroupBy {
                 "host" => g.host = true,
                 "paths" => g.paths = true,
                 "tags" => g.tags = true,
-                other => return Err(format!("unknown group-by field {other:?} (host, paths, tags)")),
+                other => {
+                    return Err(format!(
+                        "unknown group-by field {other:?} (host, paths, tags)"
+                    ))
+                }
             }
         }
         Ok(g)
@@ -102,11 +106,18 @@ pub fn apply<Tz: TimeZone>(
     tz: &Tz,
 ) -> Vec<Decision> {
     let mut order: Vec<usize> = (0..snaps.len()).collect();
-    order.sort_by(|&a, &b| snaps[b].1.cmp(&snaps[a].1).then(snaps[b].0.cmp(&snaps[a].0)));
+    order.sort_by(|&a, &b| {
+        snaps[b]
+            .1
+            .cmp(&snaps[a].1)
+            .then(snaps[b].0.cmp(&snaps[a].0))
+    });
     let newest = order.first().map(|&i| snaps[i].1);
     type Bucket = fn(&DateTime<chrono::FixedOffset>) -> (i32, u32, u32, u32);
     let buckets: [(&str, u32, Bucket); 5] = [
-        ("hourly", policy.hourly, |t| (t.year(), t.month(), t.day(), t.hour())),
+        ("hourly", policy.hourly, |t| {
+            (t.year(), t.month(), t.day(), t.hour())
+        }),
         ("daily", policy.daily, |t| (t.year(), t.month(), t.day(), 0)),
         ("weekly", policy.weekly, |t| {
             let w = t.iso_week();
@@ -175,8 +186,15 @@ mod tests {
 
     #[test]
     fn keep_last_keeps_the_newest() {
-        let s = list(&["2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-02T00:00:00Z"]);
-        let p = KeepPolicy { last: 2, ..Default::default() };
+        let s = list(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-03T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+        ]);
+        let p = KeepPolicy {
+            last: 2,
+            ..Default::default()
+        };
         let d = apply(&p, &s, &Utc);
         assert_eq!(kept(&d), vec![2, 3]);
         assert_eq!(d[0].reasons, vec!["last snapshot"]);
@@ -194,7 +212,10 @@ mod tests {
             "2026-03-03T08:00:00Z",
             "2026-03-03T20:00:00Z",
         ]);
-        let p = KeepPolicy { daily: 2, ..Default::default() };
+        let p = KeepPolicy {
+            daily: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&p, &s, &Utc)), vec![4, 6]);
     }
 
@@ -202,7 +223,10 @@ mod tests {
     fn days_follow_the_time_zone() {
         // 23:30 UTC and 00:30 UTC are one day at UTC-2, two days in UTC.
         let s = list(&["2026-03-01T23:30:00Z", "2026-03-02T00:30:00Z"]);
-        let p = KeepPolicy { daily: 5, ..Default::default() };
+        let p = KeepPolicy {
+            daily: 5,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&p, &s, &Utc)), vec![1, 2]);
         let west = chrono::FixedOffset::west_opt(2 * 3600).unwrap();
         assert_eq!(kept(&apply(&p, &s, &west)), vec![2]);
@@ -218,33 +242,64 @@ mod tests {
             "2026-01-12T10:00:00Z", // 5: week 3
             "2026-01-12T11:00:00Z", // 6: same day, next hour
         ]);
-        let weekly = KeepPolicy { weekly: 2, ..Default::default() };
+        let weekly = KeepPolicy {
+            weekly: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&weekly, &s, &Utc)), vec![4, 6]);
-        let monthly = KeepPolicy { monthly: 2, ..Default::default() };
+        let monthly = KeepPolicy {
+            monthly: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&monthly, &s, &Utc)), vec![2, 6]);
-        let yearly = KeepPolicy { yearly: 3, ..Default::default() };
+        let yearly = KeepPolicy {
+            yearly: 3,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&yearly, &s, &Utc)), vec![1, 2, 6]);
-        let hourly = KeepPolicy { hourly: 2, ..Default::default() };
+        let hourly = KeepPolicy {
+            hourly: 2,
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&hourly, &s, &Utc)), vec![5, 6]);
     }
 
     #[test]
     fn within_is_relative_to_the_newest_snapshot() {
-        let s = list(&["2020-01-01T00:00:00Z", "2020-01-05T00:00:00Z", "2020-01-10T00:00:00Z"]);
-        let p = KeepPolicy { within: Some(Duration::days(6)), ..Default::default() };
+        let s = list(&[
+            "2020-01-01T00:00:00Z",
+            "2020-01-05T00:00:00Z",
+            "2020-01-10T00:00:00Z",
+        ]);
+        let p = KeepPolicy {
+            within: Some(Duration::days(6)),
+            ..Default::default()
+        };
         assert_eq!(kept(&apply(&p, &s, &Utc)), vec![2, 3]);
     }
 
     #[test]
     fn tags_and_rules_combine_with_reasons() {
-        let mut s = list(&["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"]);
+        let mut s = list(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2026-01-03T00:00:00Z",
+        ]);
         s[0].2 = vec!["keep".into()];
-        let p = KeepPolicy { last: 1, tags: vec!["keep".into()], ..Default::default() };
+        let p = KeepPolicy {
+            last: 1,
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
         let d = apply(&p, &s, &Utc);
         assert_eq!(kept(&d), vec![1, 3]);
         let old = d.iter().find(|d| d.id.0[0] == 1).unwrap();
         assert_eq!(old.reasons, vec!["tagged keep"]);
-        let both = KeepPolicy { last: 3, daily: 1, ..Default::default() };
+        let both = KeepPolicy {
+            last: 3,
+            daily: 1,
+            ..Default::default()
+        };
         let d = apply(&both, &s, &Utc);
         assert_eq!(d[0].reasons, vec!["last snapshot", "daily snapshot"]);
     }
@@ -252,7 +307,11 @@ mod tests {
     #[test]
     fn empty_policy_and_group_by() {
         assert!(KeepPolicy::default().is_empty());
-        assert!(!KeepPolicy { last: 1, ..Default::default() }.is_empty());
+        assert!(!KeepPolicy {
+            last: 1,
+            ..Default::default()
+        }
+        .is_empty());
         let g = GroupBy::parse("host,paths").unwrap();
         assert!(g.host && g.paths && !g.tags);
         let none = GroupBy::parse("").unwrap();

@@ -85,6 +85,28 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Removes stale locks, or every lock with `all` (for an operator who knows the run that
+    /// holds it is dead). Returns how many were removed.
+    pub fn unlock(&self, all: bool) -> Result<usize> {
+        let now = Utc::now();
+        let mut n = 0;
+        for (id, _) in self.block_on(self.store().list(FileKind::Lock))? {
+            let stale = match self.load_lock(&id) {
+                Ok(l) => (now - l.refreshed).num_seconds() >= LOCK_STALE_SECS,
+                Err(Error::NotFound(_)) => continue,
+                // Unreadable: nobody can honour it either.
+                Err(_) => true,
+            };
+            if all || stale {
+                self.block_on(self.store().delete(FileKind::Lock, &id))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl Lock<'_> {
     /// Renews the lock when the last renewal is [`LOCK_REFRESH_SECS`] old. Long loops call
     /// this between steps (no background thread: a paused run must not look alive).

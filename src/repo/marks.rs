@@ -97,7 +97,10 @@ impl Repository {
                 Err(e) => return Err(e),
             };
             if m.sessions.contains(session) {
-                return conflict(format!("{} condemned this backup's session key", object_name(FileKind::Garbage, &id)));
+                return conflict(format!(
+                    "{} condemned this backup's session key",
+                    object_name(FileKind::Garbage, &id)
+                ));
             }
             if let Some(p) = m.packs.iter().find(|p| own.contains(p) || used.contains(p)) {
                 return conflict(format!(
@@ -122,7 +125,10 @@ impl Repository {
             }
         }
         if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Key, session)) {
-            return conflict(format!("{} was deleted", object_name(FileKind::Key, session)));
+            return conflict(format!(
+                "{} was deleted",
+                object_name(FileKind::Key, session)
+            ));
         }
         Ok(())
     }

@@ -414,7 +414,10 @@ impl Repository {
     /// dedup skip chunks that are not really stored.
     pub fn load_index(&self) -> Result<Index> {
         // Marks only order the locations here, so an unreadable one is no reason to stop a read.
-        let condemned = self.load_marks().map(|m| marks::Marks::of(&m)).unwrap_or_default();
+        let condemned = self
+            .load_marks()
+            .map(|m| marks::Marks::of(&m))
+            .unwrap_or_default();
         let segments = self.load_segments()?;
         let mut index = Index::default();
         for (_, seg) in &segments {

@@ -94,9 +94,9 @@ pub struct MarkReport {
     pub segments_written: usize,
 }
 
-/// Everything prune needs to know, read in this order: marks, segments, packs, keys,
-/// snapshots. Snapshots come last so that a snapshot committed before the marks were read
-/// is always seen.
+/// Everything prune needs to know, listed in this order: marks, packs, keys, snapshots,
+/// index segments. Snapshots come after the marks, so every snapshot committed before a mark
+/// was read is seen; segments come after the snapshots, so each snapshot's blobs are indexed.
 struct Survey {
     marks: Vec<(Id, GarbageMark)>,
     segments: Vec<(Id, IndexSegment)>,
@@ -109,7 +109,6 @@ struct Survey {
 
 fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
     let marks = repo.load_marks()?;
-    let segments = repo.load_segments()?;
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?
         .into_iter()
@@ -123,6 +122,10 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
             .map(|r| r.created);
         keys.push((id, created));
     }
+    // Snapshots are listed before the index: a snapshot is written after its index segment,
+    // so every snapshot listed here finds its blobs in the segments listed next.
+    let snapshot_ids = repo.snapshot_ids()?;
+    let segments = repo.load_segments()?;
     let condemned = Marks::of(&marks);
     let mut index = Index::default();
     for (_, seg) in &segments {
@@ -140,7 +143,7 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
             format!("{e}; prune needs every snapshot readable to know what is in use: nothing was changed"),
         )
     };
-    for id in repo.snapshot_ids()? {
+    for id in snapshot_ids {
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
             // Forgotten between our listing and our read.
@@ -155,9 +158,13 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
             if !referenced.insert(t) {
                 continue;
             }
-            let tree = repo
-                .load_tree(&index, &t)
-                .map_err(|e| if e.is_key_service() { e } else { unreadable(format!("tree {t}"), e) })?;
+            let tree = repo.load_tree(&index, &t).map_err(|e| {
+                if e.is_key_service() {
+                    e
+                } else {
+                    unreadable(format!("tree {t}"), e)
+                }
+            })?;
             for n in tree.nodes {
                 match n.kind {
                     NodeKind::Dir => stack.extend(n.subtree),
@@ -225,13 +232,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let s = survey(repo, &mut lock)?;
     report.snapshots = s.snapshots;
     report.blobs_referenced = s.referenced.len();
+    // Unindexed packs noted by marks past the grace period; read before the sweep deletes them.
+    let now = Utc::now();
+    let seen_before: HashSet<Id> = s
+        .marks
+        .iter()
+        .filter(|(_, m)| m.time <= now - opts.grace)
+        .flat_map(|(_, m)| m.unindexed.iter().copied())
+        .collect();
     report.sweep = sweep(repo, &s, opts, &mut lock)?;
     let s = if report.sweep.marks_due > 0 && !opts.dry_run {
         survey(repo, &mut lock)?
     } else {
         s
     };
-    report.mark = mark(repo, &s, opts, &mut lock)?;
+    report.mark = mark(repo, &s, opts, &seen_before, &mut lock)?;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
         let s = survey(repo, &mut lock)?;
         let again = sweep(repo, &s, opts, &mut lock)?;
@@ -271,7 +286,12 @@ fn sweep(
     }
     let due_marks: Vec<(Id, GarbageMark)> = due.iter().map(|(i, m)| (*i, m.clone())).collect();
     let due_set = Marks::of(&due_marks);
-    let pending_set = Marks::of(&pending.iter().map(|(i, m)| (*i, m.clone())).collect::<Vec<_>>());
+    let pending_set = Marks::of(
+        &pending
+            .iter()
+            .map(|(i, m)| (*i, m.clone()))
+            .collect::<Vec<_>>(),
+    );
     let table = pack_table(&s.segments);
     let live = |p: &Id| {
         !due_set.packs.contains(p) && !pending_set.packs.contains(p) && s.stored.contains_key(p)
@@ -370,7 +390,12 @@ fn sweep(
     for (id, _) in &due_marks {
         repo.block_on(repo.store().delete(FileKind::Garbage, id))?;
     }
-    tracing::info!(packs = r.packs_deleted, segments = r.segments_deleted, keys = r.keys_deleted, "swept");
+    tracing::info!(
+        packs = r.packs_deleted,
+        segments = r.segments_deleted,
+        keys = r.keys_deleted,
+        "swept"
+    );
     Ok(r)
 }
 
@@ -378,16 +403,11 @@ fn mark(
     repo: &Repository,
     s: &Survey,
     opts: &PruneOptions,
+    seen_before: &HashSet<Id>,
     lock: &mut Option<Lock<'_>>,
 ) -> Result<MarkReport> {
     let now = Utc::now();
     let pending = Marks::of(&s.marks);
-    let seen_before: HashSet<Id> = s
-        .marks
-        .iter()
-        .filter(|(_, m)| m.time <= now - opts.grace)
-        .flat_map(|(_, m)| m.unindexed.iter().copied())
-        .collect();
     // Segments that no pending mark supersedes, and the live packs they list, in order.
     let current: Vec<&(Id, IndexSegment)> = s
         .segments
@@ -433,13 +453,15 @@ fn mark(
             .get(&p.pack)
             .map(|v| v.iter().map(|b| b.length as u64).sum())
             .unwrap_or(0);
+        // The header and trailer are overhead of every pack, not unused space.
+        let blob_bytes: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
         if used_bytes == 0 {
             condemned.push(p.pack);
             r.packs_unused += 1;
             r.bytes_condemned += size;
             r.bytes_unused_before += size;
         } else {
-            let unused = size.saturating_sub(used_bytes);
+            let unused = blob_bytes.saturating_sub(used_bytes);
             r.bytes_unused_before += unused;
             if unused > 0 {
                 candidates.push((p, size, unused));
@@ -471,7 +493,8 @@ fn mark(
         if all_listed.contains(p) || pending.packs.contains(p) {
             continue;
         }
-        if seen_before.contains(p) {
+        // With no grace period the caller vouches that no backup is running.
+        if seen_before.contains(p) || opts.grace.is_zero() {
             condemned.push(*p);
             r.unindexed_condemned += 1;
             r.bytes_condemned += size;
@@ -518,7 +541,11 @@ fn mark(
     if !repack.is_empty() {
         let mut rp = Repacker::new(repo)?;
         for p in &repack {
-            rp.copy(&p.pack, &p.session, used.get(&p.pack).map_or(&[][..], Vec::as_slice))?;
+            rp.copy(
+                &p.pack,
+                &p.session,
+                used.get(&p.pack).map_or(&[][..], Vec::as_slice),
+            )?;
             if let Some(l) = lock.as_mut() {
                 l.refresh()?;
             }

@@ -50,14 +50,22 @@ impl<'a> Repacker<'a> {
             .repo
             .block_on(self.repo.store().size(FileKind::Pack, pack))?;
         if size > MAX_PACK {
-            return Err(Error::integrity(&name, format!("implausible pack size {size}")));
+            return Err(Error::integrity(
+                &name,
+                format!("implausible pack size {size}"),
+            ));
         }
-        let bytes = self.repo.block_on(self.repo.store().get(FileKind::Pack, pack))?;
+        let bytes = self
+            .repo
+            .block_on(self.repo.store().get(FileKind::Pack, pack))?;
         let key = self.repo.pack_key(session, pack)?;
         for e in entries {
             let end = e.offset as usize + e.length as usize;
             let sealed = bytes.get(e.offset as usize..end).ok_or_else(|| {
-                Error::integrity(&name, format!("blob {} lies beyond the pack's end", e.id.short()))
+                Error::integrity(
+                    &name,
+                    format!("blob {} lies beyond the pack's end", e.id.short()),
+                )
             })?;
             let body = key
                 .open_blob(e.blob_type, &e.id, sealed)
@@ -88,8 +96,11 @@ impl<'a> Repacker<'a> {
         if let Some(b) = self.builder.take().filter(|b| !b.is_empty()) {
             let p = b.finish()?;
             self.bytes_written += p.bytes.len() as u64;
-            self.repo
-                .block_on(self.repo.store().put(FileKind::Pack, &p.id, Bytes::from(p.bytes)))?;
+            self.repo.block_on(self.repo.store().put(
+                FileKind::Pack,
+                &p.id,
+                Bytes::from(p.bytes),
+            ))?;
             self.written.push(PackEntries {
                 pack: p.id,
                 session: p.session,
