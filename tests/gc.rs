@@ -5,127 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::services::{available, S3sFs};
+use common::backend::{both, Repo};
 use common::*;
-
-const EXIT_CONFLICT: i32 = 6;
-
-/// A repository on one backend, with the sandbox that drives it.
-struct Repo {
-    sb: Sandbox,
-    env: Vec<(&'static str, String)>,
-    _server: Option<S3sFs>,
-}
-
-impl Repo {
-    fn local() -> Repo {
-        Repo {
-            sb: Sandbox::new(),
-            env: vec![],
-            _server: None,
-        }
-    }
-
-    fn s3() -> Option<Repo> {
-        if !available("s3s-fs") {
-            return None;
-        }
-        let s = S3sFs::start();
-        let mut env = s.env();
-        env.push(("CUSTODY_REPOSITORY", "s3://gc-bucket/repo".into()));
-        Some(Repo {
-            sb: Sandbox::new(),
-            env,
-            _server: Some(s),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.sb.run_env(&self.env, args)
-    }
-
-    fn run_fail(&self, point: &str, args: &[&str]) -> Run {
-        let mut env = self.env.clone();
-        env.push(("CUSTODY_FAILPOINT", point.into()));
-        self.sb.run_env(&env, args)
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        let mut c = self.sb.cmd(args);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
-    }
-
-    fn init(&self) {
-        self.run(&["init", "--pack-size-mib", "1"]).ok();
-    }
-
-    /// A source folder `name` with `files` files of random sizes, plus `shared` (the same
-    /// bytes in every folder made with the same `shared` seed).
-    fn source(&self, name: &str, files: usize, seed: u64, shared: Option<u64>) -> PathBuf {
-        let dir = self.sb.path(name);
-        for i in 0..files {
-            let len = 20_000 + (random_bytes(4, seed * 1000 + i as u64)[0] as usize) * 3000;
-            write(
-                &dir.join(format!("f{i:03}")),
-                &random_bytes(len, seed * 1000 + i as u64),
-            );
-        }
-        if let Some(s) = shared {
-            write(&dir.join("shared.bin"), &random_bytes(3 << 20, s));
-        }
-        dir
-    }
-
-    fn backup(&self, dir: &Path) -> String {
-        let v = self
-            .run(&["--json", "backup", dir.to_str().unwrap()])
-            .ok()
-            .json();
-        v["snapshot_id"].as_str().unwrap().to_string()
-    }
-
-    fn check(&self) -> serde_json::Value {
-        self.run(&["--json", "check", "--read-data"]).ok().json()
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        self.run(&["--json", "stats"]).ok().json()
-    }
-
-    /// Restores every snapshot and compares it with its source folder (sources are never
-    /// changed after their backup in these tests). Returns how many there were.
-    fn restore_all(&self) -> usize {
-        let snaps = self.run(&["--json", "snapshots"]).ok().json();
-        let snaps = snaps.as_array().unwrap();
-        for s in snaps {
-            let id = s["id"].as_str().unwrap();
-            let src = PathBuf::from(s["paths"][0].as_str().unwrap());
-            let out = self.sb.path(&format!("restored/{id}"));
-            self.run(&["restore", id, "--target", out.to_str().unwrap()])
-                .ok();
-            assert_same_tree(&src, &out.join(src.file_name().unwrap()));
-        }
-        snaps.len()
-    }
-}
-
-/// Runs `body` on the local store and on s3s-fs.
-fn both(body: fn(&Repo)) {
-    body(&Repo::local());
-    if let Some(r) = Repo::s3() {
-        body(&r);
-    }
-}
 
 fn forget_and_prune_reclaim(r: &Repo) {
     r.init();
@@ -397,11 +282,6 @@ fn backup_paused_past_the_grace_period_loses_nothing() {
     both(sigstop_past_grace);
 }
 
-fn killed(run: &Run) -> bool {
-    // The failpoint kills with SIGKILL: no exit code.
-    run.code == -9 || run.code == 137 || run.code == -1
-}
-
 fn crash_points(r: &Repo) {
     r.init();
     let a = r.source("a", 10, 1, Some(3));
@@ -454,7 +334,7 @@ fn crash_points(r: &Repo) {
             busy.stderr
         );
         // ...so the test removes it, as an operator would after checking the run is dead.
-        remove_locks(r);
+        r.remove_locks();
     }
     r.run(&["prune", "--grace", "0s", "--max-unused", "0%"])
         .ok();
@@ -465,11 +345,6 @@ fn crash_points(r: &Repo) {
     assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
     assert_eq!(chk["condemned"], 0, "{chk}");
     assert_eq!(r.restore_all(), 3);
-}
-
-fn remove_locks(r: &Repo) {
-    let out = r.run(&["unlock", "--remove-all"]).ok();
-    assert!(out.out().contains("removed 1"), "{}", out.out());
 }
 
 #[test]

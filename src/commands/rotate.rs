@@ -1,10 +1,12 @@
-//! `rotate`: re-wrap every wrapped key under new KEKs.
+//! `rotate`: re-wrap every wrapped key under new KEKs (`rewrap`), or rewrite the data of
+//! compromised session keys under a fresh one (`reencrypt`).
 
 use serde_json::json;
 
 use super::{Ctx, Outcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keyservice;
+use crate::repo::reencrypt::{self, Target};
 use crate::repo::rewrap::{self, parse_duration, RewrapOptions};
 use crate::repo::Repository;
 
@@ -26,17 +28,160 @@ pub enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// After a session data key is compromised: rewrite the packs and snapshot manifests it
+    /// protects under a fresh session key, then condemn the old packs and wrapped keys (a
+    /// prune deletes them after the grace period). Resumable; safe while backups run.
+    Reencrypt {
+        /// A session id or unique prefix (repeatable); `key list` shows them.
+        #[arg(long = "session", value_name = "ID", conflicts_with_all = ["before", "all"])]
+        sessions: Vec<String>,
+        /// Every session whose key was made before this time (2026-01-31 or RFC 3339).
+        #[arg(long, value_name = "DATE", conflicts_with = "all")]
+        before: Option<String>,
+        /// Every session.
+        #[arg(long)]
+        all: bool,
+        /// Only say what would be rewritten.
+        #[arg(long)]
+        dry_run: bool,
+        /// Then run prune with this grace period (`0s` deletes the old packs and keys at
+        /// once: only when no backup can be running).
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
-    let Cmd::Rewrap {
-        to,
-        dry_run,
-        older_than,
-        no_verify,
-    } = cmd;
+    match cmd {
+        Cmd::Rewrap {
+            to,
+            dry_run,
+            older_than,
+            no_verify,
+        } => run_rewrap(ctx, to, *dry_run, older_than.as_deref(), *no_verify),
+        Cmd::Reencrypt {
+            sessions,
+            before,
+            all,
+            dry_run,
+            grace,
+        } => run_reencrypt(
+            ctx,
+            sessions,
+            before.as_deref(),
+            *all,
+            *dry_run,
+            grace.as_deref(),
+        ),
+    }
+}
+
+fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| Error::invalid(format!("date {s:?}: expected 2026-01-31 or RFC 3339")))
+}
+
+fn run_reencrypt(
+    ctx: &Ctx,
+    sessions: &[String],
+    before: Option<&str>,
+    all: bool,
+    dry_run: bool,
+    grace: Option<&str>,
+) -> Result<Outcome> {
+    let target = match (sessions.is_empty(), before, all) {
+        (false, None, false) => None,
+        (true, Some(d), false) => Some(Target::Before(parse_date(d)?)),
+        (true, None, true) => Some(Target::All),
+        _ => {
+            return Err(Error::invalid(
+                "say which sessions: --session ID (repeatable), --before DATE, or --all",
+            ))
+        }
+    };
+    let grace = grace.map(parse_duration).transpose()?;
+    let repo = ctx.open_repo()?;
+    let target = match target {
+        Some(t) => t,
+        None => {
+            let keys: Vec<crate::Id> = repo
+                .block_on(repo.store().list(crate::store::FileKind::Key))?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let mut ids = Vec::new();
+            for s in sessions {
+                let s = s.to_ascii_lowercase();
+                let m: Vec<_> = keys.iter().filter(|k| k.to_hex().starts_with(&s)).collect();
+                match m.as_slice() {
+                    [one] => ids.push(**one),
+                    [] => return Err(Error::NotFound(format!("session {s}"))),
+                    _ => return Err(Error::invalid(format!("session prefix {s} is ambiguous"))),
+                }
+            }
+            Target::Sessions(ids)
+        }
+    };
+    let report = reencrypt::reencrypt(&repo, &target, dry_run)?;
+    let pruned = match grace {
+        Some(g) if !dry_run && report.mark.is_some() => Some(crate::repo::prune::prune(
+            &repo,
+            &crate::repo::prune::PruneOptions {
+                grace: g,
+                max_unused: f64::INFINITY,
+                dry_run: false,
+            },
+        )?),
+        _ => None,
+    };
+    if ctx.json {
+        let mut v = json!(report);
+        v["prune"] = json!(pruned);
+        ctx.print_json(&v);
+        return Ok(Outcome::OK);
+    }
+    let would = if dry_run { "would " } else { "" };
+    ctx.say(format!(
+        "{} session(s): {}rewrite {} pack(s) ({} blob(s) copied, {} already stored elsewhere, {} written) and reseal {} snapshot(s)",
+        report.sessions.len(),
+        would,
+        report.packs,
+        report.blobs_copied,
+        report.blobs_already_elsewhere,
+        super::human_bytes(report.bytes_written),
+        report.snapshots_resealed
+    ));
+    if let Some(m) = &report.mark {
+        ctx.say(format!(
+            "garbage/{} condemns the old packs and wrapped keys{}",
+            m.short(),
+            match &pruned {
+                Some(p) if p.sweep.packs_deleted + p.sweep.keys_deleted > 0 => format!(
+                    "; deleted {} pack(s) and {} key(s)",
+                    p.sweep.packs_deleted, p.sweep.keys_deleted
+                ),
+                _ => ": a prune after the grace period deletes them".into(),
+            }
+        ));
+    }
+    Ok(Outcome::OK)
+}
+
+fn run_rewrap(
+    ctx: &Ctx,
+    to: &str,
+    dry_run: bool,
+    older_than: Option<&str>,
+    no_verify: bool,
+) -> Result<Outcome> {
+    let dry_run = &dry_run;
     let created_before = older_than
-        .as_deref()
         .map(parse_duration)
         .transpose()?
         .map(|d| chrono::Utc::now() - d);

@@ -86,8 +86,8 @@ struct Job {
 #[derive(Default)]
 struct Dedup {
     claimed: Mutex<HashSet<Id>>,
-    /// Packs holding blobs this run found already stored: checked before committing.
-    used_packs: Mutex<HashSet<Id>>,
+    /// Blobs this run found already stored (and relies on): checked before committing.
+    used: Mutex<HashSet<Id>>,
     chunks_new: AtomicU64,
     bytes_new: AtomicU64,
 }
@@ -103,15 +103,13 @@ impl Dedup {
         true
     }
 
-    /// True when the index has the blob; its pack is then recorded as one this run uses.
+    /// True when the index has the blob; it is then recorded as one this run relies on.
     fn known(&self, index: &Index, id: &Id) -> bool {
-        match index.get(id) {
-            Some(loc) => {
-                self.used_packs.lock().expect("lock").insert(loc.pack);
-                true
-            }
-            None => false,
+        let found = index.contains(id);
+        if found {
+            self.used.lock().expect("lock").insert(*id);
         }
+        found
     }
 }
 
@@ -191,8 +189,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let packs = uploader.finish()?;
     crate::failpoint::hit("backup-before-commit");
     let own: Vec<Id> = packs.iter().map(|p| p.pack).collect();
-    let used = std::mem::take(&mut *dedup.used_packs.lock().expect("lock"));
-    repo.check_before_commit(&marks, &session.id, &own, &used)?;
+    let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
+    repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed);
     if !packs.is_empty() {

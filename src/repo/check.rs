@@ -225,7 +225,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 }
 
 /// Reads a whole pack, opens its header and every blob, and compares with the index.
-fn read_pack(repo: &Repository, pack: &Id, session: &Id, expected: &[BlobEntry]) -> Result<usize> {
+pub(crate) fn read_pack(
+    repo: &Repository,
+    pack: &Id,
+    session: &Id,
+    expected: &[BlobEntry],
+) -> Result<usize> {
     let name = object_name(FileKind::Pack, pack);
     let bytes = repo.block_on(repo.store().get(FileKind::Pack, pack))?;
     let len = bytes.len();

@@ -71,22 +71,26 @@ impl Repository {
 
     /// The check a backup makes after its packs are stored and before it writes its index
     /// segment and snapshot (docs/FORMAT.md, "Garbage collection"): no mark it did not see at
-    /// its start condemns its session, one of its packs, or a pack it deduplicated against,
-    /// and all of those still exist. Otherwise the backup stops with [`Error::Conflict`] and
-    /// commits nothing; its packs are leftovers for a later prune, and a rerun is safe.
+    /// its start condemns its session or one of its packs, and every blob it found already
+    /// stored (`used`, located by `index`) is still in a stored pack that no mark condemns;
+    /// if its pack was condemned or deleted meanwhile, another live copy (repacked or
+    /// re-encrypted) will do. Otherwise the backup stops with [`Error::Conflict`] and commits
+    /// nothing; its packs are leftovers for a later prune, and a rerun is safe.
     pub fn check_before_commit(
         &self,
         seen: &Marks,
+        index: &super::Index,
         session: &Id,
         own: &[Id],
         used: &HashSet<Id>,
     ) -> Result<()> {
         let conflict = |what: String| {
             Err(Error::Conflict(format!(
-                "{what} while this backup ran (a prune ran concurrently); nothing was committed: \
-                 run the backup again"
+                "{what} while this backup ran (a prune or re-encryption ran concurrently); \
+                 nothing was committed: run the backup again"
             )))
         };
+        let mut condemned = HashSet::new();
         for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
             if seen.ids.contains(&id) {
                 continue;
@@ -96,28 +100,23 @@ impl Repository {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
+            let mark = object_name(FileKind::Garbage, &id);
             if m.sessions.contains(session) {
-                return conflict(format!(
-                    "{} condemned this backup's session key",
-                    object_name(FileKind::Garbage, &id)
-                ));
+                return conflict(format!("{mark} condemned this backup's session key"));
             }
-            if let Some(p) = m.packs.iter().find(|p| own.contains(p) || used.contains(p)) {
+            if let Some(p) = m.packs.iter().find(|p| own.contains(p)) {
                 return conflict(format!(
-                    "{} condemned {} that this backup relies on",
-                    object_name(FileKind::Garbage, &id),
+                    "{mark} condemned {} written by this backup",
                     object_name(FileKind::Pack, p)
                 ));
             }
+            condemned.extend(m.packs);
         }
         let stored: HashSet<Id> = self
             .block_on(self.store().list(FileKind::Pack))?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        if let Some(p) = used.iter().find(|p| !stored.contains(*p)) {
-            return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
-        }
         // A just-written pack may be missing from a lagging listing: ask for it directly.
         for p in own.iter().filter(|p| !stored.contains(*p)) {
             if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Pack, p)) {
@@ -130,6 +129,37 @@ impl Repository {
                 object_name(FileKind::Key, session)
             ));
         }
+        let gone = |p: &Id| condemned.contains(p) || !stored.contains(p);
+        let moved: Vec<&Id> = used
+            .iter()
+            .filter(|b| index.get(b).is_none_or(|loc| gone(&loc.pack)))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        // Some packs this run relied on are condemned or gone: every blob it took from them
+        // must have a live copy now (in a pack written since, which no mark condemns).
+        let (now, _) = self.load_index_for_backup()?;
+        for b in moved {
+            match now.get(b) {
+                Some(loc) if stored.contains(&loc.pack) || self.pack_exists(&loc.pack)? => {}
+                _ => {
+                    let was = index.get(b).map(|l| object_name(FileKind::Pack, &l.pack));
+                    return conflict(format!(
+                        "{} was condemned or deleted",
+                        was.unwrap_or_else(|| "a pack".into())
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn pack_exists(&self, pack: &Id) -> Result<bool> {
+        match self.block_on(self.store().size(FileKind::Pack, pack)) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

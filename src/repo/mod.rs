@@ -11,6 +11,7 @@ mod index;
 pub mod lock;
 pub mod marks;
 pub mod prune;
+pub mod reencrypt;
 pub mod repack;
 pub mod restore;
 pub mod rewrap;

@@ -36,8 +36,8 @@ impl<'a> Repacker<'a> {
         })
     }
 
-    pub fn session(&self) -> &Id {
-        &self.session.id
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// Copies `entries` of `pack` (sealed by `session`) into new packs.
@@ -112,8 +112,8 @@ impl<'a> Repacker<'a> {
 
     /// Stores the last pack; returns the session, the new packs' index entries and the bytes
     /// written.
-    pub fn finish(mut self) -> Result<(Id, Vec<PackEntries>, u64)> {
+    pub fn finish(mut self) -> Result<(Session, Vec<PackEntries>, u64)> {
         self.flush()?;
-        Ok((self.session.id, self.written, self.bytes_written))
+        Ok((self.session, self.written, self.bytes_written))
     }
 }

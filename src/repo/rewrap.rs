@@ -197,6 +197,7 @@ pub async fn rewrap(
             Some(id) => {
                 let json = serde_json::to_vec_pretty(&new).expect("record serializes");
                 store.put(FileKind::Key, &id, Bytes::from(json)).await?;
+                crate::failpoint::hit("rewrap-after-record");
             }
             None => {
                 // The body and its MAC are untouched: a rotator needs no repository secret.
@@ -205,6 +206,7 @@ pub async fn rewrap(
                 store
                     .put(FileKind::Config, &Id::default(), Bytes::from(json))
                     .await?;
+                crate::failpoint::hit("rewrap-after-config");
             }
         }
         tracing::info!(object = %name, kek = %new.wrapped.kek, "rewrapped");

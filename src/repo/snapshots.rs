@@ -28,13 +28,27 @@ impl SnapshotFilter {
 impl Repository {
     pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<Id> {
         let id = Id::random()?;
+        self.put_snapshot(session, &id, snap)?;
+        Ok(id)
+    }
+
+    /// Replaces a manifest in place, sealed under another session (`rotate reencrypt` only:
+    /// the snapshot keeps its id, and `snap.session` must be `session`).
+    pub fn replace_snapshot(&self, session: &Session, id: &Id, snap: &Snapshot) -> Result<()> {
+        if snap.session != session.id {
+            return Err(Error::Internal("manifest names another session".into()));
+        }
+        self.put_snapshot(session, id, snap)
+    }
+
+    fn put_snapshot(&self, session: &Session, id: &Id, snap: &Snapshot) -> Result<()> {
         let zero = Id::default();
         let repo = self.id();
         let b = Binding {
             repo: &repo,
             kind: ObjectKind::Snapshot,
             container: &zero,
-            object: &id,
+            object: id,
             key_id: &session.id,
         };
         let mut json = serde_json::to_vec(snap).expect("snapshot serializes");
@@ -43,9 +57,8 @@ impl Repository {
         let sealed = envelope::seal_object(session.dek(), &b, &json)?;
         self.block_on(
             self.store()
-                .put(FileKind::Snapshot, &id, Bytes::from(sealed)),
-        )?;
-        Ok(id)
+                .put(FileKind::Snapshot, id, Bytes::from(sealed)),
+        )
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {

@@ -2,6 +2,7 @@
 //! binary, and deterministic test data.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod conformance;
 pub mod services;
 
@@ -14,6 +15,7 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_INTEGRITY: i32 = 3;
 pub const EXIT_KEY_SERVICE: i32 = 4;
 pub const EXIT_INCOMPLETE: i32 = 5;
+pub const EXIT_CONFLICT: i32 = 6;
 
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -151,6 +153,11 @@ impl Sandbox {
         }
         out
     }
+}
+
+/// True when the process died of a signal (the failpoints kill with SIGKILL).
+pub fn killed(run: &Run) -> bool {
+    run.code == -1
 }
 
 fn finish(o: Output) -> Run {
