@@ -1,10 +1,15 @@
 //! The in-memory index: chunk id -> pack, session and position. Built from index segments.
+//!
+//! Kept compact because it grows with the repository: per blob, the 32-byte id as key and a
+//! 20-byte slot (pack number, offset, lengths, type, compression), about 60 bytes with the
+//! hash table's overhead, so a million chunks take about 60 MB.
 
 use std::collections::HashMap;
 
+use crate::compress::Compression;
 use crate::format::index::IndexSegment;
 use crate::id::Id;
-use crate::pack::BlobEntry;
+use crate::pack::{BlobEntry, BlobType};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BlobLocation {
@@ -13,11 +18,35 @@ pub struct BlobLocation {
     pub entry: BlobEntry,
 }
 
+/// Where one blob lies: a [`BlobEntry`] without its id, and the pack by number.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    blob_type: BlobType,
+    compression: Compression,
+}
+
+impl Slot {
+    fn entry(&self, id: Id) -> BlobEntry {
+        BlobEntry {
+            id,
+            blob_type: self.blob_type,
+            compression: self.compression,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Index {
     packs: Vec<(Id, Id)>,
     pack_pos: HashMap<Id, u32>,
-    blobs: HashMap<Id, (u32, BlobEntry)>,
+    blobs: HashMap<Id, Slot>,
 }
 
 impl Index {
@@ -25,7 +54,8 @@ impl Index {
         self.add_segment_where(seg, |_| true)
     }
 
-    /// Adds the packs of a segment for which `keep(pack)` holds.
+    /// Adds the packs of a segment for which `keep(pack)` holds. The first location added
+    /// for a blob wins.
     pub fn add_segment_where(&mut self, seg: &IndexSegment, keep: impl Fn(&Id) -> bool) {
         for p in seg.packs.iter().filter(|p| keep(&p.pack)) {
             let pos = *self.pack_pos.entry(p.pack).or_insert_with(|| {
@@ -33,18 +63,25 @@ impl Index {
                 (self.packs.len() - 1) as u32
             });
             for b in &p.blobs {
-                self.blobs.entry(b.id).or_insert((pos, *b));
+                self.blobs.entry(b.id).or_insert(Slot {
+                    pack: pos,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                    blob_type: b.blob_type,
+                    compression: b.compression,
+                });
             }
         }
     }
 
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        self.blobs.get(id).map(|(p, e)| {
-            let (pack, session) = self.packs[*p as usize];
+        self.blobs.get(id).map(|s| {
+            let (pack, session) = self.packs[s.pack as usize];
             BlobLocation {
                 pack,
                 session,
-                entry: *e,
+                entry: s.entry(*id),
             }
         })
     }
@@ -66,11 +103,13 @@ impl Index {
         self.pack_pos.contains_key(id)
     }
 
-    /// Every blob entry of one pack, as the index records it.
+    /// Every blob entry of each pack, as the index records it.
     pub fn pack_entries(&self) -> HashMap<Id, Vec<BlobEntry>> {
         let mut out: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
-        for (pos, e) in self.blobs.values() {
-            out.entry(self.packs[*pos as usize].0).or_default().push(*e);
+        for (id, s) in &self.blobs {
+            out.entry(self.packs[s.pack as usize].0)
+                .or_default()
+                .push(s.entry(*id));
         }
         out
     }

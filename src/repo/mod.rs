@@ -411,6 +411,7 @@ impl Repository {
 
     /// Loads every index segment for reading: a blob's location in a pack that no garbage
     /// mark condemns wins over one in a condemned pack, which is kept only as a fallback.
+    /// Segments are read one at a time, so memory is the index itself.
     /// Unreadable segments are errors: an index that silently dropped entries would make
     /// dedup skip chunks that are not really stored.
     pub fn load_index(&self) -> Result<Index> {
@@ -419,13 +420,18 @@ impl Repository {
             .load_marks()
             .map(|m| marks::Marks::of(&m))
             .unwrap_or_default();
-        let segments = self.load_segments()?;
         let mut index = Index::default();
-        for (_, seg) in &segments {
-            index.add_segment_where(seg, |p| !condemned.packs.contains(p));
-        }
-        for (_, seg) in &segments {
-            index.add_segment_where(seg, |p| condemned.packs.contains(p));
+        let mut fallback = Vec::new();
+        self.for_each_segment(|seg| {
+            index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
+            if !condemned.packs.is_empty() {
+                let mut seg = seg;
+                seg.packs.retain(|p| condemned.packs.contains(&p.pack));
+                fallback.push(seg);
+            }
+        })?;
+        for seg in &fallback {
+            index.add_segment(seg);
         }
         Ok(index)
     }
@@ -435,17 +441,35 @@ impl Repository {
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
         let marks = marks::Marks::of(&self.load_marks()?);
         let mut index = Index::default();
-        for (_, seg) in self.load_segments()? {
-            index.add_segment_where(&seg, |p| !marks.packs.contains(p));
-        }
+        self.for_each_segment(|seg| index.add_segment_where(&seg, |p| !marks.packs.contains(p)))?;
         Ok((index, marks))
+    }
+
+    /// Reads the listed index segments one by one. A segment deleted since the listing was
+    /// superseded by a prune (whose consolidated segment lists its packs) and is skipped.
+    fn for_each_segment(
+        &self,
+        mut f: impl FnMut(crate::format::index::IndexSegment),
+    ) -> Result<()> {
+        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
+            match self.load_index_segment(&id) {
+                Ok(seg) => f(seg),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Every index segment, in listing order.
     pub fn load_segments(&self) -> Result<Vec<(Id, crate::format::index::IndexSegment)>> {
         let mut out = Vec::new();
         for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
-            out.push((id, self.load_index_segment(&id)?));
+            match self.load_index_segment(&id) {
+                Ok(seg) => out.push((id, seg)),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
