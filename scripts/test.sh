@@ -3,6 +3,7 @@
 # built binary against real services on loopback. It installs what those services need:
 #   - moto's server (PyPI `moto[server]`) for the AWS KMS and S3 APIs;
 #   - s3s-fs (crates.io, built once into ~/.cargo/bin) as a second, independent S3 server;
+#   - Garage (crates.io, built once into ~/.cargo/bin) as a three-node S3 cluster;
 #   - SoftHSM2 (Debian `softhsm2`) as a PKCS#11 HSM;
 # the tests start their own moto instances on free loopback ports and make their own SoftHSM2
 # token directories, and clean up when done.
@@ -34,6 +35,11 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   # 0.14 is the newest that builds with this toolchain. Its listing bug with an empty
   # `delimiter=` does not affect custody, which never sends a delimiter.
   cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+fi
+
+if ! command -v garage >/dev/null 2>&1; then
+  step "installing garage 2.5.0 (three-node S3 cluster test; built once, about 25 minutes on 2 cores)"
+  cargo install --quiet --locked garage --version 2.5.0
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 

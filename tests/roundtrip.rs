@@ -460,3 +460,89 @@ fn tree_cache_holds_ciphertext_and_survives_damage() {
         .json();
     assert_eq!(v["chunks_new"], 0, "{v}");
 }
+
+#[test]
+fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
+    let sb = Sandbox::new();
+    sb.init();
+    let writer = sb.path("writer-keyring");
+    sb.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        writer.to_str().unwrap(),
+    ])
+    .ok();
+    let ks = format!("local:{}", writer.display());
+    let cache = sb.path("cache");
+    for i in 0..20 {
+        write(
+            &sb.path(&format!("src/d{}/private-name-{i}.bin", i % 4)),
+            &random_bytes(30_000 + i * 1000, i as u64),
+        );
+    }
+    let src = sb.path("src");
+    let backup = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--key-service",
+            &ks,
+            "--json",
+            "backup",
+            src.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = sb
+            .cmd(&args)
+            .env("CUSTODY_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(backup(&[])["files_unchanged"], 0);
+    // The writer cannot read the snapshot it wrote, but its cache recognises every file.
+    let v = backup(&[]);
+    assert_eq!(v["files_unchanged"], 20, "{v}");
+    assert_eq!(v["chunks_new"], 0, "{v}");
+    // One file changed: only that one is read.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(
+        &sb.path("src/d1/private-name-5.bin"),
+        b"changed by the test",
+    );
+    let v = backup(&[]);
+    assert_eq!(v["files_unchanged"], 19, "{v}");
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
+    // The cache holds no plaintext names, and a damaged cache is ignored, never trusted.
+    let mut files = vec![cache.clone()];
+    let mut trees = Vec::new();
+    while let Some(d) = files.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files.push(p);
+            } else if p.parent().unwrap().ends_with("trees") {
+                trees.push(p);
+            }
+        }
+    }
+    assert!(!trees.is_empty());
+    for t in &trees {
+        let mut b = std::fs::read(t).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&b).contains("private-name"),
+            "plaintext in the cache"
+        );
+        let n = b.len() - 1;
+        b[n] ^= 1;
+        std::fs::write(t, b).unwrap();
+    }
+    assert_eq!(backup(&[])["files_unchanged"], 0);
+    assert_eq!(backup(&["--force"])["files_unchanged"], 0);
+    assert_eq!(backup(&[])["files_unchanged"], 20);
+}

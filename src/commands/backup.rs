@@ -9,6 +9,7 @@ use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
 use crate::error::{Error, Result};
 use crate::repo::backup::{self, BackupOptions, Progress, Source};
+use crate::repo::parent_cache::ParentCache;
 use crate::repo::snapshots::SnapshotFilter;
 use crate::repo::Repository;
 
@@ -96,6 +97,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         })
         .collect();
     let parent = find_parent(&repo, args, &host, &abs_paths)?;
+    let parent_cache = if args.stdin {
+        None
+    } else {
+        ParentCache::for_group(&repo, &host, &abs_paths)
+    };
     let source = if args.stdin {
         Source::Stdin {
             name: args.stdin_name.clone().unwrap_or_default(),
@@ -114,6 +120,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         host,
         tags: args.tags.clone(),
         parent,
+        parent_cache,
+        force: args.force,
         workers,
         uploads: args.uploads,
     };
@@ -138,6 +146,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             "files_processed": s.files,
             "dirs_processed": s.dirs,
             "files_skipped": s.files_skipped,
+            "files_unchanged": s.files_unchanged,
             "bytes_processed": s.bytes_processed,
             "bytes_new": s.bytes_new,
             "bytes_added": s.bytes_added,

@@ -12,6 +12,8 @@ pub mod label {
     pub const CONFIG_MAC: &[u8] = b"custody/v1/config-mac";
     pub const PACK: &[u8] = b"custody/v1/pack";
     pub const OBJECT: &[u8] = b"custody/v1/object";
+    /// Client side only: seals the local parent cache (docs/FORMAT.md §14a).
+    pub const PARENT_CACHE: &[u8] = b"custody/v1/local-parent-cache";
 }
 
 struct Len(usize);

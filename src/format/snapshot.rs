@@ -12,6 +12,9 @@ pub struct Summary {
     pub symlinks: u64,
     /// Files that could not be read and were left out.
     pub files_skipped: u64,
+    /// Files recognised as unchanged (parent snapshot or local parent cache) and not read.
+    #[serde(default)]
+    pub files_unchanged: u64,
     /// Plaintext bytes read.
     pub bytes_processed: u64,
     /// Plaintext bytes of chunks not already in the repository.

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::Semaphore;
 
+use super::parent_cache::{ParentCache, ParentRecorder};
 use super::{Index, Repository, Session};
 use crate::compress::{self, Compression};
 use crate::error::{Error, Result};
@@ -55,6 +56,11 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// A snapshot whose unchanged files (same size, mtime, inode) are reused without reading.
     pub parent: Option<(Id, Snapshot)>,
+    /// This machine's record of its last backup of the same paths: used as the parent when
+    /// there is no parent snapshot (write-only clients), and updated after this backup.
+    pub parent_cache: Option<ParentCache>,
+    /// Read every file: neither a parent snapshot nor the parent cache is consulted.
+    pub force: bool,
     pub workers: usize,
     pub uploads: usize,
 }
@@ -116,10 +122,15 @@ impl Dedup {
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
     let start = Instant::now();
     let (index, marks) = repo.load_index_for_backup()?;
+    // Without a parent snapshot, this machine's own record of its last backup will do.
+    let local_parent = opts.parent.is_none() && !opts.force;
+    let cache = opts.parent_cache.as_ref();
     let parent_tree = match &opts.parent {
-        Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
-        None => None,
+        Some((_, s)) if !opts.force => Some(repo.load_tree(&index, &s.tree)?),
+        _ if local_parent => cache.and_then(|c| c.load_tree(repo, &c.root()?)),
+        _ => None,
     };
+    let recorder = cache.and_then(ParentCache::recorder);
     let session = Session::start(repo)?;
     let workers = opts.workers.max(1);
     let uploader = Uploader::new(repo, opts.uploads.max(1));
@@ -153,6 +164,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         let walker = Walker {
             repo,
             index: &index,
+            local_parent: if local_parent { cache } else { None },
+            recorder: recorder.as_ref(),
             dedup: &dedup,
             tx,
             pack_tx,
@@ -215,6 +228,9 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
     };
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
+    if let Some(r) = recorder {
+        r.commit(&root);
+    }
     tracing::info!(snapshot = %snapshot_id, session = %session.id, "snapshot saved");
     Ok(BackupReport {
         snapshot_id,
@@ -412,6 +428,10 @@ const DEFER_LIMIT: usize = if cfg!(test) { 8 } else { 50_000 };
 struct Walker<'a> {
     repo: &'a Repository,
     index: &'a Index,
+    /// Where earlier folder listings come from when there is no parent snapshot.
+    local_parent: Option<&'a ParentCache>,
+    /// Where this backup's folder listings go for the next one.
+    recorder: Option<&'a ParentRecorder<'a>>,
     dedup: &'a Dedup,
     /// Chunks to the hashers.
     tx: Sender<(u64, Vec<u8>)>,
@@ -565,6 +585,9 @@ impl Walker<'_> {
         }
         let bytes = tree.encode();
         let id = self.repo.chunk_id(&bytes);
+        if let Some(r) = self.recorder {
+            r.put(&id, &bytes);
+        }
         if self.dedup.claim(self.index, &id, bytes.len()) {
             self.pack_tx
                 .send(Job {
@@ -659,6 +682,7 @@ impl Walker<'_> {
             }) {
                 node.content = p.content.clone();
                 self.summary.files += 1;
+                self.summary.files_unchanged += 1;
                 self.summary.bytes_processed += node.size;
                 self.progress.files.fetch_add(1, Ordering::Relaxed);
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
@@ -709,8 +733,11 @@ impl Walker<'_> {
             }))
         } else if ft.is_dir() {
             let node = node_base(name, NodeKind::Dir, meta);
-            let prev_tree = match prev.and_then(|p| p.subtree) {
-                Some(id) if self.index.contains(&id) => self.repo.load_tree(self.index, &id).ok(),
+            let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
+                (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
+                (Some(id), None) if self.index.contains(&id) => {
+                    self.repo.load_tree(self.index, &id).ok()
+                }
                 _ => None,
             };
             self.summary.dirs += 1;
@@ -824,6 +851,8 @@ mod tests {
                 host: "h".into(),
                 tags: vec![],
                 parent: None,
+                parent_cache: None,
+                force: false,
                 workers: 2,
                 uploads: 2,
             },

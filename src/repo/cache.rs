@@ -11,6 +11,21 @@ use std::path::PathBuf;
 
 use crate::id::Id;
 
+/// `$CUSTODY_CACHE_DIR/<repository id>` (or under `$XDG_CACHE_HOME/custody`, or
+/// `~/.cache/custody`); `None` when `CUSTODY_CACHE_DIR=off` or no home folder is known.
+pub fn repository_cache_dir(repo: &Id) -> Option<PathBuf> {
+    let base = match std::env::var_os("CUSTODY_CACHE_DIR") {
+        Some(v) if v == "off" => return None,
+        Some(v) => PathBuf::from(v),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(|p| PathBuf::from(p).join("custody"))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custody"))
+            })?,
+    };
+    Some(base.join(repo.to_hex()))
+}
+
 #[derive(Debug, Clone)]
 pub struct TreeCache {
     dir: PathBuf,
@@ -19,17 +34,8 @@ pub struct TreeCache {
 impl TreeCache {
     /// The cache for a repository, or `None` when disabled or no home folder is known.
     pub fn for_repository(repo: &Id) -> Option<TreeCache> {
-        let base = match std::env::var_os("CUSTODY_CACHE_DIR") {
-            Some(v) if v == "off" => return None,
-            Some(v) => PathBuf::from(v),
-            None => std::env::var_os("XDG_CACHE_HOME")
-                .map(|p| PathBuf::from(p).join("custody"))
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custody"))
-                })?,
-        };
         Some(TreeCache {
-            dir: base.join(repo.to_hex()).join("trees"),
+            dir: repository_cache_dir(repo)?.join("trees"),
         })
     }
 

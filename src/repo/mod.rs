@@ -10,6 +10,7 @@ pub mod forget;
 mod index;
 pub mod lock;
 pub mod marks;
+pub mod parent_cache;
 pub mod prune;
 pub mod reencrypt;
 pub mod repack;
@@ -59,6 +60,8 @@ struct Secrets {
     id_key: HmacKey,
     chunker: Chunker,
     index_key: Key32,
+    /// Seals the local parent cache (client side only).
+    parent_cache_key: Key32,
 }
 
 pub struct Repository {
@@ -112,6 +115,7 @@ fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
         id_key: HmacKey::new(&id_key),
         chunker: Chunker::new(&gear, body.chunker),
         index_key: kdf::derive_key(salt, m, &[label::INDEX]),
+        parent_cache_key: kdf::derive_key(salt, m, &[label::PARENT_CACHE]),
     }
 }
 
@@ -285,6 +289,10 @@ impl Repository {
 
     pub fn key_service(&self) -> &Arc<dyn KeyService> {
         &self.keys
+    }
+
+    pub(crate) fn parent_cache_key(&self) -> &Key32 {
+        &self.secrets.parent_cache_key
     }
 
     pub fn chunker(&self) -> &Chunker {

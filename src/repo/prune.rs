@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::{IndexSegment, PackEntries};
 use crate::format::tree::NodeKind;
-use crate::format::wrapped::WrappedKeyRecord;
 use crate::id::Id;
 use crate::store::{object_name, FileKind};
 
@@ -113,15 +112,10 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
         .block_on(repo.store().list(FileKind::Pack))?
         .into_iter()
         .collect();
-    let mut keys = Vec::new();
-    for (id, _) in repo.block_on(repo.store().list(FileKind::Key))? {
-        let created = repo
-            .block_on(repo.store().get(FileKind::Key, &id))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<WrappedKeyRecord>(&b).ok())
-            .map(|r| r.created);
-        keys.push((id, created));
-    }
+    let keys = super::check::wrapped_keys(repo)?
+        .into_iter()
+        .map(|(id, r)| (id, r.map(|r| r.created)))
+        .collect();
     // Snapshots are listed before the index: a snapshot is written after its index segment,
     // so every snapshot listed here finds its blobs in the segments listed next.
     let snapshot_ids = repo.snapshot_ids()?;

@@ -23,7 +23,6 @@ use crate::crypto::envelope;
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
-use crate::format::wrapped::WrappedKeyRecord;
 use crate::id::Id;
 use crate::store::{object_name, FileKind};
 
@@ -50,22 +49,16 @@ pub struct ReencryptReport {
 }
 
 pub fn reencrypt(repo: &Repository, target: &Target, dry_run: bool) -> Result<ReencryptReport> {
-    let lock = if dry_run {
+    let mut lock = if dry_run {
         None
     } else {
         Some(repo.lock("reencrypt")?)
     };
-    let mut lock = lock;
     // Which sessions exist, and when their keys were made.
-    let mut keys: HashMap<Id, Option<DateTime<Utc>>> = HashMap::new();
-    for (id, _) in repo.block_on(repo.store().list(FileKind::Key))? {
-        let created = repo
-            .block_on(repo.store().get(FileKind::Key, &id))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<WrappedKeyRecord>(&b).ok())
-            .map(|r| r.created);
-        keys.insert(id, created);
-    }
+    let keys: HashMap<Id, Option<DateTime<Utc>>> = super::check::wrapped_keys(repo)?
+        .into_iter()
+        .map(|(id, r)| (id, r.map(|r| r.created)))
+        .collect();
     let marks = Marks::of(&repo.load_marks()?);
     let stored: HashSet<Id> = repo
         .block_on(repo.store().list(FileKind::Pack))?

@@ -275,3 +275,151 @@ pub fn sdk_config(endpoint: &str, key: &str, secret: &str) -> aws_config::SdkCon
         )
         .build()
 }
+
+/// A three-node Garage cluster on loopback (replication factor 3, so writes need two nodes),
+/// with one bucket and one access key; nodes can be stopped and started again.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<Child>>,
+    pub endpoint: String,
+    pub key_id: String,
+    pub secret: String,
+    pub bucket: String,
+}
+
+impl Garage {
+    fn conf(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("node{i}.toml"))
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("garage")
+            .arg("-c")
+            .arg(self.conf(0))
+            .args(args)
+            .output()
+            .expect("run garage");
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn spawn_node(&self, i: usize) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("node{i}.log"))).unwrap();
+        Command::new("garage")
+            .arg("-c")
+            .arg(self.conf(i))
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start garage")
+    }
+
+    pub fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let secret: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + 11) as u8))
+            .collect();
+        let mut s3_ports = Vec::new();
+        for i in 0..3 {
+            let (rpc, s3) = (free_port(), free_port());
+            s3_ports.push(s3);
+            let d = dir.path().join(format!("n{i}"));
+            std::fs::write(
+                dir.path().join(format!("node{i}.toml")),
+                format!(
+                    "metadata_dir = \"{m}\"\ndata_dir = \"{d}\"\ndb_engine = \"sqlite\"\n\
+                     replication_factor = 3\nconsistency_mode = \"consistent\"\n\
+                     rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_secret = \"{secret}\"\n\n[s3_api]\ns3_region = \"us-east-1\"\n\
+                     api_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n",
+                    m = d.join("meta").display(),
+                    d = d.join("data").display(),
+                ),
+            )
+            .unwrap();
+        }
+        let mut g = Garage {
+            dir,
+            nodes: Vec::new(),
+            endpoint: format!("http://127.0.0.1:{}", s3_ports[0]),
+            key_id: String::new(),
+            secret: String::new(),
+            bucket: "custody".into(),
+        };
+        g.nodes = (0..3).map(|i| Some(g.spawn_node(i))).collect();
+        for p in &s3_ports {
+            wait_port(*p, "garage");
+        }
+        let ids: Vec<String> = (0..3)
+            .map(|i| {
+                let out = Command::new("garage")
+                    .arg("-c")
+                    .arg(g.conf(i))
+                    .args(["node", "id", "-q"])
+                    .output()
+                    .expect("garage node id");
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+            .collect();
+        for id in &ids[1..] {
+            g.cli(&["node", "connect", id]);
+        }
+        for id in &ids {
+            let short = &id[..16];
+            g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", short]);
+        }
+        g.cli(&["layout", "apply", "--version", "1"]);
+        let out = g.cli(&["key", "create", "custody-test"]);
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(|v| v.trim_start_matches(':').trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in `garage key create` output: {out}"))
+        };
+        g.key_id = field("Key ID");
+        g.secret = field("Secret key");
+        g.cli(&["bucket", "create", "custody"]);
+        g.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            "custody",
+            "--key",
+            "custody-test",
+        ]);
+        g
+    }
+
+    /// Kills node `i` (SIGKILL, as a crash would).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.stop(i);
+        self.nodes[i] = Some(self.spawn_node(i));
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        s3_env(&self.endpoint, &self.key_id, &self.secret)
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i);
+        }
+    }
+}
