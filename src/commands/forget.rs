@@ -124,7 +124,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         removed += 1;
     }
     let prune_report = if args.prune {
-        Some(crate::repo::prune::prune(&repo, &prune_opts)?)
+        let act = crate::repo::activity::Activity::default();
+        Some(super::progress::with_progress(
+            ctx.show_progress(),
+            || act.get(),
+            || crate::repo::prune::prune(&repo, &prune_opts, &act),
+        )?)
     } else {
         None
     };

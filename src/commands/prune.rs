@@ -2,8 +2,10 @@
 
 use serde_json::json;
 
+use super::progress::with_progress;
 use super::{human_bytes, Ctx, Outcome};
 use crate::error::{Error, Result};
+use crate::repo::activity::Activity;
 use crate::repo::prune::{self, PruneOptions, PruneReport};
 use crate::repo::rewrap::parse_duration;
 
@@ -64,7 +66,12 @@ fn parse_max_unused(s: &str) -> Result<f64> {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let opts = args.opts.options()?;
     let repo = ctx.open_repo()?;
-    let report = prune::prune(&repo, &opts)?;
+    let act = Activity::default();
+    let report = with_progress(
+        ctx.show_progress(),
+        || act.get(),
+        || prune::prune(&repo, &opts, &act),
+    )?;
     print(ctx, &report);
     Ok(Outcome::OK)
 }

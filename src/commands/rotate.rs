@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use super::progress::with_progress;
 use super::{Ctx, Outcome};
 use crate::error::{Error, Result};
 use crate::keyservice;
@@ -128,16 +129,26 @@ fn run_reencrypt(
             Target::Sessions(ids)
         }
     };
-    let report = reencrypt::reencrypt(&repo, &target, dry_run)?;
+    let act = crate::repo::activity::Activity::default();
+    let show = ctx.show_progress();
+    let report = with_progress(
+        show,
+        || act.get(),
+        || reencrypt::reencrypt(&repo, &target, dry_run, &act),
+    )?;
     let pruned = match grace {
-        Some(g) if !dry_run && report.mark.is_some() => Some(crate::repo::prune::prune(
-            &repo,
-            &crate::repo::prune::PruneOptions {
+        Some(g) if !dry_run && report.mark.is_some() => {
+            let opts = crate::repo::prune::PruneOptions {
                 grace: g,
                 max_unused: f64::INFINITY,
                 dry_run: false,
-            },
-        )?),
+            };
+            Some(with_progress(
+                show,
+                || act.get(),
+                || crate::repo::prune::prune(&repo, &opts, &act),
+            )?)
+        }
         _ => None,
     };
     if ctx.json {

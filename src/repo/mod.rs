@@ -3,6 +3,7 @@
 //! async store and key service on the runtime they were given, so CPU work can run on plain
 //! threads; never call them from inside that runtime's worker threads.
 
+pub mod activity;
 pub mod backup;
 mod cache;
 pub mod check;

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::activity::Activity;
 use super::lock::Lock;
 use super::marks::Marks;
 use super::repack::Repacker;
@@ -106,7 +107,8 @@ struct Survey {
     snapshots: usize,
 }
 
-fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
+fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Result<Survey> {
+    act.set("listing the repository");
     let marks = repo.load_marks()?;
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?
@@ -137,7 +139,12 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>) -> Result<Survey> {
             format!("{e}; prune needs every snapshot readable to know what is in use: nothing was changed"),
         )
     };
-    for id in snapshot_ids {
+    let total = snapshot_ids.len();
+    for (n, id) in snapshot_ids.into_iter().enumerate() {
+        act.set(format!(
+            "reading snapshot {}/{total} and its folders",
+            n + 1
+        ));
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
             // Forgotten between our listing and our read.
@@ -213,7 +220,7 @@ fn write_segments(repo: &Repository, packs: Vec<PackEntries>) -> Result<usize> {
     Ok(written)
 }
 
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<PruneReport> {
     let mut lock = if opts.dry_run {
         None
     } else {
@@ -223,7 +230,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let s = survey(repo, &mut lock)?;
+    let s = survey(repo, &mut lock, act)?;
     report.snapshots = s.snapshots;
     report.blobs_referenced = s.referenced.len();
     // Unindexed packs noted by marks past the grace period; read before the sweep deletes them.
@@ -234,16 +241,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|(_, m)| m.time <= now - opts.grace)
         .flat_map(|(_, m)| m.unindexed.iter().copied())
         .collect();
-    report.sweep = sweep(repo, &s, opts, &mut lock)?;
+    report.sweep = sweep(repo, &s, opts, &mut lock, act)?;
     let s = if report.sweep.marks_due > 0 && !opts.dry_run {
-        survey(repo, &mut lock)?
+        survey(repo, &mut lock, act)?
     } else {
         s
     };
-    report.mark = mark(repo, &s, opts, &seen_before, &mut lock)?;
+    report.mark = mark(repo, &s, opts, &seen_before, &mut lock, act)?;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
-        let s = survey(repo, &mut lock)?;
-        let again = sweep(repo, &s, opts, &mut lock)?;
+        let s = survey(repo, &mut lock, act)?;
+        let again = sweep(repo, &s, opts, &mut lock, act)?;
         report.sweep.marks_due += again.marks_due;
         report.sweep.packs_deleted += again.packs_deleted;
         report.sweep.bytes_deleted += again.bytes_deleted;
@@ -264,6 +271,7 @@ fn sweep(
     s: &Survey,
     opts: &PruneOptions,
     lock: &mut Option<Lock<'_>>,
+    act: &Activity,
 ) -> Result<SweepReport> {
     let now = Utc::now();
     let (due, pending): (Vec<_>, Vec<_>) = s
@@ -368,7 +376,12 @@ fn sweep(
     }
     r.segments_written = write_segments(repo, relist)?;
     crate::failpoint::hit("prune-sweep-before-delete");
-    for p in &delete {
+    for (n, p) in delete.iter().enumerate() {
+        act.set(format!(
+            "deleting condemned pack {}/{}",
+            n + 1,
+            delete.len()
+        ));
         repo.block_on(repo.store().delete(FileKind::Pack, p))?;
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
@@ -399,6 +412,7 @@ fn mark(
     opts: &PruneOptions,
     seen_before: &HashSet<Id>,
     lock: &mut Option<Lock<'_>>,
+    act: &Activity,
 ) -> Result<MarkReport> {
     let now = Utc::now();
     let pending = Marks::of(&s.marks);
@@ -534,7 +548,8 @@ fn mark(
     let mut new_packs = Vec::new();
     if !repack.is_empty() {
         let mut rp = Repacker::new(repo)?;
-        for p in &repack {
+        for (n, p) in repack.iter().enumerate() {
+            act.set(format!("repacking pack {}/{}", n + 1, repack.len()));
             rp.copy(
                 &p.pack,
                 &p.session,

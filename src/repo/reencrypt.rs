@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::activity::Activity;
 use super::marks::Marks;
 use super::repack::Repacker;
 use super::Repository;
@@ -48,7 +49,13 @@ pub struct ReencryptReport {
     pub mark: Option<Id>,
 }
 
-pub fn reencrypt(repo: &Repository, target: &Target, dry_run: bool) -> Result<ReencryptReport> {
+pub fn reencrypt(
+    repo: &Repository,
+    target: &Target,
+    dry_run: bool,
+    act: &Activity,
+) -> Result<ReencryptReport> {
+    act.set("listing the repository");
     let mut lock = if dry_run {
         None
     } else {
@@ -166,7 +173,8 @@ pub fn reencrypt(repo: &Repository, target: &Target, dry_run: bool) -> Result<Re
     let mut rp = Repacker::new(repo)?;
     let new_session = rp.session().id;
     report.new_session = Some(new_session);
-    for (p, todo) in &copies {
+    for (n, (p, todo)) in copies.iter().enumerate() {
+        act.set(format!("copying pack {}/{}", n + 1, copies.len()));
         rp.copy(&p.pack, &p.session, todo)?;
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
@@ -174,7 +182,8 @@ pub fn reencrypt(repo: &Repository, target: &Target, dry_run: bool) -> Result<Re
     }
     let (session, written, bytes) = rp.finish()?;
     report.bytes_written = bytes;
-    for p in &written {
+    for (n, p) in written.iter().enumerate() {
+        act.set(format!("verifying new pack {}/{}", n + 1, written.len()));
         super::check::read_pack(repo, &p.pack, &p.session, &p.blobs)?;
     }
     crate::failpoint::hit("reencrypt-after-copy");
@@ -184,7 +193,8 @@ pub fn reencrypt(repo: &Repository, target: &Target, dry_run: bool) -> Result<Re
     }
     crate::failpoint::hit("reencrypt-after-index");
     // 4. Seal the manifests again under the new session, verify, replace.
-    for id in &resealing {
+    for (n, id) in resealing.iter().enumerate() {
+        act.set(format!("resealing snapshot {}/{}", n + 1, resealing.len()));
         let mut snap = repo.load_snapshot(id)?;
         snap.session = new_session;
         repo.replace_snapshot(&session, id, &snap)?;
