@@ -45,10 +45,11 @@ pub enum Cmd {
         /// Only say what would be rewritten.
         #[arg(long)]
         dry_run: bool,
-        /// Then run prune with this grace period (`0s` deletes the old packs and keys at
-        /// once: only when no backup can be running).
-        #[arg(long, value_name = "DURATION")]
-        grace: Option<String>,
+        /// Delete the old packs right away instead of by a prune after the grace period (safe
+        /// while backups run: every blob in them was copied and indexed first). The old
+        /// wrapped keys go with the next prune past the grace period.
+        #[arg(long)]
+        delete_now: bool,
     },
 }
 
@@ -65,14 +66,14 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             before,
             all,
             dry_run,
-            grace,
+            delete_now,
         } => run_reencrypt(
             ctx,
             sessions,
             before.as_deref(),
             *all,
             *dry_run,
-            grace.as_deref(),
+            *delete_now,
         ),
     }
 }
@@ -94,7 +95,7 @@ fn run_reencrypt(
     before: Option<&str>,
     all: bool,
     dry_run: bool,
-    grace: Option<&str>,
+    delete_now: bool,
 ) -> Result<Outcome> {
     let target = match (sessions.is_empty(), before, all) {
         (false, None, false) => None,
@@ -106,7 +107,6 @@ fn run_reencrypt(
             ))
         }
     };
-    let grace = grace.map(parse_duration).transpose()?;
     let repo = ctx.open_repo()?;
     let target = match target {
         Some(t) => t,
@@ -136,24 +136,17 @@ fn run_reencrypt(
         || act.get(),
         || reencrypt::reencrypt(&repo, &target, dry_run, &act),
     )?;
-    let pruned = match grace {
-        Some(g) if !dry_run && report.mark.is_some() => {
-            let opts = crate::repo::prune::PruneOptions {
-                grace: g,
-                max_unused: f64::INFINITY,
-                dry_run: false,
-            };
-            Some(with_progress(
-                show,
-                || act.get(),
-                || crate::repo::prune::prune(&repo, &opts, &act),
-            )?)
-        }
+    let swept = match &report.mark {
+        Some(mark) if delete_now => Some(with_progress(
+            show,
+            || act.get(),
+            || crate::repo::prune::sweep_now(&repo, mark, &act),
+        )?),
         _ => None,
     };
     if ctx.json {
         let mut v = json!(report);
-        v["prune"] = json!(pruned);
+        v["sweep"] = json!(swept);
         ctx.print_json(&v);
         return Ok(Outcome::OK);
     }
@@ -172,12 +165,12 @@ fn run_reencrypt(
         ctx.say(format!(
             "garbage/{} condemns the old packs and wrapped keys{}",
             m.short(),
-            match &pruned {
-                Some(p) if p.sweep.packs_deleted + p.sweep.keys_deleted > 0 => format!(
-                    "; deleted {} pack(s) and {} key(s)",
-                    p.sweep.packs_deleted, p.sweep.keys_deleted
+            match &swept {
+                Some(s) => format!(
+                    "; deleted {} old pack(s); a prune after the grace period deletes the old keys",
+                    s.packs_deleted
                 ),
-                _ => ": a prune after the grace period deletes them".into(),
+                None => ": a prune after the grace period deletes them".into(),
             }
         ));
     }

@@ -126,7 +126,16 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let local_parent = opts.parent.is_none() && !opts.force;
     let cache = opts.parent_cache.as_ref();
     let parent_tree = match &opts.parent {
-        Some((_, s)) if !opts.force => Some(repo.load_tree(&index, &s.tree)?),
+        // The parent's root tree may sit only in a pack a garbage mark condemned (left out of
+        // this index): then every file is read, nothing else changes.
+        Some((_, s)) if !opts.force => match repo.load_tree(&index, &s.tree) {
+            Ok(t) => Some(t),
+            Err(e) if e.is_key_service() => return Err(e),
+            Err(e) => {
+                tracing::warn!("parent snapshot not usable ({e}): reading every file");
+                None
+            }
+        },
         _ if local_parent => cache.and_then(|c| c.load_tree(repo, &c.root()?)),
         _ => None,
     };

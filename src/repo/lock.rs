@@ -114,6 +114,23 @@ impl Lock<'_> {
         if self.renewed.elapsed().as_secs() < LOCK_REFRESH_SECS {
             return Ok(());
         }
+        // Still ours? A run paused past the stale time may have lost it to another run.
+        match self
+            .repo
+            .block_on(self.repo.store().size(FileKind::Lock, &self.id))
+        {
+            Err(Error::NotFound(_)) => {
+                self.held = false;
+                return Err(Error::Conflict(format!(
+                    "this {} run lost its lock (it was paused or stalled for more than {} \
+                     minutes and another run removed it); stopped: run it again",
+                    self.rec.operation,
+                    LOCK_STALE_SECS / 60
+                )));
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
         self.rec.refreshed = Utc::now();
         self.repo
             .put_meta(FileKind::Lock, &self.id, &padded_json(&self.rec, 1024))?;

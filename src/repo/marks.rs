@@ -71,10 +71,9 @@ impl Repository {
 
     /// The check a backup makes after its packs are stored and before it writes its index
     /// segment and snapshot (docs/FORMAT.md, "Garbage collection"): no mark it did not see at
-    /// its start condemns its session or one of its packs, and every blob it found already
-    /// stored (`used`, located by `index`) is still in a stored pack that no mark condemns;
-    /// if its pack was condemned or deleted meanwhile, another live copy (repacked or
-    /// re-encrypted) will do. Otherwise the backup stops with [`Error::Conflict`] and commits
+    /// its start condemns its session or one of its packs, its packs and key still exist, and
+    /// every blob it found already stored (`used`) is in the index as read now, in a pack no
+    /// mark condemns (the pack it was in at the start, or a repacked or re-encrypted copy). Otherwise the backup stops with [`Error::Conflict`] and commits
     /// nothing; its packs are leftovers for a later prune, and a rerun is safe.
     pub fn check_before_commit(
         &self,
@@ -90,7 +89,7 @@ impl Repository {
                  nothing was committed: run the backup again"
             )))
         };
-        let mut condemned = HashSet::new();
+        let own_set: HashSet<&Id> = own.iter().collect();
         for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
             if seen.ids.contains(&id) {
                 continue;
@@ -104,13 +103,12 @@ impl Repository {
             if m.sessions.contains(session) {
                 return conflict(format!("{mark} condemned this backup's session key"));
             }
-            if let Some(p) = m.packs.iter().find(|p| own.contains(p)) {
+            if let Some(p) = m.packs.iter().find(|p| own_set.contains(p)) {
                 return conflict(format!(
                     "{mark} condemned {} written by this backup",
                     object_name(FileKind::Pack, p)
                 ));
             }
-            condemned.extend(m.packs);
         }
         let stored: HashSet<Id> = self
             .block_on(self.store().list(FileKind::Pack))?
@@ -129,37 +127,21 @@ impl Repository {
                 object_name(FileKind::Key, session)
             ));
         }
-        let gone = |p: &Id| condemned.contains(p) || !stored.contains(p);
-        let moved: Vec<&Id> = used
-            .iter()
-            .filter(|b| index.get(b).is_none_or(|loc| gone(&loc.pack)))
-            .collect();
-        if moved.is_empty() {
+        if used.is_empty() {
             return Ok(());
         }
-        // Some packs this run relied on are condemned or gone: every blob it took from them
-        // must have a live copy now (in a pack written since, which no mark condemns).
+        // Every blob this run found already stored must still be indexed in a pack that no
+        // mark condemns: the index read now, not the listing of `data/` (which may still show
+        // a pack just deleted). A blob whose pack was repacked or re-encrypted meanwhile is
+        // found in its new pack.
         let (now, _) = self.load_index_for_backup()?;
-        for b in moved {
-            match now.get(b) {
-                Some(loc) if stored.contains(&loc.pack) || self.pack_exists(&loc.pack)? => {}
-                _ => {
-                    let was = index.get(b).map(|l| object_name(FileKind::Pack, &l.pack));
-                    return conflict(format!(
-                        "{} was condemned or deleted",
-                        was.unwrap_or_else(|| "a pack".into())
-                    ));
-                }
-            }
+        if let Some(b) = used.iter().find(|b| !now.contains(b)) {
+            let was = index.get(b).map(|l| object_name(FileKind::Pack, &l.pack));
+            return conflict(format!(
+                "{} was condemned or deleted",
+                was.unwrap_or_else(|| "a pack".into())
+            ));
         }
         Ok(())
-    }
-
-    fn pack_exists(&self, pack: &Id) -> Result<bool> {
-        match self.block_on(self.store().size(FileKind::Pack, pack)) {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 }

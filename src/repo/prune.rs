@@ -98,6 +98,10 @@ pub struct MarkReport {
 /// index segments. Snapshots come after the marks, so every snapshot committed before a mark
 /// was read is seen; segments come after the snapshots, so each snapshot's blobs are indexed.
 struct Survey {
+    /// Taken before anything is listed: every age (of marks, of keys) is measured from here,
+    /// so time spent surveying never makes a mark look older than the listing it was
+    /// checked against.
+    start: DateTime<Utc>,
     marks: Vec<(Id, GarbageMark)>,
     segments: Vec<(Id, IndexSegment)>,
     stored: HashMap<Id, u64>,
@@ -109,6 +113,7 @@ struct Survey {
 
 fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Result<Survey> {
     act.set("listing the repository");
+    let start = Utc::now();
     let marks = repo.load_marks()?;
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?
@@ -159,6 +164,9 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Res
             if !referenced.insert(t) {
                 continue;
             }
+            if let Some(l) = lock.as_mut() {
+                l.refresh()?;
+            }
             let tree = repo.load_tree(&index, &t).map_err(|e| {
                 if e.is_key_service() {
                     e
@@ -179,6 +187,7 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Res
         }
     }
     Ok(Survey {
+        start,
         marks,
         segments,
         stored,
@@ -234,23 +243,39 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
     report.snapshots = s.snapshots;
     report.blobs_referenced = s.referenced.len();
     // Unindexed packs noted by marks past the grace period; read before the sweep deletes them.
-    let now = Utc::now();
     let seen_before: HashSet<Id> = s
         .marks
         .iter()
-        .filter(|(_, m)| m.time <= now - opts.grace)
+        .filter(|(_, m)| m.time <= s.start - opts.grace)
         .flat_map(|(_, m)| m.unindexed.iter().copied())
         .collect();
-    report.sweep = sweep(repo, &s, opts, &mut lock, act)?;
+    let start = s.start;
+    let due = move |_: &Id, m: &GarbageMark| m.time <= start - opts.grace;
+    let scope = Scope {
+        due: &due,
+        delete_keys: true,
+        dry_run: opts.dry_run,
+    };
+    let (sweep_report, relisted) = sweep(repo, &s, &scope, &mut lock, act)?;
+    report.sweep = sweep_report;
     let s = if report.sweep.marks_due > 0 && !opts.dry_run {
         survey(repo, &mut lock, act)?
     } else {
         s
     };
-    report.mark = mark(repo, &s, opts, &seen_before, &mut lock, act)?;
+    // A listing right after our own writes may miss them: what the sweep listed again counts
+    // as indexed whatever the new listing says.
+    report.mark = mark(repo, &s, opts, &seen_before, &relisted, &mut lock, act)?;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
         let s = survey(repo, &mut lock, act)?;
-        let again = sweep(repo, &s, opts, &mut lock, act)?;
+        let start = s.start;
+        let due = move |_: &Id, m: &GarbageMark| m.time <= start;
+        let scope = Scope {
+            due: &due,
+            delete_keys: true,
+            dry_run: false,
+        };
+        let (again, _) = sweep(repo, &s, &scope, &mut lock, act)?;
         report.sweep.marks_due += again.marks_due;
         report.sweep.packs_deleted += again.packs_deleted;
         report.sweep.bytes_deleted += again.bytes_deleted;
@@ -266,25 +291,48 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
     Ok(report)
 }
 
+/// Which marks a sweep carries out, and whether it deletes the session keys they condemn.
+struct Scope<'a> {
+    due: &'a dyn Fn(&Id, &GarbageMark) -> bool,
+    delete_keys: bool,
+    dry_run: bool,
+}
+
+/// Carries out one mark at once, whatever its age, without deleting the session keys it
+/// condemns (a later prune does, after the grace period). For `rotate reencrypt
+/// --delete-now`: every blob of the packs its mark condemns was copied and indexed first, so
+/// deleting them cannot take anything a snapshot needs.
+pub fn sweep_now(repo: &Repository, mark: &Id, act: &Activity) -> Result<SweepReport> {
+    let mut lock = Some(repo.lock("prune")?);
+    let s = survey(repo, &mut lock, act)?;
+    let only = |id: &Id, _: &GarbageMark| id == mark;
+    let scope = Scope {
+        due: &only,
+        delete_keys: false,
+        dry_run: false,
+    };
+    let (r, _) = sweep(repo, &s, &scope, &mut lock, act)?;
+    if let Some(l) = lock {
+        l.release()?;
+    }
+    Ok(r)
+}
+
 fn sweep(
     repo: &Repository,
     s: &Survey,
-    opts: &PruneOptions,
+    scope: &Scope<'_>,
     lock: &mut Option<Lock<'_>>,
     act: &Activity,
-) -> Result<SweepReport> {
-    let now = Utc::now();
-    let (due, pending): (Vec<_>, Vec<_>) = s
-        .marks
-        .iter()
-        .partition(|(_, m)| m.time <= now - opts.grace);
+) -> Result<(SweepReport, HashSet<Id>)> {
+    let (due, pending): (Vec<_>, Vec<_>) = s.marks.iter().partition(|(id, m)| (scope.due)(id, m));
     let mut r = SweepReport {
         marks_due: due.len(),
         marks_pending: pending.len(),
         ..Default::default()
     };
     if due.is_empty() {
-        return Ok(r);
+        return Ok((r, HashSet::new()));
     }
     let due_marks: Vec<(Id, GarbageMark)> = due.iter().map(|(i, m)| (*i, m.clone())).collect();
     let due_set = Marks::of(&due_marks);
@@ -363,6 +411,7 @@ fn sweep(
     let keys: Vec<Id> = due_set
         .sessions
         .iter()
+        .filter(|_| scope.delete_keys)
         .filter(|k| !s.snapshot_sessions.contains(k) && !remaining_sessions.contains(k))
         .copied()
         .collect();
@@ -370,10 +419,11 @@ fn sweep(
     r.bytes_deleted = delete.iter().filter_map(|p| s.stored.get(p)).sum();
     r.segments_deleted = doomed.len();
     r.keys_deleted = keys.len();
-    if opts.dry_run {
+    if scope.dry_run {
         r.segments_written = usize::from(!relist.is_empty());
-        return Ok(r);
+        return Ok((r, HashSet::new()));
     }
+    let relisted: HashSet<Id> = relist.iter().map(|p| p.pack).collect();
     r.segments_written = write_segments(repo, relist)?;
     crate::failpoint::hit("prune-sweep-before-delete");
     for (n, p) in delete.iter().enumerate() {
@@ -403,7 +453,7 @@ fn sweep(
         keys = r.keys_deleted,
         "swept"
     );
-    Ok(r)
+    Ok((r, relisted))
 }
 
 fn mark(
@@ -411,10 +461,11 @@ fn mark(
     s: &Survey,
     opts: &PruneOptions,
     seen_before: &HashSet<Id>,
+    relisted: &HashSet<Id>,
     lock: &mut Option<Lock<'_>>,
     act: &Activity,
 ) -> Result<MarkReport> {
-    let now = Utc::now();
+    let now = s.start;
     let pending = Marks::of(&s.marks);
     // Segments that no pending mark supersedes, and the live packs they list, in order.
     let current: Vec<&(Id, IndexSegment)> = s
@@ -435,6 +486,7 @@ fn mark(
         .segments
         .iter()
         .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+        .chain(relisted.iter().copied())
         .collect();
     // Each referenced blob is used from the first stored live pack that holds it.
     let mut chosen: HashMap<Id, Id> = HashMap::new();
@@ -531,14 +583,26 @@ fn mark(
         .map(|(k, _)| *k)
         .collect();
     r.keys_condemned = sessions.len();
-    let consolidate = current.len() > 1
+    // Consolidation rewrites the small segments (one per backup run) and any that lists a
+    // condemned pack; full ones stay as they are, so a large index is not rewritten each run.
+    let lists_condemned =
+        |seg: &IndexSegment| seg.packs.iter().any(|p| condemned_set.contains(&p.pack));
+    let rewrite: Vec<&(Id, IndexSegment)> = current
+        .iter()
+        .filter(|(_, seg)| {
+            seg.packs.iter().map(|p| p.blobs.len()).sum::<usize>() < SEGMENT_BLOBS
+                || lists_condemned(seg)
+        })
+        .copied()
+        .collect();
+    let consolidate = rewrite.len() > 1
         || !repack.is_empty()
-        || packs.iter().any(|p| condemned_set.contains(&p.pack));
+        || rewrite.iter().any(|(_, seg)| lists_condemned(seg));
     if condemned.is_empty() && unindexed.is_empty() && sessions.is_empty() && !consolidate {
         return Ok(r);
     }
     if consolidate {
-        r.segments_superseded = current.len();
+        r.segments_superseded = rewrite.len();
     }
     if opts.dry_run {
         return Ok(r);
@@ -566,14 +630,27 @@ fn mark(
     crate::failpoint::hit("prune-after-repack");
     let mut superseded = Vec::new();
     if consolidate {
-        let mut all: Vec<PackEntries> = packs
+        let rewritten: HashSet<Id> = rewrite.iter().map(|(id, _)| *id).collect();
+        let stays_listed: HashSet<Id> = current
             .iter()
-            .filter(|p| !condemned_set.contains(&p.pack))
-            .map(|p| (*p).clone())
+            .filter(|(id, _)| !rewritten.contains(id))
+            .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+            .collect();
+        let mut seen = HashSet::new();
+        let mut all: Vec<PackEntries> = rewrite
+            .iter()
+            .flat_map(|(_, seg)| seg.packs.iter())
+            .filter(|p| {
+                !condemned_set.contains(&p.pack)
+                    && !pending.packs.contains(&p.pack)
+                    && !stays_listed.contains(&p.pack)
+                    && seen.insert(p.pack)
+            })
+            .cloned()
             .collect();
         all.extend(new_packs);
         r.segments_written = write_segments(repo, all)?;
-        superseded = current.iter().map(|(id, _)| *id).collect();
+        superseded = rewrite.iter().map(|(id, _)| *id).collect();
     }
     crate::failpoint::hit("prune-before-mark");
     let m = GarbageMark {

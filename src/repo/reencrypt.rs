@@ -77,6 +77,9 @@ pub fn reencrypt(
     // Which session sealed each snapshot manifest (its envelope header says so).
     let mut sealed_by: Vec<(Id, Id)> = Vec::new();
     for id in &snapshot_ids {
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
         let bytes = match repo.block_on(repo.store().get(FileKind::Snapshot, id)) {
             Ok(b) => b,
             Err(Error::NotFound(_)) => continue,
@@ -133,12 +136,14 @@ pub fn reencrypt(
     let mut seen = HashSet::new();
     for (_, seg) in &segments {
         for p in &seg.packs {
-            if marks.packs.contains(&p.pack) || !seen.insert(p.pack) {
+            if !stored.contains(&p.pack) || !seen.insert(p.pack) {
                 continue;
             }
+            // A chosen session's packs are copied even when already condemned: a sweep may
+            // yet keep a condemned pack that a snapshot turns out to need.
             if sessions.contains(&p.session) {
                 old.push(p);
-            } else if stored.contains(&p.pack) {
+            } else if !marks.packs.contains(&p.pack) {
                 elsewhere.extend(p.blobs.iter().map(|b| b.id));
             }
         }
@@ -184,6 +189,9 @@ pub fn reencrypt(
     report.bytes_written = bytes;
     for (n, p) in written.iter().enumerate() {
         act.set(format!("verifying new pack {}/{}", n + 1, written.len()));
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
         super::check::read_pack(repo, &p.pack, &p.session, &p.blobs)?;
     }
     crate::failpoint::hit("reencrypt-after-copy");
@@ -195,8 +203,21 @@ pub fn reencrypt(
     // 4. Seal the manifests again under the new session, verify, replace.
     for (n, id) in resealing.iter().enumerate() {
         act.set(format!("resealing snapshot {}/{}", n + 1, resealing.len()));
-        let mut snap = repo.load_snapshot(id)?;
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
+        // Forgotten meanwhile: leave it forgotten.
+        let mut snap = match repo.load_snapshot(id) {
+            Ok(s) => s,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
         snap.session = new_session;
+        // Narrows (without conditional writes it cannot close) the window in which a
+        // concurrent `forget` is undone by the replacement.
+        if let Err(Error::NotFound(_)) = repo.block_on(repo.store().size(FileKind::Snapshot, id)) {
+            continue;
+        }
         repo.replace_snapshot(&session, id, &snap)?;
         if repo.load_snapshot(id)? != snap {
             return Err(Error::Internal(format!(
