@@ -82,6 +82,12 @@ run() { # run TOOL STEP ROUND
       restic -q -r "$r_repo" init >/dev/null
       measure restic first_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
     custody:unchanged) measure custody unchanged_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
+    custody:writer) # a write-only client: no parent snapshot, only its local parent cache
+      rm -rf "$work/writer-keyring" "$work/writer-cache"
+      $custody -q --repo "$c_repo" key export --role writer --to "$work/writer-keyring"
+      CUSTODY_CACHE_DIR=$work/writer-cache $custody -q --repo "$c_repo" --key-service "local:$work/writer-keyring" backup "$tree"
+      CUSTODY_CACHE_DIR=$work/writer-cache measure custody unchanged_backup_writer "$r" $custody -q --repo "$c_repo" --key-service "local:$work/writer-keyring" backup "$tree" ;;
+    restic:writer) ;;
     restic:unchanged) measure restic unchanged_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
     custody:changed) measure custody changed_1pct_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
     restic:changed) measure restic changed_1pct_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
@@ -117,7 +123,7 @@ for r in $(seq 1 "$rounds"); do
   repos_for_round "$r"
   if [ $((r % 2)) = 1 ]; then order="custody restic"; else order="restic custody"; fi
   echo "round $r ($order)"
-  for step in first unchanged; do for t in $order; do run "$t" "$step" "$r"; done; done
+  for step in first unchanged writer; do for t in $order; do run "$t" "$step" "$r"; done; done
   change_files "$r"
   for step in changed restore; do for t in $order; do run "$t" "$step" "$r"; done; done
   printf 'custody\trepo_bytes\t%s\t%s\t0\n' "$r" "$(repo_bytes custody)" >> "$results"
@@ -140,6 +146,10 @@ for m in metrics:
     cm, rm = statistics.median(c), statistics.median(r)
     fmt = (lambda x: f"{x/2**20:.0f}M") if m == "repo_bytes" else (lambda x: f"{x:.2f}s")
     print(f"{m:<22}{fmt(min(c)):>13}{fmt(cm):>10}{fmt(min(r)):>13}{fmt(rm):>10}{cm/rm:>8.2f}")
+w = [v for v, _ in data.get(("unchanged_backup_writer", "custody"), [])]
+if w:
+    rm = statistics.median(v for v, _ in data[("unchanged_backup", "restic")])
+    print(f"{'unchanged, write-only':<22}{min(w):>12.2f}s{statistics.median(w):>9.2f}s{'(vs restic unchanged)':>23}{statistics.median(w)/rm:>8.2f}")
 for tool in ["custody", "restic"]:
     peak = max(rss for (m, t), vs in data.items() if t == tool for _, rss in vs)
     print(f"peak RSS {tool}: {peak/1024:.0f} MiB")
