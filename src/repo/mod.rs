@@ -579,6 +579,33 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Loads several trees at once, up to 8 reads in flight: a walk over a remote bucket is
+    /// otherwise one round trip per folder. Results come in the order of `ids`.
+    pub fn load_trees(&self, index: &Index, ids: &[Id]) -> Vec<Result<Tree>> {
+        const IN_FLIGHT: usize = 8;
+        if ids.len() <= 1 {
+            return ids.iter().map(|id| self.load_tree(index, id)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let out: Vec<Mutex<Option<Result<Tree>>>> = ids.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..IN_FLIGHT.min(ids.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    *out[i].lock().expect("lock") = Some(self.load_tree(index, id));
+                });
+            }
+        });
+        out.into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .expect("lock")
+                    .unwrap_or_else(|| Err(Error::Internal("tree loader stopped".into())))
+            })
+            .collect()
+    }
+
     pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
         let b = self.load_blob(index, id, BlobType::Tree)?;
         Tree::decode(&b).map_err(|e| Error::integrity(format!("tree {id}"), e))

@@ -159,28 +159,31 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Res
         };
         snapshots += 1;
         snapshot_sessions.insert(snap.session);
-        let mut stack = vec![snap.tree];
-        while let Some(t) = stack.pop() {
-            if !referenced.insert(t) {
-                continue;
-            }
+        // Folder level by folder level, each level's trees read at once.
+        let mut level = vec![snap.tree];
+        while !level.is_empty() {
+            level.retain(|t| referenced.insert(*t));
             if let Some(l) = lock.as_mut() {
                 l.refresh()?;
             }
-            let tree = repo.load_tree(&index, &t).map_err(|e| {
-                if e.is_key_service() {
-                    e
-                } else {
-                    unreadable(format!("tree {t}"), e)
-                }
-            })?;
-            for n in tree.nodes {
-                match n.kind {
-                    NodeKind::Dir => stack.extend(n.subtree),
-                    NodeKind::File => referenced.extend(n.content),
-                    NodeKind::Symlink => {}
+            let mut next = Vec::new();
+            for (t, tree) in level.iter().zip(repo.load_trees(&index, &level)) {
+                let tree = tree.map_err(|e| {
+                    if e.is_key_service() {
+                        e
+                    } else {
+                        unreadable(format!("tree {t}"), e)
+                    }
+                })?;
+                for n in tree.nodes {
+                    match n.kind {
+                        NodeKind::Dir => next.extend(n.subtree),
+                        NodeKind::File => referenced.extend(n.content),
+                        NodeKind::Symlink => {}
+                    }
                 }
             }
+            level = next;
         }
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
