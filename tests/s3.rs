@@ -149,6 +149,14 @@ fn s3_failures_are_clear() {
         "{}",
         r.stderr
     );
+    // A name the server refuses (too short), answered by a bare 400.
+    let r = with_env(&sb, &s.env(), &["--repo", "s3://b/repo", "init"]).code(EXIT_ERROR);
+    assert!(r.stderr.contains("check the bucket name"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("SdkBody"),
+        "SDK internals in the message: {}",
+        r.stderr
+    );
 }
 
 /// A proxy that forwards to the server but cuts any connection after `limit` bytes from the

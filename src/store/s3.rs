@@ -108,6 +108,12 @@ where
                 ("InvalidRange", _) | (_, 416) => {
                     Error::integrity(what, "object shorter than the requested range")
                 }
+                // HEAD answers carry no body: a bare 400 is most often a name the server refuses.
+                ("", 400) => Error::Unavailable(format!(
+                    "{what}: HTTP 400 Bad Request without details: check the bucket name (S3 \
+                     names are 3 to 63 lowercase letters, digits, dots and hyphens) and the \
+                     region (AWS_REGION)"
+                )),
                 ("", _) => Error::Unavailable(format!(
                     "{msg}{}",
                     aws_sdk_s3::error::DisplayErrorContext(&e)
