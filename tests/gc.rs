@@ -351,3 +351,38 @@ fn crash_points(r: &Repo) {
 fn sigkill_during_backup_and_prune_loses_nothing() {
     both(crash_points);
 }
+
+fn two_prunes_at_once(r: &Repo) {
+    r.init();
+    for i in 0..4 {
+        let d = r.source(&format!("s{i}"), 8, 60 + i, Some(11));
+        r.backup(&d);
+    }
+    r.run(&["forget", "--keep-last", "2", "--group-by", ""])
+        .ok();
+    let a = r.spawn(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let b = r.spawn(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let codes: Vec<i32> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            let code = o.status.code().unwrap_or(-1);
+            assert!(
+                code == 0 || code == EXIT_CONFLICT,
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            code
+        })
+        .collect();
+    assert!(codes.contains(&0), "{codes:?}");
+    eprintln!("two prunes at once ended with {codes:?}");
+    let chk = r.check();
+    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert_eq!(r.restore_all(), 2);
+}
+
+#[test]
+fn two_prunes_at_once_exclude_each_other_or_are_harmless() {
+    both(two_prunes_at_once);
+}
