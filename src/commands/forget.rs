@@ -22,16 +22,16 @@ pub struct Args {
     /// Keep the newest snapshot of each of the N newest hours that have one.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_hourly: u32,
-    /// ... days (local time).
+    /// Keep the newest snapshot of each of the N newest days that have one (local time).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_daily: u32,
-    /// ... ISO weeks.
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_weekly: u32,
-    /// ... months.
+    /// Keep the newest snapshot of each of the N newest months that have one.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_monthly: u32,
-    /// ... years.
+    /// Keep the newest snapshot of each of the N newest years that have one.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_yearly: u32,
     /// Keep every snapshot less than DURATION older than the newest of its group (e.g. 30d).
