@@ -65,6 +65,9 @@ repo_bytes() { # TOOL
 # measure TOOL METRIC ROUND CMD...: wall seconds and peak RSS into the results file.
 measure() {
   local tool=$1 metric=$2 round=$3; shift 3
+  # Each timed step starts with no dirty pages left by the previous one (the other tool's
+  # writeback would otherwise land in this step's time).
+  sync
   /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null
   read -r secs rss < "$work/time.out"
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$metric" "$round" "$secs" "$rss" >> "$results"
