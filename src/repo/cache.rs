@@ -53,9 +53,13 @@ impl TreeCache {
         if path.exists() {
             return;
         }
+        let mut r = [0u8; 8];
+        if crate::crypto::random::fill(&mut r).is_err() {
+            return;
+        }
         let tmp = self
             .dir
-            .join(format!(".{}.tmp-{}", id.to_hex(), std::process::id()));
+            .join(format!(".{}.tmp-{}", id.to_hex(), hex::encode(r)));
         let ok = std::fs::create_dir_all(&self.dir).is_ok()
             && std::fs::write(&tmp, sealed).is_ok()
             && std::fs::rename(&tmp, &path).is_ok();

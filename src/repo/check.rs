@@ -170,36 +170,38 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         let mut level = vec![snap.tree];
         while !level.is_empty() {
             level.retain(|t| seen_trees.insert(*t));
-            let loaded = repo.load_trees(&index, &level);
             let mut stack = Vec::new();
-            for (t, tree) in level.iter().zip(loaded) {
-                match tree {
-                    Ok(tree) => {
-                        r.trees += 1;
-                        for n in tree.nodes {
-                            match n.kind {
-                                NodeKind::Dir => stack.extend(n.subtree),
-                                NodeKind::File => {
-                                    for c in n.content.iter().filter(|c| !index.contains(c)) {
-                                        r.problem(
-                                            &Error::integrity(
-                                                format!("snapshot {}", id.short()),
-                                                format!(
-                                                "file {} refers to chunk {} that no index lists",
-                                                n.name.lossy(),
-                                                c.short()
-                                            ),
-                                            ),
-                                            "",
-                                        );
+            // Read in batches: a level's trees are held in memory together.
+            for batch in level.chunks(super::TREE_BATCH) {
+                for (t, tree) in batch.iter().zip(repo.load_trees(&index, batch)) {
+                    match tree {
+                        Ok(tree) => {
+                            r.trees += 1;
+                            for n in tree.nodes {
+                                match n.kind {
+                                    NodeKind::Dir => stack.extend(n.subtree),
+                                    NodeKind::File => {
+                                        for c in n.content.iter().filter(|c| !index.contains(c)) {
+                                            r.problem(
+                                                &Error::integrity(
+                                                    format!("snapshot {}", id.short()),
+                                                    format!(
+                                                    "file {} refers to chunk {} that no index lists",
+                                                    n.name.lossy(),
+                                                    c.short()
+                                                ),
+                                                ),
+                                                "",
+                                            );
+                                        }
                                     }
+                                    NodeKind::Symlink => {}
                                 }
-                                NodeKind::Symlink => {}
                             }
                         }
+                        Err(e) if e.is_key_service() => return Err(e),
+                        Err(e) => r.problem(&e, &format!("tree {t}")),
                     }
-                    Err(e) if e.is_key_service() => return Err(e),
-                    Err(e) => r.problem(&e, &format!("tree {t}")),
                 }
             }
             level = stack;

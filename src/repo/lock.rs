@@ -7,8 +7,6 @@
 //! yields. A run renews its lock every [`LOCK_REFRESH_SECS`] while it holds it; a run
 //! paused or killed stops renewing, and its lock goes stale.
 
-use std::time::Instant;
-
 use chrono::Utc;
 
 use super::Repository;
@@ -22,7 +20,6 @@ pub struct Lock<'a> {
     repo: &'a Repository,
     id: Id,
     rec: LockRecord,
-    renewed: Instant,
     held: bool,
 }
 
@@ -50,7 +47,6 @@ impl Repository {
             repo: self,
             id,
             rec: rec.clone(),
-            renewed: Instant::now(),
             held: true,
         };
         for (other, _) in self.block_on(self.store().list(FileKind::Lock))? {
@@ -111,7 +107,9 @@ impl Lock<'_> {
     /// Renews the lock when the last renewal is [`LOCK_REFRESH_SECS`] old. Long loops call
     /// this between steps (no background thread: a paused run must not look alive).
     pub fn refresh(&mut self) -> Result<()> {
-        if self.renewed.elapsed().as_secs() < LOCK_REFRESH_SECS {
+        // Wall-clock time: a machine that slept counts as time passed (others saw it too).
+        let since = (Utc::now() - self.rec.refreshed).num_seconds();
+        if since >= 0 && (since as u64) < LOCK_REFRESH_SECS {
             return Ok(());
         }
         // Still ours? A run paused past the stale time may have lost it to another run.
@@ -134,7 +132,6 @@ impl Lock<'_> {
         self.rec.refreshed = Utc::now();
         self.repo
             .put_meta(FileKind::Lock, &self.id, &padded_json(&self.rec, 1024))?;
-        self.renewed = Instant::now();
         Ok(())
     }
 

@@ -47,6 +47,10 @@ use crate::keyservice::KeyService;
 use crate::pack::{BlobType, PackKey};
 use crate::store::{object_name, FileKind, Store};
 
+/// Trees read at once by a tree walk (restore, check, prune): bounds what a wide folder level
+/// holds in memory.
+pub const TREE_BATCH: usize = 256;
+
 /// Default target pack size: 16 MiB.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION: i32 = 3;

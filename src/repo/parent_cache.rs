@@ -120,20 +120,36 @@ impl ParentRecorder<'_> {
             return;
         }
         let current = group.join("current");
-        let _ = std::fs::rename(&current, group.join("old"));
+        let mut r = [0u8; 8];
+        if crate::crypto::random::fill(&mut r).is_err() {
+            return;
+        }
+        let old = group.join(format!("old-{}", hex::encode(r)));
+        let _ = std::fs::rename(&current, &old);
         if std::fs::rename(&self.dir, &current).is_ok() {
-            // Earlier leftovers: the replaced trees and recordings of runs that died.
-            remove_others(group, &current);
+            let _ = std::fs::remove_dir_all(&old);
+            remove_stale(group);
         }
     }
 }
 
-fn remove_others(group: &Path, keep: &Path) {
-    if let Ok(rd) = std::fs::read_dir(group) {
-        for e in rd.flatten() {
-            if e.path() != keep {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+/// Leftovers of runs that died: replaced recordings (`old-*`) and recordings older than a
+/// day (`new-*`; younger ones may belong to a backup still running).
+fn remove_stale(group: &Path) {
+    let Ok(rd) = std::fs::read_dir(group) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale_new = name.starts_with("new-")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 86_400);
+        if name.starts_with("old-") || stale_new {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

@@ -167,19 +167,22 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Res
                 l.refresh()?;
             }
             let mut next = Vec::new();
-            for (t, tree) in level.iter().zip(repo.load_trees(&index, &level)) {
-                let tree = tree.map_err(|e| {
-                    if e.is_key_service() {
-                        e
-                    } else {
-                        unreadable(format!("tree {t}"), e)
-                    }
-                })?;
-                for n in tree.nodes {
-                    match n.kind {
-                        NodeKind::Dir => next.extend(n.subtree),
-                        NodeKind::File => referenced.extend(n.content),
-                        NodeKind::Symlink => {}
+            // Read in batches: a level's trees are held in memory together.
+            for batch in level.chunks(super::TREE_BATCH) {
+                for (t, tree) in batch.iter().zip(repo.load_trees(&index, batch)) {
+                    let tree = tree.map_err(|e| {
+                        if e.is_key_service() {
+                            e
+                        } else {
+                            unreadable(format!("tree {t}"), e)
+                        }
+                    })?;
+                    for n in tree.nodes {
+                        match n.kind {
+                            NodeKind::Dir => next.extend(n.subtree),
+                            NodeKind::File => referenced.extend(n.content),
+                            NodeKind::Symlink => {}
+                        }
                     }
                 }
             }
@@ -429,25 +432,32 @@ fn sweep(
     let relisted: HashSet<Id> = relist.iter().map(|p| p.pack).collect();
     r.segments_written = write_segments(repo, relist)?;
     crate::failpoint::hit("prune-sweep-before-delete");
+    // The lock is checked before every delete: a run that lost it (paused past the stale
+    // time) stops before removing anything more.
+    let renew = |lock: &mut Option<Lock<'_>>| match lock.as_mut() {
+        Some(l) => l.refresh(),
+        None => Ok(()),
+    };
     for (n, p) in delete.iter().enumerate() {
         act.set(format!(
             "deleting condemned pack {}/{}",
             n + 1,
             delete.len()
         ));
+        renew(lock)?;
         repo.block_on(repo.store().delete(FileKind::Pack, p))?;
-        if let Some(l) = lock.as_mut() {
-            l.refresh()?;
-        }
     }
     crate::failpoint::hit("prune-sweep-after-packs");
     for (id, _) in &doomed {
+        renew(lock)?;
         repo.block_on(repo.store().delete(FileKind::Index, id))?;
     }
     for k in &keys {
+        renew(lock)?;
         repo.block_on(repo.store().delete(FileKind::Key, k))?;
     }
     for (id, _) in &due_marks {
+        renew(lock)?;
         repo.block_on(repo.store().delete(FileKind::Garbage, id))?;
     }
     tracing::info!(

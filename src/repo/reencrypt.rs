@@ -201,8 +201,42 @@ pub fn reencrypt(
     }
     crate::failpoint::hit("reencrypt-after-index");
     // 4. Seal the manifests again under the new session, verify, replace.
-    for (n, id) in resealing.iter().enumerate() {
-        act.set(format!("resealing snapshot {}/{}", n + 1, resealing.len()));
+    // A backup of a chosen session may have committed a snapshot after the listing: the
+    // snapshots are listed once more when the first list is done.
+    let known: HashSet<Id> = snapshot_ids.iter().copied().collect();
+    let mut todo: std::collections::VecDeque<Id> = resealing.into();
+    let mut listed_again = false;
+    let mut n = 0;
+    loop {
+        let Some(id) = todo.pop_front() else {
+            if listed_again {
+                break;
+            }
+            listed_again = true;
+            for id in repo.snapshot_ids()? {
+                if known.contains(&id) {
+                    continue;
+                }
+                let bytes = match repo.block_on(repo.store().get(FileKind::Snapshot, &id)) {
+                    Ok(b) => b,
+                    Err(Error::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                let h = envelope::parse_header(&bytes)
+                    .map_err(|e| Error::integrity(object_name(FileKind::Snapshot, &id), e))?;
+                if sessions.contains(&h.key_id) {
+                    todo.push_back(id);
+                    report.snapshots_resealed += 1;
+                }
+            }
+            continue;
+        };
+        let id = &id;
+        n += 1;
+        act.set(format!(
+            "resealing snapshot {n}/{}",
+            report.snapshots_resealed
+        ));
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
         }

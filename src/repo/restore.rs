@@ -118,55 +118,58 @@ pub fn restore(
     let mut level: Vec<(Id, Vec<u8>, PathBuf)> = vec![(*root, Vec::new(), opts.target.clone())];
     let mut next_level = Vec::new();
     while !level.is_empty() {
-        let ids: Vec<Id> = level.iter().map(|(id, _, _)| *id).collect();
-        for ((_, rel, dir), loaded) in level.drain(..).zip(repo.load_trees(index, &ids)) {
-            let tree = match loaded {
-                Ok(t) => t,
-                Err(e) => {
-                    let shown = if rel.is_empty() {
-                        "/".to_string()
-                    } else {
-                        String::from_utf8_lossy(&rel).into_owned()
-                    };
-                    report.failed.push((shown, e));
-                    continue;
-                }
-            };
-            for node in tree.nodes {
-                let mut child_rel = rel.clone();
-                if !child_rel.is_empty() {
-                    child_rel.push(b'/');
-                }
-                child_rel.extend_from_slice(&node.name.0);
-                let (restore_it, descend) = included(&child_rel, &includes);
-                if !descend {
-                    continue;
-                }
-                let dest = dir.join(node.name.as_os());
-                let shown = String::from_utf8_lossy(&child_rel).into_owned();
-                match node.kind {
-                    NodeKind::Dir => {
-                        if let Err(e) = make_dir(&dest) {
-                            report.failed.push((shown, Error::io(dest.display(), e)));
-                            continue;
-                        }
-                        if let Some(sub) = node.subtree {
-                            next_level.push((sub, child_rel, dest.clone()));
-                        }
-                        if restore_it {
-                            dirs.push((dest, node));
-                        }
+        // Read in batches: a level's trees are held in memory together.
+        for batch in level.chunks(super::TREE_BATCH) {
+            let ids: Vec<Id> = batch.iter().map(|(id, _, _)| *id).collect();
+            for ((_, rel, dir), loaded) in batch.iter().zip(repo.load_trees(index, &ids)) {
+                let tree = match loaded {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let shown = if rel.is_empty() {
+                            "/".to_string()
+                        } else {
+                            String::from_utf8_lossy(rel).into_owned()
+                        };
+                        report.failed.push((shown, e));
+                        continue;
                     }
-                    NodeKind::Symlink if restore_it => match restore_symlink(&dest, &node) {
-                        Ok(()) => report.symlinks += 1,
-                        Err(e) => report.failed.push((shown, e)),
-                    },
-                    NodeKind::File if restore_it => {
-                        if let Err(e) = plan_file(index, &mut plan, shown.clone(), dest, node) {
-                            report.failed.push((shown, e));
-                        }
+                };
+                for node in tree.nodes {
+                    let mut child_rel = rel.clone();
+                    if !child_rel.is_empty() {
+                        child_rel.push(b'/');
                     }
-                    _ => {}
+                    child_rel.extend_from_slice(&node.name.0);
+                    let (restore_it, descend) = included(&child_rel, &includes);
+                    if !descend {
+                        continue;
+                    }
+                    let dest = dir.join(node.name.as_os());
+                    let shown = String::from_utf8_lossy(&child_rel).into_owned();
+                    match node.kind {
+                        NodeKind::Dir => {
+                            if let Err(e) = make_dir(&dest) {
+                                report.failed.push((shown, Error::io(dest.display(), e)));
+                                continue;
+                            }
+                            if let Some(sub) = node.subtree {
+                                next_level.push((sub, child_rel, dest.clone()));
+                            }
+                            if restore_it {
+                                dirs.push((dest, node));
+                            }
+                        }
+                        NodeKind::Symlink if restore_it => match restore_symlink(&dest, &node) {
+                            Ok(()) => report.symlinks += 1,
+                            Err(e) => report.failed.push((shown, e)),
+                        },
+                        NodeKind::File if restore_it => {
+                            if let Err(e) = plan_file(index, &mut plan, shown.clone(), dest, node) {
+                                report.failed.push((shown, e));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
