@@ -303,16 +303,7 @@ fn writer_keyring_backs_up_but_cannot_read() {
     sb.init();
     write(&sb.path("src/a.txt"), b"owner data");
     sb.backup_json(&[sb.path("src").to_str().unwrap()]);
-    let writer = sb.path("writer-keyring");
-    sb.run(&[
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        writer.to_str().unwrap(),
-    ])
-    .ok();
+    let writer = sb.export_writer("writer-keyring", &[]);
     let ks = format!("local:{}", writer.display());
 
     // The writer backs up, with dedup against what is stored.
@@ -441,16 +432,7 @@ fn missing_keyring_is_a_key_service_error() {
 fn backup_job_script_runs_with_a_writer_keyring() {
     let sb = Sandbox::new();
     sb.init();
-    let writer = sb.path("writer");
-    sb.run(&[
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        writer.to_str().unwrap(),
-    ])
-    .ok();
+    let writer = sb.export_writer("writer", &[]);
     write(&sb.path("data/a.txt"), b"nightly");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backup-job.sh");
     let run = |paths: &str| {

@@ -146,9 +146,9 @@ fn rewrap_killed_at_each_step_then_rerun_finishes() {
             &["rotate", "rewrap", "--to", &new],
         );
         assert!(killed(&run), "{point}: {} {}", run.code, run.stderr);
-        // Half rotated: the old key service reads what it still wraps, the new one the rest;
-        // every snapshot still restores with both at hand (the rerun needs the old one).
     }
+    // Half rotated (config and one session key under the new keyring): the rerun, which
+    // still has the old keyring, finishes the rest.
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new])
         .ok()
@@ -321,18 +321,7 @@ fn rewrap_to_a_destination_that_cannot_unwrap_changes_nothing() {
     // A new keyring's writer half: it can wrap, never unwrap.
     let fresh = format!("local:{}", sb.path("fresh").display());
     sb.run(&["--key-service", &fresh, "key", "create"]).ok();
-    let writer = sb.path("writer");
-    sb.run(&[
-        "--key-service",
-        &fresh,
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        writer.to_str().unwrap(),
-    ])
-    .ok();
+    let writer = sb.export_writer("writer", &["--key-service", &fresh]);
     let before: Vec<Vec<u8>> = list_ids(&sb.repo().join("keys"))
         .iter()
         .map(|id| std::fs::read(sb.repo().join("keys").join(id)).unwrap())

@@ -465,16 +465,7 @@ fn tree_cache_holds_ciphertext_and_survives_damage() {
 fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
     let sb = Sandbox::new();
     sb.init();
-    let writer = sb.path("writer-keyring");
-    sb.run(&[
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        writer.to_str().unwrap(),
-    ])
-    .ok();
+    let writer = sb.export_writer("writer-keyring", &[]);
     let ks = format!("local:{}", writer.display());
     let cache = sb.path("cache");
     for i in 0..20 {

@@ -102,13 +102,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             Err(e) => r.problem(&e, &object_name(FileKind::Index, &id)),
         }
     }
-    let mut index = Index::default();
-    for seg in &segments {
-        index.add_segment_where(seg, |p| !condemned.packs.contains(p));
-    }
-    for seg in &segments {
-        index.add_segment_where(seg, |p| condemned.packs.contains(p));
-    }
+    let index = Index::live_first(&segments, &condemned.packs);
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?
         .into_iter()

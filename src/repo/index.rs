@@ -75,6 +75,23 @@ impl Index {
         }
     }
 
+    /// An index of `segments` in which a blob's location in a pack outside `condemned` wins
+    /// over one in a condemned pack (kept only as a fallback): what readers, `check` and
+    /// `prune` use while garbage marks are pending.
+    pub fn live_first<'a>(
+        segments: impl IntoIterator<Item = &'a IndexSegment> + Clone,
+        condemned: &std::collections::HashSet<Id>,
+    ) -> Index {
+        let mut index = Index::default();
+        for seg in segments.clone() {
+            index.add_segment_where(seg, |p| !condemned.contains(p));
+        }
+        for seg in segments {
+            index.add_segment_where(seg, |p| condemned.contains(p));
+        }
+        index
+    }
+
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
         self.blobs.get(id).map(|s| {
             let (pack, session) = self.packs[s.pack as usize];

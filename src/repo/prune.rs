@@ -128,13 +128,7 @@ fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Res
     let snapshot_ids = repo.snapshot_ids()?;
     let segments = repo.load_segments()?;
     let condemned = Marks::of(&marks);
-    let mut index = Index::default();
-    for (_, seg) in &segments {
-        index.add_segment_where(seg, |p| !condemned.packs.contains(p));
-    }
-    for (_, seg) in &segments {
-        index.add_segment_where(seg, |p| condemned.packs.contains(p));
-    }
+    let index = Index::live_first(segments.iter().map(|(_, seg)| seg), &condemned.packs);
     let mut referenced = HashSet::new();
     let mut snapshot_sessions = HashSet::new();
     let mut snapshots = 0;

@@ -80,14 +80,9 @@ pub fn reencrypt(
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
         }
-        let bytes = match repo.block_on(repo.store().get(FileKind::Snapshot, id)) {
-            Ok(b) => b,
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        let h = envelope::parse_header(&bytes)
-            .map_err(|e| Error::integrity(object_name(FileKind::Snapshot, id), e))?;
-        sealed_by.push((*id, h.key_id));
+        if let Some(session) = sealing_session(repo, id)? {
+            sealed_by.push((*id, session));
+        }
     }
     // Sessions that protect something; a running backup's session protects nothing yet and
     // is left alone by --all and --before.
@@ -217,14 +212,7 @@ pub fn reencrypt(
                 if known.contains(&id) {
                     continue;
                 }
-                let bytes = match repo.block_on(repo.store().get(FileKind::Snapshot, &id)) {
-                    Ok(b) => b,
-                    Err(Error::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                let h = envelope::parse_header(&bytes)
-                    .map_err(|e| Error::integrity(object_name(FileKind::Snapshot, &id), e))?;
-                if sessions.contains(&h.key_id) {
+                if sealing_session(repo, &id)?.is_some_and(|s| sessions.contains(&s)) {
                     todo.push_back(id);
                     report.snapshots_resealed += 1;
                 }
@@ -276,6 +264,21 @@ pub fn reencrypt(
     };
     report.mark = Some(repo.save_mark(&m)?);
     finish(lock, report)
+}
+
+/// The session that sealed a snapshot, from its envelope header alone (no key needed);
+/// `None` when the snapshot was deleted meanwhile.
+fn sealing_session(repo: &Repository, id: &Id) -> Result<Option<Id>> {
+    let name = object_name(FileKind::Snapshot, id);
+    // parse_header wants at least a whole empty envelope, which every snapshot is.
+    let len = envelope::ENVELOPE_OVERHEAD as u64;
+    match repo.block_on(repo.store().get_range(FileKind::Snapshot, id, 0, len)) {
+        Ok(b) => envelope::parse_header(&b)
+            .map(|h| Some(h.key_id))
+            .map_err(|e| Error::integrity(&name, e)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn finish(lock: Option<super::lock::Lock<'_>>, r: ReencryptReport) -> Result<ReencryptReport> {

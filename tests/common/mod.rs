@@ -129,6 +129,23 @@ impl Sandbox {
         self.run(&["init", "--pack-size-mib", "1"]).ok();
     }
 
+    /// `key export --role writer` into the sandbox folder `name` (from the key service given in
+    /// `global`, e.g. `["--key-service", url]`, or the default keyring); returns the folder.
+    pub fn export_writer(&self, name: &str, global: &[&str]) -> PathBuf {
+        let dir = self.path(name);
+        let mut args = global.to_vec();
+        args.extend([
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            dir.to_str().unwrap(),
+        ]);
+        self.run(&args).ok();
+        dir
+    }
+
     pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json", "backup"];
         a.extend_from_slice(args);
