@@ -386,3 +386,64 @@ fn two_prunes_at_once(r: &Repo) {
 fn two_prunes_at_once_exclude_each_other_or_are_harmless() {
     both(two_prunes_at_once);
 }
+
+/// A writer holds the index key, so it can forge a garbage mark. One that condemns every
+/// pack, segment and session key, dated two days back, must not make prune delete anything a
+/// snapshot needs: the sweep deletes only what no snapshot needs.
+#[test]
+fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
+    use custody::format::garbage::GarbageMark;
+    use custody::keyservice::{self, KeyServiceOptions};
+    use custody::repo::Repository;
+    use custody::store::{self, FileKind};
+
+    let r = Repo::local();
+    r.init();
+    let a = r.source("a", 10, 1, Some(5));
+    r.backup(&a);
+    let b = r.source("b", 10, 2, Some(5));
+    r.backup(&b);
+    let packs_before = r.stats()["packs"].as_u64().unwrap();
+    let writer = r.sb.export_writer("writer-keyring", &[]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = store::open(r.sb.repo().to_str().unwrap(), rt.handle()).unwrap();
+    let config = Repository::read_config(rt.handle(), &st).unwrap();
+    let keys = keyservice::open(
+        &format!("local:{}", writer.display()),
+        &KeyServiceOptions { passphrase: None },
+        rt.handle(),
+    )
+    .unwrap();
+    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    let ids = |k| -> Vec<custody::Id> {
+        rt.block_on(repo.store().list(k))
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let forged = GarbageMark {
+        format: 1,
+        time: chrono::Utc::now() - chrono::Duration::days(2),
+        packs: ids(FileKind::Pack),
+        segments: ids(FileKind::Index),
+        sessions: ids(FileKind::Key),
+        unindexed: vec![],
+    };
+    repo.save_mark(&forged).unwrap();
+    drop(repo);
+
+    let p = r.run(&["--json", "prune"]).ok().json();
+    assert_eq!(p["sweep"]["marks_due"], 1, "{p}");
+    assert_eq!(p["sweep"]["packs_deleted"], 0, "{p}");
+    assert_eq!(p["sweep"]["keys_deleted"], 0, "{p}");
+    assert!(
+        p["sweep"]["packs_still_needed"].as_u64().unwrap() > 0,
+        "{p}"
+    );
+    assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
+    let chk = r.check();
+    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert_eq!(r.restore_all(), 2);
+}
