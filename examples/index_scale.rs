@@ -79,11 +79,11 @@ fn main() {
         .map_or(1_000_000, |v| v.parse().expect("CHUNKS"));
     let segs: usize = args.get(4).map_or(1_000, |v| v.parse().expect("SEGMENTS"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let store = store::open(repo_dir, rt.handle()).expect("store");
+    let store = store::open(repo_dir, &Default::default(), rt.handle()).expect("store");
     let config = Repository::read_config(rt.handle(), &store).expect("config");
     let keys = keyservice::open(
         &format!("local:{ring}"),
-        &KeyServiceOptions { passphrase: None },
+        &KeyServiceOptions::default(),
         rt.handle(),
     )
     .expect("keyring");

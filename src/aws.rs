@@ -11,21 +11,18 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
+use crate::settings::AwsSettings;
+
 /// Loads the SDK configuration from the standard AWS chain.
-pub async fn load() -> SdkConfig {
+pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    // CUSTODY_AWS_TIMEOUT_SECS bounds each attempt (default 30 s); connecting gets 5 s.
-    let attempt = std::env::var("CUSTODY_AWS_TIMEOUT_SECS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(30);
+    let attempt = settings.attempt_timeout;
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5.min(attempt)))
-        .operation_attempt_timeout(Duration::from_secs(attempt))
-        .operation_timeout(Duration::from_secs(attempt * 4))
+        .connect_timeout(Duration::from_secs(5).min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 4)
         .build();
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    self, backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots,
-    stats, unlock, Ctx, Outcome,
+    backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots, stats,
+    unlock, Ctx, Outcome,
 };
-use crate::error::Result;
+use custody::error::Result;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,5 +108,3 @@ impl Cli {
         }
     }
 }
-
-pub use commands::exit;

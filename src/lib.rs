@@ -4,14 +4,14 @@
 //! - [`crypto`], [`format`], [`id`], [`compress`]: pure codecs and cryptography, no I/O;
 //! - [`chunker`], [`pack`]: keyed content-defined chunking and the pack codec;
 //! - [`store`], [`keyservice`]: async object stores and key services;
-//! - [`repo`]: sessions, index, blobs, snapshots, and the backup/restore/check pipelines;
-//! - [`commands`]: one module per command, printing results;
-//! - the `custody` binary: the command line (clap) only.
+//! - [`repo`]: sessions, index, blobs, snapshots, and the backup/restore/check pipelines.
+//!
+//! The library stops there: the command line (`cli`) and one module per command
+//! (`commands`) belong to the `custody` binary, which reads the environment once and passes
+//! typed settings down.
 
 pub mod aws;
 pub mod chunker;
-pub mod cli;
-pub mod commands;
 pub mod compress;
 pub mod crypto;
 pub mod error;
@@ -21,6 +21,7 @@ pub mod id;
 pub mod keyservice;
 pub mod pack;
 pub mod repo;
+pub mod settings;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -5,8 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use custody::cli::Cli;
-use custody::commands::{exit, exit_code, Ctx};
+mod cli;
+mod commands;
+mod environment;
+
+use cli::Cli;
+use commands::{exit, exit_code, Ctx};
+use environment::Environment;
 use secrecy::SecretString;
 
 /// Pack-sized buffers (16 MiB, allocated on one thread and freed on another) should go back
@@ -21,13 +26,16 @@ fn tune_allocator() {
     }
 }
 
-fn passphrase(cli: &Cli) -> anyhow::Result<Option<SecretString>> {
+fn passphrase(cli: &Cli, env: &Environment) -> anyhow::Result<Option<SecretString>> {
     if let Some(p) = &cli.passphrase_file {
         let s = std::fs::read_to_string(p)
             .with_context(|| format!("reading passphrase file {}", p.display()))?;
         return Ok(Some(SecretString::from(
             s.trim_end_matches(['\n', '\r']).to_string(),
         )));
+    }
+    if !env.passphrase_set {
+        return Ok(None);
     }
     Ok(std::env::var("CUSTODY_KEYRING_PASSPHRASE")
         .ok()
@@ -70,6 +78,7 @@ fn main() -> ExitCode {
     };
     logging(&cli);
     let run = || -> anyhow::Result<i32> {
+        let env = Environment::read()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -81,7 +90,8 @@ fn main() -> ExitCode {
             key_service: cli.key_service.clone(),
             json: cli.json,
             quiet: cli.quiet,
-            passphrase: passphrase(&cli)?,
+            passphrase: passphrase(&cli, &env)?,
+            env,
         };
         Ok(cli.run(&ctx)?.0)
     };

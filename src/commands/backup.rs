@@ -7,11 +7,11 @@ use serde_json::json;
 
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::repo::backup::{self, BackupOptions, Progress, Source};
-use crate::repo::parent_cache::ParentCache;
-use crate::repo::snapshots::SnapshotFilter;
-use crate::repo::Repository;
+use custody::error::{Error, Result};
+use custody::repo::backup::{self, BackupOptions, Progress, Source};
+use custody::repo::parent_cache::ParentCache;
+use custody::repo::snapshots::SnapshotFilter;
+use custody::repo::Repository;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -49,7 +49,7 @@ fn find_parent(
     args: &Args,
     host: &str,
     paths: &[String],
-) -> Result<Option<(crate::Id, crate::format::snapshot::Snapshot)>> {
+) -> Result<Option<(custody::Id, custody::format::snapshot::Snapshot)>> {
     if args.force || args.stdin {
         return Ok(None);
     }
@@ -100,7 +100,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let parent_cache = if args.stdin {
         None
     } else {
-        ParentCache::for_group(&repo, &host, &abs_paths)
+        ParentCache::for_group(
+            &repo,
+            ctx.env.client.cache_dir.as_deref(),
+            &host,
+            &abs_paths,
+        )
     };
     let source = if args.stdin {
         Source::Stdin {
@@ -122,6 +127,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         parent,
         parent_cache,
         force: args.force,
+        username: ctx.env.client.username.clone(),
         workers,
         uploads: args.uploads,
     };

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{Ctx, FilterArgs, Outcome};
-use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::store::FileKind;
+use custody::error::{Error, Result};
+use custody::id::Id;
+use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum What {

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::{exit, Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::repo::check::{self, CheckOptions};
+use custody::error::{Error, Result};
+use custody::repo::check::{self, CheckOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use super::{Ctx, FilterArgs, Outcome};
-use crate::error::{Error, Result};
-use crate::format::tree::NodeKind;
-use crate::repo::restore::{find_node, write_file};
+use custody::error::{Error, Result};
+use custody::format::tree::NodeKind;
+use custody::repo::restore::{find_node, write_file};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

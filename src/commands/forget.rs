@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::prune::PruneArgs;
 use super::{Ctx, FilterArgs, Outcome};
-use crate::error::{Error, Result};
-use crate::repo::forget::{apply, Decision, GroupBy, GroupKey, KeepPolicy};
-use crate::repo::rewrap::parse_duration;
-use crate::store::FileKind;
+use custody::error::{Error, Result};
+use custody::repo::forget::{apply, Decision, GroupBy, GroupKey, KeepPolicy};
+use custody::repo::rewrap::parse_duration;
+use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();
-    let time_of = |id: &crate::Id| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
+    let time_of = |id: &custody::Id| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
     let mut groups: BTreeMap<GroupKey, Vec<Decision>> = BTreeMap::new();
     if args.snapshots.is_empty() {
         let mut members: BTreeMap<GroupKey, Vec<_>> = BTreeMap::new();
@@ -124,11 +124,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         removed += 1;
     }
     let prune_report = if args.prune {
-        let act = crate::repo::activity::Activity::default();
+        let act = custody::repo::activity::Activity::default();
         Some(super::progress::with_progress(
             ctx.show_progress(),
             || act.get(),
-            || crate::repo::prune::prune(&repo, &prune_opts, &act),
+            || custody::repo::prune::prune(&repo, &prune_opts, &act),
         )?)
     } else {
         None

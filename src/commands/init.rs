@@ -3,11 +3,11 @@
 use serde_json::json;
 
 use super::{Ctx, Outcome};
-use crate::chunker::ChunkerParams;
-use crate::error::Result;
-use crate::id::Id;
-use crate::keyservice::{self, KeyServiceUrl, LocalKeyring};
-use crate::repo::{InitOptions, Repository, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE};
+use custody::chunker::ChunkerParams;
+use custody::error::Result;
+use custody::id::Id;
+use custody::keyservice::{self, KeyServiceUrl, LocalKeyring};
+use custody::repo::{InitOptions, Repository, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::format::wrapped::WrappedKeyRecord;
-use crate::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
-use crate::repo::Repository;
-use crate::store::FileKind;
+use custody::error::{Error, Result};
+use custody::format::wrapped::WrappedKeyRecord;
+use custody::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
+use custody::repo::Repository;
+use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Cmd {
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 KeyServiceUrl::AwsKms(_) => {
                     // Two keys, so that a writer can be allowed to unwrap the repository
                     // secret (meta) without being able to unwrap session keys (data).
-                    let kms = ctx.rt.block_on(AwsKms::open(&url))?;
+                    let kms = ctx.rt.block_on(AwsKms::open(&url, &ctx.env.aws))?;
                     let meta = ctx
                         .rt
                         .block_on(kms.create_key("custody meta KEK (wraps repository secrets)"))?;

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use super::{Ctx, FilterArgs, Outcome};
-use crate::error::Result;
-use crate::format::tree::{Node, NodeKind};
-use crate::repo::restore::find_node;
+use custody::error::Result;
+use custody::format::tree::{Node, NodeKind};
+use custody::repo::restore::find_node;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

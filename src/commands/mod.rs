@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::error::{Error, Result};
-use crate::keyservice::{self, KeyService, KeyServiceOptions};
-use crate::repo::snapshots::SnapshotFilter;
-use crate::repo::{default_keyring_dir, Repository};
-use crate::store::{self, Store};
+use custody::error::{Error, Result};
+use custody::keyservice::{self, KeyService, KeyServiceOptions};
+use custody::repo::snapshots::SnapshotFilter;
+use custody::repo::{default_keyring_dir, Repository};
+use custody::store::{self, Store};
 
 /// Documented exit codes (README, "Exit codes").
 pub mod exit {
@@ -72,28 +72,38 @@ pub struct Ctx {
     pub json: bool,
     pub quiet: bool,
     pub passphrase: Option<SecretString>,
+    /// Settings read from the environment at start-up.
+    pub env: crate::environment::Environment,
 }
 
 impl Ctx {
     pub fn store(&self) -> Result<Arc<dyn Store>> {
-        store::open(self.repo.as_deref().unwrap_or(""), self.rt.handle())
+        store::open(
+            self.repo.as_deref().unwrap_or(""),
+            &self.env.s3,
+            self.rt.handle(),
+        )
     }
 
     pub fn key_options(&self) -> KeyServiceOptions {
         KeyServiceOptions {
             passphrase: self.passphrase.clone(),
+            aws: self.env.aws.clone(),
         }
     }
 
     /// The key service URL: the one given, or the default local keyring of this repository.
-    pub fn key_service_url(&self, repo_id: &crate::Id) -> String {
+    pub fn key_service_url(&self, repo_id: &custody::Id) -> String {
         match &self.key_service {
             Some(u) => u.clone(),
-            None => format!("local:{}", default_keyring_dir(repo_id).display()),
+            None => format!(
+                "local:{}",
+                default_keyring_dir(&self.env.client.config_dir, repo_id).display()
+            ),
         }
     }
 
-    pub fn open_key_service(&self, repo_id: &crate::Id) -> Result<Arc<dyn KeyService>> {
+    pub fn open_key_service(&self, repo_id: &custody::Id) -> Result<Arc<dyn KeyService>> {
         keyservice::open(
             &self.key_service_url(repo_id),
             &self.key_options(),
@@ -105,7 +115,10 @@ impl Ctx {
         let store = self.store()?;
         let config = Repository::read_config(self.rt.handle(), &store)?;
         let keys = self.open_key_service(&config.body.repository)?;
-        let cache = crate::repo::TreeCache::for_repository(&config.body.repository);
+        let cache = custody::repo::TreeCache::for_repository(
+            self.env.client.cache_dir.as_deref(),
+            &config.body.repository,
+        );
         Ok(Repository::open(self.rt.handle().clone(), store, keys, config)?.with_tree_cache(cache))
     }
 

@@ -4,10 +4,10 @@ use serde_json::json;
 
 use super::progress::with_progress;
 use super::{human_bytes, Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::repo::activity::Activity;
-use crate::repo::prune::{self, PruneOptions, PruneReport};
-use crate::repo::rewrap::parse_duration;
+use custody::error::{Error, Result};
+use custody::repo::activity::Activity;
+use custody::repo::prune::{self, PruneOptions, PruneReport};
+use custody::repo::rewrap::parse_duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

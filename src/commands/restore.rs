@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, FilterArgs, Outcome};
-use crate::error::Result;
-use crate::repo::restore::{self, RestoreOptions, RestoreProgress};
+use custody::error::Result;
+use custody::repo::restore::{self, RestoreOptions, RestoreProgress};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

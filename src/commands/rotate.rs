@@ -5,11 +5,11 @@ use serde_json::json;
 
 use super::progress::with_progress;
 use super::{Ctx, Outcome};
-use crate::error::{Error, Result};
-use crate::keyservice;
-use crate::repo::reencrypt::{self, Target};
-use crate::repo::rewrap::{self, parse_duration, RewrapOptions};
-use crate::repo::Repository;
+use custody::error::{Error, Result};
+use custody::keyservice;
+use custody::repo::reencrypt::{self, Target};
+use custody::repo::rewrap::{self, parse_duration, RewrapOptions};
+use custody::repo::Repository;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Cmd {
@@ -111,8 +111,8 @@ fn run_reencrypt(
     let target = match target {
         Some(t) => t,
         None => {
-            let keys: Vec<crate::Id> = repo
-                .block_on(repo.store().list(crate::store::FileKind::Key))?
+            let keys: Vec<custody::Id> = repo
+                .block_on(repo.store().list(custody::store::FileKind::Key))?
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
@@ -129,7 +129,7 @@ fn run_reencrypt(
             Target::Sessions(ids)
         }
     };
-    let act = crate::repo::activity::Activity::default();
+    let act = custody::repo::activity::Activity::default();
     let show = ctx.show_progress();
     let report = with_progress(
         show,
@@ -140,7 +140,7 @@ fn run_reencrypt(
         Some(mark) if delete_now => Some(with_progress(
             show,
             || act.get(),
-            || crate::repo::prune::sweep_now(&repo, mark, &act),
+            || custody::repo::prune::sweep_now(&repo, mark, &act),
         )?),
         _ => None,
     };

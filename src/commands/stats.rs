@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use serde_json::json;
 
 use super::{human_bytes, Ctx, FilterArgs, Outcome};
-use crate::error::Result;
-use crate::format::tree::NodeKind;
-use crate::pack::BlobType;
-use crate::store::FileKind;
+use custody::error::Result;
+use custody::format::tree::NodeKind;
+use custody::pack::BlobType;
+use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{Ctx, Outcome};
-use crate::error::Result;
+use custody::error::Result;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -112,9 +112,9 @@ fn key32(key: &str, op: &str, b: Option<&Blob>) -> Result<Key32> {
 }
 
 impl AwsKms {
-    pub async fn open(url: &str) -> Result<AwsKms> {
+    pub async fn open(url: &str, aws: &crate::settings::AwsSettings) -> Result<AwsKms> {
         let url = KmsUrl::parse(url)?;
-        let conf = crate::aws::load().await;
+        let conf = crate::aws::load(aws).await;
         Ok(AwsKms {
             client: Client::new(&conf),
             url,

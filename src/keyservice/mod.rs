@@ -79,6 +79,8 @@ pub trait KeyService: Send + Sync + std::fmt::Debug {
 pub struct KeyServiceOptions {
     /// Seals or opens a local keyring; never taken from a command-line argument.
     pub passphrase: Option<SecretString>,
+    /// Timeouts of the KMS client.
+    pub aws: crate::settings::AwsSettings,
 }
 
 impl std::fmt::Debug for KeyServiceOptions {
@@ -88,6 +90,7 @@ impl std::fmt::Debug for KeyServiceOptions {
                 "passphrase",
                 &self.passphrase.as_ref().map(|_| "<redacted>"),
             )
+            .field("aws", &self.aws)
             .finish()
     }
 }
@@ -155,7 +158,7 @@ pub fn open(
             &dir,
             opts.passphrase.as_ref(),
         )?)),
-        KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u))?)),
+        KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u, &opts.aws))?)),
         KeyServiceUrl::Pkcs11(u) => Ok(Arc::new(Pkcs11Service::open(&u)?)),
     }
 }

@@ -61,6 +61,8 @@ pub struct BackupOptions {
     pub parent_cache: Option<ParentCache>,
     /// Read every file: neither a parent snapshot nor the parent cache is consulted.
     pub force: bool,
+    /// Recorded in the snapshot.
+    pub username: String,
     pub workers: usize,
     pub uploads: usize,
 }
@@ -227,7 +229,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         format: REPO_FORMAT,
         time: chrono::Utc::now(),
         host: opts.host,
-        username: std::env::var("USER").unwrap_or_default(),
+        username: opts.username,
         paths,
         tags: opts.tags,
         tree: root,
@@ -862,6 +864,7 @@ mod tests {
                 parent: None,
                 parent_cache: None,
                 force: false,
+                username: "u".into(),
                 workers: 2,
                 uploads: 2,
             },

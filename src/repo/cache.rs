@@ -7,23 +7,13 @@
 //! `/<repository-id>/trees/<blob-id>`; `CUSTODY_CACHE_DIR=off` disables it. Deleting the
 //! folder is always safe.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::id::Id;
 
-/// `$CUSTODY_CACHE_DIR/<repository id>` (or under `$XDG_CACHE_HOME/custody`, or
-/// `~/.cache/custody`); `None` when `CUSTODY_CACHE_DIR=off` or no home folder is known.
-pub fn repository_cache_dir(repo: &Id) -> Option<PathBuf> {
-    let base = match std::env::var_os("CUSTODY_CACHE_DIR") {
-        Some(v) if v == "off" => return None,
-        Some(v) => PathBuf::from(v),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(|p| PathBuf::from(p).join("custody"))
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custody"))
-            })?,
-    };
-    Some(base.join(repo.to_hex()))
+/// `<base>/<repository id>`; `None` when caches are off (no base).
+pub fn repository_cache_dir(base: Option<&Path>, repo: &Id) -> Option<PathBuf> {
+    Some(base?.join(repo.to_hex()))
 }
 
 #[derive(Debug, Clone)]
@@ -33,9 +23,9 @@ pub struct TreeCache {
 
 impl TreeCache {
     /// The cache for a repository, or `None` when disabled or no home folder is known.
-    pub fn for_repository(repo: &Id) -> Option<TreeCache> {
+    pub fn for_repository(base: Option<&Path>, repo: &Id) -> Option<TreeCache> {
         Some(TreeCache {
-            dir: repository_cache_dir(repo)?.join("trees"),
+            dir: repository_cache_dir(base, repo)?.join("trees"),
         })
     }
 

@@ -94,14 +94,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let condemned = super::marks::Marks::of(&marks);
 
     // Index segments; a location in a condemned pack is only a fallback.
-    let mut segments = Vec::new();
+    let mut listed = Vec::new();
     for (id, _) in repo.block_on(repo.store().list(FileKind::Index))? {
         match repo.load_index_segment(&id) {
-            Ok(seg) => segments.push(seg),
+            Ok(seg) => listed.push((id, seg)),
             Err(Error::NotFound(_)) => {}
             Err(e) => r.problem(&e, &object_name(FileKind::Index, &id)),
         }
     }
+    // Two segments that list one pack differently: forged or corrupt (prune refuses them).
+    if let Err(e) = super::prune::plan::pack_table(&listed) {
+        r.problem(&e, "");
+    }
+    let segments: Vec<_> = listed.into_iter().map(|(_, seg)| seg).collect();
     let index = Index::live_first(&segments, &condemned.packs);
     let stored: HashMap<Id, u64> = repo
         .block_on(repo.store().list(FileKind::Pack))?

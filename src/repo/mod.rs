@@ -26,7 +26,7 @@ pub use session::Session;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -134,13 +134,8 @@ fn meta_kind(kind: FileKind) -> ObjectKind {
 }
 
 /// Default folder for the local keyring of a repository when no key service is given.
-pub fn default_keyring_dir(repo: &Id) -> PathBuf {
-    let base = std::env::var_os("CUSTODY_CONFIG_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CONFIG_HOME").map(|p| PathBuf::from(p).join("custody")))
-        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".config/custody")))
-        .unwrap_or_else(|| PathBuf::from(".custody"));
-    base.join("keyrings").join(repo.to_hex())
+pub fn default_keyring_dir(config_dir: &Path, repo: &Id) -> PathBuf {
+    config_dir.join("keyrings").join(repo.to_hex())
 }
 
 impl Repository {

@@ -35,7 +35,12 @@ impl std::fmt::Debug for ParentCache {
 
 impl ParentCache {
     /// The cache of one (host, paths) group, or `None` when caching is off.
-    pub fn for_group(repo: &Repository, host: &str, paths: &[String]) -> Option<ParentCache> {
+    pub fn for_group(
+        repo: &Repository,
+        cache_dir: Option<&std::path::Path>,
+        host: &str,
+        paths: &[String],
+    ) -> Option<ParentCache> {
         let mut sorted = paths.to_vec();
         sorted.sort();
         let mut name = host.as_bytes().to_vec();
@@ -46,7 +51,7 @@ impl ParentCache {
         let group = hex::encode(&ring::digest::digest(&ring::digest::SHA256, &name).as_ref()[..16]);
         let id = repo.id();
         Some(ParentCache {
-            group: super::cache::repository_cache_dir(&id)?
+            group: super::cache::repository_cache_dir(cache_dir, &id)?
                 .join("parents")
                 .join(group),
             key: repo.parent_cache_key().clone(),

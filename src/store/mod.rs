@@ -1,5 +1,5 @@
 //! Object stores: a small async trait over "a bucket", addressed by a closed set of file kinds
-//! plus an id. Each backend passes the same conformance suite (`tests/store_conformance.rs`).
+//! plus an id. Each backend passes the same conformance suite (`tests/it/store_conformance.rs`).
 //!
 //! Semantics every backend provides:
 //! - `put` is atomic: a reader sees the whole object or none of it, never a prefix.
@@ -112,7 +112,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// Opens a store from a repository URL: `s3://bucket[/prefix]`, `file:/path`,
 /// `file:///path` or a plain path.
-pub fn open(url: &str, rt: &tokio::runtime::Handle) -> Result<std::sync::Arc<dyn Store>> {
+pub fn open(
+    url: &str,
+    settings: &crate::settings::S3Settings,
+    rt: &tokio::runtime::Handle,
+) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Ok(std::sync::Arc::new(LocalStore::new(rest)));
     }
@@ -120,7 +124,9 @@ pub fn open(url: &str, rt: &tokio::runtime::Handle) -> Result<std::sync::Arc<dyn
         return Ok(std::sync::Arc::new(LocalStore::new(rest)));
     }
     if url.starts_with("s3://") {
-        return Ok(std::sync::Arc::new(rt.block_on(S3Store::open(url))?));
+        return Ok(std::sync::Arc::new(
+            rt.block_on(S3Store::open(url, settings))?,
+        ));
     }
     if url.contains("://") {
         return Err(Error::invalid(format!(

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use super::{FileKind, Store};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::settings::{S3Checksums, S3Settings};
 
 const PART: usize = 16 << 20;
 
@@ -65,10 +66,6 @@ impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Store").field("url", &self.url).finish()
     }
-}
-
-fn env_flag(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
@@ -150,12 +147,16 @@ impl S3Store {
     }
 
     /// Opens the store with the standard AWS configuration chain.
-    pub async fn open(url: &str) -> Result<S3Store> {
-        S3Store::with_config(url, &crate::aws::load().await)
+    pub async fn open(url: &str, settings: &S3Settings) -> Result<S3Store> {
+        S3Store::with_config(url, &crate::aws::load(&settings.aws).await, settings)
     }
 
     /// Opens the store with a given SDK configuration (tests with several servers at once).
-    pub fn with_config(url: &str, conf: &aws_config::SdkConfig) -> Result<S3Store> {
+    pub fn with_config(
+        url: &str,
+        conf: &aws_config::SdkConfig,
+        settings: &S3Settings,
+    ) -> Result<S3Store> {
         let url = S3Url::parse(url)?;
         let endpoint = conf.endpoint_url().unwrap_or("").to_string();
         let host = endpoint
@@ -168,37 +169,26 @@ impl S3Store {
         let local = host == "localhost"
             || host.parse::<std::net::IpAddr>().is_ok()
             || host.starts_with('[');
-        let path_style = env_flag("CUSTODY_S3_PATH_STYLE").map_or(local, |v| v != "0");
-        let checksums = env_flag("CUSTODY_S3_CHECKSUMS");
-        let (req, resp) = match checksums.as_deref() {
-            Some("when_supported") => (
+        let path_style = settings.path_style.unwrap_or(local);
+        let (req, resp) = match settings.checksums {
+            S3Checksums::WhenSupported => (
                 RequestChecksumCalculation::WhenSupported,
                 ResponseChecksumValidation::WhenSupported,
             ),
-            None | Some("when_required") => (
+            S3Checksums::WhenRequired => (
                 RequestChecksumCalculation::WhenRequired,
                 ResponseChecksumValidation::WhenRequired,
             ),
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
-                )))
-            }
         };
         let s3conf = aws_sdk_s3::config::Builder::from(conf)
             .force_path_style(path_style)
             .request_checksum_calculation(req)
             .response_checksum_validation(resp)
             .build();
-        let multipart_threshold = env_flag("CUSTODY_S3_MULTIPART_MIB")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(64)
-            .max(5)
-            << 20;
         Ok(S3Store {
             client: Client::from_conf(s3conf),
             url,
-            multipart_threshold,
+            multipart_threshold: settings.multipart_threshold,
         })
     }
 

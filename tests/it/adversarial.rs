@@ -2,12 +2,10 @@
 //! `restore` with the integrity exit code (3) and the object named. Also: a writer's keys
 //! cannot read, and keyrings refuse loose permissions and wrong passphrases.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn flip(path: &Path, offset: u64) {
     let mut b = std::fs::read(path).unwrap();

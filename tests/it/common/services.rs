@@ -74,16 +74,21 @@ impl Moto {
         }
         let mut child = cmd.spawn().expect("start moto_server");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Ready means answering moto's own API, not merely listening: a port that another
+        // process holds accepts connections too. No fixed pause decides anything here, so a
+        // loaded machine only makes start-up slower, never wrong.
+        let deadline = Instant::now() + STARTUP;
+        loop {
             if child.try_wait().ok().flatten().is_some() {
                 return None;
+            }
+            if http_ok(port, "/moto-api/data.json") {
+                break;
             }
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Listening, but is it ours? A server that lost the race for the port has exited.
-        std::thread::sleep(Duration::from_millis(200));
+        // Answering, but is it ours? A moto that lost the race for the port has exited.
         if child.try_wait().ok().flatten().is_some() {
             return None;
         }
@@ -239,8 +244,26 @@ impl Drop for S3sFs {
     }
 }
 
+/// How long a service may take to start: generous, because a test run shares two cores with
+/// builds and other tests, and Python services import slowly on a loaded machine.
+pub const STARTUP: Duration = Duration::from_secs(180);
+
+/// True when `GET path` on the loopback port answers 200.
+pub fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
 pub fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + STARTUP;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(100));

@@ -90,6 +90,7 @@ fn debug_of_key_types_prints_no_key_bytes() {
     let chunker = custody::chunker::Chunker::new(&key, custody::chunker::ChunkerParams::DEFAULT);
     let opts = custody::keyservice::KeyServiceOptions {
         passphrase: Some(secrecy::SecretString::from("hunter2".to_string())),
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let ring = custody::keyservice::LocalKeyring::create(dir.path(), None).unwrap();

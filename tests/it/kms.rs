@@ -1,10 +1,8 @@
 //! The awskms: key service against moto's server (the AWS KMS API) on loopback: the full CLI
 //! cycle, and the failures a key service can produce, each with its exit code and message.
 
-mod common;
-
-use common::services::{available, Moto};
-use common::*;
+use crate::common::services::{available, Moto};
+use crate::common::*;
 
 fn with_env(sb: &Sandbox, moto: &Moto, args: &[&str]) -> Run {
     sb.run_env(&moto.env(), args)
@@ -107,8 +105,10 @@ fn kms_failures_have_clear_errors_and_exit_codes() {
         err.contains("unavailable") && err.contains("Decrypt") && err.contains("arn:aws:kms"),
         "{err}"
     );
+    // Bounded, not fast: the point is that it gives up instead of hanging (a loaded machine
+    // may be slow, so the bound is far above the retry budget).
     assert!(
-        started.elapsed().as_secs() < 30,
+        started.elapsed().as_secs() < 120,
         "took {:?}",
         started.elapsed()
     );
@@ -133,7 +133,10 @@ fn kms_failures_have_clear_errors_and_exit_codes() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(started.elapsed().as_secs() < 20);
+    assert!(
+        started.elapsed().as_secs() < 120,
+        "the attempt timeout did not end it"
+    );
     drop(silent);
 
     // A tampered wrapped key is an integrity failure, not a key-service one.
@@ -219,7 +222,7 @@ fn kms_wrong_credentials_are_denied() {
 
 fn services_dead_port() -> u16 {
     // Bound and closed again: nothing listens there.
-    common::services::free_port()
+    crate::common::services::free_port()
 }
 
 /// A loopback proxy in front of moto that answers the first `throttle` requests with KMS's

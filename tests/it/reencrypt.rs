@@ -2,12 +2,10 @@
 //! fresh key, leave nothing of the old session behind, survive SIGKILL at each step and a
 //! backup running at the same time.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::backend::{both, Repo};
-use common::*;
+use crate::common::backend::{both, Repo};
+use crate::common::*;
 
 /// Sessions of every indexed pack (local store only: reads the index through `cat`).
 fn pack_sessions(r: &Repo) -> HashSet<String> {

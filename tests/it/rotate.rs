@@ -1,9 +1,7 @@
 //! Rotation by rewrap: across backends, idempotent, resumable, and the old KEK can go.
 
-mod common;
-
-use common::services::{available, Moto, SoftHsm};
-use common::*;
+use crate::common::services::{available, Moto, SoftHsm};
+use crate::common::*;
 
 fn three_snapshots(sb: &Sandbox, ks: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();

@@ -1,11 +1,9 @@
 //! One conformance suite for every object-store backend (DESIGN section 6). Each backend's
 //! test calls `conformance` with a fresh, empty store.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::conformance::conformance;
+use crate::common::conformance::conformance;
 use custody::store::LocalStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,9 @@
 //! Round trips through the built binary on the embedded default (local folder + local keyring).
 
-mod common;
-
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn odd_files_round_trip() {

@@ -81,7 +81,7 @@ impl Sandbox {
             .env("HOME", self.path("home"))
             .env("CUSTODY_CONFIG_DIR", self.path("config"))
             .env("CUSTODY_REPOSITORY", self.repo())
-            // Tests see the bucket itself; tests/roundtrip.rs covers the tree cache.
+            // Tests see the bucket itself; tests/it/roundtrip.rs covers the tree cache.
             .env("CUSTODY_CACHE_DIR", "off")
             .args(args)
             .stdin(Stdio::null());

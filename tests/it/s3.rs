@@ -2,13 +2,13 @@
 //! conformance suite as the local store, the full CLI cycle, multipart uploads, and the
 //! failures a bucket can produce.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::conformance::conformance;
-use common::services::{available, s3_env, sdk_config, Moto, S3sFs, S3_ACCESS_KEY, S3_SECRET_KEY};
-use common::*;
+use crate::common::conformance::conformance;
+use crate::common::services::{
+    available, s3_env, sdk_config, Moto, S3sFs, S3_ACCESS_KEY, S3_SECRET_KEY,
+};
+use crate::common::*;
 use custody::store::{S3Store, Store};
 
 fn with_env(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Run {
@@ -17,7 +17,12 @@ fn with_env(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Run 
 
 async fn conformance_on(endpoint: &str, key: &str, secret: &str, bucket: &str) {
     let conf = sdk_config(endpoint, key, secret);
-    let store = S3Store::with_config(&format!("s3://{bucket}/some/prefix"), &conf).unwrap();
+    let store = S3Store::with_config(
+        &format!("s3://{bucket}/some/prefix"),
+        &conf,
+        &Default::default(),
+    )
+    .unwrap();
     conformance(Arc::new(store) as Arc<dyn Store>).await;
 }
 
@@ -128,7 +133,7 @@ fn s3_failures_are_clear() {
     let s = S3sFs::start();
     let sb = Sandbox::new();
     // Unreachable endpoint.
-    let dead = format!("http://127.0.0.1:{}", common::services::free_port());
+    let dead = format!("http://127.0.0.1:{}", crate::common::services::free_port());
     let mut env = s3_env(&dead, S3_ACCESS_KEY, S3_SECRET_KEY);
     env.push(("AWS_MAX_ATTEMPTS", "2".into()));
     let r = with_env(&sb, &env, &["--repo", "s3://custody-b", "snapshots"]).code(EXIT_ERROR);

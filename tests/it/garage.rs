@@ -4,14 +4,12 @@
 //! node rejoins. Garage ignores `If-None-Match` and can list just-deleted objects for a while;
 //! custody relies on neither (docs/FORMAT.md §1).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::conformance::conformance;
-use common::services::{available, sdk_config, Garage};
-use common::*;
+use crate::common::conformance::conformance;
+use crate::common::services::{available, sdk_config, Garage};
+use crate::common::*;
 use custody::store::{S3Store, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +19,12 @@ async fn garage_conformance() {
     }
     let g = tokio::task::spawn_blocking(Garage::start).await.unwrap();
     let conf = sdk_config(&g.endpoint, &g.key_id, &g.secret);
-    let store = S3Store::with_config(&format!("s3://{}/conformance", g.bucket), &conf).unwrap();
+    let store = S3Store::with_config(
+        &format!("s3://{}/conformance", g.bucket),
+        &conf,
+        &Default::default(),
+    )
+    .unwrap();
     conformance(Arc::new(store) as Arc<dyn Store>).await;
     tokio::task::spawn_blocking(move || drop(g)).await.unwrap();
 }

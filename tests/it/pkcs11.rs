@@ -2,10 +2,8 @@
 //! round trip, a writer token that cannot read, keys that cannot leave the token, wrong PINs
 //! and tampered wrapped keys.
 
-mod common;
-
-use common::services::{available, SoftHsm, SOFTHSM_MODULE};
-use common::*;
+use crate::common::services::{available, SoftHsm, SOFTHSM_MODULE};
+use crate::common::*;
 
 fn run(sb: &Sandbox, hsm: &SoftHsm, ks: &str, args: &[&str]) -> Run {
     let mut a = vec!["--key-service", ks];

@@ -3,14 +3,12 @@
 //! backups at once, prune while backups run (and while one is paused with SIGSTOP past the
 //! grace period), and SIGKILL at the moments between writes that matter.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::backend::{both, Repo};
-use common::*;
+use crate::common::backend::{both, Repo};
+use crate::common::*;
 
 fn forget_and_prune_reclaim(r: &Repo) {
     r.init();
@@ -407,11 +405,16 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     let writer = r.sb.export_writer("writer-keyring", &[]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let st = store::open(r.sb.repo().to_str().unwrap(), rt.handle()).unwrap();
+    let st = store::open(
+        r.sb.repo().to_str().unwrap(),
+        &Default::default(),
+        rt.handle(),
+    )
+    .unwrap();
     let config = Repository::read_config(rt.handle(), &st).unwrap();
     let keys = keyservice::open(
         &format!("local:{}", writer.display()),
-        &KeyServiceOptions { passphrase: None },
+        &KeyServiceOptions::default(),
         rt.handle(),
     )
     .unwrap();
@@ -445,5 +448,87 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
     let chk = r.check();
     assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert_eq!(r.restore_all(), 2);
+}
+
+/// A writer can also forge an index segment: here one that lists every pack again with no
+/// blobs, beside a mark that condemns every pack. Two listings of one pack that disagree are
+/// an integrity failure: check names both segments, prune refuses (exit 3) and deletes
+/// nothing, and every snapshot still restores.
+#[test]
+fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
+    use custody::format::garbage::GarbageMark;
+    use custody::format::index::{IndexSegment, PackEntries};
+    use custody::keyservice::{self, KeyServiceOptions};
+    use custody::repo::Repository;
+    use custody::store::{self, FileKind};
+
+    let r = Repo::local();
+    r.init();
+    let a = r.source("a", 10, 1, Some(5));
+    r.backup(&a);
+    let b = r.source("b", 10, 2, Some(5));
+    r.backup(&b);
+    let packs_before = r.stats()["packs"].as_u64().unwrap();
+    let writer = r.sb.export_writer("writer-keyring", &[]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = store::open(
+        r.sb.repo().to_str().unwrap(),
+        &Default::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let config = Repository::read_config(rt.handle(), &st).unwrap();
+    let keys = keyservice::open(
+        &format!("local:{}", writer.display()),
+        &KeyServiceOptions::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    let genuine = repo.load_segments().unwrap();
+    let emptied = IndexSegment {
+        packs: genuine
+            .iter()
+            .flat_map(|(_, seg)| seg.packs.iter())
+            .map(|p| PackEntries {
+                pack: p.pack,
+                session: p.session,
+                blobs: vec![],
+            })
+            .collect(),
+    };
+    let forged = repo.save_index_segment(&emptied).unwrap();
+    let all = |k| -> Vec<custody::Id> {
+        rt.block_on(repo.store().list(k))
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    repo.save_mark(&GarbageMark {
+        format: 1,
+        time: chrono::Utc::now() - chrono::Duration::days(2),
+        packs: all(FileKind::Pack),
+        segments: genuine.iter().map(|(id, _)| *id).collect(),
+        sessions: vec![],
+        unindexed: vec![],
+    })
+    .unwrap();
+    drop(repo);
+
+    let chk = r.run(&["--json", "check"]).code(EXIT_INTEGRITY).json();
+    let named = chk["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["object"].as_str().unwrap().contains(&forged.to_hex()));
+    assert!(named, "check must name the forged segment: {chk}");
+    for _ in 0..2 {
+        let p = r.run(&["prune"]).code(EXIT_INTEGRITY);
+        assert!(p.stderr.contains("differently"), "{}", p.stderr);
+    }
+    assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
     assert_eq!(r.restore_all(), 2);
 }

@@ -1,0 +1,86 @@
+//! The process environment, read once at start-up into the library's typed settings
+//! (`custody::settings`). Nothing else in custody reads environment variables, except the
+//! AWS SDK's own configuration chain (`AWS_*`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use custody::settings::{AwsSettings, ClientSettings, S3Checksums, S3Settings};
+use custody::{Error, Result};
+
+/// Everything custody takes from the environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub s3: S3Settings,
+    pub aws: AwsSettings,
+    pub client: ClientSettings,
+    /// `CUSTODY_KEYRING_PASSPHRASE` (a `--passphrase-file` wins over it).
+    pub passphrase_set: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+impl Environment {
+    pub fn read() -> Result<Environment> {
+        // CUSTODY_AWS_TIMEOUT_SECS bounds each attempt (default 30 s).
+        let aws = AwsSettings {
+            attempt_timeout: var("CUSTODY_AWS_TIMEOUT_SECS")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&v| v > 0)
+                .map(Duration::from_secs)
+                .unwrap_or(AwsSettings::default().attempt_timeout),
+        };
+        let checksums = match var("CUSTODY_S3_CHECKSUMS").as_deref() {
+            None | Some("when_required") => S3Checksums::WhenRequired,
+            Some("when_supported") => S3Checksums::WhenSupported,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
+                )))
+            }
+        };
+        let s3 = S3Settings {
+            path_style: var("CUSTODY_S3_PATH_STYLE").map(|v| v != "0"),
+            checksums,
+            multipart_threshold: var("CUSTODY_S3_MULTIPART_MIB")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(64)
+                .max(5)
+                << 20,
+            aws: aws.clone(),
+        };
+        let home = path("HOME");
+        let cache_dir = match std::env::var_os("CUSTODY_CACHE_DIR") {
+            Some(v) if v == "off" => None,
+            Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+            _ => path("XDG_CACHE_HOME")
+                .map(|p| p.join("custody"))
+                .or_else(|| home.as_ref().map(|h| h.join(".cache/custody"))),
+        };
+        let config_dir = path("CUSTODY_CONFIG_DIR")
+            .or_else(|| path("XDG_CONFIG_HOME").map(|p| p.join("custody")))
+            .or_else(|| home.as_ref().map(|h| h.join(".config/custody")))
+            .unwrap_or_else(|| PathBuf::from(".custody"));
+        if let Some(point) = var("CUSTODY_FAILPOINT") {
+            custody::failpoint::arm(point);
+        }
+        Ok(Environment {
+            s3,
+            aws,
+            client: ClientSettings {
+                cache_dir,
+                config_dir,
+                username: var("USER").unwrap_or_default(),
+            },
+            passphrase_set: std::env::var_os("CUSTODY_KEYRING_PASSPHRASE").is_some(),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! What prune reads before it decides anything: marks, packs, keys, snapshots and their trees,
+//! index segments. This is the only part of prune that reads the store; planning is pure
+//! ([`super::plan`]) and deleting is the executor's ([`super::execute`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::format::garbage::GarbageMark;
+use crate::format::index::IndexSegment;
+use crate::format::tree::NodeKind;
+use crate::id::Id;
+use crate::repo::activity::Activity;
+use crate::repo::lock::Lock;
+use crate::repo::marks::Marks;
+use crate::repo::{Index, Repository};
+use crate::store::{object_name, FileKind};
+
+/// Everything prune needs to know, listed in this order: marks, packs, keys, snapshots,
+/// index segments. Snapshots come after the marks, so every snapshot committed before a mark
+/// was read is seen; segments come after the snapshots, so each snapshot's blobs are indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Survey {
+    /// Taken before anything is listed: every age (of marks, of keys) is measured from here,
+    /// so time spent surveying never makes a mark look older than the listing it was
+    /// checked against.
+    pub start: DateTime<Utc>,
+    pub marks: Vec<(Id, GarbageMark)>,
+    pub segments: Vec<(Id, IndexSegment)>,
+    /// Packs in the store with their sizes.
+    pub stored: HashMap<Id, u64>,
+    /// Session keys with their creation times (`None`: unreadable record).
+    pub keys: Vec<(Id, Option<DateTime<Utc>>)>,
+    /// Blobs (trees and chunks) that some listed snapshot needs.
+    pub referenced: HashSet<Id>,
+    /// Sessions that wrote a listed snapshot.
+    pub snapshot_sessions: HashSet<Id>,
+    pub snapshots: usize,
+}
+
+pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Result<Survey> {
+    act.set("listing the repository");
+    let start = Utc::now();
+    let marks = repo.load_marks()?;
+    let stored: HashMap<Id, u64> = repo
+        .block_on(repo.store().list(FileKind::Pack))?
+        .into_iter()
+        .collect();
+    let keys = crate::repo::check::wrapped_keys(repo)?
+        .into_iter()
+        .map(|(id, r)| (id, r.map(|r| r.created)))
+        .collect();
+    // Snapshots are listed before the index: a snapshot is written after its index segment,
+    // so every snapshot listed here finds its blobs in the segments listed next.
+    let snapshot_ids = repo.snapshot_ids()?;
+    let segments = repo.load_segments()?;
+    let condemned = Marks::of(&marks);
+    let index = Index::live_first(segments.iter().map(|(_, seg)| seg), &condemned.packs);
+    let mut referenced = HashSet::new();
+    let mut snapshot_sessions = HashSet::new();
+    let mut snapshots = 0;
+    let unreadable = |what: String, e: Error| {
+        Error::integrity(
+            what,
+            format!("{e}; prune needs every snapshot readable to know what is in use: nothing was changed"),
+        )
+    };
+    let total = snapshot_ids.len();
+    for (n, id) in snapshot_ids.into_iter().enumerate() {
+        act.set(format!(
+            "reading snapshot {}/{total} and its folders",
+            n + 1
+        ));
+        let snap = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            // Forgotten between our listing and our read.
+            Err(Error::NotFound(_)) => continue,
+            Err(e) if e.is_key_service() => return Err(e),
+            Err(e) => return Err(unreadable(object_name(FileKind::Snapshot, &id), e)),
+        };
+        snapshots += 1;
+        snapshot_sessions.insert(snap.session);
+        // Folder level by folder level, each level's trees read at once.
+        let mut level = vec![snap.tree];
+        while !level.is_empty() {
+            level.retain(|t| referenced.insert(*t));
+            if let Some(l) = lock.as_mut() {
+                l.refresh()?;
+            }
+            let mut next = Vec::new();
+            // Read in batches: a level's trees are held in memory together.
+            for batch in level.chunks(crate::repo::TREE_BATCH) {
+                for (t, tree) in batch.iter().zip(repo.load_trees(&index, batch)) {
+                    let tree = tree.map_err(|e| {
+                        if e.is_key_service() {
+                            e
+                        } else {
+                            unreadable(format!("tree {t}"), e)
+                        }
+                    })?;
+                    for n in tree.nodes {
+                        match n.kind {
+                            NodeKind::Dir => next.extend(n.subtree),
+                            NodeKind::File => referenced.extend(n.content),
+                            NodeKind::Symlink => {}
+                        }
+                    }
+                }
+            }
+            level = next;
+        }
+        if let Some(l) = lock.as_mut() {
+            l.refresh()?;
+        }
+    }
+    Ok(Survey {
+        start,
+        marks,
+        segments,
+        stored,
+        keys,
+        referenced,
+        snapshot_sessions,
+        snapshots,
+    })
+}

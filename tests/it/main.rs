@@ -1,0 +1,18 @@
+//! Every integration test in one binary: the shared helpers (`common`) compile once, and
+//! `cargo test --test it <module>` runs one area. Each module drives the built `custody`
+//! binary or the library's public codecs against real services on loopback.
+
+mod common;
+
+mod adversarial;
+mod crypto_vectors;
+mod garage;
+mod gc;
+mod key_templates;
+mod kms;
+mod pkcs11;
+mod reencrypt;
+mod rotate;
+mod roundtrip;
+mod s3;
+mod store_conformance;
