@@ -16,3 +16,4 @@ mod rotate;
 mod roundtrip;
 mod s3;
 mod store_conformance;
+mod vectors;
