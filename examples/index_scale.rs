@@ -55,10 +55,7 @@ fn segment(chunks: usize, per_pack: usize) -> IndexSegment {
 }
 
 fn measure(repo: &Repository, label: &str) {
-    let segments = repo
-        .block_on(repo.store().list(FileKind::Index))
-        .expect("list")
-        .len();
+    let segments = repo.store().list(FileKind::Index).expect("list").len();
     let before = rss_mib();
     let t = Instant::now();
     let index = repo.load_index().expect("load index");
@@ -96,7 +93,8 @@ fn main() {
     measure(&repo, "as written");
     // Consolidate: the same entries in segments of 100,000, old segments removed.
     let old: Vec<Id> = repo
-        .block_on(repo.store().list(FileKind::Index))
+        .store()
+        .list(FileKind::Index)
         .expect("list")
         .into_iter()
         .map(|(id, _)| id)
@@ -120,8 +118,7 @@ fn main() {
         repo.save_index_segment(&seg).expect("write");
     }
     for id in &old {
-        repo.block_on(repo.store().delete(FileKind::Index, id))
-            .expect("delete");
+        repo.store().delete(FileKind::Index, id).expect("delete");
     }
     measure(&repo, "consolidated");
 }

@@ -11,6 +11,7 @@
 //! typed settings down.
 
 pub mod aws;
+pub mod blocking;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;

@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
         }
         What::Key { id } => {
             let id = parse_id(id)?;
-            let b = repo.block_on(repo.store().get(FileKind::Key, &id))?;
+            let b = repo.store().get(FileKind::Key, &id)?;
             serde_json::from_slice(&b).map_err(|e| Error::integrity(format!("keys/{id}"), e))?
         }
     };

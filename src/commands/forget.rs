@@ -119,7 +119,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let mut removed = 0;
     for d in groups.values().flatten().filter(|d| !d.keep) {
         if !dry_run {
-            repo.block_on(repo.store().delete(FileKind::Snapshot, &d.id))?;
+            repo.store().delete(FileKind::Snapshot, &d.id)?;
         }
         removed += 1;
     }

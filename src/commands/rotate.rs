@@ -112,7 +112,8 @@ fn run_reencrypt(
         Some(t) => t,
         None => {
             let keys: Vec<custody::Id> = repo
-                .block_on(repo.store().list(custody::store::FileKind::Key))?
+                .store()
+                .list(custody::store::FileKind::Key)?
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();

@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         }
         return Ok(Outcome::OK);
     }
-    let packs = repo.block_on(repo.store().list(FileKind::Pack))?;
+    let packs = repo.store().list(FileKind::Pack)?;
     let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
     let snapshots = repo.snapshot_ids()?.len();
     let (mut data_blobs, mut tree_blobs, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);

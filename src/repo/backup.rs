@@ -220,7 +220,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     if !packs.is_empty() {
         let seg = IndexSegment { packs };
         let id = repo.save_index_segment(&seg)?;
-        added += repo.block_on(repo.store().size(FileKind::Index, &id))?;
+        added += repo.store().size(FileKind::Index, &id)?;
     }
     crate::failpoint::hit("backup-before-snapshot");
     summary.bytes_added = added;
@@ -352,7 +352,7 @@ impl<'a> Uploader<'a> {
             .repo
             .block_on(self.slots.clone().acquire_owned())
             .map_err(|_| Error::Internal("upload queue closed".into()))?;
-        let store = self.repo.store().clone();
+        let store = self.repo.store().inner().clone();
         progress
             .bytes_added
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);

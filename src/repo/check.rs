@@ -72,7 +72,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let mut r = CheckReport::default();
 
     // Wrapped session keys: each must parse, name itself, and unwrap.
-    for (sid, _) in repo.block_on(repo.store().list(FileKind::Key))? {
+    for (sid, _) in repo.store().list(FileKind::Key)? {
         if let Err(e) = repo.session_key(&sid) {
             if e.is_key_service() {
                 return Err(e);
@@ -83,7 +83,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Garbage marks: what they condemn may be missing already (a sweep in progress).
     let mut marks = Vec::new();
-    for (id, _) in repo.block_on(repo.store().list(FileKind::Garbage))? {
+    for (id, _) in repo.store().list(FileKind::Garbage)? {
         match repo.load_mark(&id) {
             Ok(m) => marks.push((id, m)),
             Err(Error::NotFound(_)) => {}
@@ -95,7 +95,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Index segments; a location in a condemned pack is only a fallback.
     let mut listed = Vec::new();
-    for (id, _) in repo.block_on(repo.store().list(FileKind::Index))? {
+    for (id, _) in repo.store().list(FileKind::Index)? {
         match repo.load_index_segment(&id) {
             Ok(seg) => listed.push((id, seg)),
             Err(Error::NotFound(_)) => {}
@@ -108,10 +108,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     let segments: Vec<_> = listed.into_iter().map(|(_, seg)| seg).collect();
     let index = Index::live_first(&segments, &condemned.packs);
-    let stored: HashMap<Id, u64> = repo
-        .block_on(repo.store().list(FileKind::Pack))?
-        .into_iter()
-        .collect();
+    let stored: HashMap<Id, u64> = repo.store().list(FileKind::Pack)?.into_iter().collect();
     r.packs = stored.len();
     let by_pack = index.pack_entries();
     for (pack, _) in index.packs() {
@@ -237,7 +234,7 @@ pub(crate) fn read_pack(
     expected: &[BlobEntry],
 ) -> Result<usize> {
     let name = object_name(FileKind::Pack, pack);
-    let bytes = repo.block_on(repo.store().get(FileKind::Pack, pack))?;
+    let bytes = repo.store().get(FileKind::Pack, pack)?;
     let len = bytes.len();
     if len < pack::TRAILER_LEN {
         return Err(Error::integrity(
@@ -292,9 +289,10 @@ pub(crate) fn read_pack(
 /// Wrapped-key records of the repository, for `key list`.
 pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(Id, Option<WrappedKeyRecord>)>> {
     let mut out = Vec::new();
-    for (id, _) in repo.block_on(repo.store().list(FileKind::Key))? {
+    for (id, _) in repo.store().list(FileKind::Key)? {
         let rec = repo
-            .block_on(repo.store().get(FileKind::Key, &id))
+            .store()
+            .get(FileKind::Key, &id)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         out.push((id, rec));

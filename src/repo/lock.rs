@@ -15,12 +15,24 @@ use crate::format::garbage::{padded_json, LockRecord, LOCK_REFRESH_SECS, LOCK_ST
 use crate::id::Id;
 use crate::store::FileKind;
 
-/// A held lock; released (deleted) on [`Lock::release`] or, best effort, on drop.
+/// A held lock. It is released explicitly ([`Lock::release`], or [`release_after`] whatever
+/// the run's outcome), never in `Drop`: a drop cannot report a failed delete, and blocking on
+/// the store there would hide I/O in every early return. A lock left by a run that panicked
+/// or was killed goes stale after [`LOCK_STALE_SECS`].
+#[must_use = "a lock must be released with Lock::release or release_after"]
 pub struct Lock<'a> {
     repo: &'a Repository,
     id: Id,
     rec: LockRecord,
-    held: bool,
+}
+
+/// Releases `lock` (when one is held) after a run, whether the run succeeded or not; the
+/// run's own error wins over a failure to release.
+pub fn release_after<T>(lock: Option<Lock<'_>>, out: Result<T>) -> Result<T> {
+    let released = lock.map_or(Ok(()), Lock::release);
+    let v = out?;
+    released?;
+    Ok(v)
 }
 
 impl Repository {
@@ -47,10 +59,20 @@ impl Repository {
             repo: self,
             id,
             rec: rec.clone(),
-            held: true,
         };
-        for (other, _) in self.block_on(self.store().list(FileKind::Lock))? {
-            if other == id {
+        // Our own lock object is removed again whatever stops us here.
+        match self.yield_to_older(&id, &rec) {
+            Ok(()) => Ok(lock),
+            Err(e) => release_after(Some(lock), Err(e)),
+        }
+    }
+
+    /// Stops with [`Error::Conflict`] when a fresh lock older than ours (`id`, `rec`) exists;
+    /// removes stale ones on the way.
+    fn yield_to_older(&self, id: &Id, rec: &LockRecord) -> Result<()> {
+        let now = rec.started;
+        for (other, _) in self.store().list(FileKind::Lock)? {
+            if other == *id {
                 continue;
             }
             let o = match self.load_lock(&other) {
@@ -61,11 +83,10 @@ impl Repository {
             let fresh = (now - o.refreshed).num_seconds() < LOCK_STALE_SECS;
             if !fresh {
                 // Left by a run that died; nobody renews it any more.
-                self.block_on(self.store().delete(FileKind::Lock, &other))?;
+                self.store().delete(FileKind::Lock, &other)?;
                 continue;
             }
-            if (o.started, other) < (rec.started, id) {
-                drop(lock);
+            if (o.started, other) < (rec.started, *id) {
                 return Err(Error::Conflict(format!(
                     "{} holds the repository lock (started {} on {}, pid {}); try again when it \
                      has finished, or after {} minutes if it died",
@@ -77,7 +98,7 @@ impl Repository {
                 )));
             }
         }
-        Ok(lock)
+        Ok(())
     }
 }
 
@@ -87,7 +108,7 @@ impl Repository {
     pub fn unlock(&self, all: bool) -> Result<usize> {
         let now = Utc::now();
         let mut n = 0;
-        for (id, _) in self.block_on(self.store().list(FileKind::Lock))? {
+        for (id, _) in self.store().list(FileKind::Lock)? {
             let stale = match self.load_lock(&id) {
                 Ok(l) => (now - l.refreshed).num_seconds() >= LOCK_STALE_SECS,
                 Err(Error::NotFound(_)) => continue,
@@ -95,7 +116,7 @@ impl Repository {
                 Err(_) => true,
             };
             if all || stale {
-                self.block_on(self.store().delete(FileKind::Lock, &id))?;
+                self.store().delete(FileKind::Lock, &id)?;
                 n += 1;
             }
         }
@@ -113,12 +134,8 @@ impl Lock<'_> {
             return Ok(());
         }
         // Still ours? A run paused past the stale time may have lost it to another run.
-        match self
-            .repo
-            .block_on(self.repo.store().size(FileKind::Lock, &self.id))
-        {
+        match self.repo.store().size(FileKind::Lock, &self.id) {
             Err(Error::NotFound(_)) => {
-                self.held = false;
                 return Err(Error::Conflict(format!(
                     "this {} run lost its lock (it was paused or stalled for more than {} \
                      minutes and another run removed it); stopped: run it again",
@@ -135,19 +152,8 @@ impl Lock<'_> {
         Ok(())
     }
 
-    pub fn release(mut self) -> Result<()> {
-        self.held = false;
-        self.repo
-            .block_on(self.repo.store().delete(FileKind::Lock, &self.id))
-    }
-}
-
-impl Drop for Lock<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            let _ = self
-                .repo
-                .block_on(self.repo.store().delete(FileKind::Lock, &self.id));
-        }
+    /// Deletes the lock object (deleting one another run already removed is no error).
+    pub fn release(self) -> Result<()> {
+        self.repo.store().delete(FileKind::Lock, &self.id)
     }
 }

@@ -58,7 +58,7 @@ impl Repository {
     /// Every garbage mark, in listing order.
     pub fn load_marks(&self) -> Result<Vec<(Id, GarbageMark)>> {
         let mut out = Vec::new();
-        for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
+        for (id, _) in self.store().list(FileKind::Garbage)? {
             match self.load_mark(&id) {
                 Ok(m) => out.push((id, m)),
                 // Swept by a prune between our listing and our read.
@@ -90,7 +90,7 @@ impl Repository {
             )))
         };
         let own_set: HashSet<&Id> = own.iter().collect();
-        for (id, _) in self.block_on(self.store().list(FileKind::Garbage))? {
+        for (id, _) in self.store().list(FileKind::Garbage)? {
             if seen.ids.contains(&id) {
                 continue;
             }
@@ -111,17 +111,18 @@ impl Repository {
             }
         }
         let stored: HashSet<Id> = self
-            .block_on(self.store().list(FileKind::Pack))?
+            .store()
+            .list(FileKind::Pack)?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
         // A just-written pack may be missing from a lagging listing: ask for it directly.
         for p in own.iter().filter(|p| !stored.contains(*p)) {
-            if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Pack, p)) {
+            if let Err(Error::NotFound(_)) = self.store().size(FileKind::Pack, p) {
                 return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
             }
         }
-        if let Err(Error::NotFound(_)) = self.block_on(self.store().size(FileKind::Key, session)) {
+        if let Err(Error::NotFound(_)) = self.store().size(FileKind::Key, session) {
             return conflict(format!(
                 "{} was deleted",
                 object_name(FileKind::Key, session)

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chrono::Utc;
 
+use crate::blocking::{block_on, BlockingKeys, BlockingStore};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::compress;
 use crate::crypto::envelope::{self, Binding, ObjectKind};
@@ -71,8 +72,8 @@ struct Secrets {
 
 pub struct Repository {
     rt: tokio::runtime::Handle,
-    store: Arc<dyn Store>,
-    keys: Arc<dyn KeyService>,
+    store: BlockingStore,
+    keys: BlockingKeys,
     config: Config,
     secrets: Secrets,
     session_keys: Mutex<HashMap<Id, Key32>>,
@@ -141,8 +142,7 @@ pub fn default_keyring_dir(config_dir: &Path, repo: &Id) -> PathBuf {
 impl Repository {
     /// Reads the plaintext config (no keys needed): the repository id names the default keyring.
     pub fn read_config(rt: &tokio::runtime::Handle, store: &Arc<dyn Store>) -> Result<Config> {
-        let bytes = rt
-            .block_on(store.get(FileKind::Config, &Id::default()))
+        let bytes = block_on(rt, store.get(FileKind::Config, &Id::default()))
             .map_err(|e| match e {
                 Error::NotFound(m) => Error::NotFound(format!(
                     "repository config at {} ({m}; is this a custody repository? run `custody init`)",
@@ -187,10 +187,12 @@ impl Repository {
                 "pack size must be between 1 MiB and 512 MiB",
             ));
         }
-        rt.block_on(store.create())?;
+        let store = BlockingStore::new(rt.clone(), store);
+        let keys = BlockingKeys::new(rt.clone(), keys);
+        store.create()?;
         let secret_id = Id::random()?;
         let ctx = context(Purpose::RepositorySecret, &repo_id, &secret_id);
-        let (m, wrapped) = rt.block_on(keys.generate_data_key(Purpose::RepositorySecret, &ctx))?;
+        let (m, wrapped) = keys.generate_data_key(Purpose::RepositorySecret, &ctx)?;
         let body = ConfigBody {
             format: REPO_FORMAT,
             repository: repo_id,
@@ -215,7 +217,7 @@ impl Repository {
             body,
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
-        rt.block_on(store.put(FileKind::Config, &Id::default(), Bytes::from(json)))?;
+        store.put(FileKind::Config, &Id::default(), Bytes::from(json))?;
         Ok(Repository {
             secrets: derive_secrets(&m, &config.body),
             rt,
@@ -246,14 +248,14 @@ impl Repository {
             ));
         }
         let ctx = context(Purpose::RepositorySecret, &b.repository, &b.secret_id);
-        let m = rt
-            .block_on(keys.decrypt(&rec.wrapped, &ctx))
-            .map_err(|e| match e {
-                Error::Integrity { reason, .. } => {
-                    Error::integrity("config (wrapped repository secret)", reason)
-                }
-                e => e,
-            })?;
+        let store = BlockingStore::new(rt.clone(), store);
+        let keys = BlockingKeys::new(rt.clone(), keys);
+        let m = keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
+            Error::Integrity { reason, .. } => {
+                Error::integrity("config (wrapped repository secret)", reason)
+            }
+            e => e,
+        })?;
         let mac = config_mac(&m, &b.repository, b);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             mac.as_bytes(),
@@ -283,11 +285,13 @@ impl Repository {
         &self.config
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store, blocking: call from plain threads only (see [`crate::blocking`]).
+    pub fn store(&self) -> &BlockingStore {
         &self.store
     }
 
-    pub fn key_service(&self) -> &Arc<dyn KeyService> {
+    /// The key service, blocking: call from plain threads only.
+    pub fn key_service(&self) -> &BlockingKeys {
         &self.keys
     }
 
@@ -303,9 +307,9 @@ impl Repository {
         &self.rt
     }
 
-    /// Runs a store or key-service future to completion from a non-runtime thread.
+    /// Runs a future to completion from a plain thread (never a runtime worker).
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        block_on(&self.rt, f)
     }
 
     /// Chunk id: HMAC-SHA256 of the plaintext under the repository's id key.
@@ -332,13 +336,13 @@ impl Repository {
             &self.meta_binding(meta_kind(kind), id, &zero),
             plain,
         )?;
-        self.block_on(self.store.put(kind, id, Bytes::from(sealed)))
+        self.store.put(kind, id, Bytes::from(sealed))
     }
 
     /// Reads and opens an object sealed under the index key.
     pub(crate) fn get_meta(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let name = object_name(kind, id);
-        let bytes = self.block_on(self.store.get(kind, id))?;
+        let bytes = self.store.get(kind, id)?;
         let zero = Id::default();
         envelope::open_object(
             &self.secrets.index_key,
@@ -355,7 +359,8 @@ impl Repository {
         }
         let name = object_name(FileKind::Key, session);
         let bytes = self
-            .block_on(self.store.get(FileKind::Key, session))
+            .store
+            .get(FileKind::Key, session)
             .map_err(|e| match e {
                 Error::NotFound(_) => {
                     Error::integrity(&name, "the wrapped key of this session is missing")
@@ -386,12 +391,10 @@ impl Repository {
         }
         // The context is built from what we asked for, never from the record.
         let ctx = context(Purpose::SessionKey, &self.id(), session);
-        let k = self
-            .block_on(self.keys.decrypt(&rec.wrapped, &ctx))
-            .map_err(|e| match e {
-                Error::Integrity { reason, .. } => Error::integrity(&name, reason),
-                e => e,
-            })?;
+        let k = self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
+            Error::Integrity { reason, .. } => Error::integrity(&name, reason),
+            e => e,
+        })?;
         self.session_keys
             .lock()
             .expect("lock")
@@ -459,7 +462,7 @@ impl Repository {
         &self,
         mut f: impl FnMut(crate::format::index::IndexSegment),
     ) -> Result<()> {
-        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
+        for (id, _) in self.store.list(FileKind::Index)? {
             match self.load_index_segment(&id) {
                 Ok(seg) => f(seg),
                 Err(Error::NotFound(_)) => {}
@@ -472,7 +475,7 @@ impl Repository {
     /// Every index segment, in listing order.
     pub fn load_segments(&self) -> Result<Vec<(Id, crate::format::index::IndexSegment)>> {
         let mut out = Vec::new();
-        for (id, _) in self.block_on(self.store.list(FileKind::Index))? {
+        for (id, _) in self.store.list(FileKind::Index)? {
             match self.load_index_segment(&id) {
                 Ok(seg) => out.push((id, seg)),
                 Err(Error::NotFound(_)) => {}
@@ -523,12 +526,13 @@ impl Repository {
             ));
         }
         let sealed = self
-            .block_on(self.store.get_range(
+            .store
+            .get_range(
                 FileKind::Pack,
                 &loc.pack,
                 loc.entry.offset as u64,
                 loc.entry.length as u64,
-            ))
+            )
             .map_err(|e| match e {
                 Error::NotFound(_) => Error::integrity(
                     object_name(FileKind::Pack, &loc.pack),

@@ -61,6 +61,17 @@ pub fn reencrypt(
     } else {
         Some(repo.lock("reencrypt")?)
     };
+    let out = run(repo, target, dry_run, &mut lock, act);
+    super::lock::release_after(lock, out)
+}
+
+fn run(
+    repo: &Repository,
+    target: &Target,
+    dry_run: bool,
+    lock: &mut Option<super::lock::Lock<'_>>,
+    act: &Activity,
+) -> Result<ReencryptReport> {
     // Which sessions exist, and when their keys were made.
     let keys: HashMap<Id, Option<DateTime<Utc>>> = super::check::wrapped_keys(repo)?
         .into_iter()
@@ -68,7 +79,8 @@ pub fn reencrypt(
         .collect();
     let marks = Marks::of(&repo.load_marks()?);
     let stored: HashSet<Id> = repo
-        .block_on(repo.store().list(FileKind::Pack))?
+        .store()
+        .list(FileKind::Pack)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
@@ -123,7 +135,7 @@ pub fn reencrypt(
         ..Default::default()
     };
     if sessions.is_empty() {
-        return finish(lock, report);
+        return Ok(report);
     }
     // Blobs that a live pack of another session already holds need no copy.
     let mut elsewhere: HashSet<Id> = HashSet::new();
@@ -167,7 +179,7 @@ pub fn reencrypt(
         .collect();
     report.snapshots_resealed = resealing.len();
     if dry_run {
-        return finish(lock, report);
+        return Ok(report);
     }
     // 1. Copy, then 2. read every new pack back before anything old is given up.
     let mut rp = Repacker::new(repo)?;
@@ -237,7 +249,7 @@ pub fn reencrypt(
         snap.session = new_session;
         // Narrows (without conditional writes it cannot close) the window in which a
         // concurrent `forget` is undone by the replacement.
-        if let Err(Error::NotFound(_)) = repo.block_on(repo.store().size(FileKind::Snapshot, id)) {
+        if let Err(Error::NotFound(_)) = repo.store().size(FileKind::Snapshot, id) {
             continue;
         }
         repo.replace_snapshot(&session, id, &snap)?;
@@ -263,7 +275,7 @@ pub fn reencrypt(
         unindexed: vec![],
     };
     report.mark = Some(repo.save_mark(&m)?);
-    finish(lock, report)
+    Ok(report)
 }
 
 /// The session that sealed a snapshot, from its envelope header alone (no key needed);
@@ -272,18 +284,11 @@ fn sealing_session(repo: &Repository, id: &Id) -> Result<Option<Id>> {
     let name = object_name(FileKind::Snapshot, id);
     // parse_header wants at least a whole empty envelope, which every snapshot is.
     let len = envelope::ENVELOPE_OVERHEAD as u64;
-    match repo.block_on(repo.store().get_range(FileKind::Snapshot, id, 0, len)) {
+    match repo.store().get_range(FileKind::Snapshot, id, 0, len) {
         Ok(b) => envelope::parse_header(&b)
             .map(|h| Some(h.key_id))
             .map_err(|e| Error::integrity(&name, e)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn finish(lock: Option<super::lock::Lock<'_>>, r: ReencryptReport) -> Result<ReencryptReport> {
-    if let Some(l) = lock {
-        l.release()?;
-    }
-    Ok(r)
 }

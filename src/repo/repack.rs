@@ -46,18 +46,14 @@ impl<'a> Repacker<'a> {
             return Ok(());
         }
         let name = object_name(FileKind::Pack, pack);
-        let size = self
-            .repo
-            .block_on(self.repo.store().size(FileKind::Pack, pack))?;
+        let size = self.repo.store().size(FileKind::Pack, pack)?;
         if size > MAX_PACK {
             return Err(Error::integrity(
                 &name,
                 format!("implausible pack size {size}"),
             ));
         }
-        let bytes = self
-            .repo
-            .block_on(self.repo.store().get(FileKind::Pack, pack))?;
+        let bytes = self.repo.store().get(FileKind::Pack, pack)?;
         let key = self.repo.pack_key(session, pack)?;
         for e in entries {
             let end = e.offset as usize + e.length as usize;
@@ -96,11 +92,9 @@ impl<'a> Repacker<'a> {
         if let Some(b) = self.builder.take().filter(|b| !b.is_empty()) {
             let p = b.finish()?;
             self.bytes_written += p.bytes.len() as u64;
-            self.repo.block_on(self.repo.store().put(
-                FileKind::Pack,
-                &p.id,
-                Bytes::from(p.bytes),
-            ))?;
+            self.repo
+                .store()
+                .put(FileKind::Pack, &p.id, Bytes::from(p.bytes))?;
             self.written.push(PackEntries {
                 pack: p.id,
                 session: p.session,

@@ -310,10 +310,8 @@ fn restore_pack(
             ),
         ))
     } else {
-        repo.block_on(
-            repo.store()
-                .get_range(FileKind::Pack, pack, start, end - start),
-        )
+        repo.store()
+            .get_range(FileKind::Pack, pack, start, end - start)
     };
     let mut i = 0;
     while i < targets.len() {

@@ -34,10 +34,9 @@ impl Session {
     pub fn start(repo: &Repository) -> Result<Session> {
         let id = Id::random()?;
         let ctx = context(Purpose::SessionKey, &repo.id(), &id);
-        let (dek, wrapped) = repo.block_on(
-            repo.key_service()
-                .generate_data_key(Purpose::SessionKey, &ctx),
-        )?;
+        let (dek, wrapped) = repo
+            .key_service()
+            .generate_data_key(Purpose::SessionKey, &ctx)?;
         let rec = WrappedKeyRecord {
             format: REPO_FORMAT,
             purpose: Purpose::SessionKey,
@@ -47,7 +46,7 @@ impl Session {
             wrapped,
         };
         let json = serde_json::to_vec_pretty(&rec).expect("record serializes");
-        repo.block_on(repo.store().put(FileKind::Key, &id, Bytes::from(json)))?;
+        repo.store().put(FileKind::Key, &id, Bytes::from(json))?;
         tracing::debug!(session = %id, "session started");
         Ok(Session {
             id,

@@ -55,15 +55,13 @@ impl Repository {
         // Pad with JSON whitespace to a multiple of 1 KiB: the size says little about paths or tags.
         json.resize(json.len().div_ceil(1024) * 1024, b' ');
         let sealed = envelope::seal_object(session.dek(), &b, &json)?;
-        self.block_on(
-            self.store()
-                .put(FileKind::Snapshot, id, Bytes::from(sealed)),
-        )
+        self.store()
+            .put(FileKind::Snapshot, id, Bytes::from(sealed))
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let name = object_name(FileKind::Snapshot, id);
-        let bytes = self.block_on(self.store().get(FileKind::Snapshot, id))?;
+        let bytes = self.store().get(FileKind::Snapshot, id)?;
         let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
         let dek = self.session_key(&h.key_id)?;
         let zero = Id::default();
@@ -96,7 +94,8 @@ impl Repository {
 
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
         Ok(self
-            .block_on(self.store().list(FileKind::Snapshot))?
+            .store()
+            .list(FileKind::Snapshot)?
             .into_iter()
             .map(|(id, _)| id)
             .collect())

@@ -385,15 +385,39 @@ fn two_prunes_at_once_exclude_each_other_or_are_harmless() {
     both(two_prunes_at_once);
 }
 
+/// Opens the repository through the library with the keyring in `keyring` (an attacker's
+/// view: a writer keyring holds what a compromised backup host holds).
+fn open_with(
+    r: &Repo,
+    keyring: &std::path::Path,
+) -> (tokio::runtime::Runtime, custody::repo::Repository) {
+    use custody::keyservice::{self, KeyServiceOptions};
+    use custody::repo::Repository;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = custody::store::open(
+        r.sb.repo().to_str().unwrap(),
+        &Default::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let config = Repository::read_config(rt.handle(), &st).unwrap();
+    let keys = keyservice::open(
+        &format!("local:{}", keyring.display()),
+        &KeyServiceOptions::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    (rt, repo)
+}
+
 /// A writer holds the index key, so it can forge a garbage mark. One that condemns every
 /// pack, segment and session key, dated two days back, must not make prune delete anything a
 /// snapshot needs: the sweep deletes only what no snapshot needs.
 #[test]
 fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     use custody::format::garbage::GarbageMark;
-    use custody::keyservice::{self, KeyServiceOptions};
-    use custody::repo::Repository;
-    use custody::store::{self, FileKind};
+    use custody::store::FileKind;
 
     let r = Repo::local();
     r.init();
@@ -404,23 +428,10 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     let packs_before = r.stats()["packs"].as_u64().unwrap();
     let writer = r.sb.export_writer("writer-keyring", &[]);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let st = store::open(
-        r.sb.repo().to_str().unwrap(),
-        &Default::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let config = Repository::read_config(rt.handle(), &st).unwrap();
-    let keys = keyservice::open(
-        &format!("local:{}", writer.display()),
-        &KeyServiceOptions::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    let (_rt, repo) = open_with(&r, &writer);
     let ids = |k| -> Vec<custody::Id> {
-        rt.block_on(repo.store().list(k))
+        repo.store()
+            .list(k)
             .unwrap()
             .into_iter()
             .map(|(id, _)| id)
@@ -459,9 +470,7 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
 fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     use custody::format::garbage::GarbageMark;
     use custody::format::index::{IndexSegment, PackEntries};
-    use custody::keyservice::{self, KeyServiceOptions};
-    use custody::repo::Repository;
-    use custody::store::{self, FileKind};
+    use custody::store::FileKind;
 
     let r = Repo::local();
     r.init();
@@ -472,21 +481,7 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     let packs_before = r.stats()["packs"].as_u64().unwrap();
     let writer = r.sb.export_writer("writer-keyring", &[]);
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let st = store::open(
-        r.sb.repo().to_str().unwrap(),
-        &Default::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let config = Repository::read_config(rt.handle(), &st).unwrap();
-    let keys = keyservice::open(
-        &format!("local:{}", writer.display()),
-        &KeyServiceOptions::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    let (_rt, repo) = open_with(&r, &writer);
     let genuine = repo.load_segments().unwrap();
     let emptied = IndexSegment {
         packs: genuine
@@ -501,7 +496,8 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     };
     let forged = repo.save_index_segment(&emptied).unwrap();
     let all = |k| -> Vec<custody::Id> {
-        rt.block_on(repo.store().list(k))
+        repo.store()
+            .list(k)
             .unwrap()
             .into_iter()
             .map(|(id, _)| id)

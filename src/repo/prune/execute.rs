@@ -78,7 +78,7 @@ pub fn sweep(
     for (n, p) in plan.delete_packs.iter().enumerate() {
         act.set(format!("deleting condemned pack {}/{total}", n + 1));
         renew(lock)?;
-        repo.block_on(repo.store().delete(FileKind::Pack, p))?;
+        repo.store().delete(FileKind::Pack, p)?;
     }
     crate::failpoint::hit("prune-sweep-after-packs");
     let deletes = plan
@@ -89,7 +89,7 @@ pub fn sweep(
         .chain(plan.marks_due.iter().map(|m| (FileKind::Garbage, m)));
     for (kind, id) in deletes {
         renew(lock)?;
-        repo.block_on(repo.store().delete(kind, id))?;
+        repo.store().delete(kind, id)?;
     }
     tracing::info!(
         packs = r.packs_deleted,

@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::activity::Activity;
+use super::lock::{release_after, Lock};
 use super::Repository;
 use crate::error::Result;
 use crate::format::garbage::GarbageMark;
@@ -104,11 +105,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
     } else {
         Some(repo.lock("prune")?)
     };
+    let out = run(repo, opts, &mut lock, act);
+    release_after(lock, out)
+}
+
+fn run(
+    repo: &Repository,
+    opts: &PruneOptions,
+    lock: &mut Option<Lock<'_>>,
+    act: &Activity,
+) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    let s = survey(repo, &mut lock, act)?;
+    let s = survey(repo, lock, act)?;
     report.snapshots = s.snapshots;
     report.blobs_referenced = s.referenced.len();
     // Unindexed packs noted by marks past the grace period; read before the sweep deletes them.
@@ -121,23 +132,23 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
     let start = s.start;
     let due = move |_: &Id, m: &GarbageMark| m.time <= start - opts.grace;
     let plan = plan::plan_sweep(&s, &due, true)?;
-    let (sweep_report, relisted) = execute::sweep(repo, plan, opts.dry_run, &mut lock, act)?;
+    let (sweep_report, relisted) = execute::sweep(repo, plan, opts.dry_run, lock, act)?;
     report.sweep = sweep_report;
     let s = if report.sweep.marks_due > 0 && !opts.dry_run {
-        survey(repo, &mut lock, act)?
+        survey(repo, lock, act)?
     } else {
         s
     };
     // A listing right after our own writes may miss them: what the sweep listed again counts
     // as indexed whatever the new listing says.
     let plan = plan::plan_mark(&s, opts, &seen_before, &relisted)?;
-    report.mark = execute::mark(repo, plan, opts.dry_run, &mut lock, act)?;
+    report.mark = execute::mark(repo, plan, opts.dry_run, lock, act)?;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
-        let s = survey(repo, &mut lock, act)?;
+        let s = survey(repo, lock, act)?;
         let start = s.start;
         let due = move |_: &Id, m: &GarbageMark| m.time <= start;
         let plan = plan::plan_sweep(&s, &due, true)?;
-        let (again, _) = execute::sweep(repo, plan, false, &mut lock, act)?;
+        let (again, _) = execute::sweep(repo, plan, false, lock, act)?;
         report.sweep.marks_due += again.marks_due;
         report.sweep.packs_deleted += again.packs_deleted;
         report.sweep.bytes_deleted += again.bytes_deleted;
@@ -146,9 +157,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
         report.sweep.segments_written += again.segments_written;
         report.sweep.keys_deleted += again.keys_deleted;
         report.sweep.marks_pending = again.marks_pending;
-    }
-    if let Some(l) = lock {
-        l.release()?;
     }
     Ok(report)
 }
@@ -159,12 +167,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<P
 /// deleting them cannot take anything a snapshot needs.
 pub fn sweep_now(repo: &Repository, mark: &Id, act: &Activity) -> Result<SweepReport> {
     let mut lock = Some(repo.lock("prune")?);
-    let s = survey(repo, &mut lock, act)?;
-    let only = |id: &Id, _: &GarbageMark| id == mark;
-    let plan = plan::plan_sweep(&s, &only, false)?;
-    let (r, _) = execute::sweep(repo, plan, false, &mut lock, act)?;
-    if let Some(l) = lock {
-        l.release()?;
-    }
-    Ok(r)
+    let out = (|| {
+        let s = survey(repo, &mut lock, act)?;
+        let only = |id: &Id, _: &GarbageMark| id == mark;
+        let plan = plan::plan_sweep(&s, &only, false)?;
+        Ok(execute::sweep(repo, plan, false, &mut lock, act)?.0)
+    })();
+    release_after(lock, out)
 }

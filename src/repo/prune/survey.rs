@@ -43,10 +43,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     act.set("listing the repository");
     let start = Utc::now();
     let marks = repo.load_marks()?;
-    let stored: HashMap<Id, u64> = repo
-        .block_on(repo.store().list(FileKind::Pack))?
-        .into_iter()
-        .collect();
+    let stored: HashMap<Id, u64> = repo.store().list(FileKind::Pack)?.into_iter().collect();
     let keys = crate::repo::check::wrapped_keys(repo)?
         .into_iter()
         .map(|(id, r)| (id, r.map(|r| r.created)))
