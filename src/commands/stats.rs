@@ -8,6 +8,7 @@ use super::{human_bytes, Ctx, FilterArgs, Outcome};
 use custody::error::Result;
 use custody::format::tree::NodeKind;
 use custody::pack::BlobType;
+use custody::repo::walk::{TreeWalker, Visits};
 use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -25,11 +26,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         let (id, snap) = repo.resolve_snapshot(spec, &args.filter.filter())?;
         let (mut files, mut size) = (0u64, 0u64);
         let mut chunks = HashSet::new();
-        let mut stack = vec![snap.tree];
-        while let Some(t) = stack.pop() {
-            for n in repo.load_tree(&index, &t)?.nodes {
+        // Every path counts: a folder stored once but reached twice is restored twice.
+        let mut walker = TreeWalker::new(&repo, &index, Visits::PerPath);
+        walker.walk(vec![(snap.tree, ())], |_, _, tree, next| {
+            for n in tree?.nodes {
                 match n.kind {
-                    NodeKind::Dir => stack.extend(n.subtree),
+                    NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
                     NodeKind::File => {
                         files += 1;
                         size += n.size;
@@ -38,7 +40,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                     NodeKind::Symlink => {}
                 }
             }
-        }
+            Ok(())
+        })?;
         let stored: u64 = chunks
             .iter()
             .filter_map(|c| index.get(c))

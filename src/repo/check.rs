@@ -4,10 +4,11 @@
 //! harmless leftovers (an interrupted backup leaves them; prune removes them), not as damage;
 //! so are packs condemned by a garbage mark, stored or already deleted by a sweep.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::walk::{TreeWalker, Visits};
 use super::{Index, Repository};
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
@@ -151,7 +152,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     r.leftovers.sort();
 
     // Snapshots and every tree they reach.
-    let mut seen_trees = HashSet::new();
+    let mut walker = TreeWalker::new(repo, &index, Visits::Once);
     for id in repo.snapshot_ids()? {
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
@@ -162,46 +163,39 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
         };
         r.snapshots += 1;
-        // Folder level by folder level, each level's trees read at once.
-        let mut level = vec![snap.tree];
-        while !level.is_empty() {
-            level.retain(|t| seen_trees.insert(*t));
-            let mut stack = Vec::new();
-            // Read in batches: a level's trees are held in memory together.
-            for batch in level.chunks(super::TREE_BATCH) {
-                for (t, tree) in batch.iter().zip(repo.load_trees(&index, batch)) {
-                    match tree {
-                        Ok(tree) => {
-                            r.trees += 1;
-                            for n in tree.nodes {
-                                match n.kind {
-                                    NodeKind::Dir => stack.extend(n.subtree),
-                                    NodeKind::File => {
-                                        for c in n.content.iter().filter(|c| !index.contains(c)) {
-                                            r.problem(
-                                                &Error::integrity(
-                                                    format!("snapshot {}", id.short()),
-                                                    format!(
-                                                    "file {} refers to chunk {} that no index lists",
-                                                    n.name.lossy(),
-                                                    c.short()
-                                                ),
-                                                ),
-                                                "",
-                                            );
-                                        }
-                                    }
-                                    NodeKind::Symlink => {}
-                                }
-                            }
+        walker.walk(vec![(snap.tree, ())], |t, _, tree, next| {
+            let tree = match tree {
+                Ok(tree) => tree,
+                Err(e) if e.is_key_service() => return Err(e),
+                Err(e) => {
+                    r.problem(&e, &format!("tree {t}"));
+                    return Ok(());
+                }
+            };
+            r.trees += 1;
+            for n in tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
+                    NodeKind::File => {
+                        for c in n.content.iter().filter(|c| !index.contains(c)) {
+                            r.problem(
+                                &Error::integrity(
+                                    format!("snapshot {}", id.short()),
+                                    format!(
+                                        "file {} refers to chunk {} that no index lists",
+                                        n.name.lossy(),
+                                        c.short()
+                                    ),
+                                ),
+                                "",
+                            );
                         }
-                        Err(e) if e.is_key_service() => return Err(e),
-                        Err(e) => r.problem(&e, &format!("tree {t}")),
                     }
+                    NodeKind::Symlink => {}
                 }
             }
-            level = stack;
-        }
+            Ok(())
+        })?;
     }
 
     if opts.read_data {

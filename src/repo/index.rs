@@ -6,10 +6,13 @@
 
 use std::collections::HashMap;
 
+use super::{marks, Repository};
 use crate::compress::Compression;
+use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::id::Id;
 use crate::pack::{BlobEntry, BlobType};
+use crate::store::{object_name, FileKind};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BlobLocation {
@@ -133,5 +136,85 @@ impl Index {
 
     pub fn entries(&self) -> impl Iterator<Item = BlobLocation> + '_ {
         self.blobs.keys().filter_map(|id| self.get(id))
+    }
+}
+
+impl Repository {
+    /// Seals and stores an index segment under the index key.
+    pub fn save_index_segment(&self, seg: &crate::format::index::IndexSegment) -> Result<Id> {
+        let id = Id::random()?;
+        self.put_meta(FileKind::Index, &id, &seg.encode())?;
+        Ok(id)
+    }
+
+    pub fn load_index_segment(&self, id: &Id) -> Result<crate::format::index::IndexSegment> {
+        let name = object_name(FileKind::Index, id);
+        let plain = self.get_meta(FileKind::Index, id)?;
+        crate::format::index::IndexSegment::decode(&plain).map_err(|e| Error::integrity(&name, e))
+    }
+
+    /// Loads every index segment for reading: a blob's location in a pack that no garbage
+    /// mark condemns wins over one in a condemned pack, which is kept only as a fallback.
+    /// Segments are read one at a time, so memory is the index itself.
+    /// Unreadable segments are errors: an index that silently dropped entries would make
+    /// dedup skip chunks that are not really stored.
+    pub fn load_index(&self) -> Result<Index> {
+        // Marks only order the locations here, so an unreadable one is no reason to stop a read.
+        let condemned = self
+            .load_marks()
+            .map(|m| marks::Marks::of(&m))
+            .unwrap_or_default();
+        let mut index = Index::default();
+        let mut fallback = Vec::new();
+        self.for_each_segment(|seg| {
+            index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
+            if !condemned.packs.is_empty() {
+                let mut seg = seg;
+                seg.packs.retain(|p| condemned.packs.contains(&p.pack));
+                fallback.push(seg);
+            }
+        })?;
+        for seg in &fallback {
+            index.add_segment(seg);
+        }
+        Ok(index)
+    }
+
+    /// The index a backup deduplicates against: packs condemned by a garbage mark are left
+    /// out, so a new snapshot never comes to depend on them. Returns the marks it saw.
+    pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
+        let marks = marks::Marks::of(&self.load_marks()?);
+        let mut index = Index::default();
+        self.for_each_segment(|seg| index.add_segment_where(&seg, |p| !marks.packs.contains(p)))?;
+        Ok((index, marks))
+    }
+
+    /// Reads the listed index segments one by one. A segment deleted since the listing was
+    /// superseded by a prune (whose consolidated segment lists its packs) and is skipped.
+    fn for_each_segment(
+        &self,
+        mut f: impl FnMut(crate::format::index::IndexSegment),
+    ) -> Result<()> {
+        for (id, _) in self.store.list(FileKind::Index)? {
+            match self.load_index_segment(&id) {
+                Ok(seg) => f(seg),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every index segment, in listing order.
+    pub fn load_segments(&self) -> Result<Vec<(Id, crate::format::index::IndexSegment)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.store.list(FileKind::Index)? {
+            match self.load_index_segment(&id) {
+                Ok(seg) => out.push((id, seg)),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 }

@@ -14,6 +14,7 @@ use crate::id::Id;
 use crate::repo::activity::Activity;
 use crate::repo::lock::Lock;
 use crate::repo::marks::Marks;
+use crate::repo::walk::{TreeWalker, Visits};
 use crate::repo::{Index, Repository};
 use crate::store::{object_name, FileKind};
 
@@ -54,6 +55,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     let segments = repo.load_segments()?;
     let condemned = Marks::of(&marks);
     let index = Index::live_first(segments.iter().map(|(_, seg)| seg), &condemned.packs);
+    let mut walker = TreeWalker::new(repo, &index, Visits::Once);
     let mut referenced = HashSet::new();
     let mut snapshot_sessions = HashSet::new();
     let mut snapshots = 0;
@@ -78,39 +80,31 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
         };
         snapshots += 1;
         snapshot_sessions.insert(snap.session);
-        // Folder level by folder level, each level's trees read at once.
-        let mut level = vec![snap.tree];
-        while !level.is_empty() {
-            level.retain(|t| referenced.insert(*t));
+        walker.walk(vec![(snap.tree, ())], |t, _, tree, next| {
             if let Some(l) = lock.as_mut() {
                 l.refresh()?;
             }
-            let mut next = Vec::new();
-            // Read in batches: a level's trees are held in memory together.
-            for batch in level.chunks(crate::repo::TREE_BATCH) {
-                for (t, tree) in batch.iter().zip(repo.load_trees(&index, batch)) {
-                    let tree = tree.map_err(|e| {
-                        if e.is_key_service() {
-                            e
-                        } else {
-                            unreadable(format!("tree {t}"), e)
-                        }
-                    })?;
-                    for n in tree.nodes {
-                        match n.kind {
-                            NodeKind::Dir => next.extend(n.subtree),
-                            NodeKind::File => referenced.extend(n.content),
-                            NodeKind::Symlink => {}
-                        }
-                    }
+            let tree = tree.map_err(|e| {
+                if e.is_key_service() {
+                    e
+                } else {
+                    unreadable(format!("tree {t}"), e)
+                }
+            })?;
+            for n in tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
+                    NodeKind::File => referenced.extend(n.content),
+                    NodeKind::Symlink => {}
                 }
             }
-            level = next;
-        }
+            Ok(())
+        })?;
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
         }
     }
+    referenced.extend(walker.seen().iter().copied());
     Ok(Survey {
         start,
         marks,

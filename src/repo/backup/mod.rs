@@ -1,0 +1,210 @@
+//! The backup pipeline.
+//!
+//! ```text
+//! walker thread: read -> chunk  --(bounded)-->
+//! N hashers:     HMAC id (sent back to the walker) -> dedup  --(bounded)-->
+//! N packers:     zstd -> seal under pack key -> pack builder  --(semaphore)-->
+//! runtime tasks: upload packs (bounded concurrency)
+//! then: index segment, then snapshot manifest (written last: a snapshot only ever refers
+//! to packs and keys already stored).
+//! ```
+//! Hashers send each chunk's id back tagged with its sequence number; the walker fills file
+//! contents in order when it writes the folder's tree. Hashing is a stage of its own so ids
+//! come back quickly: the walker never waits behind compression. Memory is bounded by the
+//! channels (2 x workers chunks each), one open pack per packer and blob type, and the packs
+//! in flight, whatever the file sizes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::format::index::IndexSegment;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::REPO_FORMAT;
+use crate::id::Id;
+use crate::repo::parent_cache::ParentCache;
+use crate::repo::{Repository, Session};
+use crate::store::FileKind;
+
+mod stages;
+#[cfg(test)]
+mod tests;
+mod upload;
+mod walker;
+
+use stages::{hasher, is_stopped, Dedup, Job, Packer};
+use upload::Uploader;
+use walker::Walker;
+
+/// What to back up.
+pub enum Source {
+    Paths(Vec<PathBuf>),
+    Stdin {
+        name: String,
+        reader: Box<dyn std::io::Read + Send>,
+    },
+}
+
+pub struct BackupOptions {
+    pub source: Source,
+    pub host: String,
+    pub tags: Vec<String>,
+    /// A snapshot whose unchanged files (same size, mtime, inode) are reused without reading.
+    pub parent: Option<(Id, Snapshot)>,
+    /// This machine's record of its last backup of the same paths: used as the parent when
+    /// there is no parent snapshot (write-only clients), and updated after this backup.
+    pub parent_cache: Option<ParentCache>,
+    /// Read every file: neither a parent snapshot nor the parent cache is consulted.
+    pub force: bool,
+    /// Recorded in the snapshot.
+    pub username: String,
+    pub workers: usize,
+    pub uploads: usize,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub snapshot_id: Id,
+    pub snapshot: Snapshot,
+    /// Source files or folders left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
+    let start = Instant::now();
+    let (index, marks) = repo.load_index_for_backup()?;
+    // Without a parent snapshot, this machine's own record of its last backup will do.
+    let local_parent = opts.parent.is_none() && !opts.force;
+    let cache = opts.parent_cache.as_ref();
+    let parent_tree = match &opts.parent {
+        // The parent's root tree may sit only in a pack a garbage mark condemned (left out of
+        // this index): then every file is read, nothing else changes.
+        Some((_, s)) if !opts.force => match repo.load_tree(&index, &s.tree) {
+            Ok(t) => Some(t),
+            Err(e) if e.is_key_service() => return Err(e),
+            Err(e) => {
+                tracing::warn!("parent snapshot not usable ({e}): reading every file");
+                None
+            }
+        },
+        _ if local_parent => cache.and_then(|c| c.load_tree(repo, &c.root()?)),
+        _ => None,
+    };
+    let recorder = cache.and_then(ParentCache::recorder);
+    let session = Session::start(repo)?;
+    let workers = opts.workers.max(1);
+    let uploader = Uploader::new(repo, opts.uploads.max(1));
+    let level = repo.config().body.compression_level;
+    let pack_size = repo.config().body.pack_size as usize;
+    let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<u8>)>(2 * workers);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
+    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<(u64, Id)>();
+    let dedup = Dedup::default();
+
+    let (walked, worker_results) = std::thread::scope(|s| {
+        let mut handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (rx, ids_tx, pack_tx) = (rx.clone(), ids_tx.clone(), pack_tx.clone());
+                let (index, dedup) = (&index, &dedup);
+                s.spawn(move || hasher(repo, index, dedup, rx, ids_tx, pack_tx))
+            })
+            .collect();
+        handles.extend((0..workers).map(|_| {
+            let w = Packer {
+                session: &session,
+                trees: repo.tree_cache(),
+                uploader: &uploader,
+                pack_size,
+                progress,
+            };
+            let rx = pack_rx.clone();
+            s.spawn(move || w.run(rx, level))
+        }));
+        drop((rx, ids_tx, pack_rx));
+        let walker = Walker {
+            repo,
+            index: &index,
+            local_parent: if local_parent { cache } else { None },
+            recorder: recorder.as_ref(),
+            dedup: &dedup,
+            tx,
+            pack_tx,
+            ids: ids_rx,
+            seq: 0,
+            done: HashMap::new(),
+            deferred: 0,
+            buf: Vec::new(),
+            progress,
+            summary: Summary::default(),
+            skipped: Vec::new(),
+        };
+        let walked = walker.run(opts.source, parent_tree.as_ref());
+        let results: Vec<Result<()>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("backup worker panicked".into())))
+            })
+            .collect();
+        (walked, results)
+    });
+    // Whichever side failed first explains the other's "pipeline stopped": report that one.
+    let walked = match walked {
+        Err(e) if !is_stopped(&e) => return Err(e),
+        w => w,
+    };
+    for r in worker_results {
+        r?;
+    }
+    let (root, paths, mut summary, skipped) = walked?;
+    summary.chunks_new = dedup.chunks_new.load(Ordering::Relaxed);
+    summary.bytes_new = dedup.bytes_new.load(Ordering::Relaxed);
+    let packs = uploader.finish()?;
+    crate::failpoint::hit("backup-before-commit");
+    let own: Vec<Id> = packs.iter().map(|p| p.pack).collect();
+    let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
+    repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
+
+    let mut added = progress.bytes_added.load(Ordering::Relaxed);
+    if !packs.is_empty() {
+        let seg = IndexSegment { packs };
+        let id = repo.save_index_segment(&seg)?;
+        added += repo.store().size(FileKind::Index, &id)?;
+    }
+    crate::failpoint::hit("backup-before-snapshot");
+    summary.bytes_added = added;
+    summary.duration_secs = start.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        format: REPO_FORMAT,
+        time: chrono::Utc::now(),
+        host: opts.host,
+        username: opts.username,
+        paths,
+        tags: opts.tags,
+        tree: root,
+        session: session.id,
+        parent: opts.parent.map(|(id, _)| id),
+        summary,
+        program: format!("custody {}", env!("CARGO_PKG_VERSION")),
+    };
+    let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
+    if let Some(r) = recorder {
+        r.commit(&root);
+    }
+    tracing::info!(snapshot = %snapshot_id, session = %session.id, "snapshot saved");
+    Ok(BackupReport {
+        snapshot_id,
+        snapshot,
+        skipped,
+    })
+}

@@ -1,0 +1,144 @@
+//! The workers between the walker and the uploads: hashers compute chunk ids and decide
+//! what is new (dedup), packers compress, seal and pack it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::compress::{self, Compression};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{BlobEntry, BlobType, PackBuilder};
+use crate::repo::{Index, Repository, Session};
+
+use super::upload::Uploader;
+use super::Progress;
+
+/// A blob to compress, seal and pack: already known to be new.
+pub(super) struct Job {
+    pub(super) t: BlobType,
+    pub(super) id: Id,
+    pub(super) data: Vec<u8>,
+}
+
+/// Shared by the workers: what this run has already claimed, and what it found new.
+#[derive(Default)]
+pub(super) struct Dedup {
+    pub(super) claimed: Mutex<HashSet<Id>>,
+    /// Blobs this run found already stored (and relies on): checked before committing.
+    pub(super) used: Mutex<HashSet<Id>>,
+    pub(super) chunks_new: AtomicU64,
+    pub(super) bytes_new: AtomicU64,
+}
+
+impl Dedup {
+    /// True when the blob must be stored: neither in the index nor claimed by this run.
+    pub(super) fn claim(&self, index: &Index, id: &Id, len: usize) -> bool {
+        if self.known(index, id) || !self.claimed.lock().expect("lock").insert(*id) {
+            return false;
+        }
+        self.chunks_new.fetch_add(1, Ordering::Relaxed);
+        self.bytes_new.fetch_add(len as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// True when the index has the blob; it is then recorded as one this run relies on.
+    pub(super) fn known(&self, index: &Index, id: &Id) -> bool {
+        let found = index.contains(id);
+        if found {
+            self.used.lock().expect("lock").insert(*id);
+        }
+        found
+    }
+}
+
+/// Computes chunk ids, reports them to the walker, and passes new chunks on to the packers.
+pub(super) fn hasher(
+    repo: &Repository,
+    index: &Index,
+    dedup: &Dedup,
+    rx: Receiver<(u64, Vec<u8>)>,
+    ids: Sender<(u64, Id)>,
+    pack: Sender<Job>,
+) -> Result<()> {
+    for (seq, data) in rx {
+        let id = repo.chunk_id(&data);
+        ids.send((seq, id)).map_err(|_| stopped())?;
+        if dedup.claim(index, &id, data.len()) {
+            pack.send(Job {
+                t: BlobType::Data,
+                id,
+                data,
+            })
+            .map_err(|_| stopped())?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) struct Packer<'a> {
+    pub(super) session: &'a Session,
+    pub(super) trees: Option<&'a crate::repo::TreeCache>,
+    pub(super) uploader: &'a Uploader<'a>,
+    pub(super) pack_size: usize,
+    pub(super) progress: &'a Progress,
+}
+
+impl Packer<'_> {
+    pub(super) fn run(&self, rx: Receiver<Job>, level: i32) -> Result<()> {
+        let mut open: [Option<PackBuilder>; 2] = [None, None];
+        let mut compressor = compress::Compressor::new(level);
+        for Job { t, id, data } in rx {
+            let compressed = compressor.compress(&data);
+            let (compression, body) = match &compressed {
+                Some(c) => (Compression::Zstd, c.as_slice()),
+                None => (Compression::None, data.as_slice()),
+            };
+            let slot = &mut open[t as usize];
+            if slot.is_none() {
+                *slot = Some(PackBuilder::new(self.session.new_pack_key()?));
+            }
+            let builder = slot.as_mut().expect("just set");
+            let sealed = builder.key().seal_blob(t, &id, body)?;
+            if t == BlobType::Tree {
+                if let Some(c) = self.trees {
+                    c.put(&id, &sealed);
+                }
+            }
+            builder.add(
+                BlobEntry {
+                    id,
+                    blob_type: t,
+                    compression,
+                    offset: 0,
+                    length: 0,
+                    raw_length: data.len() as u32,
+                },
+                sealed,
+            );
+            if builder.size() >= self.pack_size {
+                let full = slot.take().expect("present");
+                self.uploader.submit(full.finish()?, self.progress)?;
+            }
+        }
+        for b in open.into_iter().flatten() {
+            if !b.is_empty() {
+                self.uploader.submit(b.finish()?, self.progress)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) const STOPPED: &str = "backup pipeline stopped";
+
+/// The error of a stage whose neighbour went away (the neighbour's error is the real one).
+pub(super) fn stopped() -> Error {
+    Error::Unavailable(STOPPED.into())
+}
+
+pub(super) fn is_stopped(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(m) if m == STOPPED)
+}

@@ -1,0 +1,424 @@
+//! The walker: reads the sources depth first, chunks files, decides from the parent (a
+//! parent snapshot or the local parent cache) which files are unchanged, and writes each
+//! folder's tree once its files' chunk ids are back from the hashers.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::format::name::RawName;
+use crate::format::snapshot::Summary;
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::pack::BlobType;
+use crate::repo::parent_cache::{ParentCache, ParentRecorder};
+use crate::repo::{Index, Repository};
+
+use super::stages::{stopped, Dedup, Job};
+use super::{Progress, Source};
+
+/// What the walker hands back: the root tree, the absolute source paths, the summary and the
+/// skipped sources.
+pub(super) type Walked = (Id, Vec<String>, Summary, Vec<(String, String)>);
+
+/// A node not yet final: a file whose chunk ids are still with the hashers, or a folder whose
+/// tree is not yet encoded. Deferring both keeps the walker from waiting on the workers;
+/// [`DEFER_LIMIT`] bounds the memory this takes.
+pub(super) struct Pending {
+    pub(super) node: Node,
+    pub(super) seqs: Vec<u64>,
+    pub(super) children: Option<Vec<Pending>>,
+}
+
+impl Pending {
+    pub(super) fn done(node: Node) -> Pending {
+        Pending {
+            node,
+            seqs: Vec::new(),
+            children: None,
+        }
+    }
+}
+
+/// Pending nodes allowed before finished folders are encoded eagerly (small in unit tests,
+/// so that path runs).
+pub(super) const DEFER_LIMIT: usize = if cfg!(test) { 8 } else { 50_000 };
+
+pub(super) struct Walker<'a> {
+    pub(super) repo: &'a Repository,
+    pub(super) index: &'a Index,
+    /// Where earlier folder listings come from when there is no parent snapshot.
+    pub(super) local_parent: Option<&'a ParentCache>,
+    /// Where this backup's folder listings go for the next one.
+    pub(super) recorder: Option<&'a ParentRecorder<'a>>,
+    pub(super) dedup: &'a Dedup,
+    /// Chunks to the hashers.
+    pub(super) tx: Sender<(u64, Vec<u8>)>,
+    /// Trees straight to the packers (the walker hashes them itself).
+    pub(super) pack_tx: Sender<Job>,
+    /// Chunk ids coming back from the workers, by sequence number.
+    pub(super) ids: Receiver<(u64, Id)>,
+    pub(super) seq: u64,
+    pub(super) done: HashMap<u64, Id>,
+    /// Nodes held as [`Pending`].
+    pub(super) deferred: usize,
+    /// The chunk stream's buffer, reused from file to file.
+    pub(super) buf: Vec<u8>,
+    pub(super) progress: &'a Progress,
+    pub(super) summary: Summary,
+    pub(super) skipped: Vec<(String, String)>,
+}
+
+pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
+    Node {
+        name: RawName::from_os(name),
+        kind,
+        mode: meta.mode() & 0o7777,
+        mtime_sec: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: 0,
+        inode: 0,
+        ctime_sec: 0,
+        ctime_nsec: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+    }
+}
+
+impl Walker<'_> {
+    pub(super) fn run(mut self, source: Source, parent: Option<&Tree>) -> Result<Walked> {
+        let mut root = Vec::new();
+        let mut paths = Vec::new();
+        match source {
+            Source::Paths(list) => {
+                if list.is_empty() {
+                    return Err(Error::invalid("no paths to back up"));
+                }
+                let mut names = HashSet::new();
+                for p in list {
+                    let abs = std::path::absolute(&p).map_err(|e| Error::io(p.display(), e))?;
+                    let meta = std::fs::symlink_metadata(&abs).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Error::NotFound(format!("source path {}", p.display()))
+                        } else {
+                            Error::io(p.display(), e)
+                        }
+                    })?;
+                    paths.push(abs.display().to_string());
+                    let Some(name) = abs.file_name().map(|n| n.to_os_string()) else {
+                        // The file-system root: its entries become the snapshot's root.
+                        if !meta.is_dir() || paths.len() > 1 {
+                            return Err(Error::invalid("`/` can only be backed up on its own"));
+                        }
+                        self.summary.dirs += 1;
+                        root = self.dir_entries(&abs, parent.cloned())?;
+                        continue;
+                    };
+                    if !names.insert(name.clone()) {
+                        return Err(Error::invalid(format!(
+                            "two source paths end in the same name {name:?}"
+                        )));
+                    }
+                    let prev = parent
+                        .and_then(|t| t.find(name.as_encoded_bytes()))
+                        .cloned();
+                    if let Some(n) = self.node(&abs, &name, &meta, prev.as_ref())? {
+                        root.push(n);
+                    }
+                }
+            }
+            Source::Stdin { name, reader } => {
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    return Err(Error::invalid(format!(
+                        "--stdin-name {name:?} must be a plain file name"
+                    )));
+                }
+                paths.push(format!("stdin:{name}"));
+                let now = chrono::Utc::now();
+                let (seqs, size) = self
+                    .chunks(reader)
+                    .map_err(|e| Error::io("standard input", e))??;
+                let node = Node {
+                    name: RawName(name.into_bytes()),
+                    kind: NodeKind::File,
+                    mode: 0o644,
+                    mtime_sec: now.timestamp(),
+                    mtime_nsec: now.timestamp_subsec_nanos(),
+                    uid: 0,
+                    gid: 0,
+                    size,
+                    inode: 0,
+                    ctime_sec: 0,
+                    ctime_nsec: 0,
+                    content: Vec::new(),
+                    subtree: None,
+                    target: None,
+                };
+                self.summary.files += 1;
+                self.deferred += 1;
+                root.push(Pending {
+                    node,
+                    seqs,
+                    children: None,
+                });
+            }
+        }
+        let root_id = self.store_tree(root)?;
+        Ok((root_id, paths, self.summary, self.skipped))
+    }
+
+    /// Makes a pending node final: waits for its chunk ids, encodes its folder's tree.
+    pub(super) fn finish(&mut self, p: &mut Pending) -> Result<()> {
+        if !p.seqs.is_empty() {
+            let seqs = std::mem::take(&mut p.seqs);
+            p.node.content = self.resolve(&seqs)?;
+            self.deferred -= 1;
+        }
+        if let Some(children) = p.children.take() {
+            p.node.subtree = Some(self.store_tree(children)?);
+            self.deferred -= 1;
+        }
+        Ok(())
+    }
+
+    /// Finishes every node, then encodes and submits the tree.
+    pub(super) fn store_tree(&mut self, pending: Vec<Pending>) -> Result<Id> {
+        let mut tree = Tree::default();
+        for mut p in pending {
+            self.finish(&mut p)?;
+            tree.nodes.push(p.node);
+        }
+        let bytes = tree.encode();
+        let id = self.repo.chunk_id(&bytes);
+        if let Some(r) = self.recorder {
+            r.put(&id, &bytes);
+        }
+        if self.dedup.claim(self.index, &id, bytes.len()) {
+            self.pack_tx
+                .send(Job {
+                    t: BlobType::Tree,
+                    id,
+                    data: bytes,
+                })
+                .map_err(|_| stopped())?;
+        }
+        Ok(id)
+    }
+
+    pub(super) fn resolve(&mut self, seqs: &[u64]) -> Result<Vec<Id>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            loop {
+                if let Some(id) = self.done.remove(s) {
+                    out.push(id);
+                    break;
+                }
+                let (seq, id) = self.ids.recv().map_err(|_| stopped())?;
+                self.done.insert(seq, id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunks a reader. Outer error: reading failed (skip the file); inner: pipeline failure.
+    pub(super) fn chunks(&mut self, reader: impl Read) -> std::io::Result<Result<(Vec<u64>, u64)>> {
+        let chunker = self.repo.chunker();
+        let mut stream = chunker.stream_with_buffer(reader, std::mem::take(&mut self.buf));
+        let mut seqs = Vec::new();
+        let mut size = 0u64;
+        let mut result = Ok(Ok(()));
+        for chunk in stream.by_ref() {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let len = chunk.len() as u64;
+            size += len;
+            self.summary.bytes_processed += len;
+            self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+            self.seq += 1;
+            seqs.push(self.seq);
+            if self.tx.send((self.seq, chunk)).is_err() {
+                result = Ok(Err(stopped()));
+                break;
+            }
+        }
+        self.buf = stream.into_buffer();
+        match result {
+            Err(e) => Err(e),
+            Ok(Err(e)) => Ok(Err(e)),
+            Ok(Ok(())) => Ok(Ok((seqs, size))),
+        }
+    }
+
+    pub(super) fn skip(&mut self, path: &Path, why: impl std::fmt::Display) {
+        tracing::warn!(path = %path.display(), "skipped: {why}");
+        self.skipped
+            .push((path.display().to_string(), why.to_string()));
+        self.summary.files_skipped += 1;
+    }
+
+    pub(super) fn node(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        meta: &Metadata,
+        prev: Option<&Node>,
+    ) -> Result<Option<Pending>> {
+        let ft = meta.file_type();
+        if ft.is_file() {
+            let mut node = node_base(name, NodeKind::File, meta);
+            node.size = meta.len();
+            node.inode = meta.ino();
+            node.ctime_sec = meta.ctime();
+            node.ctime_nsec = meta.ctime_nsec().clamp(0, 999_999_999) as u32;
+            if let Some(p) = prev.filter(|p| {
+                p.kind == NodeKind::File
+                    && p.size == node.size
+                    && p.inode == node.inode
+                    && p.mtime_sec == node.mtime_sec
+                    && p.mtime_nsec == node.mtime_nsec
+                    && p.ctime_sec == node.ctime_sec
+                    && p.ctime_nsec == node.ctime_nsec
+                    && p.content.iter().all(|c| self.dedup.known(self.index, c))
+            }) {
+                node.content = p.content.clone();
+                self.summary.files += 1;
+                self.summary.files_unchanged += 1;
+                self.summary.bytes_processed += node.size;
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+                self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                return Ok(Some(Pending::done(node)));
+            }
+            let opened = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(path)
+                    .and_then(|f| {
+                        // Still the regular file we stat'ed (not a FIFO or device swapped in).
+                        match f.metadata() {
+                            Ok(m) if m.is_file() && m.ino() == meta.ino() => Ok(f),
+                            Ok(_) => Err(std::io::Error::other("changed while being backed up")),
+                            Err(e) => Err(e),
+                        }
+                    })
+            };
+            let file = match opened {
+                Ok(f) => f,
+                Err(e) => {
+                    self.skip(path, e);
+                    return Ok(None);
+                }
+            };
+            let seqs = match self.chunks(file) {
+                Ok(r) => {
+                    let (seqs, size) = r?;
+                    node.size = size;
+                    seqs
+                }
+                Err(e) => {
+                    self.skip(path, e);
+                    return Ok(None);
+                }
+            };
+            self.summary.files += 1;
+            self.progress.files.fetch_add(1, Ordering::Relaxed);
+            if !seqs.is_empty() {
+                self.deferred += 1;
+            }
+            Ok(Some(Pending {
+                node,
+                seqs,
+                children: None,
+            }))
+        } else if ft.is_dir() {
+            let node = node_base(name, NodeKind::Dir, meta);
+            let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
+                (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
+                (Some(id), None) if self.index.contains(&id) => {
+                    self.repo.load_tree(self.index, &id).ok()
+                }
+                _ => None,
+            };
+            self.summary.dirs += 1;
+            let entries = self.dir_entries(path, prev_tree)?;
+            self.deferred += 1;
+            Ok(Some(Pending {
+                node,
+                seqs: Vec::new(),
+                children: Some(entries),
+            }))
+        } else if ft.is_symlink() {
+            let mut node = node_base(name, NodeKind::Symlink, meta);
+            match std::fs::read_link(path) {
+                Ok(t) => node.target = Some(RawName::from_os(t.as_os_str())),
+                Err(e) => {
+                    self.skip(path, e);
+                    return Ok(None);
+                }
+            }
+            self.summary.symlinks += 1;
+            Ok(Some(Pending::done(node)))
+        } else {
+            tracing::info!(path = %path.display(), "not a file, folder or symlink: left out");
+            Ok(None)
+        }
+    }
+
+    pub(super) fn dir_entries(&mut self, path: &Path, prev: Option<Tree>) -> Result<Vec<Pending>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(out);
+            }
+        };
+        let mut entries = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => entries.push(e),
+                Err(e) => self.skip(path, e),
+            }
+        }
+        entries.sort_by_key(|e| e.file_name());
+        let mut finished = 0;
+        for e in entries {
+            let child = e.path();
+            let name = e.file_name();
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(err) => {
+                    self.skip(&child, err);
+                    continue;
+                }
+            };
+            let p = prev.as_ref().and_then(|t| t.find(name.as_encoded_bytes()));
+            if let Some(n) = self.node(&child, &name, &meta, p)? {
+                out.push(n);
+            }
+            if self.deferred > DEFER_LIMIT {
+                for p in &mut out[finished..] {
+                    self.finish(p)?;
+                }
+                finished = out.len();
+            }
+        }
+        Ok(out)
+    }
+}

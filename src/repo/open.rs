@@ -1,0 +1,203 @@
+//! Creating and opening a repository: the plaintext config and its MAC, the wrapped
+//! repository secret `M`, and the sub-keys derived from it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::blocking::{block_on, BlockingKeys, BlockingStore};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::envelope::{self};
+use crate::crypto::kdf::{self, label, HmacKey};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::config::{Config, ConfigBody, ENVELOPE_ALGORITHM};
+use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
+use crate::format::REPO_FORMAT;
+use crate::id::Id;
+use crate::keyservice::KeyService;
+use crate::store::{FileKind, Store};
+
+use super::{Repository, Secrets, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE};
+
+/// Settings chosen at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::DEFAULT,
+            compression_level: DEFAULT_COMPRESSION,
+            pack_size: DEFAULT_PACK_SIZE,
+        }
+    }
+}
+
+fn config_mac(secret: &Key32, repo: &Id, body: &ConfigBody) -> String {
+    let k = kdf::derive_key(repo.as_bytes(), secret, &[label::CONFIG_MAC]);
+    hex::encode(kdf::hmac_sha256(&k, &body.mac_input()))
+}
+
+fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
+    let salt = body.repository.as_bytes();
+    let id_key = kdf::derive_key(salt, m, &[label::CHUNK_ID]);
+    let gear = kdf::derive_key(salt, m, &[label::GEAR]);
+    Secrets {
+        id_key: HmacKey::new(&id_key),
+        chunker: Chunker::new(&gear, body.chunker),
+        index_key: kdf::derive_key(salt, m, &[label::INDEX]),
+        parent_cache_key: kdf::derive_key(salt, m, &[label::PARENT_CACHE]),
+    }
+}
+
+/// Default folder for the local keyring of a repository when no key service is given.
+pub fn default_keyring_dir(config_dir: &Path, repo: &Id) -> PathBuf {
+    config_dir.join("keyrings").join(repo.to_hex())
+}
+
+impl Repository {
+    /// Reads the plaintext config (no keys needed): the repository id names the default keyring.
+    pub fn read_config(rt: &tokio::runtime::Handle, store: &Arc<dyn Store>) -> Result<Config> {
+        let bytes = block_on(rt, store.get(FileKind::Config, &Id::default()))
+            .map_err(|e| match e {
+                Error::NotFound(m) => Error::NotFound(format!(
+                    "repository config at {} ({m}; is this a custody repository? run `custody init`)",
+                    store.location()
+                )),
+                e => e,
+            })?;
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity("config", format!("not a valid config: {e}")))?;
+        let b = &config.body;
+        if b.format != REPO_FORMAT {
+            return Err(Error::Unsupported(format!(
+                "repository format {} (this build reads {REPO_FORMAT})",
+                b.format
+            )));
+        }
+        if b.envelope_version != envelope::VERSION || b.envelope_algorithm != ENVELOPE_ALGORITHM {
+            return Err(Error::Unsupported(format!(
+                "envelope {} v{} (this build uses {ENVELOPE_ALGORITHM} v{})",
+                b.envelope_algorithm,
+                b.envelope_version,
+                envelope::VERSION
+            )));
+        }
+        b.chunker
+            .validate()
+            .map_err(|e| Error::integrity("config", e))?;
+        Ok(config)
+    }
+
+    /// Creates a new repository in an empty location.
+    pub fn init(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        repo_id: Id,
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        opts.chunker.validate().map_err(Error::invalid)?;
+        if opts.pack_size < 1024 * 1024 || opts.pack_size > 512 * 1024 * 1024 {
+            return Err(Error::invalid(
+                "pack size must be between 1 MiB and 512 MiB",
+            ));
+        }
+        let store = BlockingStore::new(rt.clone(), store);
+        let keys = BlockingKeys::new(rt.clone(), keys);
+        store.create()?;
+        let secret_id = Id::random()?;
+        let ctx = context(Purpose::RepositorySecret, &repo_id, &secret_id);
+        let (m, wrapped) = keys.generate_data_key(Purpose::RepositorySecret, &ctx)?;
+        let body = ConfigBody {
+            format: REPO_FORMAT,
+            repository: repo_id,
+            created: Utc::now(),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+            envelope_version: envelope::VERSION,
+            envelope_algorithm: ENVELOPE_ALGORITHM.into(),
+            secret_id,
+        };
+        let config = Config {
+            mac: config_mac(&m, &repo_id, &body),
+            secret: WrappedKeyRecord {
+                format: REPO_FORMAT,
+                purpose: Purpose::RepositorySecret,
+                repository: repo_id,
+                key_id: secret_id,
+                created: body.created,
+                wrapped,
+            },
+            body,
+        };
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        store.put(FileKind::Config, &Id::default(), Bytes::from(json))?;
+        Ok(Repository {
+            secrets: derive_secrets(&m, &config.body),
+            rt,
+            store,
+            keys,
+            config,
+            session_keys: Mutex::new(HashMap::new()),
+            trees: None,
+        })
+    }
+
+    /// Opens a repository: unwraps the repository secret and verifies the config's MAC.
+    pub fn open(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        config: Config,
+    ) -> Result<Repository> {
+        let b = &config.body;
+        let rec = &config.secret;
+        if rec.purpose != Purpose::RepositorySecret
+            || rec.repository != b.repository
+            || rec.key_id != b.secret_id
+        {
+            return Err(Error::integrity(
+                "config",
+                "wrapped repository secret belongs to another repository or key",
+            ));
+        }
+        let ctx = context(Purpose::RepositorySecret, &b.repository, &b.secret_id);
+        let store = BlockingStore::new(rt.clone(), store);
+        let keys = BlockingKeys::new(rt.clone(), keys);
+        let m = keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
+            Error::Integrity { reason, .. } => {
+                Error::integrity("config (wrapped repository secret)", reason)
+            }
+            e => e,
+        })?;
+        let mac = config_mac(&m, &b.repository, b);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            mac.as_bytes(),
+            config.mac.as_bytes(),
+        )) {
+            return Err(Error::integrity(
+                "config",
+                "MAC mismatch: the config was altered",
+            ));
+        }
+        Ok(Repository {
+            secrets: derive_secrets(&m, b),
+            rt,
+            store,
+            keys,
+            config,
+            session_keys: Mutex::new(HashMap::new()),
+            trees: None,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! Fetching for restore: one ranged read per pack, each blob verified once and written into
+//! every file that holds it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::store::FileKind;
+
+use super::files::{finish_file, write_at_sparse};
+use super::{FileState, RestoreProgress, Target};
+
+/// Reads the span of one pack that holds the needed blobs, verifies each blob once, and
+/// writes it to every place it belongs.
+pub(super) fn restore_pack(
+    repo: &Repository,
+    files: &[FileState],
+    pack: &Id,
+    mut targets: Vec<Target>,
+    progress: &RestoreProgress,
+    done: &Mutex<Vec<(usize, Result<u64>)>>,
+) {
+    targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
+    let start = targets.first().map_or(0, |t| t.entry.offset as u64);
+    let end = targets
+        .iter()
+        .map(|t| t.entry.offset as u64 + t.entry.length as u64)
+        .max()
+        .unwrap_or(0);
+    let span = if end - start > crate::repo::MAX_PACK {
+        Err(Error::integrity(
+            crate::store::object_name(FileKind::Pack, pack),
+            format!(
+                "index places blobs across {} bytes: more than any pack",
+                end - start
+            ),
+        ))
+    } else {
+        repo.store()
+            .get_range(FileKind::Pack, pack, start, end - start)
+    };
+    let mut i = 0;
+    while i < targets.len() {
+        let t = targets[i];
+        let mut j = i;
+        while j < targets.len() && targets[j].entry == t.entry {
+            j += 1;
+        }
+        let plain = match &span {
+            Ok(bytes) => {
+                let a = (t.entry.offset as u64 - start) as usize;
+                repo.open_blob(
+                    pack,
+                    &t.session,
+                    &t.entry,
+                    &bytes[a..a + t.entry.length as usize],
+                )
+            }
+            Err(Error::NotFound(_)) => Err(Error::integrity(
+                crate::store::object_name(FileKind::Pack, pack),
+                "indexed pack is missing from the store",
+            )),
+            Err(e) => Err(clone_err(e)),
+        };
+        for target in &targets[i..j] {
+            let f = &files[target.file];
+            let r = match &plain {
+                Ok(data) => write_at_sparse(&f.tmp, f.ino, target.offset, data)
+                    .map_err(|e| Error::io(f.tmp.display(), e))
+                    .map(|()| {
+                        progress
+                            .bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed)
+                    })
+                    .map(|_| ()),
+                Err(e) => Err(clone_err(e)),
+            };
+            if let Err(e) = r {
+                f.failed.lock().expect("lock").get_or_insert(e);
+            }
+            if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                done.lock()
+                    .expect("lock")
+                    .push((target.file, finish_file(f, progress)));
+            }
+        }
+        i = j;
+    }
+}
+
+/// The same error for every file it touches (errors hold no secrets, so copying is fine).
+pub(super) fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::Integrity { object, reason } => Error::Integrity {
+            object: object.clone(),
+            reason: reason.clone(),
+        },
+        Error::KeyDenied {
+            key,
+            operation,
+            reason,
+        } => Error::KeyDenied {
+            key: key.clone(),
+            operation: operation.clone(),
+            reason: reason.clone(),
+        },
+        Error::KeyUnavailable {
+            key,
+            operation,
+            reason,
+        } => Error::KeyUnavailable {
+            key: key.clone(),
+            operation: operation.clone(),
+            reason: reason.clone(),
+        },
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        e => Error::Unavailable(e.to_string()),
+    }
+}
