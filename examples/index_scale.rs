@@ -101,7 +101,11 @@ fn main() {
         .collect();
     let mut all = Vec::new();
     for id in &old {
-        all.extend(repo.load_index_segment(id).expect("segment").packs);
+        all.extend(
+            repo.load_object::<custody::format::index::IndexSegment>(id)
+                .expect("segment")
+                .packs,
+        );
     }
     let mut seg = IndexSegment::default();
     let mut n = 0;

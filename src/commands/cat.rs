@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
+use custody::format::index::IndexSegment;
 use custody::id::Id;
 use custody::store::FileKind;
 
@@ -40,7 +41,7 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
             v
         }
         What::Index { id } => {
-            let seg = repo.load_index_segment(&parse_id(id)?)?;
+            let seg: IndexSegment = repo.load_object(&parse_id(id)?)?;
             let packs: Vec<_> = seg
                 .packs
                 .iter()

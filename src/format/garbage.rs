@@ -47,12 +47,8 @@ pub const LOCK_STALE_SECS: i64 = 30 * 60;
 /// How often a running prune renews its lock.
 pub const LOCK_REFRESH_SECS: u64 = 5 * 60;
 
-/// JSON padded with spaces to a multiple of `unit` bytes, so the size tells little.
-pub fn padded_json<T: Serialize>(v: &T, unit: usize) -> Vec<u8> {
-    let mut json = serde_json::to_vec(v).expect("plain data serializes");
-    json.resize(json.len().div_ceil(unit).max(1) * unit, b' ');
-    json
-}
+/// Re-exported: the one padding of JSON objects lives in [`crate::format`].
+pub use super::padded_json;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //! zero padding to a multiple of 4096 bytes (so a segment's size hides its exact blob count)
 //! ```
 
+use super::DecodeError;
 use crate::id::Id;
 use crate::pack::BlobEntry;
 
@@ -45,12 +46,16 @@ impl IndexSegment {
         out
     }
 
-    pub fn decode(b: &[u8]) -> Result<IndexSegment, String> {
+    pub fn decode(b: &[u8]) -> Result<IndexSegment, DecodeError> {
         if b.len() < 12 || b[..4] != MAGIC {
             return Err("not an index segment".into());
         }
         if b[4] != VERSION {
-            return Err(format!("index segment version {} refused", b[4]));
+            return Err(DecodeError::Version {
+                what: "index segment",
+                found: b[4].into(),
+                expected: VERSION.into(),
+            });
         }
         let mut pos = 8;
         let u32_at = |pos: usize| -> Result<u32, String> {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::name::RawName;
+use super::DecodeError;
 use crate::id::Id;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +62,8 @@ impl Tree {
         serde_json::to_vec(self).expect("tree serializes")
     }
 
-    pub fn decode(b: &[u8]) -> Result<Tree, String> {
-        let t: Tree = serde_json::from_slice(b).map_err(|e| format!("tree: {e}"))?;
+    pub fn decode(b: &[u8]) -> Result<Tree, DecodeError> {
+        let t: Tree = super::from_json("tree", b)?;
         for n in &t.nodes {
             if n.name.0.is_empty()
                 || n.name.0 == b"."
@@ -70,16 +71,13 @@ impl Tree {
                 || n.name.0.contains(&b'/')
                 || n.name.0.contains(&0)
             {
-                return Err(format!("tree holds an unsafe name {:?}", n.name.lossy()));
+                return Err(format!("tree holds an unsafe name {:?}", n.name.lossy()).into());
             }
         }
         // Strictly sorted means unique: a name listed twice (say a symlink, then a folder of
         // the same name) could make restore write through the link, outside the target.
         if let Some(w) = t.nodes.windows(2).find(|w| w[0].name >= w[1].name) {
-            return Err(format!(
-                "tree lists {:?} twice or out of order",
-                w[1].name.lossy()
-            ));
+            return Err(format!("tree lists {:?} twice or out of order", w[1].name.lossy()).into());
         }
         Ok(t)
     }
@@ -132,7 +130,10 @@ mod tests {
             nodes: vec![link, dir],
         })
         .unwrap();
-        assert!(Tree::decode(&dup).unwrap_err().contains("twice"));
+        assert!(Tree::decode(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let unsorted = serde_json::to_vec(&Tree {
             nodes: vec![node(b"b"), node(b"a")],
         })

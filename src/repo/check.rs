@@ -11,6 +11,8 @@ use serde::Serialize;
 use super::walk::{TreeWalker, Visits};
 use super::{Index, Repository};
 use crate::error::{Error, Result};
+use crate::format::garbage::GarbageMark;
+use crate::format::index::IndexSegment;
 use crate::format::tree::NodeKind;
 use crate::format::wrapped::WrappedKeyRecord;
 use crate::id::Id;
@@ -84,25 +86,25 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Garbage marks: what they condemn may be missing already (a sweep in progress).
     let mut marks = Vec::new();
-    for (id, _) in repo.store().list(FileKind::Garbage)? {
-        match repo.load_mark(&id) {
+    repo.for_each_object::<GarbageMark>(|id, m| {
+        match m {
             Ok(m) => marks.push((id, m)),
-            Err(Error::NotFound(_)) => {}
             Err(e) => r.problem(&e, &object_name(FileKind::Garbage, &id)),
         }
-    }
+        Ok(())
+    })?;
     r.marks = marks.len();
     let condemned = super::marks::Marks::of(&marks);
 
     // Index segments; a location in a condemned pack is only a fallback.
     let mut listed = Vec::new();
-    for (id, _) in repo.store().list(FileKind::Index)? {
-        match repo.load_index_segment(&id) {
+    repo.for_each_object::<IndexSegment>(|id, seg| {
+        match seg {
             Ok(seg) => listed.push((id, seg)),
-            Err(Error::NotFound(_)) => {}
             Err(e) => r.problem(&e, &object_name(FileKind::Index, &id)),
         }
-    }
+        Ok(())
+    })?;
     // Two segments that list one pack differently: forged or corrupt (prune refuses them).
     if let Err(e) = super::prune::plan::pack_table(&listed) {
         r.problem(&e, "");
@@ -284,12 +286,7 @@ pub(crate) fn read_pack(
 pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(Id, Option<WrappedKeyRecord>)>> {
     let mut out = Vec::new();
     for (id, _) in repo.store().list(FileKind::Key)? {
-        let rec = repo
-            .store()
-            .get(FileKind::Key, &id)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        out.push((id, rec));
+        out.push((id, repo.load_key_record(&id).ok()));
     }
     Ok(out)
 }

@@ -8,11 +8,10 @@ use std::collections::HashMap;
 
 use super::{marks, Repository};
 use crate::compress::Compression;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::index::IndexSegment;
 use crate::id::Id;
 use crate::pack::{BlobEntry, BlobType};
-use crate::store::{object_name, FileKind};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BlobLocation {
@@ -140,17 +139,11 @@ impl Index {
 }
 
 impl Repository {
-    /// Seals and stores an index segment under the index key.
-    pub fn save_index_segment(&self, seg: &crate::format::index::IndexSegment) -> Result<Id> {
+    /// Seals and stores an index segment under a fresh id.
+    pub fn save_index_segment(&self, seg: &IndexSegment) -> Result<Id> {
         let id = Id::random()?;
-        self.put_meta(FileKind::Index, &id, &seg.encode())?;
+        self.save_object(&id, seg)?;
         Ok(id)
-    }
-
-    pub fn load_index_segment(&self, id: &Id) -> Result<crate::format::index::IndexSegment> {
-        let name = object_name(FileKind::Index, id);
-        let plain = self.get_meta(FileKind::Index, id)?;
-        crate::format::index::IndexSegment::decode(&plain).map_err(|e| Error::integrity(&name, e))
     }
 
     /// Loads every index segment for reading: a blob's location in a pack that no garbage
@@ -166,13 +159,14 @@ impl Repository {
             .unwrap_or_default();
         let mut index = Index::default();
         let mut fallback = Vec::new();
-        self.for_each_segment(|seg| {
+        self.for_each_object::<IndexSegment>(|_, seg| {
+            let mut seg = seg?;
             index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
             if !condemned.packs.is_empty() {
-                let mut seg = seg;
                 seg.packs.retain(|p| condemned.packs.contains(&p.pack));
                 fallback.push(seg);
             }
+            Ok(())
         })?;
         for seg in &fallback {
             index.add_segment(seg);
@@ -185,36 +179,15 @@ impl Repository {
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
         let marks = marks::Marks::of(&self.load_marks()?);
         let mut index = Index::default();
-        self.for_each_segment(|seg| index.add_segment_where(&seg, |p| !marks.packs.contains(p)))?;
+        self.for_each_object::<IndexSegment>(|_, seg| {
+            index.add_segment_where(&seg?, |p| !marks.packs.contains(p));
+            Ok(())
+        })?;
         Ok((index, marks))
     }
 
-    /// Reads the listed index segments one by one. A segment deleted since the listing was
-    /// superseded by a prune (whose consolidated segment lists its packs) and is skipped.
-    fn for_each_segment(
-        &self,
-        mut f: impl FnMut(crate::format::index::IndexSegment),
-    ) -> Result<()> {
-        for (id, _) in self.store.list(FileKind::Index)? {
-            match self.load_index_segment(&id) {
-                Ok(seg) => f(seg),
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     /// Every index segment, in listing order.
-    pub fn load_segments(&self) -> Result<Vec<(Id, crate::format::index::IndexSegment)>> {
-        let mut out = Vec::new();
-        for (id, _) in self.store.list(FileKind::Index)? {
-            match self.load_index_segment(&id) {
-                Ok(seg) => out.push((id, seg)),
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+    pub fn load_segments(&self) -> Result<Vec<(Id, IndexSegment)>> {
+        self.load_objects()
     }
 }

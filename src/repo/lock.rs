@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::format::garbage::{padded_json, LockRecord, LOCK_REFRESH_SECS, LOCK_STALE_SECS};
+use crate::format::garbage::{LockRecord, LOCK_REFRESH_SECS, LOCK_STALE_SECS};
 use crate::id::Id;
 use crate::store::FileKind;
 
@@ -36,12 +36,6 @@ pub fn release_after<T>(lock: Option<Lock<'_>>, out: Result<T>) -> Result<T> {
 }
 
 impl Repository {
-    fn load_lock(&self, id: &Id) -> Result<LockRecord> {
-        let plain = self.get_meta(FileKind::Lock, id)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::integrity(crate::store::object_name(FileKind::Lock, id), e))
-    }
-
     /// Takes the exclusive lock for `operation` (prune, reencrypt).
     pub fn lock(&self, operation: &str) -> Result<Lock<'_>> {
         let id = Id::random()?;
@@ -54,7 +48,7 @@ impl Repository {
             started: now,
             refreshed: now,
         };
-        self.put_meta(FileKind::Lock, &id, &padded_json(&rec, 1024))?;
+        self.save_object(&id, &rec)?;
         let lock = Lock {
             repo: self,
             id,
@@ -75,7 +69,7 @@ impl Repository {
             if other == *id {
                 continue;
             }
-            let o = match self.load_lock(&other) {
+            let o = match self.load_object::<LockRecord>(&other) {
                 Ok(o) => o,
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
@@ -109,7 +103,7 @@ impl Repository {
         let now = Utc::now();
         let mut n = 0;
         for (id, _) in self.store().list(FileKind::Lock)? {
-            let stale = match self.load_lock(&id) {
+            let stale = match self.load_object::<LockRecord>(&id) {
                 Ok(l) => (now - l.refreshed).num_seconds() >= LOCK_STALE_SECS,
                 Err(Error::NotFound(_)) => continue,
                 // Unreadable: nobody can honour it either.
@@ -147,8 +141,7 @@ impl Lock<'_> {
             Ok(_) => {}
         }
         self.rec.refreshed = Utc::now();
-        self.repo
-            .put_meta(FileKind::Lock, &self.id, &padded_json(&self.rec, 1024))?;
+        self.repo.save_object(&self.id, &self.rec)?;
         Ok(())
     }
 

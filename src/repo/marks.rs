@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::format::garbage::{padded_json, GarbageMark};
+use crate::format::garbage::GarbageMark;
 use crate::id::Id;
 use crate::store::{object_name, FileKind};
 
@@ -36,37 +36,16 @@ impl Marks {
 }
 
 impl Repository {
+    /// Seals and stores a mark under a fresh id.
     pub fn save_mark(&self, mark: &GarbageMark) -> Result<Id> {
         let id = Id::random()?;
-        self.put_meta(FileKind::Garbage, &id, &padded_json(mark, 4096))?;
+        self.save_object(&id, mark)?;
         Ok(id)
-    }
-
-    pub fn load_mark(&self, id: &Id) -> Result<GarbageMark> {
-        let plain = self.get_meta(FileKind::Garbage, id)?;
-        let m: GarbageMark = serde_json::from_slice(&plain)
-            .map_err(|e| Error::integrity(object_name(FileKind::Garbage, id), e))?;
-        if m.format != crate::format::REPO_FORMAT {
-            return Err(Error::integrity(
-                object_name(FileKind::Garbage, id),
-                format!("mark format {} refused", m.format),
-            ));
-        }
-        Ok(m)
     }
 
     /// Every garbage mark, in listing order.
     pub fn load_marks(&self) -> Result<Vec<(Id, GarbageMark)>> {
-        let mut out = Vec::new();
-        for (id, _) in self.store().list(FileKind::Garbage)? {
-            match self.load_mark(&id) {
-                Ok(m) => out.push((id, m)),
-                // Swept by a prune between our listing and our read.
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        self.load_objects()
     }
 
     /// The check a backup makes after its packs are stored and before it writes its index
@@ -90,15 +69,11 @@ impl Repository {
             )))
         };
         let own_set: HashSet<&Id> = own.iter().collect();
-        for (id, _) in self.store().list(FileKind::Garbage)? {
+        self.for_each_object::<GarbageMark>(|id, m| {
             if seen.ids.contains(&id) {
-                continue;
+                return Ok(());
             }
-            let m = match self.load_mark(&id) {
-                Ok(m) => m,
-                Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
+            let m = m?;
             let mark = object_name(FileKind::Garbage, &id);
             if m.sessions.contains(session) {
                 return conflict(format!("{mark} condemned this backup's session key"));
@@ -109,7 +84,8 @@ impl Repository {
                     object_name(FileKind::Pack, p)
                 ));
             }
-        }
+            Ok(())
+        })?;
         let stored: HashSet<Id> = self
             .store()
             .list(FileKind::Pack)?

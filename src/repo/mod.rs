@@ -12,6 +12,7 @@ pub mod forget;
 mod index;
 pub mod lock;
 pub mod marks;
+mod objects;
 mod open;
 pub mod parent_cache;
 pub mod prune;
@@ -25,6 +26,7 @@ pub mod walk;
 
 pub use cache::TreeCache;
 pub use index::{BlobLocation, Index};
+pub use objects::SealedObject;
 pub use open::{default_keyring_dir, InitOptions};
 pub use session::Session;
 
@@ -32,17 +34,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use bytes::Bytes;
-
 use crate::blocking::{block_on, BlockingKeys, BlockingStore};
 use crate::chunker::Chunker;
-use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::crypto::kdf::HmacKey;
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
-use crate::format::REPO_FORMAT;
 use crate::id::Id;
 use crate::pack::PackKey;
 use crate::store::{object_name, FileKind};
@@ -89,15 +87,6 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// The envelope kind of objects sealed under the index key.
-fn meta_kind(kind: FileKind) -> ObjectKind {
-    match kind {
-        FileKind::Garbage => ObjectKind::Garbage,
-        FileKind::Lock => ObjectKind::Lock,
-        _ => ObjectKind::Index,
-    }
-}
-
 impl Repository {
     pub fn id(&self) -> Id {
         self.config.body.repository
@@ -139,64 +128,28 @@ impl Repository {
         Id(self.secrets.id_key.sign(plaintext))
     }
 
-    /// Binding of an object sealed under the index key (index segments, garbage marks, locks).
-    fn meta_binding<'a>(&'a self, kind: ObjectKind, object: &'a Id, zero: &'a Id) -> Binding<'a> {
-        Binding {
-            repo: &self.config.body.repository,
-            kind,
-            container: zero,
-            object,
-            key_id: &self.config.body.secret_id,
-        }
-    }
-
-    /// Seals `plain` under the index key and stores it as (kind, id).
-    pub(crate) fn put_meta(&self, kind: FileKind, id: &Id, plain: &[u8]) -> Result<()> {
-        let zero = Id::default();
-        let sealed = envelope::seal_object(
-            &self.secrets.index_key,
-            &self.meta_binding(meta_kind(kind), id, &zero),
-            plain,
-        )?;
-        self.store.put(kind, id, Bytes::from(sealed))
-    }
-
-    /// Reads and opens an object sealed under the index key.
-    pub(crate) fn get_meta(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
-        let name = object_name(kind, id);
-        let bytes = self.store.get(kind, id)?;
-        let zero = Id::default();
-        envelope::open_object(
-            &self.secrets.index_key,
-            &self.meta_binding(meta_kind(kind), id, &zero),
-            &bytes,
-        )
-        .map_err(|e| Error::integrity(&name, e))
-    }
-
     /// The plaintext data key of a session, unwrapped once per process and cached.
+    /// Reads and decodes `keys/<session>` (plain JSON: it holds only a wrapped key). Nothing in
+    /// it is trusted until the key service unwraps it under the context built from the id.
+    pub fn load_key_record(&self, session: &Id) -> Result<WrappedKeyRecord> {
+        let name = object_name(FileKind::Key, session);
+        let bytes = self.store.get(FileKind::Key, session)?;
+        crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", &bytes)
+            .and_then(|r| crate::format::check_format("wrapped-key record", r.format).map(|()| r))
+            .map_err(|e| Error::integrity(&name, e))
+    }
+
     pub fn session_key(&self, session: &Id) -> Result<Key32> {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
         let name = object_name(FileKind::Key, session);
-        let bytes = self
-            .store
-            .get(FileKind::Key, session)
-            .map_err(|e| match e {
-                Error::NotFound(_) => {
-                    Error::integrity(&name, "the wrapped key of this session is missing")
-                }
-                e => e,
-            })?;
-        let rec: WrappedKeyRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::integrity(&name, format!("not a wrapped-key record: {e}")))?;
-        if rec.format != REPO_FORMAT {
-            return Err(Error::integrity(
-                &name,
-                format!("record format {} refused", rec.format),
-            ));
-        }
+        let rec = self.load_key_record(session).map_err(|e| match e {
+            Error::NotFound(_) => {
+                Error::integrity(&name, "the wrapped key of this session is missing")
+            }
+            e => e,
+        })?;
         if rec.purpose != Purpose::SessionKey
             || rec.repository != self.id()
             || &rec.key_id != session

@@ -51,9 +51,8 @@ impl Repository {
             object: id,
             key_id: &session.id,
         };
-        let mut json = serde_json::to_vec(snap).expect("snapshot serializes");
-        // Pad with JSON whitespace to a multiple of 1 KiB: the size says little about paths or tags.
-        json.resize(json.len().div_ceil(1024) * 1024, b' ');
+        // Padded to a multiple of 1 KiB: the size says little about paths or tags.
+        let json = crate::format::padded_json(snap, 1024);
         let sealed = envelope::seal_object(session.dek(), &b, &json)?;
         self.store()
             .put(FileKind::Snapshot, id, Bytes::from(sealed))
@@ -75,14 +74,9 @@ impl Repository {
         };
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
-        let snap: Snapshot = serde_json::from_slice(&plain)
-            .map_err(|e| Error::integrity(&name, format!("manifest: {e}")))?;
-        if snap.format != crate::format::REPO_FORMAT {
-            return Err(Error::integrity(
-                &name,
-                format!("manifest format {} refused", snap.format),
-            ));
-        }
+        let snap: Snapshot = crate::format::from_json("manifest", &plain)
+            .and_then(|s: Snapshot| crate::format::check_format("manifest", s.format).map(|()| s))
+            .map_err(|e| Error::integrity(&name, e))?;
         if snap.session != h.key_id {
             return Err(Error::integrity(
                 &name,

@@ -1267,7 +1267,7 @@ fn index_segment_vector_round_trips_exactly() {
             "{file} is not segment.hex edited"
         );
         let err = IndexSegment::decode(&b).unwrap_err();
-        assert!(err.contains(want), "{file}: {err}");
+        assert!(err.to_string().contains(want), "{file}: {err}");
     }
 }
 

@@ -1,0 +1,127 @@
+//! Typed repository objects (model: rustic_core's `RepoFile`): each kind of object sealed
+//! under the index key says where it lives and how it is encoded, and the repository saves,
+//! loads and lists every such kind through one code path. Sealing, the envelope's binding to
+//! the object's name, the version check and "skip what a concurrent prune just removed" live
+//! here, once.
+
+use super::Repository;
+use crate::crypto::envelope::{self, Binding, ObjectKind};
+use crate::error::{Error, Result};
+use crate::format::garbage::{GarbageMark, LockRecord};
+use crate::format::index::IndexSegment;
+use crate::format::{check_format, from_json, padded_json, DecodeError};
+use crate::id::Id;
+use crate::store::{object_name, FileKind};
+
+/// An object sealed under the index key `K_index` (docs/FORMAT.md §4, §6, §14b).
+pub trait SealedObject: Sized {
+    /// Its folder in the repository.
+    const FILE: FileKind;
+    /// Its kind in the envelope (bound into the AAD: an object moved to another folder does
+    /// not open).
+    const KIND: ObjectKind;
+    fn encode(&self) -> Vec<u8>;
+    /// Decodes and checks the format version.
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError>;
+}
+
+impl SealedObject for IndexSegment {
+    const FILE: FileKind = FileKind::Index;
+    const KIND: ObjectKind = ObjectKind::Index;
+    fn encode(&self) -> Vec<u8> {
+        IndexSegment::encode(self)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        IndexSegment::decode(plain)
+    }
+}
+
+impl SealedObject for GarbageMark {
+    const FILE: FileKind = FileKind::Garbage;
+    const KIND: ObjectKind = ObjectKind::Garbage;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 4096)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let m: GarbageMark = from_json("garbage mark", plain)?;
+        check_format("garbage mark", m.format)?;
+        Ok(m)
+    }
+}
+
+impl SealedObject for LockRecord {
+    const FILE: FileKind = FileKind::Lock;
+    const KIND: ObjectKind = ObjectKind::Lock;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 1024)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let l: LockRecord = from_json("lock", plain)?;
+        check_format("lock", l.format)?;
+        Ok(l)
+    }
+}
+
+impl Repository {
+    fn binding<'a, T: SealedObject>(&'a self, id: &'a Id, zero: &'a Id) -> Binding<'a> {
+        Binding {
+            repo: &self.config.body.repository,
+            kind: T::KIND,
+            container: zero,
+            object: id,
+            key_id: &self.config.body.secret_id,
+        }
+    }
+
+    /// Seals `obj` under the index key and stores it under `id`.
+    pub fn save_object<T: SealedObject>(&self, id: &Id, obj: &T) -> Result<()> {
+        let zero = Id::default();
+        let sealed = envelope::seal_object(
+            &self.secrets.index_key,
+            &self.binding::<T>(id, &zero),
+            &obj.encode(),
+        )?;
+        self.store().put(T::FILE, id, sealed.into())
+    }
+
+    /// Reads, opens and decodes one object. A missing object is [`Error::NotFound`]; one that
+    /// does not open or decode is an integrity failure naming it.
+    pub fn load_object<T: SealedObject>(&self, id: &Id) -> Result<T> {
+        let name = object_name(T::FILE, id);
+        let bytes = self.store().get(T::FILE, id)?;
+        let zero = Id::default();
+        let plain = envelope::open_object(
+            &self.secrets.index_key,
+            &self.binding::<T>(id, &zero),
+            &bytes,
+        )
+        .map_err(|e| Error::integrity(&name, e))?;
+        T::decode(&plain).map_err(|e| Error::integrity(&name, e))
+    }
+
+    /// Lists the objects of a kind and loads each, in listing order, handing every result to
+    /// `f`. An object removed between the listing and its read (a prune superseded or swept
+    /// it) is skipped; other failures go to `f`, which decides whether they stop the walk.
+    pub fn for_each_object<T: SealedObject>(
+        &self,
+        mut f: impl FnMut(Id, Result<T>) -> Result<()>,
+    ) -> Result<()> {
+        for (id, _) in self.store().list(T::FILE)? {
+            match self.load_object::<T>(&id) {
+                Err(Error::NotFound(_)) => {}
+                loaded => f(id, loaded)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object of a kind, in listing order; the first that fails stops the load.
+    pub fn load_objects<T: SealedObject>(&self) -> Result<Vec<(Id, T)>> {
+        let mut out = Vec::new();
+        self.for_each_object::<T>(|id, obj| {
+            out.push((id, obj?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
