@@ -10,7 +10,7 @@
 //! (`commands`) belong to the `custody` binary, which reads the environment once and passes
 //! typed settings down.
 
-pub mod aws;
+pub(crate) mod aws;
 pub mod blocking;
 pub mod chunker;
 pub mod compress;

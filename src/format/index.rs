@@ -70,6 +70,11 @@ impl IndexSegment {
             let ids = b.get(pos..pos + 64).ok_or("index segment truncated")?;
             let pack = Id::from_slice(&ids[..32]).expect("32 bytes");
             let session = Id::from_slice(&ids[32..]).expect("32 bytes");
+            // Ids are random, never zero: zeros here are the padding, read because the count
+            // claims more packs than the segment holds.
+            if pack == Id::default() || session == Id::default() {
+                return Err("index segment counts more packs than it holds".into());
+            }
             let n = u32_at(pos + 64)? as usize;
             pos += 68;
             let body = b.get(pos..pos + n * 48).ok_or("index segment truncated")?;
@@ -120,5 +125,10 @@ mod tests {
         let mut extra = b.clone();
         extra.push(1);
         assert!(IndexSegment::decode(&extra).is_err());
+        // A count one higher reads the zero padding as a pack: refused, not an empty pack.
+        let mut more = b.clone();
+        more[8] += 1;
+        let e = IndexSegment::decode(&more).unwrap_err();
+        assert!(e.to_string().contains("more packs than it holds"), "{e}");
     }
 }

@@ -1290,11 +1290,12 @@ fn index_fail_cases() -> Vec<(&'static str, Vec<Edit>, &'static str)> {
             vec![Truncate(200)],
             "index segment truncated",
         ),
-        // 2^24 + 2 packs. (A count of 3 would decode: the zero padding reads as an empty pack.)
+        // 2^24 + 2 packs: the third "pack" read is zero padding, refused by its zero id (a
+        // count of 3 is refused the same way: src/format/index.rs unit test).
         (
             "index/fail_count.hex",
             vec![Set(11, 1)],
-            "index segment truncated",
+            "index segment counts more packs than it holds",
         ),
         (
             "index/fail_padding.hex",
