@@ -64,6 +64,25 @@ pub fn default_keyring_dir(config_dir: &Path, repo: &Id) -> PathBuf {
 }
 
 impl Repository {
+    /// The repository once its secret is known: sub-keys derived, no session key yet.
+    fn assemble(
+        rt: tokio::runtime::Handle,
+        store: BlockingStore,
+        keys: BlockingKeys,
+        config: Config,
+        m: &Key32,
+    ) -> Repository {
+        Repository {
+            secrets: derive_secrets(m, &config.body),
+            rt,
+            store,
+            keys,
+            config,
+            session_keys: Mutex::new(HashMap::new()),
+            trees: None,
+        }
+    }
+
     /// Reads the plaintext config (no keys needed): the repository id names the default keyring.
     pub fn read_config(rt: &tokio::runtime::Handle, store: &Arc<dyn Store>) -> Result<Config> {
         let bytes = block_on(rt, store.get(FileKind::Config, &Id::default()))
@@ -142,15 +161,7 @@ impl Repository {
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         store.put(FileKind::Config, &Id::default(), Bytes::from(json))?;
-        Ok(Repository {
-            secrets: derive_secrets(&m, &config.body),
-            rt,
-            store,
-            keys,
-            config,
-            session_keys: Mutex::new(HashMap::new()),
-            trees: None,
-        })
+        Ok(Repository::assemble(rt, store, keys, config, &m))
     }
 
     /// Opens a repository: unwraps the repository secret and verifies the config's MAC.
@@ -190,14 +201,6 @@ impl Repository {
                 "MAC mismatch: the config was altered",
             ));
         }
-        Ok(Repository {
-            secrets: derive_secrets(&m, b),
-            rt,
-            store,
-            keys,
-            config,
-            session_keys: Mutex::new(HashMap::new()),
-            trees: None,
-        })
+        Ok(Repository::assemble(rt, store, keys, config, &m))
     }
 }

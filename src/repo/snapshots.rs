@@ -25,6 +25,17 @@ impl SnapshotFilter {
     }
 }
 
+/// A manifest is bound to its repository, its own id and the session whose key seals it.
+fn snapshot_binding<'a>(repo: &'a Id, zero: &'a Id, id: &'a Id, session: &'a Id) -> Binding<'a> {
+    Binding {
+        repo,
+        kind: ObjectKind::Snapshot,
+        container: zero,
+        object: id,
+        key_id: session,
+    }
+}
+
 impl Repository {
     pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<Id> {
         let id = Id::random()?;
@@ -42,15 +53,8 @@ impl Repository {
     }
 
     fn put_snapshot(&self, session: &Session, id: &Id, snap: &Snapshot) -> Result<()> {
-        let zero = Id::default();
-        let repo = self.id();
-        let b = Binding {
-            repo: &repo,
-            kind: ObjectKind::Snapshot,
-            container: &zero,
-            object: id,
-            key_id: &session.id,
-        };
+        let (repo, zero) = (self.id(), Id::default());
+        let b = snapshot_binding(&repo, &zero, id, &session.id);
         // Padded to a multiple of 1 KiB: the size says little about paths or tags.
         let json = crate::format::padded_json(snap, 1024);
         let sealed = envelope::seal_object(session.dek(), &b, &json)?;
@@ -63,15 +67,8 @@ impl Repository {
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
         let dek = self.session_key(&h.key_id)?;
-        let zero = Id::default();
-        let repo = self.id();
-        let b = Binding {
-            repo: &repo,
-            kind: ObjectKind::Snapshot,
-            container: &zero,
-            object: id,
-            key_id: &h.key_id,
-        };
+        let (repo, zero) = (self.id(), Id::default());
+        let b = snapshot_binding(&repo, &zero, id, &h.key_id);
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
         let snap: Snapshot = crate::format::from_json("manifest", &plain)

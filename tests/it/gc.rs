@@ -411,14 +411,14 @@ fn open_with(
     (rt, repo)
 }
 
-/// A writer holds the index key, so it can forge a garbage mark. One that condemns every
-/// pack, segment and session key, dated two days back, must not make prune delete anything a
-/// snapshot needs: the sweep deletes only what no snapshot needs.
-#[test]
-fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
-    use custody::format::garbage::GarbageMark;
-    use custody::store::FileKind;
-
+/// Two snapshots on the local store, and the repository opened through the library as a
+/// writer (its keyring exported by the owner): the attacker of the forged-object tests.
+fn two_snapshots_seen_by_a_writer() -> (
+    Repo,
+    u64,
+    tokio::runtime::Runtime,
+    custody::repo::Repository,
+) {
     let r = Repo::local();
     r.init();
     let a = r.source("a", 10, 1, Some(5));
@@ -427,8 +427,19 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     r.backup(&b);
     let packs_before = r.stats()["packs"].as_u64().unwrap();
     let writer = r.sb.export_writer("writer-keyring", &[]);
+    let (rt, repo) = open_with(&r, &writer);
+    (r, packs_before, rt, repo)
+}
 
-    let (_rt, repo) = open_with(&r, &writer);
+/// A writer holds the index key, so it can forge a garbage mark. One that condemns every
+/// pack, segment and session key, dated two days back, must not make prune delete anything a
+/// snapshot needs: the sweep deletes only what no snapshot needs.
+#[test]
+fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
+    use custody::format::garbage::GarbageMark;
+    use custody::store::FileKind;
+
+    let (r, packs_before, _rt, repo) = two_snapshots_seen_by_a_writer();
     let ids = |k| -> Vec<custody::Id> {
         repo.store()
             .list(k)
@@ -472,16 +483,7 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     use custody::format::index::{IndexSegment, PackEntries};
     use custody::store::FileKind;
 
-    let r = Repo::local();
-    r.init();
-    let a = r.source("a", 10, 1, Some(5));
-    r.backup(&a);
-    let b = r.source("b", 10, 2, Some(5));
-    r.backup(&b);
-    let packs_before = r.stats()["packs"].as_u64().unwrap();
-    let writer = r.sb.export_writer("writer-keyring", &[]);
-
-    let (_rt, repo) = open_with(&r, &writer);
+    let (r, packs_before, _rt, repo) = two_snapshots_seen_by_a_writer();
     let genuine = repo.load_segments().unwrap();
     let emptied = IndexSegment {
         packs: genuine
