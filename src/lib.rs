@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod error;
 pub mod failpoint;
 pub mod format;
+pub mod human;
 pub mod id;
 pub mod keyservice;
 pub mod pack;

@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use serde_json::json;
-
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
 use custody::error::{Error, Result};
@@ -144,37 +142,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         backup::backup(&repo, opts, &progress)
     })?;
     let s = &report.snapshot.summary;
-    if ctx.json {
-        ctx.print_json(&json!({
-            "snapshot_id": report.snapshot_id,
-            "parent": report.snapshot.parent,
-            "session": report.snapshot.session,
-            "files_processed": s.files,
-            "dirs_processed": s.dirs,
-            "files_skipped": s.files_skipped,
-            "files_unchanged": s.files_unchanged,
-            "bytes_processed": s.bytes_processed,
-            "bytes_new": s.bytes_new,
-            "bytes_added": s.bytes_added,
-            "chunks_new": s.chunks_new,
-            "duration_secs": s.duration_secs,
-            "skipped": report.skipped.iter().map(|(p, e)| json!({"path": p, "error": e})).collect::<Vec<_>>(),
-        }));
-    } else {
+    if !ctx.json {
         for (p, e) in &report.skipped {
             eprintln!("skipped {p}: {e}");
         }
-        ctx.say(format!(
-            "snapshot {} saved\n  {} files, {} folders, {} processed in {:.1}s\n  {} new data, {} added to the repository",
-            report.snapshot_id.short(),
-            s.files,
-            s.dirs,
-            human_bytes(s.bytes_processed),
-            s.duration_secs,
-            human_bytes(s.bytes_new),
-            human_bytes(s.bytes_added),
-        ));
     }
+    ctx.emit(&backup::BackupOutput::from(&report));
     if s.files_skipped > 0 {
         eprintln!(
             "warning: {} source file(s) could not be read and are not in the snapshot",

@@ -198,7 +198,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         removed
     ));
     if let Some(r) = &prune_report {
-        super::prune::print(ctx, r);
+        ctx.say(r);
     }
     Ok(Outcome::OK)
 }

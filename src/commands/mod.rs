@@ -127,6 +127,19 @@ impl Ctx {
         !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
     }
 
+    /// Prints a command's report: one JSON document with `--json`, its human form otherwise
+    /// (nothing with `-q`).
+    pub fn emit<R: serde::Serialize + std::fmt::Display>(&self, report: &R) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(report).expect("reports serialize")
+            );
+        } else {
+            self.say(report);
+        }
+    }
+
     pub fn print_json(&self, v: &serde_json::Value) {
         println!(
             "{}",
@@ -137,7 +150,7 @@ impl Ctx {
     /// A line of human output (suppressed by `-q`).
     pub fn say(&self, s: impl std::fmt::Display) {
         if !self.quiet {
-            println!("{s}");
+            println!("{}", s.to_string().trim_end_matches('\n'));
         }
     }
 }
@@ -166,17 +179,4 @@ impl FilterArgs {
     }
 }
 
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
+pub(crate) use custody::human::bytes as human_bytes;

@@ -1,12 +1,10 @@
 //! `prune`: delete what no snapshot needs, safely while backups run (two phases, grace period).
 
-use serde_json::json;
-
 use super::progress::with_progress;
-use super::{human_bytes, Ctx, Outcome};
+use super::{Ctx, Outcome};
 use custody::error::{Error, Result};
 use custody::repo::activity::Activity;
-use custody::repo::prune::{self, PruneOptions, PruneReport};
+use custody::repo::prune::{self, PruneOptions};
 use custody::repo::rewrap::parse_duration;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,72 +70,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         || act.get(),
         || prune::prune(&repo, &opts, &act),
     )?;
-    print(ctx, &report);
+    ctx.emit(&report);
     Ok(Outcome::OK)
 }
 
-pub(crate) fn print(ctx: &Ctx, r: &PruneReport) {
-    if ctx.json {
-        ctx.print_json(&json!(r));
-        return;
-    }
-    let would = if r.dry_run { "would " } else { "" };
-    let (s, m) = (&r.sweep, &r.mark);
-    ctx.say(format!(
-        "{} snapshot(s) use {} blob(s); {} pack(s), {} of which {} unused",
-        r.snapshots,
-        r.blobs_referenced,
-        m.packs_total,
-        human_bytes(m.bytes_total),
-        human_bytes(m.bytes_unused_before)
-    ));
-    if s.marks_due > 0 {
-        ctx.say(format!(
-            "sweep: {}delete {} pack(s) ({}), {} index segment(s), {} session key(s) from {} mark(s) past the grace period{}",
-            would,
-            s.packs_deleted,
-            human_bytes(s.bytes_deleted),
-            s.segments_deleted,
-            s.keys_deleted,
-            s.marks_due,
-            if s.packs_still_needed > 0 {
-                format!("; {} condemned pack(s) kept: a newer snapshot needs them", s.packs_still_needed)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    if s.marks_pending > 0 {
-        ctx.say(format!(
-            "{} earlier mark(s) still within the grace period",
-            s.marks_pending
-        ));
-    }
-    ctx.say(format!(
-        "mark: {}condemn {} unused pack(s), repack {} pack(s) ({} blob(s), {} written), condemn {} unindexed pack(s) seen a grace period ago, note {} unindexed pack(s), condemn {} unused session key(s); {} in all",
-        would,
-        m.packs_unused,
-        m.packs_repacked,
-        m.blobs_repacked,
-        human_bytes(m.bytes_written),
-        m.unindexed_condemned,
-        m.unindexed_seen,
-        m.keys_condemned,
-        human_bytes(m.bytes_condemned),
-    ));
-    if m.segments_superseded > 0 {
-        ctx.say(format!(
-            "index: {}consolidate {} segment(s) into {}",
-            would, m.segments_superseded, m.segments_written
-        ));
-    }
-    if let Some(id) = &m.mark {
-        ctx.say(format!(
-            "wrote garbage/{}: what it condemns is deleted by a prune run after the grace period",
-            id.short()
-        ));
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,8 @@
 //! `snapshots`: list snapshots.
 
-use serde_json::json;
-
-use super::{human_bytes, Ctx, FilterArgs, Outcome};
+use super::{Ctx, FilterArgs, Outcome};
 use custody::error::Result;
+use custody::repo::snapshots::{SnapshotListing, SnapshotTable};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -14,40 +13,19 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let filter = args.filter.filter();
-    let list: Vec<_> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    if ctx.json {
-        let v: Vec<_> = list
-            .iter()
-            .map(|(id, s)| {
-                json!({
-                    "id": id, "short_id": id.short(), "time": s.time, "host": s.host,
-                    "username": s.username, "paths": s.paths, "tags": s.tags, "tree": s.tree,
-                    "session": s.session, "parent": s.parent, "summary": s.summary,
-                })
-            })
-            .collect();
-        ctx.print_json(&serde_json::Value::Array(v));
-        return Ok(Outcome::OK);
-    }
-    println!(
-        "{:<10} {:<20} {:<16} {:>11}  {:<12} paths",
-        "id", "time", "host", "size", "tags"
+    let table = SnapshotTable(
+        repo.list_snapshots()?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .map(|(id, s)| SnapshotListing::new(id, s))
+            .collect(),
     );
-    for (id, s) in &list {
-        println!(
-            "{:<10} {:<20} {:<16} {:>11}  {:<12} {}",
-            id.short(),
-            s.time.format("%Y-%m-%d %H:%M:%S"),
-            s.host,
-            human_bytes(s.summary.bytes_processed),
-            s.tags.join(","),
-            s.paths.join(" ")
-        );
+    if ctx.json {
+        ctx.emit(&table);
+    } else {
+        // The table is the answer even with -q; only the count is chatter.
+        print!("{table}");
+        ctx.say(format!("{} snapshot(s)", table.0.len()));
     }
-    ctx.say(format!("{} snapshot(s)", list.len()));
     Ok(Outcome::OK)
 }

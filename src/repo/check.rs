@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::walk::{TreeWalker, Visits};
 use super::{Index, Repository};
@@ -26,7 +26,7 @@ pub struct CheckOptions {
     pub subset: Option<(u32, u32)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Problem {
     pub object: String,
     pub message: String,
@@ -36,7 +36,7 @@ pub struct Problem {
     pub key_service: bool,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CheckReport {
     pub snapshots: usize,
     pub trees: usize,

@@ -9,6 +9,69 @@ use crate::format::snapshot::Snapshot;
 use crate::id::Id;
 use crate::store::{object_name, FileKind};
 
+/// One line of `snapshots`: what `snapshots --json` reports for each snapshot (stable field
+/// names: scripts parse them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotListing {
+    pub id: Id,
+    pub short_id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub username: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub tree: Id,
+    pub session: Id,
+    pub parent: Option<Id>,
+    pub summary: crate::format::snapshot::Summary,
+}
+
+impl SnapshotListing {
+    pub fn new(id: Id, s: Snapshot) -> SnapshotListing {
+        SnapshotListing {
+            id,
+            short_id: id.short(),
+            time: s.time,
+            host: s.host,
+            username: s.username,
+            paths: s.paths,
+            tags: s.tags,
+            tree: s.tree,
+            session: s.session,
+            parent: s.parent,
+            summary: s.summary,
+        }
+    }
+}
+
+/// The `snapshots` table: a JSON array, or aligned columns for a person.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SnapshotTable(pub Vec<SnapshotListing>);
+
+impl std::fmt::Display for SnapshotTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:<20} {:<16} {:>11}  {:<12} paths",
+            "id", "time", "host", "size", "tags"
+        )?;
+        for s in &self.0 {
+            writeln!(
+                f,
+                "{:<10} {:<20} {:<16} {:>11}  {:<12} {}",
+                s.short_id,
+                s.time.format("%Y-%m-%d %H:%M:%S"),
+                s.host,
+                crate::human::bytes(s.summary.bytes_processed),
+                s.tags.join(","),
+                s.paths.join(" ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Filters for `latest` and for listings.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {

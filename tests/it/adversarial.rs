@@ -23,7 +23,7 @@ fn repo_with_files(sb: &Sandbox) -> (String, HashMap<String, Vec<u8>>) {
         files.insert(format!("f{i}.bin"), data);
     }
     let v = sb.backup_json(&[sb.path("src").to_str().unwrap()]);
-    (v["snapshot_id"].as_str().unwrap().to_string(), files)
+    (v.snapshot_id.to_hex(), files)
 }
 
 /// chunk id -> file name, from the decrypted trees (what a key holder sees with `cat`).
@@ -245,7 +245,7 @@ fn damaged_snapshot_and_downgraded_snapshot() {
     sb.init();
     write(&sb.path("src/a"), b"data");
     let v = sb.backup_json(&[sb.path("src").to_str().unwrap()]);
-    let id = v["snapshot_id"].as_str().unwrap().to_string();
+    let id = v.snapshot_id.to_hex();
     let p = sb.repo().join("snapshots").join(&id);
     let orig = std::fs::read(&p).unwrap();
     let len = orig.len() as u64;
@@ -459,8 +459,9 @@ fn backup_job_script_runs_with_a_writer_keyring() {
         .unwrap()
         .unwrap()
         .path();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(s).unwrap()).unwrap();
-    assert_eq!(v["files_processed"], 1);
+    let v: custody::repo::backup::BackupOutput =
+        serde_json::from_slice(&std::fs::read(s).unwrap()).unwrap();
+    assert_eq!(v.files_processed, 1);
     // The owner sees the job's snapshot; a missing path is reported with exit 1.
     assert_eq!(
         sb.run(&["dump", "latest", "data/a.txt"]).ok().stdout,

@@ -54,8 +54,8 @@ fn forget_and_prune_reclaim(r: &Repo) {
     assert_eq!(p["sweep"]["packs_deleted"], 0);
     assert_eq!(r.stats()["pack_bytes"], before["pack_bytes"]);
     let chk = r.check();
-    assert!(chk["condemned"].as_u64().unwrap() > 0, "{chk}");
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.condemned > 0, "{chk:?}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     // A backup now stores the condemned data again instead of relying on it.
     let a2 = r.source("a2", 0, 0, Some(100));
     let v = r
@@ -75,9 +75,9 @@ fn forget_and_prune_reclaim(r: &Repo) {
         "{before} -> {after}"
     );
     let chk = r.check();
-    assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
-    assert_eq!(chk["condemned"], 0, "{chk}");
-    assert_eq!(chk["marks"], 0, "{chk}");
+    assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
+    assert_eq!(chk.condemned, 0, "{chk:?}");
+    assert_eq!(chk.marks, 0, "{chk:?}");
     assert_eq!(r.restore_all(), 2);
     // A second prune finds nothing more to do.
     let p = r
@@ -144,7 +144,7 @@ fn concurrent(r: &Repo) {
     }
     assert_eq!(r.stats()["snapshots"], 8);
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 8);
 }
 
@@ -197,7 +197,7 @@ fn prune_during_backups(r: &Repo) {
     std::thread::sleep(Duration::from_millis(1100));
     r.run(&["prune", "--grace", "1s"]).ok();
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     r.restore_all();
 }
 
@@ -264,14 +264,14 @@ fn sigstop_past_grace(r: &Repo) {
         c => panic!("backup ended with {c:?}: {stderr}"),
     }
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     r.restore_all();
     // The rerun commits, and a later prune clears what the stopped run left.
     r.backup(&src);
     r.run(&["prune", "--grace", "0s"]).ok();
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
-    assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
+    assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
     assert_eq!(r.restore_all(), 2);
 }
 
@@ -296,13 +296,10 @@ fn crash_points(r: &Repo) {
         assert!(killed(&run), "{point}: {} {}", run.code, run.stderr);
         assert_eq!(r.stats()["snapshots"], 2, "{point}");
         let chk = r.check();
-        assert!(
-            chk["problems"].as_array().unwrap().is_empty(),
-            "{point}: {chk}"
-        );
+        assert!(chk.problems.is_empty(), "{point}: {chk:?}");
         r.restore_all();
     }
-    assert!(!r.check()["leftovers"].as_array().unwrap().is_empty());
+    assert!(!r.check().leftovers.is_empty());
     // The reruns complete.
     for i in 0..2 {
         r.backup(&r.sb.path(&format!("c{i}")));
@@ -319,10 +316,7 @@ fn crash_points(r: &Repo) {
         let run = r.run_fail(point, &["prune", "--grace", "0s", "--max-unused", "0%"]);
         assert!(killed(&run), "{point}: {} {}", run.code, run.stderr);
         let chk = r.check();
-        assert!(
-            chk["problems"].as_array().unwrap().is_empty(),
-            "{point}: {chk}"
-        );
+        assert!(chk.problems.is_empty(), "{point}: {chk:?}");
         assert_eq!(r.restore_all(), 3, "{point}");
         // The killed run left its lock: another prune is refused until it goes stale...
         let busy = r.run(&["prune"]).code(EXIT_CONFLICT);
@@ -339,9 +333,9 @@ fn crash_points(r: &Repo) {
     r.run(&["prune", "--grace", "0s", "--max-unused", "0%"])
         .ok();
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
-    assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
-    assert_eq!(chk["condemned"], 0, "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
+    assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
+    assert_eq!(chk.condemned, 0, "{chk:?}");
     assert_eq!(r.restore_all(), 3);
 }
 
@@ -376,7 +370,7 @@ fn two_prunes_at_once(r: &Repo) {
     assert!(codes.contains(&0), "{codes:?}");
     eprintln!("two prunes at once ended with {codes:?}");
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 2);
 }
 
@@ -469,7 +463,7 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     );
     assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 2);
 }
 
@@ -516,13 +510,13 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     .unwrap();
     drop(repo);
 
-    let chk = r.run(&["--json", "check"]).code(EXIT_INTEGRITY).json();
-    let named = chk["problems"]
-        .as_array()
-        .unwrap()
+    let chk: custody::repo::check::CheckReport =
+        r.run(&["--json", "check"]).code(EXIT_INTEGRITY).report();
+    let named = chk
+        .problems
         .iter()
-        .any(|p| p["object"].as_str().unwrap().contains(&forged.to_hex()));
-    assert!(named, "check must name the forged segment: {chk}");
+        .any(|p| p.integrity && p.object.contains(&forged.to_hex()));
+    assert!(named, "check must name the forged segment: {chk:?}");
     for _ in 0..2 {
         let p = r.run(&["prune"]).code(EXIT_INTEGRITY);
         assert!(p.stderr.contains("differently"), "{}", p.stderr);

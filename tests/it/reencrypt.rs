@@ -83,9 +83,9 @@ fn leaves_nothing_behind(r: &Repo) {
     let e = r.run(&["cat", "key", &compromised]);
     assert_ne!(e.code, 0, "the old wrapped key is still there");
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
-    assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
-    assert_eq!(chk["condemned"], 0, "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
+    assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
+    assert_eq!(chk.condemned, 0, "{chk:?}");
     assert_eq!(r.restore_all(), 2);
     if r.sb.repo().exists() {
         // Every stored pack is indexed (no leftovers), and none is sealed by the old session.
@@ -116,10 +116,7 @@ fn reencrypt_killed_at_each_step_then_rerun_loses_nothing() {
         let run = r.run_fail(point, &["rotate", "reencrypt", "--all"]);
         assert!(killed(&run), "{point}: {} {}", run.code, run.stderr);
         let chk = r.check();
-        assert!(
-            chk["problems"].as_array().unwrap().is_empty(),
-            "{point}: {chk}"
-        );
+        assert!(chk.problems.is_empty(), "{point}: {chk:?}");
         assert_eq!(r.restore_all(), 3, "{point}");
         r.remove_locks();
     }
@@ -133,8 +130,8 @@ fn reencrypt_killed_at_each_step_then_rerun_loses_nothing() {
         "{after:?}"
     );
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
-    assert_eq!(chk["leftovers"].as_array().unwrap().len(), 0, "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
+    assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
     assert_eq!(r.restore_all(), 3);
     let live = pack_sessions(&r);
     assert!(live.is_disjoint(&sessions_before), "{live:?}");
@@ -188,6 +185,6 @@ fn backup_running_during_reencryption_survives() {
     // ...and after they are deleted.
     r.run(&["prune", "--grace", "0s"]).ok();
     let chk = r.check();
-    assert!(chk["problems"].as_array().unwrap().is_empty(), "{chk}");
+    assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 2);
 }

@@ -39,13 +39,27 @@ fn odd_files_round_trip() {
         f.write_all(b"tail").unwrap();
     }
 
-    let v = sb.backup_json(&[src.to_str().unwrap()]);
-    assert!(v["snapshot_id"].as_str().unwrap().len() == 64);
-    assert_eq!(v["files_skipped"], 0);
-    assert!(v["bytes_processed"].as_u64().unwrap() > 5 << 20);
-    for field in ["files_processed", "bytes_added", "duration_secs"] {
-        assert!(v.get(field).is_some(), "backup --json lacks {field}");
+    // The raw document first: these field names are a contract with backup jobs.
+    let raw = sb
+        .run(&["--json", "backup", src.to_str().unwrap()])
+        .ok()
+        .json();
+    for field in [
+        "snapshot_id",
+        "files_processed",
+        "bytes_processed",
+        "bytes_new",
+        "bytes_added",
+        "duration_secs",
+        "files_skipped",
+        "skipped",
+    ] {
+        assert!(raw.get(field).is_some(), "backup --json lacks {field}");
     }
+    let v: custody::repo::backup::BackupOutput =
+        serde_json::from_value(raw).expect("a backup report");
+    assert_eq!(v.files_skipped, 0);
+    assert!(v.bytes_processed > 5 << 20);
 
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
@@ -84,8 +98,8 @@ fn stdin_dump_ls_and_snapshot_selection() {
             &data,
         )
         .ok()
-        .json();
-    let id = v["snapshot_id"].as_str().unwrap().to_string();
+        .report::<custody::repo::backup::BackupOutput>();
+    let id = v.snapshot_id.to_hex();
     let d = sb.run(&["dump", &id[..8], "db.dump"]).ok();
     assert!(d.stdout == data, "dump differs from stdin");
 
@@ -129,7 +143,7 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
     write(&src.join("a.bin"), &big);
     write(&src.join("copy-of-a.bin"), &big);
     let v1 = sb.backup_json(&[src.to_str().unwrap()]);
-    let new1 = v1["bytes_new"].as_u64().unwrap();
+    let new1 = v1.bytes_new;
     assert!(
         new1 < (4 << 20) + 100_000,
         "duplicate file stored twice: {new1}"
@@ -137,16 +151,16 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
 
     // Unchanged tree: nothing new, nothing re-read.
     let v2 = sb.backup_json(&[src.to_str().unwrap()]);
-    assert_eq!(v2["bytes_new"], 0);
-    assert_eq!(v2["chunks_new"], 0);
-    assert_eq!(v2["parent"], v1["snapshot_id"]);
+    assert_eq!(v2.bytes_new, 0);
+    assert_eq!(v2.chunks_new, 0);
+    assert_eq!(v2.parent, Some(v1.snapshot_id));
 
     // An edited copy in a new place shares most chunks (keyed CDC resynchronises).
     let mut edited = big.clone();
     edited[2 << 20] ^= 1;
     write(&sb.path("other/edited.bin"), &edited);
     let v3 = sb.backup_json(&[sb.path("other").to_str().unwrap()]);
-    let new3 = v3["bytes_new"].as_u64().unwrap();
+    let new3 = v3.bytes_new;
     assert!(
         new3 < 3 << 20,
         "edited copy stored {new3} new bytes of 4 MiB"
@@ -155,15 +169,15 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
 
     // --force re-reads but still dedups.
     let v4 = sb.backup_json(&["--force", src.to_str().unwrap()]);
-    assert_eq!(v4["bytes_new"], 0);
-    assert_eq!(v4["parent"], serde_json::Value::Null);
+    assert_eq!(v4.bytes_new, 0);
+    assert_eq!(v4.parent, None);
 
     // Each snapshot restores.
     for (i, v) in [&v1, &v3].iter().enumerate() {
         let out = sb.path(&format!("out{i}"));
         sb.run(&[
             "restore",
-            v["snapshot_id"].as_str().unwrap(),
+            &v.snapshot_id.to_hex(),
             "--target",
             out.to_str().unwrap(),
         ])
@@ -187,7 +201,7 @@ fn thousands_of_small_files_and_subset_restore() {
         }
     }
     let v = sb.backup_json(&[src.to_str().unwrap()]);
-    assert_eq!(v["files_processed"], 3000);
+    assert_eq!(v.files_processed, 3000);
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
@@ -297,12 +311,9 @@ fn unreadable_file_is_skipped_and_reported() {
     }
     run(&["init", "--pack-size-mib", "1"]).ok();
     let r = run(&["--json", "backup", src.to_str().unwrap()]).code(EXIT_INCOMPLETE);
-    let v = r.json();
-    assert_eq!(v["files_skipped"], 1);
-    assert!(v["skipped"][0]["path"]
-        .as_str()
-        .unwrap()
-        .ends_with("secret.txt"));
+    let v: custody::repo::backup::BackupOutput = r.report();
+    assert_eq!(v.files_skipped, 1);
+    assert!(v.skipped[0].path.ends_with("secret.txt"), "{v:?}");
     assert!(r.stderr.contains("could not be read"));
     let ls = run(&["ls", "latest"]).ok().out();
     assert!(ls.contains("/src/ok.txt") && !ls.contains("secret"));
@@ -392,11 +403,8 @@ fn edit_that_keeps_size_and_mtime_is_still_backed_up() {
     std::fs::write(&f, b"version two of the document").unwrap();
     filetime::set_file_mtime(&f, mtime).unwrap(); // as `touch -r` or `rsync -t` would
     let v = sb.backup_json(&[sb.path("src").to_str().unwrap()]);
-    assert!(v["parent"].is_string(), "{v}");
-    assert!(
-        v["chunks_new"].as_u64().unwrap() >= 1,
-        "the edit was missed: {v}"
-    );
+    assert!(v.parent.is_some(), "{v:?}");
+    assert!(v.chunks_new >= 1, "the edit was missed: {v}");
     assert_eq!(
         sb.run(&["dump", "latest", "src/doc.txt"]).ok().stdout,
         b"version two of the document"

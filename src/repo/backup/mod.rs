@@ -28,12 +28,14 @@ use crate::repo::parent_cache::ParentCache;
 use crate::repo::{Repository, Session};
 use crate::store::FileKind;
 
+mod report;
 mod stages;
 #[cfg(test)]
 mod tests;
 mod upload;
 mod walker;
 
+pub use report::{BackupOutput, Skipped};
 use stages::{hasher, is_stopped, Dedup, Job, Packer};
 use upload::Uploader;
 use walker::Walker;

@@ -24,7 +24,11 @@ mod survey;
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::human::bytes;
 
 use super::activity::Activity;
 use super::lock::{release_after, Lock};
@@ -57,7 +61,7 @@ impl Default for PruneOptions {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PruneReport {
     pub dry_run: bool,
     pub snapshots: usize,
@@ -67,7 +71,7 @@ pub struct PruneReport {
 }
 
 /// What the sweep deleted (or, in a dry run, would delete).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SweepReport {
     pub marks_due: usize,
     pub marks_pending: usize,
@@ -81,7 +85,7 @@ pub struct SweepReport {
 }
 
 /// What the mark phase condemned and rewrote.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MarkReport {
     pub mark: Option<Id>,
     pub packs_total: usize,
@@ -174,4 +178,73 @@ pub fn sweep_now(repo: &Repository, mark: &Id, act: &Activity) -> Result<SweepRe
         Ok(execute::sweep(repo, plan, false, &mut lock, act)?.0)
     })();
     release_after(lock, out)
+}
+
+impl fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self;
+        let would = if r.dry_run { "would " } else { "" };
+        let (s, m) = (&r.sweep, &r.mark);
+        writeln!(
+            f,
+            "{} snapshot(s) use {} blob(s); {} pack(s), {} of which {} unused",
+            r.snapshots,
+            r.blobs_referenced,
+            m.packs_total,
+            bytes(m.bytes_total),
+            bytes(m.bytes_unused_before)
+        )?;
+        if s.marks_due > 0 {
+            writeln!(
+            f,
+            "sweep: {}delete {} pack(s) ({}), {} index segment(s), {} session key(s) from {} mark(s) past the grace period{}",
+            would,
+            s.packs_deleted,
+            bytes(s.bytes_deleted),
+            s.segments_deleted,
+            s.keys_deleted,
+            s.marks_due,
+            if s.packs_still_needed > 0 {
+                format!("; {} condemned pack(s) kept: a newer snapshot needs them", s.packs_still_needed)
+            } else {
+                String::new()
+            }
+            )?;
+        }
+        if s.marks_pending > 0 {
+            writeln!(
+                f,
+                "{} earlier mark(s) still within the grace period",
+                s.marks_pending
+            )?;
+        }
+        writeln!(
+            f,
+        "mark: {}condemn {} unused pack(s), repack {} pack(s) ({} blob(s), {} written), condemn {} unindexed pack(s) seen a grace period ago, note {} unindexed pack(s), condemn {} unused session key(s); {} in all",
+        would,
+        m.packs_unused,
+        m.packs_repacked,
+        m.blobs_repacked,
+        bytes(m.bytes_written),
+        m.unindexed_condemned,
+        m.unindexed_seen,
+        m.keys_condemned,
+        bytes(m.bytes_condemned),
+        )?;
+        if m.segments_superseded > 0 {
+            writeln!(
+                f,
+                "index: {}consolidate {} segment(s) into {}",
+                would, m.segments_superseded, m.segments_written
+            )?;
+        }
+        if let Some(id) = &m.mark {
+            writeln!(
+            f,
+            "wrote garbage/{}: what it condemns is deleted by a prune run after the grace period",
+            id.short()
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -86,15 +86,15 @@ impl Repo {
     }
 
     pub fn backup(&self, dir: &Path) -> String {
-        let v = self
+        let v: custody::repo::backup::BackupOutput = self
             .run(&["--json", "backup", dir.to_str().unwrap()])
             .ok()
-            .json();
-        v["snapshot_id"].as_str().unwrap().to_string()
+            .report();
+        v.snapshot_id.to_hex()
     }
 
-    pub fn check(&self) -> serde_json::Value {
-        self.run(&["--json", "check", "--read-data"]).ok().json()
+    pub fn check(&self) -> custody::repo::check::CheckReport {
+        self.run(&["--json", "check", "--read-data"]).ok().report()
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -104,17 +104,17 @@ impl Repo {
     /// Restores every snapshot and compares it with its source folder (sources are never
     /// changed after their backup in these tests). Returns how many there were.
     pub fn restore_all(&self) -> usize {
-        let snaps = self.run(&["--json", "snapshots"]).ok().json();
-        let snaps = snaps.as_array().unwrap();
-        for s in snaps {
-            let id = s["id"].as_str().unwrap();
-            let src = PathBuf::from(s["paths"][0].as_str().unwrap());
+        let snaps: custody::repo::snapshots::SnapshotTable =
+            self.run(&["--json", "snapshots"]).ok().report();
+        for s in &snaps.0 {
+            let id = s.id.to_hex();
+            let src = PathBuf::from(&s.paths[0]);
             let out = self.sb.path(&format!("restored/{id}"));
-            self.run(&["restore", id, "--target", out.to_str().unwrap()])
+            self.run(&["restore", &id, "--target", out.to_str().unwrap()])
                 .ok();
             assert_same_tree(&src, &out.join(src.file_name().unwrap()));
         }
-        snaps.len()
+        snaps.0.len()
     }
 }
 

@@ -31,6 +31,19 @@ impl Run {
     pub fn out(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+    /// The JSON document on stdout, parsed into the report type the command prints.
+    #[track_caller]
+    pub fn report<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not a {} ({e}): {}\nstderr: {}",
+                std::any::type_name::<T>(),
+                self.out(),
+                self.stderr
+            )
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out(), self.stderr))
@@ -146,10 +159,10 @@ impl Sandbox {
         dir
     }
 
-    pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
+    pub fn backup_json(&self, args: &[&str]) -> custody::repo::backup::BackupOutput {
         let mut a = vec!["--json", "backup"];
         a.extend_from_slice(args);
-        self.run(&a).ok().json()
+        self.run(&a).ok().report()
     }
 
     /// Every index entry: (pack id, blob id, offset, length).
