@@ -1568,7 +1568,7 @@ fn wrapped_fail_records(
         .collect()
 }
 
-/// §11.1 recomputed outside local.rs: argon2id over the passphrase opens the sealed KEKs, and
+/// §11.1 recomputed outside src/keyservice/local/: argon2id over the passphrase opens the sealed KEKs, and
 /// the two wrapping schemes unwrap the vectors.
 #[test]
 fn local_keyring_spec_recomputed() {

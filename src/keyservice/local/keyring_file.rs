@@ -1,0 +1,337 @@
+//! `keyring.json` (docs/FORMAT.md §11.1): its JSON structure, and how a [`LocalKeyring`] is
+//! written to it and read back. The file holds the KEKs themselves, so it is written once
+//! (`create_new`, mode 0600, fsynced, in a folder made 0700) and refused on reading when group
+//! or others may read it. Sealing the secrets is [`passphrase`]'s part.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{denied, passphrase, symmetric_wrap, x25519_wrap, Kek, LocalKeyring};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+
+const FILE: &str = "keyring.json";
+/// The only `format` this build reads and writes.
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyringRole {
+    /// Holds every secret: backs up, restores, rotates.
+    Owner,
+    /// Holds the meta KEK and only the public half of the data KEK: backs up, cannot read.
+    Writer,
+}
+
+/// Present only in a sealed keyring: how the passphrase becomes the sealing key.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct Argon2Params {
+    pub(super) m_cost_kib: u32,
+    pub(super) t_cost: u32,
+    pub(super) p_cost: u32,
+    #[serde(with = "b64")]
+    pub(super) salt: Vec<u8>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SecretField {
+    /// Base64 of the raw 32 bytes.
+    Plain(#[serde(with = "b64")] Vec<u8>),
+    /// nonce || AES-256-GCM(ciphertext || tag) under the passphrase key, AAD = KEK id.
+    Sealed(#[serde(with = "b64")] Vec<u8>),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct KekEntry {
+    id: String,
+    purpose: String,
+    algorithm: String,
+    created: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
+    public: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<SecretField>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyringFile {
+    format: u32,
+    role: KeyringRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    passphrase: Option<Argon2Params>,
+    keks: Vec<KekEntry>,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Refuses a folder that already holds a keyring: one is never overwritten. Checked before
+/// any slow work (argon2id), and again by `create_new` when writing.
+fn refuse_existing(dir: &Path) -> Result<()> {
+    let path = path(dir);
+    if path.exists() {
+        return Err(Error::AlreadyExists(format!("keyring {}", path.display())));
+    }
+    Ok(())
+}
+
+/// Writes `file` to `dir` (made 0700 if missing) as a new file, mode 0600, fsynced.
+fn write_new(dir: &Path, file: &KeyringFile) -> Result<()> {
+    let path = path(dir);
+    let json = Zeroizing::new(serde_json::to_vec_pretty(file).expect("keyring serializes"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir.display(), e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(path.display(), e))?;
+    f.write_all(&json)
+        .map_err(|e| Error::io(path.display(), e))?;
+    f.sync_all().map_err(|e| Error::io(path.display(), e))?;
+    Ok(())
+}
+
+/// Reads the keyring in `dir`, refusing a file others can read and any format but this
+/// build's. `url` names the key service in errors.
+fn read(dir: &Path, url: &str) -> Result<KeyringFile> {
+    let path = path(dir);
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::KeyUnavailable {
+                key: url.to_string(),
+                operation: "open keyring".into(),
+                reason: format!("no keyring at {}", path.display()),
+            }
+        } else {
+            Error::io(path.display(), e)
+        }
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(denied(
+            url,
+            "open keyring",
+            format!(
+                "{} is readable by group or others (mode {mode:o}); run chmod 600 on it",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| Error::io(path.display(), e))?);
+    let file: KeyringFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("{}: not a custody keyring: {e}", path.display())))?;
+    if file.format != FORMAT {
+        return Err(Error::Unsupported(format!(
+            "keyring format {} (this build reads {FORMAT})",
+            file.format
+        )));
+    }
+    Ok(file)
+}
+
+impl LocalKeyring {
+    pub fn file_path(dir: &Path) -> PathBuf {
+        path(dir)
+    }
+
+    /// Writes this keyring (or its writer subset) to `dir`; fails if a keyring is there.
+    pub fn write_to(
+        &self,
+        dir: &Path,
+        role: KeyringRole,
+        passphrase: Option<&SecretString>,
+    ) -> Result<()> {
+        refuse_existing(dir)?;
+        let data_secret = match role {
+            KeyringRole::Owner => Some(self.data.secret.as_ref().ok_or_else(|| {
+                denied(
+                    &self.data_ref(),
+                    "export",
+                    "this keyring holds no data KEK secret to export",
+                )
+            })?),
+            KeyringRole::Writer => None,
+        };
+        let meta_secret = self.meta.secret.as_ref().ok_or_else(|| {
+            denied(
+                &self.meta_ref(),
+                "export",
+                "this keyring holds no meta KEK secret",
+            )
+        })?;
+        let (params, pkey) = match passphrase {
+            Some(p) => {
+                let params = passphrase::new_params()?;
+                let k = passphrase::derive_key(&params, p)?;
+                (Some(params), Some(k))
+            }
+            None => (None, None),
+        };
+        let field = |id: &str, s: &Key32| -> Result<SecretField> {
+            Ok(match &pkey {
+                Some(k) => SecretField::Sealed(passphrase::seal(k, id, s)?),
+                None => SecretField::Plain(s.expose().to_vec()),
+            })
+        };
+        let file = KeyringFile {
+            format: FORMAT,
+            role,
+            passphrase: params,
+            keks: vec![
+                KekEntry {
+                    id: self.meta.id.clone(),
+                    purpose: "meta".into(),
+                    algorithm: symmetric_wrap::ALGORITHM.into(),
+                    created: self.meta.created,
+                    public: None,
+                    secret: Some(field(&self.meta.id, meta_secret)?),
+                },
+                KekEntry {
+                    id: self.data.id.clone(),
+                    purpose: "data".into(),
+                    algorithm: x25519_wrap::ALGORITHM.into(),
+                    created: self.data.created,
+                    public: Some(self.data_public.to_vec()),
+                    secret: data_secret.map(|s| field(&self.data.id, s)).transpose()?,
+                },
+            ],
+        };
+        write_new(dir, &file)
+    }
+
+    /// Opens the keyring in `dir`, refusing files others can read.
+    pub fn open(dir: &Path, passphrase: Option<&SecretString>) -> Result<LocalKeyring> {
+        let url = format!("local:{}", dir.display());
+        let file = read(dir, &url)?;
+        let pkey = match (&file.passphrase, passphrase) {
+            (Some(p), Some(pass)) => Some(passphrase::derive_key(p, pass)?),
+            (Some(_), None) => {
+                return Err(denied(
+                    &url,
+                    "open keyring",
+                    "the keyring is sealed with a passphrase: set CUSTODY_KEYRING_PASSPHRASE or use --passphrase-file",
+                ))
+            }
+            (None, _) => None,
+        };
+        let load = |purpose: &str| -> Result<(Kek, Option<[u8; 32]>)> {
+            let e = file
+                .keks
+                .iter()
+                .find(|k| k.purpose == purpose)
+                .ok_or_else(|| Error::invalid(format!("keyring has no {purpose} KEK")))?;
+            let secret = match &e.secret {
+                None => None,
+                Some(SecretField::Plain(b)) => Some(
+                    Key32::from_slice(b)
+                        .ok_or_else(|| Error::invalid("keyring secret is not 32 bytes"))?,
+                ),
+                Some(SecretField::Sealed(b)) => {
+                    let k = pkey.as_ref().ok_or_else(|| {
+                        denied(&url, "open keyring", "sealed secret in an unsealed keyring")
+                    })?;
+                    Some(passphrase::unseal(k, &e.id, b, &url)?)
+                }
+            };
+            let public = match &e.public {
+                Some(p) => Some(
+                    <[u8; 32]>::try_from(p.as_slice())
+                        .map_err(|_| Error::invalid("keyring public key is not 32 bytes"))?,
+                ),
+                None => None,
+            };
+            let kek = Kek {
+                id: e.id.clone(),
+                created: e.created,
+                secret,
+            };
+            Ok((kek, public))
+        };
+        // The meta entry's `public`, if any, is checked for its length and not used.
+        let (meta, _) = load("meta")?;
+        let (data, data_public) = load("data")?;
+        let data_public =
+            data_public.ok_or_else(|| Error::invalid("keyring data KEK has no public key"))?;
+        Ok(LocalKeyring {
+            dir: dir.to_path_buf(),
+            role: file.role,
+            meta,
+            data,
+            data_public,
+            sealed: file.passphrase.is_some(),
+        })
+    }
+}
+
+mod b64 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_b64 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(
+        v: &Option<Vec<u8>>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&B64.encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<Vec<u8>>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| B64.decode(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_group_readable_file_and_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = SecretString::from("correct horse".to_string());
+        LocalKeyring::create(dir.path(), Some(&pass)).unwrap();
+        let path = LocalKeyring::file_path(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("sealed"));
+        assert!(LocalKeyring::open(dir.path(), Some(&pass)).is_ok());
+        let wrong = SecretString::from("wrong".to_string());
+        let e = LocalKeyring::open(dir.path(), Some(&wrong)).unwrap_err();
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        assert!(LocalKeyring::open(dir.path(), None)
+            .unwrap_err()
+            .is_key_service());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = LocalKeyring::open(dir.path(), Some(&pass)).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+}
