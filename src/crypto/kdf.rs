@@ -14,6 +14,12 @@ pub mod label {
     pub const OBJECT: &[u8] = b"custody/v1/object";
     /// Client side only: seals the local parent cache (docs/FORMAT.md §14a).
     pub const PARENT_CACHE: &[u8] = b"custody/v1/local-parent-cache";
+    /// Local keyring: the key that wraps the repository secret under the meta KEK, followed by
+    /// the KEK id (docs/FORMAT.md §11.1).
+    pub const LOCAL_WRAP: &[u8] = b"custody/v1/local-wrap";
+    /// Local keyring: the key that wraps a session key from the X25519 agreement with the data
+    /// KEK, followed by the KEK id (docs/FORMAT.md §11.1).
+    pub const LOCAL_X25519_WRAP: &[u8] = b"custody/v1/local-x25519-wrap";
 }
 
 struct Len(usize);

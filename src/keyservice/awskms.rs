@@ -13,7 +13,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
 
-use super::{audit, KekInfo, KeyService};
+use super::{audit, KekInfo, KekPurpose, KeyService};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::wrapped::{Context, Purpose, WrappedKey};
@@ -339,10 +339,13 @@ impl KeyService for AwsKms {
 
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         let mut out = Vec::new();
-        let keys: Vec<(&str, &str)> = if self.url.meta_key == self.url.data_key {
-            vec![("meta+data", &self.url.data_key)]
+        let keys: Vec<(KekPurpose, &str)> = if self.url.meta_key == self.url.data_key {
+            vec![(KekPurpose::MetaAndData, &self.url.data_key)]
         } else {
-            vec![("meta", &self.url.meta_key), ("data", &self.url.data_key)]
+            vec![
+                (KekPurpose::Meta, &self.url.meta_key),
+                (KekPurpose::Data, &self.url.data_key),
+            ]
         };
         for (purpose, key) in keys {
             let d = self
@@ -355,7 +358,7 @@ impl KeyService for AwsKms {
             let m = d.key_metadata();
             out.push(KekInfo {
                 reference: kek_ref(m.and_then(|m| m.arn()).unwrap_or(key)),
-                purpose: purpose.into(),
+                purpose,
                 algorithm: ALGORITHM.into(),
                 created: m
                     .and_then(|m| m.creation_date())

@@ -23,11 +23,36 @@ use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::wrapped::{Context, Purpose, WrappedKey};
 
+/// What a KEK wraps, as [`KeyService::describe`] reports it; `key list` prints these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum KekPurpose {
+    /// The repository secret.
+    #[serde(rename = "meta")]
+    Meta,
+    /// Session keys.
+    #[serde(rename = "data")]
+    Data,
+    /// Both: one KMS key when an `awskms:` URL has no `meta=`.
+    #[serde(rename = "meta+data")]
+    MetaAndData,
+}
+
+impl KekPurpose {
+    /// The purposes of the keys this KEK wraps.
+    pub fn wraps(self) -> &'static [Purpose] {
+        match self {
+            KekPurpose::Meta => &[Purpose::RepositorySecret],
+            KekPurpose::Data => &[Purpose::SessionKey],
+            KekPurpose::MetaAndData => &[Purpose::RepositorySecret, Purpose::SessionKey],
+        }
+    }
+}
+
 /// A KEK as the key service describes it (no secret material).
 #[derive(Debug, Clone, Serialize)]
 pub struct KekInfo {
     pub reference: String,
-    pub purpose: String,
+    pub purpose: KekPurpose,
     pub algorithm: String,
     pub created: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether this service can unwrap keys wrapped by this KEK.
@@ -174,4 +199,18 @@ pub(crate) fn audit(op: &str, kek: &str, ctx: &Context) {
         key_id = ctx.get("custody:key-id").map(String::as_str).unwrap_or(""),
         "key operation"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kek_purposes_serialize_as_key_list_prints_them() {
+        let all = [KekPurpose::Meta, KekPurpose::Data, KekPurpose::MetaAndData];
+        assert_eq!(
+            serde_json::to_value(all).unwrap(),
+            serde_json::json!(["meta", "data", "meta+data"])
+        );
+    }
 }

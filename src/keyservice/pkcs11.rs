@@ -26,7 +26,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use ring::digest;
 
-use super::{audit, KekInfo, KeyService};
+use super::{audit, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
@@ -576,14 +576,14 @@ impl KeyService for Pkcs11Service {
             Ok(vec![
                 KekInfo {
                     reference: u.meta_ref(),
-                    purpose: "meta".into(),
+                    purpose: KekPurpose::Meta,
                     algorithm: ALG_META.into(),
                     created: None,
                     can_decrypt: true,
                 },
                 KekInfo {
                     reference: u.data_ref(),
-                    purpose: "data".into(),
+                    purpose: KekPurpose::Data,
                     algorithm: ALG_DATA.into(),
                     created: None,
                     can_decrypt: can,

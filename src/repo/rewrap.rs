@@ -50,18 +50,8 @@ pub struct RewrapReport {
 async fn destination_keks(to: &dyn KeyService) -> Result<HashMap<Purpose, String>> {
     let mut out = HashMap::new();
     for k in to.describe().await? {
-        match k.purpose.as_str() {
-            "meta" => {
-                out.insert(Purpose::RepositorySecret, k.reference);
-            }
-            "data" => {
-                out.insert(Purpose::SessionKey, k.reference);
-            }
-            "meta+data" => {
-                out.insert(Purpose::RepositorySecret, k.reference.clone());
-                out.insert(Purpose::SessionKey, k.reference);
-            }
-            _ => {}
+        for &purpose in k.purpose.wraps() {
+            out.insert(purpose, k.reference.clone());
         }
     }
     if out.len() != 2 {

@@ -50,10 +50,35 @@ enum SecretField {
     Sealed(#[serde(with = "b64")] Vec<u8>),
 }
 
+/// What a keyring entry's KEK wraps. A reader takes the first `meta` and the first `data`
+/// entry; an entry with any other purpose is passed over, as when this was a string, so such a
+/// file still opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EntryPurpose {
+    /// The meta KEK: wraps the repository secret.
+    Meta,
+    /// The data KEK: wraps session keys.
+    Data,
+    /// Any other string: read and ignored, never written.
+    #[serde(other, skip_serializing)]
+    Other,
+}
+
+impl std::fmt::Display for EntryPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryPurpose::Meta => "meta",
+            EntryPurpose::Data => "data",
+            EntryPurpose::Other => "other",
+        })
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 struct KekEntry {
     id: String,
-    purpose: String,
+    purpose: EntryPurpose,
     algorithm: String,
     created: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_b64")]
@@ -88,7 +113,11 @@ fn refuse_existing(dir: &Path) -> Result<()> {
 /// Writes `file` to `dir` (made 0700 if missing) as a new file, mode 0600, fsynced.
 fn write_new(dir: &Path, file: &KeyringFile) -> Result<()> {
     let path = path(dir);
-    let json = Zeroizing::new(serde_json::to_vec_pretty(file).expect("keyring serializes"));
+    // Only `EntryPurpose::Other`, which is never written, could fail to serialize.
+    let json = Zeroizing::new(
+        serde_json::to_vec_pretty(file)
+            .map_err(|e| Error::invalid(format!("keyring does not serialize: {e}")))?,
+    );
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -195,7 +224,7 @@ impl LocalKeyring {
             keks: vec![
                 KekEntry {
                     id: self.meta.id.clone(),
-                    purpose: "meta".into(),
+                    purpose: EntryPurpose::Meta,
                     algorithm: symmetric_wrap::ALGORITHM.into(),
                     created: self.meta.created,
                     public: None,
@@ -203,7 +232,7 @@ impl LocalKeyring {
                 },
                 KekEntry {
                     id: self.data.id.clone(),
-                    purpose: "data".into(),
+                    purpose: EntryPurpose::Data,
                     algorithm: x25519_wrap::ALGORITHM.into(),
                     created: self.data.created,
                     public: Some(self.data_public.to_vec()),
@@ -229,7 +258,7 @@ impl LocalKeyring {
             }
             (None, _) => None,
         };
-        let load = |purpose: &str| -> Result<(Kek, Option<[u8; 32]>)> {
+        let load = |purpose: EntryPurpose| -> Result<(Kek, Option<[u8; 32]>)> {
             let e = file
                 .keks
                 .iter()
@@ -263,8 +292,8 @@ impl LocalKeyring {
             Ok((kek, public))
         };
         // The meta entry's `public`, if any, is checked for its length and not used.
-        let (meta, _) = load("meta")?;
-        let (data, data_public) = load("data")?;
+        let (meta, _) = load(EntryPurpose::Meta)?;
+        let (data, data_public) = load(EntryPurpose::Data)?;
         let data_public =
             data_public.ok_or_else(|| Error::invalid("keyring data KEK has no public key"))?;
         Ok(LocalKeyring {
@@ -333,5 +362,28 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = LocalKeyring::open(dir.path(), Some(&pass)).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn purposes_are_written_as_strings_and_unknown_ones_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = LocalKeyring::create(dir.path(), None).unwrap();
+        let path = LocalKeyring::file_path(dir.path());
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["keks"][0]["purpose"], "meta");
+        assert_eq!(v["keks"][1]["purpose"], "data");
+        // An entry of a purpose this build does not know, placed first, is passed over.
+        let mut other = v["keks"][1].clone();
+        other["purpose"] = "archive".into();
+        other["id"] = "00".repeat(16).into();
+        v["keks"].as_array_mut().unwrap().insert(0, other);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let back = LocalKeyring::open(dir.path(), None).unwrap();
+        assert_eq!(
+            (back.meta_ref(), back.data_ref()),
+            (k.meta_ref(), k.data_ref())
+        );
     }
 }

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{audit, KekInfo, KeyService};
+use super::{audit, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
@@ -186,9 +186,12 @@ fn new_kek_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
-/// The AAD of both wrapping schemes: a fixed prefix, the KEK id, the canonical context bytes.
+/// Starts the AAD of both wrapping schemes. Changing it is a format change.
+const WRAP_AAD_PREFIX: &[u8] = b"custody-local-wrap-v1";
+
+/// The AAD of both wrapping schemes: the prefix, the KEK id, the canonical context bytes.
 fn wrap_aad(kek_id: &str, ctx: &Context) -> Vec<u8> {
-    let mut a = b"custody-local-wrap-v1".to_vec();
+    let mut a = WRAP_AAD_PREFIX.to_vec();
     a.extend_from_slice(kek_id.as_bytes());
     a.extend_from_slice(&context_bytes(ctx));
     a
@@ -239,14 +242,14 @@ impl KeyService for LocalKeyring {
         Ok(vec![
             KekInfo {
                 reference: self.meta_ref(),
-                purpose: "meta".into(),
+                purpose: KekPurpose::Meta,
                 algorithm: symmetric_wrap::ALGORITHM.into(),
                 created: Some(self.meta.created),
                 can_decrypt: self.meta.secret.is_some(),
             },
             KekInfo {
                 reference: self.data_ref(),
-                purpose: "data".into(),
+                purpose: KekPurpose::Data,
                 algorithm: x25519_wrap::ALGORITHM.into(),
                 created: Some(self.data.created),
                 can_decrypt: self.data.secret.is_some(),

@@ -17,7 +17,7 @@ pub(super) const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
 
 /// HKDF(salt = "", ikm = the meta KEK, info = label || KEK id).
 fn wrapping_key(kek: &Key32, kek_id: &str) -> Key32 {
-    kdf::derive_key(b"", kek, &[b"custody/v1/local-wrap", kek_id.as_bytes()])
+    kdf::derive_key(b"", kek, &[kdf::label::LOCAL_WRAP, kek_id.as_bytes()])
 }
 
 /// Wraps `key` under the meta KEK `kek` (named `kek_id`), bound to `ctx`.

@@ -31,7 +31,7 @@ fn wrapping_key(shared: &[u8; 32], eph: &PublicKey, public: &PublicKey, kek_id: 
     kdf::hkdf(
         &salt,
         shared,
-        &[b"custody/v1/local-x25519-wrap", kek_id.as_bytes()],
+        &[kdf::label::LOCAL_X25519_WRAP, kek_id.as_bytes()],
         &mut out,
     );
     Key32::from_bytes(&mut out)
