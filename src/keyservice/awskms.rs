@@ -301,8 +301,10 @@ impl KeyService for AwsKms {
         Ok(w)
     }
 
-    fn backend(&self) -> &'static str {
-        "awskms"
+    /// Within KMS whenever the destination is `awskms:` too: ReEncrypt through the
+    /// destination's client, with the source key the record names.
+    fn rewrap_within(&self, to: &dyn KeyService) -> bool {
+        to.as_any().is::<AwsKms>()
     }
 
     async fn rewrap(
@@ -385,5 +387,33 @@ mod tests {
         assert_eq!((u.data_key.as_str(), u.meta_key.as_str()), (arn, arn));
         assert!(KmsUrl::parse("awskms:").is_err());
         assert!(KmsUrl::parse("awskms:k?region=x").is_err());
+    }
+
+    fn kms(url: &str) -> AwsKms {
+        let conf = aws_sdk_kms::Config::builder()
+            .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+            .build();
+        AwsKms {
+            client: Client::from_conf(conf),
+            url: KmsUrl::parse(url).unwrap(),
+            arns: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    #[test]
+    fn rewrap_within_kms_only_from_kms_to_kms() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::keyservice::LocalKeyring::create(dir.path(), None).unwrap();
+        let (a, b) = (kms("awskms:alias/a"), kms("awskms:alias/b?meta=alias/c"));
+        let cases: [(&dyn KeyService, &dyn KeyService, bool); 5] = [
+            (&a, &b, true),
+            (&b, &a, true),
+            (&a, &local, false),
+            (&local, &a, false),
+            (&local, &local, false),
+        ];
+        for (from, to, within) in cases {
+            assert_eq!(from.rewrap_within(to), within, "{from:?} -> {to:?}");
+        }
     }
 }

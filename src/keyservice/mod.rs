@@ -59,8 +59,20 @@ pub struct KekInfo {
     pub can_decrypt: bool,
 }
 
+/// A key service as `&dyn Any`, so that one can recognise another of its own kind
+/// ([`KeyService::rewrap_within`]). Implemented for every `'static` type.
+pub trait AsAny: std::any::Any {
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[async_trait]
-pub trait KeyService: Send + Sync + std::fmt::Debug {
+pub trait KeyService: AsAny + Send + Sync + std::fmt::Debug {
     /// Where this service is (no credentials), for messages.
     fn url(&self) -> String;
 
@@ -78,9 +90,12 @@ pub trait KeyService: Send + Sync + std::fmt::Debug {
     /// another service; within one KMS, `rewrap` avoids the plaintext).
     async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey>;
 
-    /// Which backend this is (`local`, `awskms`, `pkcs11`): rotation between two services of
-    /// the same KMS uses `rewrap`, where the key never leaves KMS.
-    fn backend(&self) -> &'static str;
+    /// Whether keys this service wrapped can be re-wrapped for `to` inside the service, the
+    /// plaintext never reaching this process: rotation then asks `to.rewrap`. When not (the
+    /// default), rotation unwraps with this service and wraps with `to`.
+    fn rewrap_within(&self, _to: &dyn KeyService) -> bool {
+        false
+    }
 
     /// Re-wraps a key under this service's current KEK for `purpose`. The default unwraps and
     /// wraps again in this process; KMS overrides it with ReEncrypt, where the plaintext key

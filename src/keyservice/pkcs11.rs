@@ -559,10 +559,6 @@ impl KeyService for Pkcs11Service {
         Ok(w)
     }
 
-    fn backend(&self) -> &'static str {
-        "pkcs11"
-    }
-
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         let i = self.0.clone();
         blocking(move || {

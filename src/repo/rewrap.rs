@@ -94,8 +94,8 @@ async fn rewrap_one(
     rec: &WrappedKeyRecord,
 ) -> Result<WrappedKey> {
     let ctx = rec.context();
-    if from.backend() == "awskms" && to.backend() == "awskms" {
-        // ReEncrypt inside KMS: the plaintext key never reaches this process.
+    if from.rewrap_within(to) {
+        // Inside the service (KMS ReEncrypt): the plaintext key never reaches this process.
         to.rewrap(&rec.wrapped, rec.purpose, &ctx).await
     } else {
         let key = from.decrypt(&rec.wrapped, &ctx).await?;

@@ -234,10 +234,6 @@ impl KeyService for LocalKeyring {
         Ok(w)
     }
 
-    fn backend(&self) -> &'static str {
-        "local"
-    }
-
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         Ok(vec![
             KekInfo {
