@@ -23,8 +23,9 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
 use ring::digest;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
 
 use super::{audit, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
@@ -37,14 +38,18 @@ const ALG_META: &str = "pkcs11-aes256gcm-v1";
 const ALG_DATA: &str = "pkcs11-rsa3072-oaep-sha1-v1";
 
 /// A parsed `pkcs11:` URL (RFC 7512 subset plus custody's `data-token` options).
-#[derive(Clone, PartialEq, Eq)]
+///
+/// The PINs are [`SecretString`]s from the moment they are decoded or read from their file:
+/// zeroized when dropped, left out of `Debug`, and handed only to the token's login
+/// ([`Pkcs11Service::open`], which does not keep them).
+#[derive(Clone)]
 pub struct Pkcs11Url {
     pub token: String,
     pub object: String,
     pub module: String,
-    pin: Option<String>,
+    pin: Option<SecretString>,
     pub data_token: Option<String>,
-    data_pin: Option<String>,
+    data_pin: Option<SecretString>,
 }
 
 impl std::fmt::Debug for Pkcs11Url {
@@ -78,10 +83,12 @@ fn pct_decode(s: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| Error::invalid("pkcs11: URL is not UTF-8"))
 }
 
-fn read_pin(source: &str) -> Result<String> {
+/// The PIN in a `pin-source` file (a leading `file:` is stripped): its content without
+/// trailing `\r`/`\n`. Errors name the file, never its content.
+fn read_pin(source: &str) -> Result<SecretString> {
     let path = source.strip_prefix("file:").unwrap_or(source);
-    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+    let s = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+    Ok(SecretString::from(s.trim_end_matches(['\n', '\r'])))
 }
 
 impl Pkcs11Url {
@@ -111,13 +118,14 @@ impl Pkcs11Url {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| Error::invalid("pkcs11: a query attribute lacks '='"))?;
-            let v = pct_decode(v)?;
+            // Zeroized on drop: the value may be a PIN.
+            let v = Zeroizing::new(pct_decode(v)?);
             match k {
-                "module-path" => u.module = v,
-                "pin-value" => u.pin = Some(v),
+                "module-path" => u.module = v.as_str().to_owned(),
+                "pin-value" => u.pin = Some(SecretString::from(v.as_str())),
                 "pin-source" => u.pin = Some(read_pin(&v)?),
-                "data-token" => u.data_token = Some(v),
-                "data-pin-value" => u.data_pin = Some(v),
+                "data-token" => u.data_token = Some(v.as_str().to_owned()),
+                "data-pin-value" => u.data_pin = Some(SecretString::from(v.as_str())),
                 "data-pin-source" => u.data_pin = Some(read_pin(&v)?),
                 _ => {
                     return Err(Error::invalid(format!(
@@ -198,11 +206,13 @@ fn map_ck(key: &str, op: &str, e: CkError) -> Error {
     }
 }
 
+/// Opens a read-write session on the token labelled `label` and logs in with `pin`, the one
+/// place a PIN is used.
 fn open_session(
     ctx: &Pkcs11,
     url: &Pkcs11Url,
     label: &str,
-    pin: &Option<String>,
+    pin: Option<&SecretString>,
 ) -> Result<Session> {
     let shown = format!("pkcs11:token={label}");
     let slots = ctx
@@ -223,12 +233,13 @@ fn open_session(
     let session = ctx
         .open_rw_session(slot)
         .map_err(|e| map_ck(&shown, "open session", e))?;
-    let pin = pin.as_ref().ok_or_else(|| Error::KeyDenied {
+    let pin = pin.ok_or_else(|| Error::KeyDenied {
         key: shown.clone(),
         operation: "login".into(),
         reason: "no PIN given: add pin-value=... or pin-source=FILE to the URL".into(),
     })?;
-    match session.login(UserType::User, Some(&AuthPin::from(pin.clone()))) {
+    // cryptoki's AuthPin is secrecy's SecretString: the PIN is exposed inside the login only.
+    match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
         Err(e) => Err(map_ck(&shown, "login", e)),
     }
@@ -411,11 +422,15 @@ fn load(module: &str) -> Result<Pkcs11> {
 
 impl Pkcs11Service {
     pub fn open(url: &str) -> Result<Pkcs11Service> {
-        let u = Pkcs11Url::parse(url)?;
+        let mut u = Pkcs11Url::parse(url)?;
+        // The PINs serve only to log in: the open service does not keep them.
+        let (pin, data_pin) = (u.pin.take(), u.data_pin.take());
         let ctx = load(&u.module)?;
-        let main = open_session(&ctx, &u, &u.token, &u.pin)?;
+        let main = open_session(&ctx, &u, &u.token, pin.as_ref())?;
         let data = match &u.data_token {
-            Some(t) if *t != u.token => Some(Mutex::new(open_session(&ctx, &u, t, &u.data_pin)?)),
+            Some(t) if *t != u.token => {
+                Some(Mutex::new(open_session(&ctx, &u, t, data_pin.as_ref())?))
+            }
             _ => None,
         };
         Ok(Pkcs11Service(Arc::new(Inner {
@@ -594,16 +609,46 @@ impl KeyService for Pkcs11Service {
 mod tests {
     use super::*;
 
+    use secrecy::ExposeSecret;
+
     #[test]
     fn urls_and_pin_redaction() {
         let u = Pkcs11Url::parse("pkcs11:token=My%20Token;object=vault?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234").unwrap();
         assert_eq!(u.token, "My Token");
         assert_eq!(u.object, "vault");
-        assert_eq!(u.pin.as_deref(), Some("1234"));
+        assert_eq!(u.pin.as_ref().map(|p| p.expose_secret()), Some("1234"));
         assert!(!format!("{u:?}").contains("1234"));
         assert!(!u.public().contains("1234"));
         assert!(Pkcs11Url::parse("pkcs11:object=x?module-path=/m").is_err());
         assert!(Pkcs11Url::parse("pkcs11:token=t").is_err());
         assert!(Pkcs11Url::parse("pkcs11:token=t?module-path=/m&bogus=1").is_err());
+    }
+
+    #[test]
+    fn pin_files_and_errors_never_show_a_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pin");
+        std::fs::write(&file, "5678\r\n").unwrap();
+        let url = format!(
+            "pkcs11:token=w?module-path=/m&pin-value=12%2534&data-token=r&data-pin-source=file:{}",
+            file.display()
+        );
+        let u = Pkcs11Url::parse(&url).unwrap();
+        assert_eq!(u.pin.as_ref().map(|p| p.expose_secret()), Some("12%34"));
+        assert_eq!(u.data_pin.as_ref().map(|p| p.expose_secret()), Some("5678"));
+        let shown = format!("{u:?} {}", u.public());
+        assert!(
+            !shown.contains("12%34") && !shown.contains("5678"),
+            "{shown}"
+        );
+        for bad in [
+            "pkcs11:token=t?module-path=/m&pin-value=4242&bogus=1",
+            "pkcs11:token=t?module-path=/m&pin-value=4242%zz",
+            "pkcs11:token=t?pin-value=4242",
+            "pkcs11:token=t?module-path=/m&pin-value=4242&data-pin-source=/nonexistent/pin",
+        ] {
+            let e = Pkcs11Url::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("4242"), "{e}");
+        }
     }
 }
