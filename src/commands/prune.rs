@@ -74,7 +74,6 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     Ok(Outcome::OK)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::parse_max_unused;
