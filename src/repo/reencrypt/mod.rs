@@ -11,20 +11,24 @@
 //! leftover for prune. Safe while backups run: the old packs are condemned like any other
 //! garbage, so a backup that relied on them stops before committing instead of losing data.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::activity::Activity;
-use super::marks::Marks;
-use super::repack::Repacker;
-use super::Repository;
+mod plan;
+
+pub use plan::{plan_reencrypt, ReencryptPlan, ReencryptSurvey};
+
 use crate::crypto::envelope;
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
 use crate::id::Id;
+use crate::repo::activity::Activity;
+use crate::repo::marks::Marks;
+use crate::repo::repack::Repacker;
+use crate::repo::Repository;
 use crate::store::{object_name, FileKind};
 
 /// Which sessions to re-encrypt.
@@ -72,22 +76,41 @@ fn run(
     lock: &mut Option<super::lock::Lock<'_>>,
     act: &Activity,
 ) -> Result<ReencryptReport> {
-    // Which sessions exist, and when their keys were made.
-    let keys: HashMap<Id, Option<DateTime<Utc>>> = super::check::wrapped_keys(repo)?
+    let s = survey(repo, lock)?;
+    let plan = plan::plan_reencrypt(&s, target)?;
+    let mut report = ReencryptReport {
+        dry_run,
+        sessions: plan.sessions.clone(),
+        packs: plan.old_packs.len(),
+        blobs_copied: plan.blobs_copied,
+        blobs_already_elsewhere: plan.blobs_already_elsewhere,
+        snapshots_resealed: plan.resealing.len(),
+        ..Default::default()
+    };
+    if plan.sessions.is_empty() || dry_run {
+        return Ok(report);
+    }
+    execute(repo, &s, plan, &mut report, lock, act)?;
+    Ok(report)
+}
+
+/// Reads what the plan needs: keys and their ages, marks, packs, index, and which session
+/// sealed each manifest (from its envelope header: no key needed).
+fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result<ReencryptSurvey> {
+    let keys = super::check::wrapped_keys(repo)?
         .into_iter()
         .map(|(id, r)| (id, r.map(|r| r.created)))
         .collect();
     let marks = Marks::of(&repo.load_marks()?);
-    let stored: HashSet<Id> = repo
+    let stored = repo
         .store()
         .list(FileKind::Pack)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
     let snapshot_ids = repo.snapshot_ids()?;
-    let segments: Vec<(Id, IndexSegment)> = repo.load_segments()?;
-    // Which session sealed each snapshot manifest (its envelope header says so).
-    let mut sealed_by: Vec<(Id, Id)> = Vec::new();
+    let segments = repo.load_segments()?;
+    let mut sealed_by = Vec::new();
     for id in &snapshot_ids {
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
@@ -96,98 +119,34 @@ fn run(
             sealed_by.push((*id, session));
         }
     }
-    // Sessions that protect something; a running backup's session protects nothing yet and
-    // is left alone by --all and --before.
-    let in_use: HashSet<Id> = segments
-        .iter()
-        .flat_map(|(_, seg)| seg.packs.iter())
-        .filter(|p| !marks.packs.contains(&p.pack))
-        .map(|p| p.session)
-        .chain(sealed_by.iter().map(|(_, s)| *s))
-        .collect();
-    let sessions: HashSet<Id> = match target {
-        Target::Sessions(ids) => {
-            for s in ids {
-                if !keys.contains_key(s) {
-                    return Err(Error::NotFound(object_name(FileKind::Key, s)));
-                }
-            }
-            ids.iter().copied().collect()
-        }
-        Target::Before(t) => keys
-            .iter()
-            .filter(|(k, c)| c.is_some_and(|c| c < *t) && in_use.contains(k))
-            .map(|(k, _)| *k)
-            .collect(),
-        Target::All => keys
-            .keys()
-            .filter(|k| in_use.contains(k))
-            .copied()
-            .collect(),
-    };
-    let mut report = ReencryptReport {
-        dry_run,
-        sessions: {
-            let mut v: Vec<Id> = sessions.iter().copied().collect();
-            v.sort();
-            v
-        },
-        ..Default::default()
-    };
-    if sessions.is_empty() {
-        return Ok(report);
-    }
-    // Blobs that a live pack of another session already holds need no copy.
-    let mut elsewhere: HashSet<Id> = HashSet::new();
-    let mut old = Vec::new();
-    let mut seen = HashSet::new();
-    for (_, seg) in &segments {
-        for p in &seg.packs {
-            if !stored.contains(&p.pack) || !seen.insert(p.pack) {
-                continue;
-            }
-            // A chosen session's packs are copied even when already condemned: a sweep may
-            // yet keep a condemned pack that a snapshot turns out to need.
-            if sessions.contains(&p.session) {
-                old.push(p);
-            } else if !marks.packs.contains(&p.pack) {
-                elsewhere.extend(p.blobs.iter().map(|b| b.id));
-            }
-        }
-    }
-    report.packs = old.len();
-    let mut copies: Vec<(
-        &crate::format::index::PackEntries,
-        Vec<crate::pack::BlobEntry>,
-    )> = Vec::new();
-    for p in &old {
-        let mut todo = Vec::new();
-        for b in &p.blobs {
-            if elsewhere.contains(&b.id) {
-                report.blobs_already_elsewhere += 1;
-            } else if elsewhere.insert(b.id) {
-                todo.push(*b);
-            }
-        }
-        report.blobs_copied += todo.len();
-        copies.push((p, todo));
-    }
-    let resealing: Vec<Id> = sealed_by
-        .iter()
-        .filter(|(_, s)| sessions.contains(s))
-        .map(|(id, _)| *id)
-        .collect();
-    report.snapshots_resealed = resealing.len();
-    if dry_run {
-        return Ok(report);
-    }
+    Ok(ReencryptSurvey {
+        keys,
+        marks,
+        stored,
+        segments,
+        sealed_by,
+    })
+}
+
+/// Carries a plan out: copy, verify the copies, index them, seal the manifests again, and
+/// only then condemn the old packs and keys.
+fn execute(
+    repo: &Repository,
+    s: &ReencryptSurvey,
+    plan: ReencryptPlan,
+    report: &mut ReencryptReport,
+    lock: &mut Option<super::lock::Lock<'_>>,
+    act: &Activity,
+) -> Result<()> {
+    let sessions: HashSet<Id> = plan.sessions.iter().copied().collect();
+    let copies = &plan.copies;
     // 1. Copy, then 2. read every new pack back before anything old is given up.
     let mut rp = Repacker::new(repo)?;
     let new_session = rp.session().id;
     report.new_session = Some(new_session);
-    for (n, (p, todo)) in copies.iter().enumerate() {
+    for (n, (pack, session, todo)) in copies.iter().enumerate() {
         act.set(format!("copying pack {}/{}", n + 1, copies.len()));
-        rp.copy(&p.pack, &p.session, todo)?;
+        rp.copy(pack, session, todo)?;
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
         }
@@ -210,8 +169,8 @@ fn run(
     // 4. Seal the manifests again under the new session, verify, replace.
     // A backup of a chosen session may have committed a snapshot after the listing: the
     // snapshots are listed once more when the first list is done.
-    let known: HashSet<Id> = snapshot_ids.iter().copied().collect();
-    let mut todo: std::collections::VecDeque<Id> = resealing.into();
+    let known: HashSet<Id> = s.sealed_by.iter().map(|(id, _)| *id).collect();
+    let mut todo: std::collections::VecDeque<Id> = plan.resealing.into();
     let mut listed_again = false;
     let mut n = 0;
     loop {
@@ -262,20 +221,16 @@ fn run(
         crate::failpoint::hit("reencrypt-after-snapshot");
     }
     // 5. Condemn the old packs and keys; a prune deletes them after the grace period.
-    let mut packs: Vec<Id> = old.iter().map(|p| p.pack).collect();
-    packs.sort();
-    let mut keys: Vec<Id> = sessions.iter().copied().collect();
-    keys.sort();
     let m = GarbageMark {
         format: crate::format::REPO_FORMAT,
         time: Utc::now(),
-        packs,
+        packs: plan.old_packs,
         segments: vec![],
-        sessions: keys,
+        sessions: plan.sessions,
         unindexed: vec![],
     };
     report.mark = Some(repo.save_mark(&m)?);
-    Ok(report)
+    Ok(())
 }
 
 /// The session that sealed a snapshot, from its envelope header alone (no key needed);
