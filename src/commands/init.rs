@@ -1,7 +1,5 @@
 //! `init`: create a repository, and a local keyring when none exists.
 
-use serde_json::json;
-
 use super::{Ctx, Outcome};
 use custody::chunker::ChunkerParams;
 use custody::error::Result;
@@ -47,26 +45,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         pack_size: args.pack_size_mib.saturating_mul(1024 * 1024),
     };
     let repo = Repository::init(ctx.rt.handle().clone(), store, keys, repo_id, &opts)?;
-    if ctx.json {
-        ctx.print_json(&json!({
-            "repository_id": repo.id(),
-            "location": repo.store().location(),
-            "key_service": repo.key_service().url(),
-            "keyring_created": created_keyring.is_some(),
-        }));
-    } else {
-        ctx.say(format!(
-            "created repository {} at {}",
-            repo.id(),
-            repo.store().location()
-        ));
-        ctx.say(format!("key service: {}", repo.key_service().url()));
-        if let Some(dir) = created_keyring {
-            ctx.say(format!(
-                "created a new local keyring in {}\nkeep a copy of it somewhere safe: without it this repository cannot be read",
-                dir.display()
-            ));
-        }
-    }
+    ctx.emit(&custody::repo::InitOutput {
+        repository_id: repo.id(),
+        location: repo.store().location(),
+        key_service: repo.key_service().url(),
+        keyring_created: created_keyring.is_some(),
+        keyring_dir: created_keyring,
+    });
     Ok(Outcome::OK)
 }

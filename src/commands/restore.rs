@@ -3,12 +3,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use serde_json::json;
-
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, FilterArgs, Outcome};
 use custody::error::Result;
-use custody::repo::restore::{self, RestoreOptions, RestoreProgress};
+use custody::repo::restore::{self, RestoreOptions, RestoreOutput, RestoreProgress};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -52,26 +50,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     for (p, e) in &report.failed {
         eprintln!("not restored: {p}: {e}");
     }
-    if ctx.json {
-        ctx.print_json(&json!({
-            "snapshot_id": id,
-            "target": args.target,
-            "files_restored": report.files,
-            "dirs_restored": report.dirs,
-            "symlinks_restored": report.symlinks,
-            "bytes_restored": report.bytes,
-            "duration_secs": secs,
-            "failed": report.failed.iter().map(|(p, e)| json!({"path": p, "error": e.to_string(), "integrity": e.is_integrity()})).collect::<Vec<_>>(),
-        }));
-    } else {
-        ctx.say(format!(
-            "restored snapshot {} to {}: {} files, {} in {secs:.1}s",
-            id.short(),
-            args.target.display(),
-            report.files,
-            human_bytes(report.bytes)
-        ));
-    }
+    ctx.emit(&RestoreOutput::new(id, args.target.clone(), &report, secs));
     if report.failed.iter().any(|(_, e)| e.is_integrity()) {
         eprintln!(
             "integrity failure: {} path(s) could not be restored intact",

@@ -1,9 +1,8 @@
 //! `unlock`: remove stale prune/re-encryption locks (or all of them).
 
-use serde_json::json;
-
 use super::{Ctx, Outcome};
 use custody::error::Result;
+use custody::repo::lock::UnlockOutput;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -14,11 +13,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let n = repo.unlock(args.remove_all)?;
-    if ctx.json {
-        ctx.print_json(&json!({ "removed": n }));
-    } else {
-        ctx.say(format!("removed {n} lock(s)"));
-    }
+    let removed = repo.unlock(args.remove_all)?;
+    ctx.emit(&UnlockOutput { removed });
     Ok(Outcome::OK)
 }

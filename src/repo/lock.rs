@@ -96,6 +96,18 @@ impl Repository {
     }
 }
 
+/// `unlock --json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnlockOutput {
+    pub removed: usize,
+}
+
+impl std::fmt::Display for UnlockOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "removed {} lock(s)", self.removed)
+    }
+}
+
 impl Repository {
     /// Removes stale locks, or every lock with `all` (for an operator who knows the run that
     /// holds it is dead). Returns how many were removed.

@@ -27,7 +27,7 @@ pub mod walk;
 pub use cache::TreeCache;
 pub use index::{BlobLocation, Index};
 pub use objects::SealedObject;
-pub use open::{default_keyring_dir, InitOptions};
+pub use open::{default_keyring_dir, InitOptions, InitOutput};
 pub use session::Session;
 
 use std::collections::HashMap;

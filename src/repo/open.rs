@@ -58,6 +58,37 @@ fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
     }
 }
 
+/// `init --json`, and what `init` tells a person.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InitOutput {
+    pub repository_id: Id,
+    pub location: String,
+    pub key_service: String,
+    pub keyring_created: bool,
+    /// The folder of a keyring `init` created (not in the JSON document).
+    #[serde(skip)]
+    pub keyring_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Display for InitOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "created repository {} at {}",
+            self.repository_id, self.location
+        )?;
+        write!(f, "key service: {}", self.key_service)?;
+        if let Some(dir) = &self.keyring_dir {
+            write!(
+                f,
+                "\ncreated a new local keyring in {}\nkeep a copy of it somewhere safe: without it this repository cannot be read",
+                dir.display()
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Default folder for the local keyring of a repository when no key service is given.
 pub fn default_keyring_dir(config_dir: &Path, repo: &Id) -> PathBuf {
     config_dir.join("keyrings").join(repo.to_hex())

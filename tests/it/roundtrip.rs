@@ -62,8 +62,20 @@ fn odd_files_round_trip() {
     assert!(v.bytes_processed > 5 << 20);
 
     let out = sb.path("out");
-    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
-        .ok();
+    let r: custody::repo::restore::RestoreOutput = sb
+        .run(&[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok()
+        .report();
+    assert_eq!(r.snapshot_id, v.snapshot_id);
+    assert_eq!(r.files_restored, v.files_processed);
+    assert_eq!(r.bytes_restored, v.bytes_processed);
+    assert!(r.failed.is_empty(), "{r:?}");
     assert_same_tree(&src, &out.join("src"));
     // The restored sparse file keeps its holes.
     use std::os::unix::fs::MetadataExt;

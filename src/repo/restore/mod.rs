@@ -22,6 +22,9 @@ use crate::repo::{Index, Repository};
 
 mod fetch;
 mod files;
+mod output;
+
+pub use output::{FailedPath, RestoreOutput};
 
 use fetch::restore_pack;
 pub use files::write_file;

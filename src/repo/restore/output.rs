@@ -1,0 +1,69 @@
+//! What `restore` reports: the JSON document of `restore --json`, and its summary line.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::RestoreReport;
+use crate::human::bytes;
+use crate::id::Id;
+
+/// A path that was not restored, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedPath {
+    pub path: String,
+    pub error: String,
+    /// The stored data failed verification (tampering or corruption), not the local disk.
+    pub integrity: bool,
+}
+
+/// `restore --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreOutput {
+    pub snapshot_id: Id,
+    pub target: PathBuf,
+    pub files_restored: u64,
+    pub dirs_restored: u64,
+    pub symlinks_restored: u64,
+    pub bytes_restored: u64,
+    pub duration_secs: f64,
+    pub failed: Vec<FailedPath>,
+}
+
+impl RestoreOutput {
+    pub fn new(snapshot_id: Id, target: PathBuf, r: &RestoreReport, duration_secs: f64) -> Self {
+        RestoreOutput {
+            snapshot_id,
+            target,
+            files_restored: r.files,
+            dirs_restored: r.dirs,
+            symlinks_restored: r.symlinks,
+            bytes_restored: r.bytes,
+            duration_secs,
+            failed: r
+                .failed
+                .iter()
+                .map(|(p, e)| FailedPath {
+                    path: p.clone(),
+                    error: e.to_string(),
+                    integrity: e.is_integrity(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for RestoreOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "restored snapshot {} to {}: {} files, {} in {:.1}s",
+            self.snapshot_id.short(),
+            self.target.display(),
+            self.files_restored,
+            bytes(self.bytes_restored),
+            self.duration_secs
+        )
+    }
+}
