@@ -140,6 +140,16 @@ impl Ctx {
         }
     }
 
+    /// Prints what a listing command was asked for: JSON with `--json`, text otherwise, and
+    /// the text even with `-q` (it is the answer, not chatter).
+    pub fn answer<R: serde::Serialize + std::fmt::Display>(&self, report: &R) {
+        if self.json {
+            self.emit(report);
+        } else {
+            println!("{}", report.to_string().trim_end_matches('\n'));
+        }
+    }
+
     pub fn print_json(&self, v: &serde_json::Value) {
         println!(
             "{}",

@@ -22,6 +22,7 @@ pub mod restore;
 pub mod rewrap;
 mod session;
 pub mod snapshots;
+pub mod stats;
 pub mod walk;
 
 pub use cache::TreeCache;

@@ -31,7 +31,7 @@ fn forget_and_prune_reclaim(r: &Repo) {
         .ok()
         .json();
     assert_eq!(dry["removed"], 2, "{dry}");
-    assert_eq!(r.stats()["snapshots"], 3);
+    assert_eq!(r.stats().snapshots, 3);
     // Reasons are reported for what is kept.
     let f = r
         .run(&["--json", "forget", "--keep-last", "1", "--group-by", ""])
@@ -52,7 +52,7 @@ fn forget_and_prune_reclaim(r: &Repo) {
     let p = r.run(&["--json", "prune"]).ok().json();
     assert!(p["mark"]["mark"].is_string(), "{p}");
     assert_eq!(p["sweep"]["packs_deleted"], 0);
-    assert_eq!(r.stats()["pack_bytes"], before["pack_bytes"]);
+    assert_eq!(r.stats().pack_bytes, before.pack_bytes);
     let chk = r.check();
     assert!(chk.condemned > 0, "{chk:?}");
     assert!(chk.problems.is_empty(), "{chk:?}");
@@ -71,8 +71,8 @@ fn forget_and_prune_reclaim(r: &Repo) {
     assert!(p["sweep"]["packs_deleted"].as_u64().unwrap() > 0, "{p}");
     let after = r.stats();
     assert!(
-        after["pack_bytes"].as_u64().unwrap() < before["pack_bytes"].as_u64().unwrap(),
-        "{before} -> {after}"
+        after.pack_bytes < before.pack_bytes,
+        "{before:?} -> {after:?}"
     );
     let chk = r.check();
     assert_eq!(chk.leftovers.len(), 0, "{chk:?}");
@@ -100,7 +100,7 @@ fn forget_refuses_a_policy_that_keeps_nothing() {
     r.backup(&a);
     let e = r.run(&["forget"]).code(EXIT_USAGE);
     assert!(e.stderr.contains("keep policy"), "{}", e.stderr);
-    assert_eq!(r.stats()["snapshots"], 1);
+    assert_eq!(r.stats().snapshots, 1);
 }
 
 fn concurrent(r: &Repo) {
@@ -142,7 +142,7 @@ fn concurrent(r: &Repo) {
             "no dedup: {v}"
         );
     }
-    assert_eq!(r.stats()["snapshots"], 8);
+    assert_eq!(r.stats().snapshots, 8);
     let chk = r.check();
     assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 8);
@@ -225,7 +225,7 @@ fn sigstop_past_grace(r: &Repo) {
         );
     }
     write(&src.join("b-big.bin"), &random_bytes(48 << 20, 77));
-    let stats0 = r.stats()["packs"].as_u64().unwrap();
+    let stats0 = r.stats().packs;
     let child = r.spawn(&[
         "--json",
         "backup",
@@ -238,7 +238,7 @@ fn sigstop_past_grace(r: &Repo) {
     let pid = child.id() as i32;
     // Stop it once it has uploaded a few packs (it is past `a-old` by then).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while r.stats()["packs"].as_u64().unwrap() < stats0 + 3 {
+    while r.stats().packs < stats0 + 3 {
         assert!(Instant::now() < deadline, "backup made no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -294,7 +294,7 @@ fn crash_points(r: &Repo) {
         let c = r.source(&format!("c{i}"), 6, 20 + i as u64, None);
         let run = r.run_fail(point, &["backup", c.to_str().unwrap()]);
         assert!(killed(&run), "{point}: {} {}", run.code, run.stderr);
-        assert_eq!(r.stats()["snapshots"], 2, "{point}");
+        assert_eq!(r.stats().snapshots, 2, "{point}");
         let chk = r.check();
         assert!(chk.problems.is_empty(), "{point}: {chk:?}");
         r.restore_all();
@@ -409,7 +409,7 @@ fn open_with(
 /// writer (its keyring exported by the owner): the attacker of the forged-object tests.
 fn two_snapshots_seen_by_a_writer() -> (
     Repo,
-    u64,
+    usize,
     tokio::runtime::Runtime,
     custody::repo::Repository,
 ) {
@@ -419,7 +419,7 @@ fn two_snapshots_seen_by_a_writer() -> (
     r.backup(&a);
     let b = r.source("b", 10, 2, Some(5));
     r.backup(&b);
-    let packs_before = r.stats()["packs"].as_u64().unwrap();
+    let packs_before = r.stats().packs;
     let writer = r.sb.export_writer("writer-keyring", &[]);
     let (rt, repo) = open_with(&r, &writer);
     (r, packs_before, rt, repo)
@@ -461,7 +461,7 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
         p["sweep"]["packs_still_needed"].as_u64().unwrap() > 0,
         "{p}"
     );
-    assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
+    assert_eq!(r.stats().packs, packs_before);
     let chk = r.check();
     assert!(chk.problems.is_empty(), "{chk:?}");
     assert_eq!(r.restore_all(), 2);
@@ -521,6 +521,6 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
         let p = r.run(&["prune"]).code(EXIT_INTEGRITY);
         assert!(p.stderr.contains("differently"), "{}", p.stderr);
     }
-    assert_eq!(r.stats()["packs"].as_u64().unwrap(), packs_before);
+    assert_eq!(r.stats().packs, packs_before);
     assert_eq!(r.restore_all(), 2);
 }

@@ -97,8 +97,8 @@ impl Repo {
         self.run(&["--json", "check", "--read-data"]).ok().report()
     }
 
-    pub fn stats(&self) -> serde_json::Value {
-        self.run(&["--json", "stats"]).ok().json()
+    pub fn stats(&self) -> custody::repo::stats::RepositoryStats {
+        self.run(&["--json", "stats"]).ok().report()
     }
 
     /// Restores every snapshot and compares it with its source folder (sources are never
