@@ -121,4 +121,8 @@ impl BlockingKeys {
     pub fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
         block_on(&self.rt, self.inner.decrypt(wrapped, ctx))
     }
+
+    pub fn describe(&self) -> Result<Vec<crate::keyservice::KekInfo>> {
+        block_on(&self.rt, self.inner.describe())
+    }
 }

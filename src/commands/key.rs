@@ -1,16 +1,15 @@
 //! `key`: create a keyring, export a writer keyring, list KEKs and what they protect.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use super::{Ctx, Outcome};
+use custody::blocking::{BlockingKeys, BlockingStore};
 use custody::error::{Error, Result};
-use custody::format::wrapped::WrappedKeyRecord;
 use custody::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
+use custody::repo::kek_usage::kek_usage;
 use custody::repo::Repository;
-use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Cmd {
@@ -106,56 +105,18 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             let store = ctx.store()?;
             let cfg = Repository::read_config(ctx.rt.handle(), &store)?;
             let keys = ctx.open_key_service(&cfg.body.repository)?;
-            let keks = ctx.rt.block_on(keys.describe())?;
-            let mut counts: BTreeMap<String, (u64, Option<chrono::DateTime<chrono::Utc>>)> =
-                BTreeMap::new();
-            let mut bump = |r: &WrappedKeyRecord| {
-                let e = counts.entry(r.wrapped.kek.clone()).or_insert((0, None));
-                e.0 += 1;
-                e.1 = Some(e.1.map_or(r.created, |t| t.min(r.created)));
-            };
-            bump(&cfg.secret);
-            for (id, _) in ctx.rt.block_on(store.list(FileKind::Key))? {
-                let b = ctx.rt.block_on(store.get(FileKind::Key, &id))?;
-                match serde_json::from_slice::<WrappedKeyRecord>(&b) {
-                    Ok(r) => bump(&r),
-                    Err(e) => eprintln!("keys/{id}: unreadable record: {e}"),
-                }
+            let handle = ctx.rt.handle().clone();
+            let mut unreadable = Vec::new();
+            let table = kek_usage(
+                &BlockingStore::new(handle.clone(), store),
+                &BlockingKeys::new(handle, keys),
+                &cfg,
+                &mut unreadable,
+            )?;
+            for u in &unreadable {
+                eprintln!("{u}");
             }
-            let now = chrono::Utc::now();
-            let mut rows = Vec::new();
-            for k in &keks {
-                let (n, oldest) = counts.remove(&k.reference).unwrap_or((0, None));
-                rows.push(json!({"kek": k.reference, "purpose": k.purpose, "algorithm": k.algorithm,
-                    "created": k.created, "age_days": k.created.map(|c| (now - c).num_days()),
-                    "can_decrypt": k.can_decrypt, "wrapped_keys": n, "oldest_wrapped": oldest, "in_key_service": true}));
-            }
-            for (kek, (n, oldest)) in counts {
-                rows.push(json!({"kek": kek, "wrapped_keys": n, "oldest_wrapped": oldest, "in_key_service": false}));
-            }
-            if ctx.json {
-                ctx.print_json(&serde_json::Value::Array(rows));
-            } else {
-                for r in rows {
-                    println!(
-                        "{:<42} {:<5} wrapped keys: {:<5} age: {} days{}{}",
-                        r["kek"].as_str().unwrap_or(""),
-                        r["purpose"].as_str().unwrap_or("?"),
-                        r["wrapped_keys"],
-                        r["age_days"],
-                        if r["can_decrypt"] == json!(false) {
-                            "  (public half only: cannot decrypt)"
-                        } else {
-                            ""
-                        },
-                        if r["in_key_service"] == json!(false) {
-                            "  (not in this key service)"
-                        } else {
-                            ""
-                        },
-                    );
-                }
-            }
+            ctx.answer(&table);
             Ok(Outcome::OK)
         }
     }

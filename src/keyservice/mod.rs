@@ -17,14 +17,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::wrapped::{Context, Purpose, WrappedKey};
 
 /// What a KEK wraps, as [`KeyService::describe`] reports it; `key list` prints these words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KekPurpose {
     /// The repository secret.
     #[serde(rename = "meta")]

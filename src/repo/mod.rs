@@ -10,6 +10,7 @@ mod cache;
 pub mod check;
 pub mod forget;
 mod index;
+pub mod kek_usage;
 pub mod lock;
 pub mod marks;
 mod objects;

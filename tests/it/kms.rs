@@ -50,15 +50,16 @@ fn kms_round_trip_and_key_list() {
     k(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
     assert_same_tree(&src, &out.join("src"));
     k(&["check", "--read-data"]).ok();
-    let list = k(&["--json", "key", "list"]).ok().json();
-    let rows = list.as_array().unwrap();
-    let count = |purpose: &str| {
-        rows.iter()
-            .find(|r| r["purpose"] == purpose)
-            .map(|r| r["wrapped_keys"].as_u64().unwrap())
+    use custody::keyservice::KekPurpose;
+    let list: custody::repo::kek_usage::KekTable = k(&["--json", "key", "list"]).ok().report();
+    let count = |purpose: KekPurpose| {
+        list.0
+            .iter()
+            .find(|r| r.details.as_ref().is_some_and(|d| d.purpose == purpose))
+            .map(|r| r.wrapped_keys)
     };
-    assert_eq!(count("meta"), Some(1), "{list}");
-    assert_eq!(count("data"), Some(2), "{list}");
+    assert_eq!(count(KekPurpose::Meta), Some(1), "{list:?}");
+    assert_eq!(count(KekPurpose::Data), Some(2), "{list:?}");
 
     // The audit trail: one line per key operation, with key and context, never key bytes.
     let r = k(&["-v", "dump", "latest", "src/b.txt"]).ok();

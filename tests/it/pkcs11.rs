@@ -73,18 +73,21 @@ fn pkcs11_round_trip_writer_cannot_read() {
     .ok();
     assert_same_tree(&src, &out.join("src"));
     run(&sb, &hsm, &reader, &["check", "--read-data"]).ok();
-    let list = run(&sb, &hsm, &reader, &["--json", "key", "list"])
-        .ok()
-        .json();
+    let list: custody::repo::kek_usage::KekTable =
+        run(&sb, &hsm, &reader, &["--json", "key", "list"])
+            .ok()
+            .report();
     let data = list
-        .as_array()
-        .unwrap()
+        .0
         .iter()
-        .find(|r| r["purpose"] == "data")
-        .unwrap()
-        .clone();
-    assert_eq!(data["wrapped_keys"], 2, "{list}");
-    assert_eq!(data["can_decrypt"], true);
+        .find(|r| {
+            r.details
+                .as_ref()
+                .is_some_and(|d| d.purpose == custody::keyservice::KekPurpose::Data)
+        })
+        .unwrap();
+    assert_eq!(data.wrapped_keys, 2, "{list:?}");
+    assert!(data.details.as_ref().unwrap().can_decrypt);
 }
 
 #[test]
