@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use super::prune::PruneArgs;
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
-use custody::repo::forget::{apply, Decision, GroupBy, GroupKey, KeepPolicy};
+use custody::repo::forget::{
+    apply, Decision, ForgetEntry, ForgetGroup, ForgetOutput, GroupBy, GroupKey, KeepPolicy,
+};
 use custody::repo::rewrap::parse_duration;
 use custody::store::FileKind;
 
@@ -123,7 +123,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         }
         removed += 1;
     }
-    let prune_report = if args.prune {
+    let prune = if args.prune {
         let act = custody::repo::activity::Activity::default();
         Some(super::progress::with_progress(
             ctx.show_progress(),
@@ -133,72 +133,24 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     } else {
         None
     };
-    if ctx.json {
-        let g: Vec<_> = groups
+    let entry = |d: &Decision| ForgetEntry {
+        id: d.id,
+        time: time_of(&d.id),
+        reasons: d.reasons.clone(),
+    };
+    let output = ForgetOutput {
+        dry_run,
+        groups: groups
             .iter()
-            .map(|(k, ds)| {
-                let one = |d: &Decision| json!({"id": d.id, "time": time_of(&d.id), "reasons": d.reasons});
-                json!({
-                    "group": k,
-                    "keep": ds.iter().filter(|d| d.keep).map(one).collect::<Vec<_>>(),
-                    "remove": ds.iter().filter(|d| !d.keep).map(one).collect::<Vec<_>>(),
-                })
+            .map(|(k, ds)| ForgetGroup {
+                group: k.clone(),
+                keep: ds.iter().filter(|d| d.keep).map(entry).collect(),
+                remove: ds.iter().filter(|d| !d.keep).map(entry).collect(),
             })
-            .collect();
-        ctx.print_json(
-            &json!({"dry_run": dry_run, "groups": g, "removed": removed, "prune": prune_report}),
-        );
-        return Ok(Outcome::OK);
-    }
-    for (k, ds) in &groups {
-        let mut label = Vec::new();
-        if let Some(h) = &k.host {
-            label.push(format!("host {h}"));
-        }
-        if let Some(p) = &k.paths {
-            label.push(format!("paths {}", p.join(" ")));
-        }
-        if let Some(t) = &k.tags {
-            label.push(format!("tags {}", t.join(",")));
-        }
-        let kept = ds.iter().filter(|d| d.keep).count();
-        ctx.say(format!(
-            "{}: keep {}, remove {}",
-            if label.is_empty() {
-                "snapshots".into()
-            } else {
-                label.join(", ")
-            },
-            kept,
-            ds.len() - kept
-        ));
-        for d in ds {
-            let when = time_of(&d.id)
-                .map(|t| {
-                    t.with_timezone(&chrono::Local)
-                        .format("%Y-%m-%d %H:%M:%S")
-                        .to_string()
-                })
-                .unwrap_or_default();
-            if d.keep {
-                ctx.say(format!(
-                    "  keep   {} {}  {}",
-                    d.id.short(),
-                    when,
-                    d.reasons.join(", ")
-                ));
-            } else {
-                ctx.say(format!("  remove {} {}", d.id.short(), when));
-            }
-        }
-    }
-    ctx.say(format!(
-        "{} {} snapshot(s)",
-        if dry_run { "would remove" } else { "removed" },
-        removed
-    ));
-    if let Some(r) = &prune_report {
-        ctx.say(r);
-    }
+            .collect(),
+        removed,
+        prune,
+    };
+    ctx.emit(&output);
     Ok(Outcome::OK)
 }

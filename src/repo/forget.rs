@@ -83,7 +83,9 @@ impl GroupBy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct GroupKey {
     pub host: Option<String>,
     pub paths: Option<Vec<String>>,
@@ -159,6 +161,106 @@ pub fn apply<Tz: TimeZone>(
         });
     }
     out
+}
+
+/// One snapshot in `forget`'s report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForgetEntry {
+    pub id: Id,
+    pub time: Option<DateTime<Utc>>,
+    /// Why it is kept; empty for a removed one.
+    pub reasons: Vec<String>,
+}
+
+/// One group's verdicts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ForgetGroup {
+    pub group: GroupKey,
+    pub keep: Vec<ForgetEntry>,
+    pub remove: Vec<ForgetEntry>,
+}
+
+/// `forget --json`: every group with what was kept and why, what was removed, and the prune
+/// that followed with `--prune`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ForgetOutput {
+    pub dry_run: bool,
+    pub groups: Vec<ForgetGroup>,
+    pub removed: usize,
+    pub prune: Option<crate::repo::prune::PruneReport>,
+}
+
+impl std::fmt::Display for ForgetOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let local = |e: &ForgetEntry| {
+            e.time
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S")
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        for g in &self.groups {
+            let k = &g.group;
+            let mut label = Vec::new();
+            if let Some(h) = &k.host {
+                label.push(format!("host {h}"));
+            }
+            if let Some(p) = &k.paths {
+                label.push(format!("paths {}", p.join(" ")));
+            }
+            if let Some(t) = &k.tags {
+                label.push(format!("tags {}", t.join(",")));
+            }
+            writeln!(
+                f,
+                "{}: keep {}, remove {}",
+                if label.is_empty() {
+                    "snapshots".into()
+                } else {
+                    label.join(", ")
+                },
+                g.keep.len(),
+                g.remove.len()
+            )?;
+            // Newest first, as the policy decided them.
+            let mut all: Vec<(&ForgetEntry, bool)> = g
+                .keep
+                .iter()
+                .map(|e| (e, true))
+                .chain(g.remove.iter().map(|e| (e, false)))
+                .collect();
+            all.sort_by_key(|e| std::cmp::Reverse(e.0.time));
+            for (e, keep) in all {
+                if keep {
+                    writeln!(
+                        f,
+                        "  keep   {} {}  {}",
+                        e.id.short(),
+                        local(e),
+                        e.reasons.join(", ")
+                    )?;
+                } else {
+                    writeln!(f, "  remove {} {}", e.id.short(), local(e))?;
+                }
+            }
+        }
+        write!(
+            f,
+            "{} {} snapshot(s)",
+            if self.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            self.removed
+        )?;
+        if let Some(p) = &self.prune {
+            write!(f, "\n{p}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::backend::{both, Repo};
 use crate::common::*;
+use custody::repo::forget::ForgetOutput;
+use custody::repo::prune::PruneReport;
 
 fn forget_and_prune_reclaim(r: &Repo) {
     r.init();
@@ -29,46 +31,41 @@ fn forget_and_prune_reclaim(r: &Repo) {
             "--dry-run",
         ])
         .ok()
-        .json();
-    assert_eq!(dry["removed"], 2, "{dry}");
+        .report::<ForgetOutput>();
+    assert_eq!(dry.removed, 2, "{dry:?}");
     assert_eq!(r.stats().snapshots, 3);
     // Reasons are reported for what is kept.
-    let f = r
+    let f: ForgetOutput = r
         .run(&["--json", "forget", "--keep-last", "1", "--group-by", ""])
         .ok()
-        .json();
-    let kept = &f["groups"][0]["keep"];
-    assert_eq!(kept.as_array().unwrap().len(), 1, "{f}");
-    assert_eq!(kept[0]["id"], sc.as_str());
-    assert_eq!(kept[0]["reasons"][0], "last snapshot");
-    let removed: Vec<&str> = f["groups"][0]["remove"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["id"].as_str().unwrap())
-        .collect();
-    assert!(removed.contains(&sa.as_str()) && removed.contains(&sb.as_str()));
+        .report();
+    let kept = &f.groups[0].keep;
+    assert_eq!(kept.len(), 1, "{f:?}");
+    assert_eq!(kept[0].id.to_hex(), sc);
+    assert_eq!(kept[0].reasons[0], "last snapshot");
+    let removed: Vec<String> = f.groups[0].remove.iter().map(|e| e.id.to_hex()).collect();
+    assert!(removed.contains(&sa) && removed.contains(&sb));
     // Prune with a grace period condemns but deletes nothing yet.
-    let p = r.run(&["--json", "prune"]).ok().json();
-    assert!(p["mark"]["mark"].is_string(), "{p}");
-    assert_eq!(p["sweep"]["packs_deleted"], 0);
+    let p: PruneReport = r.run(&["--json", "prune"]).ok().report();
+    assert!(p.mark.mark.is_some(), "{p:?}");
+    assert_eq!(p.sweep.packs_deleted, 0);
     assert_eq!(r.stats().pack_bytes, before.pack_bytes);
     let chk = r.check();
     assert!(chk.condemned > 0, "{chk:?}");
     assert!(chk.problems.is_empty(), "{chk:?}");
     // A backup now stores the condemned data again instead of relying on it.
     let a2 = r.source("a2", 0, 0, Some(100));
-    let v = r
+    let v: custody::repo::backup::BackupOutput = r
         .run(&["--json", "backup", a2.to_str().unwrap()])
         .ok()
-        .json();
-    assert!(v["bytes_added"].as_u64().unwrap() > 3 << 20, "{v}");
+        .report();
+    assert!(v.bytes_added > 3 << 20, "{v:?}");
     // Past the grace period, the sweep deletes; the shared file stays (a2 needs it).
-    let p = r
+    let p: PruneReport = r
         .run(&["--json", "prune", "--grace", "0s", "--max-unused", "0%"])
         .ok()
-        .json();
-    assert!(p["sweep"]["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+        .report();
+    assert!(p.sweep.packs_deleted > 0, "{p:?}");
     let after = r.stats();
     assert!(
         after.pack_bytes < before.pack_bytes,
@@ -83,8 +80,8 @@ fn forget_and_prune_reclaim(r: &Repo) {
     let p = r
         .run(&["--json", "prune", "--grace", "0s", "--max-unused", "0%"])
         .ok()
-        .json();
-    assert!(p["mark"]["mark"].is_null(), "{p}");
+        .report::<PruneReport>();
+    assert!(p.mark.mark.is_none(), "{p:?}");
 }
 
 #[test]
@@ -252,8 +249,8 @@ fn sigstop_past_grace(r: &Repo) {
     r.run(&["forget", &old_id]).ok();
     r.run(&["prune", "--grace", "1s"]).ok();
     std::thread::sleep(Duration::from_millis(1200));
-    let p = r.run(&["--json", "prune", "--grace", "1s"]).ok().json();
-    assert!(p["sweep"]["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    let p: PruneReport = r.run(&["--json", "prune", "--grace", "1s"]).ok().report();
+    assert!(p.sweep.packs_deleted > 0, "{p:?}");
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -453,14 +450,11 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     repo.save_mark(&forged).unwrap();
     drop(repo);
 
-    let p = r.run(&["--json", "prune"]).ok().json();
-    assert_eq!(p["sweep"]["marks_due"], 1, "{p}");
-    assert_eq!(p["sweep"]["packs_deleted"], 0, "{p}");
-    assert_eq!(p["sweep"]["keys_deleted"], 0, "{p}");
-    assert!(
-        p["sweep"]["packs_still_needed"].as_u64().unwrap() > 0,
-        "{p}"
-    );
+    let p: PruneReport = r.run(&["--json", "prune"]).ok().report();
+    assert_eq!(p.sweep.marks_due, 1, "{p:?}");
+    assert_eq!(p.sweep.packs_deleted, 0, "{p:?}");
+    assert_eq!(p.sweep.keys_deleted, 0, "{p:?}");
+    assert!(p.sweep.packs_still_needed > 0, "{p:?}");
     assert_eq!(r.stats().packs, packs_before);
     let chk = r.check();
     assert!(chk.problems.is_empty(), "{chk:?}");
