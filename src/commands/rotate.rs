@@ -1,8 +1,6 @@
 //! `rotate`: re-wrap every wrapped key under new KEKs (`rewrap`), or rewrite the data of
 //! compromised session keys under a fresh one (`reencrypt`).
 
-use serde_json::json;
-
 use super::progress::with_progress;
 use super::{Ctx, Outcome};
 use custody::error::{Error, Result};
@@ -137,44 +135,15 @@ fn run_reencrypt(
         || act.get(),
         || reencrypt::reencrypt(&repo, &target, dry_run, &act),
     )?;
-    let swept = match &report.mark {
-        Some(mark) if delete_now => Some(with_progress(
+    let mut report = report;
+    if let Some(mark) = report.mark.filter(|_| delete_now) {
+        report.sweep = Some(with_progress(
             show,
             || act.get(),
-            || custody::repo::prune::sweep_now(&repo, mark, &act),
-        )?),
-        _ => None,
-    };
-    if ctx.json {
-        let mut v = json!(report);
-        v["sweep"] = json!(swept);
-        ctx.print_json(&v);
-        return Ok(Outcome::OK);
+            || custody::repo::prune::sweep_now(&repo, &mark, &act),
+        )?);
     }
-    let would = if dry_run { "would " } else { "" };
-    ctx.say(format!(
-        "{} session(s): {}rewrite {} pack(s) ({} blob(s) copied, {} already stored elsewhere, {} written) and reseal {} snapshot(s)",
-        report.sessions.len(),
-        would,
-        report.packs,
-        report.blobs_copied,
-        report.blobs_already_elsewhere,
-        super::human_bytes(report.bytes_written),
-        report.snapshots_resealed
-    ));
-    if let Some(m) = &report.mark {
-        ctx.say(format!(
-            "garbage/{} condemns the old packs and wrapped keys{}",
-            m.short(),
-            match &swept {
-                Some(s) => format!(
-                    "; deleted {} old pack(s); a prune after the grace period deletes the old keys",
-                    s.packs_deleted
-                ),
-                None => ": a prune after the grace period deletes them".into(),
-            }
-        ));
-    }
+    ctx.emit(&report);
     Ok(Outcome::OK)
 }
 
@@ -212,27 +181,6 @@ fn run_rewrap(
             }
         },
     ))?;
-    if ctx.json {
-        let mut v = json!(report);
-        v["to"] = json!(dest.url());
-        ctx.print_json(&v);
-    } else {
-        ctx.say(format!(
-            "{} {} key(s) under {}; {} already there, {} newer than --older-than{}",
-            if *dry_run { "would rewrap" } else { "rewrapped" },
-            report.rewrapped,
-            dest.url(),
-            report.already_done,
-            report.too_new,
-            if report.unverified > 0 {
-                format!("; {} not verified (the destination refused to unwrap: verify with `custody check` as a key holder)", report.unverified)
-            } else {
-                String::new()
-            }
-        ));
-        if !dry_run && report.rewrapped + report.already_done > 0 {
-            ctx.say(format!("use --key-service {} from now on", dest.url()));
-        }
-    }
+    ctx.emit(&report);
     Ok(Outcome::OK)
 }

@@ -32,7 +32,8 @@ pub struct RewrapOptions {
     pub verify: bool,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// `rotate rewrap --json`.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct RewrapReport {
     /// Records rewrapped by this run (or that would be, with `--dry-run`).
     pub rewrapped: u64,
@@ -44,6 +45,35 @@ pub struct RewrapReport {
     /// Records replaced without verification (`--no-verify`).
     pub unverified: u64,
     pub dry_run: bool,
+    /// The destination key service.
+    pub to: String,
+}
+
+impl std::fmt::Display for RewrapReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} key(s) under {}; {} already there, {} newer than --older-than{}",
+            if self.dry_run {
+                "would rewrap"
+            } else {
+                "rewrapped"
+            },
+            self.rewrapped,
+            self.to,
+            self.already_done,
+            self.too_new,
+            if self.unverified > 0 {
+                format!("; {} not verified (the destination refused to unwrap: verify with `custody check` as a key holder)", self.unverified)
+            } else {
+                String::new()
+            }
+        )?;
+        if !self.dry_run && self.rewrapped + self.already_done > 0 {
+            write!(f, "\nuse --key-service {} from now on", self.to)?;
+        }
+        Ok(())
+    }
 }
 
 /// The destination's KEK reference for each purpose.
@@ -117,6 +147,7 @@ pub async fn rewrap(
     }
     let mut report = RewrapReport {
         dry_run: opts.dry_run,
+        to: to.url(),
         ..Default::default()
     };
     let repo = config.body.repository;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use crate::common::backend::{both, Repo};
 use crate::common::*;
+use custody::repo::reencrypt::ReencryptReport;
 
 /// Sessions of every indexed pack (local store only: reads the index through `cat`).
 fn pack_sessions(r: &Repo) -> HashSet<String> {
@@ -53,10 +54,10 @@ fn leaves_nothing_behind(r: &Repo) {
             "--dry-run",
         ])
         .ok()
-        .json();
-    assert!(dry["packs"].as_u64().unwrap() > 0, "{dry}");
-    assert_eq!(dry["snapshots_resealed"], 1);
-    assert!(dry["mark"].is_null());
+        .report::<ReencryptReport>();
+    assert!(dry.packs > 0, "{dry:?}");
+    assert_eq!(dry.snapshots_resealed, 1);
+    assert!(dry.mark.is_none());
     let v = r
         .run(&[
             "--json",
@@ -67,9 +68,9 @@ fn leaves_nothing_behind(r: &Repo) {
             "--delete-now",
         ])
         .ok()
-        .json();
-    assert_eq!(v["snapshots_resealed"], 1, "{v}");
-    assert!(v["sweep"]["packs_deleted"].as_u64().unwrap() > 0, "{v}");
+        .report::<ReencryptReport>();
+    assert_eq!(v.snapshots_resealed, 1, "{v:?}");
+    assert!(v.sweep.as_ref().unwrap().packs_deleted > 0, "{v:?}");
     // The old wrapped key is condemned; the next prune past the grace period removes it.
     r.run(&["cat", "key", &compromised]).ok();
     r.run(&["prune", "--grace", "0s"]).ok();

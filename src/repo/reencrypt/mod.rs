@@ -40,7 +40,8 @@ pub enum Target {
     All,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// `rotate reencrypt --json`.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct ReencryptReport {
     pub dry_run: bool,
     pub sessions: Vec<Id>,
@@ -51,6 +52,39 @@ pub struct ReencryptReport {
     pub bytes_written: u64,
     pub snapshots_resealed: usize,
     pub mark: Option<Id>,
+    /// With `--delete-now`: the sweep of that mark that followed.
+    pub sweep: Option<crate::repo::prune::SweepReport>,
+}
+
+impl std::fmt::Display for ReencryptReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} session(s): {}rewrite {} pack(s) ({} blob(s) copied, {} already stored elsewhere, {} written) and reseal {} snapshot(s)",
+            self.sessions.len(),
+            if self.dry_run { "would " } else { "" },
+            self.packs,
+            self.blobs_copied,
+            self.blobs_already_elsewhere,
+            crate::human::bytes(self.bytes_written),
+            self.snapshots_resealed
+        )?;
+        if let Some(m) = &self.mark {
+            write!(
+                f,
+                "\ngarbage/{} condemns the old packs and wrapped keys{}",
+                m.short(),
+                match &self.sweep {
+                    Some(s) => format!(
+                        "; deleted {} old pack(s); a prune after the grace period deletes the old keys",
+                        s.packs_deleted
+                    ),
+                    None => ": a prune after the grace period deletes them".into(),
+                }
+            )?;
+        }
+        Ok(())
+    }
 }
 
 pub fn reencrypt(
