@@ -1,7 +1,5 @@
 //! `check`: verify the repository's structure and, optionally, its data.
 
-use serde_json::json;
-
 use super::{exit, Ctx, Outcome};
 use custody::error::{Error, Result};
 use custody::repo::check::{self, CheckOptions};
@@ -45,7 +43,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     };
     let report = check::check(&repo, &opts)?;
     if ctx.json {
-        ctx.print_json(&json!(report));
+        ctx.print_report(&report);
     } else {
         ctx.say(format!(
             "checked {} snapshot(s), {} tree(s), {} pack(s){}",

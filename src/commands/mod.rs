@@ -127,14 +127,19 @@ impl Ctx {
         !self.json && !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
     }
 
+    /// Prints a typed report as one JSON document (`--json`).
+    pub fn print_report<R: serde::Serialize>(&self, report: &R) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("reports serialize")
+        );
+    }
+
     /// Prints a command's report: one JSON document with `--json`, its human form otherwise
     /// (nothing with `-q`).
     pub fn emit<R: serde::Serialize + std::fmt::Display>(&self, report: &R) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(report).expect("reports serialize")
-            );
+            self.print_report(report);
         } else {
             self.say(report);
         }
