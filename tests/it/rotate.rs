@@ -2,6 +2,7 @@
 
 use crate::common::services::{available, Moto, SoftHsm};
 use crate::common::*;
+use custody::repo::rewrap::RewrapReport;
 
 fn three_snapshots(sb: &Sandbox, ks: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
@@ -54,8 +55,8 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new, "--dry-run"])
         .ok()
-        .json();
-    assert_eq!(v["rewrapped"], 4, "{v}");
+        .report::<RewrapReport>();
+    assert_eq!(v.rewrapped, 4, "{v:?}");
     let v = sb
         .run(&[
             "--json",
@@ -67,11 +68,11 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
             "1d",
         ])
         .ok()
-        .json();
+        .report::<RewrapReport>();
     assert_eq!(
-        (v["rewrapped"].as_u64(), v["too_new"].as_u64()),
+        (Some(v.rewrapped), Some(v.too_new)),
         (Some(0), Some(4)),
-        "{v}"
+        "{v:?}"
     );
     assert_eq!(std::fs::read(sb.repo().join("config")).unwrap(), before);
 
@@ -87,20 +88,20 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new])
         .ok()
-        .json();
+        .report::<RewrapReport>();
     assert_eq!(
-        (v["rewrapped"].as_u64(), v["verified"].as_u64()),
+        (Some(v.rewrapped), Some(v.verified)),
         (Some(4), Some(4)),
-        "{v}"
+        "{v:?}"
     );
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new])
         .ok()
-        .json();
+        .report::<RewrapReport>();
     assert_eq!(
-        (v["rewrapped"].as_u64(), v["already_done"].as_u64()),
+        (Some(v.rewrapped), Some(v.already_done)),
         (Some(0), Some(4)),
-        "{v}"
+        "{v:?}"
     );
 
     for (id, b) in &old_keys[..2] {
@@ -109,11 +110,11 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new])
         .ok()
-        .json();
+        .report::<RewrapReport>();
     assert_eq!(
-        (v["rewrapped"].as_u64(), v["already_done"].as_u64()),
+        (Some(v.rewrapped), Some(v.already_done)),
         (Some(2), Some(2)),
-        "{v}"
+        "{v:?}"
     );
 
     // The old keyring can go: everything restores with the new one alone.
@@ -150,11 +151,11 @@ fn rewrap_killed_at_each_step_then_rerun_finishes() {
     let v = sb
         .run(&["--json", "rotate", "rewrap", "--to", &new])
         .ok()
-        .json();
+        .report::<RewrapReport>();
     assert_eq!(
-        (v["rewrapped"].as_u64(), v["already_done"].as_u64()),
+        (Some(v.rewrapped), Some(v.already_done)),
         (Some(2), Some(2)),
-        "{v}"
+        "{v:?}"
     );
     std::fs::remove_dir_all(sb.path("config")).unwrap();
     restores_all(&sb, &new, &ids);
@@ -189,8 +190,8 @@ fn rewrap_across_backends_local_pkcs11_kms() {
     run(&["--key-service", &p11, "key", "create"]).ok();
     let v = run(&["--json", "rotate", "rewrap", "--to", &p11])
         .ok()
-        .json();
-    assert_eq!(v["rewrapped"], 4, "{v}");
+        .report::<RewrapReport>();
+    assert_eq!(v.rewrapped, 4, "{v:?}");
     std::fs::remove_dir_all(sb.path("config")).unwrap();
 
     // pkcs11 -> awskms
@@ -210,8 +211,8 @@ fn rewrap_across_backends_local_pkcs11_kms() {
         &kms1,
     ])
     .ok()
-    .json();
-    assert_eq!(v["rewrapped"], 4, "{v}");
+    .report::<RewrapReport>();
+    assert_eq!(v.rewrapped, 4, "{v:?}");
 
     // awskms -> awskms: ReEncrypt inside KMS, no plaintext key in this process.
     let kms2 = run(&["--json", "key", "create", "--key-service", "awskms:new"])
@@ -231,7 +232,7 @@ fn rewrap_across_backends_local_pkcs11_kms() {
         &kms2,
     ])
     .ok();
-    assert_eq!(r.json()["rewrapped"], 4);
+    assert_eq!(r.report::<RewrapReport>().rewrapped, 4);
     assert!(r.stderr.contains("operation=\"ReEncrypt\""), "{}", r.stderr);
     assert!(
         !r.stderr.contains("operation=\"Decrypt\" kek=\"awskms:") || r.stderr.contains("ReEncrypt")
@@ -305,8 +306,8 @@ fn rotate_keys_job_script() {
         .unwrap()
         .unwrap()
         .path();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
-    assert_eq!(v["rewrapped"], 4);
+    let v: RewrapReport = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(v.rewrapped, 4);
     std::fs::remove_dir_all(sb.path("config")).unwrap();
     restores_all(&sb, &new, &ids);
 }
