@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use custody::settings::{AwsSettings, ClientSettings, S3Checksums, S3Settings};
-use custody::{Error, Result};
 
 /// Everything custody takes from the environment.
 #[derive(Debug, Clone)]
 pub struct Environment {
-    pub s3: S3Settings,
+    /// An unusable `CUSTODY_S3_*` value fails only commands that open an `s3://` store.
+    pub s3: std::result::Result<S3Settings, String>,
     pub aws: AwsSettings,
     pub client: ClientSettings,
     /// `CUSTODY_KEYRING_PASSPHRASE` (a `--passphrase-file` wins over it).
@@ -22,14 +22,14 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A folder variable as it is, even empty (an empty one means the current folder, as it
+/// always has).
 fn path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(name).map(PathBuf::from)
 }
 
 impl Environment {
-    pub fn read() -> Result<Environment> {
+    pub fn read() -> Environment {
         // CUSTODY_AWS_TIMEOUT_SECS bounds each attempt (default 30 s).
         let aws = AwsSettings {
             attempt_timeout: var("CUSTODY_AWS_TIMEOUT_SECS")
@@ -39,15 +39,13 @@ impl Environment {
                 .unwrap_or(AwsSettings::default().attempt_timeout),
         };
         let checksums = match var("CUSTODY_S3_CHECKSUMS").as_deref() {
-            None | Some("when_required") => S3Checksums::WhenRequired,
-            Some("when_supported") => S3Checksums::WhenSupported,
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
-                )))
-            }
+            None | Some("when_required") => Ok(S3Checksums::WhenRequired),
+            Some("when_supported") => Ok(S3Checksums::WhenSupported),
+            Some(other) => Err(format!(
+                "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
+            )),
         };
-        let s3 = S3Settings {
+        let s3 = checksums.map(|checksums| S3Settings {
             path_style: var("CUSTODY_S3_PATH_STYLE").map(|v| v != "0"),
             checksums,
             multipart_threshold: var("CUSTODY_S3_MULTIPART_MIB")
@@ -56,12 +54,12 @@ impl Environment {
                 .max(5)
                 << 20,
             aws: aws.clone(),
-        };
+        });
         let home = path("HOME");
         let cache_dir = match std::env::var_os("CUSTODY_CACHE_DIR") {
             Some(v) if v == "off" => None,
-            Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-            _ => path("XDG_CACHE_HOME")
+            Some(v) => Some(PathBuf::from(v)),
+            None => path("XDG_CACHE_HOME")
                 .map(|p| p.join("custody"))
                 .or_else(|| home.as_ref().map(|h| h.join(".cache/custody"))),
         };
@@ -72,7 +70,7 @@ impl Environment {
         if let Some(point) = var("CUSTODY_FAILPOINT") {
             custody::failpoint::arm(point);
         }
-        Ok(Environment {
+        Environment {
             s3,
             aws,
             client: ClientSettings {
@@ -81,6 +79,6 @@ impl Environment {
                 username: var("USER").unwrap_or_default(),
             },
             passphrase_set: std::env::var_os("CUSTODY_KEYRING_PASSPHRASE").is_some(),
-        })
+        }
     }
 }

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     };
     logging(&cli);
     let run = || -> anyhow::Result<i32> {
-        let env = Environment::read()?;
+        let env = Environment::read();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

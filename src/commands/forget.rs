@@ -133,10 +133,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     } else {
         None
     };
-    let entry = |d: &Decision| ForgetEntry {
+    let entry = |(rank, d): (usize, &Decision)| ForgetEntry {
         id: d.id,
         time: time_of(&d.id),
         reasons: d.reasons.clone(),
+        rank,
     };
     let output = ForgetOutput {
         dry_run,
@@ -144,8 +145,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             .iter()
             .map(|(k, ds)| ForgetGroup {
                 group: k.clone(),
-                keep: ds.iter().filter(|d| d.keep).map(entry).collect(),
-                remove: ds.iter().filter(|d| !d.keep).map(entry).collect(),
+                keep: ds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.keep)
+                    .map(entry)
+                    .collect(),
+                remove: ds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| !d.keep)
+                    .map(entry)
+                    .collect(),
             })
             .collect(),
         removed,

@@ -78,11 +78,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn store(&self) -> Result<Arc<dyn Store>> {
-        store::open(
-            self.repo.as_deref().unwrap_or(""),
-            &self.env.s3,
-            self.rt.handle(),
-        )
+        let url = self.repo.as_deref().unwrap_or("");
+        let s3 = match &self.env.s3 {
+            Ok(s3) => s3.clone(),
+            Err(e) if url.starts_with("s3://") => return Err(Error::invalid(e)),
+            Err(_) => Default::default(),
+        };
+        store::open(url, &s3, self.rt.handle())
     }
 
     pub fn key_options(&self) -> KeyServiceOptions {
@@ -128,10 +130,13 @@ impl Ctx {
     }
 
     /// Prints a typed report as one JSON document (`--json`).
+    /// Keys come out sorted at every level (through `serde_json::Value`), as they always have:
+    /// scripts that compare documents as text see the same bytes.
     pub fn print_report<R: serde::Serialize>(&self, report: &R) {
+        let v = serde_json::to_value(report).expect("reports serialize");
         println!(
             "{}",
-            serde_json::to_string_pretty(report).expect("reports serialize")
+            serde_json::to_string_pretty(&v).expect("JSON values serialize")
         );
     }
 

@@ -170,6 +170,10 @@ pub struct ForgetEntry {
     pub time: Option<DateTime<Utc>>,
     /// Why it is kept; empty for a removed one.
     pub reasons: Vec<String>,
+    /// Its place in the group's verdicts (newest first for a policy, the order given for
+    /// ids): the text lists keep and remove lines in this order.
+    #[serde(skip)]
+    pub rank: usize,
 }
 
 /// One group's verdicts.
@@ -224,14 +228,13 @@ impl std::fmt::Display for ForgetOutput {
                 g.keep.len(),
                 g.remove.len()
             )?;
-            // Newest first, as the policy decided them.
             let mut all: Vec<(&ForgetEntry, bool)> = g
                 .keep
                 .iter()
                 .map(|e| (e, true))
                 .chain(g.remove.iter().map(|e| (e, false)))
                 .collect();
-            all.sort_by_key(|e| std::cmp::Reverse(e.0.time));
+            all.sort_by_key(|(e, _)| e.rank);
             for (e, keep) in all {
                 if keep {
                     writeln!(

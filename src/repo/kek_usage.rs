@@ -111,7 +111,7 @@ impl fmt::Display for KekTable {
                 .map_or("null".to_string(), |d| d.to_string());
             writeln!(
                 f,
-                "{:<42} {:<5} wrapped keys: {:<5} age: {} days{}{}",
+                "{:<42} {:<5} wrapped keys: {} age: {} days{}{}",
                 r.kek,
                 purpose,
                 r.wrapped_keys,

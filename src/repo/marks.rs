@@ -69,23 +69,24 @@ impl Repository {
             )))
         };
         let own_set: HashSet<&Id> = own.iter().collect();
-        self.for_each_object::<GarbageMark>(|id, m| {
-            if seen.ids.contains(&id) {
-                return Ok(());
-            }
-            let m = m?;
-            let mark = object_name(FileKind::Garbage, &id);
-            if m.sessions.contains(session) {
-                return conflict(format!("{mark} condemned this backup's session key"));
-            }
-            if let Some(p) = m.packs.iter().find(|p| own_set.contains(p)) {
-                return conflict(format!(
-                    "{mark} condemned {} written by this backup",
-                    object_name(FileKind::Pack, p)
-                ));
-            }
-            Ok(())
-        })?;
+        // Only marks this backup did not see at its start are read.
+        self.for_each_object_where::<GarbageMark>(
+            |id| !seen.ids.contains(id),
+            |id, m| {
+                let m = m?;
+                let mark = object_name(FileKind::Garbage, &id);
+                if m.sessions.contains(session) {
+                    return conflict(format!("{mark} condemned this backup's session key"));
+                }
+                if let Some(p) = m.packs.iter().find(|p| own_set.contains(p)) {
+                    return conflict(format!(
+                        "{mark} condemned {} written by this backup",
+                        object_name(FileKind::Pack, p)
+                    ));
+                }
+                Ok(())
+            },
+        )?;
         let stored: HashSet<Id> = self
             .store()
             .list(FileKind::Pack)?

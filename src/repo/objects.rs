@@ -104,9 +104,22 @@ impl Repository {
     /// it) is skipped; other failures go to `f`, which decides whether they stop the walk.
     pub fn for_each_object<T: SealedObject>(
         &self,
+        f: impl FnMut(Id, Result<T>) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_object_where(|_| true, f)
+    }
+
+    /// [`Repository::for_each_object`] for the listed objects that `wanted` accepts; the
+    /// others are not read at all.
+    pub fn for_each_object_where<T: SealedObject>(
+        &self,
+        wanted: impl Fn(&Id) -> bool,
         mut f: impl FnMut(Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         for (id, _) in self.store().list(T::FILE)? {
+            if !wanted(&id) {
+                continue;
+            }
             match self.load_object::<T>(&id) {
                 Err(Error::NotFound(_)) => {}
                 loaded => f(id, loaded)?,

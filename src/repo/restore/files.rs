@@ -16,6 +16,7 @@ use crate::repo::{Index, Repository};
 
 use super::{FileState, RestoreProgress};
 
+/// Permission bits to restore. Setuid and setgid are dropped: restore does not restore owners,
 /// so a setuid file of some user restored by root would become a setuid-root program.
 pub(super) fn safe_mode(mode: u32) -> u32 {
     mode & 0o1777
