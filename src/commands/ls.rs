@@ -1,11 +1,10 @@
 //! `ls`: list the files of a snapshot, optionally below a path.
 
-use serde_json::json;
-
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::Result;
 use custody::format::tree::{Node, NodeKind};
 use custody::repo::restore::find_node;
+use custody::repo::snapshots::LsEntry;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -58,15 +57,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     if ctx.json {
-        let v: Vec<_> = rows
+        let v: Vec<LsEntry> = rows
             .iter()
-            .map(|(p, n)| {
-                json!({"path": p, "type": kind(n), "size": n.size, "mode": n.mode,
-                       "mtime": chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec),
-                       "target": n.target.as_ref().map(|t| t.lossy())})
-            })
+            .map(|(p, n)| LsEntry::new(p.clone(), n))
             .collect();
-        ctx.print_json(&serde_json::Value::Array(v));
+        ctx.print_report(&v);
     } else {
         for (p, n) in &rows {
             if args.long {

@@ -72,6 +72,40 @@ impl std::fmt::Display for SnapshotTable {
     }
 }
 
+/// One row of `ls --json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LsEntry {
+    /// The path inside the snapshot, from its root (`/src/a.txt`).
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: Option<chrono::DateTime<chrono::Utc>>,
+    /// A symlink's target.
+    pub target: Option<String>,
+}
+
+impl LsEntry {
+    pub fn new(path: String, n: &crate::format::tree::Node) -> LsEntry {
+        use crate::format::tree::NodeKind;
+        LsEntry {
+            path,
+            kind: match n.kind {
+                NodeKind::File => "file",
+                NodeKind::Dir => "dir",
+                NodeKind::Symlink => "symlink",
+            }
+            .into(),
+            size: n.size,
+            mode: n.mode,
+            mtime: chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec),
+            target: n.target.as_ref().map(|t| t.lossy()),
+        }
+    }
+}
+
 /// Filters for `latest` and for listings.
 #[derive(Debug, Clone, Default)]
 pub struct SnapshotFilter {

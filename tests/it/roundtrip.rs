@@ -142,8 +142,8 @@ fn stdin_dump_ls_and_snapshot_selection() {
     let ls = sb
         .run(&["--json", "ls", "latest", "files/a.txt"])
         .ok()
-        .json();
-    assert_eq!(ls[0]["size"], 3);
+        .report::<Vec<custody::repo::snapshots::LsEntry>>();
+    assert_eq!((ls[0].kind.as_str(), ls[0].size), ("file", 3), "{ls:?}");
 }
 
 #[test]
