@@ -25,19 +25,28 @@ fn create_keys(sb: &Sandbox, moto: &Moto) -> String {
     url
 }
 
+/// A moto server, a sandbox, and KMS keys created in it: the URL that names them.
+fn kms_sandbox() -> (Moto, Sandbox, String) {
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks = create_keys(&sb, &moto);
+    (moto, sb, ks)
+}
+
+/// Runs custody with `--key-service ks` against the moto server.
+fn with_keys(sb: &Sandbox, moto: &Moto, ks: &str, args: &[&str]) -> Run {
+    let mut a = vec!["--key-service", ks];
+    a.extend_from_slice(args);
+    with_env(sb, moto, &a)
+}
+
 #[test]
 fn kms_round_trip_and_key_list() {
     if !available("moto_server") {
         return;
     }
-    let moto = Moto::start(false);
-    let sb = Sandbox::new();
-    let ks = create_keys(&sb, &moto);
-    let k = |args: &[&str]| {
-        let mut a = vec!["--key-service", ks.as_str()];
-        a.extend_from_slice(args);
-        with_env(&sb, &moto, &a)
-    };
+    let (moto, sb, ks) = kms_sandbox();
+    let k = |args: &[&str]| with_keys(&sb, &moto, &ks, args);
     k(&["init", "--pack-size-mib", "1"]).ok();
     // No local keyring is made when a key service is given.
     assert!(!sb.path("config").exists());
@@ -76,14 +85,8 @@ fn kms_failures_have_clear_errors_and_exit_codes() {
     if !available("moto_server") {
         return;
     }
-    let moto = Moto::start(false);
-    let sb = Sandbox::new();
-    let ks = create_keys(&sb, &moto);
-    let k = |args: &[&str]| {
-        let mut a = vec!["--key-service", ks.as_str()];
-        a.extend_from_slice(args);
-        with_env(&sb, &moto, &a)
-    };
+    let (moto, sb, ks) = kms_sandbox();
+    let k = |args: &[&str]| with_keys(&sb, &moto, &ks, args);
     k(&["init"]).ok();
     write(&sb.path("src/a"), b"data");
     k(&["backup", sb.path("src").to_str().unwrap()]).ok();

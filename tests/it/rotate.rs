@@ -25,6 +25,13 @@ fn three_snapshots(sb: &Sandbox, ks: &[&str]) -> Vec<String> {
     ids
 }
 
+/// `rotate rewrap ARGS` with `--json`, read as its report.
+fn rewrap(sb: &Sandbox, args: &[&str]) -> RewrapReport {
+    let mut a = vec!["--json", "rotate", "rewrap"];
+    a.extend_from_slice(args);
+    sb.run(&a).ok().report()
+}
+
 fn restores_all(sb: &Sandbox, ks: &str, ids: &[String]) {
     for id in ids {
         let out = sb.path(&format!("out-{}", &id[..8]));
@@ -52,28 +59,10 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
 
     // Dry run and --older-than change nothing.
     let before = std::fs::read(sb.repo().join("config")).unwrap();
-    let v = sb
-        .run(&["--json", "rotate", "rewrap", "--to", &new, "--dry-run"])
-        .ok()
-        .report::<RewrapReport>();
+    let v = rewrap(&sb, &["--to", &new, "--dry-run"]);
     assert_eq!(v.rewrapped, 4, "{v:?}");
-    let v = sb
-        .run(&[
-            "--json",
-            "rotate",
-            "rewrap",
-            "--to",
-            &new,
-            "--older-than",
-            "1d",
-        ])
-        .ok()
-        .report::<RewrapReport>();
-    assert_eq!(
-        (Some(v.rewrapped), Some(v.too_new)),
-        (Some(0), Some(4)),
-        "{v:?}"
-    );
+    let v = rewrap(&sb, &["--to", &new, "--older-than", "1d"]);
+    assert_eq!((v.rewrapped, v.too_new), (0, 4), "{v:?}");
     assert_eq!(std::fs::read(sb.repo().join("config")).unwrap(), before);
 
     // Keep the pre-rotation records: putting two back later is exactly what a kill -9 midway
@@ -85,37 +74,16 @@ fn local_rewrap_is_idempotent_resumable_and_retires_the_old_keyring() {
             (id, b)
         })
         .collect();
-    let v = sb
-        .run(&["--json", "rotate", "rewrap", "--to", &new])
-        .ok()
-        .report::<RewrapReport>();
-    assert_eq!(
-        (Some(v.rewrapped), Some(v.verified)),
-        (Some(4), Some(4)),
-        "{v:?}"
-    );
-    let v = sb
-        .run(&["--json", "rotate", "rewrap", "--to", &new])
-        .ok()
-        .report::<RewrapReport>();
-    assert_eq!(
-        (Some(v.rewrapped), Some(v.already_done)),
-        (Some(0), Some(4)),
-        "{v:?}"
-    );
+    let v = rewrap(&sb, &["--to", &new]);
+    assert_eq!((v.rewrapped, v.verified), (4, 4), "{v:?}");
+    let v = rewrap(&sb, &["--to", &new]);
+    assert_eq!((v.rewrapped, v.already_done), (0, 4), "{v:?}");
 
     for (id, b) in &old_keys[..2] {
         std::fs::write(sb.repo().join("keys").join(id), b).unwrap();
     }
-    let v = sb
-        .run(&["--json", "rotate", "rewrap", "--to", &new])
-        .ok()
-        .report::<RewrapReport>();
-    assert_eq!(
-        (Some(v.rewrapped), Some(v.already_done)),
-        (Some(2), Some(2)),
-        "{v:?}"
-    );
+    let v = rewrap(&sb, &["--to", &new]);
+    assert_eq!((v.rewrapped, v.already_done), (2, 2), "{v:?}");
 
     // The old keyring can go: everything restores with the new one alone.
     std::fs::remove_dir_all(sb.path("config")).unwrap();
@@ -148,15 +116,8 @@ fn rewrap_killed_at_each_step_then_rerun_finishes() {
     }
     // Half rotated (config and one session key under the new keyring): the rerun, which
     // still has the old keyring, finishes the rest.
-    let v = sb
-        .run(&["--json", "rotate", "rewrap", "--to", &new])
-        .ok()
-        .report::<RewrapReport>();
-    assert_eq!(
-        (Some(v.rewrapped), Some(v.already_done)),
-        (Some(2), Some(2)),
-        "{v:?}"
-    );
+    let v = rewrap(&sb, &["--to", &new]);
+    assert_eq!((v.rewrapped, v.already_done), (2, 2), "{v:?}");
     std::fs::remove_dir_all(sb.path("config")).unwrap();
     restores_all(&sb, &new, &ids);
 }
