@@ -130,12 +130,11 @@ fn run_reencrypt(
     };
     let act = custody::repo::activity::Activity::default();
     let show = ctx.show_progress();
-    let report = with_progress(
+    let mut report = with_progress(
         show,
         || act.get(),
         || reencrypt::reencrypt(&repo, &target, dry_run, &act),
     )?;
-    let mut report = report;
     if let Some(mark) = report.mark.filter(|_| delete_now) {
         report.sweep = Some(with_progress(
             show,
@@ -154,7 +153,6 @@ fn run_rewrap(
     older_than: Option<&str>,
     no_verify: bool,
 ) -> Result<Outcome> {
-    let dry_run = &dry_run;
     let created_before = older_than
         .map(parse_duration)
         .transpose()?
@@ -164,7 +162,7 @@ fn run_rewrap(
     let from = ctx.open_key_service(&config.body.repository)?;
     let dest = keyservice::open(to, &ctx.key_options(), ctx.rt.handle())?;
     let opts = RewrapOptions {
-        dry_run: *dry_run,
+        dry_run,
         created_before,
         verify: !no_verify,
     };
