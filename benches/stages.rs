@@ -88,9 +88,17 @@ fn stages(c: &mut Criterion) {
         })
     });
     let repo = Id::random().unwrap();
-    let session = Id::random().unwrap();
-    let pk = PackKey::new(&repo, &session, &key, Id::random().unwrap());
-    let ids: Vec<Id> = chunks.iter().map(|c| Id(hmac.sign(c))).collect();
+    let session = custody::id::SessionId::random().unwrap();
+    let pk = PackKey::new(
+        &repo,
+        &session,
+        &key,
+        custody::id::PackId::random().unwrap(),
+    );
+    let ids: Vec<custody::id::BlobId> = chunks
+        .iter()
+        .map(|c| custody::id::BlobId(Id(hmac.sign(c))))
+        .collect();
     g.bench_function("aes-256-gcm-seal-blobs", |b| {
         b.iter(|| {
             chunks

@@ -16,7 +16,6 @@ use custody::keyservice::{self, KeyServiceOptions};
 use custody::pack::{BlobEntry, BlobType};
 use custody::repo::Repository;
 use custody::store::{self, FileKind};
-use custody::Id;
 
 fn rss_mib() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -37,7 +36,7 @@ fn segment(chunks: usize, per_pack: usize) -> IndexSegment {
         left -= n;
         let blobs = (0..n)
             .map(|i| BlobEntry {
-                id: Id::random().expect("random"),
+                id: custody::id::BlobId::random().expect("random"),
                 blob_type: BlobType::Data,
                 compression: Compression::Zstd,
                 offset: (i * 200_000) as u32,
@@ -46,8 +45,8 @@ fn segment(chunks: usize, per_pack: usize) -> IndexSegment {
             })
             .collect();
         packs.push(PackEntries {
-            pack: Id::random().expect("random"),
-            session: Id::default(),
+            pack: custody::id::PackId::random().expect("random"),
+            session: custody::id::SessionId::default(),
             blobs,
         });
     }
@@ -92,12 +91,12 @@ fn main() {
     }
     measure(&repo, "as written");
     // Consolidate: the same entries in segments of 100,000, old segments removed.
-    let old: Vec<Id> = repo
+    let old: Vec<custody::id::SegmentId> = repo
         .store()
         .list(FileKind::Index)
         .expect("list")
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.into())
         .collect();
     let mut all = Vec::new();
     for id in &old {

@@ -1,4 +1,8 @@
-//! 256-bit identifiers: chunk ids (keyed HMACs), pack, snapshot, session and segment ids (random).
+//! 256-bit identifiers: the raw [`Id`], and one newtype per kind of object (model: rustic_core's
+//! `RepoId`s), so that a pack id cannot be passed where a snapshot id is meant. Every kind
+//! shares the raw id's text form (64 hex digits) and JSON form, so the newtypes change no byte
+//! on disk. The store addresses objects by [`crate::store::FileKind`] plus a raw id; a typed id
+//! dereferences to its raw id for that.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,6 +79,131 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// The ids of one kind of object: a transparent newtype over [`Id`].
+pub trait KindId:
+    Copy
+    + Eq
+    + std::hash::Hash
+    + Ord
+    + fmt::Display
+    + fmt::Debug
+    + From<Id>
+    + std::ops::Deref<Target = Id>
+{
+}
+
+macro_rules! kind_id {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Id);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Result<$name> {
+                Id::random().map($name)
+            }
+
+            /// The raw id, as the store and the envelope address it.
+            pub fn id(&self) -> Id {
+                self.0
+            }
+        }
+
+        impl KindId for $name {}
+
+        impl From<Id> for $name {
+            fn from(id: Id) -> $name {
+                $name(id)
+            }
+        }
+
+        impl From<$name> for Id {
+            fn from(id: $name) -> Id {
+                id.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = Id;
+            fn deref(&self) -> &Id {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<$name> {
+                s.parse().map($name)
+            }
+        }
+    )*};
+}
+
+kind_id! {
+    /// A snapshot manifest, `snapshots/<id>` (random).
+    SnapshotId;
+    /// A backup session: its wrapped data key is `keys/<id>` (random).
+    SessionId;
+    /// A pack, `data/<xx>/<id>` (random).
+    PackId;
+    /// An index segment, `index/<id>` (random).
+    SegmentId;
+    /// A garbage mark, `garbage/<id>` (random).
+    MarkId;
+    /// A lock, `locks/<id>` (random).
+    LockId;
+    /// A blob in a pack, data chunk or tree: what the index and pack headers list.
+    BlobId;
+    /// A data chunk: `HMAC(K_id, chunk)`.
+    ChunkId;
+    /// A tree: `HMAC(K_id, tree JSON)`.
+    TreeId;
+}
+
+impl From<&BlobId> for BlobId {
+    fn from(id: &BlobId) -> BlobId {
+        *id
+    }
+}
+
+impl From<&ChunkId> for BlobId {
+    fn from(id: &ChunkId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
+impl From<&TreeId> for BlobId {
+    fn from(id: &TreeId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
+impl From<ChunkId> for BlobId {
+    fn from(id: ChunkId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
+impl From<TreeId> for BlobId {
+    fn from(id: TreeId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +214,18 @@ mod tests {
         assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
         assert!("zz".parse::<Id>().is_err());
         assert_eq!(id.short().len(), 8);
+    }
+
+    #[test]
+    fn kind_ids_keep_the_raw_text_and_json_forms() {
+        let id = Id::random().unwrap();
+        let pack = PackId(id);
+        assert_eq!(pack.to_string(), id.to_hex());
+        assert_eq!(
+            serde_json::to_string(&pack).unwrap(),
+            serde_json::to_string(&id).unwrap()
+        );
+        assert_eq!(id.to_hex().parse::<PackId>().unwrap(), pack);
+        assert_eq!(format!("{pack:?}"), format!("PackId({})", id.short()));
     }
 }

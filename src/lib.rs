@@ -26,5 +26,13 @@ pub mod repo;
 pub mod settings;
 pub mod store;
 
+// The surface most callers need, in one place. The modules stay public because the format
+// codecs (for golden vectors and for tools that verify a repository independently) and the
+// per-command report types are part of what the library offers.
 pub use error::{Error, Result};
-pub use id::Id;
+pub use id::{
+    BlobId, ChunkId, Id, KindId, LockId, MarkId, PackId, SegmentId, SessionId, SnapshotId, TreeId,
+};
+pub use keyservice::KeyService;
+pub use repo::{Repository, SealedObject};
+pub use store::{FileKind, Store};

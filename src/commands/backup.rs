@@ -47,7 +47,7 @@ fn find_parent(
     args: &Args,
     host: &str,
     paths: &[String],
-) -> Result<Option<(custody::Id, custody::format::snapshot::Snapshot)>> {
+) -> Result<Option<(custody::id::SnapshotId, custody::format::snapshot::Snapshot)>> {
     if args.force || args.stdin {
         return Ok(None);
     }

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
 use custody::format::index::IndexSegment;
-use custody::id::Id;
+use custody::id::{SegmentId, TreeId};
 use custody::store::FileKind;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -26,7 +26,7 @@ pub enum What {
     Key { id: String },
 }
 
-fn parse_id(s: &str) -> Result<Id> {
+fn parse_id<T: std::str::FromStr<Err = custody::Error>>(s: &str) -> Result<T> {
     s.parse()
 }
 
@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
             v
         }
         What::Index { id } => {
-            let seg: IndexSegment = repo.load_object(&parse_id(id)?)?;
+            let seg: IndexSegment = repo.load_object(&parse_id::<SegmentId>(id)?)?;
             let packs: Vec<_> = seg
                 .packs
                 .iter()
@@ -56,7 +56,8 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
         }
         What::Tree { id } => {
             let index = repo.load_index()?;
-            serde_json::to_value(repo.load_tree(&index, &parse_id(id)?)?).expect("tree serializes")
+            serde_json::to_value(repo.load_tree(&index, &parse_id::<TreeId>(id)?)?)
+                .expect("tree serializes")
         }
         What::Key { id } => {
             let id = parse_id(id)?;

@@ -84,7 +84,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();
-    let time_of = |id: &custody::Id| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
+    let time_of =
+        |id: &custody::id::SnapshotId| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
     let mut groups: BTreeMap<GroupKey, Vec<Decision>> = BTreeMap::new();
     if args.snapshots.is_empty() {
         let mut members: BTreeMap<GroupKey, Vec<_>> = BTreeMap::new();

@@ -160,13 +160,6 @@ impl Ctx {
         }
     }
 
-    pub fn print_json(&self, v: &serde_json::Value) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(v).expect("JSON value serializes")
-        );
-    }
-
     /// A line of human output (suppressed by `-q`).
     pub fn say(&self, s: impl std::fmt::Display) {
         if !self.quiet {

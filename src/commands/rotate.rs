@@ -109,11 +109,11 @@ fn run_reencrypt(
     let target = match target {
         Some(t) => t,
         None => {
-            let keys: Vec<custody::Id> = repo
+            let keys: Vec<custody::id::SessionId> = repo
                 .store()
                 .list(custody::store::FileKind::Key)?
                 .into_iter()
-                .map(|(id, _)| id)
+                .map(|(id, _)| id.into())
                 .collect();
             let mut ids = Vec::new();
             for s in sessions {

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::id::{PackId, SegmentId, SessionId};
 
 /// What one prune (or re-encryption) run condemned. Nothing listed here is deleted before the
 /// mark is older than the grace period, and then only if it is still unneeded.
@@ -17,17 +17,17 @@ pub struct GarbageMark {
     /// Packs to delete: every blob they hold is unreferenced, or also stored in a pack that
     /// is not condemned.
     #[serde(default)]
-    pub packs: Vec<Id>,
+    pub packs: Vec<PackId>,
     /// Index segments whose live packs are all listed again in newer segments.
     #[serde(default)]
-    pub segments: Vec<Id>,
+    pub segments: Vec<SegmentId>,
     /// Session keys (`keys/<s>`) that no pack and no snapshot uses.
     #[serde(default)]
-    pub sessions: Vec<Id>,
+    pub sessions: Vec<SessionId>,
     /// Packs that no index segment listed when the mark was made. Not condemned: a later run
     /// condemns those still unindexed once this mark is older than the grace period.
     #[serde(default)]
-    pub unindexed: Vec<Id>,
+    pub unindexed: Vec<PackId>,
 }
 
 /// A lock held by a prune or re-encryption run (writers never take one).
@@ -59,10 +59,10 @@ mod tests {
         let m = GarbageMark {
             format: 1,
             time: Utc::now(),
-            packs: vec![Id([7; 32])],
-            segments: vec![Id([8; 32])],
+            packs: vec![PackId(crate::Id([7; 32]))],
+            segments: vec![SegmentId(crate::Id([8; 32]))],
             sessions: vec![],
-            unindexed: vec![Id([9; 32])],
+            unindexed: vec![PackId(crate::Id([9; 32]))],
         };
         let b = padded_json(&m, 4096);
         assert_eq!(b.len(), 4096);

@@ -8,7 +8,7 @@
 //! ```
 
 use super::DecodeError;
-use crate::id::Id;
+use crate::id::{Id, PackId, SessionId};
 use crate::pack::BlobEntry;
 
 const MAGIC: [u8; 4] = *b"CIDX";
@@ -17,8 +17,8 @@ const PAD: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackEntries {
-    pub pack: Id,
-    pub session: Id,
+    pub pack: PackId,
+    pub session: SessionId,
     pub blobs: Vec<BlobEntry>,
 }
 
@@ -68,11 +68,11 @@ impl IndexSegment {
         let mut packs = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let ids = b.get(pos..pos + 64).ok_or("index segment truncated")?;
-            let pack = Id::from_slice(&ids[..32]).expect("32 bytes");
-            let session = Id::from_slice(&ids[32..]).expect("32 bytes");
+            let pack = PackId(Id::from_slice(&ids[..32]).expect("32 bytes"));
+            let session = SessionId(Id::from_slice(&ids[32..]).expect("32 bytes"));
             // Ids are random, never zero: zeros here are the padding, read because the count
             // claims more packs than the segment holds.
-            if pack == Id::default() || session == Id::default() {
+            if *pack == Id::default() || *session == Id::default() {
                 return Err("index segment counts more packs than it holds".into());
             }
             let n = u32_at(pos + 64)? as usize;
@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn round_trip_and_fail_truncation() {
         let e = BlobEntry {
-            id: Id([3; 32]),
+            id: crate::id::BlobId(Id([3; 32])),
             blob_type: BlobType::Data,
             compression: Compression::Zstd,
             offset: 1,
@@ -113,8 +113,8 @@ mod tests {
         };
         let seg = IndexSegment {
             packs: vec![PackEntries {
-                pack: Id([1; 32]),
-                session: Id([2; 32]),
+                pack: PackId(Id([1; 32])),
+                session: SessionId(Id([2; 32])),
                 blobs: vec![e, e],
             }],
         };

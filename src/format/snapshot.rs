@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::id::{SessionId, SnapshotId, TreeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -36,11 +36,11 @@ pub struct Snapshot {
     #[serde(default)]
     pub tags: Vec<String>,
     /// Root tree.
-    pub tree: Id,
+    pub tree: TreeId,
     /// Session whose data key sealed this manifest.
-    pub session: Id,
+    pub session: SessionId,
     #[serde(default)]
-    pub parent: Option<Id>,
+    pub parent: Option<SnapshotId>,
     pub summary: Summary,
     pub program: String,
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::name::RawName;
 use super::DecodeError;
-use crate::id::Id;
+use crate::id::{ChunkId, TreeId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,10 +41,10 @@ pub struct Node {
     pub ctime_nsec: u32,
     /// Regular files: chunk ids in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub content: Vec<Id>,
+    pub content: Vec<ChunkId>,
     /// Directories: the tree id of their listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subtree: Option<Id>,
+    pub subtree: Option<TreeId>,
     /// Symlinks: the target, as stored by the file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RawName>,
@@ -104,7 +104,7 @@ mod tests {
             inode: 4,
             ctime_sec: 5,
             ctime_nsec: 6,
-            content: vec![Id([1; 32])],
+            content: vec![ChunkId(crate::Id([1; 32]))],
             subtree: None,
             target: None,
         }

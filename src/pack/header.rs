@@ -9,7 +9,7 @@
 
 use crate::compress::Compression;
 use crate::crypto::envelope::ObjectKind;
-use crate::id::Id;
+use crate::id::{BlobId, Id};
 
 pub const HEADER_MAGIC: [u8; 4] = *b"CPKH";
 const HEADER_VERSION: u8 = 1;
@@ -43,7 +43,7 @@ impl BlobType {
 /// One blob in a pack (and, with the pack id, one index entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobEntry {
-    pub id: Id,
+    pub id: BlobId,
     pub blob_type: BlobType,
     pub compression: Compression,
     /// Offset of the sealed blob in the pack.
@@ -68,7 +68,7 @@ pub(crate) fn get_entry(b: &[u8]) -> Result<BlobEntry, String> {
     }
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     Ok(BlobEntry {
-        id: Id::from_slice(&b[..32]).expect("32 bytes"),
+        id: BlobId(Id::from_slice(&b[..32]).expect("32 bytes")),
         blob_type: BlobType::from_u8(b[32])
             .ok_or_else(|| format!("unknown blob type {}", b[32]))?,
         compression: Compression::from_u8(b[33])
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn round_trip_and_padding() {
         let e = BlobEntry {
-            id: Id([9; 32]),
+            id: BlobId(Id([9; 32])),
             blob_type: BlobType::Tree,
             compression: Compression::Zstd,
             offset: 7,

@@ -4,15 +4,15 @@
 use crate::crypto::envelope::{self, Binding, ObjectKind, OpenError};
 use crate::crypto::{kdf, Key32};
 use crate::error::Result;
-use crate::id::Id;
+use crate::id::{BlobId, Id, PackId, SessionId};
 
 use super::BlobType;
 
 #[derive(Clone)]
 pub struct PackKey {
     repo: Id,
-    session: Id,
-    pack: Id,
+    session: SessionId,
+    pack: PackId,
     key: Key32,
 }
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for PackKey {
 }
 
 impl PackKey {
-    pub fn new(repo: &Id, session: &Id, dek: &Key32, pack: Id) -> PackKey {
+    pub fn new(repo: &Id, session: &SessionId, dek: &Key32, pack: PackId) -> PackKey {
         let key = kdf::derive_key(repo.as_bytes(), dek, &[kdf::label::PACK, pack.as_bytes()]);
         PackKey {
             repo: *repo,
@@ -37,11 +37,11 @@ impl PackKey {
         }
     }
 
-    pub fn pack_id(&self) -> Id {
+    pub fn pack_id(&self) -> PackId {
         self.pack
     }
 
-    pub fn session_id(&self) -> Id {
+    pub fn session_id(&self) -> SessionId {
         self.session
     }
 
@@ -55,11 +55,16 @@ impl PackKey {
         }
     }
 
-    pub fn seal_blob(&self, t: BlobType, chunk: &Id, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal_blob(&self, t: BlobType, chunk: &BlobId, plaintext: &[u8]) -> Result<Vec<u8>> {
         envelope::seal_blob(&self.key, &self.binding(t.object_kind(), chunk), plaintext)
     }
 
-    pub fn open_blob(&self, t: BlobType, chunk: &Id, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    pub fn open_blob(
+        &self,
+        t: BlobType,
+        chunk: &BlobId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
         envelope::open_blob(&self.key, &self.binding(t.object_kind(), chunk), sealed)
     }
 

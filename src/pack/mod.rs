@@ -15,7 +15,7 @@ pub use key::PackKey;
 
 use crate::crypto::random;
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{PackId, SessionId};
 
 /// Bytes after the sealed header: its length.
 pub const TRAILER_LEN: usize = 4;
@@ -29,8 +29,8 @@ pub struct PackBuilder {
 
 /// A pack ready to store, with the index entries it provides.
 pub struct FinishedPack {
-    pub id: Id,
-    pub session: Id,
+    pub id: PackId,
+    pub session: SessionId,
     pub bytes: Vec<u8>,
     pub entries: Vec<BlobEntry>,
 }
@@ -104,9 +104,9 @@ pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<std::ops::Range<u64
 }
 
 /// The session that sealed a pack, read from the plaintext envelope header of its pack header.
-pub fn header_session(sealed_header: &[u8]) -> Result<Id, String> {
+pub fn header_session(sealed_header: &[u8]) -> Result<SessionId, String> {
     crate::crypto::envelope::parse_header(sealed_header)
-        .map(|h| h.key_id)
+        .map(|h| SessionId(h.key_id))
         .map_err(|e| e.to_string())
 }
 
@@ -118,14 +118,14 @@ mod tests {
 
     #[test]
     fn build_and_read_back() {
-        let repo = Id::random().unwrap();
-        let session = Id::random().unwrap();
+        let repo = crate::Id::random().unwrap();
+        let session = SessionId::random().unwrap();
         let dek = Key32::generate().unwrap();
-        let key = PackKey::new(&repo, &session, &dek, Id::random().unwrap());
+        let key = PackKey::new(&repo, &session, &dek, PackId::random().unwrap());
         let mut b = PackBuilder::new(key.clone());
         let mut chunks = Vec::new();
         for i in 0..20u8 {
-            let id = Id([i; 32]);
+            let id = crate::id::BlobId(crate::Id([i; 32]));
             let plain = vec![i; 100 + i as usize];
             let sealed = key.seal_blob(BlobType::Data, &id, &plain).unwrap();
             b.add(
@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(header_session(sealed_header).unwrap(), session);
         let entries = decode_header(&key.open_header(sealed_header).unwrap()).unwrap();
         assert_eq!(entries, p.entries);
-        let order: Vec<u8> = entries.iter().map(|e| e.id.0[0]).collect();
+        let order: Vec<u8> = entries.iter().map(|e| e.id.as_bytes()[0]).collect();
         assert_ne!(
             order,
             (0..20).collect::<Vec<u8>>(),
@@ -157,7 +157,7 @@ mod tests {
         for e in &entries {
             let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
             let plain = key.open_blob(BlobType::Data, &e.id, s).unwrap();
-            assert_eq!(plain, chunks[e.id.0[0] as usize].1);
+            assert_eq!(plain, chunks[e.id.as_bytes()[0] as usize].1);
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::tree::Tree;
-use crate::id::Id;
+use crate::id::{BlobId, PackId, SessionId, TreeId};
 use crate::pack::BlobType;
 use crate::store::{object_name, FileKind};
 
@@ -26,16 +26,16 @@ impl Repository {
 
     /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's
     /// key, then HMAC(plaintext) == id. Nothing unverified is returned.
-    pub fn load_blob(&self, index: &Index, id: &Id, t: BlobType) -> Result<Vec<u8>> {
+    pub fn load_blob(&self, index: &Index, id: BlobId, t: BlobType) -> Result<Vec<u8>> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::integrity(format!("{t:?} blob {id}"), "not in the index"))?;
         let cache = self.trees.as_ref().filter(|_| t == BlobType::Tree);
-        if let Some(sealed) = cache.and_then(|c| c.get(id)) {
+        if let Some(sealed) = cache.and_then(|c| c.get(&id)) {
             match self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed) {
                 Ok(plain) => return Ok(plain),
                 // Stale (the blob now lives in another pack) or damaged: fetch it again.
-                Err(_) => cache.into_iter().for_each(|c| c.remove(id)),
+                Err(_) => cache.into_iter().for_each(|c| c.remove(&id)),
             }
         }
         if loc.entry.blob_type != t {
@@ -71,7 +71,7 @@ impl Repository {
             })?;
         let plain = self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed)?;
         if let Some(c) = cache {
-            c.put(id, &sealed);
+            c.put(&id, &sealed);
         }
         Ok(plain)
     }
@@ -79,8 +79,8 @@ impl Repository {
     /// Opens a sealed blob given its index entry (shared by restore and check).
     pub fn open_blob(
         &self,
-        pack: &Id,
-        session: &Id,
+        pack: &PackId,
+        session: &SessionId,
         entry: &crate::pack::BlobEntry,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
@@ -102,7 +102,7 @@ impl Repository {
                 ),
             ));
         }
-        if self.chunk_id(&plain) != entry.id {
+        if self.chunk_id(&plain) != *entry.id {
             return Err(Error::integrity(
                 &pname,
                 format!("blob {}: plaintext does not match its id", entry.id.short()),
@@ -113,7 +113,7 @@ impl Repository {
 
     /// Loads several trees at once, up to 8 reads in flight: a walk over a remote bucket is
     /// otherwise one round trip per folder. Results come in the order of `ids`.
-    pub fn load_trees(&self, index: &Index, ids: &[Id]) -> Vec<Result<Tree>> {
+    pub fn load_trees(&self, index: &Index, ids: &[TreeId]) -> Vec<Result<Tree>> {
         const IN_FLIGHT: usize = 8;
         if ids.len() <= 1 {
             return ids.iter().map(|id| self.load_tree(index, id)).collect();
@@ -138,8 +138,8 @@ impl Repository {
             .collect()
     }
 
-    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let b = self.load_blob(index, id, BlobType::Tree)?;
+    pub fn load_tree(&self, index: &Index, id: &TreeId) -> Result<Tree> {
+        let b = self.load_blob(index, (*id).into(), BlobType::Tree)?;
         Tree::decode(&b).map_err(|e| Error::integrity(format!("tree {id}"), e))
     }
 }

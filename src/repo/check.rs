@@ -15,7 +15,7 @@ use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
 use crate::format::tree::NodeKind;
 use crate::format::wrapped::WrappedKeyRecord;
-use crate::id::Id;
+use crate::id::{BlobId, PackId, SessionId};
 use crate::pack::{self, BlobEntry};
 use crate::store::{object_name, FileKind};
 
@@ -76,7 +76,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Wrapped session keys: each must parse, name itself, and unwrap.
     for (sid, _) in repo.store().list(FileKind::Key)? {
-        if let Err(e) = repo.session_key(&sid) {
+        if let Err(e) = repo.session_key(&SessionId(sid)) {
             if e.is_key_service() {
                 return Err(e);
             }
@@ -111,7 +111,12 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     }
     let segments: Vec<_> = listed.into_iter().map(|(_, seg)| seg).collect();
     let index = Index::live_first(&segments, &condemned.packs);
-    let stored: HashMap<Id, u64> = repo.store().list(FileKind::Pack)?.into_iter().collect();
+    let stored: HashMap<PackId, u64> = repo
+        .store()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|(id, size)| (PackId(id), size))
+        .collect();
     r.packs = stored.len();
     let by_pack = index.pack_entries();
     for (pack, _) in index.packs() {
@@ -179,7 +184,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 match n.kind {
                     NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
                     NodeKind::File => {
-                        for c in n.content.iter().filter(|c| !index.contains(c)) {
+                        for c in n.content.iter().filter(|c| !index.contains(*c)) {
                             r.problem(
                                 &Error::integrity(
                                     format!("snapshot {}", id.short()),
@@ -203,7 +208,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     if opts.read_data {
         for (pack, session) in index.packs() {
             if let Some((n, m)) = opts.subset {
-                if (pack.0[0] as u32) % m != n - 1 {
+                if (pack.as_bytes()[0] as u32) % m != n - 1 {
                     continue;
                 }
             }
@@ -225,8 +230,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 /// Reads a whole pack, opens its header and every blob, and compares with the index.
 pub(crate) fn read_pack(
     repo: &Repository,
-    pack: &Id,
-    session: &Id,
+    pack: &PackId,
+    session: &SessionId,
     expected: &[BlobEntry],
 ) -> Result<usize> {
     let name = object_name(FileKind::Pack, pack);
@@ -257,7 +262,7 @@ pub(crate) fn read_pack(
         .open_header(sealed)
         .map_err(|e| Error::integrity(&name, format!("pack header: {e}")))?;
     let entries = pack::decode_header(&header).map_err(|e| Error::integrity(&name, e))?;
-    let in_header: HashMap<Id, BlobEntry> = entries.iter().map(|e| (e.id, *e)).collect();
+    let in_header: HashMap<BlobId, BlobEntry> = entries.iter().map(|e| (e.id, *e)).collect();
     for e in expected {
         if in_header.get(&e.id) != Some(e) {
             return Err(Error::integrity(
@@ -283,9 +288,10 @@ pub(crate) fn read_pack(
 }
 
 /// Wrapped-key records of the repository, for `key list`.
-pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(Id, Option<WrappedKeyRecord>)>> {
+pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(SessionId, Option<WrappedKeyRecord>)>> {
     let mut out = Vec::new();
     for (id, _) in repo.store().list(FileKind::Key)? {
+        let id = SessionId(id);
         out.push((id, repo.load_key_record(&id).ok()));
     }
     Ok(out)

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 
 use crate::format::snapshot::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeepPolicy {
@@ -95,7 +95,7 @@ pub struct GroupKey {
 /// The verdict on one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub id: Id,
+    pub id: SnapshotId,
     pub keep: bool,
     /// Why it is kept (`last snapshot`, `daily snapshot`...); empty when removed.
     pub reasons: Vec<String>,
@@ -104,7 +104,7 @@ pub struct Decision {
 /// Applies `policy` to one group. `snaps` may come in any order; decisions come newest first.
 pub fn apply<Tz: TimeZone>(
     policy: &KeepPolicy,
-    snaps: &[(Id, DateTime<Utc>, Vec<String>)],
+    snaps: &[(SnapshotId, DateTime<Utc>, Vec<String>)],
     tz: &Tz,
 ) -> Vec<Decision> {
     let mut order: Vec<usize> = (0..snaps.len()).collect();
@@ -166,7 +166,7 @@ pub fn apply<Tz: TimeZone>(
 /// One snapshot in `forget`'s report.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForgetEntry {
-    pub id: Id,
+    pub id: SnapshotId,
     pub time: Option<DateTime<Utc>>,
     /// Why it is kept; empty for a removed one.
     pub reasons: Vec<String>,
@@ -275,16 +275,20 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn list(times: &[&str]) -> Vec<(Id, DateTime<Utc>, Vec<String>)> {
+    fn list(times: &[&str]) -> Vec<(SnapshotId, DateTime<Utc>, Vec<String>)> {
         times
             .iter()
             .enumerate()
-            .map(|(i, t)| (Id([i as u8 + 1; 32]), at(t), vec![]))
+            .map(|(i, t)| (SnapshotId(crate::Id([i as u8 + 1; 32])), at(t), vec![]))
             .collect()
     }
 
     fn kept(d: &[Decision]) -> Vec<u8> {
-        let mut v: Vec<u8> = d.iter().filter(|d| d.keep).map(|d| d.id.0[0]).collect();
+        let mut v: Vec<u8> = d
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.as_bytes()[0])
+            .collect();
         v.sort();
         v
     }
@@ -398,7 +402,7 @@ mod tests {
         };
         let d = apply(&p, &s, &Utc);
         assert_eq!(kept(&d), vec![1, 3]);
-        let old = d.iter().find(|d| d.id.0[0] == 1).unwrap();
+        let old = d.iter().find(|d| d.id.as_bytes()[0] == 1).unwrap();
         assert_eq!(old.reasons, vec!["tagged keep"]);
         let both = KeepPolicy {
             last: 3,

@@ -10,13 +10,13 @@ use super::{marks, Repository};
 use crate::compress::Compression;
 use crate::error::Result;
 use crate::format::index::IndexSegment;
-use crate::id::Id;
+use crate::id::{BlobId, PackId, SegmentId, SessionId};
 use crate::pack::{BlobEntry, BlobType};
 
 #[derive(Debug, Clone, Copy)]
 pub struct BlobLocation {
-    pub pack: Id,
-    pub session: Id,
+    pub pack: PackId,
+    pub session: SessionId,
     pub entry: BlobEntry,
 }
 
@@ -32,7 +32,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn entry(&self, id: Id) -> BlobEntry {
+    fn entry(&self, id: BlobId) -> BlobEntry {
         BlobEntry {
             id,
             blob_type: self.blob_type,
@@ -46,9 +46,9 @@ impl Slot {
 
 #[derive(Debug, Default)]
 pub struct Index {
-    packs: Vec<(Id, Id)>,
-    pack_pos: HashMap<Id, u32>,
-    blobs: HashMap<Id, Slot>,
+    packs: Vec<(PackId, SessionId)>,
+    pack_pos: HashMap<PackId, u32>,
+    blobs: HashMap<BlobId, Slot>,
 }
 
 impl Index {
@@ -58,7 +58,7 @@ impl Index {
 
     /// Adds the packs of a segment for which `keep(pack)` holds. The first location added
     /// for a blob wins.
-    pub fn add_segment_where(&mut self, seg: &IndexSegment, keep: impl Fn(&Id) -> bool) {
+    pub fn add_segment_where(&mut self, seg: &IndexSegment, keep: impl Fn(&PackId) -> bool) {
         for p in seg.packs.iter().filter(|p| keep(&p.pack)) {
             let pos = *self.pack_pos.entry(p.pack).or_insert_with(|| {
                 self.packs.push((p.pack, p.session));
@@ -82,7 +82,7 @@ impl Index {
     /// `prune` use while garbage marks are pending.
     pub fn live_first<'a>(
         segments: impl IntoIterator<Item = &'a IndexSegment> + Clone,
-        condemned: &std::collections::HashSet<Id>,
+        condemned: &std::collections::HashSet<PackId>,
     ) -> Index {
         let mut index = Index::default();
         for seg in segments.clone() {
@@ -94,19 +94,21 @@ impl Index {
         index
     }
 
-    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        self.blobs.get(id).map(|s| {
+    /// Where a blob lies (a chunk or tree id converts into a [`BlobId`]).
+    pub fn get(&self, id: impl Into<BlobId>) -> Option<BlobLocation> {
+        let id = id.into();
+        self.blobs.get(&id).map(|s| {
             let (pack, session) = self.packs[s.pack as usize];
             BlobLocation {
                 pack,
                 session,
-                entry: s.entry(*id),
+                entry: s.entry(id),
             }
         })
     }
 
-    pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+    pub fn contains(&self, id: impl Into<BlobId>) -> bool {
+        self.blobs.contains_key(&id.into())
     }
 
     pub fn blob_count(&self) -> usize {
@@ -114,17 +116,17 @@ impl Index {
     }
 
     /// Packs with their sessions, in the order first seen.
-    pub fn packs(&self) -> &[(Id, Id)] {
+    pub fn packs(&self) -> &[(PackId, SessionId)] {
         &self.packs
     }
 
-    pub fn has_pack(&self, id: &Id) -> bool {
+    pub fn has_pack(&self, id: &PackId) -> bool {
         self.pack_pos.contains_key(id)
     }
 
     /// Every blob entry of each pack, as the index records it.
-    pub fn pack_entries(&self) -> HashMap<Id, Vec<BlobEntry>> {
-        let mut out: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+    pub fn pack_entries(&self) -> HashMap<PackId, Vec<BlobEntry>> {
+        let mut out: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
         for (id, s) in &self.blobs {
             out.entry(self.packs[s.pack as usize].0)
                 .or_default()
@@ -134,14 +136,14 @@ impl Index {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = BlobLocation> + '_ {
-        self.blobs.keys().filter_map(|id| self.get(id))
+        self.blobs.keys().filter_map(|id| self.get(*id))
     }
 }
 
 impl Repository {
     /// Seals and stores an index segment under a fresh id.
-    pub fn save_index_segment(&self, seg: &IndexSegment) -> Result<Id> {
-        let id = Id::random()?;
+    pub fn save_index_segment(&self, seg: &IndexSegment) -> Result<SegmentId> {
+        let id = SegmentId::random()?;
         self.save_object(&id, seg)?;
         Ok(id)
     }
@@ -187,7 +189,7 @@ impl Repository {
     }
 
     /// Every index segment, in listing order.
-    pub fn load_segments(&self) -> Result<Vec<(Id, IndexSegment)>> {
+    pub fn load_segments(&self) -> Result<Vec<(SegmentId, IndexSegment)>> {
         self.load_objects()
     }
 }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::garbage::{LockRecord, LOCK_REFRESH_SECS, LOCK_STALE_SECS};
-use crate::id::Id;
+use crate::id::LockId;
 use crate::store::FileKind;
 
 /// A held lock. It is released explicitly ([`Lock::release`], or [`release_after`] whatever
@@ -22,7 +22,7 @@ use crate::store::FileKind;
 #[must_use = "a lock must be released with Lock::release or release_after"]
 pub struct Lock<'a> {
     repo: &'a Repository,
-    id: Id,
+    id: LockId,
     rec: LockRecord,
 }
 
@@ -38,7 +38,7 @@ pub fn release_after<T>(lock: Option<Lock<'_>>, out: Result<T>) -> Result<T> {
 impl Repository {
     /// Takes the exclusive lock for `operation` (prune, reencrypt).
     pub fn lock(&self, operation: &str) -> Result<Lock<'_>> {
-        let id = Id::random()?;
+        let id = LockId::random()?;
         let now = Utc::now();
         let rec = LockRecord {
             format: crate::format::REPO_FORMAT,
@@ -63,9 +63,10 @@ impl Repository {
 
     /// Stops with [`Error::Conflict`] when a fresh lock older than ours (`id`, `rec`) exists;
     /// removes stale ones on the way.
-    fn yield_to_older(&self, id: &Id, rec: &LockRecord) -> Result<()> {
+    fn yield_to_older(&self, id: &LockId, rec: &LockRecord) -> Result<()> {
         let now = rec.started;
         for (other, _) in self.store().list(FileKind::Lock)? {
+            let other = LockId(other);
             if other == *id {
                 continue;
             }
@@ -115,6 +116,7 @@ impl Repository {
         let now = Utc::now();
         let mut n = 0;
         for (id, _) in self.store().list(FileKind::Lock)? {
+            let id = LockId(id);
             let stale = match self.load_object::<LockRecord>(&id) {
                 Ok(l) => (now - l.refreshed).num_seconds() >= LOCK_STALE_SECS,
                 Err(Error::NotFound(_)) => continue,

@@ -6,24 +6,24 @@ use std::collections::HashSet;
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
-use crate::id::Id;
+use crate::id::{BlobId, MarkId, PackId, SegmentId, SessionId};
 use crate::store::{object_name, FileKind};
 
 /// The union of a set of garbage marks.
 #[derive(Debug, Default, Clone)]
 pub struct Marks {
     /// The marks themselves.
-    pub ids: HashSet<Id>,
+    pub ids: HashSet<MarkId>,
     /// Condemned packs.
-    pub packs: HashSet<Id>,
+    pub packs: HashSet<PackId>,
     /// Condemned session keys.
-    pub sessions: HashSet<Id>,
+    pub sessions: HashSet<SessionId>,
     /// Superseded index segments.
-    pub segments: HashSet<Id>,
+    pub segments: HashSet<SegmentId>,
 }
 
 impl Marks {
-    pub fn of(marks: &[(Id, GarbageMark)]) -> Marks {
+    pub fn of(marks: &[(MarkId, GarbageMark)]) -> Marks {
         let mut out = Marks::default();
         for (id, m) in marks {
             out.ids.insert(*id);
@@ -37,14 +37,14 @@ impl Marks {
 
 impl Repository {
     /// Seals and stores a mark under a fresh id.
-    pub fn save_mark(&self, mark: &GarbageMark) -> Result<Id> {
-        let id = Id::random()?;
+    pub fn save_mark(&self, mark: &GarbageMark) -> Result<MarkId> {
+        let id = MarkId::random()?;
         self.save_object(&id, mark)?;
         Ok(id)
     }
 
     /// Every garbage mark, in listing order.
-    pub fn load_marks(&self) -> Result<Vec<(Id, GarbageMark)>> {
+    pub fn load_marks(&self) -> Result<Vec<(MarkId, GarbageMark)>> {
         self.load_objects()
     }
 
@@ -58,9 +58,9 @@ impl Repository {
         &self,
         seen: &Marks,
         index: &super::Index,
-        session: &Id,
-        own: &[Id],
-        used: &HashSet<Id>,
+        session: &SessionId,
+        own: &[PackId],
+        used: &HashSet<BlobId>,
     ) -> Result<()> {
         let conflict = |what: String| {
             Err(Error::Conflict(format!(
@@ -68,7 +68,7 @@ impl Repository {
                  nothing was committed: run the backup again"
             )))
         };
-        let own_set: HashSet<&Id> = own.iter().collect();
+        let own_set: HashSet<&PackId> = own.iter().collect();
         // Only marks this backup did not see at its start are read.
         self.for_each_object_where::<GarbageMark>(
             |id| !seen.ids.contains(id),
@@ -87,11 +87,11 @@ impl Repository {
                 Ok(())
             },
         )?;
-        let stored: HashSet<Id> = self
+        let stored: HashSet<PackId> = self
             .store()
             .list(FileKind::Pack)?
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| PackId(id))
             .collect();
         // A just-written pack may be missing from a lagging listing: ask for it directly.
         for p in own.iter().filter(|p| !stored.contains(*p)) {
@@ -113,8 +113,8 @@ impl Repository {
         // a pack just deleted). A blob whose pack was repacked or re-encrypted meanwhile is
         // found in its new pack.
         let (now, _) = self.load_index_for_backup()?;
-        if let Some(b) = used.iter().find(|b| !now.contains(b)) {
-            let was = index.get(b).map(|l| object_name(FileKind::Pack, &l.pack));
+        if let Some(b) = used.iter().find(|b| !now.contains(**b)) {
+            let was = index.get(*b).map(|l| object_name(FileKind::Pack, &l.pack));
             return conflict(format!(
                 "{} was condemned or deleted",
                 was.unwrap_or_else(|| "a pack".into())

@@ -43,7 +43,7 @@ use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
-use crate::id::Id;
+use crate::id::{Id, PackId, SessionId};
 use crate::pack::PackKey;
 use crate::store::{object_name, FileKind};
 
@@ -75,7 +75,7 @@ pub struct Repository {
     keys: BlockingKeys,
     config: Config,
     secrets: Secrets,
-    session_keys: Mutex<HashMap<Id, Key32>>,
+    session_keys: Mutex<HashMap<SessionId, Key32>>,
     trees: Option<TreeCache>,
 }
 
@@ -125,7 +125,8 @@ impl Repository {
         block_on(&self.rt, f)
     }
 
-    /// Chunk id: HMAC-SHA256 of the plaintext under the repository's id key.
+    /// The id of a blob's plaintext (a chunk, or a tree's JSON): HMAC-SHA256 under the
+    /// repository's id key. Raw, because it names a chunk or a tree depending on the caller.
     pub fn chunk_id(&self, plaintext: &[u8]) -> Id {
         Id(self.secrets.id_key.sign(plaintext))
     }
@@ -133,7 +134,7 @@ impl Repository {
     /// The plaintext data key of a session, unwrapped once per process and cached.
     /// Reads and decodes `keys/<session>` (plain JSON: it holds only a wrapped key). Nothing in
     /// it is trusted until the key service unwraps it under the context built from the id.
-    pub fn load_key_record(&self, session: &Id) -> Result<WrappedKeyRecord> {
+    pub fn load_key_record(&self, session: &SessionId) -> Result<WrappedKeyRecord> {
         let name = object_name(FileKind::Key, session);
         let bytes = self.store.get(FileKind::Key, session)?;
         crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", &bytes)
@@ -141,7 +142,7 @@ impl Repository {
             .map_err(|e| Error::integrity(&name, e))
     }
 
-    pub fn session_key(&self, session: &Id) -> Result<Key32> {
+    pub fn session_key(&self, session: &SessionId) -> Result<Key32> {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
@@ -154,7 +155,7 @@ impl Repository {
         })?;
         if rec.purpose != Purpose::SessionKey
             || rec.repository != self.id()
-            || &rec.key_id != session
+            || rec.key_id != **session
         {
             return Err(Error::integrity(
                 &name,
@@ -179,7 +180,7 @@ impl Repository {
         Ok(k)
     }
 
-    pub fn pack_key(&self, session: &Id, pack: &Id) -> Result<PackKey> {
+    pub fn pack_key(&self, session: &SessionId, pack: &PackId) -> Result<PackKey> {
         let dek = self.session_key(session)?;
         Ok(PackKey::new(&self.id(), session, &dek, *pack))
     }

@@ -10,11 +10,13 @@ use crate::error::{Error, Result};
 use crate::format::garbage::{GarbageMark, LockRecord};
 use crate::format::index::IndexSegment;
 use crate::format::{check_format, from_json, padded_json, DecodeError};
-use crate::id::Id;
+use crate::id::{Id, KindId, LockId, MarkId, SegmentId};
 use crate::store::{object_name, FileKind};
 
 /// An object sealed under the index key `K_index` (docs/FORMAT.md §4, §6, §14b).
 pub trait SealedObject: Sized {
+    /// The kind of id it is stored under.
+    type Id: KindId;
     /// Its folder in the repository.
     const FILE: FileKind;
     /// Its kind in the envelope (bound into the AAD: an object moved to another folder does
@@ -26,6 +28,7 @@ pub trait SealedObject: Sized {
 }
 
 impl SealedObject for IndexSegment {
+    type Id = SegmentId;
     const FILE: FileKind = FileKind::Index;
     const KIND: ObjectKind = ObjectKind::Index;
     fn encode(&self) -> Vec<u8> {
@@ -37,6 +40,7 @@ impl SealedObject for IndexSegment {
 }
 
 impl SealedObject for GarbageMark {
+    type Id = MarkId;
     const FILE: FileKind = FileKind::Garbage;
     const KIND: ObjectKind = ObjectKind::Garbage;
     fn encode(&self) -> Vec<u8> {
@@ -50,6 +54,7 @@ impl SealedObject for GarbageMark {
 }
 
 impl SealedObject for LockRecord {
+    type Id = LockId;
     const FILE: FileKind = FileKind::Lock;
     const KIND: ObjectKind = ObjectKind::Lock;
     fn encode(&self) -> Vec<u8> {
@@ -74,7 +79,7 @@ impl Repository {
     }
 
     /// Seals `obj` under the index key and stores it under `id`.
-    pub fn save_object<T: SealedObject>(&self, id: &Id, obj: &T) -> Result<()> {
+    pub fn save_object<T: SealedObject>(&self, id: &T::Id, obj: &T) -> Result<()> {
         let zero = Id::default();
         let sealed = envelope::seal_object(
             &self.secrets.index_key,
@@ -86,7 +91,7 @@ impl Repository {
 
     /// Reads, opens and decodes one object. A missing object is [`Error::NotFound`]; one that
     /// does not open or decode is an integrity failure naming it.
-    pub fn load_object<T: SealedObject>(&self, id: &Id) -> Result<T> {
+    pub fn load_object<T: SealedObject>(&self, id: &T::Id) -> Result<T> {
         let name = object_name(T::FILE, id);
         let bytes = self.store().get(T::FILE, id)?;
         let zero = Id::default();
@@ -104,7 +109,7 @@ impl Repository {
     /// it) is skipped; other failures go to `f`, which decides whether they stop the walk.
     pub fn for_each_object<T: SealedObject>(
         &self,
-        f: impl FnMut(Id, Result<T>) -> Result<()>,
+        f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         self.for_each_object_where(|_| true, f)
     }
@@ -113,10 +118,11 @@ impl Repository {
     /// others are not read at all.
     pub fn for_each_object_where<T: SealedObject>(
         &self,
-        wanted: impl Fn(&Id) -> bool,
-        mut f: impl FnMut(Id, Result<T>) -> Result<()>,
+        wanted: impl Fn(&T::Id) -> bool,
+        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         for (id, _) in self.store().list(T::FILE)? {
+            let id = T::Id::from(id);
             if !wanted(&id) {
                 continue;
             }
@@ -129,7 +135,7 @@ impl Repository {
     }
 
     /// Every object of a kind, in listing order; the first that fails stops the load.
-    pub fn load_objects<T: SealedObject>(&self) -> Result<Vec<(Id, T)>> {
+    pub fn load_objects<T: SealedObject>(&self) -> Result<Vec<(T::Id, T)>> {
         let mut out = Vec::new();
         self.for_each_object::<T>(|id, obj| {
             out.push((id, obj?));

@@ -16,7 +16,7 @@ use super::Repository;
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::crypto::Key32;
 use crate::format::tree::Tree;
-use crate::id::Id;
+use crate::id::{Id, TreeId};
 
 pub struct ParentCache {
     group: PathBuf,
@@ -71,7 +71,7 @@ impl ParentCache {
     }
 
     /// The root tree of the last backup of this group.
-    pub fn root(&self) -> Option<Id> {
+    pub fn root(&self) -> Option<TreeId> {
         std::fs::read_to_string(self.group.join("current/root"))
             .ok()?
             .trim()
@@ -81,11 +81,11 @@ impl ParentCache {
 
     /// A tree of the last backup, opened and checked against its id; `None` if missing or
     /// not valid.
-    pub fn load_tree(&self, repo: &Repository, id: &Id) -> Option<Tree> {
+    pub fn load_tree(&self, repo: &Repository, id: &TreeId) -> Option<Tree> {
         let sealed = std::fs::read(self.group.join("current/trees").join(id.to_hex())).ok()?;
         let zero = Id::default();
         let plain = envelope::open_object(&self.key, &self.binding(id, &zero), &sealed).ok()?;
-        if repo.chunk_id(&plain) != *id {
+        if repo.chunk_id(&plain) != **id {
             return None;
         }
         Tree::decode(&plain).ok()
@@ -109,7 +109,7 @@ pub struct ParentRecorder<'a> {
 
 impl ParentRecorder<'_> {
     /// Best effort: a tree that cannot be written only means its files are read next time.
-    pub fn put(&self, id: &Id, plain: &[u8]) {
+    pub fn put(&self, id: &TreeId, plain: &[u8]) {
         let zero = Id::default();
         if let Ok(sealed) =
             envelope::seal_object(&self.cache.key, &self.cache.binding(id, &zero), plain)
@@ -119,7 +119,7 @@ impl ParentRecorder<'_> {
     }
 
     /// Makes these trees the group's current ones (after the snapshot is committed).
-    pub fn commit(self, root: &Id) {
+    pub fn commit(self, root: &TreeId) {
         let group = &self.cache.group;
         if std::fs::write(self.dir.join("root"), root.to_hex()).is_err() {
             return;

@@ -10,7 +10,7 @@ use super::{Repository, Session, MAX_PACK};
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::index::PackEntries;
-use crate::id::Id;
+use crate::id::{PackId, SessionId};
 use crate::pack::{BlobEntry, PackBuilder};
 use crate::store::{object_name, FileKind};
 
@@ -41,7 +41,12 @@ impl<'a> Repacker<'a> {
     }
 
     /// Copies `entries` of `pack` (sealed by `session`) into new packs.
-    pub fn copy(&mut self, pack: &Id, session: &Id, entries: &[BlobEntry]) -> Result<()> {
+    pub fn copy(
+        &mut self,
+        pack: &PackId,
+        session: &SessionId,
+        entries: &[BlobEntry],
+    ) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -68,7 +73,7 @@ impl<'a> Repacker<'a> {
                 .map_err(|err| Error::integrity(&name, format!("blob {}: {err}", e.id.short())))?;
             let plain = compress::decompress(e.compression, body.clone(), e.raw_length as usize)
                 .map_err(|err| Error::integrity(&name, format!("blob {}: {err}", e.id.short())))?;
-            if plain.len() != e.raw_length as usize || self.repo.chunk_id(&plain) != e.id {
+            if plain.len() != e.raw_length as usize || self.repo.chunk_id(&plain) != *e.id {
                 return Err(Error::integrity(
                     &name,
                     format!("blob {}: plaintext does not match its id", e.id.short()),

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::config::Config;
 use crate::format::wrapped::{Purpose, WrappedKey, WrappedKeyRecord};
-use crate::id::Id;
+use crate::id::{Id, SessionId};
 use crate::keyservice::KeyService;
 use crate::store::{FileKind, Store};
 
@@ -152,7 +152,8 @@ pub async fn rewrap(
     };
     let repo = config.body.repository;
     // (object, record): the config's secret first, then every session key.
-    let mut records: Vec<(Option<Id>, WrappedKeyRecord)> = vec![(None, config.secret.clone())];
+    let mut records: Vec<(Option<SessionId>, WrappedKeyRecord)> =
+        vec![(None, config.secret.clone())];
     for (id, _) in store.list(FileKind::Key).await? {
         let b = store.get(FileKind::Key, &id).await?;
         let rec: WrappedKeyRecord = serde_json::from_slice(&b).map_err(|e| {
@@ -167,7 +168,7 @@ pub async fn rewrap(
                 "record names another session or repository",
             ));
         }
-        records.push((Some(id), rec));
+        records.push((Some(SessionId(id)), rec));
     }
     let mut config = config.clone();
     for (id, rec) in records {

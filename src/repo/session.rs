@@ -9,12 +9,12 @@ use crate::crypto::Key32;
 use crate::error::Result;
 use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
 use crate::format::REPO_FORMAT;
-use crate::id::Id;
+use crate::id::{Id, PackId, SessionId};
 use crate::pack::PackKey;
 use crate::store::FileKind;
 
 pub struct Session {
-    pub id: Id,
+    pub id: SessionId,
     dek: Key32,
     repo: Id,
 }
@@ -32,7 +32,7 @@ impl Session {
     /// Asks the key service for a data key and stores its wrapped form. A failure here
     /// happens before any data is written, so no object ever refers to an unwrapped key.
     pub fn start(repo: &Repository) -> Result<Session> {
-        let id = Id::random()?;
+        let id = SessionId::random()?;
         let ctx = context(Purpose::SessionKey, &repo.id(), &id);
         let (dek, wrapped) = repo
             .key_service()
@@ -41,7 +41,7 @@ impl Session {
             format: REPO_FORMAT,
             purpose: Purpose::SessionKey,
             repository: repo.id(),
-            key_id: id,
+            key_id: *id,
             created: Utc::now(),
             wrapped,
         };
@@ -56,7 +56,12 @@ impl Session {
     }
 
     pub fn new_pack_key(&self) -> Result<PackKey> {
-        Ok(PackKey::new(&self.repo, &self.id, &self.dek, Id::random()?))
+        Ok(PackKey::new(
+            &self.repo,
+            &self.id,
+            &self.dek,
+            PackId::random()?,
+        ))
     }
 
     pub fn dek(&self) -> &Key32 {

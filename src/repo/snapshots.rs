@@ -6,28 +6,28 @@ use super::{Repository, Session};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
-use crate::id::Id;
+use crate::id::{Id, SessionId, SnapshotId, TreeId};
 use crate::store::{object_name, FileKind};
 
 /// One line of `snapshots`: what `snapshots --json` reports for each snapshot (stable field
 /// names: scripts parse them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotListing {
-    pub id: Id,
+    pub id: SnapshotId,
     pub short_id: String,
     pub time: chrono::DateTime<chrono::Utc>,
     pub host: String,
     pub username: String,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    pub tree: Id,
-    pub session: Id,
-    pub parent: Option<Id>,
+    pub tree: TreeId,
+    pub session: SessionId,
+    pub parent: Option<SnapshotId>,
     pub summary: crate::format::snapshot::Summary,
 }
 
 impl SnapshotListing {
-    pub fn new(id: Id, s: Snapshot) -> SnapshotListing {
+    pub fn new(id: SnapshotId, s: Snapshot) -> SnapshotListing {
         SnapshotListing {
             id,
             short_id: id.short(),
@@ -123,7 +123,12 @@ impl SnapshotFilter {
 }
 
 /// A manifest is bound to its repository, its own id and the session whose key seals it.
-fn snapshot_binding<'a>(repo: &'a Id, zero: &'a Id, id: &'a Id, session: &'a Id) -> Binding<'a> {
+fn snapshot_binding<'a>(
+    repo: &'a Id,
+    zero: &'a Id,
+    id: &'a SnapshotId,
+    session: &'a SessionId,
+) -> Binding<'a> {
     Binding {
         repo,
         kind: ObjectKind::Snapshot,
@@ -134,22 +139,27 @@ fn snapshot_binding<'a>(repo: &'a Id, zero: &'a Id, id: &'a Id, session: &'a Id)
 }
 
 impl Repository {
-    pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<Id> {
-        let id = Id::random()?;
+    pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<SnapshotId> {
+        let id = SnapshotId::random()?;
         self.put_snapshot(session, &id, snap)?;
         Ok(id)
     }
 
     /// Replaces a manifest in place, sealed under another session (`rotate reencrypt` only:
     /// the snapshot keeps its id, and `snap.session` must be `session`).
-    pub fn replace_snapshot(&self, session: &Session, id: &Id, snap: &Snapshot) -> Result<()> {
+    pub fn replace_snapshot(
+        &self,
+        session: &Session,
+        id: &SnapshotId,
+        snap: &Snapshot,
+    ) -> Result<()> {
         if snap.session != session.id {
             return Err(Error::Internal("manifest names another session".into()));
         }
         self.put_snapshot(session, id, snap)
     }
 
-    fn put_snapshot(&self, session: &Session, id: &Id, snap: &Snapshot) -> Result<()> {
+    fn put_snapshot(&self, session: &Session, id: &SnapshotId, snap: &Snapshot) -> Result<()> {
         let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session.id);
         // Padded to a multiple of 1 KiB: the size says little about paths or tags.
@@ -159,19 +169,20 @@ impl Repository {
             .put(FileKind::Snapshot, id, Bytes::from(sealed))
     }
 
-    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = object_name(FileKind::Snapshot, id);
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
-        let dek = self.session_key(&h.key_id)?;
+        let dek = self.session_key(&SessionId(h.key_id))?;
         let (repo, zero) = (self.id(), Id::default());
-        let b = snapshot_binding(&repo, &zero, id, &h.key_id);
+        let session = SessionId(h.key_id);
+        let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
         let snap: Snapshot = crate::format::from_json("manifest", &plain)
             .and_then(|s: Snapshot| crate::format::check_format("manifest", s.format).map(|()| s))
             .map_err(|e| Error::integrity(&name, e))?;
-        if snap.session != h.key_id {
+        if *snap.session != h.key_id {
             return Err(Error::integrity(
                 &name,
                 "manifest names another session than its key",
@@ -180,17 +191,17 @@ impl Repository {
         Ok(snap)
     }
 
-    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
             .store()
             .list(FileKind::Snapshot)?
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| SnapshotId(id))
             .collect())
     }
 
     /// Every snapshot, oldest first.
-    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         for id in self.snapshot_ids()? {
             out.push((id, self.load_snapshot(&id)?));
@@ -200,7 +211,11 @@ impl Repository {
     }
 
     /// Resolves a full id, a unique hex prefix, or `latest` (the newest matching `filter`).
-    pub fn resolve_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+    pub fn resolve_snapshot(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
             return self
                 .list_snapshots()?
@@ -215,7 +230,7 @@ impl Repository {
             )));
         }
         let spec = spec.to_ascii_lowercase();
-        let matches: Vec<Id> = self
+        let matches: Vec<SnapshotId> = self
             .snapshot_ids()?
             .into_iter()
             .filter(|id| id.to_hex().starts_with(&spec))

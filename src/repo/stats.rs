@@ -11,7 +11,7 @@ use super::{Index, Repository};
 use crate::error::Result;
 use crate::format::tree::NodeKind;
 use crate::human::bytes;
-use crate::id::Id;
+use crate::id::{SnapshotId, TreeId};
 use crate::pack::BlobType;
 use crate::store::FileKind;
 
@@ -30,7 +30,7 @@ pub struct RepositoryStats {
 /// One snapshot: what restoring it writes, and what its unique chunks take in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotStats {
-    pub snapshot_id: Id,
+    pub snapshot_id: SnapshotId,
     pub files: u64,
     pub restore_size: u64,
     pub unique_chunks: usize,
@@ -62,8 +62,8 @@ pub fn repository_stats(repo: &Repository, index: &Index) -> Result<RepositorySt
 pub fn snapshot_stats(
     repo: &Repository,
     index: &Index,
-    id: Id,
-    root: &Id,
+    id: SnapshotId,
+    root: &TreeId,
 ) -> Result<SnapshotStats> {
     let (mut files, mut size) = (0u64, 0u64);
     let mut chunks = HashSet::new();

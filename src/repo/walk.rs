@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::{Index, Repository, TREE_BATCH};
 use crate::error::Result;
 use crate::format::tree::Tree;
-use crate::id::Id;
+use crate::id::TreeId;
 
 /// How often a tree reachable more than once is visited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct TreeWalker<'a> {
     repo: &'a Repository,
     index: &'a Index,
     visits: Visits,
-    seen: HashSet<Id>,
+    seen: HashSet<TreeId>,
 }
 
 impl<'a> TreeWalker<'a> {
@@ -38,7 +38,7 @@ impl<'a> TreeWalker<'a> {
     }
 
     /// Every tree visited so far (with [`Visits::Once`]).
-    pub fn seen(&self) -> &HashSet<Id> {
+    pub fn seen(&self) -> &HashSet<TreeId> {
         &self.seen
     }
 
@@ -48,8 +48,8 @@ impl<'a> TreeWalker<'a> {
     /// `next`. An error from `visit` stops the walk.
     pub fn walk<C>(
         &mut self,
-        roots: Vec<(Id, C)>,
-        mut visit: impl FnMut(&Id, &C, Result<Tree>, &mut Vec<(Id, C)>) -> Result<()>,
+        roots: Vec<(TreeId, C)>,
+        mut visit: impl FnMut(&TreeId, &C, Result<Tree>, &mut Vec<(TreeId, C)>) -> Result<()>,
     ) -> Result<()> {
         let mut level = roots;
         while !level.is_empty() {
@@ -58,7 +58,7 @@ impl<'a> TreeWalker<'a> {
             }
             let mut next = Vec::new();
             for batch in level.chunks(TREE_BATCH) {
-                let ids: Vec<Id> = batch.iter().map(|(id, _)| *id).collect();
+                let ids: Vec<TreeId> = batch.iter().map(|(id, _)| *id).collect();
                 for ((id, ctx), tree) in batch.iter().zip(self.repo.load_trees(self.index, &ids)) {
                     visit(id, ctx, tree, &mut next)?;
                 }

@@ -83,9 +83,9 @@ fn debug_of_key_types_prints_no_key_bytes() {
     let hexed = "abababab";
     let pack = PackKey::new(
         &Id::random().unwrap(),
-        &Id::random().unwrap(),
+        &custody::id::SessionId::random().unwrap(),
         &key,
-        Id::random().unwrap(),
+        custody::id::PackId::random().unwrap(),
     );
     let chunker = custody::chunker::Chunker::new(&key, custody::chunker::ChunkerParams::DEFAULT);
     let opts = custody::keyservice::KeyServiceOptions {

@@ -442,9 +442,9 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     let forged = GarbageMark {
         format: 1,
         time: chrono::Utc::now() - chrono::Duration::days(2),
-        packs: ids(FileKind::Pack),
-        segments: ids(FileKind::Index),
-        sessions: ids(FileKind::Key),
+        packs: ids(FileKind::Pack).into_iter().map(Into::into).collect(),
+        segments: ids(FileKind::Index).into_iter().map(Into::into).collect(),
+        sessions: ids(FileKind::Key).into_iter().map(Into::into).collect(),
         unindexed: vec![],
     };
     repo.save_mark(&forged).unwrap();
@@ -485,12 +485,12 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
             .collect(),
     };
     let forged = repo.save_index_segment(&emptied).unwrap();
-    let all = |k| -> Vec<custody::Id> {
+    let all = |k| -> Vec<custody::id::PackId> {
         repo.store()
             .list(k)
             .unwrap()
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.into())
             .collect()
     };
     repo.save_mark(&GarbageMark {

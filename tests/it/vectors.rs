@@ -31,6 +31,7 @@ use custody::format::name::RawName;
 use custody::format::snapshot::{Snapshot, Summary};
 use custody::format::tree::{Node, NodeKind, Tree};
 use custody::format::wrapped::{context, context_bytes, Purpose, WrappedKeyRecord};
+use custody::id::{BlobId, ChunkId, PackId, SessionId};
 use custody::keyservice::{KeyService, KeyringRole, LocalKeyring};
 use custody::pack::{self, BlobEntry, BlobType, PackBuilder, PackKey};
 use custody::{Error, Id};
@@ -56,8 +57,9 @@ fn key(label: &str) -> Key32 {
     Key32::from_slice(&sha256(label)).expect("32 bytes")
 }
 
-fn id(label: &str) -> Id {
-    Id(sha256(label))
+/// An id of any kind, from a label.
+fn id<T: From<Id>>(label: &str) -> T {
+    T::from(Id(sha256(label)))
 }
 
 fn repo_id() -> Id {
@@ -74,10 +76,10 @@ fn secret_id() -> Id {
 fn dek() -> Key32 {
     key("custody golden vector session key")
 }
-fn session() -> Id {
+fn session() -> SessionId {
     id("custody golden vector session id")
 }
-fn pack_id() -> Id {
+fn pack_id() -> PackId {
     id("custody golden vector pack id")
 }
 /// The root key of the envelope vectors (the envelope codec alone, whatever the kind).
@@ -92,8 +94,9 @@ fn k_id() -> Key32 {
     kdf::derive_key(repo_id().as_bytes(), &secret(), &[label::CHUNK_ID])
 }
 
-fn hmac_id(data: &[u8]) -> Id {
-    Id(kdf::hmac_sha256(&k_id(), data))
+/// A chunk, tree or blob id: `HMAC(K_id, data)`.
+fn hmac_id<T: From<Id>>(data: &[u8]) -> T {
+    T::from(Id(kdf::hmac_sha256(&k_id(), data)))
 }
 
 fn time(s: &str) -> DateTime<Utc> {
@@ -110,7 +113,7 @@ fn unhex32(s: &str) -> [u8; 32] {
 const CHUNK: &[u8] = b"custody golden vector chunk\n";
 
 fn fixed_tree() -> Tree {
-    let file = |name: &[u8], mode, size, content: Vec<Id>| Node {
+    let file = |name: &[u8], mode, size, content: Vec<ChunkId>| Node {
         name: RawName(name.to_vec()),
         kind: NodeKind::File,
         mode,
@@ -312,25 +315,25 @@ fn envelope_cases() -> Vec<EnvelopeCase> {
         EnvelopeCase {
             file: "envelope/kind1-data-blob.hex",
             kind: ObjectKind::DataBlob,
-            container: pack_id(),
+            container: pack_id().id(),
             object: hmac_id(CHUNK),
-            key_id: session(),
+            key_id: session().id(),
             plaintext: CHUNK.to_vec(),
         },
         EnvelopeCase {
             file: "envelope/kind2-tree-blob.hex",
             kind: ObjectKind::TreeBlob,
-            container: pack_id(),
+            container: pack_id().id(),
             object: hmac_id(&tree),
-            key_id: session(),
+            key_id: session().id(),
             plaintext: tree,
         },
         EnvelopeCase {
             file: "envelope/kind3-pack-header.hex",
             kind: ObjectKind::PackHeader,
-            container: pack_id(),
-            object: pack_id(),
-            key_id: session(),
+            container: pack_id().id(),
+            object: pack_id().id(),
+            key_id: session().id(),
             plaintext: pack::encode_header(&header_entries),
         },
         EnvelopeCase {
@@ -346,7 +349,7 @@ fn envelope_cases() -> Vec<EnvelopeCase> {
             kind: ObjectKind::Snapshot,
             container: zero(),
             object: id("custody golden vector snapshot id"),
-            key_id: session(),
+            key_id: session().id(),
             plaintext: snapshot_bytes(),
         },
         EnvelopeCase {
@@ -1145,7 +1148,7 @@ fn pack_vector_parses_and_its_blobs_open() {
     let k_pack = Key32::from_slice(&unhex32(K_PACK_HEX)).expect("32 bytes");
     let mut seen = Vec::new();
     for e in &entries {
-        let (want, comp) = if e.id == hmac_id(&a) {
+        let (want, comp) = if e.id == hmac_id::<BlobId>(&a) {
             (&a, Compression::Zstd)
         } else {
             assert_eq!(e.id, hmac_id(&b), "unexpected blob id");
@@ -1173,11 +1176,15 @@ fn pack_vector_parses_and_its_blobs_open() {
         let raw = compress::decompress(e.compression, stored, e.raw_length as usize)
             .expect("decompresses");
         assert!(&raw == want, "blob plaintext");
-        assert_eq!(hmac_id(&raw), e.id, "chunk id = HMAC(K_id, plaintext)");
+        assert_eq!(
+            hmac_id::<BlobId>(&raw),
+            e.id,
+            "chunk id = HMAC(K_id, plaintext)"
+        );
         seen.push(e.id);
     }
     seen.sort();
-    let mut want = vec![hmac_id(&a), hmac_id(&b)];
+    let mut want: Vec<BlobId> = vec![hmac_id(&a), hmac_id(&b)];
     want.sort();
     assert_eq!(seen, want);
     // Under another pack's key the header does not open.
@@ -1255,7 +1262,10 @@ fn index_segment_vector_round_trips_exactly() {
     assert_eq!(&bytes[44..76], session().as_bytes());
     assert_eq!(&bytes[76..80], &2u32.to_le_bytes());
     let e = &bytes[80..128];
-    assert_eq!(&e[..32], id("custody golden vector blob 1").as_bytes());
+    assert_eq!(
+        &e[..32],
+        id::<Id>("custody golden vector blob 1").as_bytes()
+    );
     assert_eq!(&e[32..36], &[0, 1, 0, 0], "type data, zstd, reserved");
     assert_eq!(&e[36..40], &0u32.to_le_bytes());
     assert_eq!(&e[40..44], &[3, 2, 1, 0], "length, little endian");
@@ -1331,7 +1341,7 @@ fn tree_vector_encodes_exactly() {
     );
     assert!(text.contains(r#""target":"a-file.txt""#), "{text}");
     // Pinned by independent.py: tree id = HMAC(K_id, the exact bytes).
-    assert_eq!(hmac_id(&bytes).to_hex(), TREE_ID_HEX);
+    assert_eq!(hmac_id::<Id>(&bytes).to_hex(), TREE_ID_HEX);
 }
 
 const TREE_ID_HEX: &str = "bd880a433daa8aee2bd329aa5b236bb9139a5cf3f61362684ed0af847314370d";
@@ -1458,7 +1468,7 @@ fn wrapped_key_vectors_open_with_the_golden_keyring() {
     let data: WrappedKeyRecord = read_json("wrapped/session-key.json");
     assert_eq!(data.format, 1);
     assert_eq!(data.purpose, Purpose::SessionKey);
-    assert_eq!((data.repository, data.key_id), (repo_id(), session()));
+    assert_eq!((data.repository, data.key_id), (repo_id(), session().id()));
     assert_eq!(data.wrapped.algorithm, "local-x25519-hkdf-aes256gcm-v1");
     assert_eq!(data.wrapped.ciphertext.len(), 92);
 
@@ -1783,7 +1793,7 @@ fn write_codec_vectors(dir: &Path) {
     let (a, b) = pack_blob_plaintexts();
     for plain in [&a, &b] {
         let (c, stored) = compress::compress(3, plain);
-        let id = hmac_id(plain);
+        let id: BlobId = hmac_id(plain);
         let sealed = key.seal_blob(BlobType::Data, &id, &stored).expect("seal");
         builder.add(
             BlobEntry {
@@ -1833,7 +1843,7 @@ fn write_codec_vectors(dir: &Path) {
         }
     };
     let meta = record(Purpose::RepositorySecret, secret_id(), &secret());
-    let data = record(Purpose::SessionKey, session(), &dek());
+    let data = record(Purpose::SessionKey, session().id(), &dek());
     let json = |r: &WrappedKeyRecord| {
         let mut v = serde_json::to_vec_pretty(r).expect("json");
         v.push(b'\n');

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::REPO_FORMAT;
-use crate::id::Id;
+use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repo::parent_cache::ParentCache;
 use crate::repo::{Repository, Session};
 use crate::store::FileKind;
@@ -54,7 +54,7 @@ pub struct BackupOptions {
     pub host: String,
     pub tags: Vec<String>,
     /// A snapshot whose unchanged files (same size, mtime, inode) are reused without reading.
-    pub parent: Option<(Id, Snapshot)>,
+    pub parent: Option<(SnapshotId, Snapshot)>,
     /// This machine's record of its last backup of the same paths: used as the parent when
     /// there is no parent snapshot (write-only clients), and updated after this backup.
     pub parent_cache: Option<ParentCache>,
@@ -76,7 +76,7 @@ pub struct Progress {
 
 #[derive(Debug)]
 pub struct BackupReport {
-    pub snapshot_id: Id,
+    pub snapshot_id: SnapshotId,
     pub snapshot: Snapshot,
     /// Source files or folders left out, with the reason.
     pub skipped: Vec<(String, String)>,
@@ -110,7 +110,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let pack_size = repo.config().body.pack_size as usize;
     let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<u8>)>(2 * workers);
     let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
-    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<(u64, Id)>();
+    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<(u64, ChunkId)>();
     let dedup = Dedup::default();
 
     let (walked, worker_results) = std::thread::scope(|s| {
@@ -173,7 +173,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     summary.bytes_new = dedup.bytes_new.load(Ordering::Relaxed);
     let packs = uploader.finish()?;
     crate::failpoint::hit("backup-before-commit");
-    let own: Vec<Id> = packs.iter().map(|p| p.pack).collect();
+    let own: Vec<PackId> = packs.iter().map(|p| p.pack).collect();
     let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
     repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
 

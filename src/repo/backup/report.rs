@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BackupReport;
 use crate::human::bytes;
-use crate::id::Id;
+use crate::id::{SessionId, SnapshotId};
 
 /// A source left out of the snapshot, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,9 +19,9 @@ pub struct Skipped {
 /// `backup --json`: field names are a contract with backup jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackupOutput {
-    pub snapshot_id: Id,
-    pub parent: Option<Id>,
-    pub session: Id,
+    pub snapshot_id: SnapshotId,
+    pub parent: Option<SnapshotId>,
+    pub session: SessionId,
     pub files_processed: u64,
     pub dirs_processed: u64,
     pub files_skipped: u64,

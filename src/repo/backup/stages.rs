@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::compress::{self, Compression};
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{BlobId, ChunkId};
 use crate::pack::{BlobEntry, BlobType, PackBuilder};
 use crate::repo::{Index, Repository, Session};
 
@@ -19,24 +19,24 @@ use super::Progress;
 /// A blob to compress, seal and pack: already known to be new.
 pub(super) struct Job {
     pub(super) t: BlobType,
-    pub(super) id: Id,
+    pub(super) id: BlobId,
     pub(super) data: Vec<u8>,
 }
 
 /// Shared by the workers: what this run has already claimed, and what it found new.
 #[derive(Default)]
 pub(super) struct Dedup {
-    pub(super) claimed: Mutex<HashSet<Id>>,
+    pub(super) claimed: Mutex<HashSet<BlobId>>,
     /// Blobs this run found already stored (and relies on): checked before committing.
-    pub(super) used: Mutex<HashSet<Id>>,
+    pub(super) used: Mutex<HashSet<BlobId>>,
     pub(super) chunks_new: AtomicU64,
     pub(super) bytes_new: AtomicU64,
 }
 
 impl Dedup {
     /// True when the blob must be stored: neither in the index nor claimed by this run.
-    pub(super) fn claim(&self, index: &Index, id: &Id, len: usize) -> bool {
-        if self.known(index, id) || !self.claimed.lock().expect("lock").insert(*id) {
+    pub(super) fn claim(&self, index: &Index, id: BlobId, len: usize) -> bool {
+        if self.known(index, id) || !self.claimed.lock().expect("lock").insert(id) {
             return false;
         }
         self.chunks_new.fetch_add(1, Ordering::Relaxed);
@@ -45,10 +45,10 @@ impl Dedup {
     }
 
     /// True when the index has the blob; it is then recorded as one this run relies on.
-    pub(super) fn known(&self, index: &Index, id: &Id) -> bool {
+    pub(super) fn known(&self, index: &Index, id: BlobId) -> bool {
         let found = index.contains(id);
         if found {
-            self.used.lock().expect("lock").insert(*id);
+            self.used.lock().expect("lock").insert(id);
         }
         found
     }
@@ -60,16 +60,16 @@ pub(super) fn hasher(
     index: &Index,
     dedup: &Dedup,
     rx: Receiver<(u64, Vec<u8>)>,
-    ids: Sender<(u64, Id)>,
+    ids: Sender<(u64, ChunkId)>,
     pack: Sender<Job>,
 ) -> Result<()> {
     for (seq, data) in rx {
-        let id = repo.chunk_id(&data);
+        let id = ChunkId(repo.chunk_id(&data));
         ids.send((seq, id)).map_err(|_| stopped())?;
-        if dedup.claim(index, &id, data.len()) {
+        if dedup.claim(index, id.into(), data.len()) {
             pack.send(Job {
                 t: BlobType::Data,
-                id,
+                id: id.into(),
                 data,
             })
             .map_err(|_| stopped())?;

@@ -32,7 +32,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
         rt.handle().clone(),
         store,
         keys,
-        Id::random().unwrap(),
+        crate::Id::random().unwrap(),
         &opts,
     )
     .unwrap();

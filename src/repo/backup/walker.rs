@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::name::RawName;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Tree};
-use crate::id::Id;
+use crate::id::{ChunkId, TreeId};
 use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
 use crate::repo::{Index, Repository};
@@ -26,7 +26,7 @@ use super::{Progress, Source};
 
 /// What the walker hands back: the root tree, the absolute source paths, the summary and the
 /// skipped sources.
-pub(super) type Walked = (Id, Vec<String>, Summary, Vec<(String, String)>);
+pub(super) type Walked = (TreeId, Vec<String>, Summary, Vec<(String, String)>);
 
 /// A node not yet final: a file whose chunk ids are still with the hashers, or a folder whose
 /// tree is not yet encoded. Deferring both keeps the walker from waiting on the workers;
@@ -64,9 +64,9 @@ pub(super) struct Walker<'a> {
     /// Trees straight to the packers (the walker hashes them itself).
     pub(super) pack_tx: Sender<Job>,
     /// Chunk ids coming back from the workers, by sequence number.
-    pub(super) ids: Receiver<(u64, Id)>,
+    pub(super) ids: Receiver<(u64, ChunkId)>,
     pub(super) seq: u64,
-    pub(super) done: HashMap<u64, Id>,
+    pub(super) done: HashMap<u64, ChunkId>,
     /// Nodes held as [`Pending`].
     pub(super) deferred: usize,
     /// The chunk stream's buffer, reused from file to file.
@@ -192,22 +192,22 @@ impl Walker<'_> {
     }
 
     /// Finishes every node, then encodes and submits the tree.
-    pub(super) fn store_tree(&mut self, pending: Vec<Pending>) -> Result<Id> {
+    pub(super) fn store_tree(&mut self, pending: Vec<Pending>) -> Result<TreeId> {
         let mut tree = Tree::default();
         for mut p in pending {
             self.finish(&mut p)?;
             tree.nodes.push(p.node);
         }
         let bytes = tree.encode();
-        let id = self.repo.chunk_id(&bytes);
+        let id = TreeId(self.repo.chunk_id(&bytes));
         if let Some(r) = self.recorder {
             r.put(&id, &bytes);
         }
-        if self.dedup.claim(self.index, &id, bytes.len()) {
+        if self.dedup.claim(self.index, id.into(), bytes.len()) {
             self.pack_tx
                 .send(Job {
                     t: BlobType::Tree,
-                    id,
+                    id: id.into(),
                     data: bytes,
                 })
                 .map_err(|_| stopped())?;
@@ -215,7 +215,7 @@ impl Walker<'_> {
         Ok(id)
     }
 
-    pub(super) fn resolve(&mut self, seqs: &[u64]) -> Result<Vec<Id>> {
+    pub(super) fn resolve(&mut self, seqs: &[u64]) -> Result<Vec<ChunkId>> {
         let mut out = Vec::with_capacity(seqs.len());
         for s in seqs {
             loop {
@@ -293,7 +293,9 @@ impl Walker<'_> {
                     && p.mtime_nsec == node.mtime_nsec
                     && p.ctime_sec == node.ctime_sec
                     && p.ctime_nsec == node.ctime_nsec
-                    && p.content.iter().all(|c| self.dedup.known(self.index, c))
+                    && p.content
+                        .iter()
+                        .all(|c| self.dedup.known(self.index, c.into()))
             }) {
                 node.content = p.content.clone();
                 self.summary.files += 1;
@@ -350,7 +352,7 @@ impl Walker<'_> {
             let node = node_base(name, NodeKind::Dir, meta);
             let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
                 (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
-                (Some(id), None) if self.index.contains(&id) => {
+                (Some(id), None) if self.index.contains(id) => {
                     self.repo.load_tree(self.index, &id).ok()
                 }
                 _ => None,

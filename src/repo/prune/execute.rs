@@ -9,7 +9,7 @@ use super::{MarkReport, SweepReport, SEGMENT_BLOBS};
 use crate::error::Result;
 use crate::format::garbage::GarbageMark;
 use crate::format::index::{IndexSegment, PackEntries};
-use crate::id::Id;
+use crate::id::PackId;
 use crate::repo::activity::Activity;
 use crate::repo::lock::Lock;
 use crate::repo::repack::Repacker;
@@ -53,7 +53,7 @@ pub fn sweep(
     dry_run: bool,
     lock: &mut Option<Lock<'_>>,
     act: &Activity,
-) -> Result<(SweepReport, HashSet<Id>)> {
+) -> Result<(SweepReport, HashSet<PackId>)> {
     let mut r = SweepReport {
         marks_due: plan.marks_due.len(),
         marks_pending: plan.marks_pending,
@@ -71,7 +71,7 @@ pub fn sweep(
         r.segments_written = usize::from(!plan.relist.is_empty());
         return Ok((r, HashSet::new()));
     }
-    let relisted: HashSet<Id> = plan.relist.iter().map(|p| p.pack).collect();
+    let relisted: HashSet<PackId> = plan.relist.iter().map(|p| p.pack).collect();
     r.segments_written = write_segments(repo, plan.relist)?;
     crate::failpoint::hit("prune-sweep-before-delete");
     let total = plan.delete_packs.len();
@@ -84,12 +84,12 @@ pub fn sweep(
     let deletes = plan
         .delete_segments
         .iter()
-        .map(|id| (FileKind::Index, id))
-        .chain(plan.delete_keys.iter().map(|k| (FileKind::Key, k)))
-        .chain(plan.marks_due.iter().map(|m| (FileKind::Garbage, m)));
+        .map(|id| (FileKind::Index, id.id()))
+        .chain(plan.delete_keys.iter().map(|k| (FileKind::Key, k.id())))
+        .chain(plan.marks_due.iter().map(|m| (FileKind::Garbage, m.id())));
     for (kind, id) in deletes {
         renew(lock)?;
-        repo.store().delete(kind, id)?;
+        repo.store().delete(kind, &id)?;
     }
     tracing::info!(
         packs = r.packs_deleted,

@@ -35,7 +35,7 @@ use super::lock::{release_after, Lock};
 use super::Repository;
 use crate::error::Result;
 use crate::format::garbage::GarbageMark;
-use crate::id::Id;
+use crate::id::{MarkId, PackId};
 
 pub use survey::{survey, Survey};
 
@@ -87,7 +87,7 @@ pub struct SweepReport {
 /// What the mark phase condemned and rewrote.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MarkReport {
-    pub mark: Option<Id>,
+    pub mark: Option<MarkId>,
     pub packs_total: usize,
     pub bytes_total: u64,
     pub bytes_unused_before: u64,
@@ -127,14 +127,14 @@ fn run(
     report.snapshots = s.snapshots;
     report.blobs_referenced = s.referenced.len();
     // Unindexed packs noted by marks past the grace period; read before the sweep deletes them.
-    let seen_before: HashSet<Id> = s
+    let seen_before: HashSet<PackId> = s
         .marks
         .iter()
         .filter(|(_, m)| m.time <= s.start - opts.grace)
         .flat_map(|(_, m)| m.unindexed.iter().copied())
         .collect();
     let start = s.start;
-    let due = move |_: &Id, m: &GarbageMark| m.time <= start - opts.grace;
+    let due = move |_: &MarkId, m: &GarbageMark| m.time <= start - opts.grace;
     let plan = plan::plan_sweep(&s, &due, true)?;
     let (sweep_report, relisted) = execute::sweep(repo, plan, opts.dry_run, lock, act)?;
     report.sweep = sweep_report;
@@ -150,7 +150,7 @@ fn run(
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
         let s = survey(repo, lock, act)?;
         let start = s.start;
-        let due = move |_: &Id, m: &GarbageMark| m.time <= start;
+        let due = move |_: &MarkId, m: &GarbageMark| m.time <= start;
         let plan = plan::plan_sweep(&s, &due, true)?;
         let (again, _) = execute::sweep(repo, plan, false, lock, act)?;
         report.sweep.marks_due += again.marks_due;
@@ -169,11 +169,11 @@ fn run(
 /// condemns (a later prune does, after the grace period). For `rotate reencrypt
 /// --delete-now`: every blob of the packs its mark condemns was copied and indexed first, so
 /// deleting them cannot take anything a snapshot needs.
-pub fn sweep_now(repo: &Repository, mark: &Id, act: &Activity) -> Result<SweepReport> {
+pub fn sweep_now(repo: &Repository, mark: &MarkId, act: &Activity) -> Result<SweepReport> {
     let mut lock = Some(repo.lock("prune")?);
     let out = (|| {
         let s = survey(repo, &mut lock, act)?;
-        let only = |id: &Id, _: &GarbageMark| id == mark;
+        let only = |id: &MarkId, _: &GarbageMark| id == mark;
         let plan = plan::plan_sweep(&s, &only, false)?;
         Ok(execute::sweep(repo, plan, false, &mut lock, act)?.0)
     })();

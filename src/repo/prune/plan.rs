@@ -12,7 +12,7 @@ use super::{MarkReport, PruneOptions, SEGMENT_BLOBS};
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::{IndexSegment, PackEntries};
-use crate::id::Id;
+use crate::id::{BlobId, MarkId, PackId, SegmentId, SessionId};
 use crate::pack::BlobEntry;
 use crate::repo::marks::Marks;
 use crate::store::{object_name, FileKind};
@@ -20,8 +20,8 @@ use crate::store::{object_name, FileKind};
 /// Each listed pack's entries. Every listing of a pack must agree (copies of one listing are
 /// normal: consolidation and the sweep list packs again): two that disagree mean a forged or
 /// corrupt segment, and choosing either by name order could delete the only copy of a blob.
-pub fn pack_table(segments: &[(Id, IndexSegment)]) -> Result<HashMap<Id, &PackEntries>> {
-    let mut out: HashMap<Id, (&Id, &PackEntries)> = HashMap::new();
+pub fn pack_table(segments: &[(SegmentId, IndexSegment)]) -> Result<HashMap<PackId, &PackEntries>> {
+    let mut out: HashMap<PackId, (&SegmentId, &PackEntries)> = HashMap::new();
     for (seg_id, seg) in segments {
         for p in &seg.packs {
             match out.get(&p.pack) {
@@ -64,24 +64,24 @@ fn same_listing(a: &PackEntries, b: &PackEntries) -> bool {
 #[derive(Debug, Default)]
 pub struct SweepPlan {
     /// Marks carried out (deleted last).
-    pub marks_due: Vec<Id>,
+    pub marks_due: Vec<MarkId>,
     pub marks_pending: usize,
-    pub delete_packs: Vec<Id>,
+    pub delete_packs: Vec<PackId>,
     pub bytes_deleted: u64,
     /// Condemned packs kept because a snapshot written since needs one of their blobs.
     pub packs_still_needed: usize,
     /// Segments removed: the superseded ones and every one that lists a deleted pack.
-    pub delete_segments: Vec<Id>,
+    pub delete_segments: Vec<SegmentId>,
     /// Packs listed only by removed segments that stay: written to new segments first.
     pub relist: Vec<PackEntries>,
-    pub delete_keys: Vec<Id>,
+    pub delete_keys: Vec<SessionId>,
 }
 
 /// Plans a sweep of the marks for which `due` holds. `delete_keys` is false when only the
 /// packs of a mark may go now (`rotate reencrypt --delete-now`).
 pub fn plan_sweep(
     s: &Survey,
-    due: &dyn Fn(&Id, &GarbageMark) -> bool,
+    due: &dyn Fn(&MarkId, &GarbageMark) -> bool,
     delete_keys: bool,
 ) -> Result<SweepPlan> {
     let table = pack_table(&s.segments)?;
@@ -94,15 +94,16 @@ pub fn plan_sweep(
     if due.is_empty() {
         return Ok(plan);
     }
-    let union =
-        |ms: &[&(Id, GarbageMark)]| Marks::of(&ms.iter().map(|m| (*m).clone()).collect::<Vec<_>>());
+    let union = |ms: &[&(MarkId, GarbageMark)]| {
+        Marks::of(&ms.iter().map(|m| (*m).clone()).collect::<Vec<_>>())
+    };
     let due_set = union(&due);
     let pending_set = union(&pending);
-    let live = |p: &Id| {
+    let live = |p: &PackId| {
         !due_set.packs.contains(p) && !pending_set.packs.contains(p) && s.stored.contains_key(p)
     };
     // Blobs that stay available without any condemned pack.
-    let mut available: HashSet<Id> = HashSet::new();
+    let mut available: HashSet<BlobId> = HashSet::new();
     for (id, seg) in &s.segments {
         if due_set.segments.contains(id) {
             continue;
@@ -111,7 +112,7 @@ pub fn plan_sweep(
             available.extend(p.blobs.iter().map(|b| b.id));
         }
     }
-    let mut delete: HashSet<Id> = HashSet::new();
+    let mut delete: HashSet<PackId> = HashSet::new();
     for p in &due_set.packs {
         let needed = table.get(p).is_some_and(|pe| {
             pe.blobs
@@ -126,7 +127,7 @@ pub fn plan_sweep(
     }
     // Segments to remove: the superseded ones, and any other that lists a pack about to go
     // (a reader must never find a deleted pack in a segment once the mark is gone).
-    let doomed: HashSet<Id> = s
+    let doomed: HashSet<SegmentId> = s
         .segments
         .iter()
         .filter(|(id, seg)| {
@@ -135,7 +136,7 @@ pub fn plan_sweep(
         .map(|(id, _)| *id)
         .collect();
     let staying = || s.segments.iter().filter(|(id, _)| !doomed.contains(id));
-    let still_listed: HashSet<Id> = staying()
+    let still_listed: HashSet<PackId> = staying()
         .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
         .collect();
     let mut relisted = HashSet::new();
@@ -150,7 +151,7 @@ pub fn plan_sweep(
         }
     }
     // Keys: unused by any snapshot and by any pack that stays listed.
-    let remaining_sessions: HashSet<Id> = staying()
+    let remaining_sessions: HashSet<SessionId> = staying()
         .flat_map(|(_, seg)| seg.packs.iter())
         .chain(plan.relist.iter())
         .filter(|p| !delete.contains(&p.pack))
@@ -184,16 +185,16 @@ pub struct MarkPlan {
     /// The counts of this plan; the executor adds what it wrote.
     pub report: MarkReport,
     /// Packs the new mark condemns: unused, repacked, and unindexed past the grace period.
-    pub condemned: Vec<Id>,
+    pub condemned: Vec<PackId>,
     /// Partly used packs to copy: (pack, session, the used blobs to copy).
-    pub repack: Vec<(Id, Id, Vec<BlobEntry>)>,
+    pub repack: Vec<(PackId, SessionId, Vec<BlobEntry>)>,
     /// Unindexed packs noted (not condemned) for a run after the grace period.
-    pub unindexed: Vec<Id>,
+    pub unindexed: Vec<PackId>,
     /// Session keys the mark condemns.
-    pub sessions: Vec<Id>,
+    pub sessions: Vec<SessionId>,
     /// Segments superseded by consolidation, and the entries to list again in their place
     /// (the repacked copies are added by the executor).
-    pub consolidate: Option<(Vec<Id>, Vec<PackEntries>)>,
+    pub consolidate: Option<(Vec<SegmentId>, Vec<PackEntries>)>,
 }
 
 impl MarkPlan {
@@ -212,14 +213,14 @@ impl MarkPlan {
 pub fn plan_mark(
     s: &Survey,
     opts: &PruneOptions,
-    seen_before: &HashSet<Id>,
-    relisted: &HashSet<Id>,
+    seen_before: &HashSet<PackId>,
+    relisted: &HashSet<PackId>,
 ) -> Result<MarkPlan> {
     let now: DateTime<Utc> = s.start;
     pack_table(&s.segments)?;
     let pending = Marks::of(&s.marks);
     // Segments that no pending mark supersedes, and the live packs they list, in order.
-    let current: Vec<&(Id, IndexSegment)> = s
+    let current: Vec<&(SegmentId, IndexSegment)> = s
         .segments
         .iter()
         .filter(|(id, _)| !pending.segments.contains(id))
@@ -233,15 +234,15 @@ pub fn plan_mark(
             }
         }
     }
-    let all_listed: HashSet<Id> = s
+    let all_listed: HashSet<PackId> = s
         .segments
         .iter()
         .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
         .chain(relisted.iter().copied())
         .collect();
     // Each referenced blob is used from the first stored live pack that holds it.
-    let mut chosen: HashSet<Id> = HashSet::new();
-    let mut used: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+    let mut chosen: HashSet<BlobId> = HashSet::new();
+    let mut used: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
     for p in packs.iter().filter(|p| s.stored.contains_key(&p.pack)) {
         for b in &p.blobs {
             if s.referenced.contains(&b.id) && chosen.insert(b.id) {
@@ -295,7 +296,7 @@ pub fn plan_mark(
     }
     r.packs_repacked = plan.repack.len();
     // Unindexed packs: noted now, condemned by a run after the grace period.
-    let mut stored: Vec<(&Id, &u64)> = s.stored.iter().collect();
+    let mut stored: Vec<(&PackId, &u64)> = s.stored.iter().collect();
     stored.sort();
     for (p, size) in stored {
         if all_listed.contains(p) || pending.packs.contains(p) {
@@ -311,10 +312,10 @@ pub fn plan_mark(
         }
     }
     r.unindexed_seen = plan.unindexed.len();
-    let condemned: HashSet<Id> = plan.condemned.iter().copied().collect();
+    let condemned: HashSet<PackId> = plan.condemned.iter().copied().collect();
     // Keys of sessions that nothing uses any more and that are older than the grace period
     // (a younger one may belong to a backup still running).
-    let live_sessions: HashSet<Id> = packs
+    let live_sessions: HashSet<SessionId> = packs
         .iter()
         .filter(|p| !condemned.contains(&p.pack))
         .map(|p| p.session)
@@ -335,7 +336,7 @@ pub fn plan_mark(
     // condemned pack; full ones stay as they are, so a large index is not rewritten each run.
     let lists_condemned =
         |seg: &IndexSegment| seg.packs.iter().any(|p| condemned.contains(&p.pack));
-    let rewrite: Vec<&(Id, IndexSegment)> = current
+    let rewrite: Vec<&(SegmentId, IndexSegment)> = current
         .iter()
         .filter(|(_, seg)| {
             seg.packs.iter().map(|p| p.blobs.len()).sum::<usize>() < SEGMENT_BLOBS
@@ -348,8 +349,8 @@ pub fn plan_mark(
         || rewrite.iter().any(|(_, seg)| lists_condemned(seg));
     if consolidate {
         r.segments_superseded = rewrite.len();
-        let rewritten: HashSet<Id> = rewrite.iter().map(|(id, _)| *id).collect();
-        let stays_listed: HashSet<Id> = current
+        let rewritten: HashSet<SegmentId> = rewrite.iter().map(|(id, _)| *id).collect();
+        let stays_listed: HashSet<PackId> = current
             .iter()
             .filter(|(id, _)| !rewritten.contains(id))
             .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))

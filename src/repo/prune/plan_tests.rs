@@ -16,14 +16,15 @@ use super::PruneOptions;
 use crate::compress::Compression;
 use crate::format::garbage::GarbageMark;
 use crate::format::index::{IndexSegment, PackEntries};
-use crate::id::Id;
+use crate::id::{BlobId, Id, MarkId, PackId, SegmentId};
 use crate::pack::{BlobEntry, BlobType};
 
-fn id(tag: u8, n: usize) -> Id {
+/// A synthetic id of any kind: `tag` names the kind, `n` the object.
+fn id<T: From<Id>>(tag: u8, n: usize) -> T {
     let mut b = [0u8; 32];
     b[0] = tag;
     b[1] = n as u8;
-    Id(b)
+    T::from(Id(b))
 }
 const BLOB: u8 = 1;
 const PACK: u8 = 2;
@@ -239,7 +240,7 @@ fn opts(w: &World) -> PruneOptions {
 
 /// The model of a repository: which packs are stored, and the listings of the index.
 struct Model {
-    stored: HashSet<Id>,
+    stored: HashSet<PackId>,
     listings: Vec<PackEntries>,
 }
 
@@ -256,7 +257,7 @@ impl Model {
     }
 
     /// Packs (stored and indexed, outside `condemned`) that hold `blob`.
-    fn holders(&self, blob: &Id, condemned: &HashSet<Id>) -> Vec<Id> {
+    fn holders(&self, blob: &BlobId, condemned: &HashSet<PackId>) -> Vec<PackId> {
         self.listings
             .iter()
             .filter(|p| self.stored.contains(&p.pack) && !condemned.contains(&p.pack))
@@ -267,8 +268,8 @@ impl Model {
 }
 
 fn model_after_sweep(s: &Survey, plan: &SweepPlan) -> Model {
-    let deleted: HashSet<Id> = plan.delete_packs.iter().copied().collect();
-    let gone: HashSet<Id> = plan.delete_segments.iter().copied().collect();
+    let deleted: HashSet<PackId> = plan.delete_packs.iter().copied().collect();
+    let gone: HashSet<SegmentId> = plan.delete_segments.iter().copied().collect();
     let mut listings: Vec<PackEntries> = s
         .segments
         .iter()
@@ -330,7 +331,7 @@ fn check_sweep(s: &Survey, plan: &SweepPlan) {
 }
 
 fn check_mark(s: &Survey, plan: &MarkPlan, o: &PruneOptions) {
-    let pending: HashSet<Id> = s
+    let pending: HashSet<PackId> = s
         .marks
         .iter()
         .flat_map(|(_, m)| m.packs.iter().copied())
@@ -341,7 +342,7 @@ fn check_mark(s: &Survey, plan: &MarkPlan, o: &PruneOptions) {
     // After: the rewritten segments are replaced by the kept listings, and the repacked
     // blobs live in new packs that nothing condemns.
     let mut after = Model::of(s);
-    let mut copied: HashSet<Id> = HashSet::new();
+    let mut copied: HashSet<BlobId> = HashSet::new();
     for (_, _, blobs) in &plan.repack {
         copied.extend(blobs.iter().map(|b| b.id));
     }
@@ -397,7 +398,7 @@ proptest! {
     fn sweep_never_deletes_the_last_copy_of_a_needed_blob(w in world()) {
         let s = survey_of(&w);
         let start = s.start;
-        let due = |_: &Id, m: &GarbageMark| m.time <= start - Duration::days(1);
+        let due = |_: &MarkId, m: &GarbageMark| m.time <= start - Duration::days(1);
         let plan = plan_sweep(&s, &due, true).unwrap();
         check_sweep(&s, &plan);
     }
@@ -406,7 +407,7 @@ proptest! {
     fn mark_never_condemns_the_last_copy_of_a_needed_blob(w in world()) {
         let s = survey_of(&w);
         let o = opts(&w);
-        let seen: HashSet<Id> = w.seen_before.iter().map(|p| id(PACK, *p)).collect();
+        let seen: HashSet<PackId> = w.seen_before.iter().map(|p| id(PACK, *p)).collect();
         let plan = plan_mark(&s, &o, &seen, &HashSet::new()).unwrap();
         check_mark(&s, &plan, &o);
     }
@@ -416,7 +417,7 @@ proptest! {
         // The full run: sweep, then mark on what the sweep left, then sweep that mark.
         let s = survey_of(&w);
         let start = s.start;
-        let due = |_: &Id, m: &GarbageMark| m.time <= start - Duration::days(1);
+        let due = |_: &MarkId, m: &GarbageMark| m.time <= start - Duration::days(1);
         let sweep = plan_sweep(&s, &due, true).unwrap();
         let after = model_after_sweep(&s, &sweep);
         let mut s2 = s.clone();
@@ -447,7 +448,7 @@ proptest! {
         }
         s.segments.insert(0, (id(SEGMENT, 100), IndexSegment { packs: vec![forged] }));
         let start = s.start;
-        let due = |_: &Id, m: &GarbageMark| m.time <= start - Duration::days(1);
+        let due = |_: &MarkId, m: &GarbageMark| m.time <= start - Duration::days(1);
         let e = plan_sweep(&s, &due, true).unwrap_err();
         prop_assert!(e.is_integrity() && e.to_string().contains("differently"), "{}", e);
         let e = plan_mark(&s, &opts(&w), &HashSet::new(), &HashSet::new()).unwrap_err();

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
 use crate::format::tree::NodeKind;
-use crate::id::Id;
+use crate::id::{BlobId, MarkId, PackId, SegmentId, SessionId};
 use crate::repo::activity::Activity;
 use crate::repo::lock::Lock;
 use crate::repo::marks::Marks;
@@ -27,16 +27,16 @@ pub struct Survey {
     /// so time spent surveying never makes a mark look older than the listing it was
     /// checked against.
     pub start: DateTime<Utc>,
-    pub marks: Vec<(Id, GarbageMark)>,
-    pub segments: Vec<(Id, IndexSegment)>,
+    pub marks: Vec<(MarkId, GarbageMark)>,
+    pub segments: Vec<(SegmentId, IndexSegment)>,
     /// Packs in the store with their sizes.
-    pub stored: HashMap<Id, u64>,
+    pub stored: HashMap<PackId, u64>,
     /// Session keys with their creation times (`None`: unreadable record).
-    pub keys: Vec<(Id, Option<DateTime<Utc>>)>,
+    pub keys: Vec<(SessionId, Option<DateTime<Utc>>)>,
     /// Blobs (trees and chunks) that some listed snapshot needs.
-    pub referenced: HashSet<Id>,
+    pub referenced: HashSet<BlobId>,
     /// Sessions that wrote a listed snapshot.
-    pub snapshot_sessions: HashSet<Id>,
+    pub snapshot_sessions: HashSet<SessionId>,
     pub snapshots: usize,
 }
 
@@ -44,7 +44,12 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     act.set("listing the repository");
     let start = Utc::now();
     let marks = repo.load_marks()?;
-    let stored: HashMap<Id, u64> = repo.store().list(FileKind::Pack)?.into_iter().collect();
+    let stored: HashMap<PackId, u64> = repo
+        .store()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|(id, size)| (PackId(id), size))
+        .collect();
     let keys = crate::repo::check::wrapped_keys(repo)?
         .into_iter()
         .map(|(id, r)| (id, r.map(|r| r.created)))
@@ -94,7 +99,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
             for n in tree.nodes {
                 match n.kind {
                     NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
-                    NodeKind::File => referenced.extend(n.content),
+                    NodeKind::File => referenced.extend(n.content.iter().map(BlobId::from)),
                     NodeKind::Symlink => {}
                 }
             }
@@ -104,7 +109,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
             l.refresh()?;
         }
     }
-    referenced.extend(walker.seen().iter().copied());
+    referenced.extend(walker.seen().iter().map(BlobId::from));
     Ok(Survey {
         start,
         marks,

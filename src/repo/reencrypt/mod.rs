@@ -24,7 +24,7 @@ use crate::crypto::envelope;
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
-use crate::id::Id;
+use crate::id::{MarkId, SessionId, SnapshotId};
 use crate::repo::activity::Activity;
 use crate::repo::marks::Marks;
 use crate::repo::repack::Repacker;
@@ -34,7 +34,7 @@ use crate::store::{object_name, FileKind};
 /// Which sessions to re-encrypt.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Sessions(Vec<Id>),
+    Sessions(Vec<SessionId>),
     /// Sessions whose key was made before this time.
     Before(DateTime<Utc>),
     All,
@@ -44,14 +44,14 @@ pub enum Target {
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct ReencryptReport {
     pub dry_run: bool,
-    pub sessions: Vec<Id>,
-    pub new_session: Option<Id>,
+    pub sessions: Vec<SessionId>,
+    pub new_session: Option<SessionId>,
     pub packs: usize,
     pub blobs_copied: usize,
     pub blobs_already_elsewhere: usize,
     pub bytes_written: u64,
     pub snapshots_resealed: usize,
-    pub mark: Option<Id>,
+    pub mark: Option<MarkId>,
     /// With `--delete-now`: the sweep of that mark that followed.
     pub sweep: Option<crate::repo::prune::SweepReport>,
 }
@@ -140,7 +140,7 @@ fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result
         .store()
         .list(FileKind::Pack)?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.into())
         .collect();
     let snapshot_ids = repo.snapshot_ids()?;
     let segments = repo.load_segments()?;
@@ -172,7 +172,7 @@ fn execute(
     lock: &mut Option<super::lock::Lock<'_>>,
     act: &Activity,
 ) -> Result<()> {
-    let sessions: HashSet<Id> = plan.sessions.iter().copied().collect();
+    let sessions: HashSet<SessionId> = plan.sessions.iter().copied().collect();
     let copies = &plan.copies;
     // 1. Copy, then 2. read every new pack back before anything old is given up.
     let mut rp = Repacker::new(repo)?;
@@ -203,8 +203,8 @@ fn execute(
     // 4. Seal the manifests again under the new session, verify, replace.
     // A backup of a chosen session may have committed a snapshot after the listing: the
     // snapshots are listed once more when the first list is done.
-    let known: HashSet<Id> = s.sealed_by.iter().map(|(id, _)| *id).collect();
-    let mut todo: std::collections::VecDeque<Id> = plan.resealing.into();
+    let known: HashSet<SnapshotId> = s.sealed_by.iter().map(|(id, _)| *id).collect();
+    let mut todo: std::collections::VecDeque<SnapshotId> = plan.resealing.into();
     let mut listed_again = false;
     let mut n = 0;
     loop {
@@ -269,13 +269,13 @@ fn execute(
 
 /// The session that sealed a snapshot, from its envelope header alone (no key needed);
 /// `None` when the snapshot was deleted meanwhile.
-fn sealing_session(repo: &Repository, id: &Id) -> Result<Option<Id>> {
+fn sealing_session(repo: &Repository, id: &SnapshotId) -> Result<Option<SessionId>> {
     let name = object_name(FileKind::Snapshot, id);
     // parse_header wants at least a whole empty envelope, which every snapshot is.
     let len = envelope::ENVELOPE_OVERHEAD as u64;
     match repo.store().get_range(FileKind::Snapshot, id, 0, len) {
         Ok(b) => envelope::parse_header(&b)
-            .map(|h| Some(h.key_id))
+            .map(|h| Some(SessionId(h.key_id)))
             .map_err(|e| Error::integrity(&name, e)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Target;
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
-use crate::id::Id;
+use crate::id::{BlobId, PackId, SegmentId, SessionId, SnapshotId};
 use crate::pack::BlobEntry;
 use crate::repo::marks::Marks;
 use crate::repo::prune::plan::pack_table;
@@ -20,27 +20,27 @@ use crate::store::{object_name, FileKind};
 #[derive(Debug, Default)]
 pub struct ReencryptSurvey {
     /// Session keys with their creation times (`None`: unreadable record).
-    pub keys: HashMap<Id, Option<DateTime<Utc>>>,
+    pub keys: HashMap<SessionId, Option<DateTime<Utc>>>,
     pub marks: Marks,
-    pub stored: HashSet<Id>,
-    pub segments: Vec<(Id, IndexSegment)>,
+    pub stored: HashSet<PackId>,
+    pub segments: Vec<(SegmentId, IndexSegment)>,
     /// (snapshot, the session whose key sealed its manifest).
-    pub sealed_by: Vec<(Id, Id)>,
+    pub sealed_by: Vec<(SnapshotId, SessionId)>,
 }
 
 /// What to copy, seal again and condemn.
 #[derive(Debug, Default)]
 pub struct ReencryptPlan {
     /// The chosen sessions, sorted.
-    pub sessions: Vec<Id>,
+    pub sessions: Vec<SessionId>,
     /// Their stored packs (condemned once everything is copied), sorted.
-    pub old_packs: Vec<Id>,
+    pub old_packs: Vec<PackId>,
     /// Per old pack: (pack, session, the blobs to copy out of it).
-    pub copies: Vec<(Id, Id, Vec<BlobEntry>)>,
+    pub copies: Vec<(PackId, SessionId, Vec<BlobEntry>)>,
     pub blobs_copied: usize,
     pub blobs_already_elsewhere: usize,
     /// Manifests sealed by a chosen session.
-    pub resealing: Vec<Id>,
+    pub resealing: Vec<SnapshotId>,
 }
 
 pub fn plan_reencrypt(s: &ReencryptSurvey, target: &Target) -> Result<ReencryptPlan> {
@@ -49,7 +49,7 @@ pub fn plan_reencrypt(s: &ReencryptSurvey, target: &Target) -> Result<ReencryptP
     pack_table(&s.segments)?;
     // Sessions that protect something; a running backup's session protects nothing yet and
     // is left alone by --all and --before.
-    let in_use: HashSet<Id> = s
+    let in_use: HashSet<SessionId> = s
         .segments
         .iter()
         .flat_map(|(_, seg)| seg.packs.iter())
@@ -57,7 +57,7 @@ pub fn plan_reencrypt(s: &ReencryptSurvey, target: &Target) -> Result<ReencryptP
         .map(|p| p.session)
         .chain(s.sealed_by.iter().map(|(_, sess)| *sess))
         .collect();
-    let sessions: HashSet<Id> = match target {
+    let sessions: HashSet<SessionId> = match target {
         Target::Sessions(ids) => {
             if let Some(missing) = ids.iter().find(|sess| !s.keys.contains_key(sess)) {
                 return Err(Error::NotFound(object_name(FileKind::Key, missing)));
@@ -86,7 +86,7 @@ pub fn plan_reencrypt(s: &ReencryptSurvey, target: &Target) -> Result<ReencryptP
         return Ok(plan);
     }
     // Blobs that a live pack of another session already holds need no copy.
-    let mut elsewhere: HashSet<Id> = HashSet::new();
+    let mut elsewhere: HashSet<BlobId> = HashSet::new();
     let mut old = Vec::new();
     let mut seen = HashSet::new();
     for (_, seg) in &s.segments {
@@ -135,11 +135,11 @@ mod tests {
     use crate::format::index::PackEntries;
     use crate::pack::BlobType;
 
-    fn id(tag: u8, n: usize) -> Id {
+    fn id<T: From<crate::id::Id>>(tag: u8, n: usize) -> T {
         let mut b = [0u8; 32];
         b[0] = tag;
         b[1] = n as u8;
-        Id(b)
+        T::from(crate::id::Id(b))
     }
 
     fn survey(
@@ -164,7 +164,9 @@ mod tests {
                 .collect(),
         };
         let mut marks = Marks::default();
-        marks.packs.extend(condemned.iter().map(|p| id(2, *p)));
+        marks
+            .packs
+            .extend(condemned.iter().map(|p| id::<PackId>(2, *p)));
         ReencryptSurvey {
             keys: (0..3).map(|s| (id(3, s), None)).collect(),
             marks,
@@ -201,8 +203,8 @@ mod tests {
             let s = survey(&packs, &stored_bits, &condemned);
             let target = Target::Sessions(chosen.iter().map(|c| id(3, *c)).collect());
             let plan = plan_reencrypt(&s, &target).unwrap();
-            let chosen: HashSet<Id> = chosen.iter().map(|c| id(3, *c)).collect();
-            let copied: HashSet<Id> = plan
+            let chosen: HashSet<SessionId> = chosen.iter().map(|c| id(3, *c)).collect();
+            let copied: HashSet<BlobId> = plan
                 .copies
                 .iter()
                 .flat_map(|(_, _, b)| b.iter().map(|e| e.id))

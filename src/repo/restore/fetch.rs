@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::PackId;
 use crate::repo::Repository;
 use crate::store::FileKind;
 
@@ -17,7 +17,7 @@ use super::{FileState, RestoreProgress, Target};
 pub(super) fn restore_pack(
     repo: &Repository,
     files: &[FileState],
-    pack: &Id,
+    pack: &PackId,
     mut targets: Vec<Target>,
     progress: &RestoreProgress,
     done: &Mutex<Vec<(usize, Result<u64>)>>,

@@ -130,7 +130,7 @@ pub fn write_file(
 ) -> Result<u64> {
     let mut n = 0u64;
     for id in &node.content {
-        let data = repo.load_blob(index, id, BlobType::Data)?;
+        let data = repo.load_blob(index, id.into(), BlobType::Data)?;
         out.write_all(&data).map_err(|e| Error::io("output", e))?;
         n += data.len() as u64;
     }

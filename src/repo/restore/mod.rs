@@ -15,7 +15,7 @@ use filetime::FileTime;
 
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
-use crate::id::Id;
+use crate::id::{PackId, SessionId, TreeId};
 use crate::pack::BlobEntry;
 use crate::repo::walk::{TreeWalker, Visits};
 use crate::repo::{Index, Repository};
@@ -88,14 +88,14 @@ struct FileState {
 #[derive(Clone, Copy)]
 struct Target {
     entry: BlobEntry,
-    session: Id,
+    session: SessionId,
     file: usize,
     offset: u64,
 }
 
 struct Plan {
     files: Vec<FileState>,
-    packs: HashMap<Id, Vec<Target>>,
+    packs: HashMap<PackId, Vec<Target>>,
 }
 
 /// Restores a snapshot pack by pack: each pack's needed blobs come in one ranged read (one
@@ -105,7 +105,7 @@ struct Plan {
 pub fn restore(
     repo: &Repository,
     index: &Index,
-    root: &Id,
+    root: &TreeId,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport> {
@@ -288,7 +288,12 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
 }
 
 /// Finds the node at a snapshot-relative path (`a/b/c`); the empty path is the root folder.
-pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<Option<Node>> {
+pub fn find_node(
+    repo: &Repository,
+    index: &Index,
+    root: &TreeId,
+    path: &str,
+) -> Result<Option<Node>> {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RestoreReport;
 use crate::human::bytes;
-use crate::id::Id;
+use crate::id::SnapshotId;
 
 /// A path that was not restored, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct FailedPath {
 /// `restore --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreOutput {
-    pub snapshot_id: Id,
+    pub snapshot_id: SnapshotId,
     pub target: PathBuf,
     pub files_restored: u64,
     pub dirs_restored: u64,
@@ -32,7 +32,12 @@ pub struct RestoreOutput {
 }
 
 impl RestoreOutput {
-    pub fn new(snapshot_id: Id, target: PathBuf, r: &RestoreReport, duration_secs: f64) -> Self {
+    pub fn new(
+        snapshot_id: SnapshotId,
+        target: PathBuf,
+        r: &RestoreReport,
+        duration_secs: f64,
+    ) -> Self {
         RestoreOutput {
             snapshot_id,
             target,
