@@ -28,11 +28,9 @@ fn tune_allocator() {
 
 fn passphrase(cli: &Cli, env: &Environment) -> anyhow::Result<Option<SecretString>> {
     if let Some(p) = &cli.passphrase_file {
-        let s = std::fs::read_to_string(p)
+        let s = custody::keyservice::local::read_passphrase_file(p)
             .with_context(|| format!("reading passphrase file {}", p.display()))?;
-        return Ok(Some(SecretString::from(
-            s.trim_end_matches(['\n', '\r']).to_string(),
-        )));
+        return Ok(Some(s));
     }
     if !env.passphrase_set {
         return Ok(None);

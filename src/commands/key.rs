@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
-
 use super::{Ctx, Outcome};
 use custody::blocking::{BlockingKeys, BlockingStore};
 use custody::error::{Error, Result};
+use custody::keyservice::local::read_passphrase_file;
 use custody::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
 use custody::repo::kek_usage::kek_usage;
 use custody::repo::Repository;
@@ -24,6 +23,11 @@ pub enum Cmd {
         /// The new keyring folder (must not hold a keyring yet).
         #[arg(long)]
         to: PathBuf,
+        /// Seal the new keyring with the passphrase in this file. Without it a writer keyring
+        /// is written unsealed (an unattended job then stores no secret of the owner's), and
+        /// an owner keyring keeps the passphrase of the keyring it copies.
+        #[arg(long, value_name = "FILE")]
+        to_passphrase_file: Option<PathBuf>,
     },
     /// KEKs in use, how many wrapped keys each protects, and their ages.
     List,
@@ -65,14 +69,17 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 // Printed without PINs.
                 KeyServiceUrl::Pkcs11(u) => Pkcs11Service::create_keys(&u)?,
             };
-            if ctx.json {
-                ctx.print_json(&json!({"key_service": url, "created": true}));
-            } else {
-                ctx.say(format!("created key service {url}"));
-            }
+            ctx.emit(&KeysCreated {
+                key_service: url,
+                created: true,
+            });
             Ok(Outcome::OK)
         }
-        Cmd::Export { role, to } => {
+        Cmd::Export {
+            role,
+            to,
+            to_passphrase_file,
+        } => {
             let store = ctx.store()?;
             let url = match (&ctx.key_service, &ctx.repo) {
                 (Some(u), _) => u.clone(),
@@ -91,14 +98,17 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             } else {
                 KeyringRole::Owner
             };
-            k.write_to(to, role, ctx.passphrase.as_ref())?;
-            if ctx.json {
-                ctx.print_json(
-                    &json!({"key_service": format!("local:{}", to.display()), "role": role}),
-                );
-            } else {
-                ctx.say(format!("wrote {role:?} keyring to local:{}", to.display()).to_lowercase());
-            }
+            let sealing = match (to_passphrase_file, role) {
+                (Some(f), _) => Some(read_passphrase_file(f)?),
+                // Never the owner's passphrase on a writer's keyring.
+                (None, KeyringRole::Writer) => None,
+                (None, KeyringRole::Owner) => ctx.passphrase.clone(),
+            };
+            k.write_to(to, role, sealing.as_ref())?;
+            ctx.emit(&KeyringExported {
+                key_service: format!("local:{}", to.display()),
+                role,
+            });
             Ok(Outcome::OK)
         }
         Cmd::List => {
@@ -119,5 +129,32 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             ctx.answer(&table);
             Ok(Outcome::OK)
         }
+    }
+}
+
+/// `key create`: the new key service's URL (printed without PINs).
+#[derive(Debug, serde::Serialize)]
+struct KeysCreated {
+    key_service: String,
+    created: bool,
+}
+
+impl std::fmt::Display for KeysCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "created key service {}", self.key_service)
+    }
+}
+
+/// `key export`: where the keyring went, and for which role.
+#[derive(Debug, serde::Serialize)]
+struct KeyringExported {
+    key_service: String,
+    role: KeyringRole,
+}
+
+impl std::fmt::Display for KeyringExported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = format!("{:?}", self.role).to_lowercase();
+        write!(f, "wrote {role} keyring to {}", self.key_service)
     }
 }

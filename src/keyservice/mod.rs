@@ -5,7 +5,7 @@
 //! id; a wrapped key presented with any other context does not open.
 
 pub mod awskms;
-mod local;
+pub mod local;
 pub mod pkcs11;
 
 pub use awskms::AwsKms;

@@ -417,6 +417,96 @@ fn keyring_permissions_and_passphrase() {
     assert!(!err.contains("s3cret"));
 }
 
+/// A writer keyring is never sealed with the owner's passphrase: unsealed by default (an
+/// unattended job stores no secret of the owner's), or sealed with its own passphrase.
+#[test]
+fn writer_keyrings_have_their_own_passphrase_or_none() {
+    let sb = Sandbox::new();
+    let ks = format!("local:{}", sb.path("ring").display());
+    let owner_pass = sb.path("owner-pass");
+    std::fs::write(&owner_pass, "owner-s3cret\n").unwrap();
+    let writer_pass = sb.path("writer-pass");
+    std::fs::write(&writer_pass, "writer-pass\n").unwrap();
+    let owner = |args: &[&str]| {
+        let mut v = vec!["--key-service", &ks, "--passphrase-file"];
+        v.push(owner_pass.to_str().unwrap());
+        v.extend_from_slice(args);
+        sb.run(&v)
+    };
+    owner(&["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a"), &random_bytes(50_000, 1));
+
+    // Default: unsealed, and usable with no passphrase at all.
+    let plain = sb.path("writer-plain");
+    owner(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        plain.to_str().unwrap(),
+    ])
+    .ok();
+    let text = std::fs::read_to_string(plain.join("keyring.json")).unwrap();
+    assert!(
+        !text.contains("m_cost"),
+        "writer keyring must not be sealed: {text}"
+    );
+    let plain_ks = format!("local:{}", plain.display());
+    sb.run(&["--key-service", &plain_ks, "backup", src.to_str().unwrap()])
+        .ok();
+
+    // With --to-passphrase-file: sealed with the writer's passphrase, not the owner's.
+    let sealed = sb.path("writer-sealed");
+    owner(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        sealed.to_str().unwrap(),
+        "--to-passphrase-file",
+        writer_pass.to_str().unwrap(),
+    ])
+    .ok();
+    let sealed_ks = format!("local:{}", sealed.display());
+    let backup_with = |pass: &std::path::Path| {
+        sb.run(&[
+            "--key-service",
+            &sealed_ks,
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ])
+    };
+    let r = backup_with(&owner_pass).code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
+    backup_with(&writer_pass).ok();
+
+    // An owner export keeps the owner's passphrase unless told otherwise.
+    let copy = sb.path("owner-copy");
+    owner(&[
+        "key",
+        "export",
+        "--role",
+        "owner",
+        "--to",
+        copy.to_str().unwrap(),
+    ])
+    .ok();
+    let copy_ks = format!("local:{}", copy.display());
+    sb.run(&[
+        "--key-service",
+        &copy_ks,
+        "--passphrase-file",
+        owner_pass.to_str().unwrap(),
+        "snapshots",
+    ])
+    .ok();
+}
+
 #[test]
 fn missing_keyring_is_a_key_service_error() {
     let sb = Sandbox::new();

@@ -26,6 +26,7 @@ use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
 pub use keyring_file::KeyringRole;
+pub use passphrase::read_passphrase_file;
 
 /// A KEK as held in memory; its secret is zeroized on drop.
 struct Kek {

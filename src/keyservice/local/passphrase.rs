@@ -12,6 +12,14 @@ use crate::crypto::aead::{self, NONCE_LEN, TAG_LEN};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 
+/// Reads a passphrase file: its contents without trailing `\r`/`\n` (docs/FORMAT.md §11.1).
+pub fn read_passphrase_file(path: &std::path::Path) -> Result<SecretString> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+    Ok(SecretString::from(
+        s.trim_end_matches(['\n', '\r']).to_string(),
+    ))
+}
+
 /// Parameters for a new sealing: argon2id with 64 MiB, 3 passes, 1 lane, a fresh 16-byte
 /// salt (every export draws a new one).
 pub(super) fn new_params() -> Result<Argon2Params> {
