@@ -11,7 +11,7 @@ use crate::id::{BlobId, PackId, SessionId, TreeId};
 use crate::pack::BlobType;
 use crate::store::{object_name, FileKind};
 
-use super::{Index, Repository, TreeCache, MAX_BLOB};
+use super::{BlobLocation, Index, Repository, TreeCache, MAX_BLOB};
 
 impl Repository {
     /// Uses a local cache of sealed tree blobs (see [`TreeCache`]); `None` disables it.
@@ -25,11 +25,42 @@ impl Repository {
     }
 
     /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's
-    /// key, then HMAC(plaintext) == id. Nothing unverified is returned.
+    /// key, then HMAC(plaintext) == id. Nothing unverified is returned. When the index lists
+    /// the blob in several packs and one copy does not verify, the next is tried.
     pub fn load_blob(&self, index: &Index, id: BlobId, t: BlobType) -> Result<Vec<u8>> {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::integrity(format!("{t:?} blob {id}"), "not in the index"))?;
+        self.load_blob_except(index, id, t, None)
+    }
+
+    /// [`Repository::load_blob`] from any listed copy outside `skip` (a pack whose copy just
+    /// failed). Key-service errors stop at once; integrity errors move on to the next copy,
+    /// and the first one is returned when none verifies.
+    pub fn load_blob_except(
+        &self,
+        index: &Index,
+        id: BlobId,
+        t: BlobType,
+        skip: Option<&PackId>,
+    ) -> Result<Vec<u8>> {
+        let mut first_err = None;
+        for loc in index.locations(id) {
+            if Some(&loc.pack) == skip {
+                continue;
+            }
+            match self.load_blob_at(&loc, t) {
+                Ok(plain) => return Ok(plain),
+                Err(e) if e.is_integrity() => {
+                    tracing::warn!(blob = %id.short(), pack = %loc.pack.short(), error = %e, "a listed copy does not verify; trying another");
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_err
+            .unwrap_or_else(|| Error::integrity(format!("{t:?} blob {id}"), "not in the index")))
+    }
+
+    fn load_blob_at(&self, loc: &BlobLocation, t: BlobType) -> Result<Vec<u8>> {
+        let id = loc.entry.id;
         let cache = self.trees.as_ref().filter(|_| t == BlobType::Tree);
         if let Some(sealed) = cache.and_then(|c| c.get(&id)) {
             match self.open_blob(&loc.pack, &loc.session, &loc.entry, &sealed) {

@@ -3,6 +3,12 @@
 //! Kept compact because it grows with the repository: per blob, the 32-byte id as key and a
 //! 20-byte slot (pack number, offset, lengths, type, compression), about 60 bytes with the
 //! hash table's overhead, so a million chunks take about 60 MB.
+//!
+//! A blob listed in several packs keeps its first location as the one readers use and the
+//! others as alternates: readers fall back to them when a copy does not verify, so a forged
+//! or corrupt listing that sorts first cannot hide a genuine copy. Duplicates are rare
+//! (concurrent backups, and repacked or re-encrypted packs until prune deletes the old ones),
+//! so the alternates stay small.
 
 use std::collections::HashMap;
 
@@ -49,6 +55,7 @@ pub struct Index {
     packs: Vec<(PackId, SessionId)>,
     pack_pos: HashMap<PackId, u32>,
     blobs: HashMap<BlobId, Slot>,
+    alternates: HashMap<BlobId, Vec<Slot>>,
 }
 
 impl Index {
@@ -65,14 +72,26 @@ impl Index {
                 (self.packs.len() - 1) as u32
             });
             for b in &p.blobs {
-                self.blobs.entry(b.id).or_insert(Slot {
+                let slot = Slot {
                     pack: pos,
                     offset: b.offset,
                     length: b.length,
                     raw_length: b.raw_length,
                     blob_type: b.blob_type,
                     compression: b.compression,
-                });
+                };
+                match self.blobs.entry(b.id) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(slot);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) if o.get().pack != pos => {
+                        let alts = self.alternates.entry(b.id).or_default();
+                        if alts.iter().all(|a| a.pack != pos) {
+                            alts.push(slot);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {}
+                }
             }
         }
     }
@@ -105,6 +124,22 @@ impl Index {
                 entry: s.entry(id),
             }
         })
+    }
+
+    /// Every listed location of a blob: the one [`Index::get`] gives first, then the others.
+    pub fn locations(&self, id: impl Into<BlobId>) -> Vec<BlobLocation> {
+        let id = id.into();
+        let at = |s: &Slot| {
+            let (pack, session) = self.packs[s.pack as usize];
+            BlobLocation {
+                pack,
+                session,
+                entry: s.entry(id),
+            }
+        };
+        let first = self.blobs.get(&id).map(at);
+        let rest = self.alternates.get(&id).into_iter().flatten().map(at);
+        first.into_iter().chain(rest).collect()
     }
 
     pub fn contains(&self, id: impl Into<BlobId>) -> bool {

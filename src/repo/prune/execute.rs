@@ -63,6 +63,7 @@ pub fn sweep(
         segments_deleted: plan.delete_segments.len(),
         segments_written: 0,
         keys_deleted: plan.delete_keys.len(),
+        ..Default::default()
     };
     if plan.marks_due.is_empty() {
         return Ok((r, HashSet::new()));

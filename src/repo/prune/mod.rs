@@ -14,13 +14,14 @@
 //! [`Repository::check_before_commit`]).
 //!
 //! The work is split by what it touches: [`survey`] reads, [`plan`] decides (pure, property
-//! tested), [`execute`] writes and deletes.
+//! tested), [`verify`] reads the copies a sweep relies on, [`execute`] writes and deletes.
 
 mod execute;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod survey;
+mod verify;
 
 use std::collections::HashSet;
 
@@ -79,6 +80,13 @@ pub struct SweepReport {
     pub bytes_deleted: u64,
     /// Condemned packs kept because a snapshot written since needs one of their blobs.
     pub packs_still_needed: usize,
+    /// Copies elsewhere that the deletions rely on, read and verified first.
+    #[serde(default)]
+    pub copies_verified: usize,
+    /// Listed copies that did not verify (forged or corrupt listings, damaged packs): the
+    /// packs holding the other copies were kept. `check --read-data` names them.
+    #[serde(default)]
+    pub copies_refused: usize,
     pub segments_deleted: usize,
     pub segments_written: usize,
     pub keys_deleted: usize,
@@ -101,6 +109,12 @@ pub struct MarkReport {
     pub keys_condemned: usize,
     pub segments_superseded: usize,
     pub segments_written: usize,
+    /// Copies outside the condemned packs that the mark relies on, read and verified first.
+    #[serde(default)]
+    pub copies_verified: usize,
+    /// Listed copies that did not verify, so were not relied on.
+    #[serde(default)]
+    pub copies_refused: usize,
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<PruneReport> {
@@ -135,28 +149,44 @@ fn run(
         .collect();
     let start = s.start;
     let due = move |_: &MarkId, m: &GarbageMark| m.time <= start - opts.grace;
-    let plan = plan::plan_sweep(&s, &due, true)?;
-    let (sweep_report, relisted) = execute::sweep(repo, plan, opts.dry_run, lock, act)?;
+    let mut s = s;
+    let (sweep_report, relisted) =
+        verified_sweep(repo, &mut s, &due, true, opts.dry_run, lock, act)?;
     report.sweep = sweep_report;
-    let s = if report.sweep.marks_due > 0 && !opts.dry_run {
-        survey(repo, lock, act)?
+    let mut s = if report.sweep.marks_due > 0 && !opts.dry_run {
+        let bad = std::mem::take(&mut s.bad_copies);
+        let mut again = survey(repo, lock, act)?;
+        again.bad_copies = bad;
+        again
     } else {
         s
     };
     // A listing right after our own writes may miss them: what the sweep listed again counts
     // as indexed whatever the new listing says.
-    let plan = plan::plan_mark(&s, opts, &seen_before, &relisted)?;
+    let (plan, refused) = verified(
+        repo,
+        &mut s,
+        |s| plan::plan_mark(s, opts, &seen_before, &relisted),
+        |p| &p.verify,
+        lock,
+        act,
+    )?;
+    let verified = plan.verify.len();
     report.mark = execute::mark(repo, plan, opts.dry_run, lock, act)?;
+    report.mark.copies_verified = verified;
+    report.mark.copies_refused = refused;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
         let s = survey(repo, lock, act)?;
         let start = s.start;
         let due = move |_: &MarkId, m: &GarbageMark| m.time <= start;
-        let plan = plan::plan_sweep(&s, &due, true)?;
-        let (again, _) = execute::sweep(repo, plan, false, lock, act)?;
+        let mut s = s;
+        let (again, _) = verified_sweep(repo, &mut s, &due, true, false, lock, act)?;
         report.sweep.marks_due += again.marks_due;
         report.sweep.packs_deleted += again.packs_deleted;
         report.sweep.bytes_deleted += again.bytes_deleted;
         report.sweep.packs_still_needed += again.packs_still_needed;
+        report.sweep.copies_verified += again.copies_verified;
+        report.sweep.copies_refused += again.copies_refused;
         report.sweep.segments_deleted += again.segments_deleted;
         report.sweep.segments_written += again.segments_written;
         report.sweep.keys_deleted += again.keys_deleted;
@@ -172,12 +202,76 @@ fn run(
 pub fn sweep_now(repo: &Repository, mark: &MarkId, act: &Activity) -> Result<SweepReport> {
     let mut lock = Some(repo.lock("prune")?);
     let out = (|| {
-        let s = survey(repo, &mut lock, act)?;
+        let mut s = survey(repo, &mut lock, act)?;
         let only = |id: &MarkId, _: &GarbageMark| id == mark;
-        let plan = plan::plan_sweep(&s, &only, false)?;
-        Ok(execute::sweep(repo, plan, false, &mut lock, act)?.0)
+        Ok(verified_sweep(repo, &mut s, &only, false, false, &mut lock, act)?.0)
     })();
     release_after(lock, out)
+}
+
+/// Plans with `plan_of`, reads and verifies every copy the plan relies on, and plans again
+/// without the copies that did not verify (so the packs holding other copies are kept) until
+/// every relied-on copy verifies: no deletion or condemnation rests on a listing a writer
+/// could forge. Ends, because each round strikes at least one of finitely many listed
+/// copies. Returns the plan and how many copies were struck.
+fn verified<P>(
+    repo: &Repository,
+    s: &mut Survey,
+    plan_of: impl Fn(&Survey) -> Result<P>,
+    relied: impl Fn(&P) -> &[(PackId, crate::id::SessionId, crate::pack::BlobEntry)],
+    lock: &mut Option<Lock<'_>>,
+    act: &Activity,
+) -> Result<(P, usize)> {
+    let mut refused = 0;
+    loop {
+        let plan = plan_of(s)?;
+        let bad = verify::verify_copies(repo, relied(&plan), lock, act)?;
+        if bad.is_empty() {
+            return Ok((plan, refused));
+        }
+        for (pack, blob) in &bad {
+            let listed_by: Vec<String> = s
+                .segments
+                .iter()
+                .filter(|(_, seg)| seg.packs.iter().any(|p| p.pack == *pack))
+                .map(|(id, _)| crate::store::object_name(crate::store::FileKind::Index, id))
+                .collect();
+            tracing::warn!(
+                "{} lists blob {} in {}, but that copy does not verify (forged or corrupt \
+                 listing, or a damaged pack): the packs holding other copies are kept",
+                listed_by.join(", "),
+                blob.short(),
+                crate::store::object_name(crate::store::FileKind::Pack, pack)
+            );
+        }
+        refused += bad.len();
+        s.bad_copies.extend(bad);
+    }
+}
+
+/// Plans a sweep whose relied-on copies all verify, and carries it out.
+fn verified_sweep(
+    repo: &Repository,
+    s: &mut Survey,
+    due: &dyn Fn(&MarkId, &GarbageMark) -> bool,
+    delete_keys: bool,
+    dry_run: bool,
+    lock: &mut Option<Lock<'_>>,
+    act: &Activity,
+) -> Result<(SweepReport, HashSet<PackId>)> {
+    let (plan, refused) = verified(
+        repo,
+        s,
+        |s| plan::plan_sweep(s, due, delete_keys),
+        |p| &p.verify,
+        lock,
+        act,
+    )?;
+    let verified = plan.verify.len();
+    let (mut report, relisted) = execute::sweep(repo, plan, dry_run, lock, act)?;
+    report.copies_verified = verified;
+    report.copies_refused = refused;
+    Ok((report, relisted))
 }
 
 impl fmt::Display for PruneReport {
@@ -209,6 +303,13 @@ impl fmt::Display for PruneReport {
             } else {
                 String::new()
             }
+            )?;
+        }
+        let refused = s.copies_refused + m.copies_refused;
+        if refused > 0 {
+            writeln!(
+                f,
+                "{refused} listed cop(ies) of needed blobs did not verify and were not relied on (forged or corrupt index, or a damaged pack): run check --read-data",
             )?;
         }
         if s.marks_pending > 0 {

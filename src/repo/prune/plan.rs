@@ -75,6 +75,10 @@ pub struct SweepPlan {
     /// Packs listed only by removed segments that stay: written to new segments first.
     pub relist: Vec<PackEntries>,
     pub delete_keys: Vec<SessionId>,
+    /// The copies this plan relies on: for each needed blob of a pack it deletes, the copy
+    /// elsewhere that stays. A listing is only a claim (a writer can forge a segment), so the
+    /// executor reads and verifies each of these before it deletes anything.
+    pub verify: Vec<(PackId, SessionId, BlobEntry)>,
 }
 
 /// Plans a sweep of the marks for which `due` holds. `delete_keys` is false when only the
@@ -102,29 +106,46 @@ pub fn plan_sweep(
     let live = |p: &PackId| {
         !due_set.packs.contains(p) && !pending_set.packs.contains(p) && s.stored.contains_key(p)
     };
-    // Blobs that stay available without any condemned pack.
-    let mut available: HashSet<BlobId> = HashSet::new();
+    // Blobs that stay available without any condemned pack, each with the first such copy
+    // (copies already found bad do not count).
+    let mut available: HashMap<BlobId, (PackId, SessionId, BlobEntry)> = HashMap::new();
     for (id, seg) in &s.segments {
         if due_set.segments.contains(id) {
             continue;
         }
         for p in seg.packs.iter().filter(|p| live(&p.pack)) {
-            available.extend(p.blobs.iter().map(|b| b.id));
+            for b in &p.blobs {
+                if !s.bad_copies.contains(&(p.pack, b.id)) {
+                    available.entry(b.id).or_insert((p.pack, p.session, *b));
+                }
+            }
         }
     }
     let mut delete: HashSet<PackId> = HashSet::new();
+    let mut relied: HashMap<(PackId, BlobId), (PackId, SessionId, BlobEntry)> = HashMap::new();
     for p in &due_set.packs {
-        let needed = table.get(p).is_some_and(|pe| {
-            pe.blobs
-                .iter()
-                .any(|b| s.referenced.contains(&b.id) && !available.contains(&b.id))
-        });
-        if needed {
+        let needed: Vec<BlobId> = table
+            .get(p)
+            .map(|pe| {
+                pe.blobs
+                    .iter()
+                    .filter(|b| s.referenced.contains(&b.id))
+                    .map(|b| b.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if needed.iter().any(|b| !available.contains_key(b)) {
             plan.packs_still_needed += 1;
         } else {
             delete.insert(*p);
+            for b in needed {
+                let copy = available[&b];
+                relied.insert((copy.0, b), copy);
+            }
         }
     }
+    plan.verify = relied.into_values().collect();
+    plan.verify.sort_by_key(|(p, _, e)| (*p, e.offset, e.id));
     // Segments to remove: the superseded ones, and any other that lists a pack about to go
     // (a reader must never find a deleted pack in a segment once the mark is gone).
     let doomed: HashSet<SegmentId> = s
@@ -195,6 +216,9 @@ pub struct MarkPlan {
     /// Segments superseded by consolidation, and the entries to list again in their place
     /// (the repacked copies are added by the executor).
     pub consolidate: Option<(Vec<SegmentId>, Vec<PackEntries>)>,
+    /// The copies this plan relies on outside the packs it condemns (see
+    /// [`SweepPlan::verify`]); copies taken from repacked packs are verified by the repacker.
+    pub verify: Vec<(PackId, SessionId, BlobEntry)>,
 }
 
 impl MarkPlan {
@@ -240,12 +264,17 @@ pub fn plan_mark(
         .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
         .chain(relisted.iter().copied())
         .collect();
-    // Each referenced blob is used from the first stored live pack that holds it.
-    let mut chosen: HashSet<BlobId> = HashSet::new();
+    // Each referenced blob is used from the first stored live pack that holds it (copies
+    // already found bad do not count).
+    let mut chosen: HashMap<BlobId, (PackId, SessionId, BlobEntry)> = HashMap::new();
     let mut used: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
     for p in packs.iter().filter(|p| s.stored.contains_key(&p.pack)) {
         for b in &p.blobs {
-            if s.referenced.contains(&b.id) && chosen.insert(b.id) {
+            if s.referenced.contains(&b.id)
+                && !s.bad_copies.contains(&(p.pack, b.id))
+                && !chosen.contains_key(&b.id)
+            {
+                chosen.insert(b.id, (p.pack, p.session, *b));
                 used.entry(p.pack).or_default().push(*b);
             }
         }
@@ -332,6 +361,18 @@ pub fn plan_mark(
         .map(|(k, _)| *k)
         .collect();
     r.keys_condemned = plan.sessions.len();
+    // What the condemned packs' needed blobs rely on: the chosen copy, when it lies outside
+    // every condemned pack (a copy in a repacked pack is read and verified as it is copied).
+    let mut relied: HashMap<(PackId, BlobId), (PackId, SessionId, BlobEntry)> = HashMap::new();
+    for p in packs.iter().filter(|p| condemned.contains(&p.pack)) {
+        for b in p.blobs.iter().filter(|b| s.referenced.contains(&b.id)) {
+            if let Some(c) = chosen.get(&b.id).filter(|c| !condemned.contains(&c.0)) {
+                relied.insert((c.0, b.id), *c);
+            }
+        }
+    }
+    plan.verify = relied.into_values().collect();
+    plan.verify.sort_by_key(|(p, _, e)| (*p, e.offset, e.id));
     // Consolidation rewrites the small segments (one per backup run) and any that lists a
     // condemned pack; full ones stay as they are, so a large index is not rewritten each run.
     let lists_condemned =

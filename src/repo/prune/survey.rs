@@ -38,6 +38,10 @@ pub struct Survey {
     /// Sessions that wrote a listed snapshot.
     pub snapshot_sessions: HashSet<SessionId>,
     pub snapshots: usize,
+    /// Listed copies of blobs that were read and did not verify (a forged or corrupt listing,
+    /// or a damaged pack): never counted as a copy by the planners. Filled by the executor's
+    /// verification, not by the survey.
+    pub bad_copies: HashSet<(PackId, BlobId)>,
 }
 
 pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) -> Result<Survey> {
@@ -119,5 +123,6 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
         referenced,
         snapshot_sessions,
         snapshots,
+        bad_copies: HashSet::new(),
     })
 }

@@ -6,16 +6,18 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::id::PackId;
-use crate::repo::Repository;
+use crate::repo::{Index, Repository};
 use crate::store::FileKind;
 
 use super::files::{finish_file, write_at_sparse};
 use super::{FileState, RestoreProgress, Target};
 
 /// Reads the span of one pack that holds the needed blobs, verifies each blob once, and
-/// writes it to every place it belongs.
+/// writes it to every place it belongs. A blob whose copy here does not verify (or a pack
+/// that cannot be read) is fetched from another pack the index lists it in, if any.
 pub(super) fn restore_pack(
     repo: &Repository,
+    index: &Index,
     files: &[FileState],
     pack: &PackId,
     mut targets: Vec<Target>,
@@ -63,6 +65,12 @@ pub(super) fn restore_pack(
                 "indexed pack is missing from the store",
             )),
             Err(e) => Err(clone_err(e)),
+        };
+        let plain = match plain {
+            Err(e) if e.is_integrity() && index.locations(t.entry.id).len() > 1 => repo
+                .load_blob_except(index, t.entry.id, t.entry.blob_type, Some(pack))
+                .map_err(|_| e),
+            other => other,
         };
         for target in &targets[i..j] {
             let f = &files[target.file];

@@ -196,7 +196,7 @@ pub fn restore(
                 let Some((pack, targets)) = queue.lock().expect("lock").pop() else {
                     return;
                 };
-                restore_pack(repo, files, &pack, targets, progress, &done);
+                restore_pack(repo, index, files, &pack, targets, progress, &done);
             });
         }
     });
