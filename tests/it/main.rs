@@ -8,6 +8,7 @@ mod adversarial;
 mod crypto_vectors;
 mod garage;
 mod gc;
+mod hostile;
 mod key_templates;
 mod kms;
 mod pkcs11;

@@ -21,6 +21,12 @@ impl Repo {
         assert!(out.out().contains("removed 1"), "{}", out.out());
     }
 
+    /// The environment the CLI runs with (an `s3://` repository URL, the endpoint and its
+    /// credentials; empty for the local folder), for tests that open the store in-process.
+    pub fn env(&self) -> &[(&'static str, String)] {
+        &self.env
+    }
+
     pub fn local() -> Repo {
         Repo {
             sb: Sandbox::new(),

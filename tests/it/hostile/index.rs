@@ -1,0 +1,168 @@
+//! Forged index segments, alone or with a forged garbage mark: listings that try to get
+//! genuine packs deleted, or readers sent to the wrong place.
+
+use super::*;
+use custody::format::garbage::GarbageMark;
+
+/// A garbage mark dated two days back (past the default grace period) condemning `packs`.
+fn forge_mark(e: &Estate, packs: Vec<Id>) -> Id {
+    let mark = GarbageMark {
+        format: 1,
+        time: Utc::now() - chrono::Duration::days(2),
+        packs,
+        ..Default::default()
+    };
+    e.w.save_mark(&mark).unwrap()
+}
+
+fn forge_segment(e: &Estate, id: Id, packs: Vec<PackEntries>) -> Id {
+    e.w.save_object(&id, &IndexSegment { packs }).unwrap();
+    id
+}
+
+/// What every index attack ends with: `check` names one of `forged`, genuine snapshots
+/// restore before and after the owner's routine (prune may refuse: exit 3), and no chunk of
+/// them is left only in the attacker's `packs`.
+fn owner_verdict(e: &Estate, forged: &[Id], packs: &[Id], f: &mut Findings) {
+    check_names(e, forged, f);
+    restores(e, &e.kept(), "before", f);
+    owner_routine(e, &[POLICY], &[EXIT_OK, EXIT_INTEGRITY], f);
+    restores(e, &e.kept(), "after", f);
+    data_survives(e, packs, f);
+}
+
+/// Every pack listed again with no blobs.
+fn emptied_listings(e: &Estate, with_mark: bool, f: &mut Findings) {
+    let emptied = e.w.load_segments().unwrap().into_iter();
+    let packs: Vec<PackEntries> = emptied
+        .flat_map(|(_, seg)| seg.packs)
+        .map(|p| PackEntries { blobs: vec![], ..p })
+        .collect();
+    let seg = e.w.save_index_segment(&IndexSegment { packs }).unwrap();
+    if with_mark {
+        let stored = e.w.store().list(FileKind::Pack).unwrap();
+        forge_mark(e, stored.into_iter().map(|(id, _)| id).collect());
+    }
+    owner_verdict(e, &[seg], &[], f);
+}
+
+/// Attack 1: a segment listing every pack again with no blobs, and a mark dated two days
+/// back condemning every pack. Expected: the two listings of each pack disagree, so prune
+/// deletes nothing (it refuses, exit 3), check names the forged segment, and every kept
+/// snapshot restores.
+#[test]
+fn emptied_listings_and_a_forged_mark_get_nothing_deleted() {
+    on_both(|e, f| emptied_listings(e, true, f));
+}
+
+/// Attack 1, variant: the emptied listings alone, without a mark (prune's own mark phase
+/// would find every pack unused). Expected as above.
+#[test]
+fn emptied_listings_alone_get_nothing_deleted() {
+    on_both(|e, f| emptied_listings(e, false, f));
+}
+
+/// Where the attacker claims the genuine chunks live.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// In a pack of junk it uploaded, by a segment that sorts first (no mark).
+    JunkPack,
+    /// In a pack of junk, by a segment that sorts last, beside a forged mark two days old
+    /// condemning every genuine data pack.
+    JunkPackAndMark,
+    /// In a pack that does not exist, by a segment that sorts first.
+    MissingPack,
+}
+
+/// The attacker runs on beta's backup host, so it holds beta's files: it computes their chunk
+/// ids and claims that those chunks (with types and lengths as the genuine segments list them)
+/// also live in a pack of its own, listed by its segment only. Claiming nothing a snapshot
+/// does not use keeps that pack from looking partly unused, so prune never reads it to repack.
+fn claimed_copies(e: &Estate, claim: Claim, f: &mut Findings) {
+    let genuine = e.genuine_listings(BlobType::Data);
+    let genuine_packs: Vec<Id> = genuine.iter().map(|p| p.pack).collect();
+    let ours = chunk_ids(&e.w, &e.genuine[3].files);
+    let blobs = genuine.into_iter().flat_map(|p| p.blobs);
+    let blobs = blobs.filter(|b| ours.contains(&b.id)).collect();
+    let s = Session::start(&e.w).unwrap();
+    let pack = match claim {
+        Claim::MissingPack => Id::random().unwrap(),
+        _ => upload_pack(&e.w, &s, BlobType::Data, &[random_bytes(200_000, 666)]).pack,
+    };
+    let claimed = PackEntries {
+        pack,
+        session: s.id,
+        blobs,
+    };
+    let first = !matches!(claim, Claim::JunkPackAndMark);
+    let seg = forge_segment(e, sorting_id(first, 1), vec![claimed]);
+    if let Claim::JunkPackAndMark = claim {
+        forge_mark(e, genuine_packs);
+    }
+    owner_verdict(e, &[seg, pack], &[pack], f);
+}
+
+/// Attack 2: a segment, sorting first, claims beta's chunks live in a pack of junk the writer
+/// uploaded, so that prune takes the genuine packs (partly unused once the policy forgets
+/// each host's first snapshot) for duplicates and condemns or repacks them. Expected: prune
+/// counts no copy it has not verified, so no genuine pack goes; readers are not sent to the
+/// junk; check names the junk pack or the segment; every kept snapshot restores.
+#[test]
+fn claimed_copies_in_a_junk_pack_get_nothing_deleted() {
+    on_both(|e, f| claimed_copies(e, Claim::JunkPack, f));
+}
+
+/// Attack 2, variant (the case FORMAT.md §14b says is not yet covered): the claim sorts last,
+/// and a forged mark two days old condemns every genuine data pack, so the sweep weighs the
+/// claimed copies as "another copy". Expected as above.
+#[test]
+fn claimed_copies_in_a_junk_pack_and_a_forged_mark_get_nothing_deleted() {
+    on_both(|e, f| claimed_copies(e, Claim::JunkPackAndMark, f));
+}
+
+/// Attack 3: as attack 2, but the claimed pack does not exist at all. Expected: as attack 2;
+/// check names the missing pack or the segment.
+#[test]
+fn claimed_copies_in_a_missing_pack_get_nothing_deleted() {
+    on_both(|e, f| claimed_copies(e, Claim::MissingPack, f));
+}
+
+/// A segment, sorting first, names a session that has no `keys/<session>` record (`ghost`).
+fn unknown_session(e: &Estate, real_pack: bool, f: &mut Findings) {
+    let ghost = Id::random().unwrap();
+    let genuine = e.genuine_listings(BlobType::Data);
+    let (packs, fake) = if real_pack {
+        let relisted = genuine.into_iter();
+        let relisted = relisted.map(|p| PackEntries {
+            session: ghost,
+            ..p
+        });
+        (relisted.collect(), vec![])
+    } else {
+        let fake = Id::random().unwrap();
+        let claimed = PackEntries {
+            pack: fake,
+            session: ghost,
+            blobs: genuine.into_iter().flat_map(|p| p.blobs).collect(),
+        };
+        (vec![claimed], vec![fake])
+    };
+    let seg = forge_segment(e, sorting_id(true, 2), packs);
+    owner_verdict(e, &[&[seg][..], &fake].concat(), &fake, f);
+}
+
+/// Attack 4: a segment, sorting first, lists every genuine data pack again under a session
+/// that has no key record. Expected: prune deletes nothing (the listings disagree), readers
+/// keep the genuine session, check names the segment, every kept snapshot restores.
+#[test]
+fn an_unknown_session_for_real_packs_gets_nothing_deleted() {
+    on_both(|e, f| unknown_session(e, true, f));
+}
+
+/// Attack 4, variant: the segment claims every genuine data chunk for a pack that does not
+/// exist, sealed by a session that has no key record. Expected as above; check names the
+/// fake pack or the segment.
+#[test]
+fn an_unknown_session_for_a_fake_pack_gets_nothing_deleted() {
+    on_both(|e, f| unknown_session(e, false, f));
+}
