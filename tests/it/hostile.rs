@@ -34,7 +34,7 @@ use custody::pack::{BlobEntry, BlobType, PackBuilder};
 use custody::repo::check::CheckReport;
 use custody::repo::{Repository, Session};
 use custody::store::{FileKind, S3Store, Store};
-use custody::Id;
+use custody::{BlobId, ChunkId, Id, MarkId, PackId, SegmentId, SessionId, SnapshotId, TreeId};
 
 /// The owner's retention policy.
 const POLICY: &[&str] = &[
@@ -48,7 +48,7 @@ const POLICY: &[&str] = &[
 
 /// One genuine snapshot: its id, its host, the path it saved, and where its files are now.
 struct Genuine {
-    id: Id,
+    id: SnapshotId,
     host: &'static str,
     path: String,
     files: PathBuf,
@@ -143,7 +143,7 @@ impl Estate {
     }
 }
 
-fn backup_as(r: &Repo, dir: &Path, host: &str) -> Id {
+fn backup_as(r: &Repo, dir: &Path, host: &str) -> SnapshotId {
     let run = r.run(&["--json", "backup", dir.to_str().unwrap(), "--host", host]);
     run.ok()
         .report::<custody::repo::backup::BackupOutput>()
@@ -308,13 +308,13 @@ fn check_names(e: &Estate, forged: &[Id], f: &mut Findings) {
 
 /// Data chunks of the files in `dir`, computed as any writer can (the repository's chunker
 /// and id key).
-fn chunk_ids(w: &Repository, dir: &Path) -> HashSet<Id> {
+fn chunk_ids(w: &Repository, dir: &Path) -> HashSet<BlobId> {
     let mut out = HashSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let mut rest = &data[..];
         for n in w.chunker().split(&data) {
-            out.insert(w.chunk_id(&rest[..n]));
+            out.insert(BlobId(w.chunk_id(&rest[..n])));
             rest = &rest[n..];
         }
     }
@@ -325,15 +325,15 @@ fn chunk_ids(w: &Repository, dir: &Path) -> HashSet<Id> {
 /// be listed in a stored pack other than the attacker's (`attacker`).
 fn data_survives(e: &Estate, attacker: &[Id], f: &mut Findings) {
     let listed = e.w.store().list(FileKind::Pack).unwrap();
-    let stored: HashSet<Id> = listed.into_iter().map(|(id, _)| id).collect();
+    let stored: HashSet<PackId> = listed.into_iter().map(|(id, _)| id.into()).collect();
     let segments = match e.w.load_segments() {
         Ok(s) => s,
         Err(err) => return f.0.push(format!("the index no longer loads: {err}")),
     };
-    let held: HashSet<Id> = segments
+    let held: HashSet<BlobId> = segments
         .iter()
         .flat_map(|(_, seg)| &seg.packs)
-        .filter(|p| stored.contains(&p.pack) && !attacker.contains(&p.pack))
+        .filter(|p| stored.contains(&p.pack) && !attacker.contains(&p.pack.id()))
         .flat_map(|p| p.blobs.iter().map(|b| b.id))
         .collect();
     for g in e.kept() {
@@ -363,7 +363,7 @@ fn upload_pack(w: &Repository, s: &Session, t: BlobType, blobs: &[Vec<u8>]) -> P
     let key = s.new_pack_key().unwrap();
     let mut pack = PackBuilder::new(key.clone());
     for plain in blobs {
-        let id = w.chunk_id(plain);
+        let id = BlobId(w.chunk_id(plain));
         let entry = BlobEntry {
             id,
             blob_type: t,
@@ -387,7 +387,7 @@ fn upload_pack(w: &Repository, s: &Session, t: BlobType, blobs: &[Vec<u8>]) -> P
 
 /// A folder of the attacker's own: one file, in packs of its session, indexed by a segment
 /// as a backup's would be. Returns the folder's tree id.
-fn plant_tree(w: &Repository, s: &Session) -> Id {
+fn plant_tree(w: &Repository, s: &Session) -> TreeId {
     let junk = b"written by the attacker\n".repeat(100);
     let data = upload_pack(w, s, BlobType::Data, std::slice::from_ref(&junk));
     let mut tree = Tree {
@@ -403,7 +403,7 @@ fn plant_tree(w: &Repository, s: &Session) -> Id {
             inode: 0,
             ctime_sec: 0,
             ctime_nsec: 0,
-            content: vec![w.chunk_id(&junk)],
+            content: vec![ChunkId(w.chunk_id(&junk))],
             subtree: None,
             target: None,
         }],
@@ -414,11 +414,11 @@ fn plant_tree(w: &Repository, s: &Session) -> Id {
         packs: vec![data, trees],
     };
     w.save_index_segment(&seg).unwrap();
-    w.chunk_id(&bytes)
+    TreeId(w.chunk_id(&bytes))
 }
 
 /// A manifest sealed by the attacker's session `s`, claiming `host` and `path`.
-fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Id) -> Snapshot {
+fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: TreeId) -> Snapshot {
     Snapshot {
         format: 1,
         time,

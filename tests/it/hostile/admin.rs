@@ -5,6 +5,7 @@ use super::*;
 use custody::format::garbage::LockRecord;
 use custody::repo::reencrypt::ReencryptReport;
 use custody::repo::rewrap::RewrapReport;
+use custody::LockId;
 
 fn forged_lock(e: &Estate, f: &mut Findings) {
     let now = Utc::now();
@@ -16,7 +17,7 @@ fn forged_lock(e: &Estate, f: &mut Findings) {
         started: now - chrono::Duration::days(365),
         refreshed: now + chrono::Duration::days(36_500),
     };
-    e.w.save_object(&Id::random().unwrap(), &lock).unwrap();
+    e.w.save_object(&LockId::random().unwrap(), &lock).unwrap();
     owner_routine(e, &[POLICY], &[EXIT_OK], f);
     restores(e, &e.kept(), "after", f);
 }
@@ -34,7 +35,7 @@ fn edited_key_age(e: &Estate, f: &mut Findings) {
     // The plaintext envelope header of beta's newest snapshot names its session.
     let sealed = store.get(FileKind::Snapshot, &e.genuine[3].id).unwrap();
     let header = custody::crypto::envelope::parse_header(&sealed).unwrap();
-    let session = header.key_id;
+    let session = SessionId(header.key_id);
     let record = store.get(FileKind::Key, &session).unwrap();
     let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
     let a_year_on = Utc::now() + chrono::Duration::days(365);

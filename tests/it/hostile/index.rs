@@ -5,7 +5,7 @@ use super::*;
 use custody::format::garbage::GarbageMark;
 
 /// A garbage mark dated two days back (past the default grace period) condemning `packs`.
-fn forge_mark(e: &Estate, packs: Vec<Id>) -> Id {
+fn forge_mark(e: &Estate, packs: Vec<PackId>) -> MarkId {
     let mark = GarbageMark {
         format: 1,
         time: Utc::now() - chrono::Duration::days(2),
@@ -16,7 +16,8 @@ fn forge_mark(e: &Estate, packs: Vec<Id>) -> Id {
 }
 
 fn forge_segment(e: &Estate, id: Id, packs: Vec<PackEntries>) -> Id {
-    e.w.save_object(&id, &IndexSegment { packs }).unwrap();
+    e.w.save_object(&SegmentId(id), &IndexSegment { packs })
+        .unwrap();
     id
 }
 
@@ -41,9 +42,9 @@ fn emptied_listings(e: &Estate, with_mark: bool, f: &mut Findings) {
     let seg = e.w.save_index_segment(&IndexSegment { packs }).unwrap();
     if with_mark {
         let stored = e.w.store().list(FileKind::Pack).unwrap();
-        forge_mark(e, stored.into_iter().map(|(id, _)| id).collect());
+        forge_mark(e, stored.into_iter().map(|(id, _)| id.into()).collect());
     }
-    owner_verdict(e, &[seg], &[], f);
+    owner_verdict(e, &[seg.id()], &[], f);
 }
 
 /// Attack 1: a segment listing every pack again with no blobs, and a mark dated two days
@@ -80,13 +81,13 @@ enum Claim {
 /// does not use keeps that pack from looking partly unused, so prune never reads it to repack.
 fn claimed_copies(e: &Estate, claim: Claim, f: &mut Findings) {
     let genuine = e.genuine_listings(BlobType::Data);
-    let genuine_packs: Vec<Id> = genuine.iter().map(|p| p.pack).collect();
+    let genuine_packs: Vec<PackId> = genuine.iter().map(|p| p.pack).collect();
     let ours = chunk_ids(&e.w, &e.genuine[3].files);
     let blobs = genuine.into_iter().flat_map(|p| p.blobs);
     let blobs = blobs.filter(|b| ours.contains(&b.id)).collect();
     let s = Session::start(&e.w).unwrap();
     let pack = match claim {
-        Claim::MissingPack => Id::random().unwrap(),
+        Claim::MissingPack => PackId::random().unwrap(),
         _ => upload_pack(&e.w, &s, BlobType::Data, &[random_bytes(200_000, 666)]).pack,
     };
     let claimed = PackEntries {
@@ -99,7 +100,7 @@ fn claimed_copies(e: &Estate, claim: Claim, f: &mut Findings) {
     if let Claim::JunkPackAndMark = claim {
         forge_mark(e, genuine_packs);
     }
-    owner_verdict(e, &[seg, pack], &[pack], f);
+    owner_verdict(e, &[seg, pack.id()], &[pack.id()], f);
 }
 
 /// Attack 2: a segment, sorting first, claims beta's chunks live in a pack of junk the writer
@@ -129,7 +130,7 @@ fn claimed_copies_in_a_missing_pack_get_nothing_deleted() {
 
 /// A segment, sorting first, names a session that has no `keys/<session>` record (`ghost`).
 fn unknown_session(e: &Estate, real_pack: bool, f: &mut Findings) {
-    let ghost = Id::random().unwrap();
+    let ghost = SessionId::random().unwrap();
     let genuine = e.genuine_listings(BlobType::Data);
     let (packs, fake) = if real_pack {
         let relisted = genuine.into_iter();
@@ -139,13 +140,13 @@ fn unknown_session(e: &Estate, real_pack: bool, f: &mut Findings) {
         });
         (relisted.collect(), vec![])
     } else {
-        let fake = Id::random().unwrap();
+        let fake = PackId::random().unwrap();
         let claimed = PackEntries {
             pack: fake,
             session: ghost,
             blobs: genuine.into_iter().flat_map(|p| p.blobs).collect(),
         };
-        (vec![claimed], vec![fake])
+        (vec![claimed], vec![fake.id()])
     };
     let seg = forge_segment(e, sorting_id(true, 2), packs);
     owner_verdict(e, &[&[seg][..], &fake].concat(), &fake, f);

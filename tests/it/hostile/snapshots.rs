@@ -3,7 +3,7 @@
 use super::*;
 
 /// The ids `snapshots --json` lists now.
-fn listed(e: &Estate) -> Vec<Id> {
+fn listed(e: &Estate) -> Vec<SnapshotId> {
     let run = e.r.run(&["--json", "snapshots"]);
     let table: custody::repo::snapshots::SnapshotTable = run.ok().report();
     table.0.into_iter().map(|s| s.id).collect()
@@ -12,7 +12,7 @@ fn listed(e: &Estate) -> Vec<Id> {
 fn future_snapshots(e: &Estate, f: &mut Findings) {
     let s = Session::start(&e.w).unwrap();
     let own = plant_tree(&e.w, &s);
-    let theirs = e.genuine_blobs(BlobType::Tree)[0].id;
+    let theirs = TreeId(e.genuine_blobs(BlobType::Tree)[0].id.id());
     let alpha = &e.genuine[1];
     for month in 1..=12 {
         let tree = if month % 2 == 0 { own } else { theirs };
@@ -66,7 +66,7 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
             brief(&run.stderr)
         )
     });
-    check_names(e, &[victim.id], f);
+    check_names(e, &[victim.id.id()], f);
     owner_routine(e, &[POLICY], &[EXIT_OK, EXIT_INTEGRITY], f);
     restores(e, &[&e.genuine[1]], "after", f);
 }
