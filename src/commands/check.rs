@@ -65,6 +65,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 report.leftovers.len()
             ));
         }
+        for s in &report.future_dated {
+            eprintln!("warning: {s} is dated in the future beyond the clock-skew allowance (a clock running ahead, or a forgery): forget keeps it and does not count it");
+        }
         for p in &report.problems {
             eprintln!(
                 "{}: {}: {}",

@@ -40,6 +40,10 @@ pub struct Args {
     /// Keep snapshots with this tag (repeatable).
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
+    /// Snapshots dated more than this in the future (by the clock of the host running
+    /// forget) are kept and not counted by the policy: a clock running ahead, or a forgery.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub clock_skew: String,
     /// Apply the policy per group of snapshots sharing these fields: host, paths, tags.
     #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
     pub group_by: String,
@@ -67,6 +71,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             .map(parse_duration)
             .transpose()?,
         tags: args.keep_tag.clone(),
+        not_after: Some(chrono::Utc::now() + parse_duration(&args.clock_skew)?),
     };
     if policy.is_empty() == args.snapshots.is_empty() {
         return Err(Error::invalid(

@@ -31,19 +31,19 @@ impl Repository {
         self.load_blob_except(index, id, t, None)
     }
 
-    /// [`Repository::load_blob`] from any listed copy outside `skip` (a pack whose copy just
-    /// failed). Key-service errors stop at once; integrity errors move on to the next copy,
+    /// [`Repository::load_blob`] from any listed copy but `skip` (a pack and session whose
+    /// copy just failed). Key-service errors stop at once; integrity errors move on to the next copy,
     /// and the first one is returned when none verifies.
     pub fn load_blob_except(
         &self,
         index: &Index,
         id: BlobId,
         t: BlobType,
-        skip: Option<&PackId>,
+        skip: Option<(PackId, SessionId)>,
     ) -> Result<Vec<u8>> {
         let mut first_err = None;
         for loc in index.locations(id) {
-            if Some(&loc.pack) == skip {
+            if Some((loc.pack, loc.session)) == skip {
                 continue;
             }
             match self.load_blob_at(&loc, t) {

@@ -49,6 +49,10 @@ pub struct CheckReport {
     pub condemned: usize,
     /// Garbage marks waiting for their grace period to end.
     pub marks: usize,
+    /// Snapshots dated more than the clock-skew allowance in the future (a clock running
+    /// ahead, or a forgery): not damage, but `forget` does not count them.
+    #[serde(default)]
+    pub future_dated: Vec<String>,
     pub problems: Vec<Problem>,
 }
 
@@ -170,6 +174,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
         };
         r.snapshots += 1;
+        if snap.time > chrono::Utc::now() + super::forget::CLOCK_SKEW {
+            r.future_dated.push(format!(
+                "{} ({}, host {})",
+                object_name(FileKind::Snapshot, &id),
+                snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                snap.host
+            ));
+        }
         walker.walk(vec![(snap.tree, ())], |t, _, tree, next| {
             let tree = match tree {
                 Ok(tree) => tree,

@@ -7,6 +7,11 @@
 //! years that have a snapshot (in the time zone given, local time on the command line).
 //! `--keep-within D` keeps every snapshot less than D older than the group's newest, and
 //! `--keep-tag T` every snapshot with tag T. A snapshot is kept when any rule keeps it.
+//!
+//! A snapshot dated after the policy's `not_after` (now plus a clock-skew allowance) is kept,
+//! reported, and not counted: a writer can date a manifest as it likes, and forgeries dated
+//! in the future would otherwise fill every keep slot and move the reference point of
+//! `--keep-within`, so that the policy deletes the genuine history.
 
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 
@@ -23,7 +28,17 @@ pub struct KeepPolicy {
     pub yearly: u32,
     pub within: Option<chrono::Duration>,
     pub tags: Vec<String>,
+    /// Snapshots dated after this are kept and not counted (see the module's doc).
+    pub not_after: Option<DateTime<Utc>>,
 }
+
+/// How far in the future a snapshot may be dated before `forget`, `snapshots` and `check`
+/// treat it as future-dated: backup hosts' clocks may run somewhat ahead.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::hours(1);
+
+/// Why a future-dated snapshot is kept (shown by `forget`).
+pub const FUTURE_DATED: &str =
+    "dated in the future beyond the clock-skew allowance: kept, not counted by the policy";
 
 impl KeepPolicy {
     /// A policy that keeps nothing would delete every snapshot: refused by the command.
@@ -114,6 +129,16 @@ pub fn apply<Tz: TimeZone>(
             .cmp(&snaps[a].1)
             .then(snaps[b].0.cmp(&snaps[a].0))
     });
+    let future = |i: &usize| policy.not_after.is_some_and(|t| snaps[*i].1 > t);
+    let mut out = Vec::with_capacity(snaps.len());
+    for &i in order.iter().filter(|i| future(i)) {
+        out.push(Decision {
+            id: snaps[i].0,
+            keep: true,
+            reasons: vec![FUTURE_DATED.to_string()],
+        });
+    }
+    order.retain(|i| !future(i));
     let newest = order.first().map(|&i| snaps[i].1);
     type Bucket = fn(&DateTime<chrono::FixedOffset>) -> (i32, u32, u32, u32);
     let buckets: [(&str, u32, Bucket); 5] = [
@@ -130,7 +155,6 @@ pub fn apply<Tz: TimeZone>(
     ];
     let mut counts = [0u32; 5];
     let mut last_bucket: [Option<(i32, u32, u32, u32)>; 5] = [None; 5];
-    let mut out = Vec::with_capacity(snaps.len());
     for (n, &i) in order.iter().enumerate() {
         let (id, time, tags) = &snaps[i];
         let local = time.with_timezone(tz).fixed_offset();
@@ -291,6 +315,40 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// Forgeries dated in the future neither fill keep slots nor move `--keep-within`'s
+    /// reference point; they are kept and say why.
+    #[test]
+    fn future_dated_snapshots_are_kept_and_not_counted() {
+        let s = list(&[
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+            "2027-06-01T00:00:00Z",
+            "2027-07-01T00:00:00Z",
+        ]);
+        let p = KeepPolicy {
+            last: 1,
+            monthly: 1,
+            within: Some(chrono::Duration::days(2)),
+            not_after: Some(at("2026-01-02T01:00:00Z")),
+            ..Default::default()
+        };
+        let d = apply(&p, &s, &Utc);
+        assert_eq!(kept(&d), vec![1, 2, 3, 4]);
+        assert_eq!(d[0].reasons, vec![FUTURE_DATED]);
+        assert_eq!(d[1].reasons, vec![FUTURE_DATED]);
+        let newest = d.iter().find(|d| d.id.as_bytes()[0] == 2).unwrap();
+        assert!(newest.reasons.contains(&"last snapshot".to_string()));
+        let older = d.iter().find(|d| d.id.as_bytes()[0] == 1).unwrap();
+        assert_eq!(older.reasons, vec!["within the keep-within period"]);
+        // Without the limit the forgeries take the slots and the genuine ones go.
+        let unguarded = KeepPolicy {
+            not_after: None,
+            within: None,
+            ..p
+        };
+        assert_eq!(kept(&apply(&unguarded, &s, &Utc)), vec![4]);
     }
 
     #[test]

@@ -52,8 +52,11 @@ impl Slot {
 
 #[derive(Debug, Default)]
 pub struct Index {
+    /// Each listed (pack, session): a pack listed under two sessions (one listing forged or
+    /// corrupt) is two entries, so a reader can fall back from the wrong one.
     packs: Vec<(PackId, SessionId)>,
-    pack_pos: HashMap<PackId, u32>,
+    pack_pos: HashMap<(PackId, SessionId), u32>,
+    listed: std::collections::HashSet<PackId>,
     blobs: HashMap<BlobId, Slot>,
     alternates: HashMap<BlobId, Vec<Slot>>,
 }
@@ -67,7 +70,8 @@ impl Index {
     /// for a blob wins.
     pub fn add_segment_where(&mut self, seg: &IndexSegment, keep: impl Fn(&PackId) -> bool) {
         for p in seg.packs.iter().filter(|p| keep(&p.pack)) {
-            let pos = *self.pack_pos.entry(p.pack).or_insert_with(|| {
+            self.listed.insert(p.pack);
+            let pos = *self.pack_pos.entry((p.pack, p.session)).or_insert_with(|| {
                 self.packs.push((p.pack, p.session));
                 (self.packs.len() - 1) as u32
             });
@@ -150,13 +154,14 @@ impl Index {
         self.blobs.len()
     }
 
-    /// Packs with their sessions, in the order first seen.
+    /// Packs with their sessions, in the order first seen (a pack listed under two sessions
+    /// appears twice).
     pub fn packs(&self) -> &[(PackId, SessionId)] {
         &self.packs
     }
 
     pub fn has_pack(&self, id: &PackId) -> bool {
-        self.pack_pos.contains_key(id)
+        self.listed.contains(id)
     }
 
     /// Every blob entry of each pack, as the index records it.

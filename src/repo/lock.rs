@@ -75,9 +75,10 @@ impl Repository {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let fresh = (now - o.refreshed).num_seconds() < LOCK_STALE_SECS;
-            if !fresh {
-                // Left by a run that died; nobody renews it any more.
+            if !is_live(&o, now) {
+                // Left by a run that died (nobody renews it), or dated in the future (no
+                // run renews a lock ahead of time: a forgery meant to block us forever).
+                tracing::warn!(lock = %other.short(), host = %o.host, refreshed = %o.refreshed, "removing a stale or future-dated lock");
                 self.store().delete(FileKind::Lock, &other)?;
                 continue;
             }
@@ -95,6 +96,15 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// A lock is honoured while it was renewed less than [`LOCK_STALE_SECS`] ago, and not
+/// "renewed" in the future beyond the clock-skew allowance: a writer holds the key that seals
+/// locks, and a lock dated a century ahead would otherwise block prune until an operator
+/// removed it by hand.
+fn is_live(l: &LockRecord, now: chrono::DateTime<Utc>) -> bool {
+    (now - l.refreshed).num_seconds() < LOCK_STALE_SECS
+        && l.refreshed <= now + crate::repo::forget::CLOCK_SKEW
 }
 
 /// `unlock --json`.
@@ -118,7 +128,7 @@ impl Repository {
         for (id, _) in self.store().list(FileKind::Lock)? {
             let id = LockId(id);
             let stale = match self.load_object::<LockRecord>(&id) {
-                Ok(l) => (now - l.refreshed).num_seconds() >= LOCK_STALE_SECS,
+                Ok(l) => !is_live(&l, now),
                 Err(Error::NotFound(_)) => continue,
                 // Unreadable: nobody can honour it either.
                 Err(_) => true,

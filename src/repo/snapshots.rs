@@ -7,6 +7,7 @@ use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::{Id, SessionId, SnapshotId, TreeId};
+use crate::repo::forget::CLOCK_SKEW;
 use crate::store::{object_name, FileKind};
 
 /// One line of `snapshots`: what `snapshots --json` reports for each snapshot (stable field
@@ -24,6 +25,10 @@ pub struct SnapshotListing {
     pub session: SessionId,
     pub parent: Option<SnapshotId>,
     pub summary: crate::format::snapshot::Summary,
+    /// Dated more than [`CLOCK_SKEW`] in the future: a clock running ahead, or a forgery
+    /// (`forget` keeps such snapshots and does not count them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub future_dated: bool,
 }
 
 impl SnapshotListing {
@@ -39,6 +44,7 @@ impl SnapshotListing {
             tree: s.tree,
             session: s.session,
             parent: s.parent,
+            future_dated: s.time > chrono::Utc::now() + CLOCK_SKEW,
             summary: s.summary,
         }
     }
@@ -66,6 +72,14 @@ impl std::fmt::Display for SnapshotTable {
                 crate::human::bytes(s.summary.bytes_processed),
                 s.tags.join(","),
                 s.paths.join(" ")
+            )?;
+        }
+        let future = self.0.iter().filter(|s| s.future_dated).count();
+        if future > 0 {
+            writeln!(
+                f,
+                "{future} snapshot(s) dated more than {} h in the future (a clock running ahead, or a forgery): forget keeps them and does not count them",
+                CLOCK_SKEW.num_hours()
             )?;
         }
         Ok(())

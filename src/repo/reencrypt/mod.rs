@@ -154,6 +154,7 @@ fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result
         }
     }
     Ok(ReencryptSurvey {
+        now: Utc::now(),
         keys,
         marks,
         stored,

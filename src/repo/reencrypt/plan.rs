@@ -21,6 +21,8 @@ use crate::store::{object_name, FileKind};
 pub struct ReencryptSurvey {
     /// Session keys with their creation times (`None`: unreadable record).
     pub keys: HashMap<SessionId, Option<DateTime<Utc>>>,
+    /// When the survey was made (creation times beyond it are not believed).
+    pub now: DateTime<Utc>,
     pub marks: Marks,
     pub stored: HashSet<PackId>,
     pub segments: Vec<(SegmentId, IndexSegment)>,
@@ -64,10 +66,15 @@ pub fn plan_reencrypt(s: &ReencryptSurvey, target: &Target) -> Result<ReencryptP
             }
             ids.iter().copied().collect()
         }
+        // A creation time in the future is no age at all (the record's plaintext was edited,
+        // or a writer lied): such a session is treated as old enough.
         Target::Before(t) => s
             .keys
             .iter()
-            .filter(|(k, c)| c.is_some_and(|c| c < *t) && in_use.contains(k))
+            .filter(|(k, c)| {
+                c.is_some_and(|c| c < *t || c > s.now + crate::repo::forget::CLOCK_SKEW)
+                    && in_use.contains(k)
+            })
             .map(|(k, _)| *k)
             .collect(),
         Target::All => s
@@ -168,6 +175,7 @@ mod tests {
             .packs
             .extend(condemned.iter().map(|p| id::<PackId>(2, *p)));
         ReencryptSurvey {
+            now: Utc::now(),
             keys: (0..3).map(|s| (id(3, s), None)).collect(),
             marks,
             stored: (0..packs.len())

@@ -68,7 +68,12 @@ pub(super) fn restore_pack(
         };
         let plain = match plain {
             Err(e) if e.is_integrity() && index.locations(t.entry.id).len() > 1 => repo
-                .load_blob_except(index, t.entry.id, t.entry.blob_type, Some(pack))
+                .load_blob_except(
+                    index,
+                    t.entry.id,
+                    t.entry.blob_type,
+                    Some((*pack, t.session)),
+                )
                 .map_err(|_| e),
             other => other,
         };

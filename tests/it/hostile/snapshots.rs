@@ -75,7 +75,11 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
 /// `snapshots/<id>` of beta's newest snapshot. Expected: restoring that id refuses (exit 3,
 /// naming the object) instead of restoring the writer's files, check names it, and alpha's
 /// snapshot still restores after the routine.
+///
+/// Still open (#12): nothing yet binds a snapshot id to the writer or content that first
+/// wrote it; that needs owner-authenticated provenance (docs/THREAT-MODEL.md §9.8).
 #[test]
+#[ignore = "open: snapshot ids are not yet bound to their first writer (#12)"]
 fn a_snapshot_replaced_under_its_id_is_refused() {
     on_both(replaced_snapshot);
 }
