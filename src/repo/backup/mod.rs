@@ -108,9 +108,9 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let uploader = Uploader::new(repo, opts.uploads.max(1));
     let level = repo.config().body.compression_level;
     let pack_size = repo.config().body.pack_size as usize;
-    let (tx, rx) = crossbeam_channel::bounded::<(u64, Vec<u8>)>(2 * workers);
-    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
-    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<(u64, ChunkId)>();
+    let (tx, rx) = crossbeam_channel::bounded::<stages::ChunkBatch>(2 * workers);
+    let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Vec<Job>>(2 * workers);
+    let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<Vec<(u64, ChunkId)>>();
     let dedup = Dedup::default();
 
     let (walked, worker_results) = std::thread::scope(|s| {
@@ -143,6 +143,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             pack_tx,
             ids: ids_rx,
             seq: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
             done: HashMap::new(),
             deferred: 0,
             buf: Vec::new(),

@@ -54,25 +54,49 @@ impl Dedup {
     }
 }
 
+/// Work moves between the stages in batches of up to this many bytes or [`BATCH_CHUNKS`]
+/// chunks, not chunk by chunk: on a busy host every handoff to a sleeping thread waits for
+/// the scheduler, and a backup of many small files would otherwise pay that wait several
+/// times per file.
+pub(super) const BATCH_BYTES: usize = 1 << 20;
+pub(super) const BATCH_CHUNKS: usize = 256;
+
+/// Chunks with their sequence numbers, as the walker sends them to the hashers.
+pub(super) type ChunkBatch = Vec<(u64, Vec<u8>)>;
+
 /// Computes chunk ids, reports them to the walker, and passes new chunks on to the packers.
 pub(super) fn hasher(
     repo: &Repository,
     index: &Index,
     dedup: &Dedup,
-    rx: Receiver<(u64, Vec<u8>)>,
-    ids: Sender<(u64, ChunkId)>,
-    pack: Sender<Job>,
+    rx: Receiver<ChunkBatch>,
+    ids: Sender<Vec<(u64, ChunkId)>>,
+    pack: Sender<Vec<Job>>,
 ) -> Result<()> {
-    for (seq, data) in rx {
-        let id = ChunkId(repo.chunk_id(&data));
-        ids.send((seq, id)).map_err(|_| stopped())?;
-        if dedup.claim(index, id.into(), data.len()) {
-            pack.send(Job {
-                t: BlobType::Data,
-                id: id.into(),
-                data,
-            })
-            .map_err(|_| stopped())?;
+    for batch in rx {
+        let mut found = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::new();
+        let mut job_bytes = 0;
+        for (seq, data) in batch {
+            let id = ChunkId(repo.chunk_id(&data));
+            found.push((seq, id));
+            if dedup.claim(index, id.into(), data.len()) {
+                job_bytes += data.len();
+                jobs.push(Job {
+                    t: BlobType::Data,
+                    id: id.into(),
+                    data,
+                });
+                if job_bytes >= BATCH_BYTES {
+                    pack.send(std::mem::take(&mut jobs))
+                        .map_err(|_| stopped())?;
+                    job_bytes = 0;
+                }
+            }
+        }
+        ids.send(found).map_err(|_| stopped())?;
+        if !jobs.is_empty() {
+            pack.send(jobs).map_err(|_| stopped())?;
         }
     }
     Ok(())
@@ -87,10 +111,10 @@ pub(super) struct Packer<'a> {
 }
 
 impl Packer<'_> {
-    pub(super) fn run(&self, rx: Receiver<Job>, level: i32) -> Result<()> {
+    pub(super) fn run(&self, rx: Receiver<Vec<Job>>, level: i32) -> Result<()> {
         let mut open: [Option<PackBuilder>; 2] = [None, None];
         let mut compressor = compress::Compressor::new(level);
-        for Job { t, id, data } in rx {
+        for Job { t, id, data } in rx.into_iter().flatten() {
             let compressed = compressor.compress(&data);
             let (compression, body) = match &compressed {
                 Some(c) => (Compression::Zstd, c.as_slice()),

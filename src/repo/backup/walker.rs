@@ -21,7 +21,7 @@ use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
 use crate::repo::{Index, Repository};
 
-use super::stages::{stopped, Dedup, Job};
+use super::stages::{stopped, ChunkBatch, Dedup, Job, BATCH_BYTES, BATCH_CHUNKS};
 use super::{Progress, Source};
 
 /// What the walker hands back: the root tree, the absolute source paths, the summary and the
@@ -59,13 +59,16 @@ pub(super) struct Walker<'a> {
     /// Where this backup's folder listings go for the next one.
     pub(super) recorder: Option<&'a ParentRecorder<'a>>,
     pub(super) dedup: &'a Dedup,
-    /// Chunks to the hashers.
-    pub(super) tx: Sender<(u64, Vec<u8>)>,
+    /// Chunks to the hashers, in batches.
+    pub(super) tx: Sender<ChunkBatch>,
     /// Trees straight to the packers (the walker hashes them itself).
-    pub(super) pack_tx: Sender<Job>,
+    pub(super) pack_tx: Sender<Vec<Job>>,
     /// Chunk ids coming back from the workers, by sequence number.
-    pub(super) ids: Receiver<(u64, ChunkId)>,
+    pub(super) ids: Receiver<Vec<(u64, ChunkId)>>,
     pub(super) seq: u64,
+    /// Chunks not yet sent, and their bytes: sent when full, and before the walker waits.
+    pub(super) batch: ChunkBatch,
+    pub(super) batch_bytes: usize,
     pub(super) done: HashMap<u64, ChunkId>,
     /// Nodes held as [`Pending`].
     pub(super) deferred: usize,
@@ -205,11 +208,11 @@ impl Walker<'_> {
         }
         if self.dedup.claim(self.index, id.into(), bytes.len()) {
             self.pack_tx
-                .send(Job {
+                .send(vec![Job {
                     t: BlobType::Tree,
                     id: id.into(),
                     data: bytes,
-                })
+                }])
                 .map_err(|_| stopped())?;
         }
         Ok(id)
@@ -223,8 +226,10 @@ impl Walker<'_> {
                     out.push(id);
                     break;
                 }
-                let (seq, id) = self.ids.recv().map_err(|_| stopped())?;
-                self.done.insert(seq, id);
+                // Nothing may wait in our own batch while we wait for its ids.
+                self.flush()?;
+                let found = self.ids.recv().map_err(|_| stopped())?;
+                self.done.extend(found);
             }
         }
         Ok(out)
@@ -251,9 +256,13 @@ impl Walker<'_> {
             self.progress.bytes.fetch_add(len, Ordering::Relaxed);
             self.seq += 1;
             seqs.push(self.seq);
-            if self.tx.send((self.seq, chunk)).is_err() {
-                result = Ok(Err(stopped()));
-                break;
+            self.batch_bytes += chunk.len();
+            self.batch.push((self.seq, chunk));
+            if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_CHUNKS {
+                if let Err(e) = self.flush() {
+                    result = Ok(Err(e));
+                    break;
+                }
             }
         }
         self.buf = stream.into_buffer();
@@ -262,6 +271,17 @@ impl Walker<'_> {
             Ok(Err(e)) => Ok(Err(e)),
             Ok(Ok(())) => Ok(Ok((seqs, size))),
         }
+    }
+
+    /// Sends the chunks batched so far to the hashers.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.tx
+            .send(std::mem::take(&mut self.batch))
+            .map_err(|_| stopped())
     }
 
     pub(super) fn skip(&mut self, path: &Path, why: impl std::fmt::Display) {
