@@ -5,8 +5,12 @@
 #   scripts/bench.sh                 # 1 GiB mixed tree, 3 rounds, local-folder repositories
 #   SIZE_MIB=256 ROUNDS=5 scripts/bench.sh
 #   TARGET=s3 scripts/bench.sh       # both tools against moto's S3 server on loopback
+#   LOAD=2 scripts/bench.sh          # a busy host: 2 CPU-bound processes run throughout
+#   FILES=20000 scripts/bench.sh     # 20,000 small files (200 B - 6 KiB) instead of the tree
 #
 # Environment: SIZE_MIB (1024), ROUNDS (3), WORK (/tmp/custody-bench: tree and repositories),
+# LOAD (0: CPU-bound busy loops started before the first round and stopped at the end),
+# FILES (0: the mixed tree; N: a reproducible tree of N small files, 200 per folder),
 # RESTORE_DIR (/dev/shm if present: restores land on tmpfs so that ext4's cost of creating
 # thousands of files right after deleting thousands, which varies run to run here, does not
 # drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead).
@@ -19,6 +23,8 @@ rounds=${ROUNDS:-3}
 work=${WORK:-/tmp/custody-bench}
 restore_base=${RESTORE_DIR:-$( [ -d /dev/shm ] && echo /dev/shm || echo "$work")}
 target=${TARGET:-local}
+load=${LOAD:-0}
+files=${FILES:-0}
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need restic restic
@@ -27,13 +33,32 @@ need restic restic
 cargo build --release --quiet --bin custody --example mktree
 custody=$PWD/target/release/custody
 mkdir -p "$work"
-tree=$work/tree-$size
-if [ ! -d "$tree" ]; then target/release/examples/mktree "$tree" "$size" 1; fi
+if [ "$files" -gt 0 ]; then
+  tree=$work/files-$files
+  [ -d "$tree" ] || python3 - "$tree" "$files" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+for i in range(n):
+    d = os.path.join(root, "d%04d" % (i // 200))
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(200, 6000)
+    with open(os.path.join(d, "f%07d" % i), "wb") as f:
+        f.write(rng.randbytes(size // 2) + b"a" * (size - size // 2))
+PY
+else
+  tree=$work/tree-$size
+  if [ ! -d "$tree" ]; then target/release/examples/mktree "$tree" "$size" 1; fi
+fi
 input=$(du -sb "$tree" | cut -f1)
 results=$work/results.tsv
 : > "$results"
 export RESTIC_PASSWORD=bench-only-password
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
+
+# Everything started in the background (moto, busy loops) stops with the script.
+background=()
+trap 'for p in "${background[@]}"; do kill "$p" 2>/dev/null; done' EXIT
 
 # Repository locations: local folders, or buckets on moto's S3 server on loopback.
 c_repo="$work/c-repo"
@@ -42,8 +67,7 @@ if [ "$target" = s3 ]; then
   command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-  moto_pid=$!
-  trap 'kill $moto_pid 2>/dev/null' EXIT
+  background+=($!)
   for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 fi
@@ -121,7 +145,8 @@ for i, p in enumerate(files):
 PY
 }
 
-echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; target $target; restores to $restore_base"
+for _ in $(seq 1 "$load"); do (while :; do :; done) & background+=($!); done
+echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; target $target; restores to $restore_base; $load busy loop(s)"
 for r in $(seq 1 "$rounds"); do
   repos_for_round "$r"
   if [ $((r % 2)) = 1 ]; then order="custody restic"; else order="restic custody"; fi

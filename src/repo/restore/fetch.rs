@@ -9,7 +9,7 @@ use crate::id::PackId;
 use crate::repo::{Index, Repository};
 use crate::store::FileKind;
 
-use super::files::{finish_file, write_at_sparse};
+use super::files::{finish_file, open_for_write, write_at_sparse};
 use super::{FileState, RestoreProgress, Target};
 
 /// Reads the span of one pack that holds the needed blobs, verifies each blob once, and
@@ -80,23 +80,27 @@ pub(super) fn restore_pack(
         for target in &targets[i..j] {
             let f = &files[target.file];
             let r = match &plain {
-                Ok(data) => write_at_sparse(&f.tmp, f.ino, target.offset, data)
+                Ok(data) => open_for_write(f)
+                    .and_then(|file| write_at_sparse(&file, target.offset, data).map(|()| file))
                     .map_err(|e| Error::io(f.tmp.display(), e))
-                    .map(|()| {
+                    .inspect(|_| {
                         progress
                             .bytes
-                            .fetch_add(data.len() as u64, Ordering::Relaxed)
-                    })
-                    .map(|_| ()),
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }),
                 Err(e) => Err(clone_err(e)),
             };
-            if let Err(e) = r {
-                f.failed.lock().expect("lock").get_or_insert(e);
-            }
+            let open = match r {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    f.failed.lock().expect("lock").get_or_insert(e);
+                    None
+                }
+            };
             if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 done.lock()
                     .expect("lock")
-                    .push((target.file, finish_file(f, progress)));
+                    .push((target.file, finish_file(f, open, progress)));
             }
         }
         i = j;

@@ -23,19 +23,31 @@ pub(super) fn safe_mode(mode: u32) -> u32 {
 }
 
 /// Renames a complete file into place with its mode and times, or removes a failed one.
-pub(super) fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u64> {
+/// `open` is the file as its last write left it, if still open (saves a reopen); a file with
+/// no chunks is created here.
+pub(super) fn finish_file(
+    f: &FileState,
+    open: Option<std::fs::File>,
+    progress: &RestoreProgress,
+) -> Result<u64> {
+    let created = f.created.lock().expect("lock").is_some();
     if let Some(e) = f.failed.lock().expect("lock").take() {
-        let _ = std::fs::remove_file(&f.tmp);
+        if created {
+            let _ = std::fs::remove_file(&f.tmp);
+        }
         return Err(e);
     }
     let res = (|| {
-        std::fs::set_permissions(
-            &f.tmp,
-            std::fs::Permissions::from_mode(safe_mode(f.node.mode)),
-        )
-        .map_err(|e| Error::io(f.tmp.display(), e))?;
+        let file = match open {
+            Some(file) => file,
+            None => open_for_write(f).map_err(|e| Error::io(f.tmp.display(), e))?,
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(safe_mode(f.node.mode)))
+            .map_err(|e| Error::io(f.tmp.display(), e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
-        filetime::set_file_times(&f.tmp, t, t).map_err(|e| Error::io(f.tmp.display(), e))?;
+        filetime::set_file_handle_times(&file, Some(t), Some(t))
+            .map_err(|e| Error::io(f.tmp.display(), e))?;
+        drop(file);
         std::fs::rename(&f.tmp, &f.dest).map_err(|e| Error::io(f.dest.display(), e))
     })();
     if res.is_err() {
@@ -46,25 +58,53 @@ pub(super) fn finish_file(f: &FileState, progress: &RestoreProgress) -> Result<u
     Ok(f.node.size)
 }
 
+/// Opens the file's temporary copy for writing. The first call creates it (never following a
+/// link, never reusing an existing file) at its full length, so unwritten blocks stay holes;
+/// later calls reopen it and check it is still the same inode (not something swapped in).
+/// Files are created as their first chunk arrives, not when the restore is planned: one
+/// open per single-chunk file instead of three.
+pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut created = f.created.lock().expect("lock");
+    match *created {
+        None => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&f.tmp)?;
+            file.set_len(f.node.size)?;
+            // Only a file written in several pieces is opened again.
+            let ino = if f.node.content.len() > 1 {
+                file.metadata()?.ino()
+            } else {
+                0
+            };
+            *created = Some(ino);
+            Ok(file)
+        }
+        Some(ino) => {
+            drop(created);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&f.tmp)?;
+            if file.metadata()?.ino() != ino {
+                return Err(std::io::Error::other(
+                    "temporary file was replaced during restore",
+                ));
+            }
+            Ok(file)
+        }
+    }
+}
+
 /// Writes `data` at `offset`, skipping all-zero 4 KiB blocks: the file was created at full
 /// length, so skipped blocks stay holes and sparse files stay sparse.
-pub(super) fn write_at_sparse(
-    path: &Path,
-    ino: u64,
-    offset: u64,
-    data: &[u8],
-) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+pub(super) fn write_at_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     const BLOCK: usize = 4096;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    if f.metadata()?.ino() != ino {
-        return Err(std::io::Error::other(
-            "temporary file was replaced during restore",
-        ));
-    }
     let mut run: Option<usize> = None;
     let mut pos = 0;
     while pos < data.len() {
@@ -112,13 +152,13 @@ pub(super) fn restore_symlink(dest: &Path, node: &Node) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn temp_name(dest: &Path) -> Result<PathBuf> {
-    let mut r = [0u8; 6];
-    crate::crypto::random::fill(&mut r)?;
+/// The temporary name of a file being restored: `.NAME.custody-<run tag>-<n>`, where the tag
+/// is random per restore run and `n` numbers the files (unique without a random draw each).
+pub(super) fn temp_name(dest: &Path, run: &str, n: usize) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
     name.push(dest.file_name().unwrap_or_default());
-    name.push(format!(".custody-{}", hex::encode(r)));
-    Ok(dest.with_file_name(name))
+    name.push(format!(".custody-{run}-{n}"));
+    dest.with_file_name(name)
 }
 
 /// Streams one file's verified plaintext to `out` (used by `dump`).

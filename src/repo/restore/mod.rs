@@ -76,8 +76,9 @@ struct FileState {
     rel: String,
     dest: PathBuf,
     tmp: PathBuf,
-    /// Inode of the temporary file: each reopen must find the same file (no swapped link).
-    ino: u64,
+    /// Set once the temporary file exists, to its inode: each reopen must find the same file
+    /// (no swapped link).
+    created: Mutex<Option<u64>>,
     node: Node,
     /// Chunk writes still to come; the thread that takes it to zero finishes the file.
     remaining: AtomicUsize,
@@ -94,6 +95,8 @@ struct Target {
 }
 
 struct Plan {
+    /// Random per restore run: part of every temporary name.
+    run: String,
     files: Vec<FileState>,
     packs: HashMap<PackId, Vec<Target>>,
 }
@@ -118,7 +121,10 @@ pub fn restore(
         .collect();
     let mut report = RestoreReport::default();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut run = [0u8; 6];
+    crate::crypto::random::fill(&mut run)?;
     let mut plan = Plan {
+        run: hex::encode(run),
         files: Vec::new(),
         packs: HashMap::new(),
     };
@@ -186,7 +192,7 @@ pub fn restore(
         if f.node.content.is_empty() {
             done.lock()
                 .expect("lock")
-                .push((i, finish_file(f, progress)));
+                .push((i, finish_file(f, None, progress)));
         }
     }
     let queue = Mutex::new(plan.packs.into_iter().collect::<Vec<_>>());
@@ -249,23 +255,7 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
             ),
         ));
     }
-    let tmp = temp_name(&dest)?;
-    let f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| Error::io(tmp.display(), e))?
-    };
-    f.set_len(node.size)
-        .map_err(|e| Error::io(tmp.display(), e))?;
-    let ino = {
-        use std::os::unix::fs::MetadataExt;
-        f.metadata().map_err(|e| Error::io(tmp.display(), e))?.ino()
-    };
+    let tmp = temp_name(&dest, &plan.run, plan.files.len());
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
         plan.packs.entry(pack).or_default().push(Target {
@@ -279,7 +269,7 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         rel,
         dest,
         tmp,
-        ino,
+        created: Mutex::new(None),
         remaining: AtomicUsize::new(node.content.len()),
         node,
         failed: Mutex::new(None),
