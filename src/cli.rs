@@ -88,6 +88,31 @@ pub enum Command {
     Rotate(rotate::Cmd),
 }
 
+impl Command {
+    /// What an interrupt (Ctrl-C) leaves behind, said when one ends the command. Every
+    /// command keeps the repository consistent at any point it can be killed (docs/FORMAT.md
+    /// §14, §14b).
+    pub fn interrupted(&self) -> &'static str {
+        match self {
+            Command::Backup(_) => {
+                "backup stopped; nothing of this run was committed and the repository is \
+                 consistent (packs already uploaded are unindexed leftovers that prune removes); \
+                 run the backup again"
+            }
+            Command::Restore(_) => {
+                "restore stopped; files already restored are complete, unfinished ones were not \
+                 renamed into place (hidden .NAME.custody-* files); run the restore again"
+            }
+            Command::Prune(_) | Command::Forget(_) | Command::Rotate(_) => {
+                "stopped; the repository is consistent (what ran is picked up by the next run); \
+                 the repository lock stays until it goes stale (30 minutes) or `custody unlock \
+                 --remove-all`"
+            }
+            _ => "stopped; the repository is unchanged",
+        }
+    }
+}
+
 impl Cli {
     pub fn run(&self, ctx: &Ctx) -> Result<Outcome> {
         match &self.command {

@@ -45,7 +45,15 @@ impl Environment {
                 "CUSTODY_S3_CHECKSUMS={other:?}: expected when_required or when_supported"
             )),
         };
-        let s3 = checksums.map(|checksums| S3Settings {
+        let attempts = match var("CUSTODY_S3_MAX_ATTEMPTS") {
+            None => Ok(S3Settings::default().max_attempts),
+            Some(v) => v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                format!("CUSTODY_S3_MAX_ATTEMPTS={v:?}: expected a whole number of 1 or more")
+            }),
+        };
+        let s3 =
+            checksums.and_then(|checksums| attempts.map(|max_attempts| (checksums, max_attempts)));
+        let s3 = s3.map(|(checksums, max_attempts)| S3Settings {
             path_style: var("CUSTODY_S3_PATH_STYLE").map(|v| v != "0"),
             checksums,
             multipart_threshold: var("CUSTODY_S3_MULTIPART_MIB")
@@ -53,6 +61,7 @@ impl Environment {
                 .unwrap_or(64)
                 .max(5)
                 << 20,
+            max_attempts,
             aws: aws.clone(),
         });
         let home = path("HOME");

@@ -75,6 +75,14 @@ fn main() -> ExitCode {
         }
     };
     logging(&cli);
+    let note = cli.command.interrupted();
+    // Ctrl-C: say what was interrupted and what state it left, then exit as a shell expects.
+    if let Err(e) = ctrlc::set_handler(move || {
+        eprintln!("\ncustody: interrupted: {note}");
+        std::process::exit(130);
+    }) {
+        tracing::debug!("no interrupt handler: {e}");
+    }
     let run = || -> anyhow::Result<i32> {
         let env = Environment::read();
         let rt = tokio::runtime::Builder::new_multi_thread()

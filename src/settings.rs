@@ -40,6 +40,10 @@ pub struct S3Settings {
     pub checksums: S3Checksums,
     /// Objects above this size go up as multipart uploads.
     pub multipart_threshold: usize,
+    /// Attempts per request, the first included: the SDK's for requests that fail (5xx,
+    /// throttling, dropped connections, timeouts), and the store's own for downloads whose
+    /// body breaks off or comes up short. Backoff is exponential with jitter.
+    pub max_attempts: u32,
     pub aws: AwsSettings,
 }
 
@@ -49,6 +53,7 @@ impl Default for S3Settings {
             path_style: None,
             checksums: S3Checksums::default(),
             multipart_threshold: 64 << 20,
+            max_attempts: 8,
             aws: AwsSettings::default(),
         }
     }

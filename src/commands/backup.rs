@@ -22,8 +22,8 @@ pub struct Args {
     /// File name for standard input in the snapshot.
     #[arg(long)]
     pub stdin_name: Option<String>,
-    /// Tag the snapshot (repeatable).
-    #[arg(long = "tag")]
+    /// Tag the snapshot (repeatable, or comma-separated: `--tag a,b` is two tags).
+    #[arg(long = "tag", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .paths
         .iter()
         .map(|p| {
-            std::path::absolute(p)
+            custody::repo::backup::source_path(p)
                 .map(|a| a.display().to_string())
                 .unwrap_or_default()
         })

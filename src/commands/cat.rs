@@ -65,9 +65,6 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
             serde_json::from_slice(&b).map_err(|e| Error::integrity(format!("keys/{id}"), e))?
         }
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v).expect("value serializes")
-    );
+    super::out_line(serde_json::to_string_pretty(&v).expect("value serializes"));
     Ok(Outcome::OK)
 }

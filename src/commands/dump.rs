@@ -31,7 +31,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    write_file(&repo, &index, &node, &mut out)?;
-    out.flush().map_err(|e| Error::io("standard output", e))?;
+    // A reader that closed the pipe (`dump ... | head`) ends the dump quietly.
+    let written = write_file(&repo, &index, &node, &mut out)
+        .and_then(|_| out.flush().map_err(|e| Error::io("standard output", e)));
+    match written {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            super::stdout_failed(&source)
+        }
+        r => r?,
+    }
     Ok(Outcome::OK)
 }

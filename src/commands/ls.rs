@@ -73,9 +73,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                     .as_ref()
                     .map(|t| format!(" -> {}", t.lossy()))
                     .unwrap_or_default();
-                println!("{:<7} {:04o} {:>12} {t} {p}{link}", kind(n), n.mode, n.size);
+                super::out_line(format_args!(
+                    "{:<7} {:04o} {:>12} {t} {p}{link}",
+                    kind(n),
+                    n.mode,
+                    n.size
+                ));
             } else {
-                println!("{p}");
+                super::out_line(p);
             }
         }
     }

@@ -134,10 +134,7 @@ impl Ctx {
     /// scripts that compare documents as text see the same bytes.
     pub fn print_report<R: serde::Serialize>(&self, report: &R) {
         let v = serde_json::to_value(report).expect("reports serialize");
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).expect("JSON values serialize")
-        );
+        out_line(serde_json::to_string_pretty(&v).expect("JSON values serialize"));
     }
 
     /// Prints a command's report: one JSON document with `--json`, its human form otherwise
@@ -156,16 +153,35 @@ impl Ctx {
         if self.json {
             self.emit(report);
         } else {
-            println!("{}", report.to_string().trim_end_matches('\n'));
+            out_line(report.to_string().trim_end_matches('\n'));
         }
     }
 
     /// A line of human output (suppressed by `-q`).
     pub fn say(&self, s: impl std::fmt::Display) {
         if !self.quiet {
-            println!("{}", s.to_string().trim_end_matches('\n'));
+            out_line(s.to_string().trim_end_matches('\n'));
         }
     }
+}
+
+/// Writes one line to standard output. A reader that went away (`custody ls latest | head`)
+/// ends the command quietly with exit 0, as other Unix tools do, instead of a panic.
+pub fn out_line(s: impl std::fmt::Display) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{s}") {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to standard output: quietly when the reader closed
+/// the pipe, with a message (exit 1) otherwise.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("custody: writing to standard output: {e}");
+    std::process::exit(1);
 }
 
 /// `--host/--tag/--path` filters used by `latest` and by listings.
@@ -174,8 +190,8 @@ pub struct FilterArgs {
     /// Only snapshots from this host.
     #[arg(long)]
     pub host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
+    /// Only snapshots with this tag (repeatable or comma-separated: all must match).
+    #[arg(long = "tag", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Only snapshots of this backed-up path (repeatable).
     #[arg(long = "path")]

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, FilterArgs, Outcome};
-use custody::error::Result;
+use custody::error::{Error, Result};
 use custody::repo::restore::{self, RestoreOptions, RestoreOutput, RestoreProgress};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,6 +29,25 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let (id, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
     let index = repo.load_index()?;
+    // A path that matches nothing is a mistake, not an empty restore.
+    for inc in &args.includes {
+        match restore::find_node(&repo, &index, &snap.tree, inc) {
+            Err(Error::NotFound(_)) => {
+                return Err(Error::invalid(format!(
+                    "--include {inc}: no such path in snapshot {} (paths start at the \
+                     snapshot's root, e.g. {})",
+                    id.short(),
+                    snap.paths
+                        .first()
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or("name")
+                )))
+            }
+            r => {
+                r?;
+            }
+        }
+    }
     let opts = RestoreOptions {
         target: args.target.clone(),
         includes: args.includes.clone(),

@@ -175,7 +175,7 @@ fn run_rewrap(
         &opts,
         |line| {
             if !quiet {
-                println!("{line}");
+                super::out_line(line);
             }
         },
     ))?;

@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         ctx.emit(&table);
     } else {
         // The table is the answer even with -q; only the count is chatter.
-        print!("{table}");
+        super::out_line(table.to_string().trim_end_matches('\n'));
         ctx.say(format!("{} snapshot(s)", table.0.len()));
     }
     Ok(Outcome::OK)

@@ -167,7 +167,9 @@ impl AwsKms {
             .await
     }
 
-    /// Refuses a wrapped key whose record names a KMS key this service was not given.
+    /// Refuses a wrapped key whose record names a KMS key this service was not given: a key
+    /// problem (exit 4), typically a job still configured with the key a `rotate rewrap`
+    /// moved away from. The message names the key the record uses.
     async fn check_owned(&self, kek: &str, op: &str) -> Result<()> {
         // URLs with ARNs (as `key create` prints) match without a call; aliases and bare ids
         // are resolved once with DescribeKey.
@@ -177,13 +179,16 @@ impl AwsKms {
         if self.configured_arns().await?.iter().any(|a| a == kek) {
             return Ok(());
         }
-        Err(Error::integrity(
-            format!("key wrapped by {PREFIX}{kek}"),
-            format!(
-                "{op} refused: the record names a KMS key that is not one of {}",
+        Err(Error::KeyDenied {
+            key: kek_ref(kek),
+            operation: op.into(),
+            reason: format!(
+                "the repository's record is wrapped by this KMS key, which is not one of the \
+                 configured {} (after a rotate rewrap, point CUSTODY_KEY_SERVICE at the key \
+                 the repository uses now)",
                 self.url()
             ),
-        ))
+        })
     }
 }
 

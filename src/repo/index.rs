@@ -181,6 +181,16 @@ impl Index {
 }
 
 impl Repository {
+    /// The packs in the store, with their sizes (one listing of `data/`).
+    pub fn stored_packs(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .store()
+            .list(crate::store::FileKind::Pack)?
+            .into_iter()
+            .map(|(id, size)| (PackId(id), size))
+            .collect())
+    }
+
     /// Seals and stores an index segment under a fresh id.
     pub fn save_index_segment(&self, seg: &IndexSegment) -> Result<SegmentId> {
         let id = SegmentId::random()?;

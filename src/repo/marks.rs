@@ -87,14 +87,9 @@ impl Repository {
                 Ok(())
             },
         )?;
-        let stored: HashSet<PackId> = self
-            .store()
-            .list(FileKind::Pack)?
-            .into_iter()
-            .map(|(id, _)| PackId(id))
-            .collect();
+        let stored = self.stored_packs()?;
         // A just-written pack may be missing from a lagging listing: ask for it directly.
-        for p in own.iter().filter(|p| !stored.contains(*p)) {
+        for p in own.iter().filter(|p| !stored.contains_key(*p)) {
             if let Err(Error::NotFound(_)) = self.store().size(FileKind::Pack, p) {
                 return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
             }

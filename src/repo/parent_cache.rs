@@ -96,7 +96,15 @@ impl ParentCache {
         let mut r = [0u8; 8];
         crate::crypto::random::fill(&mut r).ok()?;
         let dir = self.group.join(format!("new-{}", hex::encode(r)));
-        std::fs::create_dir_all(dir.join("trees")).ok()?;
+        if let Err(e) = std::fs::create_dir_all(dir.join("trees")) {
+            // Said once per run: without it the next backup reads every file again.
+            tracing::warn!(
+                "the local parent cache {} cannot be written ({e}): the next backup will read \
+                 every file again (set CUSTODY_CACHE_DIR to a writable folder)",
+                self.group.display()
+            );
+            return None;
+        }
         Some(ParentRecorder { cache: self, dir })
     }
 }

@@ -112,6 +112,47 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// Opens a store from a repository URL: `s3://bucket[/prefix]`, `file:/path`,
 /// `file:///path` or a plain path.
+/// A repository string in another tool's spelling (`sftp:host:/p`, `b2:bucket:p`,
+/// `rest:http://...`, restic's `s3:http://host/bucket`) would otherwise become a local folder
+/// of that name: refused with a hint. A local path with a colon in it can still be given as
+/// `./name:x` or `file:name:x`.
+fn foreign_repository_hint(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once(':')?;
+    let scheme_like = !scheme.is_empty()
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_like {
+        return None;
+    }
+    if scheme == "s3" {
+        let (host, path) = rest
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split_once('/')
+            .unwrap_or((rest, ""));
+        return Some(format!(
+            "{url:?} is restic's spelling: custody names the bucket as s3://{path} and takes \
+             the server from AWS_ENDPOINT_URL (e.g. AWS_ENDPOINT_URL=http://{host})",
+            path = if path.is_empty() {
+                "BUCKET/PREFIX"
+            } else {
+                path
+            },
+            host = if host.is_empty() { "HOST" } else { host }
+        ));
+    }
+    Some(format!(
+        "unsupported repository {url:?}: custody stores in a local folder (a path, or \
+         file:PATH) or an S3 bucket (s3://BUCKET/PREFIX); for a local folder whose name \
+         contains a colon, write ./{url}"
+    ))
+}
+
 pub fn open(
     url: &str,
     settings: &crate::settings::S3Settings,
@@ -128,10 +169,8 @@ pub fn open(
             rt.block_on(S3Store::open(url, settings))?,
         ));
     }
-    if url.contains("://") {
-        return Err(Error::invalid(format!(
-            "unknown repository URL scheme in {url:?}"
-        )));
+    if let Some(hint) = foreign_repository_hint(url) {
+        return Err(Error::invalid(hint));
     }
     if url.is_empty() {
         return Err(Error::invalid(

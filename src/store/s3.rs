@@ -12,6 +12,8 @@
 //!   a failed multipart upload is aborted. Ranged GETs serve restores. Throttling (503 SlowDown)
 //!   and 5xx are retried by the SDK with exponential backoff and jitter; 4xx are not.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -60,6 +62,7 @@ pub struct S3Store {
     client: Client,
     url: S3Url,
     multipart_threshold: usize,
+    max_attempts: u32,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -125,25 +128,58 @@ where
     }
 }
 
+/// Exponential backoff with full jitter: a random wait of up to 200 ms × 2^(attempt-1), at
+/// most 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (200u64 << attempt.saturating_sub(1).min(6)).min(10_000);
+    let mut r = [0u8; 8];
+    // Without randomness the full wait is still a valid backoff.
+    let r = match crate::crypto::random::fill(&mut r) {
+        Ok(()) => u64::from_le_bytes(r),
+        Err(_) => u64::MAX,
+    };
+    Duration::from_millis(r % (cap_ms + 1))
+}
+
 impl S3Store {
-    /// GETs a whole object, or one HTTP range of it.
+    /// GETs a whole object, or one HTTP range of it. The SDK retries a request that fails;
+    /// a body that breaks off, or ends before its `Content-Length`, after the answer began is
+    /// retried here, within the same attempt budget.
     async fn fetch(&self, kind: FileKind, id: &Id, range: Option<String>) -> Result<Bytes> {
         let name = self.name(kind, id);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.url.bucket)
-            .key(self.key(kind, id))
-            .set_range(range)
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{name}: download broke off: {e}")))?;
-        Ok(body.into_bytes())
+        let mut attempt = 1;
+        loop {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.url.bucket)
+                .key(self.key(kind, id))
+                .set_range(range.clone())
+                .send()
+                .await
+                .map_err(|e| map_err(&name, e))?;
+            let expected = out.content_length();
+            let broke = match out.body.collect().await {
+                Ok(b) => {
+                    let b = b.into_bytes();
+                    match expected {
+                        Some(n) if usize::try_from(n).ok() != Some(b.len()) => {
+                            format!("body of {} bytes where the answer announced {n}", b.len())
+                        }
+                        _ => return Ok(b),
+                    }
+                }
+                Err(e) => format!("download broke off: {e}"),
+            };
+            if attempt >= self.max_attempts {
+                return Err(Error::Unavailable(format!(
+                    "{name}: {broke} (gave up after {attempt} attempts)"
+                )));
+            }
+            tracing::debug!(object = %name, attempt, "{broke}; trying again");
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
     }
 
     /// Opens the store with the standard AWS configuration chain.
@@ -180,7 +216,11 @@ impl S3Store {
                 ResponseChecksumValidation::WhenRequired,
             ),
         };
+        let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(settings.max_attempts)
+            .with_initial_backoff(Duration::from_millis(200));
         let s3conf = aws_sdk_s3::config::Builder::from(conf)
+            .retry_config(retry)
             .force_path_style(path_style)
             .request_checksum_calculation(req)
             .response_checksum_validation(resp)
@@ -189,6 +229,7 @@ impl S3Store {
             client: Client::from_conf(s3conf),
             url,
             multipart_threshold: settings.multipart_threshold,
+            max_attempts: settings.max_attempts.max(1),
         })
     }
 

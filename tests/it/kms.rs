@@ -359,7 +359,18 @@ fn kms_refuses_records_naming_a_key_it_was_not_given() {
         &["--key-service", &ks1, "rotate", "rewrap", "--to", &ks2],
     )
     .ok();
-    let r = with_env(&sb, &moto, &["--key-service", &ks1, "snapshots"]).code(EXIT_INTEGRITY);
-    assert!(r.stderr.contains("not one of"), "{}", r.stderr);
+    // A job still configured with the old key: a key problem (exit 4) that names the key the
+    // repository uses now and says what to change.
+    let r = with_env(&sb, &moto, &["--key-service", &ks1, "snapshots"]).code(EXIT_KEY_SERVICE);
+    let (data, meta) = ks2
+        .trim_start_matches("awskms:")
+        .split_once("?meta=")
+        .unwrap();
+    assert!(
+        (r.stderr.contains(data) || r.stderr.contains(meta))
+            && r.stderr.contains("CUSTODY_KEY_SERVICE"),
+        "{}",
+        r.stderr
+    );
     with_env(&sb, &moto, &["--key-service", &ks2, "snapshots"]).ok();
 }

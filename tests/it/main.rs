@@ -6,6 +6,8 @@ mod common;
 
 mod adversarial;
 mod crypto_vectors;
+mod deploy;
+mod flaky;
 mod garage;
 mod gc;
 mod hostile;

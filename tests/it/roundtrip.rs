@@ -103,7 +103,7 @@ fn stdin_dump_ls_and_snapshot_selection() {
                 "--stdin-name",
                 "db.dump",
                 "--tag",
-                "db",
+                "db,nightly",
                 "--host",
                 "h1",
             ],
@@ -126,6 +126,13 @@ fn stdin_dump_ls_and_snapshot_selection() {
     assert!(d.stdout == data);
     let d = sb.run(&["dump", "latest", "db.dump", "--tag", "db"]).ok();
     assert!(d.stdout == data);
+    // `--tag a,b` is two tags, as in restic.
+    let tagged: custody::repo::snapshots::SnapshotTable = sb
+        .run(&["--json", "snapshots", "--tag", "nightly,db"])
+        .ok()
+        .report();
+    assert_eq!(tagged.0.len(), 1);
+    assert_eq!(tagged.0[0].tags, vec!["db", "nightly"]);
     sb.run(&["dump", "latest", "files/a.txt"]).ok();
     sb.run(&["dump", "latest", "nope", "--host", "h2"])
         .code(EXIT_ERROR);
@@ -238,6 +245,23 @@ fn thousands_of_small_files_and_subset_restore() {
     );
     assert!(!sub.join("src/d07/f011.txt").exists());
     assert!(!sub.join("src/d04").exists());
+    // An include that matches nothing is a usage error, not an empty restore.
+    let none = sb.path("none");
+    let r = sb
+        .run(&[
+            "restore",
+            "latest",
+            "--target",
+            none.to_str().unwrap(),
+            "--include",
+            "src/d99",
+        ])
+        .code(EXIT_USAGE);
+    assert!(
+        r.stderr.contains("no such path in snapshot"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -263,6 +287,17 @@ fn two_paths_and_name_clash() {
     assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file", "/y"]);
     sb.run(&["backup", sb.path("missing").to_str().unwrap()])
         .code(EXIT_ERROR);
+    // A trailing slash or a `.` part names the same source: same recorded path, and the
+    // second backup finds the first as its parent.
+    let plain = sb.path("a/x");
+    let slashed = format!("{}/./", plain.display());
+    let first = sb.backup_json(&[plain.to_str().unwrap()]);
+    let second = sb.backup_json(&[slashed.as_str()]);
+    assert_eq!(second.parent, Some(first.snapshot_id));
+    let snaps: custody::repo::snapshots::SnapshotTable =
+        sb.run(&["--json", "snapshots"]).ok().report();
+    let last = snaps.0.iter().find(|s| s.id == second.snapshot_id).unwrap();
+    assert_eq!(last.paths, vec![plain.display().to_string()]);
 }
 
 #[test]
@@ -554,4 +589,112 @@ fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
     assert_eq!(backup(&[])["files_unchanged"], 0);
     assert_eq!(backup(&["--force"])["files_unchanged"], 0);
     assert_eq!(backup(&[])["files_unchanged"], 20);
+}
+
+/// A reader that closes the pipe early (`custody ls latest | head`) ends the command quietly
+/// with exit 0: no panic, no error message.
+#[test]
+fn a_closed_stdout_ends_listings_quietly() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    for i in 0..50 {
+        write(&src.join(format!("f{i:02}")), &random_bytes(100, i));
+    }
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    for args in [
+        &["ls", "latest"][..],
+        &["ls", "-l", "latest"],
+        &["--json", "snapshots"],
+        &["snapshots"],
+        &["dump", "latest", "src/f00"],
+        &["--json", "ls", "latest"],
+    ] {
+        let mut child = sb
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the command has written anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Repository strings in another tool's spelling are refused with a hint (exit 2) instead of
+/// becoming a local folder of that name; restic's `s3:http://host/bucket` gets custody's.
+#[test]
+fn repository_strings_of_other_tools_are_refused() {
+    let sb = Sandbox::new();
+    let cwd = sb.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    for repo in [
+        "sftp:user@host:/srv/repo",
+        "b2:bucket:path",
+        "rest:http://127.0.0.1:8000/",
+        "s3:http://127.0.0.1:9000/bucket/prefix",
+        "azure:container:/",
+    ] {
+        let out = sb
+            .cmd(&["--repo", repo, "init"])
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_USAGE), "{repo}: {stderr}");
+        if repo.starts_with("s3:") {
+            assert!(
+                stderr.contains("s3://bucket/prefix")
+                    && stderr.contains("AWS_ENDPOINT_URL=http://127.0.0.1:9000"),
+                "{stderr}"
+            );
+        } else {
+            assert!(stderr.contains("unsupported repository"), "{stderr}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    // A local folder with a colon in its name is still possible, spelled as a path.
+    sb.run(&["--repo", sb.path("a:b").to_str().unwrap(), "init"])
+        .ok();
+}
+
+/// Ctrl-C during a backup says what it interrupted and that nothing was committed (exit 130),
+/// and the repository is left consistent.
+#[test]
+fn an_interrupted_backup_says_so_and_commits_nothing() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    sb.init();
+    let mut child = sb
+        .cmd(&["backup", "--stdin", "--stdin-name", "stream"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(&random_bytes(2 << 20, 3)).unwrap();
+    // The backup now waits for more input; the handler is long installed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: backup stopped; nothing of this run was committed"),
+        "{stderr}"
+    );
+    let snaps: custody::repo::snapshots::SnapshotTable =
+        sb.run(&["--json", "snapshots"]).ok().report();
+    assert!(snaps.0.is_empty());
+    sb.run(&["check"]).ok();
 }

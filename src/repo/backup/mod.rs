@@ -82,6 +82,12 @@ pub struct BackupReport {
     pub skipped: Vec<(String, String)>,
 }
 
+/// A source path as snapshots record it: absolute, without `.` parts or a trailing slash, so
+/// that `/srv/data/` and `/srv/data` are one source (and one `forget` group).
+pub fn source_path(p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    Ok(std::path::absolute(p)?.components().collect())
+}
+
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
     let start = Instant::now();
     let (index, marks) = repo.load_index_for_backup()?;

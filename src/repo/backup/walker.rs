@@ -109,7 +109,7 @@ impl Walker<'_> {
                 }
                 let mut names = HashSet::new();
                 for p in list {
-                    let abs = std::path::absolute(&p).map_err(|e| Error::io(p.display(), e))?;
+                    let abs = super::source_path(&p).map_err(|e| Error::io(p.display(), e))?;
                     let meta = std::fs::symlink_metadata(&abs).map_err(|e| {
                         if e.kind() == std::io::ErrorKind::NotFound {
                             Error::NotFound(format!("source path {}", p.display()))

@@ -48,12 +48,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     act.set("listing the repository");
     let start = Utc::now();
     let marks = repo.load_marks()?;
-    let stored: HashMap<PackId, u64> = repo
-        .store()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .map(|(id, size)| (PackId(id), size))
-        .collect();
+    let stored = repo.stored_packs()?;
     let keys = crate::repo::check::wrapped_keys(repo)?
         .into_iter()
         .map(|(id, r)| (id, r.map(|r| r.created)))

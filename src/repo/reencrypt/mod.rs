@@ -136,12 +136,7 @@ fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result
         .map(|(id, r)| (id, r.map(|r| r.created)))
         .collect();
     let marks = Marks::of(&repo.load_marks()?);
-    let stored = repo
-        .store()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .map(|(id, _)| id.into())
-        .collect();
+    let stored = repo.stored_packs()?.into_keys().collect();
     let snapshot_ids = repo.snapshot_ids()?;
     let segments = repo.load_segments()?;
     let mut sealed_by = Vec::new();

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod conformance;
+pub mod flaky;
 pub mod services;
 
 use std::path::{Path, PathBuf};
