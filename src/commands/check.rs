@@ -65,6 +65,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 report.leftovers.len()
             ));
         }
+        if report.unbound_ids > 0 {
+            ctx.say(format!(
+                "{} snapshot(s) have ids from before ids were bound to manifests: a manifest \
+                 written over one of them would not be detected",
+                report.unbound_ids
+            ));
+        }
         for s in &report.future_dated {
             eprintln!("warning: {s} is dated in the future beyond the clock-skew allowance (a clock running ahead, or a forgery): forget keeps it and does not count it");
         }

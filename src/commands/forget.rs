@@ -84,11 +84,20 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let dry_run = args.prune_opts.dry_run;
     let repo = ctx.open_repo()?;
     let filter = args.filter.filter();
-    let snaps: Vec<_> = repo
-        .list_snapshots()?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    // A manifest that does not open (damaged, or forged over a genuine one) is kept, named,
+    // and makes the command exit 3; the policy still applies to every other snapshot.
+    let mut snaps = Vec::new();
+    let mut unreadable = Vec::new();
+    if args.snapshots.is_empty() {
+        for id in repo.snapshot_ids()? {
+            match repo.load_snapshot(&id) {
+                Ok(s) if filter.matches(&s) => snaps.push((id, s)),
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => unreadable.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let time_of =
         |id: &custody::id::SnapshotId| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
     let mut groups: BTreeMap<GroupKey, Vec<Decision>> = BTreeMap::new();
@@ -106,7 +115,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     } else {
         let mut list = Vec::new();
         for spec in &args.snapshots {
-            let (id, _) = repo.resolve_snapshot(spec, &Default::default())?;
+            let id = repo.resolve_snapshot_id(spec)?;
             list.push(Decision {
                 id,
                 keep: false,
@@ -169,5 +178,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         prune,
     };
     ctx.emit(&output);
+    if !unreadable.is_empty() {
+        for e in &unreadable {
+            eprintln!("custody: {e} (kept; `custody forget ID` removes it)");
+        }
+        return Ok(Outcome(super::exit::INTEGRITY));
+    }
     Ok(Outcome::OK)
 }

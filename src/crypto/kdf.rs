@@ -9,6 +9,7 @@ pub mod label {
     pub const CHUNK_ID: &[u8] = b"custody/v1/chunk-id";
     pub const GEAR: &[u8] = b"custody/v1/chunker-gear";
     pub const INDEX: &[u8] = b"custody/v1/index";
+    pub const SNAPSHOT_ID: &[u8] = b"custody/v1/snapshot-id";
     pub const CONFIG_MAC: &[u8] = b"custody/v1/config-mac";
     pub const PACK: &[u8] = b"custody/v1/pack";
     pub const OBJECT: &[u8] = b"custody/v1/object";

@@ -63,6 +63,8 @@ pub const MAX_PACK: u64 = 1 << 30;
 /// Sub-keys derived from the repository secret M. Writers hold these too.
 struct Secrets {
     id_key: HmacKey,
+    /// `K_snap`: binds new snapshot ids to their manifests.
+    snapshot_id_key: HmacKey,
     chunker: Chunker,
     index_key: Key32,
     /// Seals the local parent cache (client side only).

@@ -52,6 +52,7 @@ fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
     let gear = kdf::derive_key(salt, m, &[label::GEAR]);
     Secrets {
         id_key: HmacKey::new(&id_key),
+        snapshot_id_key: HmacKey::new(&kdf::derive_key(salt, m, &[label::SNAPSHOT_ID])),
         chunker: Chunker::new(&gear, body.chunker),
         index_key: kdf::derive_key(salt, m, &[label::INDEX]),
         parent_cache_key: kdf::derive_key(salt, m, &[label::PARENT_CACHE]),

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::{Repository, Session};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{bound_id, Snapshot};
 use crate::id::{Id, SessionId, SnapshotId, TreeId};
 use crate::repo::forget::CLOCK_SKEW;
 use crate::store::{object_name, FileKind};
@@ -153,8 +153,15 @@ fn snapshot_binding<'a>(
 }
 
 impl Repository {
+    /// True when `id` is bound to its manifest (made by this version or later); the random
+    /// ids of older snapshots are not, and a manifest written over one is not detected.
+    pub fn snapshot_id_is_bound(&self, id: &SnapshotId) -> bool {
+        bound_id::is_bound(&self.secrets.snapshot_id_key, id)
+    }
+
+    /// Seals and stores a new manifest under the id bound to it.
     pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<SnapshotId> {
-        let id = SnapshotId::random()?;
+        let id = bound_id::of(&self.secrets.snapshot_id_key, snap);
         self.put_snapshot(session, &id, snap)?;
         Ok(id)
     }
@@ -196,6 +203,14 @@ impl Repository {
         let snap: Snapshot = crate::format::from_json("manifest", &plain)
             .and_then(|s: Snapshot| crate::format::check_format("manifest", s.format).map(|()| s))
             .map_err(|e| Error::integrity(&name, e))?;
+        let key = &self.secrets.snapshot_id_key;
+        if bound_id::is_bound(key, id) && !bound_id::matches(key, id, &snap) {
+            return Err(Error::integrity(
+                &name,
+                "the manifest stored under this id is not the one the id was made from \
+                 (replaced or forged: the original snapshot is gone from the store)",
+            ));
+        }
         if *snap.session != h.key_id {
             return Err(Error::integrity(
                 &name,
@@ -243,6 +258,18 @@ impl Repository {
                 "snapshot {spec:?} is neither an id, an id prefix, nor `latest`"
             )));
         }
+        let id = self.resolve_snapshot_id(spec)?;
+        Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// Resolves a full id or a unique hex prefix from the listing alone, without reading the
+    /// manifest (so that `forget ID` can remove a manifest that does not open).
+    pub fn resolve_snapshot_id(&self, spec: &str) -> Result<SnapshotId> {
+        if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "snapshot {spec:?} is neither an id nor an id prefix"
+            )));
+        }
         let spec = spec.to_ascii_lowercase();
         let matches: Vec<SnapshotId> = self
             .snapshot_ids()?
@@ -250,7 +277,7 @@ impl Repository {
             .filter(|id| id.to_hex().starts_with(&spec))
             .collect();
         match matches.as_slice() {
-            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [id] => Ok(*id),
             [] => Err(Error::NotFound(format!("snapshot {spec}"))),
             _ => Err(Error::invalid(format!(
                 "snapshot prefix {spec} is ambiguous ({} matches)",

@@ -232,10 +232,24 @@ fn brief(stderr: &str) -> String {
 
 /// The owner's routine: `forget` with each policy, `prune`, then a day later `prune` again.
 /// Each prune must exit with one of `prune_ok`.
-fn owner_routine(e: &Estate, policies: &[&[&str]], prune_ok: &[i32], f: &mut Findings) {
+/// The owner's routine: `forget` with each policy (exit 0, or 3 where `forget_refuses`: a
+/// manifest that does not open is kept and named, and the rest is done), then two prunes a
+/// day apart, each exiting with one of `prune_ok`.
+fn owner_routine(
+    e: &Estate,
+    policies: &[&[&str]],
+    forget_refuses: bool,
+    prune_ok: &[i32],
+    f: &mut Findings,
+) {
     for policy in policies {
         let run = e.r.run(&[&["forget"][..], policy].concat());
-        f.expect(run.code == EXIT_OK, || {
+        let want = if forget_refuses {
+            EXIT_INTEGRITY
+        } else {
+            EXIT_OK
+        };
+        f.expect(run.code == want, || {
             let p = policy.join(" ");
             format!("forget {p} exited {}: {}", run.code, brief(&run.stderr))
         });

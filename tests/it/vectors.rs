@@ -31,7 +31,7 @@ use custody::format::name::RawName;
 use custody::format::snapshot::{Snapshot, Summary};
 use custody::format::tree::{Node, NodeKind, Tree};
 use custody::format::wrapped::{context, context_bytes, Purpose, WrappedKeyRecord};
-use custody::id::{BlobId, ChunkId, PackId, SessionId};
+use custody::id::{BlobId, ChunkId, PackId, SessionId, SnapshotId};
 use custody::keyservice::{KeyService, KeyringRole, LocalKeyring};
 use custody::pack::{self, BlobEntry, BlobType, PackBuilder, PackKey};
 use custody::{Error, Id};
@@ -1344,6 +1344,35 @@ fn tree_vector_encodes_exactly() {
     assert_eq!(hmac_id::<Id>(&bytes).to_hex(), TREE_ID_HEX);
 }
 
+/// §2, §8: a new snapshot's id, bound to its manifest, recomputed here from the spec (HMAC
+/// under `K_snap` of the compact manifest with `session` zeroed, truncated, then its tag) and
+/// pinned.
+#[test]
+fn snapshot_id_vector() {
+    use custody::format::snapshot::bound_id;
+    assert_eq!(label::SNAPSHOT_ID, b"custody/v1/snapshot-id");
+    let k_snap = kdf::derive_key(repo_id().as_bytes(), &secret(), &[label::SNAPSHOT_ID]);
+    let mut zeroed = fixed_snapshot();
+    zeroed.session = SessionId::default();
+    let canonical = serde_json::to_vec(&zeroed).expect("json");
+    let head = &kdf::hmac_sha256(&k_snap, &canonical)[..16];
+    let tag = &kdf::hmac_sha256(&k_snap, head)[..16];
+    let want = [head, tag].concat();
+    let key = kdf::HmacKey::new(&k_snap);
+    let bound = bound_id::of(&key, &fixed_snapshot());
+    assert_eq!(hex::encode(bound.as_bytes()), hex::encode(&want));
+    assert_eq!(hex::encode(want), SNAPSHOT_ID_HEX);
+    assert!(bound_id::is_bound(&key, &bound));
+    assert!(bound_id::matches(&key, &bound, &fixed_snapshot()));
+    // fail_: one field changed, or the id of the golden envelope vector (random, unbound).
+    let mut other = fixed_snapshot();
+    other.paths.push("/elsewhere".into());
+    assert!(!bound_id::matches(&key, &bound, &other));
+    let random: SnapshotId = id("custody golden vector snapshot id");
+    assert!(!bound_id::is_bound(&key, &random));
+}
+
+const SNAPSHOT_ID_HEX: &str = "cbcb7cdc7232fc1ac8ec825009878ff23ea79f6e1f3a6f8bf1de64ad55ba6750";
 const TREE_ID_HEX: &str = "bd880a433daa8aee2bd329aa5b236bb9139a5cf3f61362684ed0af847314370d";
 const K_PACK_HEX: &str = "359319e690118e2a98837bb0051d4ab4577efa1abde65d57f4053f34a18e4675";
 

@@ -18,7 +18,7 @@ fn forged_lock(e: &Estate, f: &mut Findings) {
         refreshed: now + chrono::Duration::days(36_500),
     };
     e.w.save_object(&LockId::random().unwrap(), &lock).unwrap();
-    owner_routine(e, &[POLICY], &[EXIT_OK], f);
+    owner_routine(e, &[POLICY], false, &[EXIT_OK], f);
     restores(e, &e.kept(), "after", f);
 }
 
@@ -79,7 +79,7 @@ fn edited_key_age(e: &Estate, f: &mut Findings) {
             brief(&run.stderr)
         )
     });
-    owner_routine(e, &[POLICY], &[EXIT_OK, EXIT_INTEGRITY], f);
+    owner_routine(e, &[POLICY], false, &[EXIT_OK, EXIT_INTEGRITY], f);
     restores(e, &e.kept(), "after", f);
 }
 

@@ -27,7 +27,7 @@ fn forge_segment(e: &Estate, id: Id, packs: Vec<PackEntries>) -> Id {
 fn owner_verdict(e: &Estate, forged: &[Id], packs: &[Id], f: &mut Findings) {
     check_names(e, forged, f);
     restores(e, &e.kept(), "before", f);
-    owner_routine(e, &[POLICY], &[EXIT_OK, EXIT_INTEGRITY], f);
+    owner_routine(e, &[POLICY], false, &[EXIT_OK, EXIT_INTEGRITY], f);
     restores(e, &e.kept(), "after", f);
     data_survives(e, packs, f);
 }

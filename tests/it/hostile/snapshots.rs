@@ -21,7 +21,7 @@ fn future_snapshots(e: &Estate, f: &mut Findings) {
         e.w.save_snapshot(&s, &forged).unwrap();
     }
     let within: &[&str] = &["--keep-within", "30d"];
-    owner_routine(e, &[POLICY, within], &[EXIT_OK, EXIT_INTEGRITY], f);
+    owner_routine(e, &[POLICY, within], false, &[EXIT_OK, EXIT_INTEGRITY], f);
     let now = listed(e);
     for g in e.kept() {
         f.expect(now.contains(&g.id), || {
@@ -67,19 +67,35 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
         )
     });
     check_names(e, &[victim.id.id()], f);
-    owner_routine(e, &[POLICY], &[EXIT_OK, EXIT_INTEGRITY], f);
+    owner_routine(e, &[POLICY], true, &[EXIT_OK, EXIT_INTEGRITY], f);
     restores(e, &[&e.genuine[1]], "after", f);
+    // The owner removes the forged manifest by id (it does not open, so it is not read), and
+    // prune runs again.
+    let run = e.r.run(&["forget", &victim.hex()]);
+    f.expect(run.code == EXIT_OK, || {
+        format!(
+            "forget of the forged manifest exited {}: {}",
+            run.code,
+            brief(&run.stderr)
+        )
+    });
+    let run = e.r.run(&["prune"]);
+    f.expect(run.code == EXIT_OK, || {
+        format!(
+            "prune after that exited {}: {}",
+            run.code,
+            brief(&run.stderr)
+        )
+    });
+    restores(e, &[&e.genuine[1]], "after the clean-up", f);
 }
 
 /// Attack 6: the writer seals a manifest of its own under a fresh session and stores it as
 /// `snapshots/<id>` of beta's newest snapshot. Expected: restoring that id refuses (exit 3,
 /// naming the object) instead of restoring the writer's files, check names it, and alpha's
-/// snapshot still restores after the routine.
-///
-/// Still open (#12): nothing yet binds a snapshot id to the writer or content that first
-/// wrote it; that needs owner-authenticated provenance (docs/THREAT-MODEL.md §9.8).
+/// snapshot still restores after the routine. (Snapshot ids are bound to their manifests:
+/// docs/FORMAT.md §2.)
 #[test]
-#[ignore = "open: snapshot ids are not yet bound to their first writer (#12)"]
 fn a_snapshot_replaced_under_its_id_is_refused() {
     on_both(replaced_snapshot);
 }
