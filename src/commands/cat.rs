@@ -1,6 +1,5 @@
 //! `cat`: decrypted JSON of one object, for key holders debugging.
 
-use serde_json::json;
 
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
@@ -36,23 +35,11 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
         What::Config => serde_json::to_value(repo.config()).expect("config serializes"),
         What::Snapshot { id, filter } => {
             let (id, s) = repo.resolve_snapshot(id, &filter.filter())?;
-            let mut v = serde_json::to_value(s).expect("snapshot serializes");
-            v["id"] = json!(id);
-            v
+            serde_json::to_value(SnapshotDump { id, snapshot: s }).expect("snapshot serializes")
         }
         What::Index { id } => {
             let seg: IndexSegment = repo.load_object(&parse_id::<SegmentId>(id)?)?;
-            let packs: Vec<_> = seg
-                .packs
-                .iter()
-                .map(|p| {
-                    json!({"pack": p.pack, "session": p.session, "blobs": p.blobs.iter().map(|b| json!({
-                        "id": b.id, "type": b.blob_type, "compression": b.compression,
-                        "offset": b.offset, "length": b.length, "raw_length": b.raw_length,
-                    })).collect::<Vec<_>>()})
-                })
-                .collect();
-            json!({"packs": packs})
+            serde_json::to_value(IndexDump::from(&seg)).expect("index dump serializes")
         }
         What::Tree { id } => {
             let index = repo.load_index()?;
@@ -67,4 +54,63 @@ pub fn run(ctx: &Ctx, what: &What) -> Result<Outcome> {
     };
     super::out_line(serde_json::to_string_pretty(&v).expect("value serializes"));
     Ok(Outcome::OK)
+}
+
+/// `cat snapshot`: the manifest with its id.
+#[derive(serde::Serialize)]
+struct SnapshotDump {
+    id: custody::SnapshotId,
+    #[serde(flatten)]
+    snapshot: custody::format::snapshot::Snapshot,
+}
+
+/// `cat index`: a segment's listings, one object per pack.
+#[derive(serde::Serialize)]
+struct IndexDump {
+    packs: Vec<PackDump>,
+}
+
+#[derive(serde::Serialize)]
+struct PackDump {
+    pack: custody::PackId,
+    session: custody::SessionId,
+    blobs: Vec<BlobDump>,
+}
+
+#[derive(serde::Serialize)]
+struct BlobDump {
+    id: custody::BlobId,
+    #[serde(rename = "type")]
+    blob_type: custody::pack::BlobType,
+    compression: custody::compress::Compression,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+}
+
+impl From<&IndexSegment> for IndexDump {
+    fn from(seg: &IndexSegment) -> IndexDump {
+        IndexDump {
+            packs: seg
+                .packs
+                .iter()
+                .map(|p| PackDump {
+                    pack: p.pack,
+                    session: p.session,
+                    blobs: p
+                        .blobs
+                        .iter()
+                        .map(|b| BlobDump {
+                            id: b.id,
+                            blob_type: b.blob_type,
+                            compression: b.compression,
+                            offset: b.offset,
+                            length: b.length,
+                            raw_length: b.raw_length,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
