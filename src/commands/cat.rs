@@ -1,6 +1,5 @@
 //! `cat`: decrypted JSON of one object, for key holders debugging.
 
-
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
 use custody::format::index::IndexSegment;

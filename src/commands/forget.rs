@@ -138,7 +138,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         }
         removed += 1;
     }
-    let prune = if args.prune {
+    // Prune needs every manifest: with one that does not open it would stop anyway.
+    let prune = if args.prune && !unreadable.is_empty() {
+        eprintln!("custody: --prune skipped: a snapshot's manifest does not open (see below)");
+        None
+    } else if args.prune {
         let act = custody::repo::activity::Activity::default();
         Some(super::progress::with_progress(
             ctx.show_progress(),

@@ -53,22 +53,36 @@ impl Eq for Snapshot {}
 /// requires the manifest stored under the id to hash to `H`, so a manifest written over
 /// another one under the same name (a writer can seal manifests of its own) is refused. Ids
 /// made before this rule are random; their `T` does not match (but with probability 2^-128)
-/// and they are read as before. The canonical manifest is its compact JSON with `session` set
-/// to zeros, so `rotate reencrypt` can seal a manifest again under a new session and keep its
-/// id.
+/// and they are read as before.
+///
+/// The canonical manifest is the stored JSON itself, trailing padding removed, with the 64
+/// hex digits of `"session":"..."` replaced by zeros: the bytes, not a re-serialisation, so
+/// that no change of field set, float or time formatting in a later version changes an id;
+/// and without the session, so that `rotate reencrypt` can seal a manifest again under a new
+/// session and keep its id.
 pub mod bound_id {
-    use super::Snapshot;
     use crate::crypto::kdf::HmacKey;
-    use crate::id::{Id, SessionId, SnapshotId};
+    use crate::id::{Id, SnapshotId};
 
-    /// Stable across a write and a read: serde_json prints floats (`duration_secs`) in their
-    /// shortest form and, with its `float_roundtrip` feature, parses them back exactly.
-    fn canonical(snap: &Snapshot) -> Vec<u8> {
-        let zeroed = Snapshot {
-            session: SessionId::default(),
-            ..snap.clone()
-        };
-        serde_json::to_vec(&zeroed).expect("manifests serialize")
+    const SESSION_KEY: &[u8] = b"\"session\":\"";
+
+    /// Where the 64 hex digits of the manifest's session start (JSON strings cannot hold an
+    /// unescaped quote, so the pattern only matches the key itself).
+    pub fn session_digits(json: &[u8]) -> Option<usize> {
+        let at = json
+            .windows(SESSION_KEY.len())
+            .position(|w| w == SESSION_KEY)?
+            + SESSION_KEY.len();
+        (json.get(at + 64) == Some(&b'"')).then_some(at)
+    }
+
+    /// The stored manifest as the id hashes it; `None` when it has no session field.
+    pub fn canonical(json: &[u8]) -> Option<Vec<u8>> {
+        let end = json.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+        let mut v = json[..end].to_vec();
+        let at = session_digits(&v)?;
+        v[at..at + 64].fill(b'0');
+        Some(v)
     }
 
     fn tag(key: &HmacKey, head: &[u8]) -> [u8; 16] {
@@ -77,13 +91,13 @@ pub mod bound_id {
         t
     }
 
-    /// The id a new snapshot with this manifest gets.
-    pub fn of(key: &HmacKey, snap: &Snapshot) -> SnapshotId {
+    /// The id a new snapshot gets, from the manifest JSON about to be sealed.
+    pub fn of(key: &HmacKey, json: &[u8]) -> Option<SnapshotId> {
         let mut id = [0u8; 32];
-        id[..16].copy_from_slice(&key.sign(&canonical(snap))[..16]);
+        id[..16].copy_from_slice(&key.sign(&canonical(json)?)[..16]);
         let t = tag(key, &id[..16]);
         id[16..].copy_from_slice(&t);
-        SnapshotId(Id(id))
+        Some(SnapshotId(Id(id)))
     }
 
     /// True for an id made by [`of`] (false for the random ids of earlier snapshots).
@@ -95,68 +109,54 @@ pub mod bound_id {
         ))
     }
 
-    /// True when `snap` is the manifest the bound id `id` was made from.
-    pub fn matches(key: &HmacKey, id: &SnapshotId, snap: &Snapshot) -> bool {
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            &of(key, snap).as_bytes()[..],
-            &id.as_bytes()[..],
-        ))
+    /// True when the stored manifest `json` is the one the bound id `id` was made from.
+    pub fn matches(key: &HmacKey, id: &SnapshotId, json: &[u8]) -> bool {
+        of(key, json).is_some_and(|made| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                &made.as_bytes()[..],
+                &id.as_bytes()[..],
+            ))
+        })
     }
 
     #[cfg(test)]
     mod tests {
         use super::*;
         use crate::crypto::Key32;
+        use crate::format::snapshot::Snapshot;
+        use crate::id::SessionId;
 
-        fn snap() -> Snapshot {
-            Snapshot {
+        fn json(session: u8, host: &str) -> Vec<u8> {
+            let s = Snapshot {
                 format: 1,
                 time: "2026-01-02T03:04:05Z".parse().unwrap(),
-                host: "h".into(),
+                host: host.into(),
                 username: String::new(),
-                paths: vec!["/p".into()],
+                paths: vec!["/p \"session\":\"x".into()],
                 tags: vec![],
                 tree: crate::id::TreeId(Id([1; 32])),
-                session: SessionId(Id([2; 32])),
+                session: SessionId(Id([session; 32])),
                 parent: None,
                 summary: Default::default(),
                 program: "custody test".into(),
-            }
-        }
-
-        /// A manifest read back from its JSON has the id it was saved under, whatever its
-        /// floats (serde_json's default parser may be off by one unit in the last place).
-        #[test]
-        fn ids_survive_a_json_round_trip() {
-            let key = HmacKey::new(&Key32::generate().unwrap());
-            for i in 0..2000u64 {
-                let mut s = snap();
-                s.summary.duration_secs = (i as f64).sqrt() * 1.000_000_123 + 1e-7 * i as f64;
-                let id = of(&key, &s);
-                let back: Snapshot =
-                    serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
-                assert!(matches(&key, &id, &back), "{}", s.summary.duration_secs);
-            }
+            };
+            crate::format::padded_json(&s, 1024)
         }
 
         #[test]
         fn bound_ids_verify_and_random_ones_are_not_bound() {
             let key = HmacKey::new(&Key32::generate().unwrap());
-            let s = snap();
-            let id = of(&key, &s);
-            assert!(is_bound(&key, &id) && matches(&key, &id, &s));
-            // Another session (re-encryption) keeps the id.
-            let resealed = Snapshot {
-                session: SessionId(Id([9; 32])),
-                ..s.clone()
-            };
-            assert!(matches(&key, &id, &resealed));
-            // Any other change does not.
-            let forged = Snapshot {
-                host: "other".into(),
-                ..s.clone()
-            };
-            assert!(!matches(&key, &id, &forged));
+            let stored = json(2, "h");
+            let id = of(&key, &stored).unwrap();
+            assert!(is_bound(&key, &id) && matches(&key, &id, &stored));
+            // The quote in the path is escaped: the session found is the manifest's own.
+            let at = session_digits(&stored).unwrap();
+            assert_eq!(&stored[at..at + 64], hex::encode([2u8; 32]).as_bytes());
+            // Sealed again under another session (re-encryption): same id.
+            assert!(matches(&key, &id, &json(9, "h")));
+            // Any other change: refused.
+            assert!(!matches(&key, &id, &json(2, "other")));
+            assert!(!matches(&key, &id, b"{}"));
             assert!(!is_bound(&key, &SnapshotId::random().unwrap()));
             // Another repository's key binds nothing here.
             let other = HmacKey::new(&Key32::generate().unwrap());

@@ -32,8 +32,9 @@ impl Repository {
     }
 
     /// [`Repository::load_blob`] from any listed copy but `skip` (a pack and session whose
-    /// copy just failed). Key-service errors stop at once; integrity errors move on to the next copy,
-    /// and the first one is returned when none verifies.
+    /// copy just failed). An unreachable key service stops at once; integrity errors and
+    /// refused keys move on to the next copy, and the first error is returned when none
+    /// verifies.
     pub fn load_blob_except(
         &self,
         index: &Index,
@@ -48,7 +49,9 @@ impl Repository {
             }
             match self.load_blob_at(&loc, t) {
                 Ok(plain) => return Ok(plain),
-                Err(e) if e.is_integrity() => {
+                // A refused session key (a forged listing naming a session whose record the
+                // service does not hold) is one bad copy; an unreachable service stops.
+                Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
                     tracing::warn!(blob = %id.short(), pack = %loc.pack.short(), error = %e, "a listed copy does not verify; trying another");
                     first_err.get_or_insert(e);
                 }

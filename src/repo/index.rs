@@ -27,7 +27,7 @@ pub struct BlobLocation {
 }
 
 /// Where one blob lies: a [`BlobEntry`] without its id, and the pack by number.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slot {
     pack: u32,
     offset: u32,
@@ -88,9 +88,11 @@ impl Index {
                     std::collections::hash_map::Entry::Vacant(v) => {
                         v.insert(slot);
                     }
-                    std::collections::hash_map::Entry::Occupied(o) if o.get().pack != pos => {
+                    // Every distinct listing is kept, even one of the same pack at another
+                    // offset: which one is true is only known when it is read.
+                    std::collections::hash_map::Entry::Occupied(o) if *o.get() != slot => {
                         let alts = self.alternates.entry(b.id).or_default();
-                        if alts.iter().all(|a| a.pack != pos) {
+                        if !alts.contains(&slot) {
                             alts.push(slot);
                         }
                     }

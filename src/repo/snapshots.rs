@@ -161,63 +161,81 @@ impl Repository {
 
     /// Seals and stores a new manifest under the id bound to it.
     pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<SnapshotId> {
-        let id = bound_id::of(&self.secrets.snapshot_id_key, snap);
-        self.put_snapshot(session, &id, snap)?;
+        // Padded to a multiple of 1 KiB: the size says little about paths or tags.
+        let json = crate::format::padded_json(snap, 1024);
+        let id = bound_id::of(&self.secrets.snapshot_id_key, &json)
+            .ok_or_else(|| Error::Internal("manifest JSON without its session".into()))?;
+        self.put_manifest(session, &id, &json)?;
         Ok(id)
     }
 
-    /// Replaces a manifest in place, sealed under another session (`rotate reencrypt` only:
-    /// the snapshot keeps its id, and `snap.session` must be `session`).
-    pub fn replace_snapshot(
-        &self,
-        session: &Session,
-        id: &SnapshotId,
-        snap: &Snapshot,
-    ) -> Result<()> {
-        if snap.session != session.id {
-            return Err(Error::Internal("manifest names another session".into()));
-        }
-        self.put_snapshot(session, id, snap)
+    /// Seals a manifest again under `session`, in place (`rotate reencrypt`): the stored JSON
+    /// is kept byte for byte but for the session's digits, so the snapshot keeps its id.
+    /// Returns the manifest as now stored.
+    pub fn reseal_snapshot(&self, session: &Session, id: &SnapshotId) -> Result<Snapshot> {
+        let name = object_name(FileKind::Snapshot, id);
+        let (mut json, _) = self.open_manifest(id)?;
+        let at = bound_id::session_digits(&json)
+            .ok_or_else(|| Error::integrity(&name, "manifest without a session"))?;
+        json[at..at + 64].copy_from_slice(session.id.to_hex().as_bytes());
+        let snap = self.parse_manifest(id, &json, &session.id)?;
+        self.put_manifest(session, id, &json)?;
+        Ok(snap)
     }
 
-    fn put_snapshot(&self, session: &Session, id: &SnapshotId, snap: &Snapshot) -> Result<()> {
+    fn put_manifest(&self, session: &Session, id: &SnapshotId, json: &[u8]) -> Result<()> {
         let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session.id);
-        // Padded to a multiple of 1 KiB: the size says little about paths or tags.
-        let json = crate::format::padded_json(snap, 1024);
-        let sealed = envelope::seal_object(session.dek(), &b, &json)?;
+        let sealed = envelope::seal_object(session.dek(), &b, json)?;
         self.store()
             .put(FileKind::Snapshot, id, Bytes::from(sealed))
     }
 
-    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+    /// Reads and opens a manifest: its JSON and the session whose key sealed it.
+    fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId)> {
         let name = object_name(FileKind::Snapshot, id);
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
-        let dek = self.session_key(&SessionId(h.key_id))?;
-        let (repo, zero) = (self.id(), Id::default());
         let session = SessionId(h.key_id);
+        let dek = self.session_key(&session)?;
+        let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
-        let snap: Snapshot = crate::format::from_json("manifest", &plain)
+        Ok((plain, session))
+    }
+
+    /// Decodes an opened manifest and checks it: format, its id's binding, its session.
+    fn parse_manifest(
+        &self,
+        id: &SnapshotId,
+        json: &[u8],
+        sealed_by: &SessionId,
+    ) -> Result<Snapshot> {
+        let name = object_name(FileKind::Snapshot, id);
+        let snap: Snapshot = crate::format::from_json("manifest", json)
             .and_then(|s: Snapshot| crate::format::check_format("manifest", s.format).map(|()| s))
             .map_err(|e| Error::integrity(&name, e))?;
         let key = &self.secrets.snapshot_id_key;
-        if bound_id::is_bound(key, id) && !bound_id::matches(key, id, &snap) {
+        if bound_id::is_bound(key, id) && !bound_id::matches(key, id, json) {
             return Err(Error::integrity(
                 &name,
                 "the manifest stored under this id is not the one the id was made from \
                  (replaced or forged: the original snapshot is gone from the store)",
             ));
         }
-        if *snap.session != h.key_id {
+        if snap.session != *sealed_by {
             return Err(Error::integrity(
                 &name,
                 "manifest names another session than its key",
             ));
         }
         Ok(snap)
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let (json, session) = self.open_manifest(id)?;
+        self.parse_manifest(id, &json, &session)
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {

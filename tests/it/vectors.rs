@@ -1345,29 +1345,40 @@ fn tree_vector_encodes_exactly() {
 }
 
 /// §2, §8: a new snapshot's id, bound to its manifest, recomputed here from the spec (HMAC
-/// under `K_snap` of the compact manifest with `session` zeroed, truncated, then its tag) and
-/// pinned.
+/// under `K_snap` of the stored JSON without its padding and with the session's digits
+/// zeroed, truncated, then its tag) and pinned.
 #[test]
 fn snapshot_id_vector() {
     use custody::format::snapshot::bound_id;
     assert_eq!(label::SNAPSHOT_ID, b"custody/v1/snapshot-id");
     let k_snap = kdf::derive_key(repo_id().as_bytes(), &secret(), &[label::SNAPSHOT_ID]);
-    let mut zeroed = fixed_snapshot();
-    zeroed.session = SessionId::default();
-    let canonical = serde_json::to_vec(&zeroed).expect("json");
-    let head = &kdf::hmac_sha256(&k_snap, &canonical)[..16];
+    let stored = snapshot_bytes();
+    let text = String::from_utf8(stored.clone()).expect("utf-8");
+    let session_hex = session().to_hex();
+    let canonical = text.trim_end_matches(' ').replace(
+        &format!("\"session\":\"{session_hex}\""),
+        &format!("\"session\":\"{}\"", "0".repeat(64)),
+    );
+    assert_ne!(
+        canonical,
+        text.trim_end_matches(' '),
+        "the session was found"
+    );
+    let head = &kdf::hmac_sha256(&k_snap, canonical.as_bytes())[..16];
     let tag = &kdf::hmac_sha256(&k_snap, head)[..16];
     let want = [head, tag].concat();
     let key = kdf::HmacKey::new(&k_snap);
-    let bound = bound_id::of(&key, &fixed_snapshot());
+    let bound = bound_id::of(&key, &stored).expect("a session field");
     assert_eq!(hex::encode(bound.as_bytes()), hex::encode(&want));
     assert_eq!(hex::encode(want), SNAPSHOT_ID_HEX);
     assert!(bound_id::is_bound(&key, &bound));
-    assert!(bound_id::matches(&key, &bound, &fixed_snapshot()));
-    // fail_: one field changed, or the id of the golden envelope vector (random, unbound).
-    let mut other = fixed_snapshot();
-    other.paths.push("/elsewhere".into());
-    assert!(!bound_id::matches(&key, &bound, &other));
+    assert!(bound_id::matches(&key, &bound, &stored));
+    // Sealed again under another session: the same id.
+    let resealed = text.replace(&session_hex, &"ab".repeat(32));
+    assert!(bound_id::matches(&key, &bound, resealed.as_bytes()));
+    // fail_: one byte of the manifest changed, or the random id of the golden envelope vector.
+    let other = text.replace("golden-host", "golden-hosT");
+    assert!(!bound_id::matches(&key, &bound, other.as_bytes()));
     let random: SnapshotId = id("custody golden vector snapshot id");
     assert!(!bound_id::is_bound(&key, &random));
 }

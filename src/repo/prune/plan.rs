@@ -216,8 +216,8 @@ pub struct MarkPlan {
     /// Segments superseded by consolidation, and the entries to list again in their place
     /// (the repacked copies are added by the executor).
     pub consolidate: Option<(Vec<SegmentId>, Vec<PackEntries>)>,
-    /// The copies this plan relies on outside the packs it condemns (see
-    /// [`SweepPlan::verify`]); copies taken from repacked packs are verified by the repacker.
+    /// The copies this plan relies on (see [`SweepPlan::verify`]): those outside the packs it
+    /// condemns, and those a repack copies.
     pub verify: Vec<(PackId, SessionId, BlobEntry)>,
 }
 
@@ -362,8 +362,14 @@ pub fn plan_mark(
         .collect();
     r.keys_condemned = plan.sessions.len();
     // What the condemned packs' needed blobs rely on: the chosen copy, when it lies outside
-    // every condemned pack (a copy in a repacked pack is read and verified as it is copied).
+    // every condemned pack, and every copy a repack takes (verified first, so that a junk
+    // copy is struck and the plan made again instead of the repack failing on every run).
     let mut relied: HashMap<(PackId, BlobId), (PackId, SessionId, BlobEntry)> = HashMap::new();
+    for (pack, session, blobs) in &plan.repack {
+        for b in blobs {
+            relied.insert((*pack, b.id), (*pack, *session, *b));
+        }
+    }
     for p in packs.iter().filter(|p| condemned.contains(&p.pack)) {
         for b in p.blobs.iter().filter(|b| s.referenced.contains(&b.id)) {
             if let Some(c) = chosen.get(&b.id).filter(|c| !condemned.contains(&c.0)) {

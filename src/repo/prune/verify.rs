@@ -14,8 +14,9 @@ use crate::repo::{Repository, MAX_PACK};
 use crate::store::FileKind;
 
 /// Reads and verifies `copies`, one ranged read per pack. Returns those that do not verify
-/// (a missing pack, a wrong session, a blob that does not open or does not hash to its id).
-/// Key-service and store failures stop it: a copy that could not be read is not known bad.
+/// (a missing pack, a wrong session or one whose key the service refuses, a blob that does not
+/// open or does not hash to its id). An unreachable key service and store failures stop it: a
+/// copy that could not be read is not known bad.
 pub fn verify_copies(
     repo: &Repository,
     copies: &[(PackId, SessionId, BlobEntry)],
@@ -62,7 +63,13 @@ pub fn verify_copies(
             let sealed = &bytes[a..a + e.length as usize];
             match repo.open_blob(&pack, session, e, sealed) {
                 Ok(_) => {}
-                Err(err) if err.is_integrity() || matches!(err, Error::NotFound(_)) => {
+                // A session key the service refuses (a forged record naming a KEK it does
+                // not hold) is as good as no copy: not relied on. An unreachable service
+                // stops the run instead.
+                Err(err)
+                    if err.is_integrity()
+                        || matches!(err, Error::NotFound(_) | Error::KeyDenied { .. }) =>
+                {
                     bad.push((pack, e.id))
                 }
                 Err(err) => return Err(err),

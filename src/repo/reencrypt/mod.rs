@@ -230,19 +230,18 @@ fn execute(
             l.refresh()?;
         }
         // Forgotten meanwhile: leave it forgotten.
-        let mut snap = match repo.load_snapshot(id) {
-            Ok(s) => s,
+        match repo.load_snapshot(id) {
+            Ok(_) => {}
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
-        };
-        snap.session = new_session;
+        }
         // Narrows (without conditional writes it cannot close) the window in which a
         // concurrent `forget` is undone by the replacement.
         if let Err(Error::NotFound(_)) = repo.store().size(FileKind::Snapshot, id) {
             continue;
         }
-        repo.replace_snapshot(&session, id, &snap)?;
-        if repo.load_snapshot(id)? != snap {
+        let snap = repo.reseal_snapshot(&session, id)?;
+        if snap.session != new_session || repo.load_snapshot(id)? != snap {
             return Err(Error::Internal(format!(
                 "{} did not read back as written",
                 object_name(FileKind::Snapshot, id)

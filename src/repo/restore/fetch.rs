@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::id::PackId;
+use crate::pack::BlobType;
 use crate::repo::{Index, Repository};
 use crate::store::FileKind;
 
@@ -66,15 +67,17 @@ pub(super) fn restore_pack(
             )),
             Err(e) => Err(clone_err(e)),
         };
+        // Another listed copy (or this one, read on its own when the span read failed). The
+        // file's offsets were planned from the first listing's lengths, so a copy of another
+        // length fails the file rather than shifting its bytes.
         let plain = match plain {
-            Err(e) if e.is_integrity() && index.locations(t.entry.id).len() > 1 => repo
-                .load_blob_except(
-                    index,
-                    t.entry.id,
-                    t.entry.blob_type,
-                    Some((*pack, t.session)),
-                )
-                .map_err(|_| e),
+            Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
+                let skip = span.is_ok().then_some((*pack, t.session));
+                repo.load_blob_except(index, t.entry.id, BlobType::Data, skip)
+                    .ok()
+                    .filter(|d| d.len() == t.entry.raw_length as usize)
+                    .ok_or(e)
+            }
             other => other,
         };
         for target in &targets[i..j] {

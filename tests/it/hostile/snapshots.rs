@@ -46,7 +46,21 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
     let s = Session::start(&e.w).unwrap();
     let tree = plant_tree(&e.w, &s);
     let forged = manifest(&s, victim.host, &victim.path, Utc::now(), tree);
-    e.w.replace_snapshot(&s, &victim.id, &forged).unwrap();
+    // Sealed with the library's envelope codec under the writer's own session, and stored
+    // over the victim's object.
+    let zero = Id::default();
+    let binding = custody::crypto::envelope::Binding {
+        repo: &e.w.id(),
+        kind: custody::crypto::envelope::ObjectKind::Snapshot,
+        container: &zero,
+        object: &victim.id,
+        key_id: &s.id,
+    };
+    let json = custody::format::padded_json(&forged, 1024);
+    let sealed = custody::crypto::envelope::seal_object(s.dek(), &binding, &json).unwrap();
+    e.w.store()
+        .put(FileKind::Snapshot, &victim.id, sealed.into())
+        .unwrap();
 
     let out = e.r.sb.path("restored-replaced");
     let run =
