@@ -16,6 +16,14 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A time for a person: local time with its UTC offset, the same in every listing
+/// (`snapshots`, `forget`, `ls -l`), so that no column is an unlabelled time zone.
+pub fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S %z")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

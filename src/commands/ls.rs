@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         for (p, n) in &rows {
             if args.long {
                 let t = chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec)
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .map(custody::human::local_time)
                     .unwrap_or_default();
                 let link = n
                     .target

@@ -220,15 +220,7 @@ pub struct ForgetOutput {
 
 impl std::fmt::Display for ForgetOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let local = |e: &ForgetEntry| {
-            e.time
-                .map(|t| {
-                    t.with_timezone(&chrono::Local)
-                        .format("%Y-%m-%d %H:%M:%S")
-                        .to_string()
-                })
-                .unwrap_or_default()
-        };
+        let local = |e: &ForgetEntry| e.time.map(crate::human::local_time).unwrap_or_default();
         for g in &self.groups {
             let k = &g.group;
             let mut label = Vec::new();

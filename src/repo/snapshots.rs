@@ -59,15 +59,15 @@ impl std::fmt::Display for SnapshotTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<10} {:<20} {:<16} {:>11}  {:<12} paths",
+            "{:<10} {:<25} {:<16} {:>11}  {:<12} paths",
             "id", "time", "host", "size", "tags"
         )?;
         for s in &self.0 {
             writeln!(
                 f,
-                "{:<10} {:<20} {:<16} {:>11}  {:<12} {}",
+                "{:<10} {:<25} {:<16} {:>11}  {:<12} {}",
                 s.short_id,
-                s.time.format("%Y-%m-%d %H:%M:%S"),
+                crate::human::local_time(s.time),
                 s.host,
                 crate::human::bytes(s.summary.bytes_processed),
                 s.tags.join(","),

@@ -100,6 +100,14 @@ fn flipped_byte_in_a_pack_names_the_file_and_restores_the_rest() {
         r.stderr
     );
     assert!(r.stderr.contains(&pack), "pack not named: {}", r.stderr);
+    // Each failure once, and a count in the summary.
+    assert_eq!(
+        r.stderr.matches(damaged.as_str()).count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(r.out().contains("1 path(s) NOT restored"), "{}", r.out());
     for (name, data) in &files {
         let p = out.join("src").join(name);
         if name == damaged {

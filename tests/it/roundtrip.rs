@@ -287,6 +287,17 @@ fn two_paths_and_name_clash() {
     assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file", "/y"]);
     sb.run(&["backup", sb.path("missing").to_str().unwrap()])
         .code(EXIT_ERROR);
+    // One missing source of two: the other is backed up, the missing one named (exit 5).
+    let r = sb
+        .run(&[
+            "backup",
+            sb.path("a/x").to_str().unwrap(),
+            sb.path("missing").to_str().unwrap(),
+        ])
+        .code(EXIT_INCOMPLETE);
+    assert!(r.stderr.contains("missing"), "{}", r.stderr);
+    let ls = sb.run(&["ls", "latest"]).ok().out();
+    assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file"]);
     // A trailing slash or a `.` part names the same source: same recorded path, and the
     // second backup finds the first as its parent.
     let plain = sb.path("a/x");

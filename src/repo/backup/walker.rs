@@ -108,15 +108,27 @@ impl Walker<'_> {
                     return Err(Error::invalid("no paths to back up"));
                 }
                 let mut names = HashSet::new();
+                let (given, mut missing) = (list.len(), 0);
                 for p in list {
                     let abs = super::source_path(&p).map_err(|e| Error::io(p.display(), e))?;
-                    let meta = std::fs::symlink_metadata(&abs).map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::NotFound {
-                            Error::NotFound(format!("source path {}", p.display()))
-                        } else {
-                            Error::io(p.display(), e)
+                    let meta = match std::fs::symlink_metadata(&abs) {
+                        Ok(m) => m,
+                        // One missing source of several: the others are backed up, and the
+                        // missing one is reported like an unreadable file (exit 5).
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            missing += 1;
+                            if missing == given {
+                                return Err(Error::NotFound(format!(
+                                    "source path {}",
+                                    p.display()
+                                )));
+                            }
+                            self.skip(&abs, "no such file or directory");
+                            paths.push(abs.display().to_string());
+                            continue;
                         }
-                    })?;
+                        Err(e) => return Err(Error::io(p.display(), e)),
+                    };
                     paths.push(abs.display().to_string());
                     let Some(name) = abs.file_name().map(|n| n.to_os_string()) else {
                         // The file-system root: its entries become the snapshot's root.

@@ -212,10 +212,8 @@ pub fn restore(
                 report.files += 1;
                 report.bytes += n;
             }
-            Err(e) => {
-                tracing::error!(path = %files[i].rel, "not restored: {e}");
-                report.failed.push((files[i].rel.clone(), e));
-            }
+            // Reported once, by the caller (the command lists them and counts them).
+            Err(e) => report.failed.push((files[i].rel.clone(), e)),
         }
     }
 

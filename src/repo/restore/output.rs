@@ -69,6 +69,15 @@ impl fmt::Display for RestoreOutput {
             self.files_restored,
             bytes(self.bytes_restored),
             self.duration_secs
-        )
+        )?;
+        if let Some(first) = self.failed.first() {
+            write!(
+                f,
+                "\n{} path(s) NOT restored (listed above); the first failed with: {}",
+                self.failed.len(),
+                first.error
+            )?;
+        }
+        Ok(())
     }
 }
