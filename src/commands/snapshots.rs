@@ -13,8 +13,9 @@ pub struct Args {
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let filter = args.filter.filter();
+    let (snaps, bad) = repo.list_readable_snapshots()?;
     let table = SnapshotTable(
-        repo.list_snapshots()?
+        snaps
             .into_iter()
             .filter(|(_, s)| filter.matches(s))
             .map(|(id, s)| SnapshotListing::new(id, s))
@@ -26,6 +27,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         // The table is the answer even with -q; only the count is chatter.
         super::out_line(table.to_string().trim_end_matches('\n'));
         ctx.say(format!("{} snapshot(s)", table.0.len()));
+    }
+    // The readable ones are listed; the others are named, and the exit code says so.
+    if !bad.is_empty() {
+        for e in &bad {
+            eprintln!("integrity failure: {e}");
+        }
+        return Ok(Outcome(super::exit::INTEGRITY));
     }
     Ok(Outcome::OK)
 }

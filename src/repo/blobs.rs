@@ -119,6 +119,23 @@ impl Repository {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         let pname = object_name(FileKind::Pack, pack);
+        // A listing's declared length is refused before anything is allocated for it: a
+        // forged one could otherwise make every small chunk claim gigabytes.
+        let limit = match entry.blob_type {
+            BlobType::Data => u64::from(self.config.body.chunker.max_size),
+            BlobType::Tree => MAX_BLOB,
+        };
+        if u64::from(entry.raw_length) > limit {
+            return Err(Error::integrity(
+                &pname,
+                format!(
+                    "blob {} declares {} bytes, more than any {:?} blob ({limit})",
+                    entry.id.short(),
+                    entry.raw_length,
+                    entry.blob_type
+                ),
+            ));
+        }
         let key = self.pack_key(session, pack)?;
         let body = key
             .open_blob(entry.blob_type, &entry.id, sealed)

@@ -182,6 +182,19 @@ impl Index {
     }
 }
 
+/// A segment that opened, `None` for one that does not (warned about), or the error that
+/// must stop the caller (an unreachable store or key service).
+fn readable(seg: Result<IndexSegment>) -> Result<Option<IndexSegment>> {
+    match seg {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is_integrity() => {
+            tracing::warn!("index segment left out: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Repository {
     /// The packs in the store, with their sizes (one listing of `data/`).
     pub fn stored_packs(&self) -> Result<HashMap<PackId, u64>> {
@@ -202,9 +215,10 @@ impl Repository {
 
     /// Loads every index segment for reading: a blob's location in a pack that no garbage
     /// mark condemns wins over one in a condemned pack, which is kept only as a fallback.
-    /// Segments are read one at a time, so memory is the index itself.
-    /// Unreadable segments are errors: an index that silently dropped entries would make
-    /// dedup skip chunks that are not really stored.
+    /// Segments are read one at a time, so memory is the index itself. A segment that does
+    /// not open (damaged or forged) is left out with a warning: only the blobs it alone lists
+    /// become unreadable, and `check` names it. (Prune and re-encryption read the segments
+    /// through [`Repository::load_segments`] and stop instead.)
     pub fn load_index(&self) -> Result<Index> {
         // Marks only order the locations here, so an unreadable one is no reason to stop a read.
         let condemned = self
@@ -214,7 +228,9 @@ impl Repository {
         let mut index = Index::default();
         let mut fallback = Vec::new();
         self.for_each_object::<IndexSegment>(|_, seg| {
-            let mut seg = seg?;
+            let Some(mut seg) = readable(seg)? else {
+                return Ok(());
+            };
             index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
             if !condemned.packs.is_empty() {
                 seg.packs.retain(|p| condemned.packs.contains(&p.pack));
@@ -229,12 +245,15 @@ impl Repository {
     }
 
     /// The index a backup deduplicates against: packs condemned by a garbage mark are left
-    /// out, so a new snapshot never comes to depend on them. Returns the marks it saw.
+    /// out, so a new snapshot never comes to depend on them. Returns the marks it saw. A
+    /// segment that does not open is left out (its chunks are stored again: never skipped).
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
         let marks = marks::Marks::of(&self.load_marks()?);
         let mut index = Index::default();
         self.for_each_object::<IndexSegment>(|_, seg| {
-            index.add_segment_where(&seg?, |p| !marks.packs.contains(p));
+            if let Some(seg) = readable(seg)? {
+                index.add_segment_where(&seg, |p| !marks.packs.contains(p));
+            }
             Ok(())
         })?;
         Ok((index, marks))

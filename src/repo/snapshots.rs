@@ -10,6 +10,9 @@ use crate::id::{Id, SessionId, SnapshotId, TreeId};
 use crate::repo::forget::CLOCK_SKEW;
 use crate::store::{object_name, FileKind};
 
+/// Snapshots that open (oldest first), and the integrity failures of those that do not.
+pub type ReadableSnapshots = (Vec<(SnapshotId, Snapshot)>, Vec<Error>);
+
 /// One line of `snapshots`: what `snapshots --json` reports for each snapshot (stable field
 /// names: scripts parse them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -247,7 +250,24 @@ impl Repository {
             .collect())
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot that opens, oldest first, and the integrity failures of those that do
+    /// not (damaged, or a manifest written over another): one bad manifest does not hide the
+    /// others. Key-service and store failures still stop it.
+    pub fn list_readable_snapshots(&self) -> Result<ReadableSnapshots> {
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => bad.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((out, bad))
+    }
+
+    /// Every snapshot, oldest first; the first that does not open stops it.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         for id in self.snapshot_ids()? {
@@ -264,8 +284,13 @@ impl Repository {
         filter: &SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
-            return self
-                .list_snapshots()?
+            // A manifest that does not open might be the newest: `latest` is then unknown,
+            // and quietly taking an older snapshot would restore the wrong one.
+            let (snaps, mut bad) = self.list_readable_snapshots()?;
+            if !bad.is_empty() {
+                return Err(bad.swap_remove(0));
+            }
+            return snaps
                 .into_iter()
                 .rev()
                 .find(|(_, s)| filter.matches(s))

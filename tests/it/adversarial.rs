@@ -568,3 +568,70 @@ fn backup_job_script_runs_with_a_writer_keyring() {
     let o = run(sb.path("missing").to_str().unwrap());
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// 200 random bytes in `index/` and in `snapshots/` (damage, or a custodian's or writer's
+/// junk) no longer stop everything: `snapshots` lists the rest and names the bad one (exit 3),
+/// a restore by id and a backup work around them, `check` names both, and prune refuses to
+/// delete anything while a snapshot cannot be read. `latest` is refused (the bad manifest
+/// might be the newest).
+#[test]
+fn one_bad_object_does_not_stop_everything() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a"), &random_bytes(300_000, 1));
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    write(&src.join("b"), &random_bytes(300_000, 2));
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let junk_segment = "ab".repeat(32);
+    let junk_snapshot = "cd".repeat(32);
+    write(
+        &sb.repo().join("index").join(&junk_segment),
+        &random_bytes(200, 3),
+    );
+    write(
+        &sb.repo().join("snapshots").join(&junk_snapshot),
+        &random_bytes(200, 4),
+    );
+
+    let r = sb.run(&["--json", "snapshots"]).code(EXIT_INTEGRITY);
+    let table: custody::repo::snapshots::SnapshotTable = r.report();
+    assert_eq!(table.0.len(), 2);
+    assert!(r.stderr.contains(&junk_snapshot), "{}", r.stderr);
+    let r = sb.run(&[
+        "restore",
+        "latest",
+        "--target",
+        sb.path("l").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, EXIT_INTEGRITY, "{}", r.stderr);
+    assert!(r.stderr.contains(&junk_snapshot), "{}", r.stderr);
+
+    let newest = table.0.iter().max_by_key(|s| s.time).unwrap().id.to_hex();
+    let out = sb.path("out");
+    sb.run(&["restore", &newest, "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
+    write(&src.join("c"), &random_bytes(300_000, 5));
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+
+    let c = sb.run(&["check"]).code(EXIT_INTEGRITY);
+    assert!(
+        c.stderr.contains(&junk_segment) && c.stderr.contains(&junk_snapshot),
+        "{}",
+        c.stderr
+    );
+    let packs = std::fs::read_dir(sb.repo().join("data"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .count();
+    sb.run(&["prune", "--grace", "0s"]).code(EXIT_INTEGRITY);
+    let after = std::fs::read_dir(sb.repo().join("data"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .count();
+    assert_eq!(
+        packs, after,
+        "prune deleted packs while a snapshot was unreadable"
+    );
+}

@@ -138,8 +138,7 @@ pub fn plan_sweep(
             plan.packs_still_needed += 1;
         } else {
             delete.insert(*p);
-            for b in needed {
-                let copy = available[&b];
+            for (b, copy) in needed.iter().filter_map(|b| Some((*b, *available.get(b)?))) {
                 relied.insert((copy.0, b), copy);
             }
         }
