@@ -152,6 +152,46 @@ pub(super) fn restore_symlink(dest: &Path, node: &Node) -> Result<()> {
     Ok(())
 }
 
+/// Writes a file one verified chunk after another, from whichever listed copy verifies (as
+/// `dump` reads), and finishes it; for files whose listings disagree on chunk lengths, so
+/// that no offset rests on a length a forged listing declared.
+pub(super) fn restore_sequentially(
+    repo: &Repository,
+    index: &Index,
+    f: &FileState,
+    progress: &RestoreProgress,
+) -> Result<u64> {
+    let written = (|| -> Result<std::fs::File> {
+        let file = open_for_write(f).map_err(|e| Error::io(f.tmp.display(), e))?;
+        let mut offset = 0u64;
+        for id in &f.node.content {
+            let data = repo.load_blob(index, id.into(), BlobType::Data)?;
+            write_at_sparse(&file, offset, &data).map_err(|e| Error::io(f.tmp.display(), e))?;
+            offset += data.len() as u64;
+            progress
+                .bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        if offset != f.node.size {
+            return Err(Error::integrity(
+                format!("file {}", f.rel),
+                format!(
+                    "its chunks hold {offset} bytes, the tree says {}",
+                    f.node.size
+                ),
+            ));
+        }
+        Ok(file)
+    })();
+    match written {
+        Ok(file) => finish_file(f, Some(file), progress),
+        Err(e) => {
+            f.failed.lock().expect("lock").get_or_insert(e);
+            finish_file(f, None, progress)
+        }
+    }
+}
+
 /// The temporary name of a file being restored: `.NAME.custody-<run tag>-<n>`, where the tag
 /// is random per restore run and `n` numbers the files (unique without a random draw each).
 pub(super) fn temp_name(dest: &Path, run: &str, n: usize) -> PathBuf {

@@ -28,7 +28,7 @@ pub use output::{FailedPath, RestoreOutput};
 
 use fetch::restore_pack;
 pub use files::write_file;
-use files::{finish_file, make_dir, restore_symlink, safe_mode, temp_name};
+use files::{finish_file, make_dir, restore_sequentially, restore_symlink, safe_mode, temp_name};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -82,6 +82,8 @@ struct FileState {
     node: Node,
     /// Chunk writes still to come; the thread that takes it to zero finishes the file.
     remaining: AtomicUsize,
+    /// Written by [`restore_sequentially`], not pack by pack.
+    sequential: bool,
     failed: Mutex<Option<Error>>,
 }
 
@@ -185,11 +187,15 @@ pub fn restore(
         Ok(())
     })?;
 
-    // Files without chunks are complete already.
+    // Files without chunks are complete already; files whose listings disagree on their
+    // chunks' lengths are written one verified chunk after another.
     let files = &plan.files;
     let done = Mutex::new(Vec::<(usize, Result<u64>)>::new());
     for (i, f) in files.iter().enumerate() {
-        if f.node.content.is_empty() {
+        if f.sequential {
+            let r = restore_sequentially(repo, index, f, progress);
+            done.lock().expect("lock").push((i, r));
+        } else if f.node.content.is_empty() {
             done.lock()
                 .expect("lock")
                 .push((i, finish_file(f, None, progress)));
@@ -234,6 +240,9 @@ pub fn restore(
 fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: Node) -> Result<()> {
     let mut targets = Vec::with_capacity(node.content.len());
     let mut offset = 0u64;
+    // Listings that disagree on a chunk's length (one is forged or corrupt): the offsets
+    // cannot be planned from them, so the file is written chunk by chunk instead.
+    let mut sequential = false;
     for id in &node.content {
         let loc = index.get(id).ok_or_else(|| {
             Error::integrity(
@@ -241,10 +250,14 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
                 format!("chunk {} is in no index", id.short()),
             )
         })?;
+        sequential |= index
+            .locations(id)
+            .iter()
+            .any(|l| l.entry.raw_length != loc.entry.raw_length);
         targets.push((loc.pack, loc.session, loc.entry, offset));
         offset += loc.entry.raw_length as u64;
     }
-    if offset != node.size {
+    if offset != node.size && !sequential {
         return Err(Error::integrity(
             format!("file {rel}"),
             format!(
@@ -253,7 +266,11 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
             ),
         ));
     }
+    if sequential {
+        targets.clear();
+    }
     let tmp = temp_name(&dest, &plan.run, plan.files.len());
+    let targets_len = targets.len();
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
         plan.packs.entry(pack).or_default().push(Target {
@@ -268,7 +285,8 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         dest,
         tmp,
         created: Mutex::new(None),
-        remaining: AtomicUsize::new(node.content.len()),
+        remaining: AtomicUsize::new(targets_len),
+        sequential,
         node,
         failed: Mutex::new(None),
     });

@@ -73,6 +73,10 @@ enum Claim {
     JunkPackAndMark,
     /// In a pack that does not exist, by a segment that sorts first.
     MissingPack,
+    /// In a pack of junk, by a segment that sorts first, each chunk declaring 2 GiB of
+    /// plaintext (a decompression bomb's listing, and lengths that disagree with the genuine
+    /// ones so that a restore cannot plan offsets from them).
+    OversizedLengths,
 }
 
 /// The attacker runs on beta's backup host, so it holds beta's files: it computes their chunk
@@ -84,7 +88,17 @@ fn claimed_copies(e: &Estate, claim: Claim, f: &mut Findings) {
     let genuine_packs: Vec<PackId> = genuine.iter().map(|p| p.pack).collect();
     let ours = chunk_ids(&e.w, &e.genuine[3].files);
     let blobs = genuine.into_iter().flat_map(|p| p.blobs);
-    let blobs = blobs.filter(|b| ours.contains(&b.id)).collect();
+    let blobs = blobs.filter(|b| ours.contains(&b.id));
+    let blobs = if let Claim::OversizedLengths = claim {
+        blobs
+            .map(|b| BlobEntry {
+                raw_length: 2 << 30,
+                ..b
+            })
+            .collect()
+    } else {
+        blobs.collect()
+    };
     let s = Session::start(&e.w).unwrap();
     let pack = match claim {
         Claim::MissingPack => PackId::random().unwrap(),
@@ -119,6 +133,14 @@ fn claimed_copies_in_a_junk_pack_get_nothing_deleted() {
 #[test]
 fn claimed_copies_in_a_junk_pack_and_a_forged_mark_get_nothing_deleted() {
     on_both(|e, f| claimed_copies(e, Claim::JunkPackAndMark, f));
+}
+
+/// Attack 2b: as attack 2, but every claimed chunk declares 2 GiB of plaintext. Expected:
+/// nothing is allocated for a declared length beyond any chunk's, restore writes the files
+/// from the genuine copies chunk by chunk (the listings disagree on lengths), and as attack 2.
+#[test]
+fn oversized_lengths_in_a_junk_pack_get_nothing_deleted_or_allocated() {
+    on_both(|e, f| claimed_copies(e, Claim::OversizedLengths, f));
 }
 
 /// Attack 3: as attack 2, but the claimed pack does not exist at all. Expected: as attack 2;
