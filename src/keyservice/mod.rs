@@ -203,6 +203,21 @@ pub fn open(
     }
 }
 
+/// The audit line of an unwrap: `decrypt`, or `decrypt-refused` when it failed. Returns the
+/// result unchanged.
+pub(crate) fn audit_decrypt<T>(r: Result<T>, kek: &str, ctx: &Context) -> Result<T> {
+    audit(
+        if r.is_ok() {
+            "decrypt"
+        } else {
+            "decrypt-refused"
+        },
+        kek,
+        ctx,
+    );
+    r
+}
+
 /// One audit line per key operation: matches the key custodian's own log line by line.
 pub(crate) fn audit(op: &str, kek: &str, ctx: &Context) {
     tracing::info!(

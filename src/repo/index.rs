@@ -148,6 +148,16 @@ impl Index {
         first.into_iter().chain(rest).collect()
     }
 
+    /// True unless the blob's listings disagree on its plaintext length (one is forged or
+    /// corrupt). Cheap for the usual blob listed once.
+    pub fn lengths_agree(&self, id: impl Into<BlobId>) -> bool {
+        let id = id.into();
+        match (self.blobs.get(&id), self.alternates.get(&id)) {
+            (Some(first), Some(alts)) => alts.iter().all(|a| a.raw_length == first.raw_length),
+            _ => true,
+        }
+    }
+
     pub fn contains(&self, id: impl Into<BlobId>) -> bool {
         self.blobs.contains_key(&id.into())
     }

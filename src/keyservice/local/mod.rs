@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
-use super::{audit, KekInfo, KekPurpose, KeyService};
+use super::{audit, audit_decrypt, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
@@ -217,16 +217,7 @@ impl KeyService for LocalKeyring {
 
     async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
         let r = self.unwrap(wrapped, ctx);
-        audit(
-            if r.is_ok() {
-                "decrypt"
-            } else {
-                "decrypt-refused"
-            },
-            &wrapped.kek,
-            ctx,
-        );
-        r
+        audit_decrypt(r, &wrapped.kek, ctx)
     }
 
     async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {

@@ -26,7 +26,7 @@ use cryptoki::session::{Session, UserType};
 use ring::digest;
 use secrecy::SecretString;
 
-use super::{audit, KekInfo, KekPurpose, KeyService};
+use super::{audit, audit_decrypt, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
@@ -432,16 +432,7 @@ impl KeyService for Pkcs11Service {
     async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
         let (i, c, w) = (self.0.clone(), ctx.clone(), wrapped.clone());
         let r = blocking(move || i.unwrap(&w, &c)).await;
-        audit(
-            if r.is_ok() {
-                "decrypt"
-            } else {
-                "decrypt-refused"
-            },
-            &wrapped.kek,
-            ctx,
-        );
-        r
+        audit_decrypt(r, &wrapped.kek, ctx)
     }
 
     async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {

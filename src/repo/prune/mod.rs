@@ -223,9 +223,21 @@ fn verified<P>(
     act: &Activity,
 ) -> Result<(P, usize)> {
     let mut refused = 0;
+    // Copies already read and found good are not read again in a later round.
+    let mut good: HashSet<(PackId, crate::id::BlobId)> = HashSet::new();
     loop {
         let plan = plan_of(s)?;
-        let bad = verify::verify_copies(repo, relied(&plan), lock, act)?;
+        let todo: Vec<_> = relied(&plan)
+            .iter()
+            .filter(|(p, _, e)| !good.contains(&(*p, e.id)))
+            .copied()
+            .collect();
+        let bad = verify::verify_copies(repo, &todo, lock, act)?;
+        good.extend(
+            todo.iter()
+                .map(|(p, _, e)| (*p, e.id))
+                .filter(|c| !bad.contains(c)),
+        );
         if bad.is_empty() {
             return Ok((plan, refused));
         }

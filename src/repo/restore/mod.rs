@@ -250,10 +250,7 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
                 format!("chunk {} is in no index", id.short()),
             )
         })?;
-        sequential |= index
-            .locations(id)
-            .iter()
-            .any(|l| l.entry.raw_length != loc.entry.raw_length);
+        sequential |= !index.lengths_agree(id);
         targets.push((loc.pack, loc.session, loc.entry, offset));
         offset += loc.entry.raw_length as u64;
     }
