@@ -83,7 +83,7 @@ fn main() {
         rt.handle(),
     )
     .expect("keyring");
-    let repo = Repository::open(rt.handle().clone(), store, keys, config).expect("open");
+    let repo = Repository::open(rt.handle().clone(), store, keys, config, None).expect("open");
     // ~64 blobs per pack, as 16 MiB packs of 256 KiB chunks have.
     for _ in 0..segs {
         repo.save_index_segment(&segment(chunks / segs, 64))

@@ -125,4 +125,8 @@ impl BlockingKeys {
     pub fn describe(&self) -> Result<Vec<crate::keyservice::KekInfo>> {
         block_on(&self.rt, self.inner.describe())
     }
+
+    pub fn owner_anchor(&self, repo: &crate::id::Id) -> Result<(Key32, String)> {
+        block_on(&self.rt, self.inner.owner_anchor(repo))
+    }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup, cat, check, dump, forget, init, key, ls, prune, restore, rotate, snapshots, stats,
-    unlock, Ctx, Outcome,
+    backup, cat, check, dump, forget, init, key, ls, migrate, prune, restore, rotate, snapshots,
+    stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -36,6 +36,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub key_service: Option<String>,
+    /// A writer's identity file (`key export --role writer` writes it; default: identity.json
+    /// in a local: keyring folder).
+    #[arg(long, global = true, env = "CUSTODY_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
@@ -86,6 +90,8 @@ pub enum Command {
     /// Key rotation.
     #[command(subcommand)]
     Rotate(rotate::Cmd),
+    /// Sign a repository made before writer provenance (key holders; once per repository).
+    Migrate(migrate::Args),
 }
 
 impl Command {
@@ -103,7 +109,7 @@ impl Command {
                 "restore stopped; files already restored are complete, unfinished ones were not \
                  renamed into place (hidden .NAME.custody-* files); run the restore again"
             }
-            Command::Prune(_) | Command::Forget(_) | Command::Rotate(_) => {
+            Command::Prune(_) | Command::Forget(_) | Command::Rotate(_) | Command::Migrate(_) => {
                 "stopped; the repository is consistent (what ran is picked up by the next run); \
                  the repository lock stays until it goes stale (30 minutes) or `custody unlock \
                  --remove-all`"
@@ -130,6 +136,7 @@ impl Cli {
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),
+            Command::Migrate(a) => migrate::run(ctx, a),
         }
     }
 }

@@ -25,6 +25,10 @@ pub enum Error {
     /// Stored data failed verification: tampering, corruption, or a wrong object in its place.
     #[error("integrity failure in {object}: {reason}")]
     Integrity { object: String, reason: String },
+    /// An object that opens but whose signer this client does not accept: an unknown key, a
+    /// revoked writer, or a writer signing what only the owner may (docs/FORMAT.md §17).
+    #[error("untrusted {object}: {reason}")]
+    Untrusted { object: String, reason: String },
     /// The key service refused the operation (wrong role, policy, disabled key, wrong PIN...).
     #[error("key service denied {operation} with key {key}: {reason}")]
     KeyDenied {
@@ -102,7 +106,19 @@ impl Error {
 
     /// True for errors that mean stored data cannot be trusted.
     pub fn is_integrity(&self) -> bool {
-        matches!(self, Error::Integrity { .. })
+        matches!(self, Error::Integrity { .. } | Error::Untrusted { .. })
+    }
+
+    /// True for an object refused for its signer alone (it opened and verified).
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, Error::Untrusted { .. })
+    }
+
+    pub fn untrusted(object: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        Error::Untrusted {
+            object: object.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// True for errors raised by the key service.

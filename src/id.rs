@@ -172,6 +172,9 @@ kind_id! {
     ChunkId;
     /// A tree: `HMAC(K_id, tree JSON)`.
     TreeId;
+    /// A signer: the owner's or an enrolled writer's Ed25519 public key; names
+    /// `writers/<id>` and `revoked/<id>`.
+    SignerId;
 }
 
 impl From<&BlobId> for BlobId {

@@ -20,6 +20,7 @@ pub mod failpoint;
 pub mod format;
 pub mod human;
 pub mod id;
+pub mod identity;
 pub mod keyservice;
 pub mod pack;
 pub mod repo;
@@ -31,7 +32,8 @@ pub mod store;
 // per-command report types are part of what the library offers.
 pub use error::{Error, Result};
 pub use id::{
-    BlobId, ChunkId, Id, KindId, LockId, MarkId, PackId, SegmentId, SessionId, SnapshotId, TreeId,
+    BlobId, ChunkId, Id, KindId, LockId, MarkId, PackId, SegmentId, SessionId, SignerId,
+    SnapshotId, TreeId,
 };
 pub use keyservice::KeyService;
 pub use repo::{Repository, SealedObject};

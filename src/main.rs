@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             rt,
             repo: cli.repo.clone(),
             key_service: cli.key_service.clone(),
+            identity: cli.identity.clone(),
             json: cli.json,
             quiet: cli.quiet,
             passphrase: passphrase(&cli, &env)?,

@@ -65,6 +65,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 report.leftovers.len()
             ));
         }
+        if report.unsigned {
+            ctx.say(
+                "objects in this repository are not signed (made before writer provenance): a \
+                 writer's forgeries cannot be told from genuine objects; run `custody migrate`",
+            );
+        } else if report.writers > 0 {
+            ctx.say(format!(
+                "{} enrolled writer(s), {} revoked",
+                report.writers, report.revoked_writers
+            ));
+        }
         if report.unbound_ids > 0 {
             ctx.say(format!(
                 "{} snapshot(s) have ids from before ids were bound to manifests: a manifest \

@@ -57,6 +57,19 @@ pub struct Args {
     pub prune_opts: PruneArgs,
 }
 
+/// A writer's enrolled name, `owner`, or its short id.
+fn writer_name(repo: &custody::repo::Repository, w: &custody::SignerId) -> String {
+    match repo.roster() {
+        Some(r) if r.owner == *w => "owner".into(),
+        Some(r) => r
+            .enrolled
+            .get(w)
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| w.short()),
+        None => w.short(),
+    }
+}
+
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let policy = KeepPolicy {
         last: args.keep_last,
@@ -124,6 +137,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         }
         groups.insert(
             GroupKey {
+                writer: None,
                 host: None,
                 paths: None,
                 tags: None,
@@ -138,8 +152,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         }
         removed += 1;
     }
-    // Prune needs every manifest: with one that does not open it would stop anyway.
-    let prune = if args.prune && !unreadable.is_empty() {
+    // Prune needs every manifest: with one that does not open it would stop anyway. One
+    // signed by no one the owner accepts protects nothing, and prune passes over it.
+    let prune = if args.prune && unreadable.iter().any(|e| !e.is_untrusted()) {
         eprintln!("custody: --prune skipped: a snapshot's manifest does not open (see below)");
         None
     } else if args.prune {
@@ -164,6 +179,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             .iter()
             .map(|(k, ds)| ForgetGroup {
                 group: k.clone(),
+                writer_name: k.writer.map(|w| writer_name(&repo, &w)),
                 keep: ds
                     .iter()
                     .enumerate()

@@ -5,17 +5,23 @@ use std::path::PathBuf;
 use super::{Ctx, Outcome};
 use custody::blocking::{BlockingKeys, BlockingStore};
 use custody::error::{Error, Result};
+use custody::identity::WriterIdentity;
 use custody::keyservice::local::read_passphrase_file;
 use custody::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
 use custody::repo::kek_usage::kek_usage;
+use custody::repo::provenance::WriterListing;
 use custody::repo::Repository;
+use custody::SignerId;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Cmd {
-    /// Create KEKs in the key service: a new local keyring folder, or two new KMS keys
-    /// (`--key-service awskms:new`); prints the URL to use.
+    /// Create KEKs in the key service: a new local keyring folder, or three new KMS keys
+    /// (`--key-service awskms:new`: meta, data, and the owner's HMAC key); prints the URL to
+    /// use (writers get it without `owner=`).
     Create,
-    /// Write a keyring for a role to a new folder.
+    /// Write a keyring for a role to a new folder. For `writer` in a repository that signs
+    /// its objects, also enroll a new writer and write its identity (identity.json) there; with
+    /// KMS or PKCS#11 only the identity is written (give it to the writer with --identity).
     Export {
         /// `writer`: can back up (with dedup) but never read data back.
         #[arg(long, value_parser = ["writer", "owner"])]
@@ -23,14 +29,22 @@ pub enum Cmd {
         /// The new keyring folder (must not hold a keyring yet).
         #[arg(long)]
         to: PathBuf,
+        /// The writer's name in `key list`, `check` and `forget` (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
         /// Seal the new keyring with the passphrase in this file. Without it a writer keyring
         /// is written unsealed (an unattended job then stores no secret of the owner's), and
         /// an owner keyring keeps the passphrase of the keyring it copies.
         #[arg(long, value_name = "FILE")]
         to_passphrase_file: Option<PathBuf>,
     },
-    /// KEKs in use, how many wrapped keys each protects, and their ages.
+    /// KEKs in use, how many wrapped keys each protects, and their ages; enrolled writers.
     List,
+    /// Enrolled writers (and revoked ones), as `key list` shows them; `--json` for scripts.
+    Writers,
+    /// Revoke an enrolled writer: what it stored so far stays valid, anything it stores later
+    /// is refused (by id, id prefix, or name).
+    Revoke { writer: String },
 }
 
 fn local_dir(url: &str) -> Result<PathBuf> {
@@ -64,7 +78,8 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     let data = ctx
                         .rt
                         .block_on(kms.create_key("custody data KEK (wraps session data keys)"))?;
-                    format!("awskms:{data}?meta={meta}")
+                    let owner = ctx.rt.block_on(kms.create_owner_key())?;
+                    format!("awskms:{data}?meta={meta}&owner={owner}")
                 }
                 // Printed without PINs.
                 KeyServiceUrl::Pkcs11(u) => Pkcs11Service::create_keys(&u)?,
@@ -78,6 +93,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         Cmd::Export {
             role,
             to,
+            name,
             to_passphrase_file,
         } => {
             let store = ctx.store()?;
@@ -91,8 +107,6 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     return Err(Error::invalid("key export needs --key-service or --repo"))
                 }
             };
-            let dir = local_dir(&url)?;
-            let k = LocalKeyring::open(&dir, ctx.passphrase.as_ref())?;
             let role = if role == "writer" {
                 KeyringRole::Writer
             } else {
@@ -104,11 +118,57 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 (None, KeyringRole::Writer) => None,
                 (None, KeyringRole::Owner) => ctx.passphrase.clone(),
             };
-            k.write_to(to, role, sealing.as_ref())?;
+            // A writer of a signed repository is enrolled first: nothing is written to `to`
+            // unless the owner's key service could sign the enrollment.
+            let local = local_dir(&url);
+            let is_local = local.is_ok();
+            let repo = match (role, &ctx.repo) {
+                (KeyringRole::Writer, Some(_)) => match ctx.open_repo() {
+                    Ok(r) => Some(r),
+                    // A keyring for another repository (or a key service that is not this
+                    // one's owner) is still exported, without an identity.
+                    Err(e) if local.is_ok() => {
+                        eprintln!("custody: warning: no writer enrolled in the repository ({e}); the keyring is written without an identity");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ => None,
+            };
+            if let Ok(dir) = &local {
+                let k = LocalKeyring::open(dir, ctx.passphrase.as_ref())?;
+                k.write_to(to, role, sealing.as_ref())?;
+            }
+            let mut identity = None;
+            if let Some(repo) = repo.filter(|r| r.is_signed()) {
+                let name = name.clone().unwrap_or_else(|| {
+                    to.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "writer".into())
+                });
+                let id = repo.enroll_writer(&name)?;
+                let path = WriterIdentity::path_in(to);
+                id.write(&path, sealing.as_ref())?;
+                identity = Some(WriterEnrolled {
+                    writer: id.key.id(),
+                    name,
+                    identity: path,
+                });
+            } else {
+                // Neither a keyring nor an identity to write: say why.
+                local?;
+            }
             ctx.emit(&KeyringExported {
-                key_service: format!("local:{}", to.display()),
+                key_service: is_local.then(|| format!("local:{}", to.display())),
                 role,
+                enrolled: identity,
             });
+            Ok(Outcome::OK)
+        }
+        Cmd::Revoke { writer } => {
+            let repo = ctx.open_repo()?;
+            let revoked = repo.revoke_writer(writer)?;
+            ctx.emit(&revoked);
             Ok(Outcome::OK)
         }
         Cmd::List => {
@@ -127,6 +187,25 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 eprintln!("{u}");
             }
             ctx.answer(&table);
+            // Writers are listed for a person here (the JSON document stays the KEK table;
+            // `key writers --json` lists them): only a key holder sees the roster.
+            if !ctx.json {
+                if let Ok(repo) = ctx.open_repo() {
+                    if repo.roster().is_some() {
+                        ctx.answer(&WriterTable(repo.writers()));
+                    }
+                }
+            }
+            Ok(Outcome::OK)
+        }
+        Cmd::Writers => {
+            let repo = ctx.open_repo()?;
+            if repo.roster().is_none() {
+                return Err(Error::invalid(
+                    "only a key holder can list writers, in a repository that signs its objects",
+                ));
+            }
+            ctx.answer(&WriterTable(repo.writers()));
             Ok(Outcome::OK)
         }
     }
@@ -145,16 +224,75 @@ impl std::fmt::Display for KeysCreated {
     }
 }
 
-/// `key export`: where the keyring went, and for which role.
+/// `key export`: where the keyring went, for which role, and the writer it enrolled.
 #[derive(Debug, serde::Serialize)]
 struct KeyringExported {
-    key_service: String,
+    /// The new keyring's URL (`None` when only an identity was written: KMS, PKCS#11).
+    key_service: Option<String>,
     role: KeyringRole,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enrolled: Option<WriterEnrolled>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct WriterEnrolled {
+    writer: SignerId,
+    name: String,
+    identity: PathBuf,
 }
 
 impl std::fmt::Display for KeyringExported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let role = format!("{:?}", self.role).to_lowercase();
-        write!(f, "wrote {role} keyring to {}", self.key_service)
+        if let Some(url) = &self.key_service {
+            writeln!(f, "wrote {role} keyring to {url}")?;
+        }
+        if let Some(e) = &self.enrolled {
+            write!(
+                f,
+                "enrolled writer {:?} ({}); its identity is {}",
+                e.name,
+                e.writer.short(),
+                e.identity.display()
+            )?;
+            if self.key_service.is_none() {
+                write!(
+                    f,
+                    " (give it to the writer with --identity or CUSTODY_IDENTITY)"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `key writers` (and the end of `key list`).
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+struct WriterTable(Vec<WriterListing>);
+
+impl std::fmt::Display for WriterTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return write!(f, "no enrolled writers");
+        }
+        writeln!(
+            f,
+            "{:<10} {:<20} {:<26} revoked",
+            "writer", "name", "enrolled"
+        )?;
+        for w in &self.0 {
+            writeln!(
+                f,
+                "{:<10} {:<20} {:<26} {}",
+                w.writer.short(),
+                w.name,
+                custody::human::local_time(w.enrolled),
+                w.revoked
+                    .map(custody::human::local_time)
+                    .unwrap_or_else(|| "-".into())
+            )?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod migrate;
 mod progress;
 pub mod prune;
 pub mod restore;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use custody::error::{Error, Result};
+use custody::identity::WriterIdentity;
 use custody::keyservice::{self, KeyService, KeyServiceOptions};
 use custody::repo::snapshots::SnapshotFilter;
 use custody::repo::{default_keyring_dir, Repository};
@@ -48,7 +50,7 @@ pub mod exit {
 /// The exit code for a library error.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Integrity { .. } => exit::INTEGRITY,
+        Error::Integrity { .. } | Error::Untrusted { .. } => exit::INTEGRITY,
         Error::KeyDenied { .. } | Error::KeyUnavailable { .. } => exit::KEY_SERVICE,
         Error::Invalid(_) => exit::USAGE,
         Error::Conflict(_) => exit::CONFLICT,
@@ -69,6 +71,8 @@ pub struct Ctx {
     pub rt: tokio::runtime::Runtime,
     pub repo: Option<String>,
     pub key_service: Option<String>,
+    /// `--identity`: a writer's identity file.
+    pub identity: Option<std::path::PathBuf>,
     pub json: bool,
     pub quiet: bool,
     pub passphrase: Option<SecretString>,
@@ -121,7 +125,28 @@ impl Ctx {
             self.env.client.cache_dir.as_deref(),
             &config.body.repository,
         );
-        Ok(Repository::open(self.rt.handle().clone(), store, keys, config)?.with_tree_cache(cache))
+        let identity = self.writer_identity(&config.body.repository)?;
+        let repo = Repository::open(self.rt.handle().clone(), store, keys, config, identity)?;
+        Ok(repo.with_tree_cache(cache))
+    }
+
+    /// The writer identity to sign with: `--identity`, else `identity.json` in a `local:`
+    /// keyring folder when there is one (an owner keyring folder holds none).
+    pub fn writer_identity(&self, repo_id: &custody::Id) -> Result<Option<WriterIdentity>> {
+        let path = match &self.identity {
+            Some(p) => p.clone(),
+            None => match keyservice::KeyServiceUrl::parse(&self.key_service_url(repo_id))? {
+                keyservice::KeyServiceUrl::Local(dir) => {
+                    let p = WriterIdentity::path_in(&dir);
+                    if !p.exists() {
+                        return Ok(None);
+                    }
+                    p
+                }
+                _ => return Ok(None),
+            },
+        };
+        WriterIdentity::open(&path, self.passphrase.as_ref()).map(Some)
     }
 
     /// Progress bars only on a terminal, and never with `--json` or `-q`.

@@ -49,6 +49,10 @@ pub enum ObjectKind {
     Garbage = 6,
     /// A prune or re-encryption lock.
     Lock = 7,
+    /// A writer's enrollment, signed by the owner.
+    Writer = 8,
+    /// A writer's revocation, signed by the owner.
+    Revocation = 9,
 }
 
 impl ObjectKind {
@@ -61,6 +65,8 @@ impl ObjectKind {
             5 => ObjectKind::Snapshot,
             6 => ObjectKind::Garbage,
             7 => ObjectKind::Lock,
+            8 => ObjectKind::Writer,
+            9 => ObjectKind::Revocation,
             _ => return None,
         })
     }

@@ -5,5 +5,6 @@ pub mod envelope;
 pub mod kdf;
 pub mod random;
 pub mod secret;
+pub mod signing;
 
 pub use secret::Key32;

@@ -4,6 +4,8 @@ pub mod config;
 pub mod garbage;
 pub mod index;
 pub mod name;
+pub mod provenance;
+pub mod signature;
 pub mod snapshot;
 pub mod tree;
 pub mod wrapped;

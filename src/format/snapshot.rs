@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::id::{SessionId, SnapshotId, TreeId};
+use crate::id::{SessionId, SignerId, SnapshotId, TreeId};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub parent: Option<SnapshotId>,
     pub summary: Summary,
     pub program: String,
+    /// The writer (or owner) that made the snapshot: its signing key (docs/FORMAT.md §17).
+    /// `forget` keeps its policy per writer. Absent in unsigned repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<SignerId>,
 }
 
 impl Eq for Snapshot {}
@@ -139,6 +143,7 @@ pub mod bound_id {
                 parent: None,
                 summary: Default::default(),
                 program: "custody test".into(),
+                writer: None,
             };
             crate::format::padded_json(&s, 1024)
         }

@@ -81,7 +81,7 @@ impl WrappedKeyRecord {
     }
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use base64::engine::general_purpose::STANDARD;
 
     use super::*;

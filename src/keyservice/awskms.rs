@@ -6,6 +6,8 @@
 //! Session keys are wrapped by the data key, the repository secret by the meta key (the data
 //! key when no `meta=` is given). Write-only backup jobs need two keys: IAM lets the writer
 //! GenerateDataKey on the data key and Decrypt only on the meta key (templates in keys/aws/).
+//! Key holders also name an HMAC key (`owner=`): GenerateMac on it makes the owner anchor
+//! (docs/FORMAT.md §17.1), and writers are given no permission on it.
 
 use async_trait::async_trait;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -26,6 +28,8 @@ const PREFIX: &str = "awskms:";
 pub struct KmsUrl {
     pub data_key: String,
     pub meta_key: String,
+    /// An HMAC_256 key only key holders may use (GenerateMac): the owner anchor.
+    pub owner_key: Option<String>,
 }
 
 impl KmsUrl {
@@ -39,13 +43,14 @@ impl KmsUrl {
                 "awskms: needs a key id, ARN or alias, e.g. awskms:alias/custody-data?meta=alias/custody-meta",
             ));
         }
-        let mut meta = None;
+        let (mut meta, mut owner) = (None, None);
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             match kv.split_once('=') {
                 Some(("meta", v)) if !v.is_empty() => meta = Some(v.to_string()),
+                Some(("owner", v)) if !v.is_empty() => owner = Some(v.to_string()),
                 _ => {
                     return Err(Error::invalid(format!(
-                        "awskms: unknown option {kv:?} (known: meta=<key>)"
+                        "awskms: unknown option {kv:?} (known: meta=<key>, owner=<hmac key>)"
                     )))
                 }
             }
@@ -53,6 +58,7 @@ impl KmsUrl {
         Ok(KmsUrl {
             data_key: data.to_string(),
             meta_key: meta.unwrap_or_else(|| data.to_string()),
+            owner_key: owner,
         })
     }
 }
@@ -131,10 +137,26 @@ impl AwsKms {
 
     /// Creates a symmetric KMS key (used by `key create`); returns its ARN.
     pub async fn create_key(&self, description: &str) -> Result<String> {
-        let out = self
-            .client
-            .create_key()
-            .description(description)
+        self.create(description, false).await
+    }
+
+    /// Creates the HMAC_256 key whose GenerateMac makes the owner anchor (`key create`).
+    pub async fn create_owner_key(&self) -> Result<String> {
+        self.create(
+            "custody owner key (HMAC; key holders only, never writers)",
+            true,
+        )
+        .await
+    }
+
+    async fn create(&self, description: &str, hmac: bool) -> Result<String> {
+        let mut req = self.client.create_key().description(description);
+        if hmac {
+            req = req
+                .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+                .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac);
+        }
+        let out = req
             .send()
             .await
             .map_err(|e| map_err("(new key)", "CreateKey", e))?;
@@ -222,11 +244,42 @@ fn kek_ref(arn_or_id: &str) -> String {
 #[async_trait]
 impl KeyService for AwsKms {
     fn url(&self) -> String {
-        if self.url.meta_key == self.url.data_key {
-            format!("{PREFIX}{}", self.url.data_key)
-        } else {
-            format!("{PREFIX}{}?meta={}", self.url.data_key, self.url.meta_key)
+        let mut u = format!("{PREFIX}{}", self.url.data_key);
+        if self.url.meta_key != self.url.data_key {
+            u += &format!("?meta={}", self.url.meta_key);
         }
+        if let Some(o) = &self.url.owner_key {
+            u += if u.contains('?') { "&" } else { "?" };
+            u += &format!("owner={o}");
+        }
+        u
+    }
+
+    /// `GenerateMac(HMAC_SHA_256, "custody/v2/owner-anchor" || R)` with the `owner=` key.
+    async fn owner_anchor(&self, repo: &crate::id::Id) -> Result<(Key32, String)> {
+        let key = self
+            .url
+            .owner_key
+            .as_deref()
+            .ok_or_else(|| Error::KeyDenied {
+                key: self.url(),
+                operation: "GenerateMac".into(),
+                reason: "this awskms: URL names no owner= key (an HMAC_256 KMS key only key \
+                     holders may use; `custody key create --key-service awskms:new` makes one)"
+                    .into(),
+            })?;
+        let msg = [&b"custody/v2/owner-anchor"[..], repo.as_bytes()].concat();
+        let out = self
+            .client
+            .generate_mac()
+            .key_id(key)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(Blob::new(msg))
+            .send()
+            .await
+            .map_err(|e| map_err(key, "GenerateMac", e))?;
+        let k = key32(key, "GenerateMac", out.mac())?;
+        Ok((k, kek_ref(out.key_id().unwrap_or(key))))
     }
 
     async fn generate_data_key(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::wrapped::{Context, Purpose, WrappedKey};
+use crate::id::Id;
 
 /// What a KEK wraps, as [`KeyService::describe`] reports it; `key list` prints these words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -112,6 +113,18 @@ pub trait KeyService: AsAny + Send + Sync + std::fmt::Debug {
 
     /// The KEKs this service holds or points at.
     async fn describe(&self) -> Result<Vec<KekInfo>>;
+
+    /// The *owner anchor* of a repository: 32 bytes that only a key holder of this service
+    /// can compute, the same on every call. It seals the owner's signing key, so a writer
+    /// (which this service refuses here) can neither use that key nor plant one of its own
+    /// (docs/FORMAT.md §17.1). Returns the anchor and a description of what made it.
+    async fn owner_anchor(&self, _repo: &Id) -> Result<(Key32, String)> {
+        Err(Error::KeyDenied {
+            key: self.url(),
+            operation: "owner-anchor".into(),
+            reason: "this key service cannot act as the repository's owner".into(),
+        })
+    }
 }
 
 /// Options a key service may need that are not part of its URL.

@@ -57,6 +57,15 @@ pub struct CheckReport {
     /// manifest written over one of them is not detected.
     #[serde(default)]
     pub unbound_ids: usize,
+    /// Objects here are not signed (a repository from before writer provenance): nothing
+    /// tells a writer's objects from the owner's. `custody migrate` signs them.
+    #[serde(default)]
+    pub unsigned: bool,
+    /// Enrolled writers, and how many of them are revoked.
+    #[serde(default)]
+    pub writers: usize,
+    #[serde(default)]
+    pub revoked_writers: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -64,6 +73,7 @@ impl CheckReport {
     fn problem(&mut self, e: &Error, fallback_object: &str) {
         let (object, message) = match e {
             Error::Integrity { object, reason } => (object.clone(), reason.clone()),
+            Error::Untrusted { object, reason } => (object.clone(), format!("untrusted: {reason}")),
             e => (fallback_object.to_string(), e.to_string()),
         };
         self.problems.push(Problem {
@@ -91,6 +101,23 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             r.problem(&e, &object_name(FileKind::Key, &sid));
         }
     }
+
+    // Writer provenance: enrollments and revocations the owner did not sign, and locks
+    // signed by anyone but the owner (marks, segments and snapshots are checked below).
+    r.unsigned = !repo.is_signed();
+    if let Some(roster) = repo.roster() {
+        r.writers = roster.enrolled.len();
+        r.revoked_writers = roster.revoked.len();
+        for e in &roster.problems {
+            r.problem(e, "");
+        }
+    }
+    repo.for_each_object::<crate::format::garbage::LockRecord>(|id, l| {
+        if let Err(e) = l {
+            r.problem(&e, &object_name(FileKind::Lock, &id));
+        }
+        Ok(())
+    })?;
 
     // Garbage marks: what they condemn may be missing already (a sweep in progress).
     let mut marks = Vec::new();
@@ -121,7 +148,17 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
     let index = Index::live_first(&segments, &condemned.packs);
     let stored = repo.stored_packs()?;
     r.packs = stored.len();
-    let by_pack = index.pack_entries();
+    // Every listing of each pack, not only the locations the index tries first: a claim that
+    // a pack holds blobs it does not (a forged listing kept as a fallback) is named too.
+    let mut by_pack: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+    for p in segments.iter().flat_map(|seg| &seg.packs) {
+        let entries = by_pack.entry(p.pack).or_default();
+        for b in &p.blobs {
+            if !entries.contains(b) {
+                entries.push(*b);
+            }
+        }
+    }
     for (pack, _) in index.packs() {
         match stored.get(pack) {
             None if condemned.packs.contains(pack) => {}

@@ -91,6 +91,7 @@ impl GroupBy {
         let mut tags = s.tags.clone();
         tags.sort();
         GroupKey {
+            writer: s.writer,
             host: self.host.then(|| s.host.clone()),
             paths: self.paths.then_some(paths),
             tags: self.tags.then_some(tags),
@@ -102,6 +103,10 @@ impl GroupBy {
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct GroupKey {
+    /// The writer that made the snapshots (docs/FORMAT.md §17): always part of the group, so
+    /// that one writer's snapshots, whatever host they claim, never count against another's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<crate::id::SignerId>,
     pub host: Option<String>,
     pub paths: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
@@ -204,6 +209,9 @@ pub struct ForgetEntry {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForgetGroup {
     pub group: GroupKey,
+    /// The writer's enrolled name (`owner` for the owner's own snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_name: Option<String>,
     pub keep: Vec<ForgetEntry>,
     pub remove: Vec<ForgetEntry>,
 }
@@ -224,6 +232,10 @@ impl std::fmt::Display for ForgetOutput {
         for g in &self.groups {
             let k = &g.group;
             let mut label = Vec::new();
+            if let Some(w) = &k.writer {
+                let name = g.writer_name.clone().unwrap_or_else(|| w.short());
+                label.push(format!("writer {name}"));
+            }
             if let Some(h) = &k.host {
                 label.push(format!("host {h}"));
             }

@@ -192,20 +192,26 @@ impl Index {
     }
 }
 
-/// A segment that opened, `None` for one that does not (warned about), or the error that
-/// must stop the caller (an unreachable store or key service).
-fn readable(seg: Result<IndexSegment>) -> Result<Option<IndexSegment>> {
-    match seg {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.is_integrity() => {
-            tracing::warn!("index segment left out: {e}");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 impl Repository {
+    /// A segment that opened, `None` for one that does not or whose signer this client does
+    /// not accept (warned about; a writer passes over other writers' segments quietly, since
+    /// it trusts only its own and the owner's), or the error that must stop the caller (an
+    /// unreachable store or key service).
+    fn readable(&self, seg: Result<IndexSegment>) -> Result<Option<IndexSegment>> {
+        match seg {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.is_untrusted() && self.roster().is_none() => {
+                tracing::debug!("index segment not trusted by this writer: {e}");
+                Ok(None)
+            }
+            Err(e) if e.is_integrity() => {
+                tracing::warn!("index segment left out: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The packs in the store, with their sizes (one listing of `data/`).
     pub fn stored_packs(&self) -> Result<HashMap<PackId, u64>> {
         Ok(self
@@ -238,7 +244,7 @@ impl Repository {
         let mut index = Index::default();
         let mut fallback = Vec::new();
         self.for_each_object::<IndexSegment>(|_, seg| {
-            let Some(mut seg) = readable(seg)? else {
+            let Some(mut seg) = self.readable(seg)? else {
                 return Ok(());
             };
             index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
@@ -261,7 +267,7 @@ impl Repository {
         let marks = marks::Marks::of(&self.load_marks()?);
         let mut index = Index::default();
         self.for_each_object::<IndexSegment>(|_, seg| {
-            if let Some(seg) = readable(seg)? {
+            if let Some(seg) = self.readable(seg)? {
                 index.add_segment_where(&seg, |p| !marks.packs.contains(p));
             }
             Ok(())
@@ -269,8 +275,20 @@ impl Repository {
         Ok((index, marks))
     }
 
-    /// Every index segment, in listing order.
+    /// Every index segment whose signer is accepted, in listing order; the first that does
+    /// not open stops the load. Segments signed by someone this client does not accept (a
+    /// revoked writer's later ones, or a forgery) are left out with a warning: they are claims
+    /// nobody vouches for, and `check` names them.
     pub fn load_segments(&self) -> Result<Vec<(SegmentId, IndexSegment)>> {
-        self.load_objects()
+        let mut out = Vec::new();
+        self.for_each_object::<IndexSegment>(|id, seg| {
+            match seg {
+                Ok(seg) => out.push((id, seg)),
+                Err(e) if e.is_untrusted() => tracing::warn!("index segment left out: {e}"),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 }

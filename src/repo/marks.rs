@@ -43,9 +43,20 @@ impl Repository {
         Ok(id)
     }
 
-    /// Every garbage mark, in listing order.
+    /// Every garbage mark the owner signed, in listing order. A mark signed by anyone else
+    /// (a writer cannot condemn anything) is left out with a warning; one that does not open
+    /// stops the load.
     pub fn load_marks(&self) -> Result<Vec<(MarkId, GarbageMark)>> {
-        self.load_objects()
+        let mut out = Vec::new();
+        self.for_each_object::<GarbageMark>(|id, m| {
+            match m {
+                Ok(m) => out.push((id, m)),
+                Err(e) if e.is_untrusted() => tracing::warn!("garbage mark ignored: {e}"),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The check a backup makes after its packs are stored and before it writes its index
@@ -73,7 +84,10 @@ impl Repository {
         self.for_each_object_where::<GarbageMark>(
             |id| !seen.ids.contains(id),
             |id, m| {
-                let m = m?;
+                let m = match m {
+                    Err(e) if e.is_untrusted() => return Ok(()),
+                    m => m?,
+                };
                 let mark = object_name(FileKind::Garbage, &id);
                 if m.sessions.contains(session) {
                     return conflict(format!("{mark} condemned this backup's session key"));

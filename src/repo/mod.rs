@@ -13,9 +13,11 @@ mod index;
 pub mod kek_usage;
 pub mod lock;
 pub(crate) mod marks;
+pub mod migrate;
 mod objects;
 mod open;
 pub mod parent_cache;
+pub mod provenance;
 pub mod prune;
 pub mod reencrypt;
 pub(crate) mod repack;
@@ -69,6 +71,8 @@ struct Secrets {
     index_key: Key32,
     /// Seals the local parent cache (client side only).
     parent_cache_key: Key32,
+    /// `K_mac`: authenticates the config body (`migrate` rewrites it).
+    config_mac_key: Key32,
 }
 
 pub struct Repository {
@@ -79,6 +83,7 @@ pub struct Repository {
     secrets: Secrets,
     session_keys: Mutex<HashMap<SessionId, Key32>>,
     trees: Option<TreeCache>,
+    provenance: provenance::Provenance,
 }
 
 impl std::fmt::Debug for Repository {

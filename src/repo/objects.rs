@@ -4,6 +4,7 @@
 //! the object's name, the version check and "skip what a concurrent prune just removed" live
 //! here, once.
 
+use super::provenance::Signer;
 use super::Repository;
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
@@ -78,20 +79,27 @@ impl Repository {
         }
     }
 
-    /// Seals `obj` under the index key and stores it under `id`.
+    /// Signs `obj` (docs/FORMAT.md §17), seals it under the index key and stores it under `id`.
     pub fn save_object<T: SealedObject>(&self, id: &T::Id, obj: &T) -> Result<()> {
         let zero = Id::default();
+        let plain = self.sign_body(T::KIND, id, obj.encode());
         let sealed = envelope::seal_object(
             &self.secrets.index_key,
             &self.binding::<T>(id, &zero),
-            &obj.encode(),
+            &plain,
         )?;
         self.store().put(T::FILE, id, sealed.into())
     }
 
     /// Reads, opens and decodes one object. A missing object is [`Error::NotFound`]; one that
-    /// does not open or decode is an integrity failure naming it.
+    /// does not open or decode is an integrity failure naming it, and one whose signer this
+    /// client does not accept is [`Error::Untrusted`].
     pub fn load_object<T: SealedObject>(&self, id: &T::Id) -> Result<T> {
+        self.load_object_signed(id).map(|(obj, _)| obj)
+    }
+
+    /// [`Repository::load_object`], and who signed it (`None` in a legacy repository).
+    pub fn load_object_signed<T: SealedObject>(&self, id: &T::Id) -> Result<(T, Option<Signer>)> {
         let name = object_name(T::FILE, id);
         let bytes = self.store().get(T::FILE, id)?;
         let zero = Id::default();
@@ -101,7 +109,9 @@ impl Repository {
             &bytes,
         )
         .map_err(|e| Error::integrity(&name, e))?;
-        T::decode(&plain).map_err(|e| Error::integrity(&name, e))
+        let (body, signer) = self.verify_body(T::KIND, &name, id, plain)?;
+        let obj = T::decode(&body).map_err(|e| Error::integrity(&name, e))?;
+        Ok((obj, signer))
     }
 
     /// Lists the objects of a kind and loads each, in listing order, handing every result to

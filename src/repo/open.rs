@@ -15,6 +15,7 @@ use crate::crypto::kdf::{self, label, HmacKey};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
 use crate::format::config::{Config, ConfigBody, ENVELOPE_ALGORITHM};
+use crate::format::provenance::PROVENANCE_FORMAT;
 use crate::format::wrapped::{context, Purpose, WrappedKeyRecord};
 use crate::format::REPO_FORMAT;
 use crate::id::Id;
@@ -43,7 +44,12 @@ impl Default for InitOptions {
 
 fn config_mac(secret: &Key32, repo: &Id, body: &ConfigBody) -> String {
     let k = kdf::derive_key(repo.as_bytes(), secret, &[label::CONFIG_MAC]);
-    hex::encode(kdf::hmac_sha256(&k, &body.mac_input()))
+    mac_with(&k, body)
+}
+
+/// The config MAC under `K_mac` (docs/FORMAT.md §9).
+pub(super) fn mac_with(k_mac: &Key32, body: &ConfigBody) -> String {
+    hex::encode(kdf::hmac_sha256(k_mac, &body.mac_input()))
 }
 
 fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
@@ -56,6 +62,7 @@ fn derive_secrets(m: &Key32, body: &ConfigBody) -> Secrets {
         chunker: Chunker::new(&gear, body.chunker),
         index_key: kdf::derive_key(salt, m, &[label::INDEX]),
         parent_cache_key: kdf::derive_key(salt, m, &[label::PARENT_CACHE]),
+        config_mac_key: kdf::derive_key(salt, m, &[label::CONFIG_MAC]),
     }
 }
 
@@ -112,6 +119,7 @@ impl Repository {
             config,
             session_keys: Mutex::new(HashMap::new()),
             trees: None,
+            provenance: super::provenance::Provenance::Legacy,
         }
     }
 
@@ -128,9 +136,9 @@ impl Repository {
         let config: Config = serde_json::from_slice(&bytes)
             .map_err(|e| Error::integrity("config", format!("not a valid config: {e}")))?;
         let b = &config.body;
-        if b.format != REPO_FORMAT {
+        if b.format != REPO_FORMAT && b.format != PROVENANCE_FORMAT {
             return Err(Error::Unsupported(format!(
-                "repository format {} (this build reads {REPO_FORMAT})",
+                "repository format {} (this build reads {REPO_FORMAT} and {PROVENANCE_FORMAT})",
                 b.format
             )));
         }
@@ -168,8 +176,23 @@ impl Repository {
         let secret_id = Id::random()?;
         let ctx = context(Purpose::RepositorySecret, &repo_id, &secret_id);
         let (m, wrapped) = keys.generate_data_key(Purpose::RepositorySecret, &ctx)?;
+        // A repository signs its objects when this key service can act as its owner
+        // (docs/FORMAT.md §17); one that cannot (an awskms: URL without owner=) makes a
+        // format-1 repository, as before.
+        let signed = match keys.owner_anchor(&repo_id) {
+            Ok(_) => true,
+            Err(Error::KeyDenied { reason, .. }) => {
+                tracing::warn!("objects will not be signed: {reason}");
+                false
+            }
+            Err(e) => return Err(e),
+        };
         let body = ConfigBody {
-            format: REPO_FORMAT,
+            format: if signed {
+                PROVENANCE_FORMAT
+            } else {
+                REPO_FORMAT
+            },
             repository: repo_id,
             created: Utc::now(),
             chunker: opts.chunker,
@@ -192,16 +215,25 @@ impl Repository {
             body,
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
-        store.put(FileKind::Config, &Id::default(), Bytes::from(json))?;
-        Ok(Repository::assemble(rt, store, keys, config, &m))
+        let mut repo = Repository::assemble(rt, store, keys, config, &m);
+        // The owner record first: a config of format 2 without it reads as a deleted one.
+        if signed {
+            repo.create_owner()?;
+        }
+        repo.store
+            .put(FileKind::Config, &Id::default(), Bytes::from(json))?;
+        Ok(repo)
     }
 
-    /// Opens a repository: unwraps the repository secret and verifies the config's MAC.
+    /// Opens a repository: unwraps the repository secret, verifies the config's MAC, and
+    /// decides whom this client signs as and believes (docs/FORMAT.md §17.2): a writer with
+    /// its `identity`, else the owner when the key service makes the owner anchor.
     pub fn open(
         rt: tokio::runtime::Handle,
         store: Arc<dyn Store>,
         keys: Arc<dyn KeyService>,
         config: Config,
+        identity: Option<crate::identity::WriterIdentity>,
     ) -> Result<Repository> {
         let b = &config.body;
         let rec = &config.secret;
@@ -233,6 +265,8 @@ impl Repository {
                 "MAC mismatch: the config was altered",
             ));
         }
-        Ok(Repository::assemble(rt, store, keys, config, &m))
+        let mut repo = Repository::assemble(rt, store, keys, config, &m);
+        repo.load_provenance(identity)?;
+        Ok(repo)
     }
 }

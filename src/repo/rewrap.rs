@@ -45,6 +45,9 @@ pub struct RewrapReport {
     /// Records replaced without verification (`--no-verify`).
     pub unverified: u64,
     pub dry_run: bool,
+    /// The owner's signing key was sealed under the destination's owner anchor.
+    #[serde(default)]
+    pub owner_resealed: bool,
     /// The destination key service.
     pub to: String,
 }
@@ -133,6 +136,52 @@ async fn rewrap_one(
     }
 }
 
+/// Seals the owner's signing key (`owner`, docs/FORMAT.md §17.1) under the destination's
+/// owner anchor, so that the key holders of the new service sign and verify as the same owner.
+/// Done first: a destination that cannot make an owner anchor changes nothing. Returns whether
+/// it was resealed (false: no `owner` record, or already under the destination).
+async fn reseal_owner(
+    store: &Arc<dyn Store>,
+    repo: &Id,
+    from: &dyn KeyService,
+    to: &dyn KeyService,
+    dry_run: bool,
+) -> Result<bool> {
+    use crate::format::provenance::OwnerRecord;
+    let bytes = match store.get(FileKind::Owner, &Id::default()).await {
+        Ok(b) => b,
+        Err(Error::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let rec: OwnerRecord = crate::format::from_json("owner record", &bytes)
+        .map_err(|e| Error::integrity("owner", e))?;
+    let (to_anchor, described) = match to.owner_anchor(repo).await {
+        Ok(a) => a,
+        // A rotator without the owner's key (KMS to KMS, no GenerateMac): the owner record is
+        // left as it is. It still opens when the destination keeps the same owner key.
+        Err(Error::KeyDenied { reason, .. }) => {
+            tracing::warn!("the owner key was not resealed ({reason}); if the destination's owner key differs, run `rotate rewrap` again as a key holder");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    if rec.open(repo, &to_anchor).is_ok() {
+        return Ok(false);
+    }
+    let (from_anchor, _) = from.owner_anchor(repo).await?;
+    let key = rec.open(repo, &from_anchor)?;
+    if dry_run {
+        return Ok(true);
+    }
+    let new = OwnerRecord::seal(repo, &key, &to_anchor, &described)?;
+    new.open(repo, &to_anchor)?;
+    let json = serde_json::to_vec_pretty(&new).map_err(|e| Error::Internal(e.to_string()))?;
+    store
+        .put(FileKind::Owner, &Id::default(), Bytes::from(json))
+        .await?;
+    Ok(true)
+}
+
 pub async fn rewrap(
     store: &Arc<dyn Store>,
     config: &Config,
@@ -151,6 +200,10 @@ pub async fn rewrap(
         ..Default::default()
     };
     let repo = config.body.repository;
+    if reseal_owner(store, &repo, from, to, opts.dry_run).await? {
+        report.owner_resealed = true;
+        progress("resealed the owner key (owner)");
+    }
     // (object, record): the config's secret first, then every session key.
     let mut records: Vec<(Option<SessionId>, WrappedKeyRecord)> =
         vec![(None, config.secret.clone())];

@@ -55,6 +55,15 @@ impl Session {
         })
     }
 
+    /// An existing session, its key unwrapped (a key holder re-signing what it sealed).
+    pub(crate) fn resume(repo: &Repository, id: SessionId) -> Result<Session> {
+        Ok(Session {
+            id,
+            dek: repo.session_key(&id)?,
+            repo: repo.id(),
+        })
+    }
+
     pub fn new_pack_key(&self) -> Result<PackKey> {
         Ok(PackKey::new(
             &self.repo,

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::provenance::Signer;
 use super::{Repository, Session};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
@@ -177,7 +178,7 @@ impl Repository {
     /// Returns the manifest as now stored.
     pub fn reseal_snapshot(&self, session: &Session, id: &SnapshotId) -> Result<Snapshot> {
         let name = object_name(FileKind::Snapshot, id);
-        let (mut json, _) = self.open_manifest(id)?;
+        let (mut json, _, _) = self.open_manifest(id)?;
         let at = bound_id::session_digits(&json)
             .ok_or_else(|| Error::integrity(&name, "manifest without a session"))?;
         json[at..at + 64].copy_from_slice(session.id.to_hex().as_bytes());
@@ -186,16 +187,32 @@ impl Repository {
         Ok(snap)
     }
 
-    fn put_manifest(&self, session: &Session, id: &SnapshotId, json: &[u8]) -> Result<()> {
+    pub(super) fn put_manifest(
+        &self,
+        session: &Session,
+        id: &SnapshotId,
+        json: &[u8],
+    ) -> Result<()> {
         let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session.id);
-        let sealed = envelope::seal_object(session.dek(), &b, json)?;
+        let plain = self.sign_body(ObjectKind::Snapshot, id, json.to_vec());
+        let sealed = envelope::seal_object(session.dek(), &b, &plain)?;
         self.store()
             .put(FileKind::Snapshot, id, Bytes::from(sealed))
     }
 
-    /// Reads and opens a manifest: its JSON and the session whose key sealed it.
-    fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId)> {
+    /// The session a stored manifest names in its envelope header (not authenticated: for
+    /// keeping that session's key, never for trusting the manifest).
+    pub fn snapshot_session(&self, id: &SnapshotId) -> Result<SessionId> {
+        let name = object_name(FileKind::Snapshot, id);
+        let bytes = self.store().get(FileKind::Snapshot, id)?;
+        let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
+        Ok(SessionId(h.key_id))
+    }
+
+    /// Reads and opens a manifest: its JSON (signature checked and removed), the session whose
+    /// key sealed it, and who signed it.
+    fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
         let name = object_name(FileKind::Snapshot, id);
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
@@ -205,7 +222,27 @@ impl Repository {
         let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
-        Ok((plain, session))
+        let trailer_at = plain
+            .len()
+            .checked_sub(crate::format::signature::TRAILER_LEN);
+        let unsigned_body = match trailer_at {
+            Some(at) if plain[at..].starts_with(&crate::format::signature::MAGIC) => at,
+            _ => plain.len(),
+        };
+        let key = &self.secrets.snapshot_id_key;
+        let replaced =
+            !(bound_id::is_bound(key, id) && bound_id::matches(key, id, &plain[..unsigned_body]));
+        match self.verify_body(ObjectKind::Snapshot, &name, id, plain) {
+            Ok((json, signer)) => Ok((json, session, signer)),
+            // Untrusted and not the manifest its id was made from: it may have been written over
+            // a genuine snapshot, so it stays an integrity failure (prune stops, rather than
+            // free what the original needed). Under a bound id it matches, it replaced nothing.
+            Err(Error::Untrusted { reason, .. }) if replaced => Err(Error::integrity(
+                &name,
+                format!("{reason}; and it is not the manifest its id was made from (it may have replaced a genuine snapshot)"),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Decodes an opened manifest and checks it: format, its id's binding, its session.
@@ -237,8 +274,36 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let (json, session) = self.open_manifest(id)?;
-        self.parse_manifest(id, &json, &session)
+        self.load_snapshot_signed(id).map(|(s, _)| s)
+    }
+
+    /// Who signed a snapshot (`None` in a legacy repository).
+    pub fn snapshot_signer(&self, id: &SnapshotId) -> Result<Option<Signer>> {
+        self.load_snapshot_signed(id).map(|(_, s)| s)
+    }
+
+    /// [`Repository::load_snapshot`], and who signed it.
+    pub fn load_snapshot_signed(&self, id: &SnapshotId) -> Result<(Snapshot, Option<Signer>)> {
+        let (json, session, signer) = self.open_manifest(id)?;
+        let mut snap = self.parse_manifest(id, &json, &session)?;
+        // A writer signs as itself: a manifest claiming another writer is a forgery, and one
+        // claiming none belongs to its signer (for `forget`'s groups).
+        if let Some(Signer::Writer(w)) = signer {
+            match snap.writer {
+                Some(claimed) if claimed != w => {
+                    return Err(Error::untrusted(
+                        object_name(FileKind::Snapshot, id),
+                        format!(
+                            "signed by {} but claims writer {}",
+                            w.short(),
+                            claimed.short()
+                        ),
+                    ))
+                }
+                _ => snap.writer = Some(w),
+            }
+        }
+        Ok((snap, signer))
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
@@ -286,7 +351,10 @@ impl Repository {
         if spec == "latest" {
             // A manifest that does not open might be the newest: `latest` is then unknown,
             // and quietly taking an older snapshot would restore the wrong one.
+            // A manifest whose signer is not accepted is not a candidate (a forgery, or a
+            // revoked writer's later snapshot): it cannot be the newest genuine one.
             let (snaps, mut bad) = self.list_readable_snapshots()?;
+            bad.retain(|e| !e.is_untrusted());
             if !bad.is_empty() {
                 return Err(bad.swap_remove(0));
             }

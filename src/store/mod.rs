@@ -39,10 +39,16 @@ pub enum FileKind {
     Garbage,
     /// `locks/<id>`: held by prune and re-encryption so that two of them do not overlap.
     Lock,
+    /// `owner` (the id is ignored): the owner's sealed signing key.
+    Owner,
+    /// `writers/<id>`: a writer's enrollment, signed by the owner.
+    Writer,
+    /// `revoked/<id>`: a writer's revocation, signed by the owner.
+    Revocation,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 10] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -50,6 +56,9 @@ impl FileKind {
         FileKind::Snapshot,
         FileKind::Garbage,
         FileKind::Lock,
+        FileKind::Owner,
+        FileKind::Writer,
+        FileKind::Revocation,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -61,6 +70,9 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Garbage => "garbage",
             FileKind::Lock => "locks",
+            FileKind::Owner => "",
+            FileKind::Writer => "writers",
+            FileKind::Revocation => "revoked",
         }
     }
 
@@ -68,6 +80,7 @@ impl FileKind {
     pub fn path(self, id: &Id) -> String {
         match self {
             FileKind::Config => "config".into(),
+            FileKind::Owner => "owner".into(),
             FileKind::Pack => {
                 let h = id.to_hex();
                 format!("data/{}/{}", &h[..2], h)

@@ -398,7 +398,11 @@ fn open_with(
         rt.handle(),
     )
     .unwrap();
-    let repo = Repository::open(rt.handle().clone(), st, keys, config).unwrap();
+    let identity = custody::identity::WriterIdentity::path_in(keyring);
+    let identity = identity
+        .exists()
+        .then(|| custody::identity::WriterIdentity::open(&identity, None).unwrap());
+    let repo = Repository::open(rt.handle().clone(), st, keys, config, identity).unwrap();
     (rt, repo)
 }
 
@@ -422,9 +426,9 @@ fn two_snapshots_seen_by_a_writer() -> (
     (r, packs_before, rt, repo)
 }
 
-/// A writer holds the index key, so it can forge a garbage mark. One that condemns every
-/// pack, segment and session key, dated two days back, must not make prune delete anything a
-/// snapshot needs: the sweep deletes only what no snapshot needs.
+/// A writer holds the index key, so it can seal a garbage mark. One that condemns every
+/// pack, segment and session key, dated two days back, must not make prune delete anything:
+/// only the owner signs marks (docs/FORMAT.md §17.4), so prune ignores it and `check` names it.
 #[test]
 fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     use custody::format::garbage::GarbageMark;
@@ -451,13 +455,23 @@ fn a_forged_garbage_mark_cannot_get_needed_data_deleted() {
     drop(repo);
 
     let p: PruneReport = r.run(&["--json", "prune"]).ok().report();
-    assert_eq!(p.sweep.marks_due, 1, "{p:?}");
+    assert_eq!(
+        p.sweep.marks_due, 0,
+        "the writer's mark is not the owner's: {p:?}"
+    );
     assert_eq!(p.sweep.packs_deleted, 0, "{p:?}");
     assert_eq!(p.sweep.keys_deleted, 0, "{p:?}");
-    assert!(p.sweep.packs_still_needed > 0, "{p:?}");
     assert_eq!(r.stats().packs, packs_before);
-    let chk = r.check();
-    assert!(chk.problems.is_empty(), "{chk:?}");
+    let chk: custody::repo::check::CheckReport = r
+        .run(&["--json", "check", "--read-data"])
+        .code(EXIT_INTEGRITY)
+        .report();
+    assert!(
+        chk.problems.iter().all(|p| p.object.starts_with("garbage/")
+            && p.message.contains("only the owner writes a garbage mark")),
+        "{chk:?}"
+    );
+    assert_eq!(chk.problems.len(), 1, "{chk:?}");
     assert_eq!(r.restore_all(), 2);
 }
 

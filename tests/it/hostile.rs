@@ -10,12 +10,12 @@
 //! until the fixes land, and say why. Every test runs on the local folder and on s3s-fs and
 //! reports the findings of both stores together.
 //!
-//! Not here: a revoked writer's new snapshot. Writer identities and a `key revoke` command do
-//! not exist yet.
+//! Writer identities, enrollment and revocation (docs/FORMAT.md §17) are in `writers`.
 
 mod admin;
 mod index;
 mod snapshots;
+mod writers;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,9 @@ fn open_as_writer(r: &Repo) -> (tokio::runtime::Runtime, Repository) {
     let config = Repository::read_config(rt.handle(), &store).unwrap();
     let url = format!("local:{}", keyring.display());
     let keys = keyservice::open(&url, &KeyServiceOptions::default(), rt.handle()).unwrap();
-    let w = Repository::open(rt.handle().clone(), store, keys, config).unwrap();
+    let identity = custody::identity::WriterIdentity::path_in(&keyring);
+    let identity = custody::identity::WriterIdentity::open(&identity, None).unwrap();
+    let w = Repository::open(rt.handle().clone(), store, keys, config, Some(identity)).unwrap();
     (rt, w)
 }
 
@@ -445,5 +447,6 @@ fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Tree
         parent: None,
         summary: Default::default(),
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
+        writer: None,
     }
 }

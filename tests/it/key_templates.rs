@@ -62,6 +62,9 @@ fn writer_adds_but_cannot_read() {
     assert!(!allowed(&w, "kms:Decrypt", "DATA-KEY-ID"));
     assert!(denied(&w, "kms:Decrypt", "DATA-KEY-ID"));
     assert!(denied(&w, "kms:ReEncryptFrom", "DATA-KEY-ID"));
+    // The owner key (docs/FORMAT.md §17.1) is the key holders' alone.
+    assert!(!allowed(&w, "kms:GenerateMac", "OWNER-KEY-ID"));
+    assert!(denied(&w, "kms:GenerateMac", "OWNER-KEY-ID"));
 }
 
 #[test]
@@ -77,6 +80,8 @@ fn reader_and_rotator() {
     assert!(denied(&rot, "kms:GenerateDataKey", "DATA-KEY-ID"));
     assert!(allowed(&rot, "kms:Encrypt", "NEW-KEY-ID"));
     assert!(allowed(&r, "kms:GenerateDataKey", "META-KEY-ID"));
+    assert!(allowed(&r, "kms:GenerateMac", "OWNER-KEY-ID"));
+    assert!(!allowed(&rot, "kms:GenerateMac", "OWNER-KEY-ID"));
 }
 
 #[test]

@@ -19,7 +19,9 @@ fn create_keys(sb: &Sandbox, moto: &Moto) -> String {
     .json();
     let url = v["key_service"].as_str().unwrap().to_string();
     assert!(
-        url.starts_with("awskms:arn:aws:kms:") && url.contains("?meta=arn:"),
+        url.starts_with("awskms:arn:aws:kms:")
+            && url.contains("?meta=arn:")
+            && url.contains("&owner=arn:"),
         "{url}"
     );
     url
@@ -366,6 +368,7 @@ fn kms_refuses_records_naming_a_key_it_was_not_given() {
         .trim_start_matches("awskms:")
         .split_once("?meta=")
         .unwrap();
+    let meta = meta.split('&').next().unwrap();
     assert!(
         (r.stderr.contains(data) || r.stderr.contains(meta))
             && r.stderr.contains("CUSTODY_KEY_SERVICE"),
@@ -373,4 +376,50 @@ fn kms_refuses_records_naming_a_key_it_was_not_given() {
         r.stderr
     );
     with_env(&sb, &moto, &["--key-service", &ks2, "snapshots"]).ok();
+}
+
+/// Writer provenance on KMS (docs/FORMAT.md §17.1): `key create` makes an HMAC owner key;
+/// a writer's URL leaves out `owner=` and needs the identity a key holder enrolled for it;
+/// the owner restores what the writer stored, and rotates to new KMS keys carrying the owner
+/// key along.
+#[test]
+fn kms_writer_signs_with_its_identity() {
+    if !available("moto_server") {
+        return;
+    }
+    let (moto, sb, ks) = kms_sandbox();
+    let k = |args: &[&str]| with_keys(&sb, &moto, &ks, args);
+    k(&["init", "--pack-size-mib", "1"]).ok();
+    assert!(sb.repo().join("owner").exists());
+    let writer_url = ks.split("&owner=").next().unwrap().to_string();
+    assert!(!writer_url.contains("owner="), "{writer_url}");
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"written by a KMS writer\n");
+    let w = |args: &[&str]| with_keys(&sb, &moto, &writer_url, args);
+    let r = w(&["backup", src.to_str().unwrap()]).code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("owner="), "{}", r.stderr);
+    let ids = sb.path("kms-writer");
+    let out = k(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        ids.to_str().unwrap(),
+    ])
+    .ok()
+    .out();
+    assert!(out.contains("--identity"), "{out}");
+    let identity = ids.join("identity.json");
+    let id_arg = identity.to_str().unwrap();
+    w(&["--identity", id_arg, "backup", src.to_str().unwrap()]).ok();
+    let restored = sb.path("restored");
+    k(&["restore", "latest", "--target", restored.to_str().unwrap()]).ok();
+    assert_same_tree(&src, &restored.join("src"));
+    k(&["check", "--read-data"]).ok();
+    // Rotation to new KMS keys reseals the owner key: the writer's snapshot still verifies.
+    let ks2 = create_keys(&sb, &moto);
+    let r = k(&["--json", "rotate", "rewrap", "--to", &ks2]).ok().json();
+    assert_eq!(r["owner_resealed"], true, "{r}");
+    with_keys(&sb, &moto, &ks2, &["check", "--read-data"]).ok();
 }

@@ -14,6 +14,7 @@ mod hostile;
 mod key_templates;
 mod kms;
 mod pkcs11;
+mod provenance;
 mod reencrypt;
 mod rotate;
 mod roundtrip;

@@ -35,26 +35,48 @@ fn pkcs11_round_trip_writer_cannot_read() {
     let src = sb.path("src");
     write(&src.join("a.bin"), &random_bytes(2 << 20, 4));
     write(&src.join("b.txt"), b"held by the HSM");
+    // The repository signs its objects: the writer's token alone is not enough, it needs the
+    // identity a key holder enrolls for it (docs/FORMAT.md §17.3).
+    let r = run(&sb, &hsm, &writer, &["backup", src.to_str().unwrap()]).code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("identity"), "{}", r.stderr);
+    let ids = sb.path("writer-identity");
+    let exported = run(
+        &sb,
+        &hsm,
+        &reader,
+        &[
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            ids.to_str().unwrap(),
+            "--name",
+            "hsm-writer",
+        ],
+    )
+    .ok();
+    assert!(exported.out().contains("--identity"), "{}", exported.out());
+    let identity = ids.join("identity.json");
+    let writer_run = |args: &[&str]| {
+        let mut a = vec!["--identity", identity.to_str().unwrap()];
+        a.extend_from_slice(args);
+        run(&sb, &hsm, &writer, &a)
+    };
     // The writer backs up...
-    run(&sb, &hsm, &writer, &["backup", src.to_str().unwrap()]).ok();
+    writer_run(&["backup", src.to_str().unwrap()]).ok();
     // ...but cannot read anything back.
     for args in [
         vec!["snapshots"],
         vec!["dump", "latest", "src/b.txt"],
         vec!["check"],
     ] {
-        let r = run(&sb, &hsm, &writer, &args).code(EXIT_KEY_SERVICE);
+        let r = writer_run(&args).code(EXIT_KEY_SERVICE);
         assert!(r.stderr.contains("private half"), "{}", r.stderr);
         assert!(!String::from_utf8_lossy(&r.stdout).contains("held by the HSM"));
     }
     let out = sb.path("out");
-    run(
-        &sb,
-        &hsm,
-        &writer,
-        &["restore", "latest", "--target", out.to_str().unwrap()],
-    )
-    .code(EXIT_KEY_SERVICE);
+    writer_run(&["restore", "latest", "--target", out.to_str().unwrap()]).code(EXIT_KEY_SERVICE);
     assert!(!out.join("src/b.txt").exists());
     // The key holder restores everything, and the writer's and holder's snapshots mix.
     run(

@@ -194,6 +194,7 @@ fn fixed_snapshot() -> Snapshot {
             duration_secs: 1.5,
         },
         program: "custody 0.1.0".into(),
+        writer: None,
     }
 }
 
@@ -1894,4 +1895,78 @@ fn write_codec_vectors(dir: &Path) {
     for (file, r, _) in wrapped_fail_records(&meta, &data) {
         write_file(&dir.join(file), &json(&r));
     }
+}
+
+/// `migrate` (docs/FORMAT.md §17.5) turns the golden format-1 repository into format 2: every
+/// object signed by the owner, snapshots restoring as before, the old writer keyring refused
+/// until a key holder enrolls a writer, and a second run with nothing to do.
+#[test]
+fn golden_v1_repository_migrates_to_signed_objects() {
+    let g = Golden::new();
+    let before: serde_json::Value = g.run("owner-keyring", &["--json", "check"]).ok().json();
+    assert_eq!(before["unsigned"], true, "{before}");
+    // A writer cannot vouch for the repository.
+    let r = g
+        .run("writer-keyring", &["migrate"])
+        .code(common::EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("writer keyring"), "{}", r.stderr);
+    assert!(!g.sb.repo().join("owner").exists());
+
+    let m: serde_json::Value = g.run("owner-keyring", &["--json", "migrate"]).ok().json();
+    assert_eq!(
+        (m["snapshots"].as_u64(), m["already_signed"].as_bool()),
+        (Some(2), Some(false)),
+        "{m}"
+    );
+    assert!(m["segments"].as_u64().unwrap() >= 1, "{m}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.sb.repo().join("config")).unwrap()).unwrap();
+    assert_eq!(config["body"]["format"], 2);
+    assert!(g.sb.repo().join("owner").exists());
+    let again: serde_json::Value = g.run("owner-keyring", &["--json", "migrate"]).ok().json();
+    assert_eq!(again["already_signed"], true, "{again}");
+
+    let after: serde_json::Value = g
+        .run("owner-keyring", &["--json", "check", "--read-data"])
+        .ok()
+        .json();
+    assert_eq!(after["unsigned"], false, "{after}");
+    let snaps = g.snapshots();
+    assert_eq!(snaps.len(), 2);
+    for (tag, version) in [("v1", 1), ("v2", 2)] {
+        let id = by_tag(&snaps, tag)["id"].as_str().unwrap().to_string();
+        g.restore_and_compare(&id, version, &format!("migrated-{tag}"));
+    }
+
+    // The old writer keyring holds no identity: refused, saying what it needs.
+    let src = g.sb.path("new-source");
+    common::write(&src.join("n.txt"), b"after the migration\n");
+    let r = g
+        .run("writer-keyring", &["backup", src.to_str().unwrap()])
+        .code(common::EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("identity"), "{}", r.stderr);
+    // A key holder enrolls a writer; its backup is signed, and the owner restores it.
+    g.run(
+        "owner-keyring",
+        &[
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            g.sb.path("enrolled").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let enrolled = format!("local:{}", g.sb.path("enrolled").display());
+    g.sb.run(&["--key-service", &enrolled, "backup", src.to_str().unwrap()])
+        .ok();
+    let out = g.sb.path("restored-new");
+    g.run(
+        "owner-keyring",
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .ok();
+    common::assert_same_tree(&src, &out.join("new-source"));
+    g.run("owner-keyring", &["check", "--read-data"]).ok();
 }

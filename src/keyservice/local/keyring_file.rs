@@ -33,12 +33,12 @@ pub enum KeyringRole {
 
 /// Present only in a sealed keyring: how the passphrase becomes the sealing key.
 #[derive(Clone, Serialize, Deserialize)]
-pub(super) struct Argon2Params {
-    pub(super) m_cost_kib: u32,
-    pub(super) t_cost: u32,
-    pub(super) p_cost: u32,
+pub(crate) struct Argon2Params {
+    pub(crate) m_cost_kib: u32,
+    pub(crate) t_cost: u32,
+    pub(crate) p_cost: u32,
     #[serde(with = "b64")]
-    pub(super) salt: Vec<u8>,
+    pub(crate) salt: Vec<u8>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

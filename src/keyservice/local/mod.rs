@@ -10,8 +10,8 @@
 //! With a passphrase, each secret is sealed under an argon2id-derived key ([`passphrase`]).
 //! This file is the service itself: which KEK a purpose uses, and what is denied to whom.
 
-mod keyring_file;
-mod passphrase;
+pub(crate) mod keyring_file;
+pub(crate) mod passphrase;
 mod symmetric_wrap;
 mod x25519_wrap;
 
@@ -25,6 +25,7 @@ use super::{audit, audit_decrypt, KekInfo, KekPurpose, KeyService};
 use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
+use crate::id::Id;
 pub use keyring_file::KeyringRole;
 pub use passphrase::read_passphrase_file;
 
@@ -187,6 +188,9 @@ fn new_kek_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
+/// Labels the owner anchor of a local keyring (docs/FORMAT.md §17.1).
+const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
+
 /// Starts the AAD of both wrapping schemes. Changing it is a format change.
 const WRAP_AAD_PREFIX: &[u8] = b"custody-local-wrap-v1";
 
@@ -226,6 +230,24 @@ impl KeyService for LocalKeyring {
         Ok(w)
     }
 
+    /// `HKDF(R, data KEK secret, "custody/v2/owner-anchor" || data KEK id)`: only a keyring
+    /// with the data KEK's secret half (an owner keyring) can compute it.
+    async fn owner_anchor(&self, repo: &Id) -> Result<(Key32, String)> {
+        let secret = self.data.secret.as_ref().ok_or_else(|| {
+            denied(
+                &self.data_ref(),
+                "owner-anchor",
+                "this is a writer keyring: only the owner's keyring can sign as the owner",
+            )
+        })?;
+        let anchor = crate::crypto::kdf::derive_key(
+            repo.as_bytes(),
+            secret,
+            &[OWNER_ANCHOR_LABEL, self.data.id.as_bytes()],
+        );
+        Ok((anchor, self.data_ref()))
+    }
+
     async fn describe(&self) -> Result<Vec<KekInfo>> {
         Ok(vec![
             KekInfo {
@@ -250,7 +272,6 @@ impl KeyService for LocalKeyring {
 mod tests {
     use super::*;
     use crate::format::wrapped::context;
-    use crate::id::Id;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -22,7 +22,7 @@ pub fn read_passphrase_file(path: &std::path::Path) -> Result<SecretString> {
 
 /// Parameters for a new sealing: argon2id with 64 MiB, 3 passes, 1 lane, a fresh 16-byte
 /// salt (every export draws a new one).
-pub(super) fn new_params() -> Result<Argon2Params> {
+pub(crate) fn new_params() -> Result<Argon2Params> {
     let mut salt = vec![0u8; 16];
     random::fill(&mut salt)?;
     Ok(Argon2Params {
@@ -34,7 +34,7 @@ pub(super) fn new_params() -> Result<Argon2Params> {
 }
 
 /// The sealing key: argon2id (v0x13, 32 bytes) of the passphrase under the stored parameters.
-pub(super) fn derive_key(p: &Argon2Params, pass: &SecretString) -> Result<Key32> {
+pub(crate) fn derive_key(p: &Argon2Params, pass: &SecretString) -> Result<Key32> {
     let params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| Error::invalid(format!("keyring argon2 parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -45,7 +45,7 @@ pub(super) fn derive_key(p: &Argon2Params, pass: &SecretString) -> Result<Key32>
 }
 
 /// `nonce(12) || AES-256-GCM(secret)(32) || tag(16)` under `key`, AAD = the KEK id.
-pub(super) fn seal(key: &Key32, kek_id: &str, secret: &Key32) -> Result<Vec<u8>> {
+pub(crate) fn seal(key: &Key32, kek_id: &str, secret: &Key32) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
     let mut buf = secret.expose().to_vec();
@@ -58,7 +58,7 @@ pub(super) fn seal(key: &Key32, kek_id: &str, secret: &Key32) -> Result<Vec<u8>>
 }
 
 /// Opens what [`seal`] made. A tag that fails means the wrong passphrase: denied, naming `url`.
-pub(super) fn unseal(key: &Key32, kek_id: &str, sealed: &[u8], url: &str) -> Result<Key32> {
+pub(crate) fn unseal(key: &Key32, kek_id: &str, sealed: &[u8], url: &str) -> Result<Key32> {
     let wrong_length = || Error::invalid("sealed keyring secret has the wrong length");
     if sealed.len() != NONCE_LEN + 32 + TAG_LEN {
         return Err(wrong_length());

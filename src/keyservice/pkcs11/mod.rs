@@ -277,6 +277,64 @@ impl Inner {
     }
 }
 
+/// Labels the owner anchor's HMAC input (docs/FORMAT.md §17.1).
+const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
+
+impl Inner {
+    /// `HMAC-SHA256(<O>-owner, label || R)` inside the token that holds the data KEK's private
+    /// half: only key holders log in there. The HMAC key is made there (sensitive,
+    /// non-extractable) the first time a key holder needs it.
+    fn owner_anchor(&self, repo: &crate::id::Id) -> Result<(Key32, String)> {
+        let u = &self.url;
+        let owner_ref = format!("{}-owner", u.data_ref());
+        let s = self.data_session().lock().expect("lock");
+        let holds_private = find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
+            .map_err(|e| map_ck(&u.data_ref(), "find key", e))?
+            .is_some();
+        if !holds_private {
+            return Err(Error::KeyDenied {
+                key: u.data_ref(),
+                operation: "owner-anchor".into(),
+                reason:
+                    "a writer's token (no private half of the data KEK) cannot sign as the owner"
+                        .into(),
+            });
+        }
+        let label = format!("{}-owner", u.object);
+        let h = match find(&s, ObjectClass::SECRET_KEY, &label)
+            .map_err(|e| map_ck(&owner_ref, "find key", e))?
+        {
+            Some(h) => h,
+            None => s
+                .generate_key(
+                    &Mechanism::GenericSecretKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Verify(true),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Label(label.into_bytes()),
+                    ],
+                )
+                .map_err(|e| map_ck(&owner_ref, "generate", e))?,
+        };
+        let msg = [OWNER_ANCHOR_LABEL, repo.as_bytes()].concat();
+        let mac = zeroize::Zeroizing::new(
+            s.sign(&Mechanism::Sha256Hmac, h, &msg)
+                .map_err(|e| map_ck(&owner_ref, "sign", e))?,
+        );
+        let k = Key32::from_slice(&mac).ok_or_else(|| Error::KeyUnavailable {
+            key: owner_ref.clone(),
+            operation: "sign".into(),
+            reason: "HMAC-SHA256 did not return 32 bytes".into(),
+        })?;
+        Ok((k, owner_ref))
+    }
+}
+
 fn missing(kref: &str) -> Error {
     Error::KeyUnavailable {
         key: kref.to_string(),
@@ -440,6 +498,11 @@ impl KeyService for Pkcs11Service {
         let w = blocking(move || i.wrap(purpose, &k, &c)).await?;
         audit("encrypt", &w.kek, ctx);
         Ok(w)
+    }
+
+    async fn owner_anchor(&self, repo: &crate::id::Id) -> Result<(Key32, String)> {
+        let (i, r) = (self.0.clone(), *repo);
+        blocking(move || i.owner_anchor(&r)).await
     }
 
     async fn describe(&self) -> Result<Vec<KekInfo>> {

@@ -206,6 +206,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         parent: opts.parent.map(|(id, _)| id),
         summary,
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
+        writer: repo.signer(),
     };
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
     if let Some(r) = recorder {

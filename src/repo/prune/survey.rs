@@ -79,6 +79,14 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
             Ok(s) => s,
             // Forgotten between our listing and our read.
             Err(Error::NotFound(_)) => continue,
+            // Signed by no one the owner accepts (a forgery, or a revoked writer's later
+            // snapshot): it protects no data, and `check` names it. Its session key is kept,
+            // so that it still opens for `check` and `forget ID`.
+            Err(e) if e.is_untrusted() => {
+                tracing::warn!("snapshot ignored: {e}");
+                snapshot_sessions.insert(repo.snapshot_session(&id)?);
+                continue;
+            }
             Err(e) if e.is_key_service() => return Err(e),
             Err(e) => return Err(unreadable(object_name(FileKind::Snapshot, &id), e)),
         };

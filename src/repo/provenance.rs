@@ -1,0 +1,509 @@
+//! Writer provenance (docs/FORMAT.md §17): whom this client signs as, and whose signatures it
+//! accepts. The owner (a key holder whose key service makes the owner anchor) signs with the
+//! owner key sealed in `owner`, and accepts the owner and the writers it enrolled; a writer
+//! signs with its identity and accepts only itself and the owner, so that another writer's
+//! claims never decide what it stores or skips.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::objects::SealedObject;
+use super::Repository;
+use crate::crypto::envelope::ObjectKind;
+use crate::crypto::signing::SigningKey;
+use crate::error::{Error, Result};
+use crate::format::provenance::{Enrollment, OwnerRecord, Revocation, PROVENANCE_FORMAT};
+use crate::format::signature;
+use crate::format::{check_format, from_json, padded_json, DecodeError};
+use crate::id::{Id, SignerId};
+use crate::identity::WriterIdentity;
+use crate::store::FileKind;
+
+/// Who this client is.
+#[derive(Debug)]
+pub enum Provenance {
+    /// A repository made before signed objects (config format 1 and no `owner`): nothing is
+    /// signed or verified. `custody migrate` upgrades it.
+    Legacy,
+    /// A key holder: signs as the owner; accepts the owner and enrolled writers.
+    Owner { key: SigningKey, roster: Roster },
+    /// A writer: signs as itself; accepts only itself and the owner.
+    Writer { key: SigningKey, owner: SignerId },
+}
+
+/// The writers the owner enrolled and revoked, as verified when the repository was opened.
+#[derive(Debug, Default)]
+pub struct Roster {
+    pub owner: SignerId,
+    pub enrolled: BTreeMap<SignerId, Enrollment>,
+    /// Revoked writers, with what they stored before (`None`: the revocation does not open,
+    /// so nothing of theirs is accepted).
+    pub revoked: BTreeMap<SignerId, Option<Revocation>>,
+    /// Enrollments and revocations that do not verify (reported by `check`).
+    pub problems: Vec<Error>,
+}
+
+/// Who signed an accepted object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signer {
+    Owner(SignerId),
+    Writer(SignerId),
+}
+
+impl Signer {
+    pub fn id(&self) -> SignerId {
+        match self {
+            Signer::Owner(s) | Signer::Writer(s) => *s,
+        }
+    }
+}
+
+fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Index => "index segment",
+        ObjectKind::Snapshot => "snapshot",
+        ObjectKind::Garbage => "garbage mark",
+        ObjectKind::Lock => "lock",
+        ObjectKind::Writer => "writer enrollment",
+        ObjectKind::Revocation => "revocation",
+        _ => "object",
+    }
+}
+
+impl Roster {
+    /// A writer's name for messages: `name (id…)`.
+    pub fn describe(&self, w: &SignerId) -> String {
+        match self.enrolled.get(w) {
+            Some(e) => format!("writer {:?} ({})", e.name, w.short()),
+            None => format!("key {}", w.short()),
+        }
+    }
+
+    /// Whether `signer` may have written object `object` of `kind`; the reason when not.
+    pub fn accept(
+        &self,
+        kind: ObjectKind,
+        object: &Id,
+        signer: SignerId,
+    ) -> Result<Signer, String> {
+        if signer == self.owner {
+            return Ok(Signer::Owner(signer));
+        }
+        if !matches!(kind, ObjectKind::Snapshot | ObjectKind::Index) {
+            return Err(format!(
+                "signed by {}: only the owner writes a {}",
+                self.describe(&signer),
+                kind_name(kind)
+            ));
+        }
+        if let Some(rev) = self.revoked.get(&signer) {
+            let before = rev.as_ref().is_some_and(|r| match kind {
+                ObjectKind::Snapshot => r.snapshots.iter().any(|s| **s == *object),
+                _ => r.segments.iter().any(|s| **s == *object),
+            });
+            if !before {
+                let when = rev
+                    .as_ref()
+                    .map(|r| crate::human::local_time(r.revoked))
+                    .unwrap_or_else(|| "an unknown time".into());
+                return Err(format!(
+                    "signed by {}, revoked at {when}: not one of the objects it had stored before",
+                    self.describe(&signer)
+                ));
+            }
+            return Ok(Signer::Writer(signer));
+        }
+        if self.enrolled.contains_key(&signer) {
+            Ok(Signer::Writer(signer))
+        } else {
+            Err(format!(
+                "signed by key {}, which is neither the owner's nor an enrolled writer's",
+                signer.short()
+            ))
+        }
+    }
+}
+
+impl SealedObject for Enrollment {
+    type Id = SignerId;
+    const FILE: FileKind = FileKind::Writer;
+    const KIND: ObjectKind = ObjectKind::Writer;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 1024)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let e: Enrollment = from_json("writer enrollment", plain)?;
+        check_format("writer enrollment", e.format)?;
+        Ok(e)
+    }
+}
+
+impl SealedObject for Revocation {
+    type Id = SignerId;
+    const FILE: FileKind = FileKind::Revocation;
+    const KIND: ObjectKind = ObjectKind::Revocation;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 4096)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let r: Revocation = from_json("revocation", plain)?;
+        check_format("revocation", r.format)?;
+        Ok(r)
+    }
+}
+
+impl Repository {
+    /// Who this client is (see [`Provenance`]).
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Whether objects are signed here (a repository of format 2).
+    pub fn is_signed(&self) -> bool {
+        !matches!(self.provenance, Provenance::Legacy)
+    }
+
+    /// The owner's roster; `None` for writers and legacy repositories.
+    pub fn roster(&self) -> Option<&Roster> {
+        match &self.provenance {
+            Provenance::Owner { roster, .. } => Some(roster),
+            _ => None,
+        }
+    }
+
+    /// The key this client signs with, if any.
+    pub fn signer(&self) -> Option<SignerId> {
+        match &self.provenance {
+            Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => Some(key.id()),
+            Provenance::Legacy => None,
+        }
+    }
+
+    /// `body` with this client's signature appended (unchanged in a legacy repository).
+    pub(crate) fn sign_body(&self, kind: ObjectKind, object: &Id, body: Vec<u8>) -> Vec<u8> {
+        match &self.provenance {
+            Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => {
+                signature::sign(key, kind as u8, &self.id(), object, body)
+            }
+            Provenance::Legacy => body,
+        }
+    }
+
+    /// Checks an opened object's signature and signer; returns its body and who signed it
+    /// (`None` in a legacy repository, where nothing is signed).
+    pub(crate) fn verify_body(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        object: &Id,
+        plain: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Signer>)> {
+        let check = |plain: &[u8]| {
+            signature::verify(kind as u8, &self.id(), object, plain)
+                .map_err(|e| Error::untrusted(name, e))
+        };
+        match &self.provenance {
+            Provenance::Legacy => Ok((plain, None)),
+            Provenance::Owner { roster, .. } => {
+                let (body, who) = check(&plain)?;
+                let signer = roster
+                    .accept(kind, object, who)
+                    .map_err(|why| Error::untrusted(name, why))?;
+                Ok((body, Some(signer)))
+            }
+            Provenance::Writer { key, owner } => {
+                let (body, who) = check(&plain)?;
+                if who == *owner {
+                    Ok((body, Some(Signer::Owner(who))))
+                } else if who == key.id() {
+                    Ok((body, Some(Signer::Writer(who))))
+                } else {
+                    Err(Error::untrusted(
+                        name,
+                        format!(
+                            "signed by {} (a writer trusts only itself and the owner)",
+                            who.short()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Decides who this client is, once the config is verified (docs/FORMAT.md §17.2).
+    pub(super) fn load_provenance(&mut self, identity: Option<WriterIdentity>) -> Result<()> {
+        let repo = self.id();
+        if let Some(id) = identity {
+            if id.repository != repo {
+                return Err(Error::invalid(format!(
+                    "the writer identity is for repository {}, not {}",
+                    id.repository.short(),
+                    repo.short()
+                )));
+            }
+            // A revoked writer is told so, rather than storing what nobody will accept.
+            match self.store.size(FileKind::Revocation, &id.key.id()) {
+                Ok(_) => {
+                    return Err(Error::KeyDenied {
+                        key: format!("writer identity {} ({})", id.name, id.key.id().short()),
+                        operation: "backup".into(),
+                        reason: "the owner revoked this writer: what it stores is refused; ask a key holder for a new identity (`key export --role writer`)".into(),
+                    })
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            self.provenance = Provenance::Writer {
+                key: id.key,
+                owner: id.owner,
+            };
+            return Ok(());
+        }
+        let record = match self.store.get(FileKind::Owner, &Id::default()) {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) if self.config.body.format < PROVENANCE_FORMAT => {
+                return Ok(())
+            }
+            Err(Error::NotFound(_)) => {
+                return Err(Error::integrity(
+                    "owner",
+                    "missing: this repository signs its objects, and the record of its owner key is gone (deleted from the store)",
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let record: OwnerRecord =
+            from_json("owner record", &record).map_err(|e| Error::integrity("owner", e))?;
+        let (anchor, _) = self.keys.owner_anchor(&repo).map_err(|e| match e {
+            Error::KeyDenied {
+                key,
+                operation,
+                reason,
+            } => Error::KeyDenied {
+                key,
+                operation,
+                reason: format!(
+                    "{reason}. This repository signs its objects: open it with the owner's key \
+                     service, or as a writer with the identity file `key export --role writer` \
+                     wrote (identity.json beside a local writer keyring, or --identity FILE)"
+                ),
+            },
+            e => e,
+        })?;
+        let key = record.open(&repo, &anchor)?;
+        let roster = Roster {
+            owner: key.id(),
+            ..Roster::default()
+        };
+        self.provenance = Provenance::Owner { key, roster };
+        let roster = self.load_roster()?;
+        if let Provenance::Owner { roster: r, .. } = &mut self.provenance {
+            *r = roster;
+        }
+        Ok(())
+    }
+
+    /// Reads `writers/` and `revoked/`, accepting only what the owner signed.
+    fn load_roster(&self) -> Result<Roster> {
+        let mut roster = Roster {
+            owner: self.roster().map(|r| r.owner).unwrap_or_default(),
+            ..Roster::default()
+        };
+        self.for_each_object::<Enrollment>(|id, e| {
+            match e {
+                Ok(e) if e.writer == id => {
+                    roster.enrolled.insert(id, e);
+                }
+                Ok(_) => roster.problems.push(Error::untrusted(
+                    crate::store::object_name(FileKind::Writer, &id),
+                    "enrollment names another writer than its file name",
+                )),
+                Err(e) if e.is_integrity() => roster.problems.push(e),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        for (id, _) in self.store.list(FileKind::Revocation)? {
+            let id = SignerId(id);
+            match self.load_object::<Revocation>(&id) {
+                Ok(r) if r.writer == id => {
+                    roster.revoked.insert(id, Some(r));
+                }
+                Ok(_) => {
+                    roster.revoked.insert(id, None);
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => {
+                    // Fail closed: a revocation that does not verify still revokes.
+                    roster.problems.push(e);
+                    roster.revoked.insert(id, None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(roster)
+    }
+
+    /// Creates the owner key and its record (a new repository, or `migrate`).
+    pub(crate) fn create_owner(&mut self) -> Result<SignerId> {
+        let repo = self.id();
+        let (anchor, described) = self.keys.owner_anchor(&repo)?;
+        let key = SigningKey::generate()?;
+        let record = OwnerRecord::seal(&repo, &key, &anchor, &described)?;
+        let json =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store
+            .put(FileKind::Owner, &Id::default(), Bytes::from(json))?;
+        let id = key.id();
+        self.provenance = Provenance::Owner {
+            key,
+            roster: Roster {
+                owner: id,
+                ..Roster::default()
+            },
+        };
+        Ok(id)
+    }
+
+    /// Enrolls a new writer (`key export --role writer`): its identity, for the writer's host.
+    pub fn enroll_writer(&self, name: &str) -> Result<WriterIdentity> {
+        let Provenance::Owner { roster, .. } = &self.provenance else {
+            return Err(Error::invalid(
+                "enrolling a writer needs the owner's key service, in a repository that signs its objects (run `custody migrate` on an older one)",
+            ));
+        };
+        let key = SigningKey::generate()?;
+        let e = Enrollment {
+            format: 1,
+            writer: key.id(),
+            name: name.into(),
+            enrolled: Utc::now(),
+        };
+        self.save_object(&key.id(), &e)?;
+        Ok(WriterIdentity {
+            repository: self.id(),
+            name: name.into(),
+            owner: roster.owner,
+            key,
+        })
+    }
+}
+
+/// `key revoke`: who was revoked, and what of theirs stays valid.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WriterRevoked {
+    pub writer: SignerId,
+    pub name: String,
+    pub revoked: chrono::DateTime<Utc>,
+    /// Snapshots and index segments it stored before, which stay valid.
+    pub snapshots: usize,
+    pub segments: usize,
+}
+
+impl std::fmt::Display for WriterRevoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "revoked writer {:?} ({}): its {} snapshot(s) and {} index segment(s) stored so far stay valid; anything it stores from now on is refused",
+            self.name,
+            self.writer.short(),
+            self.snapshots,
+            self.segments
+        )
+    }
+}
+
+/// One enrolled writer, as `key list` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WriterListing {
+    pub writer: SignerId,
+    pub name: String,
+    pub enrolled: chrono::DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<chrono::DateTime<Utc>>,
+}
+
+impl Repository {
+    /// The enrolled writers (owner only).
+    pub fn writers(&self) -> Vec<WriterListing> {
+        let Some(roster) = self.roster() else {
+            return Vec::new();
+        };
+        roster
+            .enrolled
+            .values()
+            .map(|e| WriterListing {
+                writer: e.writer,
+                name: e.name.clone(),
+                enrolled: e.enrolled,
+                revoked: roster
+                    .revoked
+                    .get(&e.writer)
+                    .map(|r| r.as_ref().map(|r| r.revoked).unwrap_or_default()),
+            })
+            .collect()
+    }
+
+    /// Revokes an enrolled writer, named by id, id prefix or name (`key revoke`). The
+    /// snapshots and segments it signed so far are listed in the revocation, so they stay
+    /// valid whatever dates anything it writes later claims.
+    pub fn revoke_writer(&self, spec: &str) -> Result<WriterRevoked> {
+        let Some(roster) = self.roster() else {
+            return Err(Error::invalid(
+                "revoking a writer needs the owner's key service, in a repository that signs its objects",
+            ));
+        };
+        let matches: Vec<&Enrollment> = roster
+            .enrolled
+            .values()
+            .filter(|e| e.name == spec || (!spec.is_empty() && e.writer.to_hex().starts_with(spec)))
+            .collect();
+        let e = match matches.as_slice() {
+            [e] => *e,
+            [] => return Err(Error::NotFound(format!("enrolled writer {spec:?}"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{spec:?} names {} writers: give more of the id",
+                    matches.len()
+                )))
+            }
+        };
+        if roster.revoked.contains_key(&e.writer) {
+            return Err(Error::AlreadyExists(format!("a revocation of {spec:?}")));
+        }
+        let w = e.writer;
+        let mut rev = Revocation {
+            format: 1,
+            writer: w,
+            revoked: Utc::now(),
+            ..Revocation::default()
+        };
+        for id in self.snapshot_ids()? {
+            match self.snapshot_signer(&id) {
+                Ok(Some(s)) if s.id() == w => rev.snapshots.push(id),
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (id, _) in self.store.list(FileKind::Index)? {
+            let id = crate::id::SegmentId(id);
+            match self.load_object_signed::<crate::format::index::IndexSegment>(&id) {
+                Ok((_, Some(s))) if s.id() == w => rev.segments.push(id),
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.save_object(&w, &rev)?;
+        Ok(WriterRevoked {
+            writer: w,
+            name: e.name.clone(),
+            revoked: rev.revoked,
+            snapshots: rev.snapshots.len(),
+            segments: rev.segments.len(),
+        })
+    }
+}
