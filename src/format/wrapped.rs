@@ -73,11 +73,49 @@ pub struct WrappedKeyRecord {
     pub created: DateTime<Utc>,
     #[serde(flatten)]
     pub wrapped: WrappedKey,
+    /// Format 2: base64 of `signer id (32) || Ed25519 signature (64)` over
+    /// [`WrappedKeyRecord::signed_message`], so that a key holder knows when, and by whom, a
+    /// session was started (docs/FORMAT.md §17.4). Not part of the wrapped key: a rewrap keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl WrappedKeyRecord {
     pub fn context(&self) -> Context {
         context(self.purpose, &self.repository, &self.key_id)
+    }
+
+    /// What a record's signature covers: label, repository, key id, purpose and creation time
+    /// (seconds and nanoseconds, little endian). Not the wrapped key, which rotation replaces.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = b"custody/v2/key-record".to_vec();
+        m.extend_from_slice(self.repository.as_bytes());
+        m.extend_from_slice(self.key_id.as_bytes());
+        m.extend_from_slice(self.purpose.as_str().as_bytes());
+        m.extend_from_slice(&self.created.timestamp().to_le_bytes());
+        m.extend_from_slice(&self.created.timestamp_subsec_nanos().to_le_bytes());
+        m
+    }
+
+    /// Signs the record (its creation time) with `key`.
+    pub fn sign(&mut self, key: &crate::crypto::signing::SigningKey) {
+        use base64::Engine;
+        let sig = key.sign(&self.signed_message());
+        let bytes = [key.id().as_bytes().as_slice(), &sig].concat();
+        self.signature = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+
+    /// The signer whose valid signature the record carries, if any.
+    pub fn signer(&self) -> Option<crate::id::SignerId> {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(self.signature.as_ref()?)
+            .ok()?;
+        if b.len() != 96 {
+            return None;
+        }
+        let signer = crate::id::SignerId(Id::from_slice(&b[..32])?);
+        crate::crypto::signing::verify(&signer, &self.signed_message(), &b[32..]).then_some(signer)
     }
 }
 

@@ -26,6 +26,9 @@ pub struct MigrateReport {
     pub segments: usize,
     pub marks: usize,
     pub snapshots: usize,
+    /// Wrapped session keys whose creation time the owner signed.
+    #[serde(default)]
+    pub keys: usize,
 }
 
 impl std::fmt::Display for MigrateReport {
@@ -38,12 +41,13 @@ impl std::fmt::Display for MigrateReport {
         }
         write!(
             f,
-            "signed {} index segment(s), {} garbage mark(s) and {} snapshot(s) as the owner ({}); \
+            "signed {} index segment(s), {} garbage mark(s), {} snapshot(s) and {} session key record(s) as the owner ({}); \
              the repository is now format {PROVENANCE_FORMAT}: writers need an identity \
              (`key export --role writer`) and a build that signs",
             self.segments,
             self.marks,
             self.snapshots,
+            self.keys,
             self.owner.map(|o| o.short()).unwrap_or_default()
         )
     }
@@ -119,6 +123,23 @@ impl Repository {
             marks: self.sign_in_place::<GarbageMark>(owner)?,
             ..MigrateReport::default()
         };
+        // Session keys: the owner vouches for their creation times as they stand.
+        for (id, _) in self.store.list(FileKind::Key)? {
+            let session = SessionId(id);
+            let mut rec = match self.load_key_record(&session) {
+                Ok(r) => r,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if rec.signer() == Some(*owner) {
+                continue;
+            }
+            self.sign_key_record(&mut rec);
+            let json =
+                serde_json::to_vec_pretty(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+            self.store.put(FileKind::Key, &session, Bytes::from(json))?;
+            report.keys += 1;
+        }
         let (repo, zero) = (self.id(), Id::default());
         for (id, _) in self.store.list(FileKind::Snapshot)? {
             let id = SnapshotId(id);

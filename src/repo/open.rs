@@ -211,6 +211,7 @@ impl Repository {
                 key_id: secret_id,
                 created: body.created,
                 wrapped,
+                signature: None,
             },
             body,
         };

@@ -191,6 +191,39 @@ impl Repository {
         }
     }
 
+    /// Signs a new wrapped-key record's creation time (a legacy repository signs nothing).
+    pub(crate) fn sign_key_record(&self, rec: &mut crate::format::wrapped::WrappedKeyRecord) {
+        if let Provenance::Owner { key, .. } | Provenance::Writer { key, .. } = &self.provenance {
+            rec.sign(key);
+        }
+    }
+
+    /// A session's creation time as far as it is authenticated (docs/FORMAT.md §17.4): the
+    /// record's own `created` when the owner or an enrolled writer signed it (or in a legacy
+    /// repository, where nothing is signed); otherwise the Unix epoch, so that an unsigned or
+    /// forged record counts as old for `rotate reencrypt --before` and key ageing, and can
+    /// never exempt a session by claiming to be young.
+    pub fn authenticated_created(
+        &self,
+        rec: &crate::format::wrapped::WrappedKeyRecord,
+    ) -> chrono::DateTime<Utc> {
+        let trusted = match &self.provenance {
+            Provenance::Legacy => true,
+            Provenance::Owner { roster, .. } => rec.signer().is_some_and(|s| {
+                s == roster.owner
+                    || (roster.enrolled.contains_key(&s) && !roster.revoked.contains_key(&s))
+            }),
+            Provenance::Writer { key, owner } => {
+                rec.signer().is_some_and(|s| s == *owner || s == key.id())
+            }
+        };
+        if trusted {
+            rec.created
+        } else {
+            chrono::DateTime::UNIX_EPOCH
+        }
+    }
+
     /// Checks an opened object's signature and signer; returns its body and who signed it
     /// (`None` in a legacy repository, where nothing is signed).
     pub(crate) fn verify_body(

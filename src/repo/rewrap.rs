@@ -200,10 +200,15 @@ pub async fn rewrap(
         ..Default::default()
     };
     let repo = config.body.repository;
-    if reseal_owner(store, &repo, from, to, opts.dry_run).await? {
-        report.owner_resealed = true;
-        progress("resealed the owner key (owner)");
-    }
+    let signed = match store.get(FileKind::Owner, &Id::default()).await {
+        Ok(_) => true,
+        Err(Error::NotFound(_)) => false,
+        Err(e) => return Err(e),
+    };
+    // The owner key follows the repository secret (config), sealed right after it moves:
+    // a partial rotation (--older-than) that leaves the config under the old KEK leaves the
+    // owner key under the old service too, so the old service still opens everything.
+    let reseal = |dry_run: bool| reseal_owner(store, &repo, from, to, dry_run);
     // (object, record): the config's secret first, then every session key.
     let mut records: Vec<(Option<SessionId>, WrappedKeyRecord)> =
         vec![(None, config.secret.clone())];
@@ -228,15 +233,26 @@ pub async fn rewrap(
         let name = id.map_or("config".to_string(), |i| format!("keys/{i}"));
         if dest.get(&rec.purpose) == Some(&rec.wrapped.kek) {
             report.already_done += 1;
+            // A rerun after an interruption between the config and the owner record.
+            if id.is_none() && reseal(opts.dry_run).await? {
+                report.owner_resealed = true;
+                progress("resealed the owner key (owner)");
+            }
             continue;
         }
-        // A creation time in the future is no age at all (an edited record): rewrapped.
-        let believable = rec.created <= Utc::now() + crate::repo::forget::CLOCK_SKEW;
+        // A creation time in the future is no age at all (an edited record), nor, where
+        // records are signed (docs/FORMAT.md §17.4), is one without a valid signature:
+        // rewrapped. (Without the owner's roster, any valid signature is taken.)
+        let believable = rec.created <= Utc::now() + crate::repo::forget::CLOCK_SKEW
+            && (!signed || rec.purpose != Purpose::SessionKey || rec.signer().is_some());
         if opts.created_before.is_some_and(|t| rec.created >= t) && believable {
             report.too_new += 1;
             continue;
         }
         report.rewrapped += 1;
+        if opts.dry_run && id.is_none() && reseal(true).await? {
+            report.owner_resealed = true;
+        }
         if opts.dry_run {
             progress(&format!(
                 "would rewrap {name} ({} -> {})",
@@ -284,6 +300,10 @@ pub async fn rewrap(
                     .put(FileKind::Config, &Id::default(), Bytes::from(json))
                     .await?;
                 crate::failpoint::hit("rewrap-after-config");
+                if reseal(false).await? {
+                    report.owner_resealed = true;
+                    progress("resealed the owner key (owner)");
+                }
             }
         }
         tracing::info!(object = %name, kek = %new.wrapped.kek, "rewrapped");

@@ -37,14 +37,16 @@ impl Session {
         let (dek, wrapped) = repo
             .key_service()
             .generate_data_key(Purpose::SessionKey, &ctx)?;
-        let rec = WrappedKeyRecord {
+        let mut rec = WrappedKeyRecord {
             format: REPO_FORMAT,
             purpose: Purpose::SessionKey,
             repository: repo.id(),
             key_id: *id,
             created: Utc::now(),
             wrapped,
+            signature: None,
         };
+        repo.sign_key_record(&mut rec);
         let json = serde_json::to_vec_pretty(&rec).expect("record serializes");
         repo.store().put(FileKind::Key, &id, Bytes::from(json))?;
         tracing::debug!(session = %id, "session started");

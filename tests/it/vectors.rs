@@ -1881,6 +1881,7 @@ fn write_codec_vectors(dir: &Path) {
             key_id,
             created: time("2024-01-02T03:04:05Z"),
             wrapped: rt.block_on(owner.encrypt(purpose, k, &ctx)).expect("wrap"),
+            signature: None,
         }
     };
     let meta = record(Purpose::RepositorySecret, secret_id(), &secret());
@@ -1970,3 +1971,101 @@ fn golden_v1_repository_migrates_to_signed_objects() {
     common::assert_same_tree(&src, &out.join("new-source"));
     g.run("owner-keyring", &["check", "--read-data"]).ok();
 }
+
+/// Writer provenance (docs/FORMAT.md §17): the signed-object message and trailer, the
+/// key-record message, and the local keyring's owner anchor, from fixed inputs. Ed25519 is
+/// deterministic, so the signature itself is pinned.
+#[test]
+fn provenance_vectors() {
+    use custody::crypto::signing::{self, SigningKey};
+    use custody::format::signature;
+    let signer = SigningKey::from_seed(key("custody golden vector signer seed")).unwrap();
+    let (repo, object) = (repo_id(), id::<Id>("custody golden vector signed object"));
+    let body = b"signed body".to_vec();
+    // The message, built from the spec's words.
+    let mut want = b"custody/v2/signed-object".to_vec();
+    want.push(5);
+    want.extend_from_slice(repo.as_bytes());
+    want.extend_from_slice(object.as_bytes());
+    want.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    want.extend_from_slice(&body);
+    assert_eq!(signature::message(5, &repo, &object, &body), want);
+    let signed = signature::sign(&signer, 5, &repo, &object, body.clone());
+    assert_eq!(&signed[..body.len()], &body[..]);
+    assert_eq!(&signed[body.len()..body.len() + 4], b"CSG2");
+    assert_eq!(
+        &signed[body.len() + 4..body.len() + 36],
+        signer.id().as_bytes()
+    );
+    assert_eq!(hex::encode(signer.id().as_bytes()), PROVENANCE_SIGNER_HEX);
+    assert_eq!(
+        hex::encode(&signed[body.len() + 36..]),
+        PROVENANCE_SIGNATURE_HEX
+    );
+    assert!(signing::verify(
+        &signer.id(),
+        &want,
+        &signed[body.len() + 36..]
+    ));
+    // fail_: another kind, object or body; the trailer cut off.
+    assert!(signature::verify(4, &repo, &object, &signed).is_err());
+    assert!(signature::verify(5, &repo, &repo, &signed).is_err());
+    let mut flipped = signed.clone();
+    flipped[0] ^= 1;
+    assert!(signature::verify(5, &repo, &object, &flipped).is_err());
+    assert_eq!(
+        signature::verify(5, &repo, &object, &body),
+        Err(signature::SignatureError::Unsigned)
+    );
+
+    // A wrapped-key record's signature covers R, key id, purpose and created, not the key.
+    let mut rec = WrappedKeyRecord {
+        format: 1,
+        purpose: Purpose::SessionKey,
+        repository: repo,
+        key_id: session().id(),
+        created: time("2024-01-02T03:04:05.5Z"),
+        wrapped: custody::format::wrapped::WrappedKey {
+            kek: "local:x".into(),
+            algorithm: "a".into(),
+            ciphertext: vec![1, 2, 3],
+        },
+        signature: None,
+    };
+    let mut m = b"custody/v2/key-record".to_vec();
+    m.extend_from_slice(repo.as_bytes());
+    m.extend_from_slice(session().as_bytes());
+    m.extend_from_slice(b"session-key");
+    m.extend_from_slice(&1_704_164_645i64.to_le_bytes());
+    m.extend_from_slice(&500_000_000u32.to_le_bytes());
+    assert_eq!(rec.signed_message(), m);
+    rec.sign(&signer);
+    assert_eq!(rec.signer(), Some(signer.id()));
+    rec.wrapped.ciphertext = vec![9];
+    assert_eq!(
+        rec.signer(),
+        Some(signer.id()),
+        "a rewrap keeps the signature"
+    );
+    rec.created = time("2024-01-02T03:04:06Z");
+    assert_eq!(rec.signer(), None, "fail_: an edited creation time");
+
+    // The local keyring's owner anchor: HKDF(R, data KEK secret, label || data KEK id).
+    let data_secret = key("custody golden vector data kek");
+    let anchor = kdf::derive_key(
+        repo.as_bytes(),
+        &data_secret,
+        &[
+            b"custody/v2/owner-anchor",
+            b"0123456789abcdef0123456789abcdef",
+        ],
+    );
+    assert_eq!(hex::encode(anchor.expose()), PROVENANCE_LOCAL_ANCHOR_HEX);
+}
+
+/// Computed by `tests/testdata/vectors/independent.py` from docs/FORMAT.md §17 alone.
+const PROVENANCE_SIGNER_HEX: &str =
+    "781c9cd831e576f68153c97659e05c205b285f55b570d12a7815bdbd2020b5ad";
+const PROVENANCE_SIGNATURE_HEX: &str = "42bdec45470063fc84f8d6a7f6271c5489d0cb537b6c7fd4b38c2c5b7fde4b62770738a03924d3d0a47ea81e574357239c3809fe5af8dcc4f3e159182552bd09";
+const PROVENANCE_LOCAL_ANCHOR_HEX: &str =
+    "eecfd5a0b34080a90463319b3f0b6b677c6c43842941fadb16b63b5d5cef8cf7";

@@ -51,7 +51,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     let stored = repo.stored_packs()?;
     let keys = crate::repo::check::wrapped_keys(repo)?
         .into_iter()
-        .map(|(id, r)| (id, r.map(|r| r.created)))
+        .map(|(id, r)| (id, r.map(|r| repo.authenticated_created(&r))))
         .collect();
     // Snapshots are listed before the index: a snapshot is written after its index segment,
     // so every snapshot listed here finds its blobs in the segments listed next.

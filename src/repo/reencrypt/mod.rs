@@ -133,7 +133,7 @@ fn run(
 fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result<ReencryptSurvey> {
     let keys = super::check::wrapped_keys(repo)?
         .into_iter()
-        .map(|(id, r)| (id, r.map(|r| r.created)))
+        .map(|(id, r)| (id, r.map(|r| repo.authenticated_created(&r))))
         .collect();
     let marks = Marks::of(&repo.load_marks()?);
     let stored = repo.stored_packs()?.into_keys().collect();

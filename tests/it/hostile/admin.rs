@@ -30,7 +30,7 @@ fn a_forged_lock_does_not_block_prune() {
     on_both(forged_lock);
 }
 
-fn edited_key_age(e: &Estate, f: &mut Findings) {
+fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration) {
     let store = e.w.store();
     // The plaintext envelope header of beta's newest snapshot names its session.
     let sealed = store.get(FileKind::Snapshot, &e.genuine[3].id).unwrap();
@@ -38,8 +38,7 @@ fn edited_key_age(e: &Estate, f: &mut Findings) {
     let session = SessionId(header.key_id);
     let record = store.get(FileKind::Key, &session).unwrap();
     let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
-    let a_year_on = Utc::now() + chrono::Duration::days(365);
-    record["created"] = a_year_on.to_rfc3339().into();
+    record["created"] = (Utc::now() + ahead).to_rfc3339().into();
     let edited = serde_json::to_vec_pretty(&record).unwrap();
     store.put(FileKind::Key, &session, edited.into()).unwrap();
     // Every record is really more than a second old after this.
@@ -89,5 +88,13 @@ fn edited_key_age(e: &Estate, f: &mut Findings) {
 /// old, not in the future), and every kept snapshot restores after the routine.
 #[test]
 fn an_edited_key_age_does_not_hide_a_session_from_rotation() {
-    on_both(edited_key_age);
+    on_both(|e, f| edited_key_age(e, f, chrono::Duration::days(365)));
+}
+
+/// Attack 8, variant: `created` moved only 30 minutes ahead, within the clock-skew allowance,
+/// so that it looks like a session just started. Expected as above: the record's signature no
+/// longer verifies (it covers `created`, docs/FORMAT.md §17.4), so the session counts as old.
+#[test]
+fn a_plausibly_edited_key_age_does_not_hide_a_session_from_rotation() {
+    on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30)));
 }

@@ -119,3 +119,22 @@ import os, sys
 tree = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tree.json")
 if os.path.exists(tree):
     print("tree id   ", hmac256(k_id, open(tree, "rb").read()).hex())
+
+# Writer provenance (section 17): the local owner anchor (standard library), and the signed
+# object's Ed25519 signature (needs the `cryptography` package; skipped without it).
+anchor = hkdf(R, sha256("custody golden vector data kek"),
+              b"custody/v2/owner-anchor" + b"0123456789abcdef0123456789abcdef", 32)
+print("local owner anchor", anchor.hex())
+try:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    sk = Ed25519PrivateKey.from_private_bytes(sha256("custody golden vector signer seed"))
+    pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    body = b"signed body"
+    obj = sha256("custody golden vector signed object")
+    msg = (b"custody/v2/signed-object" + bytes([5]) + R + obj
+           + len(body).to_bytes(8, "little") + body)
+    print("signer            ", pk.hex())
+    print("signature         ", sk.sign(msg).hex())
+except ImportError:
+    print("signature          (skipped: pip install cryptography)")
