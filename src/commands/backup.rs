@@ -40,6 +40,30 @@ pub struct Args {
     /// Concurrent pack uploads.
     #[arg(long, default_value_t = 2)]
     pub uploads: usize,
+    /// Store files of at most SIZE bytes (e.g. 4096, 16KiB; at most the smallest chunk, 64 KiB
+    /// by default) with a random salt, so that whoever holds a writer keyring cannot confirm a
+    /// guess of their content from the index; they are then not deduplicated with other
+    /// files (docs/THREAT-MODEL.md §4). Unchanged files keep what they had.
+    #[arg(long, value_name = "SIZE", env = "CUSTODY_NO_DEDUP_BELOW", value_parser = parse_size)]
+    pub no_dedup_below: Option<u64>,
+}
+
+/// `4096`, `16K`, `16KiB`, `1M`, `1MiB` (powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected e.g. 4096 or 16KiB"))?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1024,
+        "M" | "MiB" => 1024 * 1024,
+        _ => return Err(format!("size {s:?}: units are B, KiB, MiB")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn find_parent(
@@ -128,6 +152,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         username: ctx.env.client.username.clone(),
         workers,
         uploads: args.uploads,
+        no_dedup_below: args.no_dedup_below.unwrap_or(0),
     };
     let progress = Progress::default();
     let status = || {

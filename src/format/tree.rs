@@ -48,6 +48,54 @@ pub struct Node {
     /// Symlinks: the target, as stored by the file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RawName>,
+    /// Small files backed up with `--no-dedup-below`: 16 random bytes that prefix the file's
+    /// one chunk, so its chunk id says nothing to whoever guesses the content (docs/FORMAT.md
+    /// §7, THREAT-MODEL §4). The file is the chunk without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<Salt>,
+}
+
+/// The salt of a small file's chunk: 16 bytes, hex in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Salt(pub [u8; 16]);
+
+impl Serialize for Salt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Salt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Salt, D::Error> {
+        let s = String::deserialize(d)?;
+        let b = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        b.try_into()
+            .map(Salt)
+            .map_err(|_| serde::de::Error::custom("a salt is 16 bytes"))
+    }
+}
+
+impl Node {
+    /// The file's bytes in one chunk's plaintext: without the salt when the node has one
+    /// (only its single chunk is salted). Refuses a chunk that does not start with the salt.
+    pub fn file_bytes<'a>(&self, first_chunk: bool, data: &'a [u8]) -> Result<&'a [u8], String> {
+        match (&self.salt, first_chunk) {
+            (Some(salt), true) => data
+                .strip_prefix(&salt.0[..])
+                .ok_or_else(|| "its chunk does not start with the file's salt".to_string()),
+            (Some(_), false) => Err("a salted file has one chunk only".into()),
+            (None, _) => Ok(data),
+        }
+    }
+
+    /// Bytes the salt adds to the file's chunk.
+    pub fn salt_len(&self) -> u64 {
+        if self.salt.is_some() {
+            16
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -107,6 +155,7 @@ mod tests {
             content: vec![ChunkId(crate::Id([1; 32]))],
             subtree: None,
             target: None,
+            salt: None,
         }
     }
 

@@ -422,6 +422,7 @@ fn plant_tree(w: &Repository, s: &Session) -> TreeId {
             content: vec![ChunkId(w.chunk_id(&junk))],
             subtree: None,
             target: None,
+            salt: None,
         }],
     };
     let bytes = tree.encode();

@@ -153,3 +153,98 @@ fn a_replaced_owner_record_is_refused() {
     let r = sb.run(&["snapshots"]).code(EXIT_INTEGRITY);
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
 }
+
+/// Opens the repository through the library as the writer whose keyring (and identity) is in
+/// `dir`: what a compromised backup host holds.
+fn open_as_writer(
+    sb: &Sandbox,
+    dir: &std::path::Path,
+) -> (tokio::runtime::Runtime, custody::repo::Repository) {
+    use custody::identity::WriterIdentity;
+    use custody::keyservice::{self, KeyServiceOptions};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = custody::store::open(
+        sb.repo().to_str().unwrap(),
+        &Default::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let config = custody::repo::Repository::read_config(rt.handle(), &store).unwrap();
+    let url = format!("local:{}", dir.display());
+    let keys = keyservice::open(&url, &KeyServiceOptions::default(), rt.handle()).unwrap();
+    let id = WriterIdentity::open(&WriterIdentity::path_in(dir), None).unwrap();
+    let repo = custody::repo::Repository::open(rt.handle().clone(), store, keys, config, Some(id))
+        .unwrap();
+    (rt, repo)
+}
+
+/// The guesses a writer can confirm: every 4-digit PIN in a one-line file.
+fn confirmed_pins(w: &custody::repo::Repository) -> Vec<String> {
+    let index = w.load_index().unwrap();
+    (0..10_000)
+        .map(|n| format!("{n:04}\n"))
+        .filter(|pin| index.contains(custody::BlobId(w.chunk_id(pin.as_bytes()))))
+        .collect()
+}
+
+/// A writer can confirm a guess of a small file by computing its chunk id and looking it up
+/// in the index (docs/THREAT-MODEL.md §4). With `--no-dedup-below` the file's one chunk is
+/// salted: no guess matches, the file still restores byte for byte, and an unchanged file
+/// keeps its salted chunk on the next backup.
+#[test]
+fn small_files_stored_below_the_threshold_cannot_be_guessed() {
+    let sb = Sandbox::new();
+    sb.init();
+    let w = sb.export_writer("writer", &[]);
+    let plain = sb.path("plain");
+    write(&plain.join("pin"), b"4242\n");
+    sb.run(&["backup", plain.to_str().unwrap()]).ok();
+    let (rt, writer) = open_as_writer(&sb, &w);
+    assert_eq!(
+        confirmed_pins(&writer),
+        vec!["4242\n".to_string()],
+        "the attack works"
+    );
+    drop((writer, rt));
+
+    let private = sb.path("private");
+    write(&private.join("pin"), b"7777\n");
+    write(&private.join("same-pin"), b"7777\n");
+    write(&private.join("large"), &random_bytes(300_000, 5));
+    sb.run(&[
+        "backup",
+        private.to_str().unwrap(),
+        "--no-dedup-below",
+        "4KiB",
+    ])
+    .ok();
+    let (rt, writer) = open_as_writer(&sb, &w);
+    assert_eq!(
+        confirmed_pins(&writer),
+        vec!["4242\n".to_string()],
+        "a salted pin was found"
+    );
+    drop((writer, rt));
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&private, &out.join("private"));
+    let pin = sb.run(&["dump", "latest", "private/pin"]).ok();
+    assert_eq!(pin.stdout, b"7777\n");
+    // Unchanged: reused with its salt, so nothing new is stored and nothing matches.
+    let again = sb.backup_json(&[private.to_str().unwrap()]);
+    assert_eq!(again.files_unchanged, 3, "{again:?}");
+    let out2 = sb.path("out2");
+    sb.run(&["restore", "latest", "--target", out2.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&private, &out2.join("private"));
+    sb.run(&["check", "--read-data"]).ok();
+    // The threshold is at most one chunk.
+    sb.run(&[
+        "backup",
+        private.to_str().unwrap(),
+        "--no-dedup-below",
+        "1MiB",
+    ])
+    .code(EXIT_USAGE);
+}

@@ -128,6 +128,7 @@ fn fixed_tree() -> Tree {
         content,
         subtree: None,
         target: None,
+        salt: None,
     };
     let other = |name: &[u8], kind, mode| Node {
         name: RawName(name.to_vec()),
@@ -144,6 +145,7 @@ fn fixed_tree() -> Tree {
         content: vec![],
         subtree: None,
         target: None,
+        salt: None,
     };
     let mut dir = other(b"b-dir", NodeKind::Dir, 0o755);
     dir.subtree = Some(id("custody golden vector subtree id"));

@@ -64,6 +64,11 @@ pub struct BackupOptions {
     pub username: String,
     pub workers: usize,
     pub uploads: usize,
+    /// Files of at most this many bytes (but not empty) are stored with a random salt before
+    /// their one chunk, so that nobody holding the repository secret can confirm a guess of
+    /// their content from the index (`--no-dedup-below`; 0: off). At most the chunker's
+    /// minimum chunk size.
+    pub no_dedup_below: u64,
 }
 
 /// Live counters for a progress display.
@@ -90,6 +95,12 @@ pub fn source_path(p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
 
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
     let start = Instant::now();
+    let min_chunk = repo.config().body.chunker.min_size as u64;
+    if opts.no_dedup_below > min_chunk {
+        return Err(Error::invalid(format!(
+            "--no-dedup-below is at most the smallest chunk, {min_chunk} bytes (such a file is one chunk)"
+        )));
+    }
     let (index, marks) = repo.load_index_for_backup()?;
     // Without a parent snapshot, this machine's own record of its last backup will do.
     let local_parent = opts.parent.is_none() && !opts.force;
@@ -157,6 +168,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             progress,
             summary: Summary::default(),
             skipped: Vec::new(),
+            salt_below: opts.no_dedup_below,
         };
         let walked = walker.run(opts.source, parent_tree.as_ref());
         let results: Vec<Result<()>> = handles

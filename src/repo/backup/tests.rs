@@ -48,6 +48,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             username: "u".into(),
             workers: 2,
             uploads: 2,
+            no_dedup_below: 0,
         },
         &Progress::default(),
     )

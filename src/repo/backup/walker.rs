@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::format::name::RawName;
 use crate::format::snapshot::Summary;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind, Salt, Tree};
 use crate::id::{ChunkId, TreeId};
 use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
@@ -77,6 +77,8 @@ pub(super) struct Walker<'a> {
     pub(super) progress: &'a Progress,
     pub(super) summary: Summary,
     pub(super) skipped: Vec<(String, String)>,
+    /// Files up to this size get a salted chunk ([`BackupOptions::no_dedup_below`]).
+    pub(super) salt_below: u64,
 }
 
 pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
@@ -95,6 +97,7 @@ pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
         content: Vec::new(),
         subtree: None,
         target: None,
+        salt: None,
     }
 }
 
@@ -178,6 +181,7 @@ impl Walker<'_> {
                     content: Vec::new(),
                     subtree: None,
                     target: None,
+                    salt: None,
                 };
                 self.summary.files += 1;
                 self.deferred += 1;
@@ -285,6 +289,46 @@ impl Walker<'_> {
         }
     }
 
+    /// A small file as one chunk of a random salt and its bytes (`--no-dedup-below`): the
+    /// salt goes into the node, so readers strip it, and the chunk id is of nothing a guesser
+    /// can compute. A file that grew past the threshold since its stat is chunked as usual.
+    fn salted_chunk(
+        &mut self,
+        mut file: std::fs::File,
+        node: &mut Node,
+    ) -> std::io::Result<Result<(Vec<u64>, u64)>> {
+        let mut data = Vec::with_capacity(16 + node.size as usize);
+        let mut salt = [0u8; 16];
+        if let Err(e) = crate::crypto::random::fill(&mut salt) {
+            return Ok(Err(e));
+        }
+        data.extend_from_slice(&salt);
+        (&mut file)
+            .take(self.salt_below + 1)
+            .read_to_end(&mut data)?;
+        if data.len() as u64 - 16 > self.salt_below {
+            let read = std::io::Cursor::new(data.split_off(16));
+            return self.chunks(read.chain(file));
+        }
+        let size = data.len() as u64 - 16;
+        if size == 0 {
+            return Ok(Ok((Vec::new(), 0)));
+        }
+        node.salt = Some(Salt(salt));
+        self.summary.bytes_processed += size;
+        self.progress.bytes.fetch_add(size, Ordering::Relaxed);
+        self.seq += 1;
+        self.batch_bytes += data.len();
+        self.batch.push((self.seq, data));
+        let seq = self.seq;
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_CHUNKS {
+            if let Err(e) = self.flush() {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok((vec![seq], size)))
+    }
+
     /// Sends the chunks batched so far to the hashers.
     pub(super) fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
@@ -330,6 +374,7 @@ impl Walker<'_> {
                         .all(|c| self.dedup.known(self.index, c.into()))
             }) {
                 node.content = p.content.clone();
+                node.salt = p.salt;
                 self.summary.files += 1;
                 self.summary.files_unchanged += 1;
                 self.summary.bytes_processed += node.size;
@@ -359,7 +404,12 @@ impl Walker<'_> {
                     return Ok(None);
                 }
             };
-            let seqs = match self.chunks(file) {
+            let read = if node.size > 0 && node.size <= self.salt_below {
+                self.salted_chunk(file, &mut node)
+            } else {
+                self.chunks(file)
+            };
+            let seqs = match read {
                 Ok(r) => {
                     let (seqs, size) = r?;
                     node.size = size;

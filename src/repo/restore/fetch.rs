@@ -82,7 +82,13 @@ pub(super) fn restore_pack(
         };
         for target in &targets[i..j] {
             let f = &files[target.file];
-            let r = match &plain {
+            // A salted small file: its one chunk is the salt and then the file.
+            let bytes = plain.as_ref().map_err(clone_err).and_then(|d| {
+                f.node
+                    .file_bytes(target.offset == 0, d)
+                    .map_err(|why| Error::integrity(format!("file {}", f.rel), why))
+            });
+            let r = match bytes {
                 Ok(data) => open_for_write(f)
                     .and_then(|file| write_at_sparse(&file, target.offset, data).map(|()| file))
                     .map_err(|e| Error::io(f.tmp.display(), e))
@@ -91,7 +97,7 @@ pub(super) fn restore_pack(
                             .bytes
                             .fetch_add(data.len() as u64, Ordering::Relaxed);
                     }),
-                Err(e) => Err(clone_err(e)),
+                Err(e) => Err(e),
             };
             let open = match r {
                 Ok(file) => Some(file),

@@ -164,9 +164,13 @@ pub(super) fn restore_sequentially(
     let written = (|| -> Result<std::fs::File> {
         let file = open_for_write(f).map_err(|e| Error::io(f.tmp.display(), e))?;
         let mut offset = 0u64;
-        for id in &f.node.content {
-            let data = repo.load_blob(index, id.into(), BlobType::Data)?;
-            write_at_sparse(&file, offset, &data).map_err(|e| Error::io(f.tmp.display(), e))?;
+        for (i, id) in f.node.content.iter().enumerate() {
+            let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
+            let data = f
+                .node
+                .file_bytes(i == 0, &chunk)
+                .map_err(|why| Error::integrity(format!("file {}", f.rel), why))?;
+            write_at_sparse(&file, offset, data).map_err(|e| Error::io(f.tmp.display(), e))?;
             offset += data.len() as u64;
             progress
                 .bytes
@@ -209,9 +213,12 @@ pub fn write_file(
     out: &mut dyn Write,
 ) -> Result<u64> {
     let mut n = 0u64;
-    for id in &node.content {
-        let data = repo.load_blob(index, id.into(), BlobType::Data)?;
-        out.write_all(&data).map_err(|e| Error::io("output", e))?;
+    for (i, id) in node.content.iter().enumerate() {
+        let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
+        let data = node
+            .file_bytes(i == 0, &chunk)
+            .map_err(|why| Error::integrity(format!("file {}", node.name.lossy()), why))?;
+        out.write_all(data).map_err(|e| Error::io("output", e))?;
         n += data.len() as u64;
     }
     if n != node.size {

@@ -254,7 +254,8 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         targets.push((loc.pack, loc.session, loc.entry, offset));
         offset += loc.entry.raw_length as u64;
     }
-    if offset != node.size && !sequential {
+    // A salted small file's one chunk is its salt and then the file (docs/FORMAT.md §7).
+    if offset != node.size + node.salt_len() && !sequential {
         return Err(Error::integrity(
             format!("file {rel}"),
             format!(
