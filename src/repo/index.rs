@@ -10,11 +10,12 @@
 //! (concurrent backups, and repacked or re-encrypted packs until prune deletes the old ones),
 //! so the alternates stay small.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use super::provenance::Signer;
 use super::{marks, Repository};
 use crate::compress::Compression;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::id::{BlobId, PackId, SegmentId, SessionId};
 use crate::pack::{BlobEntry, BlobType};
@@ -192,6 +193,9 @@ impl Index {
     }
 }
 
+/// Every accepted segment, and the ids of those the owner signed.
+pub type VouchedSegments = (Vec<(SegmentId, IndexSegment)>, HashSet<SegmentId>);
+
 impl Repository {
     /// A segment that opened, `None` for one that does not or whose signer this client does
     /// not accept (warned about; a writer passes over other writers' segments quietly, since
@@ -266,12 +270,26 @@ impl Repository {
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
         let marks = marks::Marks::of(&self.load_marks()?);
         let mut index = Index::default();
-        self.for_each_object::<IndexSegment>(|_, seg| {
+        let me = self.signer();
+        for (id, _) in self.store().list(crate::store::FileKind::Index)? {
+            let seg = match self.load_object_signed::<IndexSegment>(&SegmentId(id)) {
+                Err(Error::NotFound(_)) => continue,
+                r => r,
+            };
+            // Only what the owner vouches for (prune verifies writers' listings before it
+            // lists them again under the owner's signature) and this client's own: another
+            // writer's claim that a chunk is stored never makes a backup skip storing it.
+            let seg = match seg {
+                Ok((seg, None)) => Ok(seg),
+                Ok((seg, Some(Signer::Owner(_)))) => Ok(seg),
+                Ok((seg, Some(Signer::Writer(w)))) if Some(w) == me => Ok(seg),
+                Ok(_) => continue,
+                Err(e) => Err(e),
+            };
             if let Some(seg) = self.readable(seg)? {
                 index.add_segment_where(&seg, |p| !marks.packs.contains(p));
             }
-            Ok(())
-        })?;
+        }
         Ok((index, marks))
     }
 
@@ -280,15 +298,29 @@ impl Repository {
     /// revoked writer's later ones, or a forgery) are left out with a warning: they are claims
     /// nobody vouches for, and `check` names them.
     pub fn load_segments(&self) -> Result<Vec<(SegmentId, IndexSegment)>> {
+        Ok(self.load_segments_vouched()?.0)
+    }
+
+    /// [`Repository::load_segments`], and the segments the owner signed (every one in a
+    /// legacy repository, where nothing is signed): what prune has already verified or
+    /// written itself. Writers' segments are claims until prune verifies them.
+    pub fn load_segments_vouched(&self) -> Result<VouchedSegments> {
         let mut out = Vec::new();
-        self.for_each_object::<IndexSegment>(|id, seg| {
-            match seg {
-                Ok(seg) => out.push((id, seg)),
+        let mut vouched = HashSet::new();
+        for (id, _) in self.store().list(crate::store::FileKind::Index)? {
+            let id = SegmentId(id);
+            match self.load_object_signed::<IndexSegment>(&id) {
+                Ok((seg, signer)) => {
+                    if matches!(signer, None | Some(Signer::Owner(_))) {
+                        vouched.insert(id);
+                    }
+                    out.push((id, seg));
+                }
+                Err(Error::NotFound(_)) => {}
                 Err(e) if e.is_untrusted() => tracing::warn!("index segment left out: {e}"),
                 Err(e) => return Err(e),
             }
-            Ok(())
-        })?;
-        Ok(out)
+        }
+        Ok((out, vouched))
     }
 }

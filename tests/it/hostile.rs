@@ -134,11 +134,14 @@ impl Estate {
     }
 
     /// The test's clock: every garbage mark is dated a day earlier, as if the owner's next
-    /// daily prune ran a day later (marks are the only clock the sweep reads).
+    /// daily prune ran a day later (marks are the only clock the sweep reads). Done with the
+    /// owner's keyring: only the owner signs marks, and a mark the writer re-signed would be
+    /// ignored (so the sweep would never run and the test would prove nothing).
     fn a_day_passes(&self) {
-        for (id, mut mark) in self.w.load_marks().unwrap() {
+        let (_rt, owner) = open_with(&self.r, None);
+        for (id, mut mark) in owner.load_marks().unwrap() {
             mark.time -= chrono::Duration::hours(25);
-            self.w.save_object(&id, &mark).unwrap();
+            owner.save_object(&id, &mark).unwrap();
         }
     }
 }
@@ -153,7 +156,6 @@ fn backup_as(r: &Repo, dir: &Path, host: &str) -> SnapshotId {
 /// The owner exports a writer keyring; the attacker opens the repository with it, on the
 /// store the CLI uses (the local folder, or the `s3://` URL of `Repo::s3()`).
 fn open_as_writer(r: &Repo) -> (tokio::runtime::Runtime, Repository) {
-    use custody::keyservice::{self, KeyServiceOptions};
     let keyring = r.sb.path("writer-keyring");
     r.run(&[
         "key",
@@ -164,6 +166,13 @@ fn open_as_writer(r: &Repo) -> (tokio::runtime::Runtime, Repository) {
         keyring.to_str().unwrap(),
     ])
     .ok();
+    open_with(r, Some(&keyring))
+}
+
+/// Opens the repository through the library with the writer keyring (and identity) in
+/// `writer`, or with the owner's default keyring when `None`.
+fn open_with(r: &Repo, writer: Option<&Path>) -> (tokio::runtime::Runtime, Repository) {
+    use custody::keyservice::{self, KeyServiceOptions};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = |name: &str| {
         let found = r.env().iter().find(|(k, _)| *k == name);
@@ -186,11 +195,17 @@ fn open_as_writer(r: &Repo) -> (tokio::runtime::Runtime, Repository) {
         }
     };
     let config = Repository::read_config(rt.handle(), &store).unwrap();
+    let keyring = match writer {
+        Some(dir) => dir.to_path_buf(),
+        None => custody::repo::default_keyring_dir(&r.sb.path("config"), &config.body.repository),
+    };
     let url = format!("local:{}", keyring.display());
     let keys = keyservice::open(&url, &KeyServiceOptions::default(), rt.handle()).unwrap();
-    let identity = custody::identity::WriterIdentity::path_in(&keyring);
-    let identity = custody::identity::WriterIdentity::open(&identity, None).unwrap();
-    let w = Repository::open(rt.handle().clone(), store, keys, config, Some(identity)).unwrap();
+    let identity = writer.map(|dir| {
+        let path = custody::identity::WriterIdentity::path_in(dir);
+        custody::identity::WriterIdentity::open(&path, None).unwrap()
+    });
+    let w = Repository::open(rt.handle().clone(), store, keys, config, identity).unwrap();
     (rt, w)
 }
 

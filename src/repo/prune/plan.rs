@@ -166,10 +166,22 @@ pub fn plan_sweep(
                 && !still_listed.contains(&p.pack)
                 && relisted.insert(p.pack)
             {
-                plan.relist.push(p.clone());
+                let mut p = p.clone();
+                // A writer's claim is listed again under the owner's signature only as far as
+                // it verifies.
+                if !s.vouched.contains(&p.pack) {
+                    p.blobs.retain(|b| !s.bad_copies.contains(&(p.pack, b.id)));
+                    plan.verify
+                        .extend(p.blobs.iter().map(|b| (p.pack, p.session, *b)));
+                }
+                if !p.blobs.is_empty() {
+                    plan.relist.push(p);
+                }
             }
         }
     }
+    plan.verify.sort_by_key(|(p, _, e)| (*p, e.offset, e.id));
+    plan.verify.dedup_by_key(|(p, _, e)| (*p, e.id));
     // Keys: unused by any snapshot and by any pack that stays listed.
     let remaining_sessions: HashSet<SessionId> = staying()
         .flat_map(|(_, seg)| seg.packs.iter())
@@ -382,11 +394,23 @@ pub fn plan_mark(
     // condemned pack; full ones stay as they are, so a large index is not rewritten each run.
     let lists_condemned =
         |seg: &IndexSegment| seg.packs.iter().any(|p| condemned.contains(&p.pack));
+    // A writer's listing is a claim: listed again under the owner's signature only once every
+    // entry of it verifies (`plan.verify` below). A segment with a claim that did not is left
+    // as it is, signed by its writer, whom no other backup trusts.
+    let refuted = |seg: &IndexSegment| {
+        seg.packs.iter().any(|p| {
+            !s.vouched.contains(&p.pack)
+                && p.blobs
+                    .iter()
+                    .any(|b| s.bad_copies.contains(&(p.pack, b.id)))
+        })
+    };
     let rewrite: Vec<&(SegmentId, IndexSegment)> = current
         .iter()
         .filter(|(_, seg)| {
-            seg.packs.iter().map(|p| p.blobs.len()).sum::<usize>() < SEGMENT_BLOBS
-                || lists_condemned(seg)
+            (seg.packs.iter().map(|p| p.blobs.len()).sum::<usize>() < SEGMENT_BLOBS
+                || lists_condemned(seg))
+                && !refuted(seg)
         })
         .copied()
         .collect();
@@ -413,6 +437,12 @@ pub fn plan_mark(
             })
             .cloned()
             .collect();
+        for p in keep.iter().filter(|p| !s.vouched.contains(&p.pack)) {
+            plan.verify
+                .extend(p.blobs.iter().map(|b| (p.pack, p.session, *b)));
+        }
+        plan.verify.sort_by_key(|(p, _, e)| (*p, e.offset, e.id));
+        plan.verify.dedup_by_key(|(p, _, e)| (*p, e.id));
         plan.consolidate = Some((rewrite.iter().map(|(id, _)| *id).collect(), keep));
     }
     Ok(plan)

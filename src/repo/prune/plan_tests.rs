@@ -168,7 +168,7 @@ fn survey_of(w: &World) -> Survey {
     for u in 0..w.unindexed {
         stored.insert(id(PACK, w.packs.len() + u), 500);
     }
-    let segments = w
+    let segments: Vec<(SegmentId, IndexSegment)> = w
         .segments
         .iter()
         .enumerate()
@@ -216,10 +216,17 @@ fn survey_of(w: &World) -> Survey {
             (id(SESSION, s), Some(created))
         })
         .collect();
+    // Every listing vouched for, as in an unsigned repository (writers' claims are tested
+    // apart, in `unvouched_claims_are_verified_before_consolidation`).
+    let vouched = segments
+        .iter()
+        .flat_map(|(_, seg): &(SegmentId, IndexSegment)| seg.packs.iter().map(|p| p.pack))
+        .collect::<HashSet<PackId>>();
     Survey {
         start,
         marks,
         segments,
+        vouched,
         stored,
         keys,
         referenced: w.referenced.iter().map(|b| id(BLOB, *b)).collect(),
@@ -487,6 +494,37 @@ fn identical_duplicate_listings_are_accepted() {
         ),
     ];
     assert_eq!(super::plan::pack_table(&segs).unwrap().len(), 1);
+}
+
+proptest! {
+    /// Where no listing is vouched for (every segment a writer's), consolidation relies on
+    /// every entry it lists again under the owner's signature, so the executor verifies each
+    /// one first; a segment with an entry already found bad is not rewritten at all.
+    #[test]
+    fn unvouched_claims_are_verified_before_consolidation(w in world()) {
+        let mut s = survey_of(&w);
+        s.vouched.clear();
+        let Ok(plan) = plan_mark(&s, &opts(&w), &HashSet::new(), &HashSet::new()) else {
+            return Ok(());
+        };
+        let Some((rewrite, keep)) = &plan.consolidate else {
+            return Ok(());
+        };
+        let verify: HashSet<(PackId, BlobId)> =
+            plan.verify.iter().map(|(p, _, e)| (*p, e.id)).collect();
+        for p in keep {
+            for b in &p.blobs {
+                prop_assert!(verify.contains(&(p.pack, b.id)), "{:?} not verified", b.id);
+                prop_assert!(!s.bad_copies.contains(&(p.pack, b.id)));
+            }
+        }
+        for id in rewrite {
+            let seg = &s.segments.iter().find(|(i, _)| i == id).unwrap().1;
+            for p in &seg.packs {
+                prop_assert!(p.blobs.iter().all(|b| !s.bad_copies.contains(&(p.pack, b.id))));
+            }
+        }
+    }
 }
 
 mod verified;

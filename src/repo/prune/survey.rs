@@ -29,6 +29,10 @@ pub struct Survey {
     pub start: DateTime<Utc>,
     pub marks: Vec<(MarkId, GarbageMark)>,
     pub segments: Vec<(SegmentId, IndexSegment)>,
+    /// Packs listed by a segment the owner signed (all of them in a legacy repository): their
+    /// listings were verified or written by prune. Writers' listings of other packs are claims,
+    /// verified before prune lists them again under the owner's signature.
+    pub vouched: HashSet<PackId>,
     /// Packs in the store with their sizes.
     pub stored: HashMap<PackId, u64>,
     /// Session keys with their creation times (`None`: unreadable record).
@@ -56,7 +60,12 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
     // Snapshots are listed before the index: a snapshot is written after its index segment,
     // so every snapshot listed here finds its blobs in the segments listed next.
     let snapshot_ids = repo.snapshot_ids()?;
-    let segments = repo.load_segments()?;
+    let (segments, vouched_segments) = repo.load_segments_vouched()?;
+    let vouched = segments
+        .iter()
+        .filter(|(id, _)| vouched_segments.contains(id))
+        .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+        .collect();
     let condemned = Marks::of(&marks);
     let index = Index::live_first(segments.iter().map(|(_, seg)| seg), &condemned.packs);
     let mut walker = TreeWalker::new(repo, &index, Visits::Once);
@@ -121,6 +130,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
         start,
         marks,
         segments,
+        vouched,
         stored,
         keys,
         referenced,

@@ -252,3 +252,147 @@ fn live_lock(e: &Estate, f: &mut Findings) {
 fn a_writers_live_lock_does_not_block_prune() {
     on_both(live_lock);
 }
+
+fn poisoned_dedup(e: &Estate, f: &mut Findings) {
+    // A file the attacker expects others to back up later (a common download, say).
+    let future = random_bytes(600_000, 777);
+    let mut claims = Vec::new();
+    let mut rest = &future[..];
+    for n in e.w.chunker().split(&future) {
+        claims.push(BlobId(e.w.chunk_id(&rest[..n])));
+        rest = &rest[n..];
+    }
+    // Junk sealed in a pack of its own, listed as if it held those chunks.
+    let s = Session::start(&e.w).unwrap();
+    let junk: Vec<Vec<u8>> = (0..claims.len())
+        .map(|i| random_bytes(1000, 900 + i as u64))
+        .collect();
+    let mut listing = upload_pack(&e.w, &s, BlobType::Data, &junk);
+    for (b, claim) in listing.blobs.iter_mut().zip(&claims) {
+        b.id = *claim;
+    }
+    let pack = listing.pack;
+    // A snapshot of its own that uses those chunks keeps the junk pack "in use", so prune
+    // keeps its listing and consolidates it.
+    let mut tree = Tree {
+        nodes: vec![Node {
+            name: custody::format::name::RawName(b"download.bin".to_vec()),
+            kind: NodeKind::File,
+            mode: 0o644,
+            mtime_sec: 1_700_000_000,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            size: listing.blobs.iter().map(|b| b.raw_length as u64).sum(),
+            inode: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+            content: claims.iter().map(|c| ChunkId(c.id())).collect(),
+            subtree: None,
+            target: None,
+            salt: None,
+        }],
+    };
+    let bytes = tree.encode();
+    let trees = upload_pack(&e.w, &s, BlobType::Tree, std::slice::from_ref(&bytes));
+    let forged =
+        e.w.save_index_segment(&IndexSegment {
+            packs: vec![listing, trees],
+        })
+        .unwrap();
+    let own = manifest(
+        &s,
+        "writer-host",
+        "/srv/w",
+        Utc::now(),
+        TreeId(e.w.chunk_id(&bytes)),
+    );
+    e.w.save_snapshot(&s, &own).unwrap();
+    // The owner's routine runs before anyone has the file: consolidation must not list the
+    // claims again under the owner's signature.
+    owner_routine(e, &[POLICY], false, &[EXIT_OK], f);
+    // Then another enrolled writer, and the owner, back up the file.
+    let dir = e.r.sb.path("victim-src");
+    write(&dir.join("download.bin"), &future);
+    let victim = e.r.sb.path("victim-keyring");
+    e.r.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        victim.to_str().unwrap(),
+        "--name",
+        "victim",
+    ])
+    .ok();
+    let ks = format!("local:{}", victim.display());
+    for who in [Some(ks.as_str()), None] {
+        let mut args = Vec::new();
+        if let Some(k) = who {
+            args.extend(["--key-service", k]);
+        }
+        args.extend([
+            "--json",
+            "backup",
+            dir.to_str().unwrap(),
+            "--host",
+            "victim",
+            "--force",
+        ]);
+        let run = e.r.run(&args);
+        let label = if who.is_some() {
+            "the victim writer"
+        } else {
+            "the owner"
+        };
+        f.expect(run.code == EXIT_OK, || {
+            format!(
+                "{label}'s backup exited {}: {}",
+                run.code,
+                brief(&run.stderr)
+            )
+        });
+        let Ok(out) = serde_json::from_slice::<custody::repo::backup::BackupOutput>(&run.stdout)
+        else {
+            continue;
+        };
+        let target =
+            e.r.sb
+                .path(&format!("restored-{}", out.snapshot_id.short()));
+        let r = e.r.run(&[
+            "restore",
+            &out.snapshot_id.to_hex(),
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        let same = r.code == EXIT_OK
+            && std::fs::read(target.join("victim-src/download.bin")).ok() == Some(future.clone());
+        f.expect(same, || {
+            format!(
+                "DATA LOST: {label}'s backup of the file the writer claimed restores with exit {} and other bytes: {}",
+                r.code,
+                brief(&r.stderr)
+            )
+        });
+    }
+    // Prune may have collected the junk pack and its segment as unused by then; if not, check
+    // names them.
+    let run = e.r.run(&["--json", "check", "--read-data"]);
+    if run.code != EXIT_OK {
+        check_names(e, &[pack.id(), forged.id()], f);
+    }
+    restores(e, &e.kept(), "after", f);
+}
+
+/// Attack 14: an enrolled writer claims that a pack of junk it uploaded holds the chunks of a
+/// file others will back up later, so that their backups skip storing them (dedup poisoning).
+/// Expected: backups trust only their own segments and the owner's; prune lists a writer's
+/// claims again under the owner's signature only after reading and verifying them, so the
+/// claims never reach other backups; the file backed up afterwards by another writer and by
+/// the owner restores byte for byte; `check --read-data` is clean (prune collected the junk)
+/// or names the junk pack or the segment.
+#[test]
+fn claims_about_a_writers_own_pack_do_not_poison_other_backups() {
+    on_both(poisoned_dedup);
+}
