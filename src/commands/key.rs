@@ -32,6 +32,10 @@ pub enum Cmd {
         /// The writer's name in `key list`, `check` and `forget` (default: the folder's name).
         #[arg(long)]
         name: Option<String>,
+        /// The only host(s) this writer may back up (repeatable): a snapshot it makes claiming
+        /// another host is refused. Default: any host.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
         /// Seal the new keyring with the passphrase in this file. Without it a writer keyring
         /// is written unsealed (an unattended job then stores no secret of the owner's), and
         /// an owner keyring keeps the passphrase of the keyring it copies.
@@ -94,6 +98,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             role,
             to,
             name,
+            hosts,
             to_passphrase_file,
         } => {
             let store = ctx.store()?;
@@ -146,7 +151,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_else(|| "writer".into())
                 });
-                let id = repo.enroll_writer(&name)?;
+                let id = repo.enroll_writer(&name, hosts)?;
                 let path = WriterIdentity::path_in(to);
                 id.write(&path, sealing.as_ref())?;
                 identity = Some(WriterEnrolled {
@@ -278,19 +283,23 @@ impl std::fmt::Display for WriterTable {
         }
         writeln!(
             f,
-            "{:<10} {:<20} {:<26} revoked",
-            "writer", "name", "enrolled"
+            "{:<10} {:<20} {:<26} {:<26} hosts",
+            "writer", "name", "enrolled", "revoked"
         )?;
         for w in &self.0 {
+            let revoked = w.revoked.map(custody::human::local_time);
+            let hosts = if w.hosts.is_empty() {
+                "any".to_string()
+            } else {
+                w.hosts.join(",")
+            };
             writeln!(
                 f,
-                "{:<10} {:<20} {:<26} {}",
+                "{:<10} {:<20} {:<26} {:<26} {hosts}",
                 w.writer.short(),
                 w.name,
                 custody::human::local_time(w.enrolled),
-                w.revoked
-                    .map(custody::human::local_time)
-                    .unwrap_or_else(|| "-".into())
+                revoked.unwrap_or_else(|| "-".into()),
             )?;
         }
         Ok(())

@@ -161,10 +161,28 @@ fn run_rewrap(
     let config = Repository::read_config(ctx.rt.handle(), &store)?;
     let from = ctx.open_key_service(&config.body.repository)?;
     let dest = keyservice::open(to, &ctx.key_options(), ctx.rt.handle())?;
+    // Ages come from signed records; a key holder also knows whose signatures count (the
+    // owner's and enrolled writers'). A rotator that cannot open the repository takes any
+    // valid signature.
+    let trusted_signers = match created_before {
+        Some(_) => match ctx.open_repo() {
+            Ok(repo) => repo.roster().map(|r| {
+                std::iter::once(r.owner)
+                    .chain(r.enrolled.keys().copied())
+                    .collect()
+            }),
+            Err(e) => {
+                tracing::warn!("--older-than takes any valid signature on a key record: the writers' roster is not readable here ({e})");
+                None
+            }
+        },
+        None => None,
+    };
     let opts = RewrapOptions {
         dry_run,
         created_before,
         verify: !no_verify,
+        trusted_signers,
     };
     let quiet = ctx.quiet || ctx.json;
     let report = ctx.rt.block_on(rewrap::rewrap(

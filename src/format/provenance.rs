@@ -107,6 +107,10 @@ pub struct Enrollment {
     /// A name for people (`key list`, `check`, `forget`): the backup host, usually.
     pub name: String,
     pub enrolled: DateTime<Utc>,
+    /// The hosts this writer may back up (`key export --host`); empty: any. A snapshot of
+    /// this writer that claims another host is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// `revoked/<writer>`: a writer revoked by the owner (kind 9, signed by the owner). Objects

@@ -176,8 +176,22 @@ impl Repository {
         }
         // The context is built from what we asked for, never from the record.
         let ctx = context(Purpose::SessionKey, &self.id(), session);
+        // A refusal of a record nobody accepted signed (say, one naming a KEK of another
+        // service) is a forgery to report, not a reason to stop: untrusted, so `check` names
+        // it and goes on. The signature is not required before unwrapping: it covers
+        // `created`, which an edit would break without touching the wrapped key.
+        let signed_by_known = |rec: &WrappedKeyRecord| match self.roster() {
+            Some(r) => rec
+                .signer()
+                .is_some_and(|s| s == r.owner || r.enrolled.contains_key(&s)),
+            None => true,
+        };
         let k = self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
             Error::Integrity { reason, .. } => Error::integrity(&name, reason),
+            Error::KeyDenied { reason, .. } if !signed_by_known(&rec) => Error::untrusted(
+                &name,
+                format!("not signed by the owner or an enrolled writer, and the key service refused it ({reason})"),
+            ),
             e => e,
         })?;
         self.session_keys

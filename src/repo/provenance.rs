@@ -401,7 +401,7 @@ impl Repository {
     }
 
     /// Enrolls a new writer (`key export --role writer`): its identity, for the writer's host.
-    pub fn enroll_writer(&self, name: &str) -> Result<WriterIdentity> {
+    pub fn enroll_writer(&self, name: &str, hosts: &[String]) -> Result<WriterIdentity> {
         let Provenance::Owner { roster, .. } = &self.provenance else {
             return Err(Error::invalid(
                 "enrolling a writer needs the owner's key service, in a repository that signs its objects (run `custody migrate` on an older one)",
@@ -413,6 +413,7 @@ impl Repository {
             writer: key.id(),
             name: name.into(),
             enrolled: Utc::now(),
+            hosts: hosts.to_vec(),
         };
         self.save_object(&key.id(), &e)?;
         Ok(WriterIdentity {
@@ -454,6 +455,9 @@ pub struct WriterListing {
     pub writer: SignerId,
     pub name: String,
     pub enrolled: chrono::DateTime<Utc>,
+    /// The hosts it may back up (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked: Option<chrono::DateTime<Utc>>,
 }
@@ -471,6 +475,7 @@ impl Repository {
                 writer: e.writer,
                 name: e.name.clone(),
                 enrolled: e.enrolled,
+                hosts: e.hosts.clone(),
                 revoked: roster
                     .revoked
                     .get(&e.writer)

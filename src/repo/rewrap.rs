@@ -30,6 +30,10 @@ pub struct RewrapOptions {
     pub created_before: Option<DateTime<Utc>>,
     /// Unwrap each new record with the destination before it replaces the old one.
     pub verify: bool,
+    /// The signers whose signature makes a session record's `created` count for
+    /// `created_before` (the owner and enrolled writers, when the rotator could read the
+    /// roster); `None`: any valid signature (a rotator that cannot open the repository).
+    pub trusted_signers: Option<std::collections::HashSet<crate::id::SignerId>>,
 }
 
 /// `rotate rewrap --json`.
@@ -244,7 +248,11 @@ pub async fn rewrap(
         // records are signed (docs/FORMAT.md §17.4), is one without a valid signature:
         // rewrapped. (Without the owner's roster, any valid signature is taken.)
         let believable = rec.created <= Utc::now() + crate::repo::forget::CLOCK_SKEW
-            && (!signed || rec.purpose != Purpose::SessionKey || rec.signer().is_some());
+            && (!signed
+                || rec.purpose != Purpose::SessionKey
+                || rec
+                    .signer()
+                    .is_some_and(|w| opts.trusted_signers.as_ref().is_none_or(|t| t.contains(&w))));
         if opts.created_before.is_some_and(|t| rec.created >= t) && believable {
             report.too_new += 1;
             continue;

@@ -302,6 +302,22 @@ impl Repository {
                 }
                 _ => snap.writer = Some(w),
             }
+            // A writer enrolled for some hosts only cannot speak for another.
+            let hosts = self
+                .roster()
+                .and_then(|r| r.enrolled.get(&w))
+                .map(|e| &e.hosts);
+            if let Some(hosts) = hosts.filter(|h| !h.is_empty() && !h.contains(&snap.host)) {
+                return Err(Error::untrusted(
+                    object_name(FileKind::Snapshot, id),
+                    format!(
+                        "claims host {:?}, but writer {} may only back up {}",
+                        snap.host,
+                        w.short(),
+                        hosts.join(", ")
+                    ),
+                ));
+            }
         }
         Ok((snap, signer))
     }

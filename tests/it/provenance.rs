@@ -248,3 +248,70 @@ fn small_files_stored_below_the_threshold_cannot_be_guessed() {
     ])
     .code(EXIT_USAGE);
 }
+
+/// `key export --role writer --host H` pins a writer to its host: a snapshot it makes claiming
+/// another host is refused (exit 3 from `snapshots`), never `latest --host` of that host, and
+/// not counted by `forget`; its own host's snapshots are fine.
+#[test]
+fn a_writer_pinned_to_its_host_cannot_speak_for_another() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"genuine alpha\n");
+    sb.run(&["backup", src.to_str().unwrap(), "--host", "alpha"])
+        .ok();
+    let dir = sb.path("web-1");
+    sb.run(&[
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        dir.to_str().unwrap(),
+        "--name",
+        "web-1",
+        "--host",
+        "web-1",
+    ])
+    .ok();
+    let ks = format!("local:{}", dir.display());
+    let evil = sb.path("evil");
+    write(&evil.join("a.txt"), b"written by web-1\n");
+    // The writer cannot tell (it does not read the roster): its backups succeed.
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "backup",
+        evil.to_str().unwrap(),
+        "--host",
+        "web-1",
+    ])
+    .ok();
+    let claimed = sb.backup_json(&[
+        "--key-service",
+        &ks,
+        evil.to_str().unwrap(),
+        "--host",
+        "alpha",
+    ]);
+    let r = sb.run(&["snapshots"]).code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains(&claimed.snapshot_id.to_hex())
+            && r.stderr.contains("may only back up web-1"),
+        "{}",
+        r.stderr
+    );
+    let out = sb.path("out");
+    sb.run(&[
+        "restore",
+        "latest",
+        "--host",
+        "alpha",
+        "--target",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&src, &out.join("src"));
+    let w = sb.run(&["--json", "key", "writers"]).ok().json();
+    assert_eq!(w[0]["hosts"], serde_json::json!(["web-1"]), "{w}");
+}

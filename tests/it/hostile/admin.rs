@@ -30,7 +30,7 @@ fn a_forged_lock_does_not_block_prune() {
     on_both(forged_lock);
 }
 
-fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration) {
+fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration, resign: bool) {
     let store = e.w.store();
     // The plaintext envelope header of beta's newest snapshot names its session.
     let sealed = store.get(FileKind::Snapshot, &e.genuine[3].id).unwrap();
@@ -39,6 +39,14 @@ fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration) {
     let record = store.get(FileKind::Key, &session).unwrap();
     let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
     record["created"] = (Utc::now() + ahead).to_rfc3339().into();
+    if resign {
+        // Signed again, with a key nobody enrolled: the signature verifies, the signer does
+        // not count.
+        let mut rec: custody::format::wrapped::WrappedKeyRecord =
+            serde_json::from_value(record.clone()).unwrap();
+        rec.sign(&custody::crypto::signing::SigningKey::generate().unwrap());
+        record = serde_json::to_value(&rec).unwrap();
+    }
     let edited = serde_json::to_vec_pretty(&record).unwrap();
     store.put(FileKind::Key, &session, edited.into()).unwrap();
     // Every record is really more than a second old after this.
@@ -88,7 +96,7 @@ fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration) {
 /// old, not in the future), and every kept snapshot restores after the routine.
 #[test]
 fn an_edited_key_age_does_not_hide_a_session_from_rotation() {
-    on_both(|e, f| edited_key_age(e, f, chrono::Duration::days(365)));
+    on_both(|e, f| edited_key_age(e, f, chrono::Duration::days(365), false));
 }
 
 /// Attack 8, variant: `created` moved only 30 minutes ahead, within the clock-skew allowance,
@@ -96,5 +104,13 @@ fn an_edited_key_age_does_not_hide_a_session_from_rotation() {
 /// longer verifies (it covers `created`, docs/FORMAT.md §17.4), so the session counts as old.
 #[test]
 fn a_plausibly_edited_key_age_does_not_hide_a_session_from_rotation() {
-    on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30)));
+    on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30), false));
+}
+
+/// Attack 8, variant: as above, and the record signed again with a key of the attacker's own
+/// that nobody enrolled. Expected as above: only the owner's and enrolled writers'
+/// signatures make a creation time count.
+#[test]
+fn a_re_signed_key_age_does_not_hide_a_session_from_rotation() {
+    on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30), true));
 }

@@ -396,3 +396,55 @@ fn poisoned_dedup(e: &Estate, f: &mut Findings) {
 fn claims_about_a_writers_own_pack_do_not_poison_other_backups() {
     on_both(poisoned_dedup);
 }
+
+fn foreign_key_record(e: &Estate, f: &mut Findings) {
+    // A session record naming a KMS key: a local keyring refuses it as a key-service error.
+    let session = SessionId::random().unwrap();
+    let record = serde_json::json!({
+        "format": 1,
+        "purpose": "session-key",
+        "repository": e.w.id().to_hex(),
+        "key_id": session.to_hex(),
+        "created": Utc::now().to_rfc3339(),
+        "kek": "awskms:arn:aws:kms:us-east-1:123456789012:key/attacker",
+        "algorithm": "aws-kms-symmetric-default",
+        "ciphertext": "AAAA",
+    });
+    e.w.store()
+        .put(
+            FileKind::Key,
+            &session,
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .unwrap();
+    // A pack "of" that session, listed by a segment of the writer's.
+    let seg =
+        e.w.save_index_segment(&IndexSegment {
+            packs: vec![PackEntries {
+                pack: PackId::random().unwrap(),
+                session,
+                blobs: vec![e.genuine_blobs(BlobType::Data)[0]],
+            }],
+        })
+        .unwrap();
+    let run = e.r.run(&["--json", "check"]);
+    f.expect(run.code == EXIT_INTEGRITY, || {
+        format!(
+            "check exited {} (want 3, not a key-service stop): {}",
+            run.code,
+            brief(&run.stderr)
+        )
+    });
+    check_names(e, &[session.id(), seg.id()], f);
+    owner_routine(e, &[POLICY], false, &[EXIT_OK], f);
+    restores(e, &e.kept(), "after", f);
+}
+
+/// Attack 15: a forged `keys/<s>` record naming a KEK of another key service, and a segment
+/// listing a pack of that session. Expected: the record is untrusted (not signed), so `check`
+/// names it and exits 3 instead of stopping on the key service's refusal (exit 4), and the
+/// routine runs and keeps every genuine snapshot.
+#[test]
+fn a_forged_key_record_naming_another_kek_does_not_stop_check() {
+    on_both(foreign_key_record);
+}
