@@ -4,7 +4,8 @@
 #
 #   scripts/bench.sh                 # 1 GiB mixed tree, 3 rounds, local-folder repositories
 #   SIZE_MIB=256 ROUNDS=5 scripts/bench.sh
-#   TARGET=s3 scripts/bench.sh       # both tools against moto's S3 server on loopback
+#   TARGET=moto scripts/bench.sh     # both tools against moto's S3 server on loopback (TARGET=s3: the same)
+#   TARGET=s3s-fs scripts/bench.sh   # both tools against s3s-fs (a file-backed S3 server) on loopback
 #   LOAD=2 scripts/bench.sh          # a busy host: 2 CPU-bound processes run throughout
 #   FILES=20000 scripts/bench.sh     # 20,000 small files (200 B - 6 KiB) instead of the tree
 #
@@ -60,25 +61,37 @@ export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
 background=()
 trap 'for p in "${background[@]}"; do kill "$p" 2>/dev/null; done' EXIT
 
-# Repository locations: local folders, or buckets on moto's S3 server on loopback.
+# Repository locations: local folders, or buckets on an S3 server on loopback (moto's, or
+# s3s-fs, installed by scripts/test.sh or here).
 c_repo="$work/c-repo"
 r_repo="$work/r-repo"
-if [ "$target" = s3 ]; then
-  command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-  background+=($!)
-  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
-  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-fi
+[ "$target" = s3 ] && target=moto
+case "$target" in
+  local) ;;
+  moto|s3s-fs)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    if [ "$target" = moto ]; then
+      command -v moto_server >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+      moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    else
+      export PATH="$HOME/.cargo/bin:$PATH"
+      command -v s3s-fs >/dev/null 2>&1 || cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+      rm -rf "$work/s3s-fs-root" && mkdir -p "$work/s3s-fs-root"
+      s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench "$work/s3s-fs-root" >/dev/null 2>&1 &
+    fi
+    background+=($!)
+    for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 ;;
+  *) echo "TARGET is local, moto (or s3) or s3s-fs" >&2; exit 2 ;;
+esac
 repos_for_round() { # fresh buckets per round on S3 (nothing to delete)
-  if [ "$target" = s3 ]; then
+  if [ "$target" != local ]; then
     c_repo="s3://custody-bench-$1"
     r_repo="s3:$AWS_ENDPOINT_URL/restic-bench-$1"
   fi
 }
 repo_bytes() { # TOOL
-  if [ "$target" = s3 ]; then
+  if [ "$target" != local ]; then
     if [ "$1" = custody ]; then $custody -q --json --repo "$c_repo" stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["pack_bytes"])'
     else restic -q -r "$r_repo" stats --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])'; fi
   else

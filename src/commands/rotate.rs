@@ -161,18 +161,14 @@ fn run_rewrap(
     let config = Repository::read_config(ctx.rt.handle(), &store)?;
     let from = ctx.open_key_service(&config.body.repository)?;
     let dest = keyservice::open(to, &ctx.key_options(), ctx.rt.handle())?;
-    // Ages come from signed records; a key holder also knows whose signatures count (the
-    // owner's and enrolled writers'). A rotator that cannot open the repository takes any
-    // valid signature.
-    let trusted_signers = match created_before {
+    // A key holder works out each session's authenticated age (as `reencrypt --before`
+    // does); a rotator that cannot open the repository takes the records' signed `created`.
+    let session_ages = match created_before {
         Some(_) => match ctx.open_repo() {
-            Ok(repo) => repo.roster().map(|r| {
-                std::iter::once(r.owner)
-                    .chain(r.enrolled.keys().copied())
-                    .collect()
-            }),
+            Ok(repo) if repo.roster().is_some() => Some(repo.authenticated_session_ages()?),
+            Ok(_) => None,
             Err(e) => {
-                tracing::warn!("--older-than takes any valid signature on a key record: the writers' roster is not readable here ({e})");
+                tracing::warn!("--older-than takes the records' signed creation times: the repository cannot be opened here ({e})");
                 None
             }
         },
@@ -182,7 +178,7 @@ fn run_rewrap(
         dry_run,
         created_before,
         verify: !no_verify,
-        trusted_signers,
+        session_ages,
     };
     let quiet = ctx.quiet || ctx.json;
     let report = ctx.rt.block_on(rewrap::rewrap(

@@ -30,10 +30,11 @@ pub struct RewrapOptions {
     pub created_before: Option<DateTime<Utc>>,
     /// Unwrap each new record with the destination before it replaces the old one.
     pub verify: bool,
-    /// The signers whose signature makes a session record's `created` count for
-    /// `created_before` (the owner and enrolled writers, when the rotator could read the
-    /// roster); `None`: any valid signature (a rotator that cannot open the repository).
-    pub trusted_signers: Option<std::collections::HashSet<crate::id::SignerId>>,
+    /// Each session's authenticated age, when the rotator is a key holder who could work it
+    /// out ([`crate::repo::Repository::authenticated_session_ages`]): it replaces the record's
+    /// `created`. `None`: the record's `created`, if a valid signature covers it (a rotator
+    /// that cannot open the repository).
+    pub session_ages: Option<crate::repo::reencrypt::SessionAges>,
 }
 
 /// `rotate rewrap --json`.
@@ -246,14 +247,21 @@ pub async fn rewrap(
         }
         // A creation time in the future is no age at all (an edited record), nor, where
         // records are signed (docs/FORMAT.md §17.4), is one without a valid signature:
-        // rewrapped. (Without the owner's roster, any valid signature is taken.)
-        let believable = rec.created <= Utc::now() + crate::repo::forget::CLOCK_SKEW
+        // rewrapped. A key holder passes each session's authenticated age instead.
+        let created = match (&opts.session_ages, id) {
+            (Some(ages), Some(s)) => ages
+                .get(&s)
+                .copied()
+                .flatten()
+                .unwrap_or(DateTime::UNIX_EPOCH),
+            _ => rec.created,
+        };
+        let believable = created <= Utc::now() + crate::repo::forget::CLOCK_SKEW
             && (!signed
                 || rec.purpose != Purpose::SessionKey
-                || rec
-                    .signer()
-                    .is_some_and(|w| opts.trusted_signers.as_ref().is_none_or(|t| t.contains(&w))));
-        if opts.created_before.is_some_and(|t| rec.created >= t) && believable {
+                || opts.session_ages.is_some()
+                || rec.signer().is_some());
+        if opts.created_before.is_some_and(|t| created >= t) && believable {
             report.too_new += 1;
             continue;
         }

@@ -131,10 +131,6 @@ fn run(
 /// Reads what the plan needs: keys and their ages, marks, packs, index, and which session
 /// sealed each manifest (from its envelope header: no key needed).
 fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result<ReencryptSurvey> {
-    let keys = super::check::wrapped_keys(repo)?
-        .into_iter()
-        .map(|(id, r)| (id, r.map(|r| repo.authenticated_created(&r))))
-        .collect();
     let marks = Marks::of(&repo.load_marks()?);
     let stored = repo.stored_packs()?.into_keys().collect();
     let snapshot_ids = repo.snapshot_ids()?;
@@ -148,6 +144,7 @@ fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result
             sealed_by.push((*id, session));
         }
     }
+    let keys = session_ages(repo, &sealed_by)?;
     Ok(ReencryptSurvey {
         now: Utc::now(),
         keys,
@@ -156,6 +153,68 @@ fn survey(repo: &Repository, lock: &mut Option<super::lock::Lock<'_>>) -> Result
         segments,
         sealed_by,
     })
+}
+
+/// Each session's age as far as it is authenticated (docs/FORMAT.md §14c, §17.4). In a signed
+/// repository a writer's signature on a key record counts from any enrolled writer, so a
+/// writer's session is dated by the earliest manifest sealed under that session's own key
+/// (which no other writer can make), and one without a manifest counts as old; the owner's
+/// records keep their signed `created`. Unsigned (legacy) repositories use the records.
+fn session_ages(repo: &Repository, sealed_by: &[(SnapshotId, SessionId)]) -> Result<SessionAges> {
+    let records = super::check::wrapped_keys(repo)?;
+    let Some(owner) = repo.roster().map(|r| r.owner) else {
+        return Ok(records
+            .into_iter()
+            .map(|(id, r)| (id, r.map(|r| repo.authenticated_created(&r))))
+            .collect());
+    };
+    let mut manifest_time: std::collections::HashMap<SessionId, chrono::DateTime<Utc>> =
+        std::collections::HashMap::new();
+    for (id, session) in sealed_by {
+        match repo.load_snapshot(id) {
+            Ok(s) if s.session == *session => {
+                let t = manifest_time.entry(*session).or_insert(s.time);
+                *t = (*t).min(s.time);
+            }
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) if e.is_key_service() && !matches!(e, Error::KeyDenied { .. }) => return Err(e),
+            // A manifest that does not open dates nothing: its session counts as old.
+            Err(_) => {}
+        }
+    }
+    Ok(records
+        .into_iter()
+        .map(|(id, r)| {
+            let age = r.map(|r| {
+                if r.signer() == Some(owner) {
+                    r.created
+                } else {
+                    manifest_time
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(chrono::DateTime::UNIX_EPOCH)
+                }
+            });
+            (id, age)
+        })
+        .collect())
+}
+
+/// Each session's authenticated age (`None`: its record does not parse).
+pub type SessionAges = std::collections::HashMap<SessionId, Option<chrono::DateTime<Utc>>>;
+
+impl Repository {
+    /// Every session's age as `rotate reencrypt --before` takes it (see [`session_ages`]):
+    /// for `rotate rewrap --older-than` run by a key holder.
+    pub fn authenticated_session_ages(&self) -> Result<SessionAges> {
+        let mut sealed_by = Vec::new();
+        for id in self.snapshot_ids()? {
+            if let Some(session) = sealing_session(self, &id)? {
+                sealed_by.push((id, session));
+            }
+        }
+        session_ages(self, &sealed_by)
+    }
 }
 
 /// Carries a plan out: copy, verify the copies, index them, seal the manifests again, and

@@ -40,11 +40,13 @@ fn edited_key_age(e: &Estate, f: &mut Findings, ahead: chrono::Duration, resign:
     let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
     record["created"] = (Utc::now() + ahead).to_rfc3339().into();
     if resign {
-        // Signed again, with a key nobody enrolled: the signature verifies, the signer does
-        // not count.
+        // Signed again with the attacker's own enrolled identity: the signature verifies and
+        // the signer is enrolled, but it did not start this session.
         let mut rec: custody::format::wrapped::WrappedKeyRecord =
             serde_json::from_value(record.clone()).unwrap();
-        rec.sign(&custody::crypto::signing::SigningKey::generate().unwrap());
+        let path = custody::identity::WriterIdentity::path_in(&e.r.sb.path("writer-keyring"));
+        let me = custody::identity::WriterIdentity::open(&path, None).unwrap();
+        rec.sign(&me.key);
         record = serde_json::to_value(&rec).unwrap();
     }
     let edited = serde_json::to_vec_pretty(&record).unwrap();
@@ -107,9 +109,9 @@ fn a_plausibly_edited_key_age_does_not_hide_a_session_from_rotation() {
     on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30), false));
 }
 
-/// Attack 8, variant: as above, and the record signed again with a key of the attacker's own
-/// that nobody enrolled. Expected as above: only the owner's and enrolled writers'
-/// signatures make a creation time count.
+/// Attack 8, variant: as above, and the record signed again with the attacker's own enrolled
+/// identity. Expected as above: a writer's session is dated by the manifests sealed under its
+/// own key, which the attacker cannot make, not by a record any enrolled writer can sign.
 #[test]
 fn a_re_signed_key_age_does_not_hide_a_session_from_rotation() {
     on_both(|e, f| edited_key_age(e, f, chrono::Duration::minutes(30), true));
