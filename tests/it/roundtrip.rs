@@ -20,6 +20,8 @@ fn odd_files_round_trip() {
     write(&src.join("ünïcödé 文件 😀.txt"), b"unicode");
     write(&src.join(" spaces and\nnewline "), b"odd");
     write(&src.join("-leading-dash"), b"dash");
+    // The longest name a file may have: its temporary name while restoring must still fit.
+    write(&src.join("n".repeat(255)), b"long name");
     let raw = std::ffi::OsStr::from_bytes(b"not-utf8-\xff\xfe");
     write(&src.join(raw), b"latin1 name");
     write(&src.join("deep/a/b/c/d/e/f.txt"), b"deep");

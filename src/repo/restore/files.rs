@@ -198,11 +198,15 @@ pub(super) fn restore_sequentially(
 
 /// The temporary name of a file being restored: `.NAME.custody-<run tag>-<n>`, where the tag
 /// is random per restore run and `n` numbers the files (unique without a random draw each).
+/// NAME is cut to its first 160 bytes, so the whole stays within the 255 bytes a file name
+/// may have, however long the file's own name is.
 pub(super) fn temp_name(dest: &Path, run: &str, n: usize) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(dest.file_name().unwrap_or_default());
-    name.push(format!(".custody-{run}-{n}"));
-    dest.with_file_name(name)
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let own = dest.file_name().unwrap_or_default().as_bytes();
+    let mut name = b".".to_vec();
+    name.extend_from_slice(&own[..own.len().min(160)]);
+    name.extend_from_slice(format!(".custody-{run}-{n}").as_bytes());
+    dest.with_file_name(std::ffi::OsString::from_vec(name))
 }
 
 /// Streams one file's verified plaintext to `out` (used by `dump`).
