@@ -96,6 +96,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let prune_opts = args.prune_opts.options()?;
     let dry_run = args.prune_opts.dry_run;
     let repo = ctx.open_repo()?;
+    if args.prune {
+        repo.require_owner("forget --prune")?;
+    } else if repo.signer().is_some() && repo.roster().is_none() {
+        repo.require_owner("forget")?;
+    }
     let filter = args.filter.filter();
     // A manifest that does not open (damaged, or forged over a genuine one) is kept, named,
     // and makes the command exit 3; the policy still applies to every other snapshot.

@@ -99,12 +99,32 @@ impl Repository {
                 };
                 id
             }
-            Err(Error::NotFound(_)) => self.create_owner()?,
+            Err(Error::NotFound(_)) => {
+                self.refuse_if_already_signed()?;
+                self.create_owner()?
+            }
             Err(e) => return Err(e),
         };
+        crate::failpoint::hit("migrate-after-owner");
+        // Until the config says format 2, unsigned objects stay accepted and nothing deletes.
+        if let Provenance::Owner { roster, .. } = &mut self.provenance {
+            roster.migrating = true;
+        }
         let lock = self.lock("migrate")?;
-        let out = self.sign_everything(&owner);
+        // A second pass signs what a backup committed during the first (stop backups while
+        // migrating: one that commits after the config is raised stays unsigned, untrusted).
+        let out = self.sign_everything(&owner).and_then(|mut r| {
+            let again = self.sign_everything(&owner)?;
+            r.segments += again.segments;
+            r.marks += again.marks;
+            r.snapshots += again.snapshots;
+            r.keys += again.keys;
+            Ok(r)
+        });
         let mut report = super::lock::release_after(Some(lock), out)?;
+        if let Provenance::Owner { roster, .. } = &mut self.provenance {
+            roster.migrating = false;
+        }
         report.owner = Some(owner);
         let mut config = self.config.clone();
         config.body.format = PROVENANCE_FORMAT;
@@ -115,6 +135,40 @@ impl Repository {
             .put(FileKind::Config, &Id::default(), Bytes::from(json))?;
         self.config = config;
         Ok(report)
+    }
+
+    /// A format-1 config with no `owner` but signed objects is a downgrade (someone deleted
+    /// `owner` and rewrote the config, which a writer can): making a new owner key now would
+    /// leave every genuine object signed by a key nobody accepts. Refused.
+    fn refuse_if_already_signed(&self) -> Result<()> {
+        let (repo, zero) = (self.id(), Id::default());
+        for (id, _) in self.store.list(FileKind::Index)? {
+            let b = Binding {
+                repo: &repo,
+                kind: ObjectKind::Index,
+                container: &zero,
+                object: &id,
+                key_id: &self.config.body.secret_id,
+            };
+            let Ok(bytes) = self.store.get(FileKind::Index, &id) else {
+                continue;
+            };
+            let Ok(plain) = envelope::open_object(&self.secrets.index_key, &b, &bytes) else {
+                continue;
+            };
+            if signature::verify(ObjectKind::Index as u8, &repo, &id, &plain).is_ok() {
+                return Err(Error::integrity(
+                    "owner",
+                    format!(
+                        "missing, yet {} is signed: this repository was signed before and its owner \
+                         record (and format) were removed; restore `owner` and the config from bucket \
+                         versions instead of migrating again",
+                        object_name(FileKind::Index, &id)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn sign_everything(&self, owner: &SignerId) -> Result<MigrateReport> {

@@ -43,6 +43,10 @@ pub struct Roster {
     pub revoked: BTreeMap<SignerId, Option<Revocation>>,
     /// Enrollments and revocations that do not verify (reported by `check`).
     pub problems: Vec<Error>,
+    /// `owner` exists but the config is still format 1: a `migrate` was interrupted. Unsigned
+    /// objects are accepted (as in a legacy repository) until it is run again, and nothing
+    /// that deletes runs.
+    pub migrating: bool,
 }
 
 /// Who signed an accepted object.
@@ -181,6 +185,41 @@ impl Repository {
         }
     }
 
+    /// Refuses what deletes or rewrites on the owner's authority (prune, forget's prune,
+    /// reencrypt, migrate, revocation) unless this client may: the owner of a signed
+    /// repository whose roster verifies and whose migration is finished, or anyone in a
+    /// legacy one. A writer (an identity set by `--identity`/`CUSTODY_IDENTITY`) trusts only
+    /// itself and the owner, so its prune would take every other writer's data for unused;
+    /// and an enrollment or revocation that does not verify leaves a writer's objects
+    /// untrusted, which must not turn into their deletion.
+    pub fn require_owner(&self, what: &str) -> Result<()> {
+        match &self.provenance {
+            Provenance::Legacy => Ok(()),
+            Provenance::Writer { key, .. } => Err(Error::invalid(format!(
+                "{what} needs the owner's key service, but this client signs as writer {} (unset --identity / CUSTODY_IDENTITY, or use the owner's keyring)",
+                key.id().short()
+            ))),
+            Provenance::Owner { roster, .. } => {
+                if roster.migrating {
+                    return Err(Error::Conflict(format!(
+                        "{what} waits for an unfinished `custody migrate`: run it again first"
+                    )));
+                }
+                if let Some(e) = roster.problems.first() {
+                    return Err(Error::integrity(
+                        "writers/ and revoked/",
+                        format!(
+                            "{what} refused while an enrollment or revocation does not verify ({e}): \
+                             its writer's objects count as untrusted, and collecting them could delete \
+                             genuine data; restore the object (bucket versions) or see `custody check`"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// `body` with this client's signature appended (unchanged in a legacy repository).
     pub(crate) fn sign_body(&self, kind: ObjectKind, object: &Id, body: Vec<u8>) -> Vec<u8> {
         match &self.provenance {
@@ -240,6 +279,12 @@ impl Repository {
         match &self.provenance {
             Provenance::Legacy => Ok((plain, None)),
             Provenance::Owner { roster, .. } => {
+                if roster.migrating
+                    && signature::verify(kind as u8, &self.id(), object, &plain)
+                        == Err(signature::SignatureError::Unsigned)
+                {
+                    return Ok((plain, None));
+                }
                 let (body, who) = check(&plain)?;
                 let signer = roster
                     .accept(kind, object, who)
@@ -276,22 +321,27 @@ impl Repository {
                     repo.short()
                 )));
             }
-            // A revoked writer is told so, rather than storing what nobody will accept.
-            match self.store.size(FileKind::Revocation, &id.key.id()) {
-                Ok(_) => {
-                    return Err(Error::KeyDenied {
-                        key: format!("writer identity {} ({})", id.name, id.key.id().short()),
-                        operation: "backup".into(),
-                        reason: "the owner revoked this writer: what it stores is refused; ask a key holder for a new identity (`key export --role writer`)".into(),
-                    })
-                }
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            let (name, me) = (id.name.clone(), id.key.id());
             self.provenance = Provenance::Writer {
                 key: id.key,
                 owner: id.owner,
             };
+            // A revoked writer is told so, rather than storing what nobody will accept. Only
+            // a revocation the owner signed counts: junk at that name is reported, not obeyed.
+            match self.load_object::<Revocation>(&me) {
+                Ok(r) if r.writer == me => {
+                    return Err(Error::KeyDenied {
+                        key: format!("writer identity {name} ({})", me.short()),
+                        operation: "backup".into(),
+                        reason: "the owner revoked this writer: what it stores is refused; ask a key holder for a new identity (`key export --role writer`)".into(),
+                    })
+                }
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => {
+                    tracing::warn!("ignoring a revocation of this writer that the owner did not sign: {e}")
+                }
+                Err(e) => return Err(e),
+            }
             return Ok(());
         }
         let record = match self.store.get(FileKind::Owner, &Id::default()) {
@@ -328,6 +378,7 @@ impl Repository {
         let key = record.open(&repo, &anchor)?;
         let roster = Roster {
             owner: key.id(),
+            migrating: self.config.body.format < PROVENANCE_FORMAT,
             ..Roster::default()
         };
         self.provenance = Provenance::Owner { key, roster };
@@ -342,6 +393,7 @@ impl Repository {
     fn load_roster(&self) -> Result<Roster> {
         let mut roster = Roster {
             owner: self.roster().map(|r| r.owner).unwrap_or_default(),
+            migrating: self.roster().is_some_and(|r| r.migrating),
             ..Roster::default()
         };
         self.for_each_object::<Enrollment>(|id, e| {
@@ -488,6 +540,7 @@ impl Repository {
     /// snapshots and segments it signed so far are listed in the revocation, so they stay
     /// valid whatever dates anything it writes later claims.
     pub fn revoke_writer(&self, spec: &str) -> Result<WriterRevoked> {
+        self.require_owner("key revoke")?;
         let Some(roster) = self.roster() else {
             return Err(Error::invalid(
                 "revoking a writer needs the owner's key service, in a repository that signs its objects",

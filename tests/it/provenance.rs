@@ -315,3 +315,103 @@ fn a_writer_pinned_to_its_host_cannot_speak_for_another() {
     let w = sb.run(&["--json", "key", "writers"]).ok().json();
     assert_eq!(w[0]["hosts"], serde_json::json!(["web-1"]), "{w}");
 }
+
+/// Review fixes: junk at `revoked/<writer>` (anyone who can put objects can write it) must
+/// not get that writer's data deleted: prune refuses while a revocation does not verify, the
+/// writer itself ignores it, and once the junk is gone its snapshot restores. A writer
+/// identity left in the environment of a key holder's prune is refused, not obeyed.
+#[test]
+fn junk_revocations_and_writer_identities_never_drive_prune() {
+    let sb = Sandbox::new();
+    sb.init();
+    let w = sb.export_writer("victim", &[]);
+    let ks = format!("local:{}", w.display());
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(400_000, 3));
+    let snap = sb
+        .backup_json(&["--key-service", &ks, src.to_str().unwrap()])
+        .snapshot_id;
+    let id: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("identity.json")).unwrap()).unwrap();
+    let writer = id["writer"].as_str().unwrap().to_string();
+    let junk = sb.repo().join("revoked").join(&writer);
+    write(&junk, &random_bytes(4096, 9));
+    let packs_before = list_ids(&sb.repo().join("data")).len();
+    for _ in 0..2 {
+        let r = sb.run(&["prune", "--grace", "0s"]).code(EXIT_INTEGRITY);
+        assert!(
+            r.stderr.contains("revoked") || r.stderr.contains("revocation"),
+            "{}",
+            r.stderr
+        );
+    }
+    sb.run(&["forget", "--keep-last", "1", "--prune"])
+        .code(EXIT_INTEGRITY);
+    assert_eq!(list_ids(&sb.repo().join("data")).len(), packs_before);
+    // The writer is not stopped by junk it cannot verify.
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "backup",
+        src.to_str().unwrap(),
+        "--force",
+    ])
+    .ok();
+    std::fs::remove_file(&junk).unwrap();
+    let out = sb.path("out");
+    sb.run(&["restore", &snap.to_hex(), "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
+    // A key holder whose environment still names a writer identity: prune is refused.
+    let identity = w.join("identity.json");
+    let r = sb
+        .run_env(
+            &[("CUSTODY_IDENTITY", identity.to_str().unwrap())],
+            &["prune"],
+        )
+        .code(EXIT_USAGE);
+    assert!(r.stderr.contains("signs as writer"), "{}", r.stderr);
+    sb.run(&["prune"]).ok();
+    sb.run(&["check", "--read-data"]).ok();
+}
+
+/// Review fix: a signed repository whose `owner` was deleted and whose config was set back to
+/// format 1 (a writer holds the key that authenticates the config) is not "migrated" again:
+/// a new owner key would leave every genuine object signed by a key nobody accepts.
+#[test]
+fn migrate_refuses_a_downgraded_signed_repository() {
+    use custody::crypto::kdf::{self, label};
+    use custody::format::config::Config;
+    use custody::format::wrapped::{context, Purpose};
+    use custody::KeyService;
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"signed\n");
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    // The downgrade, done with what a writer holds (M, hence K_mac).
+    let mut config: Config =
+        serde_json::from_slice(&std::fs::read(sb.repo().join("config")).unwrap()).unwrap();
+    let repo_id = config.body.repository;
+    let keyring = custody::repo::default_keyring_dir(&sb.path("config"), &repo_id);
+    let ring = custody::keyservice::LocalKeyring::open(&keyring, None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = context(Purpose::RepositorySecret, &repo_id, &config.body.secret_id);
+    let m = rt
+        .block_on(ring.decrypt(&config.secret.wrapped, &ctx))
+        .unwrap();
+    config.body.format = 1;
+    let k_mac = kdf::derive_key(repo_id.as_bytes(), &m, &[label::CONFIG_MAC]);
+    config.mac = hex::encode(kdf::hmac_sha256(&k_mac, &config.body.mac_input()));
+    write(
+        &sb.repo().join("config"),
+        &serde_json::to_vec_pretty(&config).unwrap(),
+    );
+    std::fs::remove_file(sb.repo().join("owner")).unwrap();
+    let r = sb.run(&["migrate"]).code(EXIT_INTEGRITY);
+    assert!(r.stderr.contains("restore `owner`"), "{}", r.stderr);
+    assert!(
+        !sb.repo().join("owner").exists(),
+        "no new owner key was made"
+    );
+}

@@ -2071,3 +2071,32 @@ const PROVENANCE_SIGNER_HEX: &str =
 const PROVENANCE_SIGNATURE_HEX: &str = "42bdec45470063fc84f8d6a7f6271c5489d0cb537b6c7fd4b38c2c5b7fde4b62770738a03924d3d0a47ea81e574357239c3809fe5af8dcc4f3e159182552bd09";
 const PROVENANCE_LOCAL_ANCHOR_HEX: &str =
     "eecfd5a0b34080a90463319b3f0b6b677c6c43842941fadb16b63b5d5cef8cf7";
+
+/// A `migrate` killed right after it made the owner key leaves `owner` beside a format-1
+/// config: snapshots still list and restore (unsigned objects stay accepted), prune waits
+/// (exit 6) instead of collecting the not-yet-signed objects, and a second `migrate` finishes.
+#[test]
+fn an_interrupted_migration_loses_nothing_and_resumes() {
+    let g = Golden::new();
+    let a = g.args("owner-keyring", &["migrate"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let killed =
+        g.sb.run_env(&[("CUSTODY_FAILPOINT", "migrate-after-owner")], &a);
+    assert_ne!(killed.code, 0, "the failpoint must kill migrate");
+    assert!(g.sb.repo().join("owner").exists());
+    assert_eq!(g.snapshots().len(), 2);
+    let v2 = by_tag(&g.snapshots(), "v2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.restore_and_compare(&v2, 2, "mid-migration");
+    let r = g
+        .run("owner-keyring", &["prune"])
+        .code(common::EXIT_CONFLICT);
+    assert!(r.stderr.contains("migrate"), "{}", r.stderr);
+    let m: serde_json::Value = g.run("owner-keyring", &["--json", "migrate"]).ok().json();
+    assert_eq!(m["snapshots"], 2, "{m}");
+    g.run("owner-keyring", &["check", "--read-data"]).ok();
+    g.run("owner-keyring", &["prune"]).ok();
+    g.restore_and_compare(&v2, 2, "after-migration");
+}

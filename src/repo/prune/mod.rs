@@ -118,6 +118,7 @@ pub struct MarkReport {
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions, act: &Activity) -> Result<PruneReport> {
+    repo.require_owner("prune")?;
     let mut lock = if opts.dry_run {
         None
     } else {

@@ -93,7 +93,13 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
             // so that it still opens for `check` and `forget ID`.
             Err(e) if e.is_untrusted() => {
                 tracing::warn!("snapshot ignored: {e}");
-                snapshot_sessions.insert(repo.snapshot_session(&id)?);
+                match repo.snapshot_session(&id) {
+                    Ok(s) => {
+                        snapshot_sessions.insert(s);
+                    }
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             Err(e) if e.is_key_service() => return Err(e),

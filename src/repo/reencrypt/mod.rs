@@ -93,6 +93,7 @@ pub fn reencrypt(
     dry_run: bool,
     act: &Activity,
 ) -> Result<ReencryptReport> {
+    repo.require_owner("rotate reencrypt")?;
     act.set("listing the repository");
     let mut lock = if dry_run {
         None
@@ -288,10 +289,15 @@ fn execute(
         if let Some(l) = lock.as_mut() {
             l.refresh()?;
         }
-        // Forgotten meanwhile: leave it forgotten.
+        // Forgotten meanwhile: leave it forgotten. One signed by no one the owner accepts
+        // (under a session a writer started) is not carried over: it protects nothing.
         match repo.load_snapshot(id) {
             Ok(_) => {}
             Err(Error::NotFound(_)) => continue,
+            Err(e) if e.is_untrusted() => {
+                tracing::warn!("not resealed: {e}");
+                continue;
+            }
             Err(e) => return Err(e),
         }
         // Narrows (without conditional writes it cannot close) the window in which a
