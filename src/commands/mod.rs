@@ -126,7 +126,20 @@ impl Ctx {
             &config.body.repository,
         );
         let identity = self.writer_identity(&config.body.repository)?;
-        let repo = Repository::open(self.rt.handle().clone(), store, keys, config, identity)?;
+        let copy = self
+            .env
+            .client
+            .config_dir
+            .join("owners")
+            .join(format!("{}.json", config.body.repository.to_hex()));
+        let repo = Repository::open_with_owner_copy(
+            self.rt.handle().clone(),
+            store,
+            keys,
+            config,
+            identity,
+            Some(&copy),
+        )?;
         Ok(repo.with_tree_cache(cache))
     }
 

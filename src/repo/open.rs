@@ -236,6 +236,20 @@ impl Repository {
         config: Config,
         identity: Option<crate::identity::WriterIdentity>,
     ) -> Result<Repository> {
+        Repository::open_with_owner_copy(rt, store, keys, config, identity, None)
+    }
+
+    /// [`Repository::open`], keeping a key holder's copy of the `owner` record at
+    /// `owner_copy`: it restores the store's record when that is deleted or replaced, and
+    /// shows that a repository whose `owner` vanished was signed (docs/FORMAT.md §17.2).
+    pub fn open_with_owner_copy(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        config: Config,
+        identity: Option<crate::identity::WriterIdentity>,
+        owner_copy: Option<&Path>,
+    ) -> Result<Repository> {
         let b = &config.body;
         let rec = &config.secret;
         if rec.purpose != Purpose::RepositorySecret
@@ -267,7 +281,7 @@ impl Repository {
             ));
         }
         let mut repo = Repository::assemble(rt, store, keys, config, &m);
-        repo.load_provenance(identity)?;
+        repo.load_provenance(identity, owner_copy)?;
         Ok(repo)
     }
 }

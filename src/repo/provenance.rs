@@ -21,6 +21,25 @@ use crate::id::{Id, SignerId};
 use crate::identity::WriterIdentity;
 use crate::store::FileKind;
 
+/// Writes a small file only its owner may read (the client's copy of the owner record).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Who this client is.
 #[derive(Debug)]
 pub enum Provenance {
@@ -311,7 +330,11 @@ impl Repository {
     }
 
     /// Decides who this client is, once the config is verified (docs/FORMAT.md §17.2).
-    pub(super) fn load_provenance(&mut self, identity: Option<WriterIdentity>) -> Result<()> {
+    pub(super) fn load_provenance(
+        &mut self,
+        identity: Option<WriterIdentity>,
+        owner_copy: Option<&std::path::Path>,
+    ) -> Result<()> {
         let repo = self.id();
         if let Some(id) = identity {
             if id.repository != repo {
@@ -344,21 +367,23 @@ impl Repository {
             }
             return Ok(());
         }
-        let record = match self.store.get(FileKind::Owner, &Id::default()) {
-            Ok(b) => b,
-            Err(Error::NotFound(_)) if self.config.body.format < PROVENANCE_FORMAT => {
-                return Ok(())
-            }
-            Err(Error::NotFound(_)) => {
-                return Err(Error::integrity(
-                    "owner",
-                    "missing: this repository signs its objects, and the record of its owner key is gone (deleted from the store)",
-                ))
-            }
+        let stored = match self.store.get(FileKind::Owner, &Id::default()) {
+            Ok(b) => Some(b.to_vec()),
+            Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let record: OwnerRecord =
-            from_json("owner record", &record).map_err(|e| Error::integrity("owner", e))?;
+        // This client's copy of the record (kept beside its configuration): it survives the
+        // store's copy being deleted or replaced, and proves the repository was signed.
+        let copy = owner_copy.and_then(|p| std::fs::read(p).ok());
+        if stored.is_none() && copy.is_none() {
+            if self.config.body.format < PROVENANCE_FORMAT {
+                return Ok(());
+            }
+            return Err(Error::integrity(
+                "owner",
+                "missing: this repository signs its objects, and the record of its owner key is gone (deleted from the store)",
+            ));
+        }
         let (anchor, _) = self.keys.owner_anchor(&repo).map_err(|e| match e {
             Error::KeyDenied {
                 key,
@@ -375,7 +400,41 @@ impl Repository {
             },
             e => e,
         })?;
-        let key = record.open(&repo, &anchor)?;
+        let open = |bytes: &[u8]| -> Result<SigningKey> {
+            let record: OwnerRecord =
+                from_json("owner record", bytes).map_err(|e| Error::integrity("owner", e))?;
+            record.open(&repo, &anchor)
+        };
+        let key = match stored.as_deref().map(open) {
+            Some(Ok(key)) => {
+                if let (Some(path), Some(b)) = (owner_copy, &stored) {
+                    if copy.as_deref() != Some(b.as_slice()) {
+                        if let Err(e) = write_private(path, b) {
+                            tracing::warn!(
+                                "could not keep a copy of the owner record at {}: {e}",
+                                path.display()
+                            );
+                        }
+                    }
+                }
+                key
+            }
+            failed => {
+                let why = match failed {
+                    Some(Err(e)) => e,
+                    _ => Error::integrity("owner", "missing from the store"),
+                };
+                let Some(Ok(key)) = copy.as_deref().map(open) else {
+                    return Err(why);
+                };
+                // Heal: the genuine record, which only a key holder can make, goes back.
+                tracing::warn!("the repository's owner record does not open ({why}): restoring it from this client's copy");
+                let b = copy.clone().unwrap_or_default();
+                self.store
+                    .put(FileKind::Owner, &Id::default(), Bytes::from(b))?;
+                key
+            }
+        };
         let roster = Roster {
             owner: key.id(),
             migrating: self.config.body.format < PROVENANCE_FORMAT,

@@ -133,6 +133,14 @@ fn rewrap_carries_the_owner_key_to_the_new_keyring() {
     assert_eq!(again["owner_resealed"], false, "{again}");
 }
 
+/// The client's copy of the owner record (beside its configuration).
+fn owner_copy(sb: &Sandbox) -> std::path::PathBuf {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.repo().join("config")).unwrap()).unwrap();
+    let id = config["body"]["repository"].as_str().unwrap().to_string();
+    sb.path("config").join("owners").join(format!("{id}.json"))
+}
+
 #[test]
 fn a_replaced_owner_record_is_refused() {
     let sb = Sandbox::new();
@@ -140,11 +148,21 @@ fn a_replaced_owner_record_is_refused() {
     let src = sb.path("src");
     write(&src.join("a.txt"), b"x\n");
     sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let genuine = std::fs::read(sb.repo().join("owner")).unwrap();
+    assert_eq!(
+        std::fs::read(owner_copy(&sb)).unwrap(),
+        genuine,
+        "the key holder keeps a copy"
+    );
     // A writer (or the custodian) puts another owner record in place: it cannot seal one the
-    // owner's anchor opens.
-    let mut rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sb.repo().join("owner")).unwrap()).unwrap();
+    // owner's anchor opens. A key holder with its copy restores the genuine record.
+    let mut rec: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
     rec["public"] = serde_json::Value::String("ab".repeat(32));
+    write(&sb.repo().join("owner"), rec.to_string().as_bytes());
+    sb.run(&["snapshots"]).ok();
+    assert_eq!(std::fs::read(sb.repo().join("owner")).unwrap(), genuine);
+    // Without that copy (another key holder's machine), it is refused.
+    std::fs::remove_file(owner_copy(&sb)).unwrap();
     write(&sb.repo().join("owner"), rec.to_string().as_bytes());
     let r = sb.run(&["snapshots"]).code(EXIT_INTEGRITY);
     assert!(r.stderr.contains("owner"), "{}", r.stderr);
@@ -407,11 +425,27 @@ fn migrate_refuses_a_downgraded_signed_repository() {
         &sb.repo().join("config"),
         &serde_json::to_vec_pretty(&config).unwrap(),
     );
+    let genuine = std::fs::read(sb.repo().join("owner")).unwrap();
     std::fs::remove_file(sb.repo().join("owner")).unwrap();
+    // A key holder without a copy of the owner record: refused, no new owner key.
+    let copy = owner_copy(&sb);
+    let kept = std::fs::read(&copy).unwrap();
+    std::fs::remove_file(&copy).unwrap();
     let r = sb.run(&["migrate"]).code(EXIT_INTEGRITY);
     assert!(r.stderr.contains("restore `owner`"), "{}", r.stderr);
     assert!(
         !sb.repo().join("owner").exists(),
         "no new owner key was made"
     );
+    // With its copy: the downgrade is seen, the record restored, prune waits for `migrate`,
+    // which raises the config again under the same owner key.
+    write(&copy, &kept);
+    sb.run(&["prune"]).code(EXIT_CONFLICT);
+    assert_eq!(std::fs::read(sb.repo().join("owner")).unwrap(), genuine);
+    sb.run(&["migrate"]).ok();
+    sb.run(&["check", "--read-data"]).ok();
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &out.join("src"));
 }
