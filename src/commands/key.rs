@@ -9,7 +9,7 @@ use custody::identity::WriterIdentity;
 use custody::keyservice::local::read_passphrase_file;
 use custody::keyservice::{AwsKms, KeyServiceUrl, KeyringRole, LocalKeyring, Pkcs11Service};
 use custody::repo::kek_usage::kek_usage;
-use custody::repo::provenance::WriterListing;
+use custody::repo::writers::WriterListing;
 use custody::repo::Repository;
 use custody::SignerId;
 

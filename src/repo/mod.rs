@@ -27,6 +27,7 @@ mod session;
 pub mod snapshots;
 pub mod stats;
 pub(crate) mod walk;
+pub mod writers;
 
 pub use cache::TreeCache;
 pub use index::{BlobLocation, Index};
