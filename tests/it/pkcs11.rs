@@ -193,6 +193,15 @@ fn pkcs11_keys_never_leave_the_token() {
             "custody-data",
             AttributeType::PrivateExponent,
         ),
+        // The owner's HMAC key (docs/FORMAT.md §17.1), made by `key create` beside the
+        // private half.
+        (
+            "reader",
+            "2222",
+            ObjectClass::SECRET_KEY,
+            "custody-owner",
+            AttributeType::Value,
+        ),
     ] {
         let slot = ctx
             .get_slots_with_token()
@@ -240,6 +249,11 @@ fn pkcs11_keys_never_leave_the_token() {
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap();
     assert!(private.is_empty());
+    // Nor the owner's key: a writer cannot sign as the owner.
+    let owner = s
+        .find_objects(&[Attribute::Label(b"custody-owner".to_vec())])
+        .unwrap();
+    assert!(owner.is_empty());
 }
 
 #[test]

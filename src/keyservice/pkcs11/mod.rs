@@ -280,6 +280,31 @@ impl Inner {
 /// Labels the owner anchor's HMAC input (docs/FORMAT.md §17.1).
 const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
 
+/// The `<O>-owner` HMAC key in the key holders' token, made there (sensitive, never
+/// extractable) when missing: by `key create`, or on first use by a token made before.
+fn ensure_owner_key(s: &Session, object: &str, owner_ref: &str) -> Result<ObjectHandle> {
+    let label = format!("{object}-owner");
+    if let Some(h) =
+        find(s, ObjectClass::SECRET_KEY, &label).map_err(|e| map_ck(owner_ref, "find key", e))?
+    {
+        return Ok(h);
+    }
+    s.generate_key(
+        &Mechanism::GenericSecretKeyGen,
+        &[
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::ValueLen(32.into()),
+            Attribute::Label(label.into_bytes()),
+        ],
+    )
+    .map_err(|e| map_ck(owner_ref, "generate", e))
+}
+
 impl Inner {
     /// `HMAC-SHA256(<O>-owner, label || R)` inside the token that holds the data KEK's private
     /// half: only key holders log in there. The HMAC key is made there (sensitive,
@@ -300,27 +325,7 @@ impl Inner {
                         .into(),
             });
         }
-        let label = format!("{}-owner", u.object);
-        let h = match find(&s, ObjectClass::SECRET_KEY, &label)
-            .map_err(|e| map_ck(&owner_ref, "find key", e))?
-        {
-            Some(h) => h,
-            None => s
-                .generate_key(
-                    &Mechanism::GenericSecretKeyGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Verify(true),
-                        Attribute::ValueLen(32.into()),
-                        Attribute::Label(label.into_bytes()),
-                    ],
-                )
-                .map_err(|e| map_ck(&owner_ref, "generate", e))?,
-        };
+        let h = ensure_owner_key(&s, &u.object, &owner_ref)?;
         let msg = [OWNER_ANCHOR_LABEL, repo.as_bytes()].concat();
         let mac = zeroize::Zeroizing::new(
             s.sign(&Mechanism::Sha256Hmac, h, &msg)
@@ -428,6 +433,9 @@ impl Pkcs11Service {
                     ],
                 )
                 .map_err(|e| map_ck(&u.data_ref(), "generate", e))?;
+            // The owner's HMAC key goes beside the private half, made now rather than on
+            // first use (two first uses at once could make two).
+            ensure_owner_key(&s, &u.object, &format!("{}-owner", u.data_ref()))?;
             let attrs = s
                 .get_attributes(
                     public,
