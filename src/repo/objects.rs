@@ -109,7 +109,7 @@ impl Repository {
             &bytes,
         )
         .map_err(|e| Error::integrity(&name, e))?;
-        let (body, signer) = self.verify_body(T::KIND, &name, id, plain)?;
+        let (body, signer) = self.verify_body(T::KIND, &name, id, &plain)?;
         let obj = T::decode(&body).map_err(|e| Error::integrity(&name, e))?;
         Ok((obj, signer))
     }

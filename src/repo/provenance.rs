@@ -289,29 +289,27 @@ impl Repository {
         kind: ObjectKind,
         name: &str,
         object: &Id,
-        plain: Vec<u8>,
+        plain: &[u8],
     ) -> Result<(Vec<u8>, Option<Signer>)> {
-        let check = |plain: &[u8]| {
-            signature::verify(kind as u8, &self.id(), object, plain)
-                .map_err(|e| Error::untrusted(name, e))
-        };
+        let verify = || signature::verify(kind as u8, &self.id(), object, plain);
+        let untrusted = |e: signature::SignatureError| Error::untrusted(name, e);
         match &self.provenance {
-            Provenance::Legacy => Ok((plain, None)),
+            Provenance::Legacy => Ok((plain.to_vec(), None)),
             Provenance::Owner { roster, .. } => {
-                if roster.migrating
-                    && signature::verify(kind as u8, &self.id(), object, &plain)
-                        == Err(signature::SignatureError::Unsigned)
-                {
-                    return Ok((plain, None));
-                }
-                let (body, who) = check(&plain)?;
+                let (body, who) = match verify() {
+                    // An interrupted migration: unsigned objects are still accepted.
+                    Err(signature::SignatureError::Unsigned) if roster.migrating => {
+                        return Ok((plain.to_vec(), None))
+                    }
+                    v => v.map_err(untrusted)?,
+                };
                 let signer = roster
                     .accept(kind, object, who)
                     .map_err(|why| Error::untrusted(name, why))?;
                 Ok((body, Some(signer)))
             }
             Provenance::Writer { key, owner } => {
-                let (body, who) = check(&plain)?;
+                let (body, who) = verify().map_err(untrusted)?;
                 if who == *owner {
                     Ok((body, Some(Signer::Owner(who))))
                 } else if who == key.id() {

@@ -222,27 +222,31 @@ impl Repository {
         let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
             envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
-        let trailer_at = plain
-            .len()
-            .checked_sub(crate::format::signature::TRAILER_LEN);
-        let unsigned_body = match trailer_at {
-            Some(at) if plain[at..].starts_with(&crate::format::signature::MAGIC) => at,
-            _ => plain.len(),
-        };
-        let key = &self.secrets.snapshot_id_key;
-        let replaced =
-            !(bound_id::is_bound(key, id) && bound_id::matches(key, id, &plain[..unsigned_body]));
-        match self.verify_body(ObjectKind::Snapshot, &name, id, plain) {
+        match self.verify_body(ObjectKind::Snapshot, &name, id, &plain) {
             Ok((json, signer)) => Ok((json, session, signer)),
             // Untrusted and not the manifest its id was made from: it may have been written over
             // a genuine snapshot, so it stays an integrity failure (prune stops, rather than
             // free what the original needed). Under a bound id it matches, it replaced nothing.
-            Err(Error::Untrusted { reason, .. }) if replaced => Err(Error::integrity(
-                &name,
-                format!("{reason}; and it is not the manifest its id was made from (it may have replaced a genuine snapshot)"),
-            )),
+            Err(Error::Untrusted { reason, .. }) if self.may_have_replaced(id, &plain) => {
+                Err(Error::integrity(
+                    &name,
+                    format!("{reason}; and it is not the manifest its id was made from (it may have replaced a genuine snapshot)"),
+                ))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether a refused manifest could stand where another one was: its id is random, or
+    /// bound to some other manifest. Its body is the plaintext without a signature trailer.
+    fn may_have_replaced(&self, id: &SnapshotId, plain: &[u8]) -> bool {
+        use crate::format::signature::{MAGIC, TRAILER_LEN};
+        let body = match plain.len().checked_sub(TRAILER_LEN) {
+            Some(at) if plain[at..].starts_with(&MAGIC) => &plain[..at],
+            _ => plain,
+        };
+        let key = &self.secrets.snapshot_id_key;
+        !(bound_id::is_bound(key, id) && bound_id::matches(key, id, body))
     }
 
     /// Decodes an opened manifest and checks it: format, its id's binding, its session.

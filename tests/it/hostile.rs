@@ -416,29 +416,38 @@ fn upload_pack(w: &Repository, s: &Session, t: BlobType, blobs: &[Vec<u8>]) -> P
     }
 }
 
+/// A tree node for a regular file of the attacker's making.
+fn file_node(name: &[u8], size: u64, content: Vec<ChunkId>) -> Node {
+    Node {
+        name: custody::format::name::RawName(name.to_vec()),
+        kind: NodeKind::File,
+        mode: 0o644,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 0,
+        uid: 0,
+        gid: 0,
+        size,
+        inode: 0,
+        ctime_sec: 0,
+        ctime_nsec: 0,
+        content,
+        subtree: None,
+        target: None,
+        salt: None,
+    }
+}
+
 /// A folder of the attacker's own: one file, in packs of its session, indexed by a segment
 /// as a backup's would be. Returns the folder's tree id.
 fn plant_tree(w: &Repository, s: &Session) -> TreeId {
     let junk = b"written by the attacker\n".repeat(100);
     let data = upload_pack(w, s, BlobType::Data, std::slice::from_ref(&junk));
     let mut tree = Tree {
-        nodes: vec![Node {
-            name: custody::format::name::RawName(b"pwned.txt".to_vec()),
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_sec: 1_700_000_000,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            size: junk.len() as u64,
-            inode: 0,
-            ctime_sec: 0,
-            ctime_nsec: 0,
-            content: vec![ChunkId(w.chunk_id(&junk))],
-            subtree: None,
-            target: None,
-            salt: None,
-        }],
+        nodes: vec![file_node(
+            b"pwned.txt",
+            junk.len() as u64,
+            vec![ChunkId(w.chunk_id(&junk))],
+        )],
     };
     let bytes = tree.encode();
     let trees = upload_pack(w, s, BlobType::Tree, std::slice::from_ref(&bytes));

@@ -274,24 +274,10 @@ fn poisoned_dedup(e: &Estate, f: &mut Findings) {
     let pack = listing.pack;
     // A snapshot of its own that uses those chunks keeps the junk pack "in use", so prune
     // keeps its listing and consolidates it.
+    let size = listing.blobs.iter().map(|b| b.raw_length as u64).sum();
+    let content = claims.iter().map(|c| ChunkId(c.id())).collect();
     let mut tree = Tree {
-        nodes: vec![Node {
-            name: custody::format::name::RawName(b"download.bin".to_vec()),
-            kind: NodeKind::File,
-            mode: 0o644,
-            mtime_sec: 1_700_000_000,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            size: listing.blobs.iter().map(|b| b.raw_length as u64).sum(),
-            inode: 0,
-            ctime_sec: 0,
-            ctime_nsec: 0,
-            content: claims.iter().map(|c| ChunkId(c.id())).collect(),
-            subtree: None,
-            target: None,
-            salt: None,
-        }],
+        nodes: vec![file_node(b"download.bin", size, content)],
     };
     let bytes = tree.encode();
     let trees = upload_pack(&e.w, &s, BlobType::Tree, std::slice::from_ref(&bytes));
