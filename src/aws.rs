@@ -24,9 +24,11 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         .operation_attempt_timeout(attempt)
         .operation_timeout(attempt * 4)
         .build();
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut chain = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
-        .timeout_config(timeouts)
-        .load()
-        .await
+        .timeout_config(timeouts);
+    if let Some(p) = &settings.profile {
+        chain = chain.profile_name(p);
+    }
+    chain.load().await
 }

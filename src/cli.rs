@@ -40,6 +40,16 @@ pub struct Cli {
     /// in a local: keyring folder).
     #[arg(long, global = true, env = "CUSTODY_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    /// A witness of the repository's history outside the custodian's reach: a folder, or
+    /// s3://bucket/prefix at another provider (CUSTODY_WITNESS_PROFILE names its AWS profile).
+    /// Lets a client without its own history state notice a rollback.
+    #[arg(long, global = true, env = "CUSTODY_WITNESS", value_name = "URL")]
+    pub witness: Option<String>,
+    /// Take the repository's current state even where it is older than one seen before (an
+    /// old copy of the bucket restored on purpose): the snapshots it lacks are recorded as
+    /// gone, in a checkpoint the owner signs.
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
     /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,

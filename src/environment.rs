@@ -16,6 +16,8 @@ pub struct Environment {
     pub client: ClientSettings,
     /// `CUSTODY_KEYRING_PASSPHRASE` (a `--passphrase-file` wins over it).
     pub passphrase_set: bool,
+    /// `CUSTODY_WITNESS_PROFILE`: the AWS profile of an `s3://` witness.
+    pub witness_profile: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -37,6 +39,7 @@ impl Environment {
                 .filter(|&v| v > 0)
                 .map(Duration::from_secs)
                 .unwrap_or(AwsSettings::default().attempt_timeout),
+            profile: None,
         };
         let checksums = match var("CUSTODY_S3_CHECKSUMS").as_deref() {
             None | Some("when_required") => Ok(S3Checksums::WhenRequired),
@@ -88,6 +91,7 @@ impl Environment {
                 username: var("USER").unwrap_or_default(),
             },
             passphrase_set: std::env::var_os("CUSTODY_KEYRING_PASSPHRASE").is_some(),
+            witness_profile: var("CUSTODY_WITNESS_PROFILE"),
         }
     }
 }

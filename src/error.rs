@@ -29,6 +29,10 @@ pub enum Error {
     /// revoked writer, or a writer signing what only the owner may (docs/FORMAT.md §17).
     #[error("untrusted {object}: {reason}")]
     Untrusted { object: String, reason: String },
+    /// The store shows an older history than this client or its witness saw before: snapshots
+    /// hidden, or the repository put back to an earlier state (docs/FORMAT.md §18).
+    #[error("rollback detected: {0}")]
+    Rollback(String),
     /// The key service refused the operation (wrong role, policy, disabled key, wrong PIN...).
     #[error("key service denied {operation} with key {key}: {reason}")]
     KeyDenied {
@@ -106,7 +110,10 @@ impl Error {
 
     /// True for errors that mean stored data cannot be trusted.
     pub fn is_integrity(&self) -> bool {
-        matches!(self, Error::Integrity { .. } | Error::Untrusted { .. })
+        matches!(
+            self,
+            Error::Integrity { .. } | Error::Untrusted { .. } | Error::Rollback(_)
+        )
     }
 
     /// True for an object refused for its signer alone (it opened and verified).

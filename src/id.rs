@@ -175,6 +175,11 @@ kind_id! {
     /// A signer: the owner's or an enrolled writer's Ed25519 public key; names
     /// `writers/<id>` and `revoked/<id>`.
     SignerId;
+    /// A chain of snapshots: one backup client's sequence under one signer (random;
+    /// docs/FORMAT.md §18).
+    ChainId;
+    /// A history checkpoint, `history/<id>` (random; docs/FORMAT.md §18).
+    CheckpointId;
 }
 
 impl From<&BlobId> for BlobId {

@@ -95,6 +95,8 @@ fn main() -> ExitCode {
             repo: cli.repo.clone(),
             key_service: cli.key_service.clone(),
             identity: cli.identity.clone(),
+            witness: cli.witness.clone(),
+            accept_rollback: cli.accept_rollback,
             json: cli.json,
             quiet: cli.quiet,
             passphrase: passphrase(&cli, &env)?,

@@ -11,12 +11,16 @@ pub struct AwsSettings {
     /// Bounds each attempt of a request; connecting gets at most 5 s of it, and a whole
     /// operation (all retries) four times it.
     pub attempt_timeout: Duration,
+    /// A named profile of the shared AWS configuration files instead of the default chain's
+    /// (a witness bucket at another provider, with its own endpoint and credentials).
+    pub profile: Option<String>,
 }
 
 impl Default for AwsSettings {
     fn default() -> Self {
         AwsSettings {
             attempt_timeout: Duration::from_secs(30),
+            profile: None,
         }
     }
 }

@@ -76,6 +76,20 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 report.writers, report.revoked_writers
             ));
         }
+        if !report.forgotten.is_empty() {
+            ctx.say(format!(
+                "{} forgotten snapshot(s) still stored (an interrupted forget, or put back by the \
+                 storage custodian): not counted as snapshots; the next forget deletes them",
+                report.forgotten.len()
+            ));
+        }
+        if report.unchained > 0 {
+            ctx.say(format!(
+                "{} snapshot(s) from before history chains: a deletion among them is noticed \
+                 only after the next forget writes a checkpoint",
+                report.unchained
+            ));
+        }
         if report.unbound_ids > 0 {
             ctx.say(format!(
                 "{} snapshot(s) have ids from before ids were bound to manifests: a manifest \

@@ -1,11 +1,12 @@
 //! `forget`: delete snapshots by a keep policy (or by id), saying what is kept and why;
 //! `--prune` then collects the garbage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::prune::PruneArgs;
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
+use custody::id::SnapshotId;
 use custody::repo::forget::{
     apply, Decision, ForgetEntry, ForgetGroup, ForgetOutput, GroupBy, GroupKey, KeepPolicy,
 };
@@ -104,18 +105,23 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let filter = args.filter.filter();
     // A manifest that does not open (damaged, or forged over a genuine one) is kept, named,
     // and makes the command exit 3; the policy still applies to every other snapshot.
+    // The history must be intact: a snapshot withheld now would be left out of the
+    // checkpoint this forget writes, and so forgotten (docs/FORMAT.md §18).
+    let history = repo.history()?;
+    history.require_intact("forget")?;
     let mut snaps = Vec::new();
-    let mut unreadable = Vec::new();
-    if args.snapshots.is_empty() {
-        for id in repo.snapshot_ids()? {
-            match repo.load_snapshot(&id) {
-                Ok(s) if filter.matches(&s) => snaps.push((id, s)),
-                Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(e) if e.is_integrity() => unreadable.push(e),
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    let unreadable = if args.snapshots.is_empty() {
+        snaps.extend(
+            history
+                .snapshots
+                .iter()
+                .filter(|(_, s)| filter.matches(s))
+                .cloned(),
+        );
+        history.unreadable.iter().map(|e| e.to_string()).collect()
+    } else {
+        Vec::new()
+    };
     let time_of =
         |id: &custody::id::SnapshotId| snaps.iter().find(|(i, _)| i == id).map(|(_, s)| s.time);
     let mut groups: BTreeMap<GroupKey, Vec<Decision>> = BTreeMap::new();
@@ -150,16 +156,26 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             list,
         );
     }
-    let mut removed = 0;
-    for d in groups.values().flatten().filter(|d| !d.keep) {
-        if !dry_run {
-            repo.store().delete(FileKind::Snapshot, &d.id)?;
+    let gone: HashSet<SnapshotId> = groups
+        .values()
+        .flatten()
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect();
+    let removed = gone.len();
+    if !dry_run {
+        // The checkpoint first: once it is stored, the manifests are forgotten even if this
+        // run stops before deleting them (and deleting them again is harmless).
+        if repo.is_signed() && (!gone.is_empty() || history.checkpoint.is_none()) {
+            repo.write_checkpoint(&history, &gone)?;
         }
-        removed += 1;
+        for id in gone.iter().chain(&history.verdict.forgotten) {
+            repo.store().delete(FileKind::Snapshot, id)?;
+        }
     }
     // Prune needs every manifest: with one that does not open it would stop anyway. One
     // signed by no one the owner accepts protects nothing, and prune passes over it.
-    let prune = if args.prune && unreadable.iter().any(|e| !e.is_untrusted()) {
+    let prune = if args.prune && history.unreadable.iter().any(|e| !e.is_untrusted()) {
         eprintln!("custody: --prune skipped: a snapshot's manifest does not open (see below)");
         None
     } else if args.prune {

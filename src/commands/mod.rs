@@ -50,7 +50,7 @@ pub mod exit {
 /// The exit code for a library error.
 pub fn exit_code(e: &Error) -> i32 {
     match e {
-        Error::Integrity { .. } | Error::Untrusted { .. } => exit::INTEGRITY,
+        Error::Integrity { .. } | Error::Untrusted { .. } | Error::Rollback(_) => exit::INTEGRITY,
         Error::KeyDenied { .. } | Error::KeyUnavailable { .. } => exit::KEY_SERVICE,
         Error::Invalid(_) => exit::USAGE,
         Error::Conflict(_) => exit::CONFLICT,
@@ -73,6 +73,9 @@ pub struct Ctx {
     pub key_service: Option<String>,
     /// `--identity`: a writer's identity file.
     pub identity: Option<std::path::PathBuf>,
+    /// `--witness`: where the history is witnessed.
+    pub witness: Option<String>,
+    pub accept_rollback: bool,
     pub json: bool,
     pub quiet: bool,
     pub passphrase: Option<SecretString>,
@@ -126,6 +129,7 @@ impl Ctx {
             &config.body.repository,
         );
         let identity = self.writer_identity(&config.body.repository)?;
+        let config_id = config.body.repository;
         let copy = self
             .env
             .client
@@ -140,7 +144,33 @@ impl Ctx {
             identity,
             Some(&copy),
         )?;
-        Ok(repo.with_tree_cache(cache))
+        let history = custody::repo::history::HistoryOptions {
+            state: Some(custody::repo::history::StateFile::new(
+                &self.env.client.config_dir.join("history"),
+                &config_id,
+            )),
+            witness: self.witness()?,
+            accept_rollback: self.accept_rollback,
+        };
+        Ok(repo.with_tree_cache(cache).with_history(history))
+    }
+
+    /// The `--witness` store, if one is given.
+    pub fn witness(&self) -> Result<Option<Arc<custody::repo::history::Witness>>> {
+        let Some(url) = self.witness.as_deref() else {
+            return Ok(None);
+        };
+        let mut s3 = match &self.env.s3 {
+            Ok(s3) => s3.clone(),
+            Err(e) if url.starts_with("s3://") => return Err(Error::invalid(e)),
+            Err(_) => Default::default(),
+        };
+        s3.aws.profile = self.env.witness_profile.clone();
+        let store = store::open(url, &s3, self.rt.handle())?;
+        Ok(Some(Arc::new(custody::repo::history::Witness::new(
+            self.rt.handle().clone(),
+            store,
+        ))))
     }
 
     /// The writer identity to sign with: `--identity`, else `identity.json` in a `local:`

@@ -53,6 +53,8 @@ pub enum ObjectKind {
     Writer = 8,
     /// A writer's revocation, signed by the owner.
     Revocation = 9,
+    /// A history checkpoint, signed by the owner.
+    Checkpoint = 10,
 }
 
 impl ObjectKind {
@@ -67,6 +69,7 @@ impl ObjectKind {
             7 => ObjectKind::Lock,
             8 => ObjectKind::Writer,
             9 => ObjectKind::Revocation,
+            10 => ObjectKind::Checkpoint,
             _ => return None,
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod garbage;
+pub mod history;
 pub mod index;
 pub mod name;
 pub mod provenance;

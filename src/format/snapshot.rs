@@ -47,6 +47,10 @@ pub struct Snapshot {
     /// `forget` keeps its policy per writer. Absent in unsigned repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<SignerId>,
+    /// The snapshot's place in its client's chain (docs/FORMAT.md §18). Absent in manifests
+    /// written before chains, and in unsigned repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<super::history::Link>,
 }
 
 impl Eq for Snapshot {}
@@ -144,6 +148,7 @@ pub mod bound_id {
                 summary: Default::default(),
                 program: "custody test".into(),
                 writer: None,
+                chain: None,
             };
             crate::format::padded_json(&s, 1024)
         }

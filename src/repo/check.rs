@@ -66,6 +66,19 @@ pub struct CheckReport {
     pub writers: usize,
     #[serde(default)]
     pub revoked_writers: usize,
+    /// The newest history checkpoint's number (0: none yet) and the chains of snapshots the
+    /// history follows (docs/FORMAT.md §18).
+    #[serde(default)]
+    pub history_generation: u64,
+    #[serde(default)]
+    pub chains: usize,
+    /// Snapshots still stored that a checkpoint forgot (an interrupted forget, or put back
+    /// by the custodian): not counted; the next `forget` deletes them.
+    #[serde(default)]
+    pub forgotten: Vec<String>,
+    /// Snapshots made before chains existed: not covered by the history.
+    #[serde(default)]
+    pub unchained: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -109,6 +122,37 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         r.writers = roster.enrolled.len();
         r.revoked_writers = roster.revoked.len();
         for e in &roster.problems {
+            r.problem(e, "");
+        }
+    }
+    // History: snapshots it lists that the store lacks, forks, a store behind what this
+    // client or its witness saw.
+    if repo.is_signed() {
+        let h = repo.history()?;
+        r.history_generation = h.checkpoint.as_ref().map_or(0, |(_, c)| c.generation);
+        r.chains = h.verdict.seen.tips.len();
+        r.unchained = h.verdict.unchained;
+        r.forgotten = h
+            .verdict
+            .forgotten
+            .iter()
+            .map(|id| object_name(FileKind::Snapshot, id))
+            .collect();
+        for p in &h.verdict.problems {
+            let object = match p {
+                super::history::Problem::Missing {
+                    snapshot: Some(s), ..
+                } => object_name(FileKind::Snapshot, s),
+                _ => "history".into(),
+            };
+            let what = if p.is_rollback() {
+                format!("rollback: {p}")
+            } else {
+                p.to_string()
+            };
+            r.problem(&Error::integrity(object, what), "");
+        }
+        for e in &h.bad_checkpoints {
             r.problem(e, "");
         }
     }

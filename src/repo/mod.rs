@@ -9,6 +9,7 @@ mod blobs;
 mod cache;
 pub mod check;
 pub mod forget;
+pub mod history;
 mod index;
 pub mod kek_usage;
 pub mod lock;
@@ -85,6 +86,7 @@ pub struct Repository {
     session_keys: Mutex<HashMap<SessionId, Key32>>,
     trees: Option<TreeCache>,
     provenance: provenance::Provenance,
+    history: history::HistoryOptions,
 }
 
 impl std::fmt::Debug for Repository {

@@ -120,6 +120,7 @@ impl Repository {
             session_keys: Mutex::new(HashMap::new()),
             trees: None,
             provenance: super::provenance::Provenance::Legacy,
+            history: Default::default(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::identity::WriterIdentity;
 use crate::store::FileKind;
 
 /// Writes a small file only its owner may read (the client's copy of the owner record).
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {

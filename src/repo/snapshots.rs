@@ -335,31 +335,19 @@ impl Repository {
             .collect())
     }
 
-    /// Every snapshot that opens, oldest first, and the integrity failures of those that do
-    /// not (damaged, or a manifest written over another): one bad manifest does not hide the
-    /// others. Key-service and store failures still stop it.
+    /// Every live snapshot that opens, oldest first, and the integrity failures of those that
+    /// do not (damaged, or a manifest written over another) and of snapshots the history
+    /// lists but the store lacks (docs/FORMAT.md §18): one bad manifest does not hide the
+    /// others. A rollback, key-service and store failures stop it.
     pub fn list_readable_snapshots(&self) -> Result<ReadableSnapshots> {
-        let (mut out, mut bad) = (Vec::new(), Vec::new());
-        for id in self.snapshot_ids()? {
-            match self.load_snapshot(&id) {
-                Ok(s) => out.push((id, s)),
-                Err(Error::NotFound(_)) => {}
-                Err(e) if e.is_integrity() => bad.push(e),
-                Err(e) => return Err(e),
-            }
+        let h = self.history()?;
+        if let Some(e) = h.rollback() {
+            return Err(e);
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok((out, bad))
-    }
-
-    /// Every snapshot, oldest first; the first that does not open stops it.
-    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut out = Vec::new();
-        for id in self.snapshot_ids()? {
-            out.push((id, self.load_snapshot(&id)?));
-        }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        let mut bad: Vec<Error> = h.damage().map(|p| Error::integrity("history", p)).collect();
+        bad.extend(h.bad_checkpoints);
+        bad.extend(h.unreadable);
+        Ok((h.snapshots, bad))
     }
 
     /// Resolves a full id, a unique hex prefix, or `latest` (the newest matching `filter`).
@@ -373,12 +361,17 @@ impl Repository {
             // and quietly taking an older snapshot would restore the wrong one.
             // A manifest whose signer is not accepted is not a candidate (a forgery, or a
             // revoked writer's later snapshot): it cannot be the newest genuine one.
-            let (snaps, mut bad) = self.list_readable_snapshots()?;
-            bad.retain(|e| !e.is_untrusted());
-            if !bad.is_empty() {
-                return Err(bad.swap_remove(0));
+            // A snapshot the history lists but the store lacks is not the newest of its
+            // chain (that would be a rollback, which stops here).
+            let h = self.history()?;
+            if let Some(e) = h.rollback() {
+                return Err(e);
             }
-            return snaps
+            if let Some(e) = h.unreadable.into_iter().find(|e| !e.is_untrusted()) {
+                return Err(e);
+            }
+            return h
+                .snapshots
                 .into_iter()
                 .rev()
                 .find(|(_, s)| filter.matches(s))

@@ -84,7 +84,11 @@ impl Store for LocalStore {
                     root.display()
                 )));
             }
-            for k in FileKind::ALL {
+            // A repository holds no witness records (a witness is another store).
+            for k in FileKind::ALL
+                .into_iter()
+                .filter(|k| *k != FileKind::Witness)
+            {
                 let d = root.join(k.dir());
                 std::fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
             }

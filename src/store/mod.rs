@@ -45,10 +45,14 @@ pub enum FileKind {
     Writer,
     /// `revoked/<id>`: a writer's revocation, signed by the owner.
     Revocation,
+    /// `history/<id>`: the owner's history checkpoints (docs/FORMAT.md §18).
+    History,
+    /// `witness/<id>`: records kept in a witness store, outside the repository (§18.4).
+    Witness,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 10] = [
+    pub const ALL: [FileKind; 12] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -59,6 +63,8 @@ impl FileKind {
         FileKind::Owner,
         FileKind::Writer,
         FileKind::Revocation,
+        FileKind::History,
+        FileKind::Witness,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -73,6 +79,8 @@ impl FileKind {
             FileKind::Owner => "",
             FileKind::Writer => "writers",
             FileKind::Revocation => "revoked",
+            FileKind::History => "history",
+            FileKind::Witness => "witness",
         }
     }
 

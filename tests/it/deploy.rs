@@ -1,6 +1,6 @@
 //! The shipped systemd unit and the README's install example agree: under the unit's
-//! read-only file system, the example repository, the job's state folder and the writer's
-//! parent cache are all writable.
+//! read-only file system, the example repository, the job's state folder, its history state
+//! and the writer's parent cache are all writable.
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + path).unwrap()
@@ -57,4 +57,13 @@ fn the_backup_unit_can_write_where_the_readme_says() {
         "{cache} is read-only under the unit: {writable:?}"
     );
     assert!(under("/var/lib/custody/summaries"), "{writable:?}");
+    // The history state (docs/FORMAT.md §18) goes under the config folder.
+    let config = value("Environment")
+        .iter()
+        .find_map(|e| e.strip_prefix("CUSTODY_CONFIG_DIR=").map(str::to_string))
+        .expect("the unit sets CUSTODY_CONFIG_DIR");
+    assert!(
+        under(&format!("{config}/history")),
+        "{config} is read-only under the unit: {writable:?}"
+    );
 }

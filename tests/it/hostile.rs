@@ -473,5 +473,6 @@ fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Tree
         summary: Default::default(),
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
         writer: None,
+        chain: None,
     }
 }

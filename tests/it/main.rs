@@ -10,6 +10,7 @@ mod deploy;
 mod flaky;
 mod garage;
 mod gc;
+mod history;
 mod hostile;
 mod key_templates;
 mod kms;

@@ -206,6 +206,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     crate::failpoint::hit("backup-before-snapshot");
     summary.bytes_added = added;
     summary.duration_secs = start.elapsed().as_secs_f64();
+    // Held until the manifest is stored: two backups on one machine never share a place.
+    let slot = repo.next_link()?;
     let snapshot = Snapshot {
         format: REPO_FORMAT,
         time: chrono::Utc::now(),
@@ -219,8 +221,12 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         summary,
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
         writer: repo.signer(),
+        chain: slot.as_ref().map(|s| s.link),
     };
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
+    if let Some(slot) = slot {
+        slot.commit(repo, snapshot_id);
+    }
     if let Some(r) = recorder {
         r.commit(&root);
     }

@@ -58,8 +58,13 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
         .map(|(id, r)| (id, r.map(|r| repo.authenticated_created(&r))))
         .collect();
     // Snapshots are listed before the index: a snapshot is written after its index segment,
-    // so every snapshot listed here finds its blobs in the segments listed next.
-    let snapshot_ids = repo.snapshot_ids()?;
+    // so every snapshot listed here finds its blobs in the segments listed next. The listing
+    // is the one the history was checked on: a store that hides a snapshot the history lists
+    // stops the prune here, before anything is condemned (docs/FORMAT.md §18).
+    act.set("checking the history");
+    let history = repo.history()?;
+    history.require_intact("prune")?;
+    let snapshot_ids = history.stored;
     let (segments, vouched_segments) = repo.load_segments_vouched()?;
     let vouched = segments
         .iter()

@@ -53,6 +53,32 @@ impl Repo {
         self.sb.run_env(&self.env, args)
     }
 
+    /// Runs with extra environment on top of the backend's.
+    pub fn run_with(&self, extra: &[(&'static str, String)], args: &[&str]) -> Run {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().cloned());
+        self.sb.run_env(&env, args)
+    }
+
+    /// The folder that holds the repository's objects: the local repository, or the
+    /// s3s-fs server's folder for its bucket (the custodian edits objects here).
+    pub fn store_dir(&self) -> PathBuf {
+        match &self._server {
+            None => self.sb.repo(),
+            Some(s) => s.dir.path().join("gc-bucket").join("repo"),
+        }
+    }
+
+    /// Whether this repository is on an S3 server.
+    pub fn is_s3(&self) -> bool {
+        self._server.is_some()
+    }
+
+    /// The S3 server, for tests that need a second bucket on it.
+    pub fn server(&self) -> Option<&S3sFs> {
+        self._server.as_ref()
+    }
+
     pub fn run_fail(&self, point: &str, args: &[&str]) -> Run {
         let mut env = self.env.clone();
         env.push(("CUSTODY_FAILPOINT", point.into()));

@@ -1,0 +1,450 @@
+//! Tamper-evident history (docs/FORMAT.md §18). Every snapshot carries its place in its
+//! client's chain; `forget` leaves an owner-signed checkpoint of what it kept; every client
+//! remembers the newest history it verified (and may leave it with a witness). A reader then
+//! notices a snapshot deleted from the middle of a chain, one a checkpoint kept, and a store
+//! put back to an earlier state than one seen before; prune and forget refuse to act on such
+//! a store, so hiding snapshots cannot get their data deleted.
+
+mod state;
+mod verify;
+mod witness;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub use state::StateFile;
+pub use verify::{Cause, Entry, Problem, Verdict};
+pub use witness::Witness;
+
+use super::objects::SealedObject;
+use super::provenance::Provenance;
+use super::Repository;
+use crate::crypto::envelope::ObjectKind;
+use crate::error::{Error, Result};
+use crate::format::history::{Checkpoint, Link, Observation, OwnChain, Tip};
+use crate::format::snapshot::Snapshot;
+use crate::format::{check_format, from_json, padded_json, DecodeError};
+use crate::id::{ChainId, CheckpointId, SnapshotId};
+use crate::store::{object_name, FileKind};
+
+impl SealedObject for Checkpoint {
+    type Id = CheckpointId;
+    const FILE: FileKind = FileKind::History;
+    const KIND: ObjectKind = ObjectKind::Checkpoint;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 4096)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let c: Checkpoint = from_json("history checkpoint", plain)?;
+        check_format("history checkpoint", c.format)?;
+        Ok(c)
+    }
+}
+
+/// What a client brings to the history check besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryOptions {
+    /// This client's own state; `None` keeps none (a library user, a read-only machine).
+    pub state: Option<StateFile>,
+    pub witness: Option<Arc<Witness>>,
+    /// `--accept-rollback`: take the store as it is, and record (as the owner) that every
+    /// snapshot it lacks (rolled back or deleted) is gone.
+    pub accept_rollback: bool,
+}
+
+/// The snapshots that open, checked against the history.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Every manifest listed, whatever became of it.
+    pub stored: Vec<SnapshotId>,
+    /// Live snapshots, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Manifests that do not open or whose signer is not accepted.
+    pub unreadable: Vec<Error>,
+    pub verdict: Verdict,
+    /// The newest checkpoint, and every stored one.
+    pub checkpoint: Option<(CheckpointId, Checkpoint)>,
+    pub checkpoints: Vec<CheckpointId>,
+    /// Checkpoints that do not open or are not the owner's.
+    pub bad_checkpoints: Vec<Error>,
+    /// What `--accept-rollback` accepted (empty unless it did).
+    pub accepted: Vec<Problem>,
+}
+
+impl History {
+    /// Problems that are not a rollback: a snapshot deleted, or two in one place.
+    pub fn damage(&self) -> impl Iterator<Item = &Problem> {
+        self.verdict.problems.iter().filter(|p| !p.is_rollback())
+    }
+
+    /// Snapshots deleted or withheld (a fork hides nothing: both snapshots are kept).
+    pub fn losses(&self) -> impl Iterator<Item = &Problem> {
+        self.verdict.problems.iter().filter(|p| p.is_loss())
+    }
+
+    /// The rollback found, as an error (exit 3) that names what is missing.
+    pub fn rollback(&self) -> Option<Error> {
+        let r: Vec<String> = self
+            .verdict
+            .problems
+            .iter()
+            .filter(|p| p.is_rollback())
+            .map(|p| p.to_string())
+            .collect();
+        (!r.is_empty()).then(|| {
+            Error::Rollback(format!(
+                "{}; the store shows an earlier state of the repository than was seen before \
+                 (snapshots hidden or the bucket put back). If an old copy of the bucket was \
+                 restored on purpose, run `custody snapshots --accept-rollback` as a key holder \
+                 to record that the missing snapshots are gone",
+                r.join("; ")
+            ))
+        })
+    }
+
+    /// Refuses a history with anything missing or rolled back: what prune and forget need
+    /// before they act.
+    pub fn require_intact(&self, what: &str) -> Result<()> {
+        if let Some(e) = self.rollback() {
+            return Err(e);
+        }
+        if let Some(p) = self.losses().next() {
+            return Err(Error::integrity(
+                "history",
+                format!(
+                    "{p}; {what} refused while the store lacks snapshots the history lists \
+                     (withheld or deleted: acting now could delete data they need); nothing was \
+                     changed. See `custody check`"
+                ),
+            ));
+        }
+        if let Some(e) = self.bad_checkpoints.first() {
+            return Err(Error::integrity(
+                "history",
+                format!(
+                    "{e}; {what} refused while a checkpoint does not open; nothing was changed"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Repository {
+    /// Sets what this client remembers and where its witness is.
+    pub fn with_history(mut self, h: HistoryOptions) -> Repository {
+        self.history = h;
+        self
+    }
+
+    pub fn history_options(&self) -> &HistoryOptions {
+        &self.history
+    }
+
+    /// Reads every manifest and checks the history. Problems are reported in the result,
+    /// not as errors: callers decide (see [`History::rollback`], [`History::require_intact`]).
+    /// Remembers (and leaves with the witness) the newest history seen, never less than
+    /// before. With `--accept-rollback` and snapshots missing, the owner records a checkpoint
+    /// that forgets them, and the history is read again.
+    pub fn history(&self) -> Result<History> {
+        let h = self.read_history()?;
+        if self.history.accept_rollback && h.losses().next().is_some() {
+            self.require_owner("--accept-rollback")?;
+            let accepted: Vec<Problem> = h.losses().cloned().collect();
+            for p in &accepted {
+                tracing::warn!("rollback accepted, recorded as gone: {p}");
+            }
+            self.write_checkpoint(&h, &HashSet::new())?;
+            let mut again = self.read_history()?;
+            again.accepted = accepted;
+            return Ok(again);
+        }
+        Ok(h)
+    }
+
+    fn read_history(&self) -> Result<History> {
+        let mut h = History::default();
+        // What was seen before is read before the store is listed: a backup that commits
+        // in between is then newer than what is known, never missing from the listing.
+        let mut known = match self.is_signed() {
+            true => self
+                .lock_state()
+                .map(|l| l.state.seen.clone())
+                .unwrap_or_default(),
+            false => Observation::default(),
+        };
+        let witnessed = match self.is_signed() {
+            true => self.read_witness()?,
+            false => None,
+        };
+        if let Some(w) = &witnessed {
+            known.merge(w);
+        }
+        let mut entries = Vec::new();
+        // Stored manifests that do not open or are refused: present, so not "missing".
+        let mut unreadable = HashSet::new();
+        let mut manifests = Vec::new();
+        h.stored = self.snapshot_ids()?;
+        for id in h.stored.clone() {
+            match self.load_snapshot_signed(&id) {
+                Ok((s, signer)) => {
+                    // Unsigned manifests (accepted only while a migration is unfinished)
+                    // have no place in any chain.
+                    entries.push(Entry {
+                        id,
+                        signer: signer.map(|s| s.id()).unwrap_or_default(),
+                        link: signer.and(s.chain),
+                        time: s.time,
+                    });
+                    manifests.push((id, s));
+                }
+                Err(Error::NotFound(_)) => {}
+                Err(e) if e.is_integrity() => {
+                    unreadable.insert(id);
+                    h.unreadable.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.is_signed() {
+            h.snapshots = manifests;
+            h.snapshots
+                .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+            return Ok(h);
+        }
+        let checkpoint_forks = self.load_checkpoints(&mut h)?;
+        h.verdict = verify::verify(
+            h.checkpoint.as_ref().map(|(id, c)| (id, c)),
+            &entries,
+            &unreadable,
+            &known,
+        );
+        h.verdict.problems.extend(checkpoint_forks);
+        if let Some(mut l) = self.lock_state() {
+            let before = l.state.seen.clone();
+            l.state.seen.merge(&h.verdict.seen);
+            if l.state.seen != before {
+                if let Err(e) = l.save() {
+                    tracing::warn!("could not remember the history seen: {e}");
+                }
+            }
+        }
+        if let (Some(w), Some(seen)) = (&self.history.witness, &witnessed) {
+            if h.verdict.seen.exceeds(seen) {
+                self.publish_observation(w, &h.verdict.seen);
+            }
+        }
+        let live = &h.verdict.live;
+        h.snapshots = manifests
+            .into_iter()
+            .filter(|(id, _)| live.contains(id))
+            .collect();
+        h.snapshots
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(h)
+    }
+
+    /// Every checkpoint the owner signed; the newest is the one that counts.
+    fn load_checkpoints(&self, h: &mut History) -> Result<Vec<Problem>> {
+        let mut newest: Option<(CheckpointId, Checkpoint)> = None;
+        let mut forks = Vec::new();
+        self.for_each_object::<Checkpoint>(|id, c| {
+            h.checkpoints.push(id);
+            match c {
+                Ok(c) => match &newest {
+                    Some((nid, n)) if n.generation == c.generation => {
+                        forks.push(Problem::Fork(format!(
+                            "checkpoints {nid} and {id} both claim number {}",
+                            c.generation
+                        )));
+                    }
+                    Some((_, n)) if n.generation > c.generation => {}
+                    _ => newest = Some((id, c)),
+                },
+                Err(e) if e.is_integrity() => h.bad_checkpoints.push(e),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        h.checkpoint = newest;
+        Ok(forks)
+    }
+
+    fn lock_state(&self) -> Option<state::LockedState> {
+        let f = self.history.state.as_ref()?;
+        match f.lock() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "history state unavailable ({e}): this run cannot compare the repository with what this client saw before"
+                );
+                None
+            }
+        }
+    }
+
+    fn read_witness(&self) -> Result<Option<Observation>> {
+        let Some(w) = &self.history.witness else {
+            return Ok(None);
+        };
+        let Some(roster) = self.roster() else {
+            return Ok(Some(Observation::default()));
+        };
+        let obs = w
+            .read(
+                &self.id(),
+                |s| *s == roster.owner,
+                |s| {
+                    *s == roster.owner
+                        || roster.enrolled.contains_key(s)
+                        || roster.revoked.contains_key(s)
+                },
+            )
+            .map_err(|e| Error::Unavailable(format!("witness {}: {e}", w.location())))?;
+        Ok(Some(obs))
+    }
+
+    fn publish_observation(&self, w: &Witness, obs: &Observation) {
+        if let Provenance::Owner { key, .. } = self.provenance() {
+            if let Err(e) = w.publish(key, &self.id(), None, obs) {
+                tracing::warn!("could not update the witness {}: {e}", w.location());
+            }
+        }
+    }
+
+    /// Writes a checkpoint (as the owner) that keeps every live snapshot but `remove`, with
+    /// every chain's newest tip as seen (so what a rollback lost counts as forgotten), and
+    /// deletes older checkpoints.
+    pub fn write_checkpoint(
+        &self,
+        h: &History,
+        remove: &HashSet<SnapshotId>,
+    ) -> Result<CheckpointId> {
+        self.require_owner("writing a history checkpoint")?;
+        let found = h.checkpoint.as_ref().map_or(0, |(_, c)| c.generation);
+        let cp = Checkpoint {
+            format: crate::format::REPO_FORMAT,
+            generation: found.max(h.verdict.seen.generation) + 1,
+            previous: h.checkpoint.as_ref().map(|(id, _)| *id),
+            time: chrono::Utc::now(),
+            chains: h.verdict.seen.tips.clone(),
+            live: {
+                let mut l: Vec<SnapshotId> = h
+                    .verdict
+                    .live
+                    .iter()
+                    .filter(|id| !remove.contains(id))
+                    .copied()
+                    .collect();
+                l.sort();
+                l
+            },
+        };
+        let id = CheckpointId::random()?;
+        self.save_object(&id, &cp)?;
+        let mut seen = h.verdict.seen.clone();
+        seen.merge(&Observation {
+            generation: cp.generation,
+            checkpoint: Some(id),
+            tips: vec![],
+        });
+        if let Some(mut l) = self.lock_state() {
+            l.state.seen.merge(&seen);
+            if let Err(e) = l.save() {
+                tracing::warn!("could not remember the history seen: {e}");
+            }
+        }
+        if let Some(w) = &self.history.witness {
+            self.publish_observation(w, &seen);
+        }
+        for old in h.checkpoints.iter().filter(|c| **c != id) {
+            if let Err(e) = self.store().delete(FileKind::History, old) {
+                tracing::warn!("{} not deleted: {e}", object_name(FileKind::History, old));
+            }
+        }
+        tracing::info!(checkpoint = %id, generation = cp.generation, "history checkpoint written");
+        Ok(id)
+    }
+
+    /// The place the next snapshot of this client takes in its chain. The state stays locked
+    /// until [`ChainSlot::commit`], so two backups on one machine never take the same place.
+    /// Without usable state (a read-only machine), the snapshot starts a chain of its own.
+    pub fn next_link(&self) -> Result<Option<ChainSlot>> {
+        let Some(signer) = self.signer() else {
+            return Ok(None);
+        };
+        let mut locked = self.lock_state();
+        let link = match locked.as_mut() {
+            Some(l) => {
+                let chain = match l.state.own.iter().find(|o| o.signer == signer) {
+                    Some(o) => o.chain,
+                    None => {
+                        let chain = ChainId::random()?;
+                        l.state.own.push(OwnChain { signer, chain });
+                        chain
+                    }
+                };
+                let tip = l.state.seen.tip(&signer, &chain);
+                Link {
+                    chain,
+                    seq: tip.map_or(1, |t| t.seq + 1),
+                    prev: tip.map(|t| t.snapshot),
+                }
+            }
+            None => Link {
+                chain: ChainId::random()?,
+                seq: 1,
+                prev: None,
+            },
+        };
+        Ok(Some(ChainSlot {
+            locked,
+            signer,
+            link,
+        }))
+    }
+}
+
+/// A place in this client's chain, held until the snapshot is stored.
+#[derive(Debug)]
+pub struct ChainSlot {
+    locked: Option<state::LockedState>,
+    signer: crate::id::SignerId,
+    pub link: Link,
+}
+
+impl ChainSlot {
+    /// Records that snapshot `id` took this place, and leaves the new tip with the witness.
+    /// The snapshot is stored already: failures here only warn.
+    pub fn commit(mut self, repo: &Repository, id: SnapshotId) {
+        let tip = Tip {
+            signer: self.signer,
+            chain: self.link.chain,
+            seq: self.link.seq,
+            snapshot: id,
+        };
+        if let Some(l) = self.locked.as_mut() {
+            l.state.seen.raise(tip);
+            if let Err(e) = l.save() {
+                tracing::warn!("could not record this snapshot's place in its chain: {e}");
+            }
+        }
+        drop(self.locked.take());
+        let key = match repo.provenance() {
+            Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => key,
+            Provenance::Legacy => return,
+        };
+        if let Some(w) = &repo.history_options().witness {
+            let obs = Observation {
+                tips: vec![tip],
+                ..Observation::default()
+            };
+            if let Err(e) = w.publish(key, &repo.id(), Some(&tip.chain), &obs) {
+                tracing::warn!(
+                    "could not leave this snapshot's tip with the witness {}: {e}",
+                    w.location()
+                );
+            }
+        }
+    }
+}
