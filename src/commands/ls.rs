@@ -45,7 +45,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             rows.push((prefix.clone(), n));
         }
     }
+    // Bounded like every walk per path (a forged graph of shared subtrees expands
+    // exponentially): by the folders the manifest records, and by depth.
+    let budget = custody::repo::walk::Budget::for_snapshot(&snap);
+    let mut expanded = 0u64;
     while let Some((tree_id, base)) = stack.pop() {
+        expanded += 1;
+        if expanded > budget.max_trees {
+            return Err(budget.exceeded(&format!("folders expand to more than {expanded} trees")));
+        }
+        if base.matches('/').count() > budget.max_depth {
+            return Err(budget.exceeded("folders nest too deep"));
+        }
         let tree = repo.load_tree(&index, &tree_id)?;
         for n in tree.nodes.into_iter().rev() {
             let path = format!("{base}/{}", n.name.lossy());

@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     };
     let start = std::time::Instant::now();
     let report = with_progress(ctx.show_progress(), status, || {
-        restore::restore(&repo, &index, &snap.tree, &opts, &progress)
+        restore::restore(&repo, &index, &snap, &opts, &progress)
     })?;
     let secs = start.elapsed().as_secs_f64();
     for (p, e) in &report.failed {

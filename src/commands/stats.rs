@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     match &args.snapshot {
         Some(spec) => {
             let (id, snap) = repo.resolve_snapshot(spec, &args.filter.filter())?;
-            ctx.answer(&stats::snapshot_stats(&repo, &index, id, &snap.tree)?);
+            ctx.answer(&stats::snapshot_stats(&repo, &index, id, &snap)?);
         }
         None => ctx.answer(&stats::repository_stats(&repo, &index)?),
     }

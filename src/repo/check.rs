@@ -8,14 +8,14 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::walk::{TreeWalker, Visits};
+use super::walk::{Budget, TreeWalker, Visits};
 use super::{Index, Repository};
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
 use crate::format::index::IndexSegment;
 use crate::format::tree::NodeKind;
 use crate::format::wrapped::WrappedKeyRecord;
-use crate::id::{BlobId, PackId, SessionId};
+use crate::id::{BlobId, PackId, SessionId, TreeId};
 use crate::pack::{self, BlobEntry};
 use crate::store::{object_name, FileKind};
 
@@ -244,6 +244,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 
     // Snapshots and every tree they reach.
     let mut walker = TreeWalker::new(repo, &index, Visits::Once);
+    // Each folder's subfolders, to see what each snapshot expands to without expanding it.
+    let mut children: HashMap<TreeId, Vec<TreeId>> = HashMap::new();
+    let mut budgets = Vec::new();
     for id in repo.snapshot_ids()? {
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
@@ -265,6 +268,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 snap.host
             ));
         }
+        budgets.push((id, snap.tree, Budget::for_snapshot(&snap)));
         walker.walk(vec![(snap.tree, ())], |t, _, tree, next| {
             let tree = match tree {
                 Ok(tree) => tree,
@@ -275,9 +279,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                 }
             };
             r.trees += 1;
+            let subs = children.entry(*t).or_default();
             for n in tree.nodes {
                 match n.kind {
-                    NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
+                    NodeKind::Dir => {
+                        subs.extend(n.subtree);
+                        next.extend(n.subtree.map(|s| (s, ())));
+                    }
                     NodeKind::File => {
                         for c in n.content.iter().filter(|c| !index.contains(*c)) {
                             r.problem(
@@ -298,6 +306,20 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
             Ok(())
         })?;
+    }
+
+    // What each snapshot would expand to when restored (trees are shared by content, so a
+    // forged graph can expand exponentially): counted, not expanded.
+    let mut memo = HashMap::new();
+    for (id, root, budget) in budgets {
+        let (trees, depth) = expansion(&root, &children, &mut memo);
+        if trees > budget.max_trees || depth > budget.max_depth as u64 {
+            let e = budget.exceeded(&format!(
+                "snapshot {} expands to {trees} folders, {depth} levels deep",
+                id.short()
+            ));
+            r.problem(&e, "");
+        }
     }
 
     if opts.read_data {
@@ -390,4 +412,37 @@ pub fn wrapped_keys(repo: &Repository) -> Result<Vec<(SessionId, Option<WrappedK
         out.push((id, repo.load_key_record(&id).ok()));
     }
     Ok(out)
+}
+
+/// How many trees a walk per path from `root` visits, and how deep it goes (saturating), from
+/// each tree's subtrees; computed once per tree, without recursion (graphs may be deep).
+fn expansion(
+    root: &TreeId,
+    children: &HashMap<TreeId, Vec<TreeId>>,
+    memo: &mut HashMap<TreeId, (u64, u64)>,
+) -> (u64, u64) {
+    let mut stack = vec![(*root, false)];
+    while let Some((t, done)) = stack.pop() {
+        if memo.contains_key(&t) {
+            continue;
+        }
+        let subs = children.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+        if done {
+            let (mut trees, mut depth) = (1u64, 1u64);
+            for s in subs {
+                let (n, d) = memo.get(s).copied().unwrap_or((1, 1));
+                trees = trees.saturating_add(n);
+                depth = depth.max(d.saturating_add(1));
+            }
+            memo.insert(t, (trees, depth));
+        } else {
+            stack.push((t, true));
+            stack.extend(
+                subs.iter()
+                    .filter(|s| !memo.contains_key(s))
+                    .map(|s| (*s, false)),
+            );
+        }
+    }
+    memo.get(root).copied().unwrap_or((1, 1))
 }

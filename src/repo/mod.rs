@@ -27,7 +27,7 @@ pub mod rewrap;
 mod session;
 pub mod snapshots;
 pub mod stats;
-pub(crate) mod walk;
+pub mod walk;
 pub mod writers;
 
 pub use cache::TreeCache;

@@ -6,12 +6,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::walk::{TreeWalker, Visits};
+use super::walk::{Budget, TreeWalker, Visits};
 use super::{Index, Repository};
 use crate::error::Result;
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
 use crate::human::bytes;
-use crate::id::{SnapshotId, TreeId};
+use crate::id::SnapshotId;
 use crate::pack::BlobType;
 use crate::store::FileKind;
 
@@ -63,12 +64,14 @@ pub fn snapshot_stats(
     repo: &Repository,
     index: &Index,
     id: SnapshotId,
-    root: &TreeId,
+    snap: &Snapshot,
 ) -> Result<SnapshotStats> {
+    let root = &snap.tree;
     let (mut files, mut size) = (0u64, 0u64);
     let mut chunks = HashSet::new();
     // Every path counts: a folder stored once but reached twice is restored twice.
-    let mut walker = TreeWalker::new(repo, index, Visits::PerPath);
+    let mut walker =
+        TreeWalker::new(repo, index, Visits::PerPath).with_budget(Budget::for_snapshot(snap));
     walker.walk(vec![(*root, ())], |_, _, tree, next| {
         for n in tree?.nodes {
             match n.kind {

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 
 use super::{Index, Repository, TREE_BATCH};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
 use crate::id::TreeId;
 
@@ -20,11 +21,49 @@ pub enum Visits {
     PerPath,
 }
 
+/// Deeper folder nesting than any file system path allows in practice (`PATH_MAX` is 4096
+/// bytes, two per level at the least).
+pub const MAX_TREE_DEPTH: usize = 2048;
+
+/// Bounds on a walk that visits a tree once per path (restore, `ls`, snapshot sizes): trees
+/// are named by their content, so a forged snapshot can list one subtree many times per
+/// level and make a few hundred bytes expand exponentially. A genuine snapshot expands to
+/// the folders its backup walked, which its manifest records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_depth: usize,
+    pub max_trees: u64,
+}
+
+impl Budget {
+    /// What a snapshot may expand to: twice the folders its manifest records, and a margin.
+    pub fn for_snapshot(s: &Snapshot) -> Budget {
+        Budget {
+            max_depth: MAX_TREE_DEPTH,
+            max_trees: s.summary.dirs.saturating_mul(2).saturating_add(1024),
+        }
+    }
+
+    /// The error for a walk that went past this budget.
+    pub fn exceeded(&self, what: &str) -> Error {
+        Error::integrity(
+            "snapshot tree",
+            format!(
+                "{what} (at most {} folders and {} levels for this snapshot): a forged graph of \
+                 shared subtrees, refused before it is expanded",
+                self.max_trees, self.max_depth
+            ),
+        )
+    }
+}
+
 pub struct TreeWalker<'a> {
     repo: &'a Repository,
     index: &'a Index,
     visits: Visits,
     seen: HashSet<TreeId>,
+    budget: Option<Budget>,
+    expanded: u64,
 }
 
 impl<'a> TreeWalker<'a> {
@@ -34,7 +73,15 @@ impl<'a> TreeWalker<'a> {
             index,
             visits,
             seen: HashSet::new(),
+            budget: None,
+            expanded: 0,
         }
+    }
+
+    /// Refuses to expand past `budget` (a walk per path over one snapshot).
+    pub fn with_budget(mut self, budget: Budget) -> TreeWalker<'a> {
+        self.budget = Some(budget);
+        self
     }
 
     /// Every tree visited so far (with [`Visits::Once`]).
@@ -52,9 +99,23 @@ impl<'a> TreeWalker<'a> {
         mut visit: impl FnMut(&TreeId, &C, Result<Tree>, &mut Vec<(TreeId, C)>) -> Result<()>,
     ) -> Result<()> {
         let mut level = roots;
+        let mut depth = 0;
         while !level.is_empty() {
             if self.visits == Visits::Once {
                 level.retain(|(t, _)| self.seen.insert(*t));
+            }
+            depth += 1;
+            self.expanded += level.len() as u64;
+            if let Some(b) = &self.budget {
+                if depth > b.max_depth {
+                    return Err(b.exceeded(&format!("folders nest deeper than {depth} levels")));
+                }
+                if self.expanded > b.max_trees {
+                    return Err(b.exceeded(&format!(
+                        "folders expand to more than {} trees",
+                        self.expanded
+                    )));
+                }
             }
             let mut next = Vec::new();
             for batch in level.chunks(TREE_BATCH) {

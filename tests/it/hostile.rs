@@ -13,6 +13,7 @@
 //! Writer identities, enrollment and revocation (docs/FORMAT.md §17) are in `writers`.
 
 mod admin;
+mod bombs;
 mod index;
 mod snapshots;
 mod writers;

@@ -59,7 +59,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
     let r = restore(
         &repo,
         &index,
-        &report.snapshot.tree,
+        &report.snapshot,
         &RestoreOptions {
             target: out.clone(),
             includes: vec![],

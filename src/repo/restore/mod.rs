@@ -14,10 +14,11 @@ use std::sync::Mutex;
 use filetime::FileTime;
 
 use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{PackId, SessionId, TreeId};
 use crate::pack::BlobEntry;
-use crate::repo::walk::{TreeWalker, Visits};
+use crate::repo::walk::{Budget, TreeWalker, Visits};
 use crate::repo::{Index, Repository};
 
 mod fetch;
@@ -110,10 +111,11 @@ struct Plan {
 pub fn restore(
     repo: &Repository,
     index: &Index,
-    root: &TreeId,
+    snap: &Snapshot,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport> {
+    let root = &snap.tree;
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let includes: Vec<Vec<u8>> = opts
         .includes
@@ -132,7 +134,8 @@ pub fn restore(
     };
 
     // Each folder where its path puts it: a tree reached by two paths is restored twice.
-    let mut walker = TreeWalker::new(repo, index, Visits::PerPath);
+    let mut walker =
+        TreeWalker::new(repo, index, Visits::PerPath).with_budget(Budget::for_snapshot(snap));
     let root = (*root, (Vec::new(), opts.target.clone()));
     walker.walk(vec![root], |_, (rel, dir), loaded, next| {
         let tree = match loaded {
