@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     let note = cli.command.interrupted();
     // Ctrl-C: say what was interrupted and what state it left, then exit as a shell expects.
     if let Err(e) = ctrlc::set_handler(move || {
-        eprintln!("\ncustody: interrupted: {note}");
+        crate::commands::err_line(format_args!("\ncustody: interrupted: {note}"));
         std::process::exit(130);
     }) {
         tracing::debug!("no interrupt handler: {e}");
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
                 .downcast_ref::<custody::Error>()
                 .map(exit_code)
                 .unwrap_or(exit::ERROR);
-            eprintln!("custody: {e:#}");
+            crate::commands::err_line(format_args!("custody: {e:#}"));
             ExitCode::from(code as u8)
         }
     }

@@ -169,15 +169,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let s = &report.snapshot.summary;
     if !ctx.json {
         for (p, e) in &report.skipped {
-            eprintln!("skipped {p}: {e}");
+            super::err_line(format_args!("skipped {}: {e}", custody::human::escape(p)));
         }
     }
     ctx.emit(&backup::BackupOutput::from(&report));
     if s.files_skipped > 0 {
-        eprintln!(
+        super::err_line(format_args!(
             "warning: {} source file(s) could not be read and are not in the snapshot",
             s.files_skipped
-        );
+        ));
         return Ok(Outcome(exit::INCOMPLETE));
     }
     Ok(Outcome::OK)

@@ -98,10 +98,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             ));
         }
         for s in &report.future_dated {
-            eprintln!("warning: {s} is dated in the future beyond the clock-skew allowance (a clock running ahead, or a forgery): forget keeps it and does not count it");
+            super::err_line(format_args!("warning: {s} is dated in the future beyond the clock-skew allowance (a clock running ahead, or a forgery): forget keeps it and does not count it"));
         }
         for p in &report.problems {
-            eprintln!(
+            super::err_line(format_args!(
                 "{}: {}: {}",
                 if p.integrity {
                     "integrity failure"
@@ -110,7 +110,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 },
                 p.object,
                 p.message
-            );
+            ));
         }
         if report.condemned > 0 || report.marks > 0 {
             ctx.say(format!(

@@ -176,7 +176,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     // Prune needs every manifest: with one that does not open it would stop anyway. One
     // signed by no one the owner accepts protects nothing, and prune passes over it.
     let prune = if args.prune && history.unreadable.iter().any(|e| !e.is_untrusted()) {
-        eprintln!("custody: --prune skipped: a snapshot's manifest does not open (see below)");
+        super::err_line(format_args!(
+            "custody: --prune skipped: a snapshot's manifest does not open (see below)"
+        ));
         None
     } else if args.prune {
         let act = custody::repo::activity::Activity::default();
@@ -221,7 +223,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     ctx.emit(&output);
     if !unreadable.is_empty() {
         for e in &unreadable {
-            eprintln!("custody: {e} (kept; `custody forget ID` removes it)");
+            super::err_line(format_args!(
+                "custody: {e} (kept; `custody forget ID` removes it)"
+            ));
         }
         return Ok(Outcome(super::exit::INTEGRITY));
     }

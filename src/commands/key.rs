@@ -133,7 +133,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     // A keyring for another repository (or a key service that is not this
                     // one's owner) is still exported, without an identity.
                     Err(e) if local.is_ok() => {
-                        eprintln!("custody: warning: no writer enrolled in the repository ({e}); the keyring is written without an identity");
+                        super::err_line(format_args!("custody: warning: no writer enrolled in the repository ({e}); the keyring is written without an identity"));
                         None
                     }
                     Err(e) => return Err(e),
@@ -189,7 +189,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 &mut unreadable,
             )?;
             for u in &unreadable {
-                eprintln!("{u}");
+                super::err_line(format_args!("{u}"));
             }
             ctx.answer(&table);
             // Writers are listed for a person here (the JSON document stays the KEK table;

@@ -75,6 +75,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         ctx.print_report(&v);
     } else {
         for (p, n) in &rows {
+            // Names are escaped for the terminal (JSON keeps them as they are).
+            let p = custody::human::escape(p);
             if args.long {
                 let t = chrono::DateTime::from_timestamp(n.mtime_sec, n.mtime_nsec)
                     .map(custody::human::local_time)
@@ -82,7 +84,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 let link = n
                     .target
                     .as_ref()
-                    .map(|t| format!(" -> {}", t.lossy()))
+                    .map(|t| format!(" -> {}", custody::human::escape_bytes(&t.0)))
                     .unwrap_or_default();
                 super::out_line(format_args!(
                     "{:<7} {:04o} {:>12} {t} {p}{link}",

@@ -221,16 +221,24 @@ impl Ctx {
         if self.json {
             self.emit(report);
         } else {
-            out_line(report.to_string().trim_end_matches('\n'));
+            let s = report.to_string();
+            out_line(custody::human::terminal_safe(s.trim_end_matches('\n')));
         }
     }
 
     /// A line of human output (suppressed by `-q`).
     pub fn say(&self, s: impl std::fmt::Display) {
         if !self.quiet {
-            out_line(s.to_string().trim_end_matches('\n'));
+            let s = s.to_string();
+            out_line(custody::human::terminal_safe(s.trim_end_matches('\n')));
         }
     }
+}
+
+/// Writes one line to standard error, with control characters escaped (names inside
+/// messages come from snapshots, which a writer or the custodian may have made).
+pub fn err_line(s: impl std::fmt::Display) {
+    eprintln!("{}", custody::human::terminal_safe(&s.to_string()));
 }
 
 /// Writes one line to standard output. A reader that went away (`custody ls latest | head`)
@@ -248,7 +256,7 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    eprintln!("custody: writing to standard output: {e}");
+    err_line(format_args!("custody: writing to standard output: {e}"));
     std::process::exit(1);
 }
 

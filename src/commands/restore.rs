@@ -67,18 +67,21 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     })?;
     let secs = start.elapsed().as_secs_f64();
     for (p, e) in &report.failed {
-        eprintln!("not restored: {p}: {e}");
+        super::err_line(format_args!(
+            "not restored: {}: {e}",
+            custody::human::escape(p)
+        ));
     }
     ctx.emit(&RestoreOutput::new(id, args.target.clone(), &report, secs));
     if report.failed.iter().any(|(_, e)| e.is_integrity()) {
-        eprintln!(
+        super::err_line(format_args!(
             "integrity failure: {} path(s) could not be restored intact",
             report.failed.len()
-        );
+        ));
         return Ok(Outcome(exit::INTEGRITY));
     }
     if let Some((_, e)) = report.failed.iter().find(|(_, e)| e.is_key_service()) {
-        eprintln!("{e}");
+        super::err_line(format_args!("{e}"));
         return Ok(Outcome(exit::KEY_SERVICE));
     }
     if !report.failed.is_empty() {

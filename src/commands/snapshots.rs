@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     // The readable ones are listed; the others are named, and the exit code says so.
     if !bad.is_empty() {
         for e in &bad {
-            eprintln!("integrity failure: {e}");
+            super::err_line(format_args!("integrity failure: {e}"));
         }
         return Ok(Outcome(super::exit::INTEGRITY));
     }

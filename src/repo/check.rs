@@ -293,7 +293,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                                     format!("snapshot {}", id.short()),
                                     format!(
                                         "file {} refers to chunk {} that no index lists",
-                                        n.name.lossy(),
+                                        crate::human::escape_bytes(&n.name.0),
                                         c.short()
                                     ),
                                 ),

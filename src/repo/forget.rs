@@ -236,14 +236,16 @@ impl std::fmt::Display for ForgetOutput {
                 let name = g.writer_name.clone().unwrap_or_else(|| w.short());
                 label.push(format!("writer {name}"));
             }
+            // Host, paths and tags come from manifests: escaped for the terminal.
+            use crate::human::escape;
             if let Some(h) = &k.host {
-                label.push(format!("host {h}"));
+                label.push(format!("host {}", escape(h)));
             }
             if let Some(p) = &k.paths {
-                label.push(format!("paths {}", p.join(" ")));
+                label.push(format!("paths {}", escape(&p.join(" "))));
             }
             if let Some(t) = &k.tags {
-                label.push(format!("tags {}", t.join(",")));
+                label.push(format!("tags {}", escape(&t.join(","))));
             }
             writeln!(
                 f,

@@ -61,6 +61,8 @@ pub struct SnapshotTable(pub Vec<SnapshotListing>);
 
 impl std::fmt::Display for SnapshotTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Host, tags and paths come from manifests: escaped for the terminal.
+        use crate::human::escape;
         writeln!(
             f,
             "{:<10} {:<25} {:<16} {:>11}  {:<12} paths",
@@ -72,10 +74,10 @@ impl std::fmt::Display for SnapshotTable {
                 "{:<10} {:<25} {:<16} {:>11}  {:<12} {}",
                 s.short_id,
                 crate::human::local_time(s.time),
-                s.host,
+                escape(&s.host),
                 crate::human::bytes(s.summary.bytes_processed),
-                s.tags.join(","),
-                s.paths.join(" ")
+                escape(&s.tags.join(",")),
+                escape(&s.paths.join(" "))
             )?;
         }
         let future = self.0.iter().filter(|s| s.future_dated).count();

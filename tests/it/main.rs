@@ -14,6 +14,7 @@ mod history;
 mod hostile;
 mod key_templates;
 mod kms;
+mod names;
 mod pkcs11;
 mod provenance;
 mod reencrypt;

@@ -219,15 +219,18 @@ pub fn write_file(
     let mut n = 0u64;
     for (i, id) in node.content.iter().enumerate() {
         let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
-        let data = node
-            .file_bytes(i == 0, &chunk)
-            .map_err(|why| Error::integrity(format!("file {}", node.name.lossy()), why))?;
+        let data = node.file_bytes(i == 0, &chunk).map_err(|why| {
+            Error::integrity(
+                format!("file {}", crate::human::escape_bytes(&node.name.0)),
+                why,
+            )
+        })?;
         out.write_all(data).map_err(|e| Error::io("output", e))?;
         n += data.len() as u64;
     }
     if n != node.size {
         return Err(Error::integrity(
-            format!("file {}", node.name.lossy()),
+            format!("file {}", crate::human::escape_bytes(&node.name.0)),
             format!("read {n} bytes, the tree says {}", node.size),
         ));
     }
