@@ -112,6 +112,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 p.message
             ));
         }
+        if report.damage_recorded > 0 {
+            ctx.say(format!(
+                "{} pack(s) recorded as missing or damaged: the next backups store their chunks \
+                 again, so new snapshots restore (docs/FORMAT.md §14d)",
+                report.damage_recorded
+            ));
+        }
         if report.condemned > 0 || report.marks > 0 {
             ctx.say(format!(
                 "{} condemned pack(s) awaiting deletion by {} garbage mark(s) (harmless)",

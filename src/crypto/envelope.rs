@@ -55,6 +55,8 @@ pub enum ObjectKind {
     Revocation = 9,
     /// A history checkpoint, signed by the owner.
     Checkpoint = 10,
+    /// A record of packs found missing or damaged, signed by the owner.
+    Damage = 11,
 }
 
 impl ObjectKind {
@@ -70,6 +72,7 @@ impl ObjectKind {
             8 => ObjectKind::Writer,
             9 => ObjectKind::Revocation,
             10 => ObjectKind::Checkpoint,
+            11 => ObjectKind::Damage,
             _ => return None,
         })
     }

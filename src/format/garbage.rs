@@ -30,6 +30,17 @@ pub struct GarbageMark {
     pub unindexed: Vec<PackId>,
 }
 
+/// Packs a key holder found missing from the store or damaged (`check`, a restore): backups
+/// no longer deduplicate against them, so the next backup stores their chunks again and the
+/// damage heals instead of spreading into new snapshots (docs/FORMAT.md §14d). Nothing is
+/// deleted because of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DamageRecord {
+    pub format: u32,
+    pub time: DateTime<Utc>,
+    pub packs: Vec<PackId>,
+}
+
 /// A lock held by a prune or re-encryption run (writers never take one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LockRecord {

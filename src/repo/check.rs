@@ -4,7 +4,7 @@
 //! harmless leftovers (an interrupted backup leaves them; prune removes them), not as damage;
 //! so are packs condemned by a garbage mark, stored or already deleted by a sweep.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,10 @@ pub struct CheckReport {
     /// Snapshots made before chains existed: not covered by the history.
     #[serde(default)]
     pub unchained: usize,
+    /// Packs found missing or damaged now and recorded as such (`damaged/`), so that backups
+    /// store their chunks again (docs/FORMAT.md §14d).
+    #[serde(default)]
+    pub damage_recorded: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -203,16 +207,20 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             }
         }
     }
+    let mut damaged = HashSet::new();
     for (pack, _) in index.packs() {
         match stored.get(pack) {
             None if condemned.packs.contains(pack) => {}
-            None => r.problem(
-                &Error::integrity(
-                    object_name(FileKind::Pack, pack),
-                    "indexed pack is missing from the store",
-                ),
-                "",
-            ),
+            None => {
+                damaged.insert(*pack);
+                r.problem(
+                    &Error::integrity(
+                        object_name(FileKind::Pack, pack),
+                        "indexed pack is missing from the store",
+                    ),
+                    "",
+                )
+            }
             Some(&size) => {
                 let end = by_pack
                     .get(pack)
@@ -222,6 +230,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                     .max()
                     .unwrap_or(0);
                 if end > size {
+                    damaged.insert(*pack);
                     r.problem(
                         &Error::integrity(
                             object_name(FileKind::Pack, pack),
@@ -337,10 +346,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
             match read_pack(repo, pack, session, &expected) {
                 Ok(n) => r.blobs_verified += n,
                 Err(e) if e.is_key_service() => return Err(e),
-                Err(e) => r.problem(&e, &object_name(FileKind::Pack, pack)),
+                Err(e) => {
+                    if e.is_integrity() {
+                        damaged.insert(*pack);
+                    }
+                    r.problem(&e, &object_name(FileKind::Pack, pack))
+                }
             }
         }
     }
+    r.damage_recorded = repo.record_damage(&damaged)?;
     Ok(r)
 }
 

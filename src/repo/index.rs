@@ -264,11 +264,13 @@ impl Repository {
         Ok(index)
     }
 
-    /// The index a backup deduplicates against: packs condemned by a garbage mark are left
-    /// out, so a new snapshot never comes to depend on them. Returns the marks it saw. A
+    /// The index a backup deduplicates against: packs condemned by a garbage mark or recorded
+    /// as damaged are left out, so a new snapshot never comes to depend on them. Returns the marks it saw. A
     /// segment that does not open is left out (its chunks are stored again: never skipped).
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
-        let marks = marks::Marks::of(&self.load_marks()?);
+        let marks = marks::Marks::of(&self.load_marks_for_backup()?);
+        // Packs found missing or damaged: their chunks are stored again (docs/FORMAT.md §14d).
+        let damaged = self.damaged_packs()?;
         let mut index = Index::default();
         let me = self.signer();
         for (id, _) in self.store().list(crate::store::FileKind::Index)? {
@@ -287,7 +289,7 @@ impl Repository {
                 Err(e) => Err(e),
             };
             if let Some(seg) = self.readable(seg)? {
-                index.add_segment_where(&seg, |p| !marks.packs.contains(p));
+                index.add_segment_where(&seg, |p| !marks.packs.contains(p) && !damaged.contains(p));
             }
         }
         Ok((index, marks))

@@ -59,6 +59,23 @@ impl Repository {
         Ok(out)
     }
 
+    /// The marks a backup takes into account: like [`Repository::load_marks`], but a mark
+    /// that does not open is left out with a warning instead of stopping the backup. That is
+    /// safe because prune, which would carry such a mark out, refuses to run while it does not
+    /// open (and `check` names it).
+    pub fn load_marks_for_backup(&self) -> Result<Vec<(MarkId, GarbageMark)>> {
+        let mut out = Vec::new();
+        self.for_each_object::<GarbageMark>(|id, m| {
+            match m {
+                Ok(m) => out.push((id, m)),
+                Err(e) if e.is_integrity() => tracing::warn!("garbage mark ignored: {e}"),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// The check a backup makes after its packs are stored and before it writes its index
     /// segment and snapshot (docs/FORMAT.md, "Garbage collection"): no mark it did not see at
     /// its start condemns its session or one of its packs, its packs and key still exist, and
@@ -84,8 +101,9 @@ impl Repository {
         self.for_each_object_where::<GarbageMark>(
             |id| !seen.ids.contains(id),
             |id, m| {
+                // Untrusted or damaged: no prune carries it out (see load_marks_for_backup).
                 let m = match m {
-                    Err(e) if e.is_untrusted() => return Ok(()),
+                    Err(e) if e.is_integrity() => return Ok(()),
                     m => m?,
                 };
                 let mark = object_name(FileKind::Garbage, &id);

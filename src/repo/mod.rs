@@ -8,6 +8,7 @@ pub mod backup;
 mod blobs;
 mod cache;
 pub mod check;
+pub mod damage;
 pub mod forget;
 pub mod history;
 mod index;

@@ -364,13 +364,15 @@ impl Repository {
             // A manifest whose signer is not accepted is not a candidate (a forgery, or a
             // revoked writer's later snapshot): it cannot be the newest genuine one.
             // A snapshot the history lists but the store lacks is not the newest of its
-            // chain (that would be a rollback, which stops here).
+            // chain (that would be a rollback, which stops here). A manifest that does not
+            // open might be newer than every one that does: said, not hidden, and not a
+            // reason to stop restores of the snapshots that are intact.
             let h = self.history()?;
             if let Some(e) = h.rollback() {
                 return Err(e);
             }
-            if let Some(e) = h.unreadable.into_iter().find(|e| !e.is_untrusted()) {
-                return Err(e);
+            for e in h.unreadable.iter().filter(|e| !e.is_untrusted()) {
+                tracing::warn!("`latest` is the newest snapshot that opens; this one does not, and may be newer: {e}");
             }
             return h
                 .snapshots

@@ -47,12 +47,14 @@ pub enum FileKind {
     Revocation,
     /// `history/<id>`: the owner's history checkpoints (docs/FORMAT.md §18).
     History,
+    /// `damaged/<id>`: packs a key holder found missing or damaged (docs/FORMAT.md §14d).
+    Damage,
     /// `witness/<id>`: records kept in a witness store, outside the repository (§18.4).
     Witness,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 12] = [
+    pub const ALL: [FileKind; 13] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -64,6 +66,7 @@ impl FileKind {
         FileKind::Writer,
         FileKind::Revocation,
         FileKind::History,
+        FileKind::Damage,
         FileKind::Witness,
     ];
 
@@ -80,6 +83,7 @@ impl FileKind {
             FileKind::Writer => "writers",
             FileKind::Revocation => "revoked",
             FileKind::History => "history",
+            FileKind::Damage => "damaged",
             FileKind::Witness => "witness",
         }
     }

@@ -10,6 +10,7 @@ mod deploy;
 mod flaky;
 mod garage;
 mod gc;
+mod heal;
 mod history;
 mod hostile;
 mod key_templates;

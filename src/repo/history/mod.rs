@@ -65,7 +65,8 @@ pub struct History {
     /// The newest checkpoint, and every stored one.
     pub checkpoint: Option<(CheckpointId, Checkpoint)>,
     pub checkpoints: Vec<CheckpointId>,
-    /// Checkpoints that do not open or are not the owner's.
+    /// Checkpoints that do not open or are not the owner's (passed over; a new checkpoint
+    /// replaces them with the others).
     pub bad_checkpoints: Vec<Error>,
     /// What `--accept-rollback` accepted (empty unless it did).
     pub accepted: Vec<Problem>,
@@ -118,14 +119,9 @@ impl History {
                 ),
             ));
         }
-        if let Some(e) = self.bad_checkpoints.first() {
-            return Err(Error::integrity(
-                "history",
-                format!(
-                    "{e}; {what} refused while a checkpoint does not open; nothing was changed"
-                ),
-            ));
-        }
+        // A checkpoint that does not open is passed over (`check` names it): the history is
+        // then checked against an older one, under which what it forgot shows as missing, so
+        // nothing it alone protected can be collected.
         Ok(())
     }
 }

@@ -2,9 +2,8 @@
 //! every file that holds it.
 
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::id::PackId;
 use crate::pack::BlobType;
 use crate::repo::{Index, Repository};
@@ -23,7 +22,7 @@ pub(super) fn restore_pack(
     pack: &PackId,
     mut targets: Vec<Target>,
     progress: &RestoreProgress,
-    done: &Mutex<Vec<(usize, Result<u64>)>>,
+    done: &super::Done,
 ) {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let start = targets.first().map_or(0, |t| t.entry.offset as u64);
@@ -70,6 +69,9 @@ pub(super) fn restore_pack(
         // Another listed copy (or this one, read on its own when the span read failed). The
         // file's offsets were planned from the first listing's lengths, so a copy of another
         // length fails the file rather than shifting its bytes.
+        if plain.as_ref().is_err_and(Error::is_integrity) {
+            done.damaged.lock().expect("lock").insert(*pack);
+        }
         let plain = match plain {
             Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
                 let skip = span.is_ok().then_some((*pack, t.session));
@@ -107,7 +109,8 @@ pub(super) fn restore_pack(
                 }
             };
             if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                done.lock()
+                done.files
+                    .lock()
                     .expect("lock")
                     .push((target.file, finish_file(f, open, progress)));
             }

@@ -88,6 +88,13 @@ struct FileState {
     failed: Mutex<Option<Error>>,
 }
 
+/// What the pack workers found: each file's outcome, and the packs whose blobs failed.
+#[derive(Default)]
+struct Done {
+    files: Mutex<Vec<(usize, Result<u64>)>>,
+    damaged: Mutex<std::collections::HashSet<PackId>>,
+}
+
 /// One chunk of one file: where it sits in its pack, and where it goes in the file.
 #[derive(Clone, Copy)]
 struct Target {
@@ -193,13 +200,14 @@ pub fn restore(
     // Files without chunks are complete already; files whose listings disagree on their
     // chunks' lengths are written one verified chunk after another.
     let files = &plan.files;
-    let done = Mutex::new(Vec::<(usize, Result<u64>)>::new());
+    let done = Done::default();
     for (i, f) in files.iter().enumerate() {
         if f.sequential {
             let r = restore_sequentially(repo, index, f, progress);
-            done.lock().expect("lock").push((i, r));
+            done.files.lock().expect("lock").push((i, r));
         } else if f.node.content.is_empty() {
-            done.lock()
+            done.files
+                .lock()
                 .expect("lock")
                 .push((i, finish_file(f, None, progress)));
         }
@@ -215,7 +223,12 @@ pub fn restore(
             });
         }
     });
-    for (i, r) in done.into_inner().expect("lock") {
+    // Packs that failed here stop counting for deduplication (docs/FORMAT.md §14d).
+    let damaged = done.damaged.into_inner().expect("lock");
+    if let Err(e) = repo.record_damage(&damaged) {
+        tracing::warn!("could not record the damaged packs: {e}");
+    }
+    for (i, r) in done.files.into_inner().expect("lock") {
         match r {
             Ok(n) => {
                 report.files += 1;
