@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup, cat, check, dump, forget, init, key, ls, migrate, prune, restore, rotate, snapshots,
-    stats, unlock, Ctx, Outcome,
+    backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, restore, rotate,
+    snapshots, stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -102,6 +102,9 @@ pub enum Command {
     Rotate(rotate::Cmd),
     /// Sign a repository made before writer provenance (key holders; once per repository).
     Migrate(migrate::Args),
+    /// Rebuild the index from the packs, or save what is intact of damaged snapshots.
+    #[command(subcommand)]
+    Repair(repair::Cmd),
 }
 
 impl Command {
@@ -119,7 +122,11 @@ impl Command {
                 "restore stopped; files already restored are complete, unfinished ones were not \
                  renamed into place (hidden .NAME.custody-* files); run the restore again"
             }
-            Command::Prune(_) | Command::Forget(_) | Command::Rotate(_) | Command::Migrate(_) => {
+            Command::Prune(_)
+            | Command::Forget(_)
+            | Command::Rotate(_)
+            | Command::Migrate(_)
+            | Command::Repair(_) => {
                 "stopped; the repository is consistent (what ran is picked up by the next run); \
                  the repository lock stays until it goes stale (30 minutes) or `custody unlock \
                  --remove-all`"
@@ -143,6 +150,7 @@ impl Cli {
             Command::Prune(a) => prune::run(ctx, a),
             Command::Stats(a) => stats::run(ctx, a),
             Command::Unlock(a) => unlock::run(ctx, a),
+            Command::Repair(c) => repair::run(ctx, c),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),

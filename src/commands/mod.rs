@@ -12,6 +12,7 @@ pub mod ls;
 pub mod migrate;
 mod progress;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod rotate;
 pub mod snapshots;

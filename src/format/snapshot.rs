@@ -51,6 +51,25 @@ pub struct Snapshot {
     /// written before chains, and in unsigned repositories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<super::history::Link>,
+    /// Made by `repair snapshots` from a snapshot whose data was partly lost: which one, and
+    /// what it no longer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+/// What `repair snapshots` left out of a snapshot (docs/FORMAT.md §14e).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Repaired {
+    pub from: SnapshotId,
+    /// Paths left out (files with a chunk missing or damaged, folders whose listing is lost),
+    /// at most [`Repaired::MAX_LISTED`] of them.
+    pub missing: Vec<String>,
+    /// How many paths were left out in all.
+    pub missing_count: u64,
+}
+
+impl Repaired {
+    pub const MAX_LISTED: usize = 1000;
 }
 
 impl Eq for Snapshot {}
@@ -149,6 +168,7 @@ pub mod bound_id {
                 program: "custody test".into(),
                 writer: None,
                 chain: None,
+                repaired: None,
             };
             crate::format::padded_json(&s, 1024)
         }

@@ -366,8 +366,23 @@ pub(crate) fn read_pack(
     session: &SessionId,
     expected: &[BlobEntry],
 ) -> Result<usize> {
-    let name = object_name(FileKind::Pack, pack);
     let bytes = repo.store().get(FileKind::Pack, pack)?;
+    let (_, entries) = verify_pack(repo, pack, Some(session), expected, &bytes)?;
+    Ok(entries.len())
+}
+
+/// Opens a whole pack's header and every blob it lists; returns its session and listing.
+/// With `session`, the header must name it and every `expected` entry must match the header;
+/// without, the header's own session is used (`repair index`: its AEAD under that session's
+/// key authenticates the listing, and each blob is verified against its id).
+pub(crate) fn verify_pack(
+    repo: &Repository,
+    pack: &PackId,
+    session: Option<&SessionId>,
+    expected: &[BlobEntry],
+    bytes: &[u8],
+) -> Result<(SessionId, Vec<BlobEntry>)> {
+    let name = object_name(FileKind::Pack, pack);
     let len = bytes.len();
     if len < pack::TRAILER_LEN {
         return Err(Error::integrity(
@@ -379,6 +394,7 @@ pub(crate) fn read_pack(
         .map_err(|e| Error::integrity(&name, e))?;
     let sealed = &bytes[range.start as usize..range.end as usize];
     let sealed_by = pack::header_session(sealed).map_err(|e| Error::integrity(&name, e))?;
+    let session = session.unwrap_or(&sealed_by);
     if &sealed_by != session {
         return Err(Error::integrity(
             &name,
@@ -416,7 +432,7 @@ pub(crate) fn read_pack(
         }
         repo.open_blob(pack, session, e, &bytes[e.offset as usize..end])?;
     }
-    Ok(entries.len())
+    Ok((sealed_by, entries))
 }
 
 /// Wrapped-key records of the repository, for `key list`.

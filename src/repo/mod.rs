@@ -23,6 +23,7 @@ pub mod provenance;
 pub mod prune;
 pub mod reencrypt;
 pub(crate) mod repack;
+pub mod repair;
 pub mod restore;
 pub mod rewrap;
 mod session;

@@ -371,15 +371,27 @@ impl Repository {
             if let Some(e) = h.rollback() {
                 return Err(e);
             }
-            for e in h.unreadable.iter().filter(|e| !e.is_untrusted()) {
-                tracing::warn!("`latest` is the newest snapshot that opens; this one does not, and may be newer: {e}");
-            }
-            return h
+            let mut bad: Vec<Error> = h
+                .unreadable
+                .into_iter()
+                .filter(|e| !e.is_untrusted())
+                .collect();
+            let found = h
                 .snapshots
                 .into_iter()
                 .rev()
-                .find(|(_, s)| filter.matches(s))
-                .ok_or_else(|| Error::NotFound("a snapshot matching the filters".into()));
+                .find(|(_, s)| filter.matches(s));
+            return match found {
+                Some(s) => {
+                    for e in &bad {
+                        tracing::warn!("`latest` is the newest snapshot that opens; this one does not, and may be newer: {e}");
+                    }
+                    Ok(s)
+                }
+                // None opens: the reason is the damage, not an empty repository.
+                None if !bad.is_empty() => Err(bad.swap_remove(0)),
+                None => Err(Error::NotFound("a snapshot matching the filters".into())),
+            };
         }
         if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::invalid(format!(

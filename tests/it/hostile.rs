@@ -475,5 +475,6 @@ fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Tree
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
         writer: None,
         chain: None,
+        repaired: None,
     }
 }

@@ -19,6 +19,7 @@ mod names;
 mod pkcs11;
 mod provenance;
 mod reencrypt;
+mod repair;
 mod rotate;
 mod roundtrip;
 mod s3;

@@ -198,6 +198,7 @@ fn fixed_snapshot() -> Snapshot {
         program: "custody 0.1.0".into(),
         writer: None,
         chain: None,
+        repaired: None,
     }
 }
 

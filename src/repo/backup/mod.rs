@@ -222,6 +222,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         program: format!("custody {}", env!("CARGO_PKG_VERSION")),
         writer: repo.signer(),
         chain: slot.as_ref().map(|s| s.link),
+        repaired: None,
     };
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
     if let Some(slot) = slot {

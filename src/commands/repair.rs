@@ -1,0 +1,67 @@
+//! `repair index` and `repair snapshots`: after objects were lost or damaged (key holders).
+
+use super::progress::with_progress;
+use super::{Ctx, Outcome};
+use custody::error::Result;
+use custody::repo::activity::Activity;
+use custody::repo::repair;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// List every pack no readable index segment lists again, from the pack's own
+    /// authenticated header (after index objects were lost or damaged); then remove the
+    /// segments that do not open. Safe to stop and run again.
+    Index(IndexArgs),
+    /// Save a new snapshot of what is intact of each snapshot whose data is partly lost,
+    /// naming what it left out (tag `repaired`); the originals are kept.
+    Snapshots(SnapshotsArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IndexArgs {
+    /// Only report what would be listed and removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SnapshotsArgs {
+    /// Snapshots to repair (ids or prefixes; default: every snapshot).
+    pub snapshots: Vec<String>,
+    /// Only report what is lost.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let act = Activity::default();
+    match cmd {
+        Cmd::Index(a) => {
+            let report = with_progress(
+                ctx.show_progress(),
+                || act.get(),
+                || repair::repair_index(&repo, a.dry_run, &act),
+            )?;
+            ctx.emit(&report);
+            // Packs that could not be listed are damage: named, and the exit code says so.
+            if !report.packs_refused.is_empty() {
+                return Ok(Outcome(super::exit::INTEGRITY));
+            }
+        }
+        Cmd::Snapshots(a) => {
+            let ids = a
+                .snapshots
+                .iter()
+                .map(|s| repo.resolve_snapshot_id(s))
+                .collect::<Result<Vec<_>>>()?;
+            let report = with_progress(
+                ctx.show_progress(),
+                || act.get(),
+                || repair::repair_snapshots(&repo, &ids, a.dry_run, &act),
+            )?;
+            ctx.emit(&report);
+        }
+    }
+    Ok(Outcome::OK)
+}
