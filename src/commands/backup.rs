@@ -88,6 +88,9 @@ fn find_parent(
     match repo.resolve_snapshot("latest", &filter) {
         Ok((id, s)) if s.paths == paths => Ok(Some((id, s))),
         Ok(_) | Err(Error::NotFound(_)) => Ok(None),
+        // A key holder served an older history than it saw stops here, as every command that
+        // reads the snapshot list does (docs/FORMAT.md §18.3): nothing is written.
+        Err(e @ Error::Rollback(_)) => Err(e),
         // A writer cannot read earlier snapshots: it backs up everything it is given.
         Err(e) if e.is_integrity() => {
             tracing::warn!("no parent snapshot ({e}): reading every file; run `custody check`");

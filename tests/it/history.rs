@@ -65,7 +65,9 @@ fn rollback_detected_and_accepted(r: &Repo) {
         &["snapshots"][..],
         &["restore", "latest", "--target", "/nonexistent-target"],
         &["ls", "latest"],
+        &["dump", "latest", "b/f000"],
         &["forget", "--keep-last", "1"],
+        &["backup", b.to_str().unwrap()],
     ] {
         let out = r.run(args).code(EXIT_INTEGRITY);
         assert!(
