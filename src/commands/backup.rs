@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
 use custody::error::{Error, Result};
-use custody::repo::backup::{self, BackupOptions, Progress, Source};
+use custody::repo::backup::{self, select, BackupOptions, Progress, Source};
 use custody::repo::parent_cache::ParentCache;
 use custody::repo::snapshots::SnapshotFilter;
 use custody::repo::Repository;
@@ -14,8 +14,47 @@ use custody::repo::Repository;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Files and folders to back up; each becomes a top-level entry named after its last part.
-    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    #[arg(
+        required_unless_present_any = ["stdin", "files_from", "files_from_verbatim", "files_from_raw"],
+        conflicts_with = "stdin"
+    )]
     pub paths: Vec<PathBuf>,
+    /// Leave out files and folders matching PATTERN (a glob on the absolute path; without a
+    /// leading `/` it matches at any depth; repeatable). See README, "Choosing what to back up".
+    #[arg(long, short = 'e', value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read --exclude patterns from FILE (one per line, `#` comments, `!` takes back, $VAR).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Read --iexclude patterns from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
+    /// Leave out the contents of folders holding a valid CACHEDIR.TAG (the tag is kept).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out folders holding a file NAME (with NAME:CONTENT, only when the file starts
+    /// with CONTENT; repeatable).
+    #[arg(long, value_name = "NAME[:CONTENT]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not cross file-system boundaries: mount points below a source are kept, empty.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Back up the paths listed in FILE (one per line, `#` comments, globs expanded; `-`
+    /// reads standard input), besides any given as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Like --files-from, every line taken as it is (no comments, no globs).
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Like --files-from, paths separated by NUL bytes (`find -print0`).
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
     /// Back up standard input as one file.
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,
@@ -48,7 +87,7 @@ pub struct Args {
     pub no_dedup_below: Option<u64>,
 }
 
-/// `4096`, `16K`, `16KiB`, `1M`, `1MiB` (powers of 1024).
+/// `4096`, `16K`, `16KiB`, `1M`, `1MiB`, `2G`, `1T` (powers of 1024).
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -59,8 +98,10 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let mul = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1024,
-        "M" | "MiB" => 1024 * 1024,
-        _ => return Err(format!("size {s:?}: units are B, KiB, MiB")),
+        "M" | "MiB" | "m" => 1 << 20,
+        "G" | "GiB" | "g" => 1 << 30,
+        "T" | "TiB" | "t" => 1 << 40,
+        _ => return Err(format!("size {s:?}: units are B, KiB, MiB, GiB, TiB")),
     };
     n.checked_mul(mul)
         .ok_or_else(|| format!("size {s:?} is too large"))
@@ -112,8 +153,38 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         Some(h) => h.clone(),
         None => gethostname::gethostname().to_string_lossy().into_owned(),
     };
-    let abs_paths: Vec<String> = args
-        .paths
+    let mut paths = args.paths.clone();
+    for f in &args.files_from {
+        paths.extend(select::read_files_from(f, false, false)?);
+    }
+    for f in &args.files_from_verbatim {
+        paths.extend(select::read_files_from(f, true, false)?);
+    }
+    for f in &args.files_from_raw {
+        paths.extend(select::read_files_from(f, false, true)?);
+    }
+    if paths.is_empty() && !args.stdin {
+        return Err(Error::invalid(
+            "the --files-from lists name no paths to back up",
+        ));
+    }
+    let mut exclude = args.exclude.clone();
+    for f in &args.exclude_file {
+        exclude.extend(select::read_exclude_file(f)?);
+    }
+    let mut iexclude = args.iexclude.clone();
+    for f in &args.iexclude_file {
+        iexclude.extend(select::read_exclude_file(f)?);
+    }
+    let select = select::SelectOptions {
+        exclude,
+        iexclude,
+        exclude_caches: args.exclude_caches,
+        exclude_if_present: args.exclude_if_present.clone(),
+        exclude_larger_than: args.exclude_larger_than,
+        one_file_system: args.one_file_system,
+    };
+    let abs_paths: Vec<String> = paths
         .iter()
         .map(|p| {
             custody::repo::backup::source_path(p)
@@ -138,7 +209,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             reader: Box::new(std::io::stdin()),
         }
     } else {
-        Source::Paths(args.paths.clone())
+        Source::Paths(paths)
     };
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -156,6 +227,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         workers,
         uploads: args.uploads,
         no_dedup_below: args.no_dedup_below.unwrap_or(0),
+        select,
     };
     let progress = Progress::default();
     let status = || {

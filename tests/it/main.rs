@@ -23,5 +23,6 @@ mod repair;
 mod rotate;
 mod roundtrip;
 mod s3;
+mod select;
 mod store_conformance;
 mod vectors;

@@ -29,6 +29,7 @@ use crate::repo::{Repository, Session};
 use crate::store::FileKind;
 
 mod report;
+pub mod select;
 mod stages;
 #[cfg(test)]
 mod tests;
@@ -69,6 +70,8 @@ pub struct BackupOptions {
     /// their content from the index (`--no-dedup-below`; 0: off). At most the chunker's
     /// minimum chunk size.
     pub no_dedup_below: u64,
+    /// What to leave out (`--exclude` and friends).
+    pub select: select::SelectOptions,
 }
 
 /// Live counters for a progress display.
@@ -101,6 +104,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             "--no-dedup-below is at most the smallest chunk, {min_chunk} bytes (such a file is one chunk)"
         )));
     }
+    let selection = select::Selection::new(&opts.select)?;
     let (index, marks) = repo.load_index_for_backup()?;
     // Without a parent snapshot, this machine's own record of its last backup will do.
     let local_parent = opts.parent.is_none() && !opts.force;
@@ -169,6 +173,8 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             summary: Summary::default(),
             skipped: Vec::new(),
             salt_below: opts.no_dedup_below,
+            select: &selection,
+            root_dev: 0,
         };
         let walked = walker.run(opts.source, parent_tree.as_ref());
         let results: Vec<Result<()>> = handles

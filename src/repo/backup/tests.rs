@@ -49,6 +49,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             workers: 2,
             uploads: 2,
             no_dedup_below: 0,
+            select: Default::default(),
         },
         &Progress::default(),
     )

@@ -21,6 +21,7 @@ use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
 use crate::repo::{Index, Repository};
 
+use super::select::{FolderRule, Selection};
 use super::stages::{stopped, ChunkBatch, Dedup, Job, BATCH_BYTES, BATCH_CHUNKS};
 use super::{Progress, Source};
 
@@ -79,6 +80,10 @@ pub(super) struct Walker<'a> {
     pub(super) skipped: Vec<(String, String)>,
     /// Files up to this size get a salted chunk ([`BackupOptions::no_dedup_below`]).
     pub(super) salt_below: u64,
+    /// What to leave out.
+    pub(super) select: &'a Selection,
+    /// The device of the source being walked (`--one-file-system`).
+    pub(super) root_dev: u64,
 }
 
 pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
@@ -133,13 +138,14 @@ impl Walker<'_> {
                         Err(e) => return Err(Error::io(p.display(), e)),
                     };
                     paths.push(abs.display().to_string());
+                    self.root_dev = meta.dev();
                     let Some(name) = abs.file_name().map(|n| n.to_os_string()) else {
                         // The file-system root: its entries become the snapshot's root.
                         if !meta.is_dir() || paths.len() > 1 {
                             return Err(Error::invalid("`/` can only be backed up on its own"));
                         }
                         self.summary.dirs += 1;
-                        root = self.dir_entries(&abs, parent.cloned())?;
+                        root = self.dir_entries(&abs, parent.cloned(), false)?;
                         continue;
                     };
                     if !names.insert(name.clone()) {
@@ -431,6 +437,11 @@ impl Walker<'_> {
                 children: None,
             }))
         } else if ft.is_dir() {
+            let rule = self.select.folder_rule(path);
+            if rule == FolderRule::LeaveOut {
+                tracing::debug!(path = %path.display(), "left out: holds an --exclude-if-present marker");
+                return Ok(None);
+            }
             let node = node_base(name, NodeKind::Dir, meta);
             let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
                 (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
@@ -440,7 +451,12 @@ impl Walker<'_> {
                 _ => None,
             };
             self.summary.dirs += 1;
-            let entries = self.dir_entries(path, prev_tree)?;
+            // A mount point under `-x` is kept, empty.
+            let entries = if self.select.stays_out(meta, self.root_dev) {
+                Vec::new()
+            } else {
+                self.dir_entries(path, prev_tree, rule == FolderRule::OnlyTag)?
+            };
             self.deferred += 1;
             Ok(Some(Pending {
                 node,
@@ -464,7 +480,14 @@ impl Walker<'_> {
         }
     }
 
-    pub(super) fn dir_entries(&mut self, path: &Path, prev: Option<Tree>) -> Result<Vec<Pending>> {
+    /// A folder's entries, sorted by name, less what the selection leaves out; `only_tag`
+    /// keeps just a cache folder's `CACHEDIR.TAG`.
+    pub(super) fn dir_entries(
+        &mut self,
+        path: &Path,
+        prev: Option<Tree>,
+        only_tag: bool,
+    ) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
@@ -476,6 +499,7 @@ impl Walker<'_> {
         let mut entries = Vec::new();
         for e in rd {
             match e {
+                Ok(e) if only_tag && e.file_name() != "CACHEDIR.TAG" => {}
                 Ok(e) => entries.push(e),
                 Err(e) => self.skip(path, e),
             }
@@ -492,6 +516,9 @@ impl Walker<'_> {
                     continue;
                 }
             };
+            if self.select.excluded(&child, &meta, self.root_dev).is_some() {
+                continue;
+            }
             let p = prev.as_ref().and_then(|t| t.find(name.as_encoded_bytes()));
             if let Some(n) = self.node(&child, &name, &meta, p)? {
                 out.push(n);
