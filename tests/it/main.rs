@@ -18,6 +18,7 @@ mod kms;
 mod names;
 mod pkcs11;
 mod provenance;
+mod race;
 mod reencrypt;
 mod repair;
 mod rotate;

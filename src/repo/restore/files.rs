@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use filetime::FileTime;
@@ -14,6 +14,7 @@ use crate::format::tree::Node;
 use crate::pack::BlobType;
 use crate::repo::{Index, Repository};
 
+use super::beneath::Beneath;
 use super::{FileState, RestoreProgress};
 
 /// Permission bits to restore. Setuid and setgid are dropped: restore does not restore owners,
@@ -33,7 +34,7 @@ pub(super) fn finish_file(
     let created = f.created.lock().expect("lock").is_some();
     if let Some(e) = f.failed.lock().expect("lock").take() {
         if created {
-            let _ = std::fs::remove_file(&f.tmp);
+            let _ = f.target.unlink(&f.parent, &f.tmp_name);
         }
         return Err(e);
     }
@@ -48,10 +49,12 @@ pub(super) fn finish_file(
         filetime::set_file_handle_times(&file, Some(t), Some(t))
             .map_err(|e| Error::io(f.tmp.display(), e))?;
         drop(file);
-        std::fs::rename(&f.tmp, &f.dest).map_err(|e| Error::io(f.dest.display(), e))
+        f.target
+            .rename(&f.parent, &f.tmp_name, &f.name)
+            .map_err(|e| Error::io(f.dest.display(), e))
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&f.tmp);
+        let _ = f.target.unlink(&f.parent, &f.tmp_name);
     }
     res?;
     progress.files.fetch_add(1, Ordering::Relaxed);
@@ -64,16 +67,11 @@ pub(super) fn finish_file(
 /// Files are created as their first chunk arrives, not when the restore is planned: one
 /// open per single-chunk file instead of three.
 pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let mut created = f.created.lock().expect("lock");
     match *created {
         None => {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&f.tmp)?;
+            let file = f.target.create(&f.parent, &f.tmp_name)?;
             file.set_len(f.node.size)?;
             // Only a file written in several pieces is opened again.
             let ino = if f.node.content.len() > 1 {
@@ -86,10 +84,7 @@ pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
         }
         Some(ino) => {
             drop(created);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&f.tmp)?;
+            let file = f.target.reopen(&f.parent, &f.tmp_name)?;
             if file.metadata()?.ino() != ino {
                 return Err(std::io::Error::other(
                     "temporary file was replaced during restore",
@@ -126,30 +121,17 @@ pub(super) fn write_at_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> st
     Ok(())
 }
 
-/// Creates a folder without following a symlink or keeping a file found in its place, so
-/// nothing is ever written outside the target through a link.
-pub(super) fn make_dir(dest: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => std::fs::remove_file(dest)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir(dest)
-}
-
-pub(super) fn restore_symlink(dest: &Path, node: &Node) -> Result<()> {
-    let target = node
+/// Creates symlink `node` in the folder `parent` under the target (whatever file or link was
+/// in its place is replaced; nothing is followed).
+pub(super) fn restore_symlink(target: &Beneath, parent: &Path, node: &Node) -> Result<()> {
+    let to = node
         .target
         .as_ref()
         .ok_or_else(|| Error::integrity("tree", "symlink without target"))?;
-    if std::fs::symlink_metadata(dest).is_ok() {
-        std::fs::remove_file(dest).map_err(|e| Error::io(dest.display(), e))?;
-    }
-    std::os::unix::fs::symlink(target.as_os(), dest).map_err(|e| Error::io(dest.display(), e))?;
-    let t = FileTime::from_unix_time(node.mtime_sec, node.mtime_nsec);
-    let _ = filetime::set_symlink_file_times(dest, t, t);
-    Ok(())
+    let t = super::beneath::timespec(node.mtime_sec, node.mtime_nsec);
+    target
+        .symlink(parent, node.name.as_os(), to.as_os(), t)
+        .map_err(|e| Error::io(target.shown(&parent.join(node.name.as_os())).display(), e))
 }
 
 /// Writes a file one verified chunk after another, from whichever listed copy verifies (as
@@ -200,13 +182,13 @@ pub(super) fn restore_sequentially(
 /// is random per restore run and `n` numbers the files (unique without a random draw each).
 /// NAME is cut to its first 160 bytes, so the whole stays within the 255 bytes a file name
 /// may have, however long the file's own name is.
-pub(super) fn temp_name(dest: &Path, run: &str, n: usize) -> PathBuf {
+pub(super) fn temp_name(own: &std::ffi::OsStr, run: &str, n: usize) -> std::ffi::OsString {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let own = dest.file_name().unwrap_or_default().as_bytes();
+    let own = own.as_bytes();
     let mut name = b".".to_vec();
     name.extend_from_slice(&own[..own.len().min(160)]);
     name.extend_from_slice(format!(".custody-{run}-{n}").as_bytes());
-    dest.with_file_name(std::ffi::OsString::from_vec(name))
+    std::ffi::OsString::from_vec(name)
 }
 
 /// Streams one file's verified plaintext to `out` (used by `dump`).

@@ -6,12 +6,9 @@
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::Mutex;
-
-use filetime::FileTime;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
@@ -21,15 +18,17 @@ use crate::pack::BlobEntry;
 use crate::repo::walk::{Budget, TreeWalker, Visits};
 use crate::repo::{Index, Repository};
 
+mod beneath;
 mod fetch;
 mod files;
 mod output;
 
 pub use output::{FailedPath, RestoreOutput};
 
+use beneath::Beneath;
 use fetch::restore_pack;
 pub use files::write_file;
-use files::{finish_file, make_dir, restore_sequentially, restore_symlink, safe_mode, temp_name};
+use files::{finish_file, restore_sequentially, restore_symlink, safe_mode, temp_name};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -75,8 +74,15 @@ fn included(rel: &[u8], includes: &[Vec<u8>]) -> (bool, bool) {
 /// A file being restored: its chunks arrive pack by pack, in any order.
 struct FileState {
     rel: String,
+    /// Where it goes and its temporary name, as full paths for messages.
     dest: PathBuf,
     tmp: PathBuf,
+    /// The same, as every call reaches them: the folder `parent` under the target, by
+    /// descriptor (see [`beneath`]).
+    target: Arc<Beneath>,
+    parent: PathBuf,
+    name: std::ffi::OsString,
+    tmp_name: std::ffi::OsString,
     /// Set once the temporary file exists, to its inode: each reopen must find the same file
     /// (no swapped link).
     created: Mutex<Option<u64>>,
@@ -124,6 +130,9 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let root = &snap.tree;
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
+    // Everything below happens through descriptors of folders inside the target.
+    let target =
+        Arc::new(Beneath::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?);
     let includes: Vec<Vec<u8>> = opts
         .includes
         .iter()
@@ -143,7 +152,8 @@ pub fn restore(
     // Each folder where its path puts it: a tree reached by two paths is restored twice.
     let mut walker =
         TreeWalker::new(repo, index, Visits::PerPath).with_budget(Budget::for_snapshot(snap));
-    let root = (*root, (Vec::new(), opts.target.clone()));
+    // Each folder's context: its path in the snapshot, and its place under the target.
+    let root = (*root, (Vec::new(), PathBuf::new()));
     walker.walk(vec![root], |_, (rel, dir), loaded, next| {
         let tree = match loaded {
             Ok(t) => t,
@@ -171,23 +181,27 @@ pub fn restore(
             let shown = String::from_utf8_lossy(&child_rel).into_owned();
             match node.kind {
                 NodeKind::Dir => {
-                    if let Err(e) = make_dir(&dest) {
-                        report.failed.push((shown, Error::io(dest.display(), e)));
+                    if let Err(e) = target.mkdir(dir, node.name.as_os()) {
+                        report
+                            .failed
+                            .push((shown, Error::io(target.shown(&dest).display(), e)));
                         continue;
                     }
                     if let Some(sub) = node.subtree {
                         next.push((sub, (child_rel, dest.clone())));
                     }
-                    if restore_it {
-                        dirs.push((dest, node));
-                    }
+                    // Made private (0700) so no other user can swap anything inside while the
+                    // restore runs; every folder gets its own mode at the end, including the
+                    // folders above an `--include`d path.
+                    dirs.push((dest, node));
                 }
-                NodeKind::Symlink if restore_it => match restore_symlink(&dest, &node) {
+                NodeKind::Symlink if restore_it => match restore_symlink(&target, dir, &node) {
                     Ok(()) => report.symlinks += 1,
                     Err(e) => report.failed.push((shown, e)),
                 },
                 NodeKind::File if restore_it => {
-                    if let Err(e) = plan_file(index, &mut plan, shown.clone(), dest, node) {
+                    let at = (target.clone(), dir.clone());
+                    if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
                         report.failed.push((shown, e));
                     }
                 }
@@ -243,17 +257,21 @@ pub fn restore(
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
     for (dest, node) in dirs {
         report.dirs += 1;
-        let _ =
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(safe_mode(node.mode)));
-        let t = FileTime::from_unix_time(node.mtime_sec, node.mtime_nsec);
-        let _ = filetime::set_file_times(&dest, t, t);
+        let t = beneath::timespec(node.mtime_sec, node.mtime_nsec);
+        let _ = target.finish_dir(&dest, safe_mode(node.mode), t);
     }
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
 }
 
 /// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
-fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: Node) -> Result<()> {
+fn plan_file(
+    index: &Index,
+    plan: &mut Plan,
+    rel: String,
+    (target, parent): (Arc<Beneath>, PathBuf),
+    node: Node,
+) -> Result<()> {
     let mut targets = Vec::with_capacity(node.content.len());
     let mut offset = 0u64;
     // Listings that disagree on a chunk's length (one is forged or corrupt): the offsets
@@ -283,7 +301,10 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
     if sequential {
         targets.clear();
     }
-    let tmp = temp_name(&dest, &plan.run, plan.files.len());
+    let name = node.name.to_os();
+    let tmp_name = temp_name(&name, &plan.run, plan.files.len());
+    let dest = target.shown(&parent.join(&name));
+    let tmp = target.shown(&parent.join(&tmp_name));
     let targets_len = targets.len();
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
@@ -298,6 +319,10 @@ fn plan_file(index: &Index, plan: &mut Plan, rel: String, dest: PathBuf, node: N
         rel,
         dest,
         tmp,
+        target,
+        parent,
+        name,
+        tmp_name,
         created: Mutex::new(None),
         remaining: AtomicUsize::new(targets_len),
         sequential,

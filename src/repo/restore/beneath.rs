@@ -1,0 +1,237 @@
+//! File-system calls confined to the restore target: every folder on the way is opened with
+//! `openat(O_DIRECTORY | O_NOFOLLOW)` from the target's own descriptor, and every change is
+//! made relative to a folder descriptor (`mkdirat`, `openat(O_NOFOLLOW)`, `renameat`,
+//! `symlinkat`, `fchmod`, `futimens`). A local user who swaps a folder inside the target for a
+//! symlink mid-restore therefore redirects nothing: the swapped part is refused, never
+//! followed.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// The restore target, opened once.
+#[derive(Debug)]
+pub(super) struct Beneath {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+fn cstr(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn openat(
+    dir: &OwnedFd,
+    name: &OsStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    loop {
+        // SAFETY: a valid descriptor and a NUL-terminated name; the result is checked.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                libc::c_uint::from(mode),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a descriptor just returned to us and owned by nobody else.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Beneath {
+    /// Opens the target folder (created first by the caller; a symlink given as the target
+    /// itself is the user's choice and is followed).
+    pub(super) fn open(path: &Path) -> io::Result<Beneath> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_dir()
+            .open(path)?;
+        Ok(Beneath {
+            root: OwnedFd::from(f),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The absolute path of `rel`, for messages.
+    pub(super) fn shown(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// The folder `rel` (relative to the target), every part a real folder: a symlink or
+    /// anything else in the way is an error, never followed.
+    pub(super) fn dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let mut fd = self.root.try_clone()?;
+        for c in rel.components() {
+            match c {
+                Component::Normal(name) => {
+                    fd = openat(&fd, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                }
+                Component::CurDir => {}
+                _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+            }
+        }
+        Ok(fd)
+    }
+
+    /// Creates folder `name` in `parent`; an existing folder is kept, anything else in its
+    /// place (a file, a symlink) is removed first.
+    pub(super) fn mkdir(&self, parent: &Path, name: &OsStr) -> io::Result<()> {
+        let dir = self.dir(parent)?;
+        let c = cstr(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        let r = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        if self.is_dir(&dir, &c)? {
+            return Ok(());
+        }
+        // SAFETY: as above; removes the link or file itself, never what it points to.
+        check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })?;
+        // SAFETY: as above.
+        check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
+    }
+
+    fn is_dir(&self, dir: &OwnedFd, name: &CString) -> io::Result<bool> {
+        // SAFETY: a zeroed stat is a valid out-parameter; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, valid out-pointer.
+        check(unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+
+    /// Creates file `name` in `parent` (never an existing one, never through a link).
+    pub(super) fn create(&self, parent: &Path, name: &OsStr) -> io::Result<File> {
+        let dir = self.dir(parent)?;
+        let fd = openat(
+            &dir,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens existing file `name` in `parent` for writing (not through a link).
+    pub(super) fn reopen(&self, parent: &Path, name: &OsStr) -> io::Result<File> {
+        let dir = self.dir(parent)?;
+        Ok(File::from(openat(&dir, name, libc::O_WRONLY, 0)?))
+    }
+
+    /// Renames `from` to `to`, both in `parent`.
+    pub(super) fn rename(&self, parent: &Path, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let dir = self.dir(parent)?;
+        let (a, b) = (cstr(from)?, cstr(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe { libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr()) })
+    }
+
+    /// Removes file or link `name` in `parent` (not a folder); a missing one is fine.
+    pub(super) fn unlink(&self, parent: &Path, name: &OsStr) -> io::Result<()> {
+        let dir = self.dir(parent)?;
+        let c = cstr(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        match check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) }) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Creates symlink `name` in `parent` pointing at `target` (whatever was there, if not a
+    /// folder, is replaced), with its times.
+    pub(super) fn symlink(
+        &self,
+        parent: &Path,
+        name: &OsStr,
+        target: &OsStr,
+        time: libc::timespec,
+    ) -> io::Result<()> {
+        let dir = self.dir(parent)?;
+        let (c, t) = (cstr(name)?, cstr(target)?);
+        // SAFETY: valid descriptor and NUL-terminated names.
+        let r = unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            // SAFETY: as above; removes the entry itself, never what a link points to.
+            check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })?;
+            // SAFETY: as above.
+            check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) })?;
+        }
+        let times = [time, time];
+        // SAFETY: valid descriptor, name and a two-element times array.
+        let _ = unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        Ok(())
+    }
+
+    /// Sets the mode and times of folder `rel` through its own descriptor.
+    pub(super) fn finish_dir(&self, rel: &Path, mode: u32, time: libc::timespec) -> io::Result<()> {
+        let dir = self.dir(rel)?;
+        // SAFETY: a valid descriptor.
+        check(unsafe { libc::fchmod(dir.as_raw_fd(), mode as libc::mode_t) })?;
+        let times = [time, time];
+        // SAFETY: a valid descriptor and a two-element times array.
+        check(unsafe { libc::futimens(dir.as_raw_fd(), times.as_ptr()) })
+    }
+}
+
+/// `O_DIRECTORY` for opening the target itself.
+trait DirFlags {
+    fn custom_flags_dir(&mut self) -> &mut Self;
+}
+
+impl DirFlags for std::fs::OpenOptions {
+    fn custom_flags_dir(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_DIRECTORY)
+    }
+}
+
+/// A snapshot time as `futimens` takes it.
+pub(super) fn timespec(sec: i64, nsec: u32) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    }
+}
