@@ -18,6 +18,8 @@ pub struct Environment {
     pub passphrase_set: bool,
     /// `CUSTODY_WITNESS_PROFILE`: the AWS profile of an `s3://` witness.
     pub witness_profile: Option<String>,
+    /// `AWS_ENDPOINT_URL` is set (it then applies to the repository and the witness alike).
+    pub aws_endpoint_set: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -92,6 +94,7 @@ impl Environment {
             },
             passphrase_set: std::env::var_os("CUSTODY_KEYRING_PASSPHRASE").is_some(),
             witness_profile: var("CUSTODY_WITNESS_PROFILE"),
+            aws_endpoint_set: var("AWS_ENDPOINT_URL").is_some(),
         }
     }
 }

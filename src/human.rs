@@ -27,7 +27,11 @@ pub fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Characters a terminal may act on instead of showing: C0 and C1 controls, DEL, and the
 /// bidirectional overrides that reorder what is shown ("Trojan Source").
 fn is_active(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
 }
 
 fn push_escaped(out: &mut String, c: char) {

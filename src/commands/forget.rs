@@ -93,7 +93,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
              a policy that keeps nothing is refused",
         ));
     }
-    let group_by = GroupBy::parse(&args.group_by).map_err(Error::invalid)?;
+    // Checked before anything is opened.
+    GroupBy::parse(&args.group_by).map_err(Error::invalid)?;
     let prune_opts = args.prune_opts.options()?;
     let dry_run = args.prune_opts.dry_run;
     let repo = ctx.open_repo()?;
@@ -102,9 +103,60 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     } else if repo.signer().is_some() && repo.roster().is_none() {
         repo.require_owner("forget")?;
     }
-    let filter = args.filter.filter();
     // A manifest that does not open (damaged, or forged over a genuine one) is kept, named,
     // and makes the command exit 3; the policy still applies to every other snapshot.
+    // Under the repository lock (taken before the history is read), so that two forgets
+    // never write two checkpoints of one generation.
+    let lock = if dry_run {
+        None
+    } else {
+        Some(repo.lock("forget")?)
+    };
+    let out = forget_locked(args, &repo, &policy, dry_run);
+    let (output, unreadable) = custody::repo::lock::release_after(lock, out)?;
+    // Prune takes the lock itself, after this run released it.
+    let mut output = output;
+    // Prune needs every manifest: with one that does not open it would stop anyway. One
+    // signed by no one the owner accepts protects nothing, and prune passes over it.
+    output.prune = if args.prune && unreadable.iter().any(|(_, untrusted)| !untrusted) {
+        super::err_line(format_args!(
+            "custody: --prune skipped: a snapshot's manifest does not open (see below)"
+        ));
+        None
+    } else if args.prune {
+        let act = custody::repo::activity::Activity::default();
+        Some(super::progress::with_progress(
+            ctx.show_progress(),
+            || act.get(),
+            || custody::repo::prune::prune(&repo, &prune_opts, &act),
+        )?)
+    } else {
+        None
+    };
+    ctx.emit(&output);
+    if !unreadable.is_empty() {
+        for (e, _) in &unreadable {
+            super::err_line(format_args!(
+                "custody: {e} (kept; `custody forget ID` removes it)"
+            ));
+        }
+        return Ok(Outcome(super::exit::INTEGRITY));
+    }
+    Ok(Outcome::OK)
+}
+
+/// The unreadable manifests: each message, and whether it is merely untrusted.
+type Unreadable = Vec<(String, bool)>;
+
+/// Applies the policy (or the ids) and writes the checkpoint, under the caller's lock.
+fn forget_locked(
+    args: &Args,
+    repo: &custody::repo::Repository,
+    policy: &custody::repo::forget::KeepPolicy,
+    dry_run: bool,
+) -> Result<(ForgetOutput, Unreadable)> {
+    let filter = args.filter.filter();
+    let group_by = GroupBy::parse(&args.group_by).map_err(Error::invalid)?;
     // The history must be intact: a snapshot withheld now would be left out of the
     // checkpoint this forget writes, and so forgotten (docs/FORMAT.md §18).
     let history = repo.history()?;
@@ -118,7 +170,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 .filter(|(_, s)| filter.matches(s))
                 .cloned(),
         );
-        history.unreadable.iter().map(|e| e.to_string()).collect()
+        history
+            .unreadable
+            .iter()
+            .map(|e| (e.to_string(), e.is_untrusted()))
+            .collect()
     } else {
         Vec::new()
     };
@@ -134,7 +190,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 .push((*id, s.time, s.tags.clone()));
         }
         for (k, list) in members {
-            groups.insert(k, apply(&policy, &list, &chrono::Local));
+            groups.insert(k, apply(policy, &list, &chrono::Local));
         }
     } else {
         let mut list = Vec::new();
@@ -173,23 +229,6 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             repo.store().delete(FileKind::Snapshot, id)?;
         }
     }
-    // Prune needs every manifest: with one that does not open it would stop anyway. One
-    // signed by no one the owner accepts protects nothing, and prune passes over it.
-    let prune = if args.prune && history.unreadable.iter().any(|e| !e.is_untrusted()) {
-        super::err_line(format_args!(
-            "custody: --prune skipped: a snapshot's manifest does not open (see below)"
-        ));
-        None
-    } else if args.prune {
-        let act = custody::repo::activity::Activity::default();
-        Some(super::progress::with_progress(
-            ctx.show_progress(),
-            || act.get(),
-            || custody::repo::prune::prune(&repo, &prune_opts, &act),
-        )?)
-    } else {
-        None
-    };
     let entry = |(rank, d): (usize, &Decision)| ForgetEntry {
         id: d.id,
         time: time_of(&d.id),
@@ -202,7 +241,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             .iter()
             .map(|(k, ds)| ForgetGroup {
                 group: k.clone(),
-                writer_name: k.writer.map(|w| writer_name(&repo, &w)),
+                writer_name: k.writer.map(|w| writer_name(repo, &w)),
                 keep: ds
                     .iter()
                     .enumerate()
@@ -218,16 +257,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             })
             .collect(),
         removed,
-        prune,
+        prune: None,
     };
-    ctx.emit(&output);
-    if !unreadable.is_empty() {
-        for e in &unreadable {
-            super::err_line(format_args!(
-                "custody: {e} (kept; `custody forget ID` removes it)"
-            ));
-        }
-        return Ok(Outcome(super::exit::INTEGRITY));
-    }
-    Ok(Outcome::OK)
+    Ok((output, unreadable))
 }

@@ -167,6 +167,20 @@ impl Ctx {
             Err(_) => Default::default(),
         };
         s3.aws.profile = self.env.witness_profile.clone();
+        // AWS_ENDPOINT_URL (and AWS_* credentials) in the environment take precedence over a
+        // profile's: a witness in a second bucket would then be served by the repository's
+        // own endpoint, whose operator may be the custodian.
+        if url.starts_with("s3://")
+            && self.repo.as_deref().is_some_and(|r| r.starts_with("s3://"))
+            && self.env.aws_endpoint_set
+        {
+            tracing::warn!(
+                "the witness {url} is reached at the same endpoint as the repository \
+                 (AWS_ENDPOINT_URL applies to both): it detects a rollback only if that \
+                 endpoint's operator is not the storage custodian; unset AWS_ENDPOINT_URL \
+                 and name each endpoint in a profile, or use a local folder"
+            );
+        }
         let store = store::open(url, &s3, self.rt.handle())?;
         Ok(Some(Arc::new(custody::repo::history::Witness::new(
             self.rt.handle().clone(),

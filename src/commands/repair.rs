@@ -34,7 +34,8 @@ pub struct SnapshotsArgs {
 }
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
-    let repo = ctx.open_repo()?;
+    // What the bucket holds, not the local tree cache.
+    let repo = ctx.open_repo()?.with_tree_cache(None);
     let act = Activity::default();
     match cmd {
         Cmd::Index(a) => {

@@ -180,6 +180,10 @@ pub fn witness_object(repo: &Id, signer: &SignerId, chain: Option<&ChainId>) -> 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientState {
     pub format: u32,
+    /// This client's own name for its witness record (random, made once): two key holders'
+    /// machines keep separate records instead of overwriting one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ChainId>,
     #[serde(default)]
     pub seen: Observation,
     #[serde(default)]

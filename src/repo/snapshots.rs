@@ -346,7 +346,8 @@ impl Repository {
         if let Some(e) = h.rollback() {
             return Err(e);
         }
-        let mut bad: Vec<Error> = h.damage().map(|p| Error::integrity("history", p)).collect();
+        // Forks hide nothing (both snapshots are listed); `check` reports them.
+        let mut bad: Vec<Error> = h.losses().map(|p| Error::integrity("history", p)).collect();
         bad.extend(h.bad_checkpoints);
         bad.extend(h.unreadable);
         Ok((h.snapshots, bad))
@@ -367,9 +368,26 @@ impl Repository {
             // chain (that would be a rollback, which stops here). A manifest that does not
             // open might be newer than every one that does: said, not hidden, and not a
             // reason to stop restores of the snapshots that are intact.
-            let h = self.history()?;
+            let mut h = self.history()?;
             if let Some(e) = h.rollback() {
                 return Err(e);
+            }
+            // The newest snapshot of a chain as seen before does not open: taking an older
+            // one would quietly restore the wrong one.
+            let tips: std::collections::HashSet<SnapshotId> =
+                h.verdict.seen.tips.iter().map(|t| t.snapshot).collect();
+            let newest_bad = h
+                .unreadable_of
+                .iter()
+                .position(|s| tips.contains(s) && h.unreadable_ids.contains(s));
+            if let Some(i) = newest_bad {
+                return Err(match h.unreadable.swap_remove(i) {
+                    Error::Integrity { object, reason } => Error::integrity(
+                        object,
+                        format!("{reason} (the newest snapshot of its chain does not open, so `latest` is unknown: give a snapshot id)"),
+                    ),
+                    e => e,
+                });
             }
             let mut bad: Vec<Error> = h
                 .unreadable

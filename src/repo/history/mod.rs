@@ -61,6 +61,11 @@ pub struct History {
     pub snapshots: Vec<(SnapshotId, Snapshot)>,
     /// Manifests that do not open or whose signer is not accepted.
     pub unreadable: Vec<Error>,
+    /// The ids of the stored manifests that do not open (not those merely refused): kept in
+    /// every checkpoint, since they may be genuine snapshots damaged or replaced for now.
+    pub unreadable_ids: HashSet<SnapshotId>,
+    /// The snapshot each entry of `unreadable` is about, in the same order.
+    pub unreadable_of: Vec<SnapshotId>,
     pub verdict: Verdict,
     /// The newest checkpoint, and every stored one.
     pub checkpoint: Option<(CheckpointId, Checkpoint)>,
@@ -73,11 +78,6 @@ pub struct History {
 }
 
 impl History {
-    /// Problems that are not a rollback: a snapshot deleted, or two in one place.
-    pub fn damage(&self) -> impl Iterator<Item = &Problem> {
-        self.verdict.problems.iter().filter(|p| !p.is_rollback())
-    }
-
     /// Snapshots deleted or withheld (a fork hides nothing: both snapshots are kept).
     pub fn losses(&self) -> impl Iterator<Item = &Problem> {
         self.verdict.problems.iter().filter(|p| p.is_loss())
@@ -104,12 +104,13 @@ impl History {
     }
 
     /// Refuses a history with anything missing or rolled back: what prune and forget need
-    /// before they act.
+    /// before they act (including losses not shown because unreadable manifests might be
+    /// them).
     pub fn require_intact(&self, what: &str) -> Result<()> {
         if let Some(e) = self.rollback() {
             return Err(e);
         }
-        if let Some(p) = self.losses().next() {
+        if let Some(p) = self.losses().chain(&self.verdict.suppressed).next() {
             return Err(Error::integrity(
                 "history",
                 format!(
@@ -144,9 +145,10 @@ impl Repository {
     /// that forgets them, and the history is read again.
     pub fn history(&self) -> Result<History> {
         let h = self.read_history()?;
-        if self.history.accept_rollback && h.losses().next().is_some() {
+        let losses = h.losses().chain(&h.verdict.suppressed).count();
+        if self.history.accept_rollback && losses > 0 {
             self.require_owner("--accept-rollback")?;
-            let accepted: Vec<Problem> = h.losses().cloned().collect();
+            let accepted: Vec<Problem> = h.losses().chain(&h.verdict.suppressed).cloned().collect();
             for p in &accepted {
                 tracing::warn!("rollback accepted, recorded as gone: {p}");
             }
@@ -164,7 +166,7 @@ impl Repository {
         // in between is then newer than what is known, never missing from the listing.
         let mut known = match self.is_signed() {
             true => self
-                .lock_state()
+                .lock_state()?
                 .map(|l| l.state.seen.clone())
                 .unwrap_or_default(),
             false => Observation::default(),
@@ -177,27 +179,39 @@ impl Repository {
             known.merge(w);
         }
         let mut entries = Vec::new();
-        // Stored manifests that do not open or are refused: present, so not "missing".
-        let mut unreadable = HashSet::new();
+        // Stored manifests that do not open, or are refused: present, so not "missing".
+        let mut refused = HashSet::new();
         let mut manifests = Vec::new();
         h.stored = self.snapshot_ids()?;
         for id in h.stored.clone() {
             match self.load_snapshot_signed(&id) {
                 Ok((s, signer)) => {
-                    // Unsigned manifests (accepted only while a migration is unfinished)
-                    // have no place in any chain.
+                    // A chain belongs to the writer that made it, also once the owner has
+                    // signed the manifest again (`rotate reencrypt`); unsigned manifests
+                    // (accepted only while a migration is unfinished) are in no chain.
+                    let chain_signer = match signer {
+                        Some(super::provenance::Signer::Owner(o)) => s.writer.unwrap_or(o),
+                        Some(w) => w.id(),
+                        None => Default::default(),
+                    };
                     entries.push(Entry {
                         id,
-                        signer: signer.map(|s| s.id()).unwrap_or_default(),
+                        signer: chain_signer,
                         link: signer.and(s.chain),
                         time: s.time,
                     });
                     manifests.push((id, s));
                 }
                 Err(Error::NotFound(_)) => {}
-                Err(e) if e.is_integrity() => {
-                    unreadable.insert(id);
+                Err(e) if e.is_untrusted() => {
+                    refused.insert(id);
                     h.unreadable.push(e);
+                    h.unreadable_of.push(id);
+                }
+                Err(e) if e.is_integrity() => {
+                    h.unreadable_ids.insert(id);
+                    h.unreadable.push(e);
+                    h.unreadable_of.push(id);
                 }
                 Err(e) => return Err(e),
             }
@@ -212,22 +226,15 @@ impl Repository {
         h.verdict = verify::verify(
             h.checkpoint.as_ref().map(|(id, c)| (id, c)),
             &entries,
-            &unreadable,
+            &h.unreadable_ids,
+            &refused,
             &known,
         );
         h.verdict.problems.extend(checkpoint_forks);
-        if let Some(mut l) = self.lock_state() {
-            let before = l.state.seen.clone();
-            l.state.seen.merge(&h.verdict.seen);
-            if l.state.seen != before {
-                if let Err(e) = l.save() {
-                    tracing::warn!("could not remember the history seen: {e}");
-                }
-            }
-        }
+        let client = self.remember(&h.verdict.seen)?;
         if let (Some(w), Some(seen)) = (&self.history.witness, &witnessed) {
             if h.verdict.seen.exceeds(seen) {
-                self.publish_observation(w, &h.verdict.seen);
+                self.publish_observation(w, &h.verdict.seen, client.as_ref());
             }
         }
         let live = &h.verdict.live;
@@ -266,15 +273,24 @@ impl Repository {
         Ok(forks)
     }
 
-    fn lock_state(&self) -> Option<state::LockedState> {
-        let f = self.history.state.as_ref()?;
+    /// This client's state, locked. A folder that cannot be written (a read-only machine)
+    /// only warns; a state file that does not decode stops the command: going on without it
+    /// would forget what was seen.
+    fn lock_state(&self) -> Result<Option<state::LockedState>> {
+        let Some(f) = self.history.state.as_ref() else {
+            return Ok(None);
+        };
         match f.lock() {
-            Ok(l) => Some(l),
+            Ok(l) => Ok(Some(l)),
+            Err(e @ Error::Invalid(_)) => Err(Error::invalid(format!(
+                "{e}: this client's history state is damaged; move it aside to start afresh \
+                 (rollback detection then starts from what the store shows now)"
+            ))),
             Err(e) => {
                 tracing::warn!(
                     "history state unavailable ({e}): this run cannot compare the repository with what this client saw before"
                 );
-                None
+                Ok(None)
             }
         }
     }
@@ -290,19 +306,34 @@ impl Repository {
             .read(
                 &self.id(),
                 |s| *s == roster.owner,
-                |s| {
-                    *s == roster.owner
-                        || roster.enrolled.contains_key(s)
-                        || roster.revoked.contains_key(s)
-                },
+                // A revoked writer's records are not believed: it could keep claiming.
+                |s| *s == roster.owner || roster.enrolled.contains_key(s),
             )
             .map_err(|e| Error::Unavailable(format!("witness {}: {e}", w.location())))?;
         Ok(Some(obs))
     }
 
-    fn publish_observation(&self, w: &Witness, obs: &Observation) {
+    /// Raises this client's state to include `seen`; returns the client's own record name.
+    fn remember(&self, seen: &Observation) -> Result<Option<ChainId>> {
+        let Some(mut l) = self.lock_state()? else {
+            return Ok(None);
+        };
+        let before = l.state.clone();
+        l.state.seen.merge(seen);
+        if l.state.client.is_none() {
+            l.state.client = Some(ChainId::random()?);
+        }
+        if l.state != before {
+            if let Err(e) = l.save() {
+                tracing::warn!("could not remember the history seen: {e}");
+            }
+        }
+        Ok(l.state.client)
+    }
+
+    fn publish_observation(&self, w: &Witness, obs: &Observation, client: Option<&ChainId>) {
         if let Provenance::Owner { key, .. } = self.provenance() {
-            if let Err(e) = w.publish(key, &self.id(), None, obs) {
+            if let Err(e) = w.publish(key, &self.id(), client, obs) {
                 tracing::warn!("could not update the witness {}: {e}", w.location());
             }
         }
@@ -324,15 +355,19 @@ impl Repository {
             previous: h.checkpoint.as_ref().map(|(id, _)| *id),
             time: chrono::Utc::now(),
             chains: h.verdict.seen.tips.clone(),
+            // Manifests that do not open are kept: they may be genuine snapshots, damaged or
+            // replaced for now, and restored from bucket versions later.
             live: {
                 let mut l: Vec<SnapshotId> = h
                     .verdict
                     .live
                     .iter()
+                    .chain(&h.unreadable_ids)
                     .filter(|id| !remove.contains(id))
                     .copied()
                     .collect();
                 l.sort();
+                l.dedup();
                 l
             },
         };
@@ -344,14 +379,9 @@ impl Repository {
             checkpoint: Some(id),
             tips: vec![],
         });
-        if let Some(mut l) = self.lock_state() {
-            l.state.seen.merge(&seen);
-            if let Err(e) = l.save() {
-                tracing::warn!("could not remember the history seen: {e}");
-            }
-        }
+        let client = self.remember(&seen)?;
         if let Some(w) = &self.history.witness {
-            self.publish_observation(w, &seen);
+            self.publish_observation(w, &seen, client.as_ref());
         }
         for old in h.checkpoints.iter().filter(|c| **c != id) {
             if let Err(e) = self.store().delete(FileKind::History, old) {
@@ -369,7 +399,7 @@ impl Repository {
         let Some(signer) = self.signer() else {
             return Ok(None);
         };
-        let mut locked = self.lock_state();
+        let mut locked = self.lock_state()?;
         let link = match locked.as_mut() {
             Some(l) => {
                 let chain = match l.state.own.iter().find(|o| o.signer == signer) {

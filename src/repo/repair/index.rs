@@ -100,6 +100,12 @@ fn run(
             // A writer's listing the owner does not accept is left alone (`check` names it);
             // the packs it claims are listed again below if nobody else lists them.
             Err(e) if e.is_untrusted() => tracing::warn!("index segment passed over: {e}"),
+            // A segment of a newer format is not damaged: never removed.
+            Err(Error::Integrity { reason, .. })
+                if reason.contains("refused (this build reads") =>
+            {
+                tracing::warn!("index segment {id} passed over: {reason}");
+            }
             Err(e) if e.is_integrity() => bad.push(id),
             Err(e) => return Err(e),
         }
@@ -155,7 +161,11 @@ fn run(
     flush(repo, dry_run, &mut batch, &mut report)?;
 
     // Every pack that opens is listed by a readable segment now: the unreadable ones add
-    // nothing, and while they exist prune refuses to run.
+    // nothing, and while they exist prune refuses to run. Unless a pack was refused: an
+    // unreadable segment may be all that lists its intact blobs, so nothing is removed.
+    if !report.packs_refused.is_empty() {
+        return Ok(report);
+    }
     report.segments_removed = bad
         .iter()
         .map(|id| object_name(FileKind::Index, id))

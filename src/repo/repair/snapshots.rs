@@ -109,17 +109,21 @@ fn run(
     let index = repo.load_index()?;
     let stored: HashSet<PackId> = repo.stored_packs()?.into_keys().collect();
     let damaged = repo.damaged_packs()?;
-    let usable = |id: BlobId| {
-        index
-            .locations(id)
-            .iter()
+    // A blob is usable in a stored pack not recorded as damaged; one whose only copies are in
+    // packs recorded as damaged is read and verified (a record can be wrong: a forged listing
+    // or a short read makes one), so nothing intact is left out on a record's word.
+    let usable = |id: BlobId, t: BlobType| {
+        let at = index.locations(id);
+        at.iter()
             .any(|l| stored.contains(&l.pack) && !damaged.contains(&l.pack))
+            || (at.iter().any(|l| stored.contains(&l.pack))
+                && repo.load_blob(&index, id, t).is_ok())
     };
     let mut report = RepairSnapshotsReport {
         dry_run,
         ..Default::default()
     };
-    let mut writer = TreeWriter::new(repo, &index, dry_run);
+    let mut writer = TreeWriter::new(repo, dry_run);
     for (n, (id, snap)) in snaps.iter().enumerate() {
         act.set(format!("checking snapshot {}/{}", n + 1, snaps.len()));
         report.checked += 1;
@@ -139,7 +143,11 @@ fn run(
             Some(r) => r,
             None => {
                 fix.lose("/");
-                (fix.writer.put(Tree { nodes: vec![] })?, true)
+                (
+                    fix.writer
+                        .put(Tree { nodes: vec![] }, |b| usable(b, BlobType::Tree))?,
+                    true,
+                )
             }
         };
         if !changed {
@@ -187,7 +195,7 @@ fn run(
 }
 
 /// Rebuilds one snapshot's trees without what is lost.
-struct Fixer<'a, 'w, F: Fn(BlobId) -> bool> {
+struct Fixer<'a, 'w, F: Fn(BlobId, BlobType) -> bool> {
     repo: &'a Repository,
     index: &'a Index,
     usable: &'a F,
@@ -199,7 +207,7 @@ struct Fixer<'a, 'w, F: Fn(BlobId) -> bool> {
     expanded: u64,
 }
 
-impl<F: Fn(BlobId) -> bool> Fixer<'_, '_, F> {
+impl<F: Fn(BlobId, BlobType) -> bool> Fixer<'_, '_, F> {
     fn lose(&mut self, path: &str) {
         self.lost_count += 1;
         if self.lost.len() < Repaired::MAX_LISTED {
@@ -230,7 +238,11 @@ impl<F: Fn(BlobId) -> bool> Fixer<'_, '_, F> {
             let here = format!("{path}/{}", node.name.lossy());
             match node.kind {
                 NodeKind::File => {
-                    if node.content.iter().all(|c| (self.usable)(BlobId::from(c))) {
+                    if node
+                        .content
+                        .iter()
+                        .all(|c| (self.usable)(BlobId::from(c), BlobType::Data))
+                    {
                         nodes.push(node);
                     } else {
                         self.lose(&here);
@@ -258,14 +270,14 @@ impl<F: Fn(BlobId) -> bool> Fixer<'_, '_, F> {
         if !changed {
             return Ok(Some((*id, false)));
         }
-        Ok(Some((self.writer.put(Tree { nodes })?, true)))
+        let usable = |b| (self.usable)(b, BlobType::Tree);
+        Ok(Some((self.writer.put(Tree { nodes }, usable)?, true)))
     }
 }
 
 /// Stores new trees in packs of one session, and lists them in one index segment.
 struct TreeWriter<'a> {
     repo: &'a Repository,
-    index: &'a Index,
     dry_run: bool,
     session: Option<Session>,
     pack: Option<PackBuilder>,
@@ -275,10 +287,9 @@ struct TreeWriter<'a> {
 }
 
 impl<'a> TreeWriter<'a> {
-    fn new(repo: &'a Repository, index: &'a Index, dry_run: bool) -> TreeWriter<'a> {
+    fn new(repo: &'a Repository, dry_run: bool) -> TreeWriter<'a> {
         TreeWriter {
             repo,
-            index,
             dry_run,
             session: None,
             pack: None,
@@ -295,8 +306,8 @@ impl<'a> TreeWriter<'a> {
         Ok(self.session.as_ref().expect("just started"))
     }
 
-    /// Stores a tree (unless it is stored already) and returns its id.
-    fn put(&mut self, mut tree: Tree) -> Result<TreeId> {
+    /// Stores a tree (unless a usable copy is stored already) and returns its id.
+    fn put(&mut self, mut tree: Tree, usable: impl Fn(BlobId) -> bool) -> Result<TreeId> {
         let bytes = tree.encode();
         if let Some(id) = self.ids.get(&bytes) {
             return Ok(*id);
@@ -304,7 +315,7 @@ impl<'a> TreeWriter<'a> {
         let id = TreeId(self.repo.chunk_id(&bytes));
         self.ids.insert(bytes.clone(), id);
         let blob = BlobId::from(id);
-        if self.dry_run || self.index.contains(blob) || !self.added.insert(blob) {
+        if self.dry_run || usable(blob) || !self.added.insert(blob) {
             return Ok(id);
         }
         if self.pack.is_none() {

@@ -86,14 +86,14 @@ pub(super) fn restore_pack(
             let f = &files[target.file];
             // A salted small file: its one chunk is the salt and then the file.
             let bytes = plain.as_ref().map_err(clone_err).and_then(|d| {
-                f.node
-                    .file_bytes(target.offset == 0, d)
-                    .map_err(|why| Error::integrity(format!("file {}", f.rel), why))
+                f.node.file_bytes(target.offset == 0, d).map_err(|why| {
+                    Error::integrity(format!("file {}", crate::human::escape(&f.rel)), why)
+                })
             });
             let r = match bytes {
                 Ok(data) => open_for_write(f)
                     .and_then(|file| write_at_sparse(&file, target.offset, data).map(|()| file))
-                    .map_err(|e| Error::io(f.tmp.display(), e))
+                    .map_err(|e| Error::io(&f.tmp, e))
                     .inspect(|_| {
                         progress
                             .bytes

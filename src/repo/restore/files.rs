@@ -41,17 +41,17 @@ pub(super) fn finish_file(
     let res = (|| {
         let file = match open {
             Some(file) => file,
-            None => open_for_write(f).map_err(|e| Error::io(f.tmp.display(), e))?,
+            None => open_for_write(f).map_err(|e| Error::io(&f.tmp, e))?,
         };
         file.set_permissions(std::fs::Permissions::from_mode(safe_mode(f.node.mode)))
-            .map_err(|e| Error::io(f.tmp.display(), e))?;
+            .map_err(|e| Error::io(&f.tmp, e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
         filetime::set_file_handle_times(&file, Some(t), Some(t))
-            .map_err(|e| Error::io(f.tmp.display(), e))?;
+            .map_err(|e| Error::io(&f.tmp, e))?;
         drop(file);
         f.target
             .rename(&f.parent, &f.tmp_name, &f.name)
-            .map_err(|e| Error::io(f.dest.display(), e))
+            .map_err(|e| Error::io(&f.dest, e))
     })();
     if res.is_err() {
         let _ = f.target.unlink(&f.parent, &f.tmp_name);
@@ -131,7 +131,13 @@ pub(super) fn restore_symlink(target: &Beneath, parent: &Path, node: &Node) -> R
     let t = super::beneath::timespec(node.mtime_sec, node.mtime_nsec);
     target
         .symlink(parent, node.name.as_os(), to.as_os(), t)
-        .map_err(|e| Error::io(target.shown(&parent.join(node.name.as_os())).display(), e))
+        .map_err(|e| {
+            let at = target.shown(&parent.join(node.name.as_os()));
+            Error::io(
+                crate::human::escape_bytes(at.as_os_str().as_encoded_bytes()),
+                e,
+            )
+        })
 }
 
 /// Writes a file one verified chunk after another, from whichever listed copy verifies (as
@@ -144,15 +150,14 @@ pub(super) fn restore_sequentially(
     progress: &RestoreProgress,
 ) -> Result<u64> {
     let written = (|| -> Result<std::fs::File> {
-        let file = open_for_write(f).map_err(|e| Error::io(f.tmp.display(), e))?;
+        let file = open_for_write(f).map_err(|e| Error::io(&f.tmp, e))?;
         let mut offset = 0u64;
         for (i, id) in f.node.content.iter().enumerate() {
             let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
-            let data = f
-                .node
-                .file_bytes(i == 0, &chunk)
-                .map_err(|why| Error::integrity(format!("file {}", f.rel), why))?;
-            write_at_sparse(&file, offset, data).map_err(|e| Error::io(f.tmp.display(), e))?;
+            let data = f.node.file_bytes(i == 0, &chunk).map_err(|why| {
+                Error::integrity(format!("file {}", crate::human::escape(&f.rel)), why)
+            })?;
+            write_at_sparse(&file, offset, data).map_err(|e| Error::io(&f.tmp, e))?;
             offset += data.len() as u64;
             progress
                 .bytes
@@ -160,7 +165,7 @@ pub(super) fn restore_sequentially(
         }
         if offset != f.node.size {
             return Err(Error::integrity(
-                format!("file {}", f.rel),
+                format!("file {}", crate::human::escape(&f.rel)),
                 format!(
                     "its chunks hold {offset} bytes, the tree says {}",
                     f.node.size

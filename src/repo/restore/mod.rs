@@ -74,9 +74,9 @@ fn included(rel: &[u8], includes: &[Vec<u8>]) -> (bool, bool) {
 /// A file being restored: its chunks arrive pack by pack, in any order.
 struct FileState {
     rel: String,
-    /// Where it goes and its temporary name, as full paths for messages.
-    dest: PathBuf,
-    tmp: PathBuf,
+    /// Where it goes and its temporary name, as full paths for messages (escaped).
+    dest: String,
+    tmp: String,
     /// The same, as every call reaches them: the folder `parent` under the target, by
     /// descriptor (see [`beneath`]).
     target: Arc<Beneath>,
@@ -182,9 +182,9 @@ pub fn restore(
             match node.kind {
                 NodeKind::Dir => {
                     if let Err(e) = target.mkdir(dir, node.name.as_os()) {
-                        report
-                            .failed
-                            .push((shown, Error::io(target.shown(&dest).display(), e)));
+                        let at = target.shown(&dest);
+                        let at = crate::human::escape_bytes(at.as_os_str().as_encoded_bytes());
+                        report.failed.push((shown, Error::io(at, e)));
                         continue;
                     }
                     if let Some(sub) = node.subtree {
@@ -280,7 +280,7 @@ fn plan_file(
     for id in &node.content {
         let loc = index.get(id).ok_or_else(|| {
             Error::integrity(
-                format!("file {rel}"),
+                format!("file {}", crate::human::escape(&rel)),
                 format!("chunk {} is in no index", id.short()),
             )
         })?;
@@ -291,7 +291,7 @@ fn plan_file(
     // A salted small file's one chunk is its salt and then the file (docs/FORMAT.md §7).
     if offset != node.size + node.salt_len() && !sequential {
         return Err(Error::integrity(
-            format!("file {rel}"),
+            format!("file {}", crate::human::escape(&rel)),
             format!(
                 "its chunks hold {offset} bytes, the tree says {}",
                 node.size
@@ -303,8 +303,11 @@ fn plan_file(
     }
     let name = node.name.to_os();
     let tmp_name = temp_name(&name, &plan.run, plan.files.len());
-    let dest = target.shown(&parent.join(&name));
-    let tmp = target.shown(&parent.join(&tmp_name));
+    let shown = |n: &std::ffi::OsStr| {
+        let p = target.shown(&parent.join(n));
+        crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
+    };
+    let (dest, tmp) = (shown(&name), shown(&tmp_name));
     let targets_len = targets.len();
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
