@@ -55,6 +55,9 @@ pub struct Args {
     /// Like --files-from, paths separated by NUL bytes (`find -print0`).
     #[arg(long, value_name = "FILE")]
     pub files_from_raw: Vec<PathBuf>,
+    /// Read and chunk everything and say what would be stored, storing nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     /// Back up standard input as one file.
     #[arg(long, requires = "stdin_name")]
     pub stdin: bool,
@@ -228,6 +231,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         uploads: args.uploads,
         no_dedup_below: args.no_dedup_below.unwrap_or(0),
         select,
+        dry_run: args.dry_run,
     };
     let progress = Progress::default();
     let status = || {

@@ -57,6 +57,16 @@ impl Session {
         })
     }
 
+    /// A session for `backup --dry-run`: a fresh key that is never wrapped or stored (nothing
+    /// sealed under it is written).
+    pub(crate) fn ephemeral(repo: &Repository) -> Result<Session> {
+        Ok(Session {
+            id: SessionId::random()?,
+            dek: Key32::generate()?,
+            repo: repo.id(),
+        })
+    }
+
     /// An existing session, its key unwrapped (a key holder re-signing what it sealed).
     pub(crate) fn resume(repo: &Repository, id: SessionId) -> Result<Session> {
         Ok(Session {

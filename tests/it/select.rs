@@ -227,3 +227,44 @@ fn one_file_system_stays_on_the_source_file_system() {
         "{paths:?}"
     );
 }
+
+/// `backup --dry-run` reads and chunks everything, says what would be stored, and stores
+/// nothing (no key record, pack, segment or snapshot); the real backup then stores that much.
+#[test]
+fn a_dry_run_says_what_would_be_stored_and_stores_nothing() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = tree(
+        &sb,
+        &[
+            ("a", &random_bytes(300_000, 1)),
+            ("b.tmp", &random_bytes(200_000, 2)),
+        ],
+    );
+    let objects = || {
+        ["keys", "data", "index", "snapshots"]
+            .iter()
+            .map(|d| list_ids(&sb.repo().join(d)).len())
+            .collect::<Vec<_>>()
+    };
+    let before = objects();
+    let dry = sb.backup_json(&["--dry-run", "-e", "*.tmp", src.to_str().unwrap()]);
+    assert!(dry.dry_run, "{dry:?}");
+    assert_eq!(dry.files_processed, 1);
+    assert!(dry.bytes_new >= 300_000, "{dry:?}");
+    assert_eq!(objects(), before, "a dry run stored something");
+    let human = sb.run(&["backup", "-n", src.to_str().unwrap()]).ok().out();
+    assert!(human.contains("dry run, nothing stored"), "{human}");
+    let real = sb.backup_json(&["-e", "*.tmp", src.to_str().unwrap()]);
+    assert!(!real.dry_run);
+    assert_eq!(real.bytes_new, dry.bytes_new);
+    assert_eq!(
+        sb.run(&["--json", "snapshots"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

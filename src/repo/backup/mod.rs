@@ -72,6 +72,9 @@ pub struct BackupOptions {
     pub no_dedup_below: u64,
     /// What to leave out (`--exclude` and friends).
     pub select: select::SelectOptions,
+    /// Read, chunk, compress and seal everything, but store nothing (no key record, pack,
+    /// index segment or snapshot): says what a backup would store.
+    pub dry_run: bool,
 }
 
 /// Live counters for a progress display.
@@ -88,6 +91,8 @@ pub struct BackupReport {
     pub snapshot: Snapshot,
     /// Source files or folders left out, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// `--dry-run`: nothing was stored, and `snapshot_id` is all zeros.
+    pub dry_run: bool,
 }
 
 /// A source path as snapshots record it: absolute, without `.` parts or a trailing slash, so
@@ -124,9 +129,15 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         _ => None,
     };
     let recorder = cache.and_then(ParentCache::recorder);
-    let session = Session::start(repo)?;
+    let session = if opts.dry_run {
+        Session::ephemeral(repo)?
+    } else {
+        Session::start(repo)?
+    };
     let workers = opts.workers.max(1);
-    let uploader = Uploader::new(repo, opts.uploads.max(1));
+    let mut uploader = Uploader::new(repo, opts.uploads.max(1));
+    uploader.dry_run = opts.dry_run;
+    let recorder = recorder.filter(|_| !opts.dry_run);
     let level = repo.config().body.compression_level;
     let pack_size = repo.config().body.pack_size as usize;
     let (tx, rx) = crossbeam_channel::bounded::<stages::ChunkBatch>(2 * workers);
@@ -201,9 +212,37 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     crate::failpoint::hit("backup-before-commit");
     let own: Vec<PackId> = packs.iter().map(|p| p.pack).collect();
     let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
-    repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
+    if !opts.dry_run {
+        repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
+    }
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed);
+    if opts.dry_run {
+        summary.bytes_added = added;
+        summary.duration_secs = start.elapsed().as_secs_f64();
+        let snapshot = Snapshot {
+            format: REPO_FORMAT,
+            time: chrono::Utc::now(),
+            host: opts.host,
+            username: opts.username,
+            paths,
+            tags: opts.tags,
+            tree: root,
+            session: session.id,
+            parent: opts.parent.map(|(id, _)| id),
+            summary,
+            program: format!("custody {}", env!("CARGO_PKG_VERSION")),
+            writer: repo.signer(),
+            chain: None,
+            repaired: None,
+        };
+        return Ok(BackupReport {
+            snapshot_id: SnapshotId::default(),
+            snapshot,
+            skipped,
+            dry_run: true,
+        });
+    }
     if !packs.is_empty() {
         let seg = IndexSegment { packs };
         let id = repo.save_index_segment(&seg)?;
@@ -242,5 +281,6 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         snapshot_id,
         snapshot,
         skipped,
+        dry_run: false,
     })
 }

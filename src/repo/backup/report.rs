@@ -32,6 +32,9 @@ pub struct BackupOutput {
     pub chunks_new: u64,
     pub duration_secs: f64,
     pub skipped: Vec<Skipped>,
+    /// `backup --dry-run`: nothing was stored (the snapshot id is all zeros).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl From<&BackupReport> for BackupOutput {
@@ -58,12 +61,25 @@ impl From<&BackupReport> for BackupOutput {
                     error: error.clone(),
                 })
                 .collect(),
+            dry_run: r.dry_run,
         }
     }
 }
 
 impl fmt::Display for BackupOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            return write!(
+                f,
+                "dry run, nothing stored: would save {} files, {} folders, {} processed in {:.1}s\n  {} new data, {} to add to the repository",
+                self.files_processed,
+                self.dirs_processed,
+                bytes(self.bytes_processed),
+                self.duration_secs,
+                bytes(self.bytes_new),
+                bytes(self.bytes_added),
+            );
+        }
         write!(
             f,
             "snapshot {} saved\n  {} files, {} folders, {} processed in {:.1}s\n  {} new data, {} added to the repository",

@@ -50,6 +50,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             uploads: 2,
             no_dedup_below: 0,
             select: Default::default(),
+            dry_run: false,
         },
         &Progress::default(),
     )

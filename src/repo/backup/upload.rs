@@ -20,6 +20,8 @@ pub(super) struct Uploader<'a> {
     pub(super) slots: Arc<Semaphore>,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<Result<PackEntries>>>>,
     pub(super) done: Mutex<Vec<PackEntries>>,
+    /// `--dry-run`: packs are counted, not stored.
+    pub(super) dry_run: bool,
 }
 
 impl<'a> Uploader<'a> {
@@ -29,6 +31,7 @@ impl<'a> Uploader<'a> {
             slots: Arc::new(Semaphore::new(concurrency)),
             tasks: Mutex::new(Vec::new()),
             done: Mutex::new(Vec::new()),
+            dry_run: false,
         }
     }
 
@@ -42,6 +45,14 @@ impl<'a> Uploader<'a> {
         progress
             .bytes_added
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
+        if self.dry_run {
+            self.done.lock().expect("lock").push(PackEntries {
+                pack: pack.id,
+                session: pack.session,
+                blobs: pack.entries,
+            });
+            return Ok(());
+        }
         let task = self.repo.runtime().spawn(async move {
             let r = store
                 .put(FileKind::Pack, &pack.id, Bytes::from(pack.bytes))
