@@ -26,6 +26,7 @@ pub mod pack;
 pub mod repo;
 pub mod settings;
 pub mod store;
+pub mod xattr;
 
 // The surface most callers need, in one place. The modules stay public because the format
 // codecs (for golden vectors and for tools that verify a repository independently) and the

@@ -23,6 +23,13 @@ pub struct Summary {
     pub bytes_added: u64,
     pub chunks_new: u64,
     pub duration_secs: f64,
+    /// Sockets met and left out (they belong to running programs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sockets_skipped: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

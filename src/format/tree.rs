@@ -12,6 +12,13 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character or block device (`rdev` says which).
+    #[serde(rename = "chardev")]
+    CharDevice,
+    #[serde(rename = "blockdev")]
+    BlockDevice,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +60,25 @@ pub struct Node {
     /// §7, THREAT-MODEL §4). The file is the chunk without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<Salt>,
+    /// Extended attributes this backup could read (POSIX ACLs and file capabilities among
+    /// them), sorted by name (docs/FORMAT.md §7).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// Devices: the device number (`st_rdev`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// One extended attribute: its name as text, its value base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: RawName,
+    #[serde(with = "super::wrapped::b64")]
+    pub value: Vec<u8>,
 }
 
 /// The salt of a small file's chunk: 16 bytes, hex in JSON.
@@ -156,6 +182,8 @@ mod tests {
             subtree: None,
             target: None,
             salt: None,
+            xattrs: Vec::new(),
+            rdev: 0,
         }
     }
 

@@ -310,7 +310,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
                             );
                         }
                     }
-                    NodeKind::Symlink => {}
+                    _ => {}
                 }
             }
             Ok(())

@@ -97,7 +97,7 @@ impl std::fmt::Display for SnapshotTable {
 pub struct LsEntry {
     /// The path inside the snapshot, from its root (`/src/a.txt`).
     pub path: String,
-    /// `file`, `dir` or `symlink`.
+    /// `file`, `dir`, `symlink`, `fifo`, `chardev` or `blockdev`.
     #[serde(rename = "type")]
     pub kind: String,
     pub size: u64,
@@ -116,6 +116,9 @@ impl LsEntry {
                 NodeKind::File => "file",
                 NodeKind::Dir => "dir",
                 NodeKind::Symlink => "symlink",
+                NodeKind::Fifo => "fifo",
+                NodeKind::CharDevice => "chardev",
+                NodeKind::BlockDevice => "blockdev",
             }
             .into(),
             size: n.size,

@@ -81,7 +81,7 @@ pub fn snapshot_stats(
                     size += n.size;
                     chunks.extend(n.content);
                 }
-                NodeKind::Symlink => {}
+                _ => {}
             }
         }
         Ok(())

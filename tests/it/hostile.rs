@@ -435,6 +435,8 @@ fn file_node(name: &[u8], size: u64, content: Vec<ChunkId>) -> Node {
         subtree: None,
         target: None,
         salt: None,
+        xattrs: Vec::new(),
+        rdev: 0,
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod adversarial;
 mod crypto_vectors;
 mod deploy;
+mod fidelity;
 mod flaky;
 mod garage;
 mod gc;

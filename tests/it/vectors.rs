@@ -129,6 +129,8 @@ fn fixed_tree() -> Tree {
         subtree: None,
         target: None,
         salt: None,
+        xattrs: Vec::new(),
+        rdev: 0,
     };
     let other = |name: &[u8], kind, mode| Node {
         name: RawName(name.to_vec()),
@@ -146,6 +148,8 @@ fn fixed_tree() -> Tree {
         subtree: None,
         target: None,
         salt: None,
+        xattrs: Vec::new(),
+        rdev: 0,
     };
     let mut dir = other(b"b-dir", NodeKind::Dir, 0o755);
     dir.subtree = Some(id("custody golden vector subtree id"));
@@ -194,6 +198,7 @@ fn fixed_snapshot() -> Snapshot {
             bytes_added: 9000,
             chunks_new: 2,
             duration_secs: 1.5,
+            sockets_skipped: 0,
         },
         program: "custody 0.1.0".into(),
         writer: None,

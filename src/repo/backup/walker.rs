@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::format::name::RawName;
 use crate::format::snapshot::Summary;
-use crate::format::tree::{Node, NodeKind, Salt, Tree};
+use crate::format::tree::{Node, NodeKind, Salt, Tree, Xattr};
 use crate::id::{ChunkId, TreeId};
 use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
@@ -86,6 +86,17 @@ pub(super) struct Walker<'a> {
     pub(super) root_dev: u64,
 }
 
+/// The extended attributes of `path` as a node stores them.
+fn xattrs_of(path: &Path) -> Vec<Xattr> {
+    crate::xattr::read(path)
+        .into_iter()
+        .map(|(name, value)| Xattr {
+            name: RawName(name),
+            value,
+        })
+        .collect()
+}
+
 pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
     Node {
         name: RawName::from_os(name),
@@ -103,6 +114,8 @@ pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
         subtree: None,
         target: None,
         salt: None,
+        xattrs: Vec::new(),
+        rdev: 0,
     }
 }
 
@@ -188,6 +201,8 @@ impl Walker<'_> {
                     subtree: None,
                     target: None,
                     salt: None,
+                    xattrs: Vec::new(),
+                    rdev: 0,
                 };
                 self.summary.files += 1;
                 self.deferred += 1;
@@ -363,6 +378,7 @@ impl Walker<'_> {
         let ft = meta.file_type();
         if ft.is_file() {
             let mut node = node_base(name, NodeKind::File, meta);
+            node.xattrs = xattrs_of(path);
             node.size = meta.len();
             node.inode = meta.ino();
             node.ctime_sec = meta.ctime();
@@ -442,7 +458,8 @@ impl Walker<'_> {
                 tracing::debug!(path = %path.display(), "left out: holds an --exclude-if-present marker");
                 return Ok(None);
             }
-            let node = node_base(name, NodeKind::Dir, meta);
+            let mut node = node_base(name, NodeKind::Dir, meta);
+            node.xattrs = xattrs_of(path);
             let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
                 (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
                 (Some(id), None) if self.index.contains(id) => {
@@ -465,6 +482,7 @@ impl Walker<'_> {
             }))
         } else if ft.is_symlink() {
             let mut node = node_base(name, NodeKind::Symlink, meta);
+            node.xattrs = xattrs_of(path);
             match std::fs::read_link(path) {
                 Ok(t) => node.target = Some(RawName::from_os(t.as_os_str())),
                 Err(e) => {
@@ -474,8 +492,22 @@ impl Walker<'_> {
             }
             self.summary.symlinks += 1;
             Ok(Some(Pending::done(node)))
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_fifo() {
+                NodeKind::Fifo
+            } else if ft.is_char_device() {
+                NodeKind::CharDevice
+            } else {
+                NodeKind::BlockDevice
+            };
+            let mut node = node_base(name, kind, meta);
+            node.rdev = meta.rdev();
+            node.xattrs = xattrs_of(path);
+            Ok(Some(Pending::done(node)))
         } else {
-            tracing::info!(path = %path.display(), "not a file, folder or symlink: left out");
+            // A socket belongs to a running program: it cannot be restored meaningfully.
+            tracing::info!(path = %path.display(), "socket left out");
+            self.summary.sockets_skipped += 1;
             Ok(None)
         }
     }

@@ -127,7 +127,7 @@ pub fn survey(repo: &Repository, lock: &mut Option<Lock<'_>>, act: &Activity) ->
                 match n.kind {
                     NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
                     NodeKind::File => referenced.extend(n.content.iter().map(BlobId::from)),
-                    NodeKind::Symlink => {}
+                    _ => {}
                 }
             }
             Ok(())

@@ -264,7 +264,7 @@ impl<F: Fn(BlobId, BlobType) -> bool> Fixer<'_, '_, F> {
                     },
                     None => nodes.push(node),
                 },
-                NodeKind::Symlink => nodes.push(node),
+                _ => nodes.push(node),
             }
         }
         if !changed {

@@ -11,12 +11,34 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The restore target, opened once.
+use crate::format::tree::{Node, NodeKind};
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The restore target, opened once, and what this process may restore there.
 #[derive(Debug)]
 pub(super) struct Beneath {
     root: OwnedFd,
     path: PathBuf,
+    /// Root restores owners, setuid/setgid bits, devices and every attribute.
+    as_root: bool,
+    /// What could not be restored, counted once for the summary.
+    pub(super) lost: Lost,
+}
+
+/// What a restore could not reproduce (as another user than root, or on a file system that
+/// refuses an attribute).
+#[derive(Debug, Default)]
+pub(super) struct Lost {
+    pub(super) owners: AtomicU64,
+    pub(super) special_bits: AtomicU64,
+    pub(super) devices: AtomicU64,
+    pub(super) xattrs: AtomicU64,
 }
 
 fn cstr(s: &OsStr) -> io::Result<CString> {
@@ -70,6 +92,104 @@ impl Beneath {
         Ok(Beneath {
             root: OwnedFd::from(f),
             path: path.to_path_buf(),
+            // SAFETY: geteuid has no preconditions.
+            as_root: unsafe { libc::geteuid() } == 0,
+            lost: Lost::default(),
+        })
+    }
+
+    /// The permission bits to set: all of them as root (owners are restored too); without
+    /// setuid and setgid otherwise, since a file of another user made setuid by whoever
+    /// restores would run as them.
+    fn mode(&self, node: &Node) -> u32 {
+        if self.as_root {
+            node.mode & 0o7777
+        } else {
+            if node.mode & 0o6000 != 0 {
+                self.lost.special_bits.fetch_add(1, Ordering::Relaxed);
+            }
+            node.mode & 0o1777
+        }
+    }
+
+    /// Owner, extended attributes and mode of an open file or folder, in that order (a
+    /// change of owner clears setuid bits and file capabilities).
+    pub(super) fn apply(&self, fd: &impl AsRawFd, node: &Node) -> io::Result<()> {
+        if self.as_root {
+            // SAFETY: a valid descriptor.
+            check(unsafe { libc::fchown(fd.as_raw_fd(), node.uid, node.gid) })?;
+        } else if node.uid != current_uid() {
+            self.lost.owners.fetch_add(1, Ordering::Relaxed);
+        }
+        for x in &node.xattrs {
+            if crate::xattr::set(fd, &x.name.0, &x.value).is_err() {
+                self.lost.xattrs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: a valid descriptor.
+        check(unsafe { libc::fchmod(fd.as_raw_fd(), self.mode(node) as libc::mode_t) })
+    }
+
+    /// Creates a fifo or (as root) a device `node` in `parent`, with its owner, mode and times.
+    pub(super) fn special(&self, parent: &Path, node: &Node) -> io::Result<()> {
+        let kind = match node.kind {
+            NodeKind::Fifo => libc::S_IFIFO,
+            NodeKind::CharDevice => libc::S_IFCHR,
+            NodeKind::BlockDevice => libc::S_IFBLK,
+            _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        };
+        if kind != libc::S_IFIFO && !self.as_root {
+            self.lost.devices.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let dir = self.dir(parent)?;
+        let c = cstr(node.name.as_os())?;
+        if !self.is_dir(&dir, &c).unwrap_or(false) {
+            // SAFETY: valid descriptor and NUL-terminated name (a missing entry is fine).
+            let _ = unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+        }
+        // SAFETY: valid descriptor and name; mode and device number as the kernel takes them.
+        check(unsafe {
+            libc::mknodat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                kind | 0o600,
+                node.rdev as libc::dev_t,
+            )
+        })?;
+        if self.as_root {
+            // SAFETY: valid descriptor and name; does not follow a link.
+            check(unsafe {
+                libc::fchownat(
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    node.uid,
+                    node.gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            })?;
+        }
+        // fchmodat cannot refuse to follow a link on Linux; the entry was made just now in a
+        // folder this restore made private (mode 0700 until its end).
+        // SAFETY: valid descriptor and name.
+        check(unsafe {
+            libc::fchmodat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                self.mode(node) as libc::mode_t,
+                0,
+            )
+        })?;
+        let t = timespec(node.mtime_sec, node.mtime_nsec);
+        let times = [t, t];
+        // SAFETY: valid descriptor, name and a two-element times array.
+        check(unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         })
     }
 
@@ -177,6 +297,7 @@ impl Beneath {
         name: &OsStr,
         target: &OsStr,
         time: libc::timespec,
+        owner: Option<(u32, u32)>,
     ) -> io::Result<()> {
         let dir = self.dir(parent)?;
         let (c, t) = (cstr(name)?, cstr(target)?);
@@ -202,17 +323,62 @@ impl Beneath {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
+        if let (true, Some((uid, gid))) = (self.as_root, owner) {
+            // SAFETY: valid descriptor and name; does not follow the link.
+            check(unsafe {
+                libc::fchownat(
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    uid,
+                    gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            })?;
+        }
         Ok(())
     }
 
-    /// Sets the mode and times of folder `rel` through its own descriptor.
-    pub(super) fn finish_dir(&self, rel: &Path, mode: u32, time: libc::timespec) -> io::Result<()> {
+    /// Sets the owner, attributes, mode and times of folder `rel` through its own descriptor.
+    pub(super) fn finish_dir(&self, rel: &Path, node: &Node) -> io::Result<()> {
         let dir = self.dir(rel)?;
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fchmod(dir.as_raw_fd(), mode as libc::mode_t) })?;
+        self.apply(&dir, node)?;
+        let time = timespec(node.mtime_sec, node.mtime_nsec);
         let times = [time, time];
         // SAFETY: a valid descriptor and a two-element times array.
         check(unsafe { libc::futimens(dir.as_raw_fd(), times.as_ptr()) })
+    }
+}
+
+impl Lost {
+    /// One line per kind of loss, for the restore's summary.
+    pub(super) fn summary(&self) -> Vec<String> {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        if n(&self.owners) > 0 {
+            out.push(format!(
+                "owners of {} entries (restoring as root restores them)",
+                n(&self.owners)
+            ));
+        }
+        if n(&self.special_bits) > 0 {
+            out.push(format!(
+                "setuid/setgid bits of {} files (dropped: owners are not restored)",
+                n(&self.special_bits)
+            ));
+        }
+        if n(&self.devices) > 0 {
+            out.push(format!(
+                "{} devices (only root can make them)",
+                n(&self.devices)
+            ));
+        }
+        if n(&self.xattrs) > 0 {
+            out.push(format!(
+                "{} extended attributes (refused by the file system, or need root)",
+                n(&self.xattrs)
+            ));
+        }
+        out
     }
 }
 

@@ -3,7 +3,6 @@
 //! with their modes and times once complete.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -16,12 +15,6 @@ use crate::repo::{Index, Repository};
 
 use super::beneath::Beneath;
 use super::{FileState, RestoreProgress};
-
-/// Permission bits to restore. Setuid and setgid are dropped: restore does not restore owners,
-/// so a setuid file of some user restored by root would become a setuid-root program.
-pub(super) fn safe_mode(mode: u32) -> u32 {
-    mode & 0o1777
-}
 
 /// Renames a complete file into place with its mode and times, or removes a failed one.
 /// `open` is the file as its last write left it, if still open (saves a reopen); a file with
@@ -43,7 +36,8 @@ pub(super) fn finish_file(
             Some(file) => file,
             None => open_for_write(f).map_err(|e| Error::io(&f.tmp, e))?,
         };
-        file.set_permissions(std::fs::Permissions::from_mode(safe_mode(f.node.mode)))
+        f.target
+            .apply(&file, &f.node)
             .map_err(|e| Error::io(&f.tmp, e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
         filetime::set_file_handle_times(&file, Some(t), Some(t))
@@ -130,7 +124,13 @@ pub(super) fn restore_symlink(target: &Beneath, parent: &Path, node: &Node) -> R
         .ok_or_else(|| Error::integrity("tree", "symlink without target"))?;
     let t = super::beneath::timespec(node.mtime_sec, node.mtime_nsec);
     target
-        .symlink(parent, node.name.as_os(), to.as_os(), t)
+        .symlink(
+            parent,
+            node.name.as_os(),
+            to.as_os(),
+            t,
+            Some((node.uid, node.gid)),
+        )
         .map_err(|e| {
             let at = target.shown(&parent.join(node.name.as_os()));
             Error::io(

@@ -28,7 +28,7 @@ pub use output::{FailedPath, RestoreOutput};
 use beneath::Beneath;
 use fetch::restore_pack;
 pub use files::write_file;
-use files::{finish_file, restore_sequentially, restore_symlink, safe_mode, temp_name};
+use files::{finish_file, restore_sequentially, restore_symlink, temp_name};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -52,6 +52,11 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Paths not restored, with the error; integrity errors set the exit code.
     pub failed: Vec<(String, Error)>,
+    /// Fifos and devices restored.
+    pub specials: u64,
+    /// What could not be reproduced (as another user than root, or where the file system
+    /// refuses an attribute): one line each, for the summary.
+    pub not_restored: Vec<String>,
 }
 
 fn included(rel: &[u8], includes: &[Vec<u8>]) -> (bool, bool) {
@@ -199,6 +204,16 @@ pub fn restore(
                     Ok(()) => report.symlinks += 1,
                     Err(e) => report.failed.push((shown, e)),
                 },
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice if restore_it => {
+                    match target.special(dir, &node) {
+                        Ok(()) => report.specials += 1,
+                        Err(e) => {
+                            let at = target.shown(&dest);
+                            let at = crate::human::escape_bytes(at.as_os_str().as_encoded_bytes());
+                            report.failed.push((shown, Error::io(at, e)));
+                        }
+                    }
+                }
                 NodeKind::File if restore_it => {
                     let at = (target.clone(), dir.clone());
                     if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
@@ -257,9 +272,9 @@ pub fn restore(
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
     for (dest, node) in dirs {
         report.dirs += 1;
-        let t = beneath::timespec(node.mtime_sec, node.mtime_nsec);
-        let _ = target.finish_dir(&dest, safe_mode(node.mode), t);
+        let _ = target.finish_dir(&dest, &node);
     }
+    report.not_restored = target.lost.summary();
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
 }

@@ -29,6 +29,12 @@ pub struct RestoreOutput {
     pub bytes_restored: u64,
     pub duration_secs: f64,
     pub failed: Vec<FailedPath>,
+    /// Fifos and devices restored.
+    #[serde(default)]
+    pub specials_restored: u64,
+    /// What could not be reproduced (not root, or refused by the file system).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_restored: Vec<String>,
 }
 
 impl RestoreOutput {
@@ -55,6 +61,8 @@ impl RestoreOutput {
                     integrity: e.is_integrity(),
                 })
                 .collect(),
+            specials_restored: r.specials,
+            not_restored: r.not_restored.clone(),
         }
     }
 }
@@ -77,6 +85,9 @@ impl fmt::Display for RestoreOutput {
                 self.failed.len(),
                 first.error
             )?;
+        }
+        if !self.not_restored.is_empty() {
+            write!(f, "\nnot restored: {}", self.not_restored.join("; "))?;
         }
         Ok(())
     }
