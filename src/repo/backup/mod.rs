@@ -217,42 +217,22 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     }
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed);
-    if opts.dry_run {
-        summary.bytes_added = added;
-        summary.duration_secs = start.elapsed().as_secs_f64();
-        let snapshot = Snapshot {
-            format: REPO_FORMAT,
-            time: chrono::Utc::now(),
-            host: opts.host,
-            username: opts.username,
-            paths,
-            tags: opts.tags,
-            tree: root,
-            session: session.id,
-            parent: opts.parent.map(|(id, _)| id),
-            summary,
-            program: format!("custody {}", env!("CARGO_PKG_VERSION")),
-            writer: repo.signer(),
-            chain: None,
-            repaired: None,
-        };
-        return Ok(BackupReport {
-            snapshot_id: SnapshotId::default(),
-            snapshot,
-            skipped,
-            dry_run: true,
-        });
+    if !opts.dry_run {
+        if !packs.is_empty() {
+            let seg = IndexSegment { packs };
+            let id = repo.save_index_segment(&seg)?;
+            added += repo.store().size(FileKind::Index, &id)?;
+        }
+        crate::failpoint::hit("backup-before-snapshot");
     }
-    if !packs.is_empty() {
-        let seg = IndexSegment { packs };
-        let id = repo.save_index_segment(&seg)?;
-        added += repo.store().size(FileKind::Index, &id)?;
-    }
-    crate::failpoint::hit("backup-before-snapshot");
     summary.bytes_added = added;
     summary.duration_secs = start.elapsed().as_secs_f64();
     // Held until the manifest is stored: two backups on one machine never share a place.
-    let slot = repo.next_link()?;
+    let slot = if opts.dry_run {
+        None
+    } else {
+        repo.next_link()?
+    };
     let snapshot = Snapshot {
         format: REPO_FORMAT,
         time: chrono::Utc::now(),
@@ -269,6 +249,14 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         chain: slot.as_ref().map(|s| s.link),
         repaired: None,
     };
+    if opts.dry_run {
+        return Ok(BackupReport {
+            snapshot_id: SnapshotId::default(),
+            snapshot,
+            skipped,
+            dry_run: true,
+        });
+    }
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
     if let Some(slot) = slot {
         slot.commit(repo, snapshot_id);
