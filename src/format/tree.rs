@@ -67,6 +67,12 @@ pub struct Node {
     /// Devices: the device number (`st_rdev`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
+    /// Files with more than one name: how many (`st_nlink`) and the file system they are on
+    /// (`st_dev`), so that restore makes the names of one (`device`, `inode`) links again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub links: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub device: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -184,6 +190,8 @@ mod tests {
             salt: None,
             xattrs: Vec::new(),
             rdev: 0,
+            links: 0,
+            device: 0,
         }
     }
 

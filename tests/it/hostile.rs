@@ -437,6 +437,8 @@ fn file_node(name: &[u8], size: u64, content: Vec<ChunkId>) -> Node {
         salt: None,
         xattrs: Vec::new(),
         rdev: 0,
+        links: 0,
+        device: 0,
     }
 }
 

@@ -726,3 +726,43 @@ fn an_interrupted_backup_says_so_and_commits_nothing() {
     assert!(snaps.0.is_empty());
     sb.run(&["check"]).ok();
 }
+
+/// Names of one file (hard links) are restored as names of one file again, also across
+/// folders; a file with one name is not linked to anything.
+#[test]
+fn hard_links_are_restored_as_links() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a"), b"one file, three names");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a"), src.join("sub/c")).unwrap();
+    write(&src.join("alone"), b"one file, three names");
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let out = sb.path("out");
+    let run = sb
+        .run(&[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(run.json()["files_restored"], 4, "{}", run.out());
+    let ino = |p: &str| std::fs::metadata(out.join("src").join(p)).unwrap();
+    assert_eq!(ino("a").ino(), ino("b").ino());
+    assert_eq!(ino("a").ino(), ino("sub/c").ino());
+    assert_eq!(ino("a").nlink(), 3);
+    assert_ne!(ino("alone").ino(), ino("a").ino());
+    assert_eq!(
+        std::fs::read(out.join("src/sub/c")).unwrap(),
+        b"one file, three names"
+    );
+    // Restoring again over the restored tree keeps them linked.
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    assert_eq!(ino("a").nlink(), 3);
+}

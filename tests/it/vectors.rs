@@ -131,6 +131,8 @@ fn fixed_tree() -> Tree {
         salt: None,
         xattrs: Vec::new(),
         rdev: 0,
+        links: 0,
+        device: 0,
     };
     let other = |name: &[u8], kind, mode| Node {
         name: RawName(name.to_vec()),
@@ -150,6 +152,8 @@ fn fixed_tree() -> Tree {
         salt: None,
         xattrs: Vec::new(),
         rdev: 0,
+        links: 0,
+        device: 0,
     };
     let mut dir = other(b"b-dir", NodeKind::Dir, 0o755);
     dir.subtree = Some(id("custody golden vector subtree id"));

@@ -116,6 +116,8 @@ pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
         salt: None,
         xattrs: Vec::new(),
         rdev: 0,
+        links: 0,
+        device: 0,
     }
 }
 
@@ -203,6 +205,8 @@ impl Walker<'_> {
                     salt: None,
                     xattrs: Vec::new(),
                     rdev: 0,
+                    links: 0,
+                    device: 0,
                 };
                 self.summary.files += 1;
                 self.deferred += 1;
@@ -380,6 +384,10 @@ impl Walker<'_> {
             let mut node = node_base(name, NodeKind::File, meta);
             node.xattrs = xattrs_of(path);
             node.size = meta.len();
+            if meta.nlink() > 1 {
+                node.links = meta.nlink();
+                node.device = meta.dev();
+            }
             node.inode = meta.ino();
             node.ctime_sec = meta.ctime();
             node.ctime_nsec = meta.ctime_nsec().clamp(0, 999_999_999) as u32;

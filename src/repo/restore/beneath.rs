@@ -278,6 +278,25 @@ impl Beneath {
         check(unsafe { libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr()) })
     }
 
+    /// Makes `name` in `parent` another name of the file `first` in `first_parent` (both
+    /// under the target; whatever file or link was at `name` is replaced).
+    pub(super) fn hard_link(
+        &self,
+        first_parent: &Path,
+        first: &OsStr,
+        parent: &Path,
+        name: &OsStr,
+    ) -> io::Result<()> {
+        let (from, to) = (self.dir(first_parent)?, self.dir(parent)?);
+        let (a, b) = (cstr(first)?, cstr(name)?);
+        if !self.is_dir(&to, &b).unwrap_or(false) {
+            // SAFETY: valid descriptor and NUL-terminated name (a missing entry is fine).
+            let _ = unsafe { libc::unlinkat(to.as_raw_fd(), b.as_ptr(), 0) };
+        }
+        // SAFETY: valid descriptors and names; flags 0 does not follow a symlink at `first`.
+        check(unsafe { libc::linkat(from.as_raw_fd(), a.as_ptr(), to.as_raw_fd(), b.as_ptr(), 0) })
+    }
+
     /// Removes file or link `name` in `parent` (not a folder); a missing one is fine.
     pub(super) fn unlink(&self, parent: &Path, name: &OsStr) -> io::Result<()> {
         let dir = self.dir(parent)?;

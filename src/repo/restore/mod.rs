@@ -146,6 +146,10 @@ pub fn restore(
         .collect();
     let mut report = RestoreReport::default();
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    // Hard links: the first name of each (device, inode) is restored, the others linked to it
+    // once every file is in place.
+    let mut first_names: HashMap<(u64, u64), (PathBuf, std::ffi::OsString)> = HashMap::new();
+    let mut links: Vec<(String, PathBuf, Node, (PathBuf, std::ffi::OsString))> = Vec::new();
     let mut run = [0u8; 6];
     crate::crypto::random::fill(&mut run)?;
     let mut plan = Plan {
@@ -214,6 +218,19 @@ pub fn restore(
                         }
                     }
                 }
+                NodeKind::File if restore_it && node.links > 1 => {
+                    let key = (node.device, node.inode);
+                    match first_names.get(&key) {
+                        Some(first) => links.push((shown, dir.clone(), node, first.clone())),
+                        None => {
+                            first_names.insert(key, (dir.clone(), node.name.to_os()));
+                            let at = (target.clone(), dir.clone());
+                            if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
+                                report.failed.push((shown, e));
+                            }
+                        }
+                    }
+                }
                 NodeKind::File if restore_it => {
                     let at = (target.clone(), dir.clone());
                     if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
@@ -265,6 +282,18 @@ pub fn restore(
             }
             // Reported once, by the caller (the command lists them and counts them).
             Err(e) => report.failed.push((files[i].rel.clone(), e)),
+        }
+    }
+
+    for (shown, parent, node, (first_parent, first)) in links {
+        let name = node.name.to_os();
+        match target.hard_link(&first_parent, &first, &parent, &name) {
+            Ok(()) => report.files += 1,
+            Err(e) => {
+                let at = target.shown(&parent.join(&name));
+                let at = crate::human::escape_bytes(at.as_os_str().as_encoded_bytes());
+                report.failed.push((shown, Error::io(at, e)));
+            }
         }
     }
 
