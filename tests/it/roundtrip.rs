@@ -766,3 +766,33 @@ fn hard_links_are_restored_as_links() {
         .ok();
     assert_eq!(ino("a").nlink(), 3);
 }
+
+/// A rerun of restore removes the temporary files an interrupted one left (and only those).
+#[test]
+fn a_rerun_of_restore_cleans_an_interrupted_ones_leftovers() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("sub/a"), b"a");
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    let litter = out.join("src/sub/.a.custody-0123456789ab-3");
+    let top = out.join(".src.custody-00000000abcd-0");
+    let theirs = out.join("src/sub/.a.custody-notours");
+    for f in [&litter, &top, &theirs] {
+        write(f, b"partial");
+    }
+    let run = sb
+        .run(&[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(run.json()["leftovers_removed"], 2, "{}", run.out());
+    assert!(!litter.exists() && !top.exists() && theirs.exists());
+}

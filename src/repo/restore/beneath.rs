@@ -39,6 +39,23 @@ pub(super) struct Lost {
     pub(super) special_bits: AtomicU64,
     pub(super) devices: AtomicU64,
     pub(super) xattrs: AtomicU64,
+    /// Not a loss: temporary files of an interrupted restore removed.
+    pub(super) leftovers: AtomicU64,
+}
+
+/// Whether `name` is a temporary name of restore's (`.NAME.custody-<12 hex>-<digits>`).
+fn is_leftover(name: &[u8]) -> bool {
+    const MARK: &[u8] = b".custody-";
+    let Some(at) = name.windows(MARK.len()).rposition(|w| w == MARK) else {
+        return false;
+    };
+    let tail = &name[at + MARK.len()..];
+    name.first() == Some(&b'.')
+        && at > 0
+        && tail.len() > 13
+        && tail[..12].iter().all(u8::is_ascii_hexdigit)
+        && tail[12] == b'-'
+        && tail[13..].iter().all(u8::is_ascii_digit)
 }
 
 fn cstr(s: &OsStr) -> io::Result<CString> {
@@ -229,12 +246,34 @@ impl Beneath {
             return Err(e);
         }
         if self.is_dir(&dir, &c)? {
+            // A folder from an earlier restore: what an interrupted one left behind goes.
+            self.sweep(&parent.join(name));
             return Ok(());
         }
         // SAFETY: as above; removes the link or file itself, never what it points to.
         check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })?;
         // SAFETY: as above.
         check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
+    }
+
+    /// Removes the temporary files an interrupted restore left in folder `rel` (names made by
+    /// `temp_name`: `.NAME.custody-<12 hex>-<n>`), never following anything.
+    pub(super) fn sweep(&self, rel: &Path) {
+        let Ok(dir) = self.dir(rel) else { return };
+        let Ok(entries) = std::fs::read_dir(self.shown(rel)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if !is_leftover(name.as_bytes()) {
+                continue;
+            }
+            let Ok(c) = cstr(&name) else { continue };
+            // SAFETY: valid descriptor and NUL-terminated name; removes the entry itself.
+            if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } == 0 {
+                self.lost.leftovers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn is_dir(&self, dir: &OwnedFd, name: &CString) -> io::Result<bool> {
@@ -418,5 +457,27 @@ pub(super) fn timespec(sec: i64, nsec: u32) -> libc::timespec {
     libc::timespec {
         tv_sec: sec as libc::time_t,
         tv_nsec: nsec as libc::c_long,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_restores_own_temporary_names_are_leftovers() {
+        assert!(super::is_leftover(b".a.txt.custody-0123456789ab-7"));
+        assert!(super::is_leftover(b"..custody-0123456789ab-0"));
+        for name in [
+            &b"a.txt.custody-0123456789ab-7"[..],
+            b".a.txt.custody-0123456789ab-",
+            b".a.txt.custody-0123456789zz-7",
+            b".a.txt.custody-notours",
+            b".custody-0123456789ab-7",
+        ] {
+            assert!(
+                !super::is_leftover(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
     }
 }

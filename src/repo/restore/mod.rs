@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +54,8 @@ pub struct RestoreReport {
     pub failed: Vec<(String, Error)>,
     /// Fifos and devices restored.
     pub specials: u64,
+    /// Temporary files of an interrupted restore found in the target and removed.
+    pub leftovers_removed: u64,
     /// What could not be reproduced (as another user than root, or where the file system
     /// refuses an attribute): one line each, for the summary.
     pub not_restored: Vec<String>,
@@ -138,6 +140,8 @@ pub fn restore(
     // Everything below happens through descriptors of folders inside the target.
     let target =
         Arc::new(Beneath::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?);
+    // A rerun cleans what an interrupted restore left (each existing folder as it is met).
+    target.sweep(Path::new(""));
     let includes: Vec<Vec<u8>> = opts
         .includes
         .iter()
@@ -304,6 +308,10 @@ pub fn restore(
         let _ = target.finish_dir(&dest, &node);
     }
     report.not_restored = target.lost.summary();
+    report.leftovers_removed = target
+        .lost
+        .leftovers
+        .load(std::sync::atomic::Ordering::Relaxed);
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
 }

@@ -32,6 +32,9 @@ pub struct RestoreOutput {
     /// Fifos and devices restored.
     #[serde(default)]
     pub specials_restored: u64,
+    /// Temporary files an interrupted restore had left, removed by this one.
+    #[serde(default)]
+    pub leftovers_removed: u64,
     /// What could not be reproduced (not root, or refused by the file system).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_restored: Vec<String>,
@@ -62,6 +65,7 @@ impl RestoreOutput {
                 })
                 .collect(),
             specials_restored: r.specials,
+            leftovers_removed: r.leftovers_removed,
             not_restored: r.not_restored.clone(),
         }
     }
@@ -84,6 +88,13 @@ impl fmt::Display for RestoreOutput {
                 "\n{} path(s) NOT restored (listed above); the first failed with: {}",
                 self.failed.len(),
                 first.error
+            )?;
+        }
+        if self.leftovers_removed > 0 {
+            write!(
+                f,
+                "\nremoved {} temporary file(s) an interrupted restore had left",
+                self.leftovers_removed
             )?;
         }
         if !self.not_restored.is_empty() {
