@@ -91,6 +91,8 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Lock => "lock",
         ObjectKind::Writer => "writer enrollment",
         ObjectKind::Revocation => "revocation",
+        ObjectKind::Checkpoint => "history checkpoint",
+        ObjectKind::Damage => "damage record",
         _ => "object",
     }
 }

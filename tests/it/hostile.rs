@@ -14,6 +14,7 @@
 
 mod admin;
 mod bombs;
+mod history;
 mod index;
 mod snapshots;
 mod writers;
