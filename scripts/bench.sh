@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${SIZE_MIB:-1024}
 rounds=${ROUNDS:-3}
-work=${WORK:-/tmp/custody-bench}
+work=$(realpath -m "${WORK:-/tmp/custody-bench}")
 restore_base=${RESTORE_DIR:-$( [ -d /dev/shm ] && echo /dev/shm || echo "$work")}
 target=${TARGET:-local}
 load=${LOAD:-0}
@@ -134,7 +134,7 @@ run() { # run TOOL STEP ROUND
     custody:restore)
       rm -rf "$restore_base/c-out"
       measure custody full_restore "$r" $custody -q --repo "$c_repo" restore latest --target "$restore_base/c-out"
-      [ "$r" != 1 ] || diff -rq "$tree" "$restore_base/c-out/$(basename "$tree")" >/dev/null || { echo "custody restore differs!"; exit 1; }
+      [ "$r" != 1 ] || diff -rq "$tree" "$restore_base/c-out$tree" >/dev/null || { echo "custody restore differs!"; exit 1; }
       rm -rf "$restore_base/c-out" ;;
     restic:restore)
       rm -rf "$restore_base/r-out"

@@ -28,6 +28,7 @@ echo "==> custody restore latest --target $work/restore"
 $custody restore latest --target "$work/restore"
 echo "==> custody check --read-data"
 $custody check --read-data
-echo "==> diff -r $src $work/restore/$(basename "$src")"
-diff -r "$src" "$work/restore/$(basename "$src")"
+# Restore puts each source under the target at its full path.
+echo "==> diff -r $src $work/restore$src"
+diff -r "$src" "$work/restore$src"
 echo "OK: the restored copy is identical. Everything lives in $work (delete it when done)."

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${SIZE_MIB:-256}
-work=${WORK:-/tmp/custody-throughput}
+work=$(realpath -m "${WORK:-/tmp/custody-throughput}")
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --quiet --bin custody --example mktree
 custody=$PWD/target/release/custody
@@ -35,7 +35,7 @@ run() { # NAME REPO-URL [ENV...]
   t1=$(date +%s.%N)
   env "$@" "$custody" -q --repo "$repo" restore latest --target "$out"
   t2=$(date +%s.%N)
-  diff -r "$tree" "$out/$(basename "$tree")" >/dev/null || { echo "$name: restore differs" >&2; exit 1; }
+  diff -r "$tree" "$out$tree" >/dev/null || { echo "$name: restore differs" >&2; exit 1; }
   rm -rf "$out"
   python3 - "$name" "$input" "$t0" "$t1" "$t2" <<'PY'
 import sys

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod error;
 pub mod failpoint;
 pub mod format;
+pub mod fs_at;
 pub mod human;
 pub mod id;
 pub mod identity;

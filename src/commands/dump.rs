@@ -5,7 +5,8 @@ use std::io::Write;
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
 use custody::format::tree::NodeKind;
-use custody::repo::restore::{find_node, write_file};
+use custody::repo::locate::locate;
+use custody::repo::restore::write_file;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -21,7 +22,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let (_, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
     let index = repo.load_index()?;
-    let node = find_node(&repo, &index, &snap.tree, &args.path)?
+    let node = locate(&repo, &index, &snap, &args.path)?
+        .node
         .ok_or_else(|| Error::invalid("dump needs a file path inside the snapshot"))?;
     if node.kind != NodeKind::File {
         return Err(Error::invalid(format!(

@@ -3,7 +3,7 @@
 use super::{Ctx, FilterArgs, Outcome};
 use custody::error::Result;
 use custody::format::tree::{Node, NodeKind};
-use custody::repo::restore::find_node;
+use custody::repo::locate::locate;
 use custody::repo::snapshots::LsEntry;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,11 +35,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let (_, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
     let index = repo.load_index()?;
     let start = args.path.clone().unwrap_or_default();
-    let prefix = format!("/{}", start.trim_matches('/'));
+    // The original path (`/srv/data`) or one from a source's name (`data`).
+    let found = locate(&repo, &index, &snap, &start)?;
+    let prefix = format!("/{}", found.rel);
     let prefix = prefix.trim_end_matches('/').to_string();
     let mut rows: Vec<(String, Node)> = Vec::new();
     let mut stack = Vec::new();
-    match find_node(&repo, &index, &snap.tree, &start)? {
+    match found.node {
         None => stack.push((snap.tree, prefix.clone())),
         Some(n) => {
             if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {

@@ -62,6 +62,29 @@ pub struct Snapshot {
     /// what it no longer holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
+    /// How the root tree holds the sources (docs/FORMAT.md §8): by their full paths, or (in
+    /// snapshots made before full paths) by the last part of each.
+    #[serde(default, skip_serializing_if = "Layout::is_names")]
+    pub layout: Layout,
+}
+
+/// Where a source sits in a snapshot's trees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Each source at the root under the last part of its path (`/srv/data` as `data`): the
+    /// layout of snapshots made before full paths, read as before.
+    #[default]
+    Names,
+    /// Each source at its full path (`/srv/data` as `srv` -> `data`), as restic does, so that
+    /// same-named sources coexist and a path is the one the file had on its machine.
+    Paths,
+}
+
+impl Layout {
+    pub fn is_names(&self) -> bool {
+        *self == Layout::Names
+    }
 }
 
 /// What `repair snapshots` left out of a snapshot (docs/FORMAT.md §14e).
@@ -176,6 +199,7 @@ pub mod bound_id {
                 writer: None,
                 chain: None,
                 repaired: None,
+                layout: Default::default(),
             };
             crate::format::padded_json(&s, 1024)
         }

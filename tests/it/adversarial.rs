@@ -28,12 +28,7 @@ fn repo_with_files(sb: &Sandbox) -> (String, HashMap<String, Vec<u8>>) {
 
 /// chunk id -> file name, from the decrypted trees (what a key holder sees with `cat`).
 fn chunk_owners(sb: &Sandbox, snapshot: &str) -> HashMap<String, String> {
-    let snap = sb.run(&["cat", "snapshot", snapshot]).ok().json();
-    let root = sb
-        .run(&["cat", "tree", snap["tree"].as_str().unwrap()])
-        .ok()
-        .json();
-    let src = root["nodes"][0]["subtree"].as_str().unwrap().to_string();
+    let src = sb.tree_at(snapshot, &sb.path("src"));
     let tree = sb.run(&["cat", "tree", &src]).ok().json();
     let mut out = HashMap::new();
     for n in tree["nodes"].as_array().unwrap() {
@@ -109,7 +104,7 @@ fn flipped_byte_in_a_pack_names_the_file_and_restores_the_rest() {
     );
     assert!(r.out().contains("1 path(s) NOT restored"), "{}", r.out());
     for (name, data) in &files {
-        let p = out.join("src").join(name);
+        let p = restored(&out, &sb.path("src")).join(name);
         if name == damaged {
             assert!(!p.exists(), "damaged file {name} was written");
         } else {
@@ -120,7 +115,7 @@ fn flipped_byte_in_a_pack_names_the_file_and_restores_the_rest() {
         }
     }
     // No temporary files are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(out.join("src"))
+    let leftovers: Vec<_> = std::fs::read_dir(restored(&out, &sb.path("src")))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
@@ -211,7 +206,7 @@ fn blob_moved_into_another_pack() {
         "{}",
         r.stderr
     );
-    assert!(!out.join("two/b.bin").exists());
+    assert!(!restored(&out, &sb.path("two")).join("b.bin").exists());
 }
 
 #[test]
@@ -325,8 +320,9 @@ fn writer_keyring_backs_up_but_cannot_read() {
         ])
         .ok()
         .json();
-    // New: one data chunk (a.txt is deduplicated) and two trees (`w` and the root).
-    assert_eq!(v["chunks_new"], 3, "{v}");
+    // New: one data chunk (a.txt is deduplicated) and four trees (`w` and the three folders
+    // above it, up to the root: they hold `w` where the owner's held `src`).
+    assert_eq!(v["chunks_new"], 5, "{v}");
 
     // ...but cannot list, restore, dump or cat anything.
     for args in [
@@ -355,7 +351,7 @@ fn writer_keyring_backs_up_but_cannot_read() {
         out.to_str().unwrap(),
     ])
     .code(EXIT_KEY_SERVICE);
-    assert!(!out.join("w/new.txt").exists());
+    assert!(!restored(&out, &sb.path("w")).join("new.txt").exists());
 
     // The owner reads what the writer stored.
     let d = sb.run(&["dump", "latest", "w/new.txt"]).ok();
@@ -607,13 +603,13 @@ fn one_bad_object_does_not_stop_everything() {
         ])
         .ok();
     assert!(r.stderr.contains(&junk_snapshot), "{}", r.stderr);
-    assert_same_tree(&src, &sb.path("l").join("src"));
+    assert_same_tree(&src, &restored(&sb.path("l"), &src));
 
     let newest = table.0.iter().max_by_key(|s| s.time).unwrap().id.to_hex();
     let out = sb.path("out");
     sb.run(&["restore", &newest, "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     write(&src.join("c"), &random_bytes(300_000, 5));
     // The backup finds its parent past the bad manifest: unchanged files are not read.
     let b = sb.backup_json(&[src.to_str().unwrap()]);

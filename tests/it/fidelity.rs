@@ -127,11 +127,11 @@ fn a_system_tree_is_restored_with_everything_it_is() {
         .run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .ok();
     assert!(!out.out().contains("not restored"), "{}", out.out());
-    let got = describe(&target.join("src"));
+    let got = describe(&restored(&target, &src));
     assert_eq!(got, want);
     assert!(dev, "mknod of a character device failed");
     // Sparse stays sparse: 64 MiB of holes take a block or two.
-    let blocks = std::fs::metadata(target.join("src/sparse"))
+    let blocks = std::fs::metadata(restored(&target, &src).join("sparse"))
         .unwrap()
         .blocks();
     assert!(blocks < 64, "{blocks} blocks");

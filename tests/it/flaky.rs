@@ -49,7 +49,7 @@ fn backup_and_restore_succeed_through_a_flaky_server() {
         &["restore", "latest", "--target", out.to_str().unwrap()],
     )
     .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     sb.run_env(&flaky, &["check", "--read-data"]).ok();
     let faults = proxy.faults.load(std::sync::atomic::Ordering::Relaxed);
     assert!(faults >= 5, "the proxy misbehaved only {faults} times");

@@ -89,7 +89,7 @@ fn garage_node_killed_during_backup() {
         };
         let out = sb.path(&format!("out-{dir}"));
         run(&["restore", &spec, "--target", out.to_str().unwrap()]).ok();
-        assert_same_tree(&sb.path(dir), &out.join(dir));
+        assert_same_tree(&sb.path(dir), &restored(&out, &sb.path(dir)));
     }
     // Retention and garbage collection on the degraded cluster.
     run(&["forget", "--keep-last", "1", "--group-by", ""]).ok();
@@ -101,5 +101,5 @@ fn garage_node_killed_during_backup() {
     run(&["check", "--read-data"]).ok();
     let out = sb.path("out-final");
     run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
-    assert_same_tree(&sb.path("second"), &out.join("second"));
+    assert_same_tree(&sb.path("second"), &restored(&out, &sb.path("second")));
 }

@@ -31,7 +31,7 @@ fn restores(r: &Repo, id: &str, src: &std::path::Path, name: &str) -> Run {
     let out = r.sb.path(name);
     let run = r.run(&["restore", id, "--target", out.to_str().unwrap()]);
     if run.code == 0 {
-        assert_same_tree(src, &out.join(src.file_name().unwrap()));
+        assert_same_tree(src, &restored(&out, src));
     }
     run
 }

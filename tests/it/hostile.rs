@@ -310,7 +310,8 @@ fn restores(e: &Estate, which: &[&Genuine], when: &str, f: &mut Findings) {
             ));
             continue;
         }
-        let same = std::panic::catch_unwind(|| assert_same_tree(&g.files, &out.join("data")));
+        let same =
+            std::panic::catch_unwind(|| assert_same_tree(&g.files, &restored(&out, &g.files)));
         f.expect(same.is_ok(), || {
             format!("{when} the routine: {} restored other files", g.label())
         });
@@ -481,5 +482,6 @@ fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Tree
         writer: None,
         chain: None,
         repaired: None,
+        layout: Default::default(),
     }
 }

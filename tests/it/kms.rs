@@ -59,7 +59,7 @@ fn kms_round_trip_and_key_list() {
     k(&["backup", src.to_str().unwrap(), "--force"]).ok();
     let out = sb.path("out");
     k(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     k(&["check", "--read-data"]).ok();
     use custody::keyservice::KekPurpose;
     let list: custody::repo::kek_usage::KekTable = k(&["--json", "key", "list"]).ok().report();
@@ -415,7 +415,7 @@ fn kms_writer_signs_with_its_identity() {
     w(&["--identity", id_arg, "backup", src.to_str().unwrap()]).ok();
     let restored = sb.path("restored");
     k(&["restore", "latest", "--target", restored.to_str().unwrap()]).ok();
-    assert_same_tree(&src, &restored.join("src"));
+    assert_same_tree(&src, &crate::common::restored(&restored, &src));
     k(&["check", "--read-data"]).ok();
     // Rotation to new KMS keys reseals the owner key: the writer's snapshot still verifies.
     let ks2 = create_keys(&sb, &moto);

@@ -22,6 +22,7 @@ mod provenance;
 mod race;
 mod reencrypt;
 mod repair;
+mod restore_options;
 mod rotate;
 mod roundtrip;
 mod s3;

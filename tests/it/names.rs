@@ -78,7 +78,7 @@ fn names_with_escape_sequences_are_escaped_on_the_terminal_and_raw_in_json() {
 
     // Errors that name a file: restoring over a folder that is in the way.
     let target = sb.path("target");
-    let blocker = target.join("src").join(std::ffi::OsStr::from_bytes(EVIL));
+    let blocker = restored(&target, &src).join(std::ffi::OsStr::from_bytes(EVIL));
     std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
     let run = sb.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_ne!(run.code, 0, "{}", run.stderr);

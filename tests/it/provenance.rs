@@ -246,7 +246,7 @@ fn small_files_stored_below_the_threshold_cannot_be_guessed() {
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&private, &out.join("private"));
+    assert_same_tree(&private, &restored(&out, &private));
     let pin = sb.run(&["dump", "latest", "private/pin"]).ok();
     assert_eq!(pin.stdout, b"7777\n");
     // Unchanged: reused with its salt, so nothing new is stored and nothing matches.
@@ -255,7 +255,7 @@ fn small_files_stored_below_the_threshold_cannot_be_guessed() {
     let out2 = sb.path("out2");
     sb.run(&["restore", "latest", "--target", out2.to_str().unwrap()])
         .ok();
-    assert_same_tree(&private, &out2.join("private"));
+    assert_same_tree(&private, &restored(&out2, &private));
     sb.run(&["check", "--read-data"]).ok();
     // The threshold is at most one chunk.
     sb.run(&[
@@ -329,7 +329,7 @@ fn a_writer_pinned_to_its_host_cannot_speak_for_another() {
         out.to_str().unwrap(),
     ])
     .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     let w = sb.run(&["--json", "key", "writers"]).ok().json();
     assert_eq!(w[0]["hosts"], serde_json::json!(["web-1"]), "{w}");
 }
@@ -379,7 +379,7 @@ fn junk_revocations_and_writer_identities_never_drive_prune() {
     let out = sb.path("out");
     sb.run(&["restore", &snap.to_hex(), "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     // A key holder whose environment still names a writer identity: prune is refused.
     let identity = w.join("identity.json");
     let r = sb
@@ -447,5 +447,5 @@ fn migrate_refuses_a_downgraded_signed_repository() {
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
 }

@@ -138,7 +138,7 @@ fn snapshot_salvaged(r: &Repo) {
     let out = r.sb.path("salvaged");
     r.run(&["restore", &new, "--target", out.to_str().unwrap()])
         .ok();
-    let restored = out.join("src");
+    let restored = crate::common::restored(&out, &src);
     for e in std::fs::read_dir(&src).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         let lost = fixed

@@ -78,10 +78,10 @@ fn odd_files_round_trip() {
     assert_eq!(r.files_restored, v.files_processed);
     assert_eq!(r.bytes_restored, v.bytes_processed);
     assert!(r.failed.is_empty(), "{r:?}");
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     // The restored sparse file keeps its holes.
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(out.join("src/sparse.img")).unwrap();
+    let m = std::fs::metadata(restored(&out, &sb.path("src")).join("sparse.img")).unwrap();
     assert!(
         m.blocks() * 512 < 1 << 20,
         "sparse file restored dense: {} blocks",
@@ -143,10 +143,11 @@ fn stdin_dump_ls_and_snapshot_selection() {
     sb.run(&["dump", "latest", "files", "--host", "h2"])
         .code(EXIT_USAGE);
 
-    let ls = sb.run(&["ls", "latest"]).ok().out();
+    let files = sb.path("files").display().to_string();
+    let ls = sb.run(&["ls", "latest", &files]).ok().out();
     assert_eq!(
         ls.lines().collect::<Vec<_>>(),
-        vec!["/files", "/files/a.txt"]
+        vec![files.clone(), format!("{files}/a.txt")]
     );
     let ls = sb
         .run(&["--json", "ls", "latest", "files/a.txt"])
@@ -204,7 +205,8 @@ fn dedup_within_and_across_backups_and_unchanged_files_are_not_reread() {
         ])
         .ok();
     }
-    assert!(std::fs::read(sb.path("out1/other/edited.bin")).unwrap() == edited);
+    let at = restored(&sb.path("out1"), &sb.path("other")).join("edited.bin");
+    assert!(std::fs::read(at).unwrap() == edited);
     sb.run(&["check", "--read-data"]).ok();
 }
 
@@ -226,7 +228,7 @@ fn thousands_of_small_files_and_subset_restore() {
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
 
     let sub = sb.path("sub");
     sb.run(&[
@@ -240,13 +242,15 @@ fn thousands_of_small_files_and_subset_restore() {
         "/src/d07/f010.txt",
     ])
     .ok();
-    assert_same_tree(&src.join("d03"), &sub.join("src/d03"));
+    assert_same_tree(&src.join("d03"), &restored(&sub, &src.join("d03")));
     assert_eq!(
-        std::fs::read(sub.join("src/d07/f010.txt")).unwrap(),
+        std::fs::read(restored(&sub, &sb.path("src")).join("d07/f010.txt")).unwrap(),
         b"file 7 10\n"
     );
-    assert!(!sub.join("src/d07/f011.txt").exists());
-    assert!(!sub.join("src/d04").exists());
+    assert!(!restored(&sub, &sb.path("src"))
+        .join("d07/f011.txt")
+        .exists());
+    assert!(!restored(&sub, &sb.path("src")).join("d04").exists());
     // An include that matches nothing is a usage error, not an empty restore.
     let none = sb.path("none");
     let r = sb
@@ -266,6 +270,8 @@ fn thousands_of_small_files_and_subset_restore() {
     );
 }
 
+/// Sources keep their full paths (docs/FORMAT.md §8): two that end in the same name coexist,
+/// every command takes the original path, and restore puts each under the target at its path.
 #[test]
 fn two_paths_and_name_clash() {
     let sb = Sandbox::new();
@@ -273,20 +279,56 @@ fn two_paths_and_name_clash() {
     write(&sb.path("a/x/file"), b"1");
     write(&sb.path("b/x/file"), b"2");
     write(&sb.path("a/y"), b"3");
-    sb.run(&[
-        "backup",
-        sb.path("a/x").to_str().unwrap(),
-        sb.path("b/x").to_str().unwrap(),
-    ])
-    .code(EXIT_USAGE);
+    let (ax, bx) = (sb.path("a/x"), sb.path("b/x"));
+    let (ax, bx) = (ax.to_str().unwrap(), bx.to_str().unwrap());
+    sb.run(&["backup", ax, bx]).ok();
+    let base = sb.path("a").parent().unwrap().display().to_string();
+    let ls = sb.run(&["ls", "latest", &base]).ok().out();
+    let want: Vec<String> = ["", "/a", "/a/x", "/a/x/file", "/b", "/b/x", "/b/x/file"]
+        .iter()
+        .map(|p| format!("{base}{p}"))
+        .collect();
+    assert_eq!(ls.lines().collect::<Vec<_>>(), want);
+    // Every folder above the sources is listed from the root.
+    let all = sb.run(&["ls", "latest"]).ok().out();
+    assert_eq!(all.lines().next(), Some("/tmp"), "{all}");
+    // The original path, and a path from the source's name when only one source has it.
+    assert_eq!(
+        sb.run(&["dump", "latest", &format!("{bx}/file")])
+            .ok()
+            .stdout,
+        b"2"
+    );
+    let amb = sb.run(&["dump", "latest", "x/file"]).code(EXIT_USAGE);
+    assert!(amb.stderr.contains("ambiguous"), "{}", amb.stderr);
+    let out = sb.path("out");
+    let o = out.to_str().unwrap();
+    sb.run(&["restore", "latest", "--target", o, "--include", ax])
+        .ok();
+    assert_eq!(
+        std::fs::read(restored(&out, &sb.path("a/x/file"))).unwrap(),
+        b"1"
+    );
+    assert!(!restored(&out, &sb.path("b")).exists());
+    sb.run(&["restore", "latest", "--target", o]).ok();
+    assert_eq!(
+        std::fs::read(restored(&out, &sb.path("b/x/file"))).unwrap(),
+        b"2"
+    );
+    // A source inside another is refused: the outer one holds it.
+    let nested = sb.run(&["backup", sb.path("a").to_str().unwrap(), ax]);
+    nested.code(EXIT_USAGE);
     sb.run(&[
         "backup",
         sb.path("a/x").to_str().unwrap(),
         sb.path("a/y").to_str().unwrap(),
     ])
     .ok();
-    let ls = sb.run(&["ls", "latest"]).ok().out();
-    assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file", "/y"]);
+    let ls = sb.run(&["ls", "latest", "x"]).ok().out();
+    assert_eq!(
+        ls.lines().collect::<Vec<_>>(),
+        [ax.to_string(), format!("{ax}/file")]
+    );
     sb.run(&["backup", sb.path("missing").to_str().unwrap()])
         .code(EXIT_ERROR);
     // One missing source of two: the other is backed up, the missing one named (exit 5).
@@ -298,8 +340,11 @@ fn two_paths_and_name_clash() {
         ])
         .code(EXIT_INCOMPLETE);
     assert!(r.stderr.contains("missing"), "{}", r.stderr);
-    let ls = sb.run(&["ls", "latest"]).ok().out();
-    assert_eq!(ls.lines().collect::<Vec<_>>(), vec!["/x", "/x/file"]);
+    let ls = sb.run(&["ls", "latest", "x"]).ok().out();
+    assert_eq!(
+        ls.lines().collect::<Vec<_>>(),
+        [ax.to_string(), format!("{ax}/file")]
+    );
     // A trailing slash or a `.` part names the same source: same recorded path, and the
     // second backup finds the first as its parent.
     let plain = sb.path("a/x");
@@ -409,21 +454,22 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
     let outside = sb.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let target = sb.path("target");
-    std::fs::create_dir_all(&target).unwrap();
+    let at = restored(&target, &sb.path("src"));
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
     // A link where the snapshot has a folder: restore replaces the link, never follows it.
-    std::os::unix::fs::symlink(&outside, target.join("src")).unwrap();
+    std::os::unix::fs::symlink(&outside, &at).unwrap();
     sb.run(&["restore", "latest", "--target", target.to_str().unwrap()])
         .ok();
     assert!(
         std::fs::read_dir(&outside).unwrap().next().is_none(),
         "wrote outside the target"
     );
-    assert!(!std::fs::symlink_metadata(target.join("src"))
+    assert!(!std::fs::symlink_metadata(&at)
         .unwrap()
         .file_type()
         .is_symlink());
     assert_eq!(
-        std::fs::read(target.join("src/inner/file")).unwrap(),
+        std::fs::read(restored(&target, &sb.path("src")).join("inner/file")).unwrap(),
         b"payload"
     );
 }
@@ -443,7 +489,7 @@ fn setuid_and_setgid_bits_come_back_only_with_the_owner() {
     let run = sb
         .run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    let meta = std::fs::metadata(out.join("src/tool")).unwrap();
+    let meta = std::fs::metadata(restored(&out, &sb.path("src")).join("tool")).unwrap();
     let mode = meta.permissions().mode() & 0o7777;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -518,11 +564,9 @@ fn tree_cache_holds_ciphertext_and_survives_damage() {
     .unwrap()
     .map(|e| e.unwrap().path())
     .collect();
-    assert_eq!(
-        trees.len(),
-        3,
-        "root, src and dir trees written at pack time"
-    );
+    // The root, the folders above `src`, `src` and `dir`.
+    let above = sb.path("src").ancestors().count() - 1;
+    assert_eq!(trees.len(), above + 2, "every tree written at pack time");
     for t in &trees {
         let b = std::fs::read(t).unwrap();
         assert!(
@@ -589,7 +633,7 @@ fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     // The cache holds no plaintext names, and a damaged cache is ignored, never trusted.
     let mut files = vec![cache.clone()];
     let mut trees = Vec::new();
@@ -752,13 +796,13 @@ fn hard_links_are_restored_as_links() {
         ])
         .ok();
     assert_eq!(run.json()["files_restored"], 4, "{}", run.out());
-    let ino = |p: &str| std::fs::metadata(out.join("src").join(p)).unwrap();
+    let ino = |p: &str| std::fs::metadata(restored(&out, &src).join(p)).unwrap();
     assert_eq!(ino("a").ino(), ino("b").ino());
     assert_eq!(ino("a").ino(), ino("sub/c").ino());
     assert_eq!(ino("a").nlink(), 3);
     assert_ne!(ino("alone").ino(), ino("a").ino());
     assert_eq!(
-        std::fs::read(out.join("src/sub/c")).unwrap(),
+        std::fs::read(restored(&out, &sb.path("src")).join("sub/c")).unwrap(),
         b"one file, three names"
     );
     // Restoring again over the restored tree keeps them linked.
@@ -778,9 +822,9 @@ fn a_rerun_of_restore_cleans_an_interrupted_ones_leftovers() {
     let out = sb.path("out");
     sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
         .ok();
-    let litter = out.join("src/sub/.a.custody-0123456789ab-3");
-    let top = out.join(".src.custody-00000000abcd-0");
-    let theirs = out.join("src/sub/.a.custody-notours");
+    let litter = restored(&out, &sb.path("src")).join("sub/.a.custody-0123456789ab-3");
+    let top = restored(&out, &src).with_file_name(".src.custody-00000000abcd-0");
+    let theirs = restored(&out, &sb.path("src")).join("sub/.a.custody-notours");
     for f in [&litter, &top, &theirs] {
         write(f, b"partial");
     }

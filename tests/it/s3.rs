@@ -77,7 +77,7 @@ fn cli_cycle(env: &[(&'static str, String)]) {
     assert_eq!(v2["bytes_new"], 0, "{v2}");
     let out = sb.path("out");
     run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
-    assert_same_tree(&src, &out.join("src"));
+    assert_same_tree(&src, &restored(&out, &src));
     assert_eq!(
         run(&["dump", "latest", "src/small/7"]).ok().stdout,
         b"small 7"
@@ -110,7 +110,7 @@ fn s3s_fs_cli_cycle_and_multipart() {
     run(&["check", "--read-data"]).ok();
     let out = sb.path("out");
     run(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
-    assert_same_tree(&sb.path("src"), &out.join("src"));
+    assert_same_tree(&sb.path("src"), &restored(&out, &sb.path("src")));
     // The 24 MiB packs really went up in parts: s3s-fs keeps no upload leftovers either.
     let stats: custody::repo::stats::RepositoryStats = run(&["--json", "stats"]).ok().report();
     assert!(stats.pack_bytes > 40 << 20, "{stats:?}");

@@ -8,17 +8,14 @@ use std::path::Path;
 use crate::common::*;
 use custody::repo::snapshots::LsEntry;
 
-/// The snapshot's paths below the source folder `src` (relative, sorted).
+/// The snapshot's paths below the source folder `src` (relative, sorted), listed by the
+/// source's full path as the snapshot keeps it.
 fn listed(sb: &Sandbox, src: &Path) -> Vec<String> {
-    let v: Vec<LsEntry> = sb.run(&["--json", "ls", "latest"]).ok().report();
-    let name = src.file_name().unwrap().to_str().unwrap();
+    let at = src.to_str().unwrap();
+    let v: Vec<LsEntry> = sb.run(&["--json", "ls", "latest", at]).ok().report();
     let mut out: Vec<String> = v
         .into_iter()
-        .filter_map(|e| {
-            e.path
-                .strip_prefix(&format!("/{name}/"))
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.path.strip_prefix(&format!("{at}/")).map(str::to_string))
         .collect();
     out.sort();
     out
@@ -162,12 +159,10 @@ fn files_from_in_all_three_forms() {
         raw.to_str().unwrap(),
     ])
     .ok();
-    let v: Vec<LsEntry> = sb.run(&["--json", "ls", "latest"]).ok().report();
-    let mut names: Vec<String> = v.into_iter().map(|e| e.path).collect();
-    names.sort();
+    // Each file at its full path, below the folders that lead to it.
     assert_eq!(
-        names,
-        ["/#hash", "/a.txt", "/b.txt", "/c.dat", "/new\nline"]
+        listed(&sb, &dir),
+        ["#hash", "a.txt", "b.txt", "c.dat", "new\nline"]
     );
     // Standard input works as a list too.
     let out = sb.run_stdin(
@@ -217,12 +212,18 @@ fn one_file_system_stays_on_the_source_file_system() {
     let paths: Vec<&str> = v.iter().map(|e| e.path.as_str()).collect();
     // The -x snapshot has the mount point, empty; the other one has what is mounted there.
     assert_eq!(
-        paths.iter().filter(|p| **p == "/src/mnt").count(),
+        paths
+            .iter()
+            .filter(|p| **p == mnt.to_str().unwrap())
+            .count(),
         2,
         "{paths:?}"
     );
     assert_eq!(
-        paths.iter().filter(|p| **p == "/src/mnt/elsewhere").count(),
+        paths
+            .iter()
+            .filter(|p| **p == mnt.join("elsewhere").to_str().unwrap())
+            .count(),
         1,
         "{paths:?}"
     );

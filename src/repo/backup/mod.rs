@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
-use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::snapshot::{Layout, Snapshot, Summary};
 use crate::format::REPO_FORMAT;
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repo::parent_cache::ParentCache;
@@ -30,6 +30,7 @@ use crate::store::FileKind;
 
 mod report;
 pub mod select;
+mod sources;
 mod stages;
 #[cfg(test)]
 mod tests;
@@ -95,10 +96,22 @@ pub struct BackupReport {
     pub dry_run: bool,
 }
 
-/// A source path as snapshots record it: absolute, without `.` parts or a trailing slash, so
-/// that `/srv/data/` and `/srv/data` are one source (and one `forget` group).
+/// A source path as snapshots record it: absolute, without `.` or `..` parts or a trailing
+/// slash (cleaned by its text, as restic does), so that `/srv/data/`, `/srv/./data` and
+/// `/srv/data` are one source (and one `forget` group).
 pub fn source_path(p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    Ok(std::path::absolute(p)?.components().collect())
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in std::path::absolute(p)?.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
@@ -248,6 +261,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         writer: repo.signer(),
         chain: slot.as_ref().map(|s| s.link),
         repaired: None,
+        layout: Layout::Paths,
     };
     if opts.dry_run {
         return Ok(BackupReport {

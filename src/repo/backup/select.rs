@@ -1,11 +1,8 @@
 //! What a backup leaves out (`--exclude` and friends, with restic's names and meaning):
 //! patterns, cache folders, marker files, a size limit and file-system boundaries.
 //!
-//! Patterns are globs (the `globset` crate) matched against a file's absolute path: `*` and
-//! `?` stay within one path part, `**` spans any number of them, `[...]` is a class. A pattern
-//! that starts with `/` is anchored at the file-system root; any other pattern may match at
-//! any depth (`*.tmp`, `node_modules`, `build/*.o`). A pattern that matches a folder leaves out
-//! everything in it. In exclude files, empty lines and lines starting with `#` are ignored,
+//! Patterns are those of [`crate::repo::patterns`], matched against a file's absolute path;
+//! a pattern that matches a folder leaves out everything in it. In exclude files, empty lines and lines starting with `#` are ignored,
 //! `$VAR`/`${VAR}` are expanded, and a line starting with `!` takes back what an earlier
 //! pattern excluded (the last matching line wins).
 
@@ -14,7 +11,9 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
+
+use crate::repo::patterns::Patterns;
 
 use crate::error::{Error, Result};
 
@@ -31,62 +30,6 @@ pub struct SelectOptions {
     pub exclude_if_present: Vec<String>,
     pub exclude_larger_than: Option<u64>,
     pub one_file_system: bool,
-}
-
-/// One side of the pattern list (case-sensitive or not), in order, with negations.
-#[derive(Debug)]
-struct Patterns {
-    set: GlobSet,
-    negated: Vec<bool>,
-}
-
-impl Patterns {
-    fn new(patterns: &[String], case_insensitive: bool) -> Result<Option<Patterns>> {
-        if patterns.is_empty() {
-            return Ok(None);
-        }
-        let mut b = GlobSetBuilder::new();
-        let mut negated = Vec::new();
-        for p in patterns {
-            let (neg, pat) = match p.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, p.as_str()),
-            };
-            let pat = pat.trim_end_matches('/');
-            if pat.is_empty() {
-                continue;
-            }
-            let anchored = if pat.starts_with('/') {
-                pat.to_string()
-            } else {
-                format!("**/{pat}")
-            };
-            // The pattern, and everything below what it matches.
-            for g in [anchored.clone(), format!("{anchored}/**")] {
-                let glob = GlobBuilder::new(&g)
-                    .literal_separator(true)
-                    .case_insensitive(case_insensitive)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|e| Error::invalid(format!("exclude pattern {p:?}: {e}")))?;
-                b.add(glob);
-                negated.push(neg);
-            }
-        }
-        let set = b
-            .build()
-            .map_err(|e| Error::invalid(format!("exclude patterns: {e}")))?;
-        Ok(Some(Patterns { set, negated }))
-    }
-
-    /// Whether the last pattern that matches `path` excludes it.
-    fn excludes(&self, path: &Path) -> bool {
-        self.set
-            .matches(path)
-            .into_iter()
-            .max()
-            .is_some_and(|i| !self.negated[i])
-    }
 }
 
 /// The compiled selection.
@@ -127,8 +70,8 @@ impl Selection {
             )));
         }
         Ok(Selection {
-            exact: Patterns::new(&o.exclude, false)?,
-            folded: Patterns::new(&o.iexclude, true)?,
+            exact: Patterns::new(&o.exclude, false, "exclude")?,
+            folded: Patterns::new(&o.iexclude, true, "exclude")?,
             caches: o.exclude_caches,
             markers,
             larger_than: o.exclude_larger_than,
@@ -139,8 +82,8 @@ impl Selection {
     /// Whether `path` (absolute) is left out by a pattern, its size, or its file system
     /// (`root_dev`: the device of the source it was found under).
     pub fn excluded(&self, path: &Path, meta: &Metadata, root_dev: u64) -> Option<Excluded> {
-        if self.exact.as_ref().is_some_and(|p| p.excludes(path))
-            || self.folded.as_ref().is_some_and(|p| p.excludes(path))
+        if self.exact.as_ref().is_some_and(|p| p.matches(path))
+            || self.folded.as_ref().is_some_and(|p| p.matches(path))
         {
             return Some(Excluded::Pattern);
         }
@@ -341,10 +284,10 @@ mod tests {
 
     fn excludes(patterns: &[&str], ci: bool, path: &str) -> bool {
         let p: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
-        Patterns::new(&p, ci)
+        Patterns::new(&p, ci, "exclude")
             .unwrap()
             .unwrap()
-            .excludes(Path::new(path))
+            .matches(Path::new(path))
     }
 
     #[test]
@@ -367,7 +310,7 @@ mod tests {
         // The last matching pattern wins; `!` takes back.
         assert!(!excludes(&["*.log", "!keep.log"], false, "/a/keep.log"));
         assert!(excludes(&["*.log", "!keep.log"], false, "/a/drop.log"));
-        assert!(Patterns::new(&["[".into()], false).is_err());
+        assert!(Patterns::new(&["[".into()], false, "exclude").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! parent snapshot or the local parent cache) which files are unchanged, and writes each
 //! folder's tree once its files' chunk ids are back from the hashers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::Read;
@@ -87,7 +87,7 @@ pub(super) struct Walker<'a> {
 }
 
 /// The extended attributes of `path` as a node stores them.
-fn xattrs_of(path: &Path) -> Vec<Xattr> {
+pub(super) fn xattrs_of(path: &Path) -> Vec<Xattr> {
     crate::xattr::read(path)
         .into_iter()
         .map(|(name, value)| Xattr {
@@ -130,17 +130,15 @@ impl Walker<'_> {
                 if list.is_empty() {
                     return Err(Error::invalid("no paths to back up"));
                 }
-                let mut names = HashSet::new();
-                let (given, mut missing) = (list.len(), 0);
+                let (given, mut found) = (list.len(), Vec::new());
                 for p in list {
                     let abs = super::source_path(&p).map_err(|e| Error::io(p.display(), e))?;
-                    let meta = match std::fs::symlink_metadata(&abs) {
-                        Ok(m) => m,
+                    match std::fs::symlink_metadata(&abs) {
+                        Ok(meta) => found.push((abs, meta)),
                         // One missing source of several: the others are backed up, and the
                         // missing one is reported like an unreadable file (exit 5).
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            missing += 1;
-                            if missing == given {
+                            if given == 1 {
                                 return Err(Error::NotFound(format!(
                                     "source path {}",
                                     p.display()
@@ -148,33 +146,31 @@ impl Walker<'_> {
                             }
                             self.skip(&abs, "no such file or directory");
                             paths.push(abs.display().to_string());
-                            continue;
                         }
                         Err(e) => return Err(Error::io(p.display(), e)),
-                    };
-                    paths.push(abs.display().to_string());
-                    self.root_dev = meta.dev();
-                    let Some(name) = abs.file_name().map(|n| n.to_os_string()) else {
-                        // The file-system root: its entries become the snapshot's root.
-                        if !meta.is_dir() || paths.len() > 1 {
-                            return Err(Error::invalid("`/` can only be backed up on its own"));
-                        }
-                        self.summary.dirs += 1;
-                        root = self.dir_entries(&abs, parent.cloned(), false)?;
-                        continue;
-                    };
-                    if !names.insert(name.clone()) {
-                        return Err(Error::invalid(format!(
-                            "two source paths end in the same name {name:?}"
-                        )));
-                    }
-                    let prev = parent
-                        .and_then(|t| t.find(name.as_encoded_bytes()))
-                        .cloned();
-                    if let Some(n) = self.node(&abs, &name, &meta, prev.as_ref())? {
-                        root.push(n);
                     }
                 }
+                if found.is_empty() {
+                    return Err(Error::NotFound("every source path".into()));
+                }
+                paths.extend(found.iter().map(|(p, _)| p.display().to_string()));
+                paths.sort();
+                paths.dedup();
+                if let [(abs, meta)] = &found[..] {
+                    if abs.parent().is_none() {
+                        // The file-system root: its entries are the snapshot's root.
+                        if !meta.is_dir() {
+                            return Err(Error::invalid("`/` is not a folder"));
+                        }
+                        self.root_dev = meta.dev();
+                        self.summary.dirs += 1;
+                        root = self.dir_entries(abs, parent.cloned(), false)?;
+                        let root_id = self.store_tree(root)?;
+                        return Ok((root_id, paths, self.summary, self.skipped));
+                    }
+                }
+                let sources = super::sources::SourceTree::new(found)?;
+                root = self.folders(Path::new("/"), sources, parent.cloned(), parent)?;
             }
             Source::Stdin { name, reader } => {
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -468,13 +464,7 @@ impl Walker<'_> {
             }
             let mut node = node_base(name, NodeKind::Dir, meta);
             node.xattrs = xattrs_of(path);
-            let prev_tree = match (prev.and_then(|p| p.subtree), self.local_parent) {
-                (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
-                (Some(id), None) if self.index.contains(id) => {
-                    self.repo.load_tree(self.index, &id).ok()
-                }
-                _ => None,
-            };
+            let prev_tree = prev.and_then(|p| self.prev_tree(p));
             self.summary.dirs += 1;
             // A mount point under `-x` is kept, empty.
             let entries = if self.select.stays_out(meta, self.root_dev) {
@@ -517,6 +507,17 @@ impl Walker<'_> {
             tracing::info!(path = %path.display(), "socket left out");
             self.summary.sockets_skipped += 1;
             Ok(None)
+        }
+    }
+
+    /// The listing of a folder in the parent, from the local parent cache or the repository.
+    pub(super) fn prev_tree(&self, prev: &Node) -> Option<Tree> {
+        match (prev.subtree, self.local_parent) {
+            (Some(id), Some(cache)) => cache.load_tree(self.repo, &id),
+            (Some(id), None) if self.index.contains(id) => {
+                self.repo.load_tree(self.index, &id).ok()
+            }
+            _ => None,
         }
     }
 

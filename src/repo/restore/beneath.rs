@@ -8,12 +8,13 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::format::tree::{Node, NodeKind};
+use crate::fs_at::{check, cstr, openat};
 
 fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -56,46 +57,6 @@ fn is_leftover(name: &[u8]) -> bool {
         && tail[..12].iter().all(u8::is_ascii_hexdigit)
         && tail[12] == b'-'
         && tail[13..].iter().all(u8::is_ascii_digit)
-}
-
-fn cstr(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn openat(
-    dir: &OwnedFd,
-    name: &OsStr,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    loop {
-        // SAFETY: a valid descriptor and a NUL-terminated name; the result is checked.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                libc::c_uint::from(mode),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a descriptor just returned to us and owned by nobody else.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 impl Beneath {
@@ -232,14 +193,14 @@ impl Beneath {
     }
 
     /// Creates folder `name` in `parent`; an existing folder is kept, anything else in its
-    /// place (a file, a symlink) is removed first.
-    pub(super) fn mkdir(&self, parent: &Path, name: &OsStr) -> io::Result<()> {
+    /// place (a file, a symlink) is removed first. Whether it was created.
+    pub(super) fn mkdir(&self, parent: &Path, name: &OsStr) -> io::Result<bool> {
         let dir = self.dir(parent)?;
         let c = cstr(name)?;
         // SAFETY: valid descriptor and NUL-terminated name.
         let r = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) };
         if r == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::AlreadyExists {
@@ -248,23 +209,61 @@ impl Beneath {
         if self.is_dir(&dir, &c)? {
             // A folder from an earlier restore: what an interrupted one left behind goes.
             self.sweep(&parent.join(name));
-            return Ok(());
+            return Ok(false);
         }
         // SAFETY: as above; removes the link or file itself, never what it points to.
         check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })?;
         // SAFETY: as above.
-        check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })
+        check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })?;
+        Ok(true)
+    }
+
+    /// What is at `name` in `parent` now (not following a symlink); `None` if nothing.
+    pub(super) fn existing(&self, parent: &Path, name: &OsStr) -> io::Result<Option<libc::stat>> {
+        match crate::fs_at::stat_at(&self.dir(parent)?, name) {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names in folder `rel`, listed through its descriptor.
+    pub(super) fn list(&self, rel: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        crate::fs_at::list(&self.dir(rel)?)
+    }
+
+    /// Removes `name` in `parent` and all it holds (`--delete`); how many entries went.
+    pub(super) fn remove_all(&self, parent: &Path, name: &OsStr) -> io::Result<u64> {
+        crate::fs_at::remove_all(&self.dir(parent)?, name)
+    }
+
+    /// Removes folder `rel` if it is empty (a folder made only to reach paths that matched
+    /// nothing); whether it went.
+    pub(super) fn remove_if_empty(&self, rel: &Path) -> bool {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return false;
+        };
+        let (Ok(dir), Ok(c)) = (self.dir(parent), cstr(name)) else {
+            return false;
+        };
+        // SAFETY: valid descriptor and NUL-terminated name; fails unless an empty folder.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) == 0 }
+    }
+
+    /// Opens file `name` in `parent` for reading (`--verify`), never through a link.
+    pub(super) fn open_read(&self, parent: &Path, name: &OsStr) -> io::Result<File> {
+        let dir = self.dir(parent)?;
+        Ok(File::from(openat(&dir, name, libc::O_RDONLY, 0)?))
     }
 
     /// Removes the temporary files an interrupted restore left in folder `rel` (names made by
     /// `temp_name`: `.NAME.custody-<12 hex>-<n>`), never following anything.
     pub(super) fn sweep(&self, rel: &Path) {
         let Ok(dir) = self.dir(rel) else { return };
-        let Ok(entries) = std::fs::read_dir(self.shown(rel)) else {
+        let Ok(entries) = crate::fs_at::list(&dir) else {
             return;
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
+        for name in entries {
             if !is_leftover(name.as_bytes()) {
                 continue;
             }
@@ -277,17 +276,8 @@ impl Beneath {
     }
 
     fn is_dir(&self, dir: &OwnedFd, name: &CString) -> io::Result<bool> {
-        // SAFETY: a zeroed stat is a valid out-parameter; fstatat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, valid out-pointer.
-        check(unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        })?;
+        let name = OsStr::from_bytes(name.as_bytes());
+        let st = crate::fs_at::stat_at(dir, name)?;
         Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
     }
 
@@ -400,6 +390,10 @@ impl Beneath {
     pub(super) fn finish_dir(&self, rel: &Path, node: &Node) -> io::Result<()> {
         let dir = self.dir(rel)?;
         self.apply(&dir, node)?;
+        // A folder above the sources has no recorded time (docs/FORMAT.md §8): left as found.
+        if node.mtime_sec == 0 && node.mtime_nsec == 0 {
+            return Ok(());
+        }
         let time = timespec(node.mtime_sec, node.mtime_nsec);
         let times = [time, time];
         // SAFETY: a valid descriptor and a two-element times array.

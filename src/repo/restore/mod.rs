@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{Layout, Snapshot};
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{PackId, SessionId, TreeId};
 use crate::pack::BlobEntry;
@@ -19,22 +19,40 @@ use crate::repo::walk::{Budget, TreeWalker, Visits};
 use crate::repo::{Index, Repository};
 
 mod beneath;
+mod dry_run;
 mod fetch;
 mod files;
 mod output;
+mod overwrite;
+pub mod select;
+mod verify;
 
 pub use output::{FailedPath, RestoreOutput};
+pub use overwrite::Overwrite;
 
 use beneath::Beneath;
 use fetch::restore_pack;
 pub use files::write_file;
 use files::{finish_file, restore_sequentially, restore_symlink, temp_name};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
-    /// Snapshot-relative paths (`dir/file`); empty restores everything.
+    /// Paths from the root tree (`dir/file`, see `crate::repo::locate`); none (and no
+    /// include pattern) restores everything.
     pub includes: Vec<String>,
+    /// Include patterns (case-sensitive, case-insensitive): see [`select`].
+    pub include_patterns: (Vec<String>, Vec<String>),
+    /// Exclude patterns (case-sensitive, case-insensitive).
+    pub exclude_patterns: (Vec<String>, Vec<String>),
+    pub overwrite: Overwrite,
+    /// Remove what the target's folders hold that the snapshot's do not (only at or below a
+    /// source, and only in folders restored whole).
+    pub delete: bool,
+    /// Read every restored file back and compare it with the snapshot.
+    pub verify: bool,
+    /// Say what would be restored (and deleted), change nothing.
+    pub dry_run: bool,
     pub threads: usize,
 }
 
@@ -59,23 +77,24 @@ pub struct RestoreReport {
     /// What could not be reproduced (as another user than root, or where the file system
     /// refuses an attribute): one line each, for the summary.
     pub not_restored: Vec<String>,
+    /// Existing files kept by `--overwrite`.
+    pub kept: u64,
+    /// Entries removed by `--delete` (a folder and what it held count one each).
+    pub deleted: u64,
+    /// Files read back and found equal to the snapshot's (`--verify`).
+    pub verified: u64,
 }
 
-fn included(rel: &[u8], includes: &[Vec<u8>]) -> (bool, bool) {
-    // (restore this node, descend into it)
-    if includes.is_empty() {
-        return (true, true);
+/// Whether folder `rel` is a source or inside one: `--delete` works only there, since a
+/// folder above a source holds more than was backed up.
+fn within_source(snap: &Snapshot, rel: &[u8]) -> bool {
+    let sources = snap.paths.iter().filter(|p| p.starts_with('/'));
+    match snap.layout {
+        Layout::Names => !rel.is_empty() || snap.paths.iter().any(|p| p == "/"),
+        Layout::Paths => sources.map(|p| p.trim_matches('/').as_bytes()).any(|p| {
+            p.is_empty() || rel == p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
+        }),
     }
-    let mut restore = false;
-    let mut descend = false;
-    for inc in includes {
-        let under =
-            rel == inc.as_slice() || (rel.starts_with(inc) && rel.get(inc.len()) == Some(&b'/'));
-        let above = inc.starts_with(rel) && inc.get(rel.len()) == Some(&b'/');
-        restore |= under;
-        descend |= under || above;
-    }
-    (restore, descend)
 }
 
 /// A file being restored: its chunks arrive pack by pack, in any order.
@@ -136,20 +155,26 @@ pub fn restore(
     progress: &RestoreProgress,
 ) -> Result<RestoreReport> {
     let root = &snap.tree;
+    let filter = select::Filter::new(
+        &opts.includes,
+        (&opts.include_patterns.0, &opts.include_patterns.1),
+        (&opts.exclude_patterns.0, &opts.exclude_patterns.1),
+    )?;
+    if opts.dry_run {
+        return dry_run::dry_run(repo, index, snap, opts, &filter);
+    }
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     // Everything below happens through descriptors of folders inside the target.
     let target =
         Arc::new(Beneath::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?);
     // A rerun cleans what an interrupted restore left (each existing folder as it is met).
     target.sweep(Path::new(""));
-    let includes: Vec<Vec<u8>> = opts
-        .includes
-        .iter()
-        .map(|s| s.trim_matches('/').as_bytes().to_vec())
-        .filter(|s| !s.is_empty())
-        .collect();
     let mut report = RestoreReport::default();
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    // Each folder, and whether to remove it again if it stays empty (made only on the way
+    // to included paths that matched nothing in it).
+    let mut dirs: Vec<(PathBuf, Node, bool)> = Vec::new();
+    // `--delete`: folders restored whole, with the names their listing holds.
+    let mut deletions: Vec<(PathBuf, std::collections::HashSet<std::ffi::OsString>)> = Vec::new();
     // Hard links: the first name of each (device, inode) is restored, the others linked to it
     // once every file is in place.
     let mut first_names: HashMap<(u64, u64), (PathBuf, std::ffi::OsString)> = HashMap::new();
@@ -165,9 +190,10 @@ pub fn restore(
     // Each folder where its path puts it: a tree reached by two paths is restored twice.
     let mut walker =
         TreeWalker::new(repo, index, Visits::PerPath).with_budget(Budget::for_snapshot(snap));
-    // Each folder's context: its path in the snapshot, and its place under the target.
-    let root = (*root, (Vec::new(), PathBuf::new()));
-    walker.walk(vec![root], |_, (rel, dir), loaded, next| {
+    // Each folder's context: its path in the snapshot, its place under the target, and
+    // whether it is restored whole.
+    let root = (*root, (Vec::new(), PathBuf::new(), !filter.partial()));
+    walker.walk(vec![root], |_, (rel, dir, whole), loaded, next| {
         let tree = match loaded {
             Ok(t) => t,
             Err(e) => {
@@ -180,33 +206,59 @@ pub fn restore(
                 return Ok(());
             }
         };
+        if opts.delete && *whole && within_source(snap, rel) {
+            let names = tree.nodes.iter().map(|n| n.name.to_os()).collect();
+            deletions.push((dir.clone(), names));
+        }
         for node in tree.nodes {
             let mut child_rel = rel.clone();
             if !child_rel.is_empty() {
                 child_rel.push(b'/');
             }
             child_rel.extend_from_slice(&node.name.0);
-            let (restore_it, descend) = included(&child_rel, &includes);
+            let (restore_it, descend) = filter.decide(&child_rel, node.kind == NodeKind::Dir);
             if !descend {
                 continue;
             }
             let dest = dir.join(node.name.as_os());
             let shown = String::from_utf8_lossy(&child_rel).into_owned();
-            match node.kind {
-                NodeKind::Dir => {
-                    if let Err(e) = target.mkdir(dir, node.name.as_os()) {
-                        let at = target.shown(&dest);
-                        let at = crate::human::escape_bytes(at.as_os_str().as_encoded_bytes());
-                        report.failed.push((shown, Error::io(at, e)));
+            let fail = |e| {
+                let at = target.shown(&dest);
+                Error::io(
+                    crate::human::escape_bytes(at.as_os_str().as_encoded_bytes()),
+                    e,
+                )
+            };
+            // `--overwrite`: what is there already may stay.
+            if restore_it && node.kind != NodeKind::Dir && opts.overwrite != Overwrite::Always {
+                match target.existing(dir, node.name.as_os()) {
+                    Ok(Some(st)) if !opts.overwrite.replaces(&st, &node) => {
+                        report.kept += 1;
                         continue;
                     }
+                    Ok(_) => {}
+                    Err(e) => {
+                        report.failed.push((shown, fail(e)));
+                        continue;
+                    }
+                }
+            }
+            match node.kind {
+                NodeKind::Dir => {
+                    let created = match target.mkdir(dir, node.name.as_os()) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            report.failed.push((shown, fail(e)));
+                            continue;
+                        }
+                    };
                     if let Some(sub) = node.subtree {
-                        next.push((sub, (child_rel, dest.clone())));
+                        next.push((sub, (child_rel, dest.clone(), restore_it)));
                     }
                     // Made private (0700) so no other user can swap anything inside while the
                     // restore runs; every folder gets its own mode at the end, including the
                     // folders above an `--include`d path.
-                    dirs.push((dest, node));
+                    dirs.push((dest, node, created && !restore_it));
                 }
                 NodeKind::Symlink if restore_it => match restore_symlink(&target, dir, &node) {
                     Ok(()) => report.symlinks += 1,
@@ -215,11 +267,7 @@ pub fn restore(
                 NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice if restore_it => {
                     match target.special(dir, &node) {
                         Ok(()) => report.specials += 1,
-                        Err(e) => {
-                            let at = target.shown(&dest);
-                            let at = crate::human::escape_bytes(at.as_os_str().as_encoded_bytes());
-                            report.failed.push((shown, Error::io(at, e)));
-                        }
+                        Err(e) => report.failed.push((shown, fail(e))),
                     }
                 }
                 NodeKind::File if restore_it && node.links > 1 => {
@@ -278,14 +326,24 @@ pub fn restore(
     if let Err(e) = repo.record_damage(&damaged) {
         tracing::warn!("could not record the damaged packs: {e}");
     }
+    let mut restored = Vec::new();
     for (i, r) in done.files.into_inner().expect("lock") {
         match r {
             Ok(n) => {
                 report.files += 1;
                 report.bytes += n;
+                restored.push(i);
             }
             // Reported once, by the caller (the command lists them and counts them).
             Err(e) => report.failed.push((files[i].rel.clone(), e)),
+        }
+    }
+    if opts.verify {
+        for (i, r) in verify::verify_all(repo, index, files, &restored, opts.threads) {
+            match r {
+                Ok(()) => report.verified += 1,
+                Err(e) => report.failed.push((files[i].rel.clone(), e)),
+            }
         }
     }
 
@@ -301,9 +359,36 @@ pub fn restore(
         }
     }
 
+    for (dir, names) in deletions {
+        let shown = |name: &std::ffi::OsStr| {
+            let at = target.shown(&dir.join(name));
+            crate::human::escape_bytes(at.as_os_str().as_encoded_bytes())
+        };
+        let entries = match target.list(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                report
+                    .failed
+                    .push((shown("".as_ref()), Error::io(shown("".as_ref()), e)));
+                continue;
+            }
+        };
+        for name in entries.into_iter().filter(|n| !names.contains(n)) {
+            match target.remove_all(&dir, &name) {
+                Ok(n) => report.deleted += n,
+                Err(e) => report
+                    .failed
+                    .push((shown(&name), Error::io(shown(&name), e))),
+            }
+        }
+    }
+
     // Folder times last (writing files into a folder changes its mtime), deepest first.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
-    for (dest, node) in dirs {
+    dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.as_os_str().as_bytes().len()));
+    for (dest, node, if_empty) in dirs {
+        if if_empty && target.remove_if_empty(&dest) {
+            continue;
+        }
         report.dirs += 1;
         let _ = target.finish_dir(&dest, &node);
     }
@@ -413,20 +498,4 @@ pub fn find_node(
         }
     }
     Ok(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::included;
-
-    #[test]
-    fn include_rules() {
-        let inc = vec![b"a/b".to_vec()];
-        assert_eq!(included(b"a", &inc), (false, true));
-        assert_eq!(included(b"a/b", &inc), (true, true));
-        assert_eq!(included(b"a/b/c", &inc), (true, true));
-        assert_eq!(included(b"a/bc", &inc), (false, false));
-        assert_eq!(included(b"x", &inc), (false, false));
-        assert_eq!(included(b"x", &[]), (true, true));
-    }
 }

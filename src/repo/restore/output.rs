@@ -38,6 +38,18 @@ pub struct RestoreOutput {
     /// What could not be reproduced (not root, or refused by the file system).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_restored: Vec<String>,
+    /// Existing files kept (`--overwrite`).
+    #[serde(default)]
+    pub files_kept: u64,
+    /// Entries removed from the target (`--delete`).
+    #[serde(default)]
+    pub deleted: u64,
+    /// Files read back and found equal to the snapshot's (`--verify`).
+    #[serde(default)]
+    pub verified: u64,
+    /// Nothing was changed: the counts say what a restore would do.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl RestoreOutput {
@@ -67,6 +79,10 @@ impl RestoreOutput {
             specials_restored: r.specials,
             leftovers_removed: r.leftovers_removed,
             not_restored: r.not_restored.clone(),
+            files_kept: r.kept,
+            deleted: r.deleted,
+            verified: r.verified,
+            dry_run: false,
         }
     }
 }
@@ -75,13 +91,32 @@ impl fmt::Display for RestoreOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "restored snapshot {} to {}: {} files, {} in {:.1}s",
+            "{} snapshot {} to {}: {} files, {} in {:.1}s",
+            if self.dry_run {
+                "dry run: would restore"
+            } else {
+                "restored"
+            },
             self.snapshot_id.short(),
             self.target.display(),
             self.files_restored,
             bytes(self.bytes_restored),
             self.duration_secs
         )?;
+        if self.files_kept > 0 {
+            write!(f, "; {} existing file(s) kept", self.files_kept)?;
+        }
+        if self.deleted > 0 {
+            let verb = if self.dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            };
+            write!(f, "; {verb} {} entries not in the snapshot", self.deleted)?;
+        }
+        if self.verified > 0 {
+            write!(f, "; {} file(s) read back and verified", self.verified)?;
+        }
         if let Some(first) = self.failed.first() {
             write!(
                 f,

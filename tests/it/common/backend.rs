@@ -144,7 +144,7 @@ impl Repo {
             let out = self.sb.path(&format!("restored/{id}"));
             self.run(&["restore", &id, "--target", out.to_str().unwrap()])
                 .ok();
-            assert_same_tree(&src, &out.join(src.file_name().unwrap()));
+            assert_same_tree(&src, &restored(&out, &src));
         }
         snaps.0.len()
     }

@@ -106,6 +106,24 @@ impl Sandbox {
         finish(self.cmd(args).output().expect("run custody"))
     }
 
+    /// The tree id of the folder at `path` (absolute, as backed up) in a snapshot's trees,
+    /// read with `cat` as a key holder would.
+    pub fn tree_at(&self, snapshot: &str, path: &Path) -> String {
+        let snap = self.run(&["cat", "snapshot", snapshot]).ok().json();
+        let mut tree = snap["tree"].as_str().unwrap().to_string();
+        for part in path.strip_prefix("/").expect("absolute").iter() {
+            let t = self.run(&["cat", "tree", &tree]).ok().json();
+            let node = t["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["name"].as_str() == part.to_str())
+                .unwrap_or_else(|| panic!("{} not in {tree}", part.to_string_lossy()));
+            tree = node["subtree"].as_str().unwrap().to_string();
+        }
+        tree
+    }
+
     /// Runs with extra environment (service endpoints, credentials).
     pub fn run_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
         &self,
@@ -239,6 +257,11 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 pub fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
+}
+
+/// Where restore puts a source: under the target at its full path (docs/FORMAT.md §8).
+pub fn restored(target: &Path, source: &Path) -> PathBuf {
+    target.join(source.strip_prefix("/").expect("absolute source"))
 }
 
 /// Compares two trees: names, types, contents, link targets and permission bits.

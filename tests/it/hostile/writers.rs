@@ -38,7 +38,7 @@ fn latest_alpha_is_genuine(e: &Estate, f: &mut Findings) {
     );
     if run.code == EXIT_OK {
         let files = e.genuine[1].files.clone();
-        let same = std::panic::catch_unwind(|| assert_same_tree(&files, &out.join("data")));
+        let same = std::panic::catch_unwind(|| assert_same_tree(&files, &restored(&out, &files)));
         f.expect(same.is_ok(), || {
             "latest --host alpha restored other files".into()
         });
@@ -353,7 +353,8 @@ fn poisoned_dedup(e: &Estate, f: &mut Findings) {
             target.to_str().unwrap(),
         ]);
         let same = r.code == EXIT_OK
-            && std::fs::read(target.join("victim-src/download.bin")).ok() == Some(future.clone());
+            && std::fs::read(restored(&target, &dir).join("download.bin")).ok()
+                == Some(future.clone());
         f.expect(same, || {
             format!(
                 "DATA LOST: {label}'s backup of the file the writer claimed restores with exit {} and other bytes: {}",
