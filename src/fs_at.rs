@@ -141,3 +141,143 @@ pub fn lstat(path: &std::path::Path) -> io::Result<libc::stat> {
     check(unsafe { libc::lstat(c.as_ptr(), &mut st) })?;
     Ok(st)
 }
+
+/// A file's status as `fstatat` gives it, with the accessors of `std`'s `MetadataExt`
+/// (`std::fs::Metadata` cannot be made from a descriptor-relative call).
+#[derive(Clone, Copy)]
+pub struct Stat(pub libc::stat);
+
+impl std::fmt::Debug for Stat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Stat(dev {}, ino {}, mode {:o})",
+            self.dev(),
+            self.ino(),
+            self.0.st_mode
+        )
+    }
+}
+
+impl Stat {
+    /// `name` in `dir` itself (not following a symlink).
+    pub fn at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<Stat> {
+        stat_at(dir, name).map(Stat)
+    }
+
+    /// `path` itself (not following a symlink in its last part).
+    pub fn of_path(path: &std::path::Path) -> io::Result<Stat> {
+        lstat(path).map(Stat)
+    }
+
+    /// An open file or folder.
+    pub fn of_fd(fd: &impl AsRawFd) -> io::Result<Stat> {
+        // SAFETY: a zeroed stat is a valid out-parameter; fstat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and out-pointer.
+        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+        Ok(Stat(st))
+    }
+
+    fn kind(&self) -> libc::mode_t {
+        self.0.st_mode & libc::S_IFMT
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    pub fn is_fifo(&self) -> bool {
+        self.kind() == libc::S_IFIFO
+    }
+    pub fn is_char_device(&self) -> bool {
+        self.kind() == libc::S_IFCHR
+    }
+    pub fn is_block_device(&self) -> bool {
+        self.kind() == libc::S_IFBLK
+    }
+    pub fn mode(&self) -> u32 {
+        self.0.st_mode
+    }
+    pub fn uid(&self) -> u32 {
+        self.0.st_uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.0.st_gid
+    }
+    pub fn len(&self) -> u64 {
+        self.0.st_size as u64
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn nlink(&self) -> u64 {
+        self.0.st_nlink
+    }
+    pub fn dev(&self) -> u64 {
+        self.0.st_dev
+    }
+    pub fn ino(&self) -> u64 {
+        self.0.st_ino
+    }
+    pub fn rdev(&self) -> u64 {
+        self.0.st_rdev
+    }
+    pub fn mtime(&self) -> i64 {
+        self.0.st_mtime
+    }
+    pub fn mtime_nsec(&self) -> i64 {
+        self.0.st_mtime_nsec
+    }
+    pub fn ctime(&self) -> i64 {
+        self.0.st_ctime
+    }
+    pub fn ctime_nsec(&self) -> i64 {
+        self.0.st_ctime_nsec
+    }
+}
+
+/// The target of symlink `name` in `dir`.
+pub fn readlink_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<OsString> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid descriptor, NUL-terminated name, and a buffer of `buf.len()` bytes.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if (n as usize) < buf.len() {
+            buf.truncate(n as usize);
+            return Ok(OsString::from_vec(buf));
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
+/// A path that reaches `name` in the folder open as `dir` without walking the folder's own
+/// path again (`/proc/self/fd/N/name`), for calls that take only paths (the `l*xattr`
+/// family); `fallback` where `/proc` is not mounted.
+pub fn proc_path(
+    dir: &impl AsRawFd,
+    name: &OsStr,
+    fallback: &std::path::Path,
+) -> std::path::PathBuf {
+    static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *PROC.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir()) {
+        std::path::Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+    } else {
+        fallback.to_path_buf()
+    }
+}

@@ -6,13 +6,14 @@
 //! `$VAR`/`${VAR}` are expanded, and a line starting with `!` takes back what an earlier
 //! pattern excluded (the last matching line wins).
 
-use std::fs::Metadata;
+use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use globset::GlobBuilder;
 
+use crate::fs_at::{self, Stat};
 use crate::repo::patterns::Patterns;
 
 use crate::error::{Error, Result};
@@ -81,7 +82,7 @@ impl Selection {
 
     /// Whether `path` (absolute) is left out by a pattern, its size, or its file system
     /// (`root_dev`: the device of the source it was found under).
-    pub fn excluded(&self, path: &Path, meta: &Metadata, root_dev: u64) -> Option<Excluded> {
+    pub fn excluded(&self, path: &Path, meta: &Stat, root_dev: u64) -> Option<Excluded> {
         if self.exact.as_ref().is_some_and(|p| p.matches(path))
             || self.folded.as_ref().is_some_and(|p| p.matches(path))
         {
@@ -99,25 +100,25 @@ impl Selection {
 
     /// Whether the walk stays out of folder `meta` (another file system, with `-x`): it is
     /// stored, empty.
-    pub fn stays_out(&self, meta: &Metadata, root_dev: u64) -> bool {
+    pub fn stays_out(&self, meta: &Stat, root_dev: u64) -> bool {
         self.one_file_system && meta.dev() != root_dev
     }
 
     /// What to do with a folder's entries given its marker files: `None` keeps them; `Some`
     /// keeps only the names listed (a cache folder keeps its `CACHEDIR.TAG`; a folder with an
     /// `--exclude-if-present` marker keeps nothing and is left out).
-    pub fn folder_rule(&self, dir: &Path) -> FolderRule {
+    pub fn folder_rule(&self, dir: &OwnedFd) -> FolderRule {
         for (name, content) in &self.markers {
-            let marker = dir.join(name);
+            let marker = OsStr::new(name);
             let found = match content {
-                None => std::fs::symlink_metadata(&marker).is_ok(),
-                Some(c) => starts_with(&marker, c),
+                None => Stat::at(dir, marker).is_ok(),
+                Some(c) => starts_with(dir, marker, c),
             };
             if found {
                 return FolderRule::LeaveOut;
             }
         }
-        if self.caches && starts_with(&dir.join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE) {
+        if self.caches && starts_with(dir, OsStr::new("CACHEDIR.TAG"), CACHEDIR_SIGNATURE) {
             return FolderRule::OnlyTag;
         }
         FolderRule::Keep
@@ -143,16 +144,12 @@ pub enum FolderRule {
     LeaveOut,
 }
 
-/// Whether the regular file at `path` starts with `prefix` (not following a symlink).
-fn starts_with(path: &Path, prefix: &[u8]) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    else {
+/// Whether the regular file `name` in `dir` starts with `prefix` (not following a symlink).
+fn starts_with(dir: &OwnedFd, name: &OsStr, prefix: &[u8]) -> bool {
+    let Ok(f) = fs_at::openat(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0) else {
         return false;
     };
+    let f = std::fs::File::from(f);
     if !f.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }

@@ -1,14 +1,14 @@
 //! The sources as snapshots hold them (docs/FORMAT.md §8): each at its full path, below the
 //! folders that lead to it.
 
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::tree::{NodeKind, Tree};
+use crate::fs_at::Stat;
 
-use super::walker::{node_base, xattrs_of, Pending, Walker};
+use super::walker::{node_base, open_path, xattrs_of, Pending, Walker};
 
 impl Walker<'_> {
     /// The folders above the sources, each holding what lies below it (docs/FORMAT.md §8),
@@ -19,6 +19,7 @@ impl Walker<'_> {
     /// nothing, since a file is reused only when its inode, times and size all agree).
     pub(super) fn folders(
         &mut self,
+        at_fd: &OwnedFd,
         at: &Path,
         sources: SourceTree,
         prev: Option<Tree>,
@@ -35,20 +36,21 @@ impl Walker<'_> {
                 let prev_node =
                     prev_node.or_else(|| legacy?.find(name.as_encoded_bytes()).cloned());
                 self.root_dev = meta.dev();
-                if let Some(n) = self.node(&path, &name, &meta, prev_node.as_ref())? {
+                if let Some(n) = self.node(at_fd, &path, &name, &meta, prev_node.as_ref())? {
                     out.push(n);
                 }
                 continue;
             }
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io(path.display(), e))?;
+            let here = open_path(&path)?;
+            let meta = Stat::of_fd(&here).map_err(|e| Error::io(path.display(), e))?;
             let mut node = node_base(&name, NodeKind::Dir, &meta);
             // Its time changes with every file made beside the source: recorded, it would
             // make every unchanged backup store new trees. Zero means "not recorded".
             (node.mtime_sec, node.mtime_nsec) = (0, 0);
-            node.xattrs = xattrs_of(&path);
+            node.xattrs = xattrs_of(at_fd, &name, &path);
             let prev_tree = prev_node.and_then(|p| self.prev_tree(&p));
             self.summary.dirs += 1;
-            let children = self.folders(&path, below, prev_tree, legacy)?;
+            let children = self.folders(&here, &path, below, prev_tree, legacy)?;
             self.deferred += 1;
             out.push(Pending {
                 node,
@@ -65,13 +67,13 @@ impl Walker<'_> {
 pub(super) struct SourceTree {
     children: std::collections::BTreeMap<std::ffi::OsString, SourceTree>,
     /// Set where a source is: its metadata.
-    source: Option<Metadata>,
+    source: Option<Stat>,
 }
 
 impl SourceTree {
     /// `found`: absolute, normalised source paths (see [`super::source_path`]) with their
     /// metadata. A source inside another is refused: the outer one holds it already.
-    pub(super) fn new(found: Vec<(std::path::PathBuf, Metadata)>) -> Result<SourceTree> {
+    pub(super) fn new(found: Vec<(std::path::PathBuf, Stat)>) -> Result<SourceTree> {
         let mut top = SourceTree::default();
         for (path, meta) in found {
             let mut at = &mut top;

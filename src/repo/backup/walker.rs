@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -16,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::name::RawName;
 use crate::format::snapshot::Summary;
 use crate::format::tree::{Node, NodeKind, Salt, Tree, Xattr};
+use crate::fs_at::{self, Stat};
 use crate::id::{ChunkId, TreeId};
 use crate::pack::BlobType;
 use crate::repo::parent_cache::{ParentCache, ParentRecorder};
@@ -86,9 +86,9 @@ pub(super) struct Walker<'a> {
     pub(super) root_dev: u64,
 }
 
-/// The extended attributes of `path` as a node stores them.
-pub(super) fn xattrs_of(path: &Path) -> Vec<Xattr> {
-    crate::xattr::read(path)
+/// The extended attributes of `name` in folder `dir` (at `path`) as a node stores them.
+pub(super) fn xattrs_of(dir: &OwnedFd, name: &OsStr, path: &Path) -> Vec<Xattr> {
+    crate::xattr::read(&fs_at::proc_path(dir, name, path))
         .into_iter()
         .map(|(name, value)| Xattr {
             name: RawName(name),
@@ -97,7 +97,15 @@ pub(super) fn xattrs_of(path: &Path) -> Vec<Xattr> {
         .collect()
 }
 
-pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Metadata) -> Node {
+/// A folder named by the user (a source's, or one above it), opened by its path: symlinks on
+/// the way are the user's to choose.
+pub(super) fn open_path(path: &Path) -> Result<OwnedFd> {
+    std::fs::File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+pub(super) fn node_base(name: &OsStr, kind: NodeKind, meta: &Stat) -> Node {
     Node {
         name: RawName::from_os(name),
         kind,
@@ -133,7 +141,7 @@ impl Walker<'_> {
                 let (given, mut found) = (list.len(), Vec::new());
                 for p in list {
                     let abs = super::source_path(&p).map_err(|e| Error::io(p.display(), e))?;
-                    match std::fs::symlink_metadata(&abs) {
+                    match Stat::of_path(&abs) {
                         Ok(meta) => found.push((abs, meta)),
                         // One missing source of several: the others are backed up, and the
                         // missing one is reported like an unreadable file (exit 5).
@@ -164,13 +172,15 @@ impl Walker<'_> {
                         }
                         self.root_dev = meta.dev();
                         self.summary.dirs += 1;
-                        root = self.dir_entries(abs, parent.cloned(), false)?;
+                        let fd = open_path(abs)?;
+                        root = self.dir_entries(&fd, abs, parent.cloned(), false)?;
                         let root_id = self.store_tree(root)?;
                         return Ok((root_id, paths, self.summary, self.skipped));
                     }
                 }
                 let sources = super::sources::SourceTree::new(found)?;
-                root = self.folders(Path::new("/"), sources, parent.cloned(), parent)?;
+                let top = open_path(Path::new("/"))?;
+                root = self.folders(&top, Path::new("/"), sources, parent.cloned(), parent)?;
             }
             Source::Stdin { name, reader } => {
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -368,17 +378,20 @@ impl Walker<'_> {
         self.summary.files_skipped += 1;
     }
 
+    /// The node of `name` in folder `dir` (at `path`), whose status is `meta`. Everything is
+    /// reached through `dir`'s descriptor, never by path: a folder swapped for a symlink
+    /// while the walk runs redirects nothing.
     pub(super) fn node(
         &mut self,
+        dir: &OwnedFd,
         path: &Path,
         name: &OsStr,
-        meta: &Metadata,
+        meta: &Stat,
         prev: Option<&Node>,
     ) -> Result<Option<Pending>> {
-        let ft = meta.file_type();
-        if ft.is_file() {
+        if meta.is_file() {
             let mut node = node_base(name, NodeKind::File, meta);
-            node.xattrs = xattrs_of(path);
+            node.xattrs = xattrs_of(dir, name, path);
             node.size = meta.len();
             if meta.nlink() > 1 {
                 node.links = meta.nlink();
@@ -408,21 +421,17 @@ impl Walker<'_> {
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
                 return Ok(Some(Pending::done(node)));
             }
-            let opened = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(path)
-                    .and_then(|f| {
-                        // Still the regular file we stat'ed (not a FIFO or device swapped in).
-                        match f.metadata() {
-                            Ok(m) if m.is_file() && m.ino() == meta.ino() => Ok(f),
-                            Ok(_) => Err(std::io::Error::other("changed while being backed up")),
-                            Err(e) => Err(e),
+            let opened =
+                fs_at::openat(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).and_then(|fd| {
+                    // Still the regular file we stat'ed (not a FIFO or device swapped in).
+                    match Stat::of_fd(&fd) {
+                        Ok(m) if m.is_file() && m.ino() == meta.ino() => {
+                            Ok(std::fs::File::from(fd))
                         }
-                    })
-            };
+                        Ok(_) => Err(std::io::Error::other("changed while being backed up")),
+                        Err(e) => Err(e),
+                    }
+                });
             let file = match opened {
                 Ok(f) => f,
                 Err(e) => {
@@ -456,21 +465,34 @@ impl Walker<'_> {
                 seqs,
                 children: None,
             }))
-        } else if ft.is_dir() {
-            let rule = self.select.folder_rule(path);
+        } else if meta.is_dir() {
+            // The folder itself, and still the one we stat'ed (not a symlink swapped in).
+            let opened = fs_at::open_dir(dir, name).and_then(|fd| match Stat::of_fd(&fd) {
+                Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => Ok(fd),
+                Ok(_) => Err(std::io::Error::other("changed while being backed up")),
+                Err(e) => Err(e),
+            });
+            let here = match opened {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.skip(path, e);
+                    return Ok(None);
+                }
+            };
+            let rule = self.select.folder_rule(&here);
             if rule == FolderRule::LeaveOut {
                 tracing::debug!(path = %path.display(), "left out: holds an --exclude-if-present marker");
                 return Ok(None);
             }
             let mut node = node_base(name, NodeKind::Dir, meta);
-            node.xattrs = xattrs_of(path);
+            node.xattrs = xattrs_of(dir, name, path);
             let prev_tree = prev.and_then(|p| self.prev_tree(p));
             self.summary.dirs += 1;
             // A mount point under `-x` is kept, empty.
             let entries = if self.select.stays_out(meta, self.root_dev) {
                 Vec::new()
             } else {
-                self.dir_entries(path, prev_tree, rule == FolderRule::OnlyTag)?
+                self.dir_entries(&here, path, prev_tree, rule == FolderRule::OnlyTag)?
             };
             self.deferred += 1;
             Ok(Some(Pending {
@@ -478,11 +500,11 @@ impl Walker<'_> {
                 seqs: Vec::new(),
                 children: Some(entries),
             }))
-        } else if ft.is_symlink() {
+        } else if meta.is_symlink() {
             let mut node = node_base(name, NodeKind::Symlink, meta);
-            node.xattrs = xattrs_of(path);
-            match std::fs::read_link(path) {
-                Ok(t) => node.target = Some(RawName::from_os(t.as_os_str())),
+            node.xattrs = xattrs_of(dir, name, path);
+            match fs_at::readlink_at(dir, name) {
+                Ok(t) => node.target = Some(RawName::from_os(&t)),
                 Err(e) => {
                     self.skip(path, e);
                     return Ok(None);
@@ -490,17 +512,17 @@ impl Walker<'_> {
             }
             self.summary.symlinks += 1;
             Ok(Some(Pending::done(node)))
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_fifo() {
+        } else if meta.is_fifo() || meta.is_char_device() || meta.is_block_device() {
+            let kind = if meta.is_fifo() {
                 NodeKind::Fifo
-            } else if ft.is_char_device() {
+            } else if meta.is_char_device() {
                 NodeKind::CharDevice
             } else {
                 NodeKind::BlockDevice
             };
             let mut node = node_base(name, kind, meta);
             node.rdev = meta.rdev();
-            node.xattrs = xattrs_of(path);
+            node.xattrs = xattrs_of(dir, name, path);
             Ok(Some(Pending::done(node)))
         } else {
             // A socket belongs to a running program: it cannot be restored meaningfully.
@@ -521,37 +543,34 @@ impl Walker<'_> {
         }
     }
 
-    /// A folder's entries, sorted by name, less what the selection leaves out; `only_tag`
-    /// keeps just a cache folder's `CACHEDIR.TAG`.
+    /// The entries of folder `dir` (at `path`), sorted by name, less what the selection
+    /// leaves out; `only_tag` keeps just a cache folder's `CACHEDIR.TAG`.
     pub(super) fn dir_entries(
         &mut self,
+        dir: &OwnedFd,
         path: &Path,
         prev: Option<Tree>,
         only_tag: bool,
     ) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
-        let rd = match std::fs::read_dir(path) {
-            Ok(rd) => rd,
+        let mut names = match fs_at::list(dir) {
+            Ok(n) => n,
             Err(e) => {
                 self.skip(path, e);
                 return Ok(out);
             }
         };
-        let mut entries = Vec::new();
-        for e in rd {
-            match e {
-                Ok(e) if only_tag && e.file_name() != "CACHEDIR.TAG" => {}
-                Ok(e) => entries.push(e),
-                Err(e) => self.skip(path, e),
-            }
+        if only_tag {
+            names.retain(|n| n == "CACHEDIR.TAG");
         }
-        entries.sort_by_key(|e| e.file_name());
+        names.sort();
         let mut finished = 0;
-        for e in entries {
-            let child = e.path();
-            let name = e.file_name();
-            let meta = match std::fs::symlink_metadata(&child) {
+        for name in names {
+            let child = path.join(&name);
+            let meta = match Stat::at(dir, &name) {
                 Ok(m) => m,
+                // Gone since the listing: as if it had not been there.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     self.skip(&child, err);
                     continue;
@@ -561,7 +580,7 @@ impl Walker<'_> {
                 continue;
             }
             let p = prev.as_ref().and_then(|t| t.find(name.as_encoded_bytes()));
-            if let Some(n) = self.node(&child, &name, &meta, p)? {
+            if let Some(n) = self.node(dir, &child, &name, &meta, p)? {
                 out.push(n);
             }
             if self.deferred > DEFER_LIMIT {
