@@ -76,6 +76,14 @@ impl BlockingStore {
         block_on(&self.rt, self.inner.list(kind))
     }
 
+    pub fn temporaries(&self, older: std::time::Duration) -> Result<Vec<(String, u64)>> {
+        block_on(&self.rt, self.inner.temporaries(older))
+    }
+
+    pub fn remove_temporary(&self, name: &str) -> Result<()> {
+        block_on(&self.rt, self.inner.remove_temporary(name))
+    }
+
     pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
         block_on(&self.rt, self.inner.delete(kind, id))
     }

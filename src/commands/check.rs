@@ -59,6 +59,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 String::new()
             }
         ));
+        if !report.temporaries.is_empty() {
+            ctx.say(format!(
+                "{} partial file(s) of interrupted writes ({}; harmless: prune removes them once \
+                 unchanged for the grace period, and at least 15 minutes)",
+                report.temporaries.len(),
+                super::human_bytes(report.temporaries.iter().map(|t| t.1).sum())
+            ));
+        }
         if !report.leftovers.is_empty() {
             ctx.say(format!(
                 "{} unreferenced pack(s) (harmless leftovers of interrupted backups; prune removes them)",

@@ -45,6 +45,10 @@ pub struct CheckReport {
     pub blobs_verified: usize,
     /// Packs no index lists (an interrupted backup or prune left them; prune removes them).
     pub leftovers: Vec<String>,
+    /// Partial files of interrupted writes (local stores), with their sizes: harmless;
+    /// prune removes them once unchanged past the grace period.
+    #[serde(default)]
+    pub temporaries: Vec<(String, u64)>,
     /// Packs a garbage mark condemned, still stored until a prune after the grace period.
     pub condemned: usize,
     /// Garbage marks waiting for their grace period to end.
@@ -250,6 +254,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         }
     }
     r.leftovers.sort();
+    r.temporaries = repo.store().temporaries(std::time::Duration::ZERO)?;
 
     // Snapshots and every tree they reach.
     let mut walker = TreeWalker::new(repo, &index, Visits::Once);

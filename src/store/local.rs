@@ -68,6 +68,11 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     res
 }
 
+/// Whether `name` is a temporary name of [`write_atomic`]'s.
+fn is_temporary(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".tmp-")
+}
+
 #[async_trait]
 impl Store for LocalStore {
     fn location(&self) -> String {
@@ -192,6 +197,58 @@ impl Store for LocalStore {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&path, e)),
+        })
+        .await
+    }
+
+    async fn temporaries(&self, older: std::time::Duration) -> Result<Vec<(String, u64)>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let now = std::time::SystemTime::now();
+            let mut out = Vec::new();
+            // The repository's folders and their fan-out folders (`data/ab/`).
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let Ok(meta) = e.metadata() else { continue };
+                    if meta.is_dir() {
+                        dirs.push(e.path());
+                        continue;
+                    }
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok());
+                    if is_temporary(&e.file_name()) && age.is_some_and(|a| a >= older) {
+                        let name = e
+                            .path()
+                            .strip_prefix(&root)
+                            .map(|p| p.display().to_string());
+                        out.push((name.unwrap_or_default(), meta.len()));
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove_temporary(&self, name: &str) -> Result<()> {
+        let path = self.root.join(name);
+        // Only a temporary name inside an object folder, never anything else.
+        let inside = Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || !path.file_name().is_some_and(is_temporary) {
+            return Err(Error::invalid(format!("{name} is not a temporary file")));
+        }
+        blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path, e)),
+            _ => Ok(()),
         })
         .await
     }

@@ -133,6 +133,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, kind: FileKind, id: &Id) -> Result<()>;
+
+    /// Partial writes that an interrupted `put` left behind, last changed more than `older`
+    /// ago: their names (relative to the repository) and sizes. A store whose writes are
+    /// atomic leaves none (S3: an object appears whole or not at all).
+    async fn temporaries(&self, _older: std::time::Duration) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
+    /// Removes one of [`Store::temporaries`]; a missing one is not an error.
+    async fn remove_temporary(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens a store from a repository URL: `s3://bucket[/prefix]`, `file:/path`,

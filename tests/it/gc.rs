@@ -532,3 +532,59 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
     assert_eq!(r.stats().packs, packs_before);
     assert_eq!(r.restore_all(), 2);
 }
+
+/// Partial files that interrupted writes leave in a local repository (`.tmp-*` beside the
+/// packs): `check` reports them, `prune` removes those unchanged for the grace period (and at
+/// least 15 minutes, so a write in progress is never touched), a dry run only counts them,
+/// and nothing else in the folder is touched.
+#[test]
+fn partial_files_of_interrupted_writes_are_reported_and_pruned() {
+    let sb = Sandbox::new();
+    sb.init();
+    write(&sb.path("src/a"), &random_bytes(100_000, 1));
+    sb.run(&["backup", sb.path("src").to_str().unwrap()]).ok();
+    let fan = sb.repo().join("data/ab");
+    let old = fan.join(format!(".tmp-{}-0123456789abcdef", "ab".repeat(32)));
+    let fresh = fan.join(format!(".tmp-{}-fedcba9876543210", "ab".repeat(32)));
+    let other = fan.join("notes.txt");
+    for p in [&old, &fresh, &other] {
+        write(p, &[7u8; 4096]);
+    }
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let chk = sb.run(&["--json", "check"]).ok().json();
+    assert_eq!(
+        chk["temporaries"].as_array().map(Vec::len),
+        Some(2),
+        "{chk}"
+    );
+    let text = sb.run(&["check"]).ok().out();
+    assert!(
+        text.contains("2 partial file(s) of interrupted writes"),
+        "{text}"
+    );
+    // The default grace (24 h) keeps even the hour-old one.
+    sb.run(&["prune"]).ok();
+    assert!(old.exists());
+    let dry: PruneReport = sb
+        .run(&["--json", "prune", "--grace", "0s", "--dry-run"])
+        .ok()
+        .report();
+    assert_eq!(dry.sweep.temporaries_removed, 1);
+    assert!(old.exists());
+    let done: PruneReport = sb.run(&["--json", "prune", "--grace", "0s"]).ok().report();
+    assert_eq!(
+        (
+            done.sweep.temporaries_removed,
+            done.sweep.temporary_bytes_removed
+        ),
+        (1, 4096)
+    );
+    assert!(!old.exists() && fresh.exists() && other.exists());
+    sb.run(&["check", "--read-data"]).ok();
+}

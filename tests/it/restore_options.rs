@@ -225,3 +225,60 @@ fn verify_reads_back_and_dry_run_changes_nothing() {
         "{text}"
     );
 }
+
+/// A disk that fills up mid-restore: every file that did not fit is named once, by its own
+/// name (not the temporary one), the summary says the restore is incomplete and how many
+/// paths failed, the exit code is not 0, and no temporary file is left (as root, on a small
+/// tmpfs; skipped with the reason otherwise).
+#[test]
+fn a_full_disk_is_reported_once_per_file_with_a_count() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    for i in 0..6 {
+        write(&src.join(format!("f{i}")), &random_bytes(600_000, i));
+    }
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let small = sb.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "none"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let run = sb.run(&["restore", "latest", "--target", small.to_str().unwrap()]);
+    let left = tree_of(&small);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(run.code, EXIT_ERROR, "{}", run.stderr);
+    let failed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not restored"))
+        .collect();
+    let restored_files = left
+        .iter()
+        .filter(|p| p.rsplit('/').next().unwrap().starts_with('f'))
+        .count();
+    assert_eq!(failed.len() + restored_files, 6, "{}\n{left:?}", run.stderr);
+    assert!(
+        failed
+            .iter()
+            .all(|l| l.contains("No space left") && !l.contains(".custody-")),
+        "{}",
+        run.stderr
+    );
+    let out = run.out();
+    assert!(
+        out.contains("INCOMPLETE")
+            && out.contains(&format!("{} path(s) NOT restored", failed.len())),
+        "{out}"
+    );
+    assert!(
+        left.iter().all(|p| !p.contains(".custody-")),
+        "temporary files left: {left:?}"
+    );
+}

@@ -90,7 +90,16 @@ pub struct SweepReport {
     pub segments_deleted: usize,
     pub segments_written: usize,
     pub keys_deleted: usize,
+    /// Partial files of interrupted writes (local stores) removed, and their bytes.
+    #[serde(default)]
+    pub temporaries_removed: usize,
+    #[serde(default)]
+    pub temporary_bytes_removed: u64,
 }
+
+/// A partial write is removed only once it has not changed for this long (and for the grace
+/// period), so that a write in progress is never touched.
+pub const TEMPORARY_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// What the mark phase condemned and rewrote.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -192,6 +201,19 @@ fn run(
         report.sweep.segments_written += again.segments_written;
         report.sweep.keys_deleted += again.keys_deleted;
         report.sweep.marks_pending = again.marks_pending;
+    }
+    // Partial files that interrupted writes left (local stores): unchanged past the grace.
+    let older = opts
+        .grace
+        .to_std()
+        .unwrap_or_default()
+        .max(TEMPORARY_MIN_AGE);
+    for (name, size) in repo.store().temporaries(older)? {
+        if !opts.dry_run {
+            repo.store().remove_temporary(&name)?;
+        }
+        report.sweep.temporaries_removed += 1;
+        report.sweep.temporary_bytes_removed += size;
     }
     Ok(report)
 }
@@ -316,6 +338,15 @@ impl fmt::Display for PruneReport {
             } else {
                 String::new()
             }
+            )?;
+        }
+        if s.temporaries_removed > 0 {
+            writeln!(
+                f,
+                "{}remove {} partial file(s) of interrupted writes ({})",
+                would,
+                s.temporaries_removed,
+                bytes(s.temporary_bytes_removed)
             )?;
         }
         let refused = s.copies_refused + m.copies_refused;

@@ -93,7 +93,7 @@ pub(super) fn restore_pack(
             let r = match bytes {
                 Ok(data) => open_for_write(f)
                     .and_then(|file| write_at_sparse(&file, target.offset, data).map(|()| file))
-                    .map_err(|e| Error::io(&f.tmp, e))
+                    .map_err(|e| Error::io(&f.dest, e))
                     .inspect(|_| {
                         progress
                             .bytes

@@ -34,14 +34,14 @@ pub(super) fn finish_file(
     let res = (|| {
         let file = match open {
             Some(file) => file,
-            None => open_for_write(f).map_err(|e| Error::io(&f.tmp, e))?,
+            None => open_for_write(f).map_err(|e| Error::io(&f.dest, e))?,
         };
         f.target
             .apply(&file, &f.node)
-            .map_err(|e| Error::io(&f.tmp, e))?;
+            .map_err(|e| Error::io(&f.dest, e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
         filetime::set_file_handle_times(&file, Some(t), Some(t))
-            .map_err(|e| Error::io(&f.tmp, e))?;
+            .map_err(|e| Error::io(&f.dest, e))?;
         drop(file);
         f.target
             .rename(&f.parent, &f.tmp_name, &f.name)
@@ -150,14 +150,14 @@ pub(super) fn restore_sequentially(
     progress: &RestoreProgress,
 ) -> Result<u64> {
     let written = (|| -> Result<std::fs::File> {
-        let file = open_for_write(f).map_err(|e| Error::io(&f.tmp, e))?;
+        let file = open_for_write(f).map_err(|e| Error::io(&f.dest, e))?;
         let mut offset = 0u64;
         for (i, id) in f.node.content.iter().enumerate() {
             let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
             let data = f.node.file_bytes(i == 0, &chunk).map_err(|why| {
                 Error::integrity(format!("file {}", crate::human::escape(&f.rel)), why)
             })?;
-            write_at_sparse(&file, offset, data).map_err(|e| Error::io(&f.tmp, e))?;
+            write_at_sparse(&file, offset, data).map_err(|e| Error::io(&f.dest, e))?;
             offset += data.len() as u64;
             progress
                 .bytes

@@ -100,9 +100,9 @@ fn within_source(snap: &Snapshot, rel: &[u8]) -> bool {
 /// A file being restored: its chunks arrive pack by pack, in any order.
 struct FileState {
     rel: String,
-    /// Where it goes and its temporary name, as full paths for messages (escaped).
+    /// Where it goes, as a full path for messages (escaped): errors name the file, not the
+    /// temporary name it is written under.
     dest: String,
-    tmp: String,
     /// The same, as every call reaches them: the folder `parent` under the target, by
     /// descriptor (see [`beneath`]).
     target: Arc<Beneath>,
@@ -444,7 +444,7 @@ fn plan_file(
         let p = target.shown(&parent.join(n));
         crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
     };
-    let (dest, tmp) = (shown(&name), shown(&tmp_name));
+    let dest = shown(&name);
     let targets_len = targets.len();
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
@@ -458,7 +458,6 @@ fn plan_file(
     plan.files.push(FileState {
         rel,
         dest,
-        tmp,
         target,
         parent,
         name,

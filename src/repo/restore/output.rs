@@ -94,8 +94,10 @@ impl fmt::Display for RestoreOutput {
             "{} snapshot {} to {}: {} files, {} in {:.1}s",
             if self.dry_run {
                 "dry run: would restore"
-            } else {
+            } else if self.failed.is_empty() {
                 "restored"
+            } else {
+                "INCOMPLETE restore of"
             },
             self.snapshot_id.short(),
             self.target.display(),
