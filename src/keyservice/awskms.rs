@@ -81,7 +81,7 @@ impl std::fmt::Debug for AwsKms {
 fn map_err<E, R>(key: &str, op: &str, e: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let key = key.to_string();
     let operation = op.to_string();
@@ -103,7 +103,7 @@ where
         _ => Error::KeyUnavailable {
             key,
             operation,
-            reason: aws_sdk_kms::error::DisplayErrorContext(&e).to_string(),
+            reason: crate::aws::error_chain(&e),
         },
     }
 }

@@ -262,3 +262,26 @@ fn upload_broken_mid_transfer_commits_no_snapshot() {
     )
     .ok();
 }
+
+/// An unreachable S3 server is named in one plain line: each cause once, no SDK debug
+/// structs (nothing listens on port 9 of loopback).
+#[test]
+fn an_unreachable_server_is_reported_in_plain_words() {
+    let sb = Sandbox::new();
+    let run = sb.run_env(
+        &[
+            ("AWS_ACCESS_KEY_ID", "x"),
+            ("AWS_SECRET_ACCESS_KEY", "y"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+        &["--repo", "s3://nobucket/p", "snapshots"],
+    );
+    assert_eq!(run.code, EXIT_ERROR, "{}", run.stderr);
+    let err = run.stderr.trim();
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(err.matches("os error 111").count(), 1, "{err}");
+    assert!(!err.contains(" { ") && !err.contains("Some("), "debug form printed: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
