@@ -78,7 +78,10 @@ mod error_chain_tests {
             error_chain(&e),
             "dispatch failure: io error: Connection refused (os error 111)"
         );
-        let repeated = E("refused (os error 111)", Some(Box::new(E("os error 111", None))));
+        let repeated = E(
+            "refused (os error 111)",
+            Some(Box::new(E("os error 111", None))),
+        );
         assert_eq!(error_chain(&repeated), "refused (os error 111)");
     }
 }

@@ -361,6 +361,21 @@ impl KeyService for AwsKms {
 
     /// Within KMS whenever the destination is `awskms:` too: ReEncrypt through the
     /// destination's client, with the source key the record names.
+    async fn require_own(&self, wrapped: &WrappedKey, operation: &str) -> Result<()> {
+        let kek = wrapped
+            .kek
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| Error::KeyDenied {
+                key: wrapped.kek.clone(),
+                operation: operation.into(),
+                reason: format!(
+                    "this key was wrapped by another key service, not {}",
+                    self.url()
+                ),
+            })?;
+        self.check_owned(kek, operation).await
+    }
+
     fn rewrap_within(&self, to: &dyn KeyService) -> bool {
         to.as_any().is::<AwsKms>()
     }

@@ -98,6 +98,14 @@ pub trait KeyService: AsAny + Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Refuses a wrapped key whose KEK is not one this service was given: a rewrap inside the
+    /// service (KMS ReEncrypt) must not take whatever source key a record names, or a record
+    /// planted under a key of someone else's choosing would be re-wrapped under the owner's
+    /// new key. The default accepts (services that unwrap themselves check in `decrypt`).
+    async fn require_own(&self, _wrapped: &WrappedKey, _operation: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Re-wraps a key under this service's current KEK for `purpose`. The default unwraps and
     /// wraps again in this process; KMS overrides it with ReEncrypt, where the plaintext key
     /// never leaves the service.

@@ -134,6 +134,8 @@ async fn rewrap_one(
     let ctx = rec.context();
     if from.rewrap_within(to) {
         // Inside the service (KMS ReEncrypt): the plaintext key never reaches this process.
+        // The source must be a key the old service was given, as for an unwrap.
+        from.require_own(&rec.wrapped, "ReEncrypt").await?;
         to.rewrap(&rec.wrapped, rec.purpose, &ctx).await
     } else {
         let key = from.decrypt(&rec.wrapped, &ctx).await?;

@@ -423,3 +423,51 @@ fn kms_writer_signs_with_its_identity() {
     assert_eq!(r["owner_resealed"], true, "{r}");
     with_keys(&sb, &moto, &ks2, &["check", "--read-data"]).ok();
 }
+
+/// A rewrap inside KMS (ReEncrypt) takes only records wrapped by a key the old service was
+/// given: records swapped in under a key of the custodian's choosing are refused (exit 4,
+/// nothing changed), not laundered under the owner's new key.
+#[test]
+fn kms_rewrap_refuses_a_source_key_it_was_not_given() {
+    if !available("moto_server") {
+        return;
+    }
+    let moto = Moto::start(false);
+    let sb = Sandbox::new();
+    let ks1 = create_keys(&sb, &moto);
+    let theirs = create_keys(&sb, &moto);
+    let ks3 = create_keys(&sb, &moto);
+    with_env(&sb, &moto, &["--key-service", &ks1, "init"]).ok();
+    write(&sb.path("src/a"), b"x");
+    let src = sb.path("src");
+    with_env(
+        &sb,
+        &moto,
+        &["--key-service", &ks1, "backup", src.to_str().unwrap()],
+    )
+    .ok();
+    // The records now name a key the owner's configuration does not hold.
+    with_env(
+        &sb,
+        &moto,
+        &["--key-service", &ks1, "rotate", "rewrap", "--to", &theirs],
+    )
+    .ok();
+    let keys = |sb: &Sandbox| -> Vec<Vec<u8>> {
+        let mut v: Vec<_> = std::fs::read_dir(sb.repo().join("keys"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = keys(&sb);
+    let r = with_env(
+        &sb,
+        &moto,
+        &["--key-service", &ks1, "rotate", "rewrap", "--to", &ks3],
+    );
+    assert_eq!(r.code, EXIT_KEY_SERVICE, "{}", r.stderr);
+    assert!(r.stderr.contains("ReEncrypt"), "{}", r.stderr);
+    assert_eq!(keys(&sb), before, "records changed");
+}

@@ -282,6 +282,9 @@ fn an_unreachable_server_is_reported_in_plain_words() {
     let err = run.stderr.trim();
     assert!(err.contains("Connection refused"), "{err}");
     assert_eq!(err.matches("os error 111").count(), 1, "{err}");
-    assert!(!err.contains(" { ") && !err.contains("Some("), "debug form printed: {err}");
+    assert!(
+        !err.contains(" { ") && !err.contains("Some("),
+        "debug form printed: {err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
