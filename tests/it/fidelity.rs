@@ -4,7 +4,7 @@
 //! by field. Skipped, with the reason printed, when not root; a non-root restore is checked to
 //! say once what it could not restore.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::common::*;
@@ -138,4 +138,73 @@ fn a_system_tree_is_restored_with_everything_it_is() {
     // The listing shows the kinds.
     let ls = sb.run(&["ls", "-l", "latest"]).ok().out();
     assert!(ls.contains("fifo") && ls.contains("chardev"), "{ls}");
+
+    // The same restore as another user (nobody): what it can, and one summary line of what
+    // it could not, never a wall of warnings.
+    // nobody may enter the sandbox and read the repository, holds the keyring (which must
+    // stay private), and owns the target.
+    let target = sb.path("as-nobody");
+    std::fs::create_dir_all(&target).unwrap();
+    let root = sb.path("a").parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (cmd, args) in [
+        ("chown", vec!["-R", "65534:65534"]),
+        ("chmod", vec!["-R", "a+rX"]),
+    ] {
+        let paths = if cmd == "chown" {
+            vec![sb.path("config"), sb.path("home"), target.clone()]
+        } else {
+            vec![sb.repo()]
+        };
+        for p in paths {
+            let _ = std::fs::create_dir_all(&p);
+            let ok = std::process::Command::new(cmd).args(&args).arg(&p).status();
+            assert!(ok.is_ok_and(|s| s.success()), "{cmd} {}", p.display());
+        }
+    }
+    let run = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_custody"))
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", sb.path("home"))
+        .env("CUSTODY_CONFIG_DIR", sb.path("config"))
+        .env("CUSTODY_REPOSITORY", sb.repo())
+        .env("CUSTODY_CACHE_DIR", "off")
+        .output();
+    let Ok(run) = run else {
+        eprintln!("skipped the restore as nobody: setpriv is not installed");
+        return;
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    let summary: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("not restored"))
+        .collect();
+    assert_eq!(summary.len(), 1, "{lines:?}");
+    assert!(
+        summary[0].contains("owners of") && summary[0].contains("devices"),
+        "{}",
+        summary[0]
+    );
+    let mine = restored(&target, &src);
+    let m = std::fs::symlink_metadata(mine.join("owned")).unwrap();
+    assert_eq!(
+        (m.uid(), std::fs::read(mine.join("owned")).unwrap()),
+        (65534, b"owned by someone else".to_vec())
+    );
+    // Setuid is dropped with the owner; the fifo is there, the device is not.
+    let setuid = std::fs::metadata(mine.join("setuid")).unwrap().mode();
+    assert_eq!(setuid & 0o6000, 0, "{setuid:o}");
+    assert!(std::fs::symlink_metadata(mine.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(mine.join("null")).is_err());
 }
