@@ -87,6 +87,14 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 }
                 // Printed without PINs.
                 KeyServiceUrl::Pkcs11(u) => Pkcs11Service::create_keys(&u)?,
+                KeyServiceUrl::Quorum(p) => {
+                    let p = custody::keyservice::quorum::Quorum::create_keys(
+                        &p,
+                        &ctx.key_options(),
+                        ctx.rt.handle(),
+                    )?;
+                    format!("quorum:{}", p.display())
+                }
             };
             ctx.emit(&KeysCreated {
                 key_service: url,

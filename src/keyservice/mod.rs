@@ -7,6 +7,7 @@
 pub mod awskms;
 pub mod local;
 pub mod pkcs11;
+pub mod quorum;
 
 pub use awskms::AwsKms;
 pub use local::{KeyringRole, LocalKeyring};
@@ -162,6 +163,8 @@ pub enum KeyServiceUrl {
     Local(PathBuf),
     AwsKms(String),
     Pkcs11(String),
+    /// A quorum file: M of N holders, each any of the above (docs/FORMAT.md §11.4).
+    Quorum(PathBuf),
 }
 
 impl std::fmt::Debug for KeyServiceUrl {
@@ -170,6 +173,7 @@ impl std::fmt::Debug for KeyServiceUrl {
             KeyServiceUrl::Local(d) => write!(f, "Local({d:?})"),
             KeyServiceUrl::AwsKms(u) => write!(f, "AwsKms({u:?})"),
             KeyServiceUrl::Pkcs11(_) => f.write_str("Pkcs11(<redacted: may hold a PIN>)"),
+            KeyServiceUrl::Quorum(p) => write!(f, "Quorum({p:?})"),
         }
     }
 }
@@ -193,6 +197,14 @@ impl KeyServiceUrl {
             pkcs11::Pkcs11Url::parse(url)?;
             return Ok(KeyServiceUrl::Pkcs11(url.to_string()));
         }
+        if let Some(file) = url.strip_prefix("quorum:") {
+            if file.is_empty() {
+                return Err(Error::invalid(
+                    "quorum: key service needs a file, e.g. quorum:/etc/custody/quorum.json",
+                ));
+            }
+            return Ok(KeyServiceUrl::Quorum(PathBuf::from(file)));
+        }
         for scheme in ["keyd+https:"] {
             if url.starts_with(scheme) {
                 return Err(Error::Unsupported(format!(
@@ -203,7 +215,7 @@ impl KeyServiceUrl {
         // Only the scheme is shown: a mistyped URL may still carry a PIN.
         let scheme = url.split(':').next().unwrap_or("");
         Err(Error::invalid(format!(
-        "unknown key service URL scheme {scheme:?} (expected local:<dir>, awskms:<key> or pkcs11:token=...)"
+        "unknown key service URL scheme {scheme:?} (expected local:<dir>, awskms:<key>, pkcs11:token=... or quorum:<file>)"
     )))
     }
 }
@@ -221,6 +233,7 @@ pub fn open(
         )?)),
         KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u, &opts.aws))?)),
         KeyServiceUrl::Pkcs11(u) => Ok(Arc::new(Pkcs11Service::open(&u)?)),
+        KeyServiceUrl::Quorum(p) => Ok(Arc::new(quorum::Quorum::open(&p, opts, rt)?)),
     }
 }
 

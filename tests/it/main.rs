@@ -19,6 +19,7 @@ mod kms;
 mod names;
 mod pkcs11;
 mod provenance;
+mod quorum;
 mod race;
 mod reencrypt;
 mod repair;

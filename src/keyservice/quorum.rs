@@ -1,0 +1,429 @@
+//! A quorum of key services (`quorum:FILE`, docs/FORMAT.md §11.4): M of N holders, each any
+//! other backend (a local keyring, a KMS key, a PKCS#11 token), possibly in different places.
+//! Every key is split with Shamir's scheme over GF(256) (the `blahaj` crate) so that any M
+//! parts recover it and M-1 tell nothing about it; each part is wrapped by its own holder's
+//! KEK, with the holder and the part bound into its context. A writer's quorum file names the
+//! holders' writer keyrings (or encrypt-only KMS credentials): it wraps parts, never unwraps.
+//!
+//! The owner anchor (§17.1) cannot come from one holder: `key create` makes a random anchor
+//! secret, splits it the same way and keeps the wrapped parts in the quorum file, so any M
+//! holders compute the same anchor.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use super::{KekInfo, KeyService, KeyServiceOptions, KeyServiceUrl};
+use crate::crypto::Key32;
+use crate::error::{Error, Result};
+use crate::format::wrapped::{Context, Purpose, WrappedKey};
+use crate::id::Id;
+
+/// The algorithm name of a quorum-wrapped key.
+pub const ALGORITHM: &str = "shamir-gf256/v1";
+const ANCHOR_LABEL: &[u8] = b"custody/v2/quorum-owner-anchor";
+
+/// The quorum file, as written by hand and completed by `key create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumFile {
+    /// `1`.
+    pub format: u32,
+    /// How many holders must take part (M).
+    pub threshold: u8,
+    /// The N holders: a name each (as records and messages show it) and a key-service URL.
+    pub holders: Vec<HolderEntry>,
+    /// The owner anchor's parts (made by `key create`); absent in a writer's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Vec<Part>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderEntry {
+    pub name: String,
+    pub key_service: String,
+}
+
+/// One holder's part of a key: its x coordinate and its y values, wrapped by the holder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part {
+    pub holder: String,
+    pub x: u8,
+    pub wrapped: WrappedKey,
+}
+
+/// What the ciphertext of a quorum-wrapped key holds (compact JSON).
+#[derive(Debug, Serialize, Deserialize)]
+struct Parts {
+    threshold: u8,
+    parts: Vec<Part>,
+}
+
+struct Holder {
+    name: String,
+    /// The holder's service, or why it could not be opened (then it takes no part).
+    service: std::result::Result<Arc<dyn KeyService>, String>,
+}
+
+pub struct Quorum {
+    path: PathBuf,
+    file: QuorumFile,
+    holders: Vec<Holder>,
+}
+
+impl std::fmt::Debug for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quorum")
+            .field("path", &self.path)
+            .field("threshold", &self.file.threshold)
+            .field("holders", &self.holders.len())
+            .finish()
+    }
+}
+
+impl QuorumFile {
+    pub fn read(path: &Path) -> Result<QuorumFile> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        let f: QuorumFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(format!("quorum file {}: {e}", path.display())))?;
+        let n = f.holders.len();
+        if f.format != 1 {
+            return Err(Error::invalid(format!(
+                "quorum file {}: format {} (this version reads 1)",
+                path.display(),
+                f.format
+            )));
+        }
+        if f.threshold < 2 || usize::from(f.threshold) > n || n > 255 {
+            return Err(Error::invalid(format!(
+                "quorum file {}: threshold {} of {n} holders (needs 2 <= M <= N <= 255)",
+                path.display(),
+                f.threshold
+            )));
+        }
+        let mut names: Vec<&str> = f.holders.iter().map(|h| h.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) || names.iter().any(|n| n.is_empty()) {
+            return Err(Error::invalid(format!(
+                "quorum file {}: holder names must be distinct and not empty",
+                path.display()
+            )));
+        }
+        Ok(f)
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("quorum file serializes");
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
+    }
+}
+
+/// The context of one holder's part: the key's own context, plus which holder and which part.
+fn part_context(ctx: &Context, holder: &str, x: u8) -> Context {
+    let mut c = ctx.clone();
+    c.insert("custody:quorum-holder".into(), holder.into());
+    c.insert("custody:quorum-part".into(), x.to_string());
+    c
+}
+
+impl Quorum {
+    /// Opens the quorum file and every holder's service; a holder that cannot be opened
+    /// (a keyring not here, a token not present) takes no part, and is named when too few do.
+    pub fn open(
+        path: &Path,
+        opts: &KeyServiceOptions,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Quorum> {
+        let file = QuorumFile::read(path)?;
+        let mut holders = Vec::new();
+        for h in &file.holders {
+            if h.key_service.starts_with("quorum:") {
+                return Err(Error::invalid(format!(
+                    "quorum file {}: holder {} is itself a quorum (not supported)",
+                    path.display(),
+                    h.name
+                )));
+            }
+            KeyServiceUrl::parse(&h.key_service)?;
+            let service = super::open(&h.key_service, opts, rt).map_err(|e| e.to_string());
+            holders.push(Holder {
+                name: h.name.clone(),
+                service,
+            });
+        }
+        Ok(Quorum {
+            path: path.to_path_buf(),
+            file,
+            holders,
+        })
+    }
+
+    /// `key create` for a quorum: creates each local holder's keyring where there is none
+    /// (other backends create their keys with their own `key create`), then the owner anchor's
+    /// parts, written into the quorum file. Returns the file's path.
+    pub fn create_keys(
+        path: &Path,
+        opts: &KeyServiceOptions,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<PathBuf> {
+        let mut file = QuorumFile::read(path)?;
+        for h in &file.holders {
+            if let KeyServiceUrl::Local(dir) = KeyServiceUrl::parse(&h.key_service)? {
+                if !super::LocalKeyring::file_path(&dir).exists() {
+                    super::LocalKeyring::create(&dir, opts.passphrase.as_ref())?;
+                }
+            }
+        }
+        if file.anchor.is_none() {
+            let q = Quorum::open(path, opts, rt)?;
+            let secret = Key32::generate()?;
+            let parts =
+                rt.block_on(q.wrap_parts(Purpose::SessionKey, &secret, &q.anchor_context()))?;
+            file.anchor = Some(parts);
+            file.write(path)?;
+        }
+        Ok(path.to_path_buf())
+    }
+
+    fn threshold(&self) -> u8 {
+        self.file.threshold
+    }
+
+    /// The quorum's name in records and `key list`: its threshold and holders, not where its
+    /// file happens to be.
+    fn reference(&self) -> String {
+        let names: Vec<&str> = self.file.holders.iter().map(|h| h.name.as_str()).collect();
+        format!(
+            "quorum:{}-of-{}:{}",
+            self.threshold(),
+            names.len(),
+            names.join(",")
+        )
+    }
+
+    fn anchor_context(&self) -> Context {
+        let mut c = Context::new();
+        c.insert("custody:purpose".into(), "quorum-owner-anchor".into());
+        c
+    }
+
+    /// Splits `key` into one part per holder and wraps each with its holder's KEK. Every
+    /// holder must take part: a key some holder cannot unwrap later is a key with less
+    /// redundancy than the quorum file promises.
+    async fn wrap_parts(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<Vec<Part>> {
+        let sharks = blahaj::Sharks(self.threshold());
+        let mut parts = Vec::with_capacity(self.holders.len());
+        for (holder, share) in self.holders.iter().zip(sharks.dealer(key.expose())) {
+            let mut bytes: Vec<u8> = (&share).into();
+            let x = bytes[0];
+            let y = Key32::from_slice(&bytes[1..]);
+            bytes.zeroize();
+            let y =
+                y.ok_or_else(|| Error::Internal("a part of a 32-byte key is 32 bytes".into()))?;
+            let service = holder
+                .service
+                .as_ref()
+                .map_err(|why| Error::KeyUnavailable {
+                    key: format!("{} (holder {})", self.reference(), holder.name),
+                    operation: "Encrypt".into(),
+                    reason: format!("every holder wraps its part, and this one cannot: {why}"),
+                })?;
+            let wrapped = service
+                .encrypt(purpose, &y, &part_context(ctx, &holder.name, x))
+                .await?;
+            parts.push(Part {
+                holder: holder.name.clone(),
+                x,
+                wrapped,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Unwraps parts until the threshold is met and recovers the key.
+    async fn recover(&self, parts: &[Part], ctx: &Context, operation: &str) -> Result<Key32> {
+        let need = usize::from(self.threshold());
+        let mut shares = Vec::new();
+        let mut took = Vec::new();
+        let mut refused = Vec::new();
+        let mut tampered = false;
+        for part in parts {
+            if shares.len() == need {
+                break;
+            }
+            let Some(holder) = self.holders.iter().find(|h| h.name == part.holder) else {
+                refused.push(format!(
+                    "{}: not a holder in {}",
+                    part.holder,
+                    self.path.display()
+                ));
+                continue;
+            };
+            let service = match &holder.service {
+                Ok(s) => s,
+                Err(why) => {
+                    refused.push(format!("{}: {why}", holder.name));
+                    continue;
+                }
+            };
+            match service
+                .decrypt(&part.wrapped, &part_context(ctx, &holder.name, part.x))
+                .await
+            {
+                Ok(y) => {
+                    let mut bytes = Vec::with_capacity(33);
+                    bytes.push(part.x);
+                    bytes.extend_from_slice(y.expose());
+                    let share = blahaj::Share::try_from(bytes.as_slice())
+                        .map_err(|e| Error::Internal(format!("quorum part: {e}")))?;
+                    bytes.zeroize();
+                    shares.push(share);
+                    took.push(holder.name.clone());
+                }
+                Err(e) => {
+                    tampered |= e.is_integrity();
+                    refused.push(format!("{}: {e}", holder.name));
+                }
+            }
+        }
+        if shares.len() < need {
+            let what = format!(
+                "needs {need} of {} holders; {} ({}) took part{}",
+                self.holders.len(),
+                took.len(),
+                if took.is_empty() {
+                    "none".to_string()
+                } else {
+                    took.join(", ")
+                },
+                if refused.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", refused.join("; "))
+                }
+            );
+            return Err(if tampered {
+                Error::integrity(self.reference(), what)
+            } else {
+                Error::KeyDenied {
+                    key: self.reference(),
+                    operation: operation.into(),
+                    reason: what,
+                }
+            });
+        }
+        let mut secret = blahaj::Sharks(self.threshold())
+            .recover(&shares)
+            .map_err(|e| Error::Internal(format!("quorum recovery: {e}")))?;
+        let key = Key32::from_slice(&secret);
+        secret.zeroize();
+        key.ok_or_else(|| Error::integrity(self.reference(), "the recovered key is not 32 bytes"))
+    }
+
+    async fn wrap(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        let parts = self.wrap_parts(purpose, key, ctx).await?;
+        let body = Parts {
+            threshold: self.threshold(),
+            parts,
+        };
+        Ok(WrappedKey {
+            kek: self.reference(),
+            algorithm: ALGORITHM.into(),
+            ciphertext: serde_json::to_vec(&body).expect("parts serialize"),
+        })
+    }
+}
+
+#[async_trait]
+impl KeyService for Quorum {
+    fn url(&self) -> String {
+        format!("quorum:{}", self.path.display())
+    }
+
+    async fn generate_data_key(
+        &self,
+        purpose: Purpose,
+        ctx: &Context,
+    ) -> Result<(Key32, WrappedKey)> {
+        let key = Key32::generate()?;
+        let wrapped = self.wrap(purpose, &key, ctx).await?;
+        Ok((key, wrapped))
+    }
+
+    async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
+        if wrapped.algorithm != ALGORITHM {
+            return Err(Error::KeyDenied {
+                key: wrapped.kek.clone(),
+                operation: "Decrypt".into(),
+                reason: format!(
+                    "this key was wrapped by another key service, not the quorum {}",
+                    self.path.display()
+                ),
+            });
+        }
+        let body: Parts = serde_json::from_slice(&wrapped.ciphertext)
+            .map_err(|e| Error::integrity(&wrapped.kek, format!("quorum parts: {e}")))?;
+        if body.threshold != self.threshold() {
+            return Err(Error::integrity(
+                &wrapped.kek,
+                format!(
+                    "wrapped for a quorum of {}, this one needs {}",
+                    body.threshold,
+                    self.threshold()
+                ),
+            ));
+        }
+        self.recover(&body.parts, ctx, "Decrypt").await
+    }
+
+    async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
+        self.wrap(purpose, key, ctx).await
+    }
+
+    async fn describe(&self) -> Result<Vec<KekInfo>> {
+        let reachable = self.holders.iter().filter(|h| h.service.is_ok()).count();
+        let mut out = vec![KekInfo {
+            reference: self.reference(),
+            purpose: super::KekPurpose::MetaAndData,
+            algorithm: ALGORITHM.into(),
+            created: None,
+            can_decrypt: reachable >= usize::from(self.threshold()),
+        }];
+        for h in &self.holders {
+            match &h.service {
+                Ok(s) => {
+                    for mut k in s.describe().await? {
+                        k.reference = format!("{}: {}", h.name, k.reference);
+                        out.push(k);
+                    }
+                }
+                Err(why) => tracing::warn!(holder = %h.name, "holder not reachable: {why}"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn owner_anchor(&self, repo: &Id) -> Result<(Key32, String)> {
+        let Some(parts) = &self.file.anchor else {
+            return Err(Error::KeyDenied {
+                key: self.reference(),
+                operation: "owner-anchor".into(),
+                reason: format!(
+                    "the quorum file has no owner anchor (a writer's file, or `custody key \
+                     create --key-service quorum:{}` was not run)",
+                    self.path.display()
+                ),
+            });
+        };
+        let secret = self
+            .recover(parts, &self.anchor_context(), "owner-anchor")
+            .await?;
+        let anchor = crate::crypto::kdf::derive_key(repo.as_bytes(), &secret, &[ANCHOR_LABEL]);
+        Ok((anchor, self.reference()))
+    }
+}

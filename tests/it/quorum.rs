@@ -1,0 +1,119 @@
+//! A quorum key service (`quorum:FILE`, docs/FORMAT.md §11.4): 2 of 3 local keyrings. Every
+//! key is split so that any two holders recover it and one alone cannot; a holder that is not
+//! there takes no part, and too few holders is a key problem (exit 4) naming who took part.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+/// Writes a 2-of-3 quorum file over three keyring folders in the sandbox.
+fn quorum_file(sb: &Sandbox) -> PathBuf {
+    let holders: Vec<serde_json::Value> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n,
+                "key_service": format!("local:{}", sb.path(n).display()),
+            })
+        })
+        .collect();
+    let file = sb.path("quorum.json");
+    let body = serde_json::json!({"format": 1, "threshold": 2, "holders": holders});
+    std::fs::write(&file, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
+    file
+}
+
+fn away(p: &Path) -> PathBuf {
+    let to = p.with_extension("away");
+    std::fs::rename(p, &to).unwrap();
+    to
+}
+
+#[test]
+fn two_of_three_holders_restore_and_one_cannot() {
+    let sb = Sandbox::new();
+    let file = quorum_file(&sb);
+    let ks = format!("quorum:{}", file.display());
+    let q = |args: &[&str]| {
+        let mut all = vec!["--key-service", ks.as_str()];
+        all.extend_from_slice(args);
+        sb.run(&all)
+    };
+    q(&["key", "create"]).ok();
+    // The owner anchor's parts are in the file now, wrapped: no key bytes in clear.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        written["anchor"].as_array().map(Vec::len),
+        Some(3),
+        "{written}"
+    );
+    q(&["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(300_000, 7));
+    write(&src.join("b.txt"), b"quorum");
+    q(&["backup", src.to_str().unwrap()]).ok();
+    let again = q(&["--json", "backup", src.to_str().unwrap()]).ok().json();
+    assert_eq!(
+        again["bytes_new"], 0,
+        "dedup across quorum sessions: {again}"
+    );
+    // Every key record holds one part per holder.
+    for e in std::fs::read_dir(sb.repo().join("keys")).unwrap() {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+        assert_eq!(rec["algorithm"], "shamir-gf256/v1", "{rec}");
+        assert_eq!(rec["kek"], "quorum:2-of-3:alice,bob,carol", "{rec}");
+    }
+    let all = sb.path("all");
+    q(&["restore", "latest", "--target", all.to_str().unwrap()]).ok();
+    assert_same_tree(&src, &restored(&all, &src));
+    // One holder away: the other two are a quorum.
+    let carol = away(&sb.path("carol"));
+    let two = sb.path("two");
+    q(&["restore", "latest", "--target", two.to_str().unwrap()]).ok();
+    assert_same_tree(&src, &restored(&two, &src));
+    // Two away: one holder is not enough, and the message says who took part.
+    let bob = away(&sb.path("bob"));
+    let one = sb.path("one");
+    let r = q(&["restore", "latest", "--target", one.to_str().unwrap()]).code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("needs 2 of 3 holders") && r.stderr.contains("(alice) took part"),
+        "{}",
+        r.stderr
+    );
+    assert!(!restored(&one, &src).join("b.txt").exists());
+    std::fs::rename(bob, sb.path("bob")).unwrap();
+    std::fs::rename(carol, sb.path("carol")).unwrap();
+    // A holder's own keyring alone opens nothing of this repository.
+    for holder in ["alice", "bob", "carol"] {
+        let own = format!("local:{}", sb.path(holder).display());
+        sb.run(&["--key-service", &own, "snapshots"])
+            .code(EXIT_KEY_SERVICE);
+    }
+}
+
+#[test]
+fn fail_quorum_files_that_promise_nothing_are_refused() {
+    let sb = Sandbox::new();
+    let file = quorum_file(&sb);
+    let ks = format!("quorum:{}", file.display());
+    for (threshold, why) in [(1, "threshold 1 of 3"), (4, "threshold 4 of 3")] {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        v["threshold"] = threshold.into();
+        std::fs::write(&file, v.to_string()).unwrap();
+        let r = sb
+            .run(&["--key-service", &ks, "key", "create"])
+            .code(EXIT_USAGE);
+        assert!(r.stderr.contains(why), "{}", r.stderr);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    v["threshold"] = 2.into();
+    v["holders"][1]["name"] = "alice".into();
+    std::fs::write(&file, v.to_string()).unwrap();
+    let r = sb
+        .run(&["--key-service", &ks, "key", "create"])
+        .code(EXIT_USAGE);
+    assert!(r.stderr.contains("distinct"), "{}", r.stderr);
+}
