@@ -111,7 +111,12 @@ fn main() -> ExitCode {
                 .downcast_ref::<custody::Error>()
                 .map(exit_code)
                 .unwrap_or(exit::ERROR);
-            crate::commands::err_line(format_args!("custody: {e:#}"));
+            // Each cause once: an error's own message often already holds its source's.
+            let root: &(dyn std::error::Error + 'static) = e.as_ref();
+            crate::commands::err_line(format_args!(
+                "custody: {}",
+                custody::error::error_chain(root)
+            ));
             ExitCode::from(code as u8)
         }
     }

@@ -131,6 +131,9 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 (None, KeyringRole::Writer) => None,
                 (None, KeyringRole::Owner) => ctx.passphrase.clone(),
             };
+            if let KeyServiceUrl::Quorum(file) = KeyServiceUrl::parse(&url)? {
+                return export_quorum_writer(ctx, &file, to, role, sealing, name, hosts);
+            }
             // A writer of a signed repository is enrolled first: nothing is written to `to`
             // unless the owner's key service could sign the enrollment.
             let local = local_dir(&url);
@@ -312,4 +315,51 @@ impl std::fmt::Display for WriterTable {
         }
         Ok(())
     }
+}
+
+/// `key export --role writer` with a quorum: the holders' writer keyrings and a quorum file
+/// naming them (docs/FORMAT.md §11.4), and the writer enrolled beside them (`identity.json`).
+fn export_quorum_writer(
+    ctx: &Ctx,
+    file: &std::path::Path,
+    to: &std::path::Path,
+    role: KeyringRole,
+    sealing: Option<secrecy::SecretString>,
+    name: &Option<String>,
+    hosts: &[String],
+) -> Result<Outcome> {
+    if role != KeyringRole::Writer {
+        return Err(Error::invalid(
+            "a quorum's owner keyrings stay with their holders: key export of a quorum is for --role writer",
+        ));
+    }
+    // Enrolled first: nothing is written unless the holders could sign the enrollment.
+    let repo = match &ctx.repo {
+        Some(_) => Some(ctx.open_repo()?),
+        None => None,
+    };
+    let out = custody::keyservice::quorum::Quorum::export_writer(
+        file,
+        to,
+        ctx.passphrase.as_ref(),
+        sealing.as_ref(),
+    )?;
+    let mut enrolled = None;
+    if let Some(repo) = repo.filter(|r| r.is_signed()) {
+        let name = name.clone().unwrap_or_else(|| "writer".into());
+        let id = repo.enroll_writer(&name, hosts)?;
+        let path = WriterIdentity::path_in(to);
+        id.write(&path, sealing.as_ref())?;
+        enrolled = Some(WriterEnrolled {
+            writer: id.key.id(),
+            name,
+            identity: path,
+        });
+    }
+    ctx.emit(&KeyringExported {
+        key_service: Some(format!("quorum:{}", out.display())),
+        role,
+        enrolled,
+    });
+    Ok(Outcome::OK)
 }

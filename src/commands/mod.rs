@@ -201,6 +201,15 @@ impl Ctx {
                     }
                     p
                 }
+                // A writer's quorum file sits beside its identity (`key export`).
+                keyservice::KeyServiceUrl::Quorum(file) => {
+                    let p =
+                        WriterIdentity::path_in(file.parent().unwrap_or(std::path::Path::new(".")));
+                    if !p.exists() {
+                        return Ok(None);
+                    }
+                    p
+                }
                 _ => return Ok(None),
             },
         };

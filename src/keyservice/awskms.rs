@@ -103,7 +103,7 @@ where
         _ => Error::KeyUnavailable {
             key,
             operation,
-            reason: crate::aws::error_chain(&e),
+            reason: crate::error::error_chain(&e),
         },
     }
 }

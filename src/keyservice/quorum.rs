@@ -190,6 +190,39 @@ impl Quorum {
         Ok(path.to_path_buf())
     }
 
+    /// `key export --role writer` for a quorum: each local holder's writer keyring goes to
+    /// `to/<holder>` (sealed with `sealing` if given), and `to/quorum.json` names them, with
+    /// the same threshold and no owner anchor. Holders of other backends keep their URL: give
+    /// the writer encrypt-only credentials or a writer token for them. Returns the new file.
+    pub fn export_writer(
+        path: &Path,
+        to: &Path,
+        passphrase: Option<&secrecy::SecretString>,
+        sealing: Option<&secrecy::SecretString>,
+    ) -> Result<PathBuf> {
+        let mut file = QuorumFile::read(path)?;
+        let out = to.join("quorum.json");
+        if out.exists() {
+            return Err(Error::AlreadyExists(out.display().to_string()));
+        }
+        // Every local holder's keyring opened first: nothing is written unless all can be.
+        let mut keyrings = Vec::new();
+        for (i, h) in file.holders.iter().enumerate() {
+            if let KeyServiceUrl::Local(dir) = KeyServiceUrl::parse(&h.key_service)? {
+                keyrings.push((i, super::LocalKeyring::open(&dir, passphrase)?));
+            }
+        }
+        for (i, keyring) in keyrings {
+            let h = &mut file.holders[i];
+            let dest = to.join(&h.name);
+            keyring.write_to(&dest, super::KeyringRole::Writer, sealing)?;
+            h.key_service = format!("local:{}", dest.display());
+        }
+        file.anchor = None;
+        file.write(&out)?;
+        Ok(out)
+    }
+
     fn threshold(&self) -> u8 {
         self.file.threshold
     }

@@ -114,11 +114,11 @@ where
                      names are 3 to 63 lowercase letters, digits, dots and hyphens) and the \
                      region (AWS_REGION)"
                 )),
-                ("", _) => Error::Unavailable(format!("{msg}{}", crate::aws::error_chain(&e))),
+                ("", _) => Error::Unavailable(format!("{msg}{}", crate::error::error_chain(&e))),
                 _ => Error::Unavailable(msg),
             }
         }
-        _ => Error::Unavailable(format!("{what}: {}", crate::aws::error_chain(&e))),
+        _ => Error::Unavailable(format!("{what}: {}", crate::error::error_chain(&e))),
     }
 }
 

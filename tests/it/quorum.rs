@@ -117,3 +117,77 @@ fn fail_quorum_files_that_promise_nothing_are_refused() {
         .code(EXIT_USAGE);
     assert!(r.stderr.contains("distinct"), "{}", r.stderr);
 }
+
+/// `key export --role writer` of a quorum: the holders' writer keyrings and a quorum file
+/// naming them, with the writer enrolled beside it. The writer backs up (signed, with dedup)
+/// and can unwrap no session key, not even with all three holders' writer keyrings.
+#[test]
+fn a_quorum_writer_backs_up_and_cannot_read() {
+    let sb = Sandbox::new();
+    let file = quorum_file(&sb);
+    let ks = format!("quorum:{}", file.display());
+    sb.run(&["--key-service", &ks, "key", "create"]).ok();
+    sb.run(&["--key-service", &ks, "init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"owner data");
+    sb.run(&["--key-service", &ks, "backup", src.to_str().unwrap()])
+        .ok();
+    let w = sb.path("writer");
+    let out = sb
+        .run(&[
+            "--key-service",
+            &ks,
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            w.to_str().unwrap(),
+            "--name",
+            "job",
+        ])
+        .ok()
+        .out();
+    assert!(out.contains("enrolled writer \"job\""), "{out}");
+    let wfile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("quorum.json")).unwrap()).unwrap();
+    assert!(wfile.get("anchor").is_none(), "{wfile}");
+    let wks = format!("quorum:{}", w.join("quorum.json").display());
+    write(&src.join("b.txt"), b"written by the job");
+    let v = sb
+        .run(&[
+            "--key-service",
+            &wks,
+            "--json",
+            "backup",
+            src.to_str().unwrap(),
+        ])
+        .ok()
+        .json();
+    // a.txt is deduplicated against the owner's snapshot: one new data chunk.
+    assert!(v["bytes_new"].as_u64().unwrap() < 4096, "{v}");
+    let target = sb.path("out");
+    let r = sb
+        .run(&[
+            "--key-service",
+            &wks,
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("0 (none) took part"), "{}", r.stderr);
+    // The holders restore what the writer stored, signed by the enrolled writer.
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&src, &restored(&target, &src));
+    sb.run(&["--key-service", &ks, "check"]).ok();
+}

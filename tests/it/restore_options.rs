@@ -282,3 +282,13 @@ fn a_full_disk_is_reported_once_per_file_with_a_count() {
         "temporary files left: {left:?}"
     );
 }
+
+/// An error with an OS cause names it once (the message already holds it).
+#[test]
+fn an_os_error_is_printed_once() {
+    let sb = Sandbox::new();
+    backed_up(&sb);
+    let r = sb.run(&["restore", "latest", "--target", "/proc/1/no-such-place"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(r.stderr.matches("os error").count(), 1, "{}", r.stderr);
+}
