@@ -191,3 +191,51 @@ fn a_quorum_writer_backs_up_and_cannot_read() {
     assert_same_tree(&src, &restored(&target, &src));
     sb.run(&["--key-service", &ks, "check"]).ok();
 }
+
+/// Replacing a holder (carol by dave) is a rewrap to the new quorum: every key is split again,
+/// so dave's part works with any other holder's and carol's keyring takes no part any more.
+#[test]
+fn a_holder_is_replaced_by_rewrap() {
+    let sb = Sandbox::new();
+    let file = quorum_file(&sb);
+    let old = format!("quorum:{}", file.display());
+    sb.run(&["--key-service", &old, "key", "create"]).ok();
+    sb.run(&["--key-service", &old, "init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"kept across the change");
+    sb.run(&["--key-service", &old, "backup", src.to_str().unwrap()])
+        .ok();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    v["holders"][2] = serde_json::json!({
+        "name": "dave",
+        "key_service": format!("local:{}", sb.path("dave").display()),
+    });
+    v.as_object_mut().unwrap().remove("anchor");
+    let file2 = sb.path("quorum2.json");
+    std::fs::write(&file2, v.to_string()).unwrap();
+    let new = format!("quorum:{}", file2.display());
+    sb.run(&["--key-service", &new, "key", "create"]).ok();
+    sb.run(&["--key-service", &old, "rotate", "rewrap", "--to", &new])
+        .ok();
+    // alice and dave (bob away) restore everything, and check is clean.
+    let bob = sb.path("bob");
+    std::fs::rename(&bob, sb.path("bob.away")).unwrap();
+    let out = sb.path("out");
+    sb.run(&[
+        "--key-service",
+        &new,
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+    // alice and carol under the old file: carol's part is gone, so they are one holder.
+    let r = sb
+        .run(&["--key-service", &old, "snapshots"])
+        .code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("needs 2 of 3"), "{}", r.stderr);
+    std::fs::rename(sb.path("bob.away"), &bob).unwrap();
+    sb.run(&["--key-service", &new, "check"]).ok();
+}
