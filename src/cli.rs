@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, restore, rotate,
-    snapshots, stats, unlock, Ctx, Outcome,
+    audit, backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, restore,
+    rotate, snapshots, stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -50,6 +50,10 @@ pub struct Cli {
     /// gone, in a checkpoint the owner signs.
     #[arg(long, global = true)]
     pub accept_rollback: bool,
+    /// Append every key operation to this hash-chained log (JSON lines; `custody audit
+    /// verify FILE` checks it).
+    #[arg(long, global = true, env = "CUSTODY_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
@@ -105,6 +109,9 @@ pub enum Command {
     /// Rebuild the index from the packs, or save what is intact of damaged snapshots.
     #[command(subcommand)]
     Repair(repair::Cmd),
+    /// The local audit log of key operations (--audit-log).
+    #[command(subcommand)]
+    Audit(audit::Cmd),
 }
 
 impl Command {
@@ -151,6 +158,7 @@ impl Cli {
             Command::Stats(a) => stats::run(ctx, a),
             Command::Unlock(a) => unlock::run(ctx, a),
             Command::Repair(c) => repair::run(ctx, c),
+            Command::Audit(c) => audit::run(ctx, c),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),

@@ -84,6 +84,9 @@ fn main() -> ExitCode {
         tracing::debug!("no interrupt handler: {e}");
     }
     let run = || -> anyhow::Result<i32> {
+        if let Some(path) = &cli.audit_log {
+            custody::keyservice::audit_log::install(path)?;
+        }
         let env = Environment::read();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,6 +1,7 @@
 //! One module per command. Each takes its clap arguments and the shared [`Ctx`], prints its
 //! result (human text, or one JSON document with `--json`), and returns an [`Outcome`].
 
+pub mod audit;
 pub mod backup;
 pub mod cat;
 pub mod check;

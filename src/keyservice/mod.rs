@@ -4,6 +4,7 @@
 //! Every call carries an encryption context that binds the repository, the purpose and the key
 //! id; a wrapped key presented with any other context does not open.
 
+pub mod audit_log;
 pub mod awskms;
 pub mod local;
 pub mod pkcs11;
@@ -254,6 +255,7 @@ pub(crate) fn audit_decrypt<T>(r: Result<T>, kek: &str, ctx: &Context) -> Result
 
 /// One audit line per key operation: matches the key custodian's own log line by line.
 pub(crate) fn audit(op: &str, kek: &str, ctx: &Context) {
+    audit_log::record(op, kek, ctx);
     tracing::info!(
         target: "custody::audit",
         operation = op,
