@@ -270,3 +270,96 @@ fn pins_never_reach_help_or_errors() {
     assert_eq!(r.code, EXIT_KEY_SERVICE, "{}", r.stderr);
     assert!(!r.stderr.contains("4242"), "{}", r.stderr);
 }
+
+/// Someone with the writer PIN adds a public key of their own under custody's label on the
+/// writer token (the review's key-substitution attack): the writer refuses to wrap with an
+/// ambiguous label (exit 4) instead of taking the first match, and key holders wrap with the
+/// public half on their own token, so the owner keeps reading every new session.
+#[test]
+fn pkcs11_a_substituted_public_key_is_never_used() {
+    if !ready() || !available("openssl") {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let (reader, writer) = (hsm.reader_url(), hsm.writer_url());
+    run(&sb, &hsm, &reader, &["key", "create"]).ok();
+    run(&sb, &hsm, &reader, &["init", "--pack-size-mib", "1"]).ok();
+    let ids = sb.path("writer-identity");
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &[
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            ids.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let identity = ids.join("identity.json");
+    // The attacker's key pair, imported into the writer token under custody's data label.
+    let pem = sb.path("attacker.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let imported = std::process::Command::new("softhsm2-util")
+        .arg("--import")
+        .arg(&pem)
+        .args([
+            "--token",
+            "writer",
+            "--label",
+            "custody-data",
+            "--id",
+            "0a0b",
+            "--pin",
+            "1111",
+        ])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(imported.success());
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"for the owner only");
+    let r = run(
+        &sb,
+        &hsm,
+        &writer,
+        &[
+            "--identity",
+            identity.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ],
+    )
+    .code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("carry this label"), "{}", r.stderr);
+    // The key holders' backups wrap with their own token's key and restore.
+    run(&sb, &hsm, &reader, &["backup", src.to_str().unwrap()]).ok();
+    let out = sb.path("out");
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+}

@@ -122,17 +122,29 @@ fn open_session(
     }
 }
 
-fn find(
-    s: &Session,
-    class: ObjectClass,
-    label: &str,
-) -> std::result::Result<Option<ObjectHandle>, CkError> {
-    Ok(s.find_objects(&[
-        Attribute::Class(class),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ])?
-    .into_iter()
-    .next())
+/// The one object of `class` labelled `label`. Two or more are refused: whoever can log in to
+/// the token could add a key under custody's label (say a public key whose private half they
+/// hold), and taking the first match would let them choose the key.
+fn find(s: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| map_ck(label, "find key", e))?;
+    match found[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(Error::KeyDenied {
+            key: label.to_string(),
+            operation: "find key".into(),
+            reason: format!(
+                "{} objects on the token carry this label: someone added a key under custody's \
+                 name; remove the one `key create` did not make",
+                found.len()
+            ),
+        }),
+    }
 }
 
 fn oaep() -> Mechanism<'static> {
@@ -160,8 +172,7 @@ impl Inner {
             Purpose::RepositorySecret => {
                 let kref = u.meta_ref();
                 let s = self.main.lock().expect("lock");
-                let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
-                    .map_err(|e| map_ck(&kref, "find key", e))?
+                let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))?
                     .ok_or_else(|| missing(&kref))?;
                 let mut iv = [0u8; 12];
                 random::fill(&mut iv)?;
@@ -181,9 +192,11 @@ impl Inner {
             }
             Purpose::SessionKey => {
                 let kref = u.data_ref();
-                let s = self.main.lock().expect("lock");
-                let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))
-                    .map_err(|e| map_ck(&kref, "find key", e))?
+                // Key holders (and prune's repack) wrap with the public half on the token that
+                // holds the private half, not with the copy on the writer's token, which
+                // whoever has the writer PIN could replace.
+                let s = self.data_session().lock().expect("lock");
+                let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))?
                     .ok_or_else(|| missing(&kref))?;
                 let mut pt = zeroize::Zeroizing::new(key.expose().to_vec());
                 pt.extend_from_slice(&ctx_digest(ctx));
@@ -212,8 +225,7 @@ impl Inner {
                 return Err(integrity());
             }
             let s = self.main.lock().expect("lock");
-            let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
-                .map_err(|e| map_ck(&w.kek, "find key", e))?
+            let h = find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))?
                 .ok_or_else(|| missing(&w.kek))?;
             let mut iv: [u8; 12] = w.ciphertext[..12].try_into().expect("length checked");
             let aad = context_bytes(ctx);
@@ -235,8 +247,7 @@ impl Inner {
             Key32::from_slice(&pt).ok_or_else(integrity)
         } else if w.kek == u.data_ref() && w.algorithm == ALG_DATA {
             let s = self.data_session().lock().expect("lock");
-            let h = find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
-                .map_err(|e| map_ck(&w.kek, "find key", e))?
+            let h = find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))?
                 .ok_or_else(|| Error::KeyDenied {
                     key: w.kek.clone(),
                     operation: "decrypt".into(),
@@ -284,9 +295,7 @@ const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
 /// extractable) when missing: by `key create`, or on first use by a token made before.
 fn ensure_owner_key(s: &Session, object: &str, owner_ref: &str) -> Result<ObjectHandle> {
     let label = format!("{object}-owner");
-    if let Some(h) =
-        find(s, ObjectClass::SECRET_KEY, &label).map_err(|e| map_ck(owner_ref, "find key", e))?
-    {
+    if let Some(h) = find(s, ObjectClass::SECRET_KEY, &label)? {
         return Ok(h);
     }
     s.generate_key(
@@ -313,9 +322,8 @@ impl Inner {
         let u = &self.url;
         let owner_ref = format!("{}-owner", u.data_ref());
         let s = self.data_session().lock().expect("lock");
-        let holds_private = find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
-            .map_err(|e| map_ck(&u.data_ref(), "find key", e))?
-            .is_some();
+        let holds_private =
+            find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))?.is_some();
         if !holds_private {
             return Err(Error::KeyDenied {
                 key: u.data_ref(),
@@ -390,10 +398,7 @@ impl Pkcs11Service {
         let data_label = format!("{}-data", u.object).into_bytes();
         {
             let s = i.main.lock().expect("lock");
-            if find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))
-                .map_err(|e| map_ck(&u.meta_ref(), "find", e))?
-                .is_some()
-            {
+            if find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))?.is_some() {
                 return Err(Error::AlreadyExists(format!("key {}", u.meta_ref())));
             }
             s.generate_key(
@@ -519,9 +524,7 @@ impl KeyService for Pkcs11Service {
             let u = &i.url;
             let can = {
                 let s = i.data_session().lock().expect("lock");
-                find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))
-                    .map_err(|e| map_ck(&u.data_ref(), "find", e))?
-                    .is_some()
+                find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))?.is_some()
             };
             Ok(vec![
                 KekInfo {
