@@ -41,11 +41,22 @@ pub struct QuorumFile {
     pub anchor: Option<Vec<Part>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HolderEntry {
     pub name: String,
     pub key_service: String,
+}
+
+impl std::fmt::Debug for HolderEntry {
+    // A pkcs11: URL may carry a PIN: only its scheme is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.key_service.split(':').next().unwrap_or("");
+        f.debug_struct("HolderEntry")
+            .field("name", &self.name)
+            .field("key_service", &format_args!("{scheme}:<redacted>"))
+            .finish()
+    }
 }
 
 /// One holder's part of a key: its x coordinate and its y values, wrapped by the holder.
@@ -458,5 +469,20 @@ impl KeyService for Quorum {
             .await?;
         let anchor = crate::crypto::kdf::derive_key(repo.as_bytes(), &secret, &[ANCHOR_LABEL]);
         Ok((anchor, self.reference()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HolderEntry;
+
+    #[test]
+    fn holder_urls_never_reach_debug_output() {
+        let h = HolderEntry {
+            name: "carol".into(),
+            key_service: "pkcs11:token=t;object=o?pin-value=4321".into(),
+        };
+        let shown = format!("{h:?}");
+        assert!(shown.contains("carol") && shown.contains("pkcs11:") && !shown.contains("4321"));
     }
 }
