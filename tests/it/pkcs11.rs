@@ -363,3 +363,77 @@ fn pkcs11_a_substituted_public_key_is_never_used() {
     .ok();
     assert_same_tree(&src, &restored(&out, &src));
 }
+
+/// `key create` prints a URL that pins the data key's public half (`data-key-sha256`): with
+/// it, a writer wraps only with that key; a token whose key is not the pinned one (as after a
+/// replacement by whoever has the writer PIN) gets nothing wrapped (exit 4).
+#[test]
+fn pkcs11_the_data_key_is_pinned_by_its_fingerprint() {
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let reader = hsm.reader_url();
+    let created = run(&sb, &hsm, &reader, &["--json", "key", "create"])
+        .ok()
+        .json();
+    let printed = created["key_service"].as_str().unwrap().to_string();
+    let pin = printed
+        .split("data-key-sha256=")
+        .nth(1)
+        .map(|s| s.split('&').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no pin in {printed}"));
+    assert_eq!(pin.len(), 64, "{printed}");
+    let pinned_reader = format!("{reader}&data-key-sha256={pin}");
+    run(&sb, &hsm, &pinned_reader, &["init", "--pack-size-mib", "1"]).ok();
+    let ids = sb.path("ids");
+    run(
+        &sb,
+        &hsm,
+        &pinned_reader,
+        &[
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            ids.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let identity = ids.join("identity.json");
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"pinned");
+    let writer = |fingerprint: &str| format!("{}&data-key-sha256={fingerprint}", hsm.writer_url());
+    let id = identity.to_str().unwrap();
+    run(
+        &sb,
+        &hsm,
+        &writer(&pin),
+        &["--identity", id, "backup", src.to_str().unwrap()],
+    )
+    .ok();
+    let other = "ab".repeat(32);
+    let r = run(
+        &sb,
+        &hsm,
+        &writer(&other),
+        &["--identity", id, "backup", src.to_str().unwrap(), "--force"],
+    )
+    .code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("is not the one key create made"),
+        "{}",
+        r.stderr
+    );
+    let out = sb.path("out");
+    run(
+        &sb,
+        &hsm,
+        &pinned_reader,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+}

@@ -147,6 +147,23 @@ fn find(s: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHan
     }
 }
 
+/// SHA-256 (hex) of a public key's modulus, then exponent: what `data-key-sha256` pins.
+fn public_key_sha256(s: &Session, h: ObjectHandle) -> std::result::Result<String, CkError> {
+    let attrs = s.get_attributes(h, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+    let (mut m, mut x) = (Vec::new(), Vec::new());
+    for a in attrs {
+        match a {
+            Attribute::Modulus(v) => m = v,
+            Attribute::PublicExponent(v) => x = v,
+            _ => {}
+        }
+    }
+    Ok(hex::encode(digest::digest(
+        &digest::SHA256,
+        &[m, x].concat(),
+    )))
+}
+
 fn oaep() -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
         MechanismType::SHA1,
@@ -198,6 +215,21 @@ impl Inner {
                 let s = self.data_session().lock().expect("lock");
                 let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))?
                     .ok_or_else(|| missing(&kref))?;
+                if let Some(pin) = &u.data_key_sha256 {
+                    let found = public_key_sha256(&s, h)
+                        .map_err(|e| map_ck(&kref, "read public key", e))?;
+                    if &found != pin {
+                        return Err(Error::KeyDenied {
+                            key: kref,
+                            operation: "wrap".into(),
+                            reason: format!(
+                                "the data key's public half on the token (sha256 {found}) is not \
+                                 the one key create made (data-key-sha256={pin}): someone \
+                                 replaced it; nothing was wrapped"
+                            ),
+                        });
+                    }
+                }
                 let mut pt = zeroize::Zeroizing::new(key.expose().to_vec());
                 pt.extend_from_slice(&ctx_digest(ctx));
                 let ct = s
@@ -458,6 +490,10 @@ impl Pkcs11Service {
             }
             (m, x)
         };
+        let fingerprint = hex::encode(digest::digest(
+            &digest::SHA256,
+            &[public_mod.clone(), public_exp.clone()].concat(),
+        ));
         if i.data.is_some() {
             // The writer's token gets the public half only.
             let s = i.main.lock().expect("lock");
@@ -472,7 +508,10 @@ impl Pkcs11Service {
             ])
             .map_err(|e| map_ck(&u.data_ref(), "copy public key", e))?;
         }
-        Ok(u.public())
+        // The URL to give writers and key holders pins the public half just made.
+        let mut pinned = u.clone();
+        pinned.data_key_sha256 = Some(fingerprint);
+        Ok(pinned.public())
     }
 }
 

@@ -19,6 +19,10 @@ pub struct Pkcs11Url {
     pub(super) pin: Option<SecretString>,
     pub data_token: Option<String>,
     pub(super) data_pin: Option<SecretString>,
+    /// `data-key-sha256`: the SHA-256 (hex) of the data key's public half as `key create`
+    /// made it (modulus, then exponent). Session keys are wrapped only with a public key that
+    /// matches: a key put on the writer's token by whoever has its PIN is refused.
+    pub data_key_sha256: Option<String>,
 }
 
 impl std::fmt::Debug for Pkcs11Url {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Pkcs11Url {
             .field("object", &self.object)
             .field("module", &self.module)
             .field("data_token", &self.data_token)
+            .field("data_key_sha256", &self.data_key_sha256)
             .finish()
     }
 }
@@ -82,6 +87,7 @@ impl Pkcs11Url {
             pin: None,
             data_token: None,
             data_pin: None,
+            data_key_sha256: None,
         };
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv
@@ -96,6 +102,14 @@ impl Pkcs11Url {
                 "data-token" => u.data_token = Some(v.as_str().to_owned()),
                 "data-pin-value" => u.data_pin = Some(SecretString::from(v.as_str())),
                 "data-pin-source" => u.data_pin = Some(read_pin(&v)?),
+                "data-key-sha256" => {
+                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(Error::invalid(
+                            "pkcs11: data-key-sha256 is 64 hex digits (as key create prints it)",
+                        ));
+                    }
+                    u.data_key_sha256 = Some(v.to_ascii_lowercase());
+                }
                 _ => {
                     return Err(Error::invalid(format!(
                         "pkcs11: unknown query attribute {k:?}"
@@ -119,6 +133,9 @@ impl Pkcs11Url {
         );
         if let Some(t) = &self.data_token {
             u.push_str(&format!("&data-token={t}"));
+        }
+        if let Some(f) = &self.data_key_sha256 {
+            u.push_str(&format!("&data-key-sha256={f}"));
         }
         u
     }
