@@ -219,8 +219,20 @@ fn pkcs11_keys_never_leave_the_token() {
             ])
             .unwrap()[0];
         let attrs = s
-            .get_attributes(h, &[AttributeType::Sensitive, AttributeType::Extractable])
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Modifiable,
+                ],
+            )
             .unwrap();
+        // Fixed once made: no one turns on extraction or another use later.
+        assert!(
+            attrs.contains(&Attribute::Modifiable(false)),
+            "{name}: {attrs:?}"
+        );
         assert!(
             attrs.contains(&Attribute::Sensitive(true)),
             "{name}: {attrs:?}"

@@ -325,24 +325,65 @@ const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
 
 /// The `<O>-owner` HMAC key in the key holders' token, made there (sensitive, never
 /// extractable) when missing: by `key create`, or on first use by a token made before.
+/// A key template with the attributes that fix the key once made: not modifiable (no one
+/// turns on `CKA_EXTRACTABLE`, `CKA_WRAP` or another use later) and not destroyable. Tokens
+/// that do not know these attributes get the template without them (see [`generate`]).
+fn hardened(template: &[Attribute]) -> Vec<Attribute> {
+    let mut t = template.to_vec();
+    t.extend([Attribute::Modifiable(false), Attribute::Destroyable(false)]);
+    t
+}
+
+/// Whether a token refused a template for an attribute it does not support.
+fn refused_template(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::AttributeTypeInvalid
+                | RvError::AttributeValueInvalid
+                | RvError::TemplateInconsistent
+                | RvError::AttributeReadOnly,
+            _
+        )
+    )
+}
+
+/// Runs `make` with the hardened template, then with the plain one if the token refuses it.
+fn generate<T>(
+    template: &[Attribute],
+    make: impl Fn(&[Attribute]) -> std::result::Result<T, CkError>,
+) -> std::result::Result<T, CkError> {
+    match make(&hardened(template)) {
+        Err(e) if refused_template(&e) => {
+            tracing::warn!("the token refuses CKA_MODIFIABLE/CKA_DESTROYABLE false: keys are made without them");
+            make(template)
+        }
+        r => r,
+    }
+}
+
 fn ensure_owner_key(s: &Session, object: &str, owner_ref: &str) -> Result<ObjectHandle> {
     let label = format!("{object}-owner");
     if let Some(h) = find(s, ObjectClass::SECRET_KEY, &label)? {
         return Ok(h);
     }
-    s.generate_key(
-        &Mechanism::GenericSecretKeyGen,
-        &[
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Verify(true),
-            Attribute::ValueLen(32.into()),
-            Attribute::Label(label.into_bytes()),
-        ],
-    )
+    let template = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::ValueLen(32.into()),
+        Attribute::Label(label.into_bytes()),
+    ];
+    generate(&template, |t| {
+        s.generate_key(&Mechanism::GenericSecretKeyGen, t)
+    })
     .map_err(|e| map_ck(owner_ref, "generate", e))
 }
 
@@ -433,43 +474,59 @@ impl Pkcs11Service {
             if find(&s, ObjectClass::SECRET_KEY, &format!("{}-meta", u.object))?.is_some() {
                 return Err(Error::AlreadyExists(format!("key {}", u.meta_ref())));
             }
-            s.generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Label(meta_label),
-                ],
-            )
-            .map_err(|e| map_ck(&u.meta_ref(), "generate", e))?;
+            let template = [
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Label(meta_label),
+            ];
+            generate(&template, |t| s.generate_key(&Mechanism::AesKeyGen, t))
+                .map_err(|e| map_ck(&u.meta_ref(), "generate", e))?;
         }
         let (public_mod, public_exp) = {
             let s = i.data_session().lock().expect("lock");
-            let (public, _private) = s
-                .generate_key_pair(
+            let public_template = [
+                Attribute::Token(true),
+                Attribute::Encrypt(true),
+                Attribute::Verify(false),
+                Attribute::Wrap(false),
+                Attribute::ModulusBits(3072.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Label(data_label.clone()),
+            ];
+            let private_template = [
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Decrypt(true),
+                Attribute::Sign(false),
+                Attribute::Unwrap(false),
+                Attribute::Label(data_label.clone()),
+            ];
+            let (public, _private) = generate(&public_template, |pt| {
+                s.generate_key_pair(
                     &Mechanism::RsaPkcsKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Encrypt(true),
-                        Attribute::ModulusBits(3072.into()),
-                        Attribute::PublicExponent(vec![1, 0, 1]),
-                        Attribute::Label(data_label.clone()),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Decrypt(true),
-                        Attribute::Label(data_label.clone()),
-                    ],
+                    pt,
+                    &hardened(&private_template),
                 )
-                .map_err(|e| map_ck(&u.data_ref(), "generate", e))?;
+                .or_else(|e| {
+                    if refused_template(&e) {
+                        s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, pt, &private_template)
+                    } else {
+                        Err(e)
+                    }
+                })
+            })
+            .map_err(|e| map_ck(&u.data_ref(), "generate", e))?;
             // The owner's HMAC key goes beside the private half, made now rather than on
             // first use (two first uses at once could make two).
             ensure_owner_key(&s, &u.object, &format!("{}-owner", u.data_ref()))?;
@@ -497,16 +554,19 @@ impl Pkcs11Service {
         if i.data.is_some() {
             // The writer's token gets the public half only.
             let s = i.main.lock().expect("lock");
-            s.create_object(&[
+            let template = [
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::KeyType(KeyType::RSA),
                 Attribute::Token(true),
                 Attribute::Encrypt(true),
+                Attribute::Verify(false),
+                Attribute::Wrap(false),
                 Attribute::Modulus(public_mod),
                 Attribute::PublicExponent(public_exp),
                 Attribute::Label(data_label),
-            ])
-            .map_err(|e| map_ck(&u.data_ref(), "copy public key", e))?;
+            ];
+            generate(&template, |t| s.create_object(t))
+                .map_err(|e| map_ck(&u.data_ref(), "copy public key", e))?;
         }
         // The URL to give writers and key holders pins the public half just made.
         let mut pinned = u.clone();
