@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     audit, backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, restore,
-    rotate, snapshots, stats, unlock, Ctx, Outcome,
+    rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -112,6 +112,11 @@ pub enum Command {
     /// The local audit log of key operations (--audit-log).
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Print shell completions (e.g. `custody completions bash >
+    /// /etc/bash_completion.d/custody`).
+    Completions(shell::CompletionArgs),
+    /// Print the man page (e.g. `custody man > /usr/local/share/man/man1/custody.1`).
+    Man,
 }
 
 impl Command {
@@ -159,6 +164,8 @@ impl Cli {
             Command::Unlock(a) => unlock::run(ctx, a),
             Command::Repair(c) => repair::run(ctx, c),
             Command::Audit(c) => audit::run(ctx, c),
+            Command::Completions(a) => shell::completions(ctx, a),
+            Command::Man => shell::man(ctx),
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),

@@ -16,6 +16,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod rotate;
+pub mod shell;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;

@@ -840,3 +840,25 @@ fn a_rerun_of_restore_cleans_an_interrupted_ones_leftovers() {
     assert_eq!(run.json()["leftovers_removed"], 2, "{}", run.out());
     assert!(!litter.exists() && !top.exists() && theirs.exists());
 }
+
+/// Completions and the man page come from the command-line definition (#18): every shell's
+/// script knows the commands and their flags, the man page is roff naming them.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let sb = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sb.run(&["completions", shell]).ok().out();
+        assert!(
+            out.contains("restore") && out.contains("overwrite") && out.contains("audit"),
+            "{shell}: {}",
+            &out[..out.len().min(300)]
+        );
+    }
+    sb.run(&["completions", "tcsh"]).code(EXIT_USAGE);
+    let man = sb.run(&["man"]).ok().out();
+    assert!(
+        man.contains(".TH custody 1") && man.contains("restore"),
+        "{}",
+        &man[..300]
+    );
+}
