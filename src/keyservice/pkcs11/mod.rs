@@ -36,7 +36,10 @@ const ALG_META: &str = "pkcs11-aes256gcm-v1";
 /// security does not rest on collision resistance, so SHA-1 here is sound.
 const ALG_DATA: &str = "pkcs11-rsa3072-oaep-sha1-v1";
 
+mod objects;
 mod url;
+
+use objects::{find, generate, hardened, public_key_sha256, refused_template};
 
 pub use url::Pkcs11Url;
 
@@ -120,48 +123,6 @@ fn open_session(
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
         Err(e) => Err(map_ck(&shown, "login", e)),
     }
-}
-
-/// The one object of `class` labelled `label`. Two or more are refused: whoever can log in to
-/// the token could add a key under custody's label (say a public key whose private half they
-/// hold), and taking the first match would let them choose the key.
-fn find(s: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHandle>> {
-    let found = s
-        .find_objects(&[
-            Attribute::Class(class),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| map_ck(label, "find key", e))?;
-    match found[..] {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
-        _ => Err(Error::KeyDenied {
-            key: label.to_string(),
-            operation: "find key".into(),
-            reason: format!(
-                "{} objects on the token carry this label: someone added a key under custody's \
-                 name; remove the one `key create` did not make",
-                found.len()
-            ),
-        }),
-    }
-}
-
-/// SHA-256 (hex) of a public key's modulus, then exponent: what `data-key-sha256` pins.
-fn public_key_sha256(s: &Session, h: ObjectHandle) -> std::result::Result<String, CkError> {
-    let attrs = s.get_attributes(h, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
-    let (mut m, mut x) = (Vec::new(), Vec::new());
-    for a in attrs {
-        match a {
-            Attribute::Modulus(v) => m = v,
-            Attribute::PublicExponent(v) => x = v,
-            _ => {}
-        }
-    }
-    Ok(hex::encode(digest::digest(
-        &digest::SHA256,
-        &[m, x].concat(),
-    )))
 }
 
 fn oaep() -> Mechanism<'static> {
@@ -325,43 +286,6 @@ const OWNER_ANCHOR_LABEL: &[u8] = b"custody/v2/owner-anchor";
 
 /// The `<O>-owner` HMAC key in the key holders' token, made there (sensitive, never
 /// extractable) when missing: by `key create`, or on first use by a token made before.
-/// A key template with the attributes that fix the key once made: not modifiable (no one
-/// turns on `CKA_EXTRACTABLE`, `CKA_WRAP` or another use later) and not destroyable. Tokens
-/// that do not know these attributes get the template without them (see [`generate`]).
-fn hardened(template: &[Attribute]) -> Vec<Attribute> {
-    let mut t = template.to_vec();
-    t.extend([Attribute::Modifiable(false), Attribute::Destroyable(false)]);
-    t
-}
-
-/// Whether a token refused a template for an attribute it does not support.
-fn refused_template(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::AttributeTypeInvalid
-                | RvError::AttributeValueInvalid
-                | RvError::TemplateInconsistent
-                | RvError::AttributeReadOnly,
-            _
-        )
-    )
-}
-
-/// Runs `make` with the hardened template, then with the plain one if the token refuses it.
-fn generate<T>(
-    template: &[Attribute],
-    make: impl Fn(&[Attribute]) -> std::result::Result<T, CkError>,
-) -> std::result::Result<T, CkError> {
-    match make(&hardened(template)) {
-        Err(e) if refused_template(&e) => {
-            tracing::warn!("the token refuses CKA_MODIFIABLE/CKA_DESTROYABLE false: keys are made without them");
-            make(template)
-        }
-        r => r,
-    }
-}
-
 fn ensure_owner_key(s: &Session, object: &str, owner_ref: &str) -> Result<ObjectHandle> {
     let label = format!("{object}-owner");
     if let Some(h) = find(s, ObjectClass::SECRET_KEY, &label)? {
