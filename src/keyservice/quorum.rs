@@ -300,6 +300,10 @@ impl Quorum {
             if shares.len() == need {
                 break;
             }
+            // A part listed twice (the record is the custodian's to edit) counts once.
+            if took.contains(&part.holder) {
+                continue;
+            }
             let Some(holder) = self.holders.iter().find(|h| h.name == part.holder) else {
                 refused.push(format!(
                     "{}: not a holder in {}",

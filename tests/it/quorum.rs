@@ -307,3 +307,63 @@ fn the_audit_log_chain_finds_edited_removed_and_moved_lines() {
     moved.swap(1, 2);
     assert!(broken("moved", moved).contains("line 2"));
 }
+
+/// The custodian edits a session's key record to list one holder's part twice (and drops
+/// another): the duplicate counts once, and two genuine holders still recover the key.
+#[test]
+fn fail_a_part_listed_twice_counts_once() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sb = Sandbox::new();
+    let file = quorum_file(&sb);
+    let ks = format!("quorum:{}", file.display());
+    sb.run(&["--key-service", &ks, "key", "create"]).ok();
+    sb.run(&["--key-service", &ks, "init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a"), b"twice");
+    sb.run(&["--key-service", &ks, "backup", src.to_str().unwrap()])
+        .ok();
+    let mut edited = 0;
+    for e in std::fs::read_dir(sb.repo().join("keys")).unwrap() {
+        let path = e.unwrap().path();
+        let mut rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if rec["purpose"] != "session-key" {
+            continue;
+        }
+        let mut parts: serde_json::Value =
+            serde_json::from_slice(&b64.decode(rec["ciphertext"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let list = parts["parts"].as_array_mut().unwrap();
+        let first = list[0].clone();
+        list.insert(1, first);
+        list.remove(2); // bob's part goes; alice twice, then carol
+        rec["ciphertext"] = b64.encode(serde_json::to_vec(&parts).unwrap()).into();
+        std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        edited += 1;
+    }
+    assert_eq!(edited, 1);
+    let out = sb.path("out");
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+    // With carol away, alice's two copies are still one holder: refused, not an internal error.
+    std::fs::rename(sb.path("carol"), sb.path("carol.away")).unwrap();
+    let r = sb.run(&[
+        "--key-service",
+        &ks,
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, EXIT_KEY_SERVICE, "{}", r.stderr);
+    assert!(r.stderr.contains("1 (alice) took part"), "{}", r.stderr);
+}
