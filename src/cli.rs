@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    audit, backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, restore,
-    rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
+    audit, backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, request,
+    restore, rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -109,6 +109,9 @@ pub enum Command {
     /// Rebuild the index from the packs, or save what is intact of damaged snapshots.
     #[command(subcommand)]
     Repair(repair::Cmd),
+    /// Restore requests under dual control: M of N key holders approve each restore.
+    #[command(subcommand)]
+    Request(request::Cmd),
     /// The local audit log of key operations (--audit-log).
     #[command(subcommand)]
     Audit(audit::Cmd),
@@ -164,6 +167,7 @@ impl Cli {
             Command::Unlock(a) => unlock::run(ctx, a),
             Command::Repair(c) => repair::run(ctx, c),
             Command::Audit(c) => audit::run(ctx, c),
+            Command::Request(c) => request::run(ctx, c),
             Command::Completions(a) => shell::completions(ctx, a),
             Command::Man => shell::man(ctx),
             Command::Cat(w) => cat::run(ctx, w),

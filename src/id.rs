@@ -180,6 +180,10 @@ kind_id! {
     ChainId;
     /// A history checkpoint, `history/<id>` (random; docs/FORMAT.md §18).
     CheckpointId;
+    /// A restore request, `requests/<id>` (random; docs/FORMAT.md §19).
+    RequestId;
+    /// An approval or denial of a restore request, `approvals/<id>` (random).
+    ApprovalId;
 }
 
 impl From<&BlobId> for BlobId {

@@ -227,6 +227,7 @@ fn forget_locked(
         }
         for id in gone.iter().chain(&history.verdict.forgotten) {
             repo.store().delete(FileKind::Snapshot, id)?;
+            repo.store().delete(FileKind::Reach, id)?;
         }
     }
     let entry = |(rank, d): (usize, &Decision)| ForgetEntry {

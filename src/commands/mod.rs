@@ -14,6 +14,7 @@ pub mod migrate;
 mod progress;
 pub mod prune;
 pub mod repair;
+pub mod request;
 pub mod restore;
 pub mod rotate;
 pub mod shell;
@@ -133,12 +134,7 @@ impl Ctx {
         );
         let identity = self.writer_identity(&config.body.repository)?;
         let config_id = config.body.repository;
-        let copy = self
-            .env
-            .client
-            .config_dir
-            .join("owners")
-            .join(format!("{}.json", config.body.repository.to_hex()));
+        let copy = self.owner_copy(&config.body.repository);
         let repo = Repository::open_with_owner_copy(
             self.rt.handle().clone(),
             store,
@@ -156,6 +152,30 @@ impl Ctx {
             accept_rollback: self.accept_rollback,
         };
         Ok(repo.with_tree_cache(cache).with_history(history))
+    }
+
+    /// Opens the repository for restore requests: as one key holder of a quorum may (see
+    /// [`Repository::open_for_requests`]), or as the owner when the key service is that.
+    pub fn open_repo_for_requests(&self) -> Result<Repository> {
+        let store = self.store()?;
+        let config = Repository::read_config(self.rt.handle(), &store)?;
+        let keys = self.open_key_service(&config.body.repository)?;
+        let copy = self.owner_copy(&config.body.repository);
+        Repository::open_for_requests(self.rt.handle().clone(), store, keys, config, Some(&copy))
+    }
+
+    /// This client's copy of a repository's `owner` record (docs/FORMAT.md §17.2).
+    fn owner_copy(&self, repo: &custody::Id) -> std::path::PathBuf {
+        self.env
+            .client
+            .config_dir
+            .join("owners")
+            .join(format!("{}.json", repo.to_hex()))
+    }
+
+    /// Where this machine keeps the private keys of its restore requests.
+    pub fn request_key_dir(&self) -> std::path::PathBuf {
+        self.env.client.config_dir.join("requests")
     }
 
     /// The `--witness` store, if one is given.

@@ -15,6 +15,16 @@ pub enum Cmd {
     /// Save a new snapshot of what is intact of each snapshot whose data is partly lost,
     /// naming what it left out (tag `repaired`); the originals are kept.
     Snapshots(SnapshotsArgs),
+    /// Record which session keys each snapshot's data needs, by walking its trees (owner):
+    /// what restore requests release. Backups record it themselves; this covers snapshots
+    /// made before restore requests, by `repair snapshots`, or whose record was lost.
+    Reach(ReachArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReachArgs {
+    /// Snapshots (ids or prefixes; default: every snapshot).
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +72,22 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 || repair::repair_snapshots(&repo, &ids, a.dry_run, &act),
             )?;
             ctx.emit(&report);
+        }
+        Cmd::Reach(a) => {
+            let ids = a
+                .snapshots
+                .iter()
+                .map(|s| repo.resolve_snapshot_id(s))
+                .collect::<Result<Vec<_>>>()?;
+            let done = repo.rebuild_reach(&ids)?;
+            if ctx.json {
+                ctx.print_report(&serde_json::json!({ "snapshots": done }));
+            } else {
+                ctx.say(format_args!(
+                    "recorded the reach of {} snapshot(s)",
+                    done.len()
+                ));
+            }
         }
     }
     Ok(Outcome::OK)

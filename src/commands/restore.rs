@@ -8,11 +8,17 @@ use super::{exit, human_bytes, Ctx, FilterArgs, Outcome};
 use custody::error::{Error, Result};
 use custody::repo::locate::locate;
 use custody::repo::restore::{self, Overwrite, RestoreOptions, RestoreOutput, RestoreProgress};
+use custody::repo::Repository;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Snapshot id, unique id prefix, or `latest`.
-    pub snapshot: String,
+    /// Snapshot id, unique id prefix, or `latest` (with --request: the request's).
+    #[arg(required_unless_present = "request")]
+    pub snapshot: Option<String>,
+    /// Restore what an approved restore request covers, with the keys its approvals released
+    /// (`custody request`); exits 4 saying who approved while too few have.
+    #[arg(long)]
+    pub request: Option<String>,
     /// Folder to restore into (created if missing); each source goes under it at its full
     /// path (`/srv/data` to `TARGET/srv/data`).
     #[arg(long, short = 't')]
@@ -52,14 +58,106 @@ pub struct Args {
     pub filter: FilterArgs,
 }
 
+/// Opens the repository with the session keys an approved request released, and says which
+/// snapshot and paths it covers. Refuses (exit 4) a request that is not approved, is denied
+/// or expired (its private key is then destroyed).
+fn open_by_request(
+    ctx: &Ctx,
+    args: &Args,
+    spec: &str,
+) -> Result<(Repository, String, Vec<String>)> {
+    let repo = ctx.open_repo_for_requests()?;
+    let id = repo.resolve_request(spec)?;
+    let status = repo.request_status(&id)?;
+    let refused = |reason: String| Error::KeyDenied {
+        key: format!("request {}", id.short()),
+        operation: "restore".into(),
+        reason,
+    };
+    if status.expired {
+        let destroyed = repo.destroy_request_secret(&id, &ctx.request_key_dir())?;
+        return Err(refused(format!(
+            "expired at {}{}",
+            custody::human::local_time(status.request.expires),
+            if destroyed {
+                "; its private key was destroyed"
+            } else {
+                ""
+            }
+        )));
+    }
+    if !status.denied_by.is_empty() {
+        return Err(refused(format!(
+            "denied by {}",
+            status.denied_by.join(", ")
+        )));
+    }
+    if !status.approved() {
+        return Err(refused(format!(
+            "{} of {} approvals ({}); waiting for holders among {}",
+            status.approved_by.len(),
+            status.required,
+            if status.approved_by.is_empty() {
+                "none".into()
+            } else {
+                status.approved_by.join(", ")
+            },
+            status
+                .holders
+                .iter()
+                .filter(|h| !status.approved_by.contains(h))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let wanted = status.request.snapshot.to_hex();
+    if let Some(s) = &args.snapshot {
+        if !wanted.starts_with(&s.to_ascii_lowercase()) {
+            return Err(Error::invalid(format!(
+                "request {} covers snapshot {}, not {s}",
+                id.short(),
+                status.request.snapshot.short()
+            )));
+        }
+    }
+    let secret = repo.request_secret(&id, &ctx.request_key_dir())?;
+    let keys = repo.released_keys(&status, &secret)?;
+    repo.use_session_keys(keys);
+    let mut includes = status.request.include.clone();
+    if !includes.is_empty() && !args.includes.is_empty() {
+        // Narrowing a request is fine; widening it is not.
+        if let Some(extra) = args
+            .includes
+            .iter()
+            .find(|i| !includes.iter().any(|r| i.starts_with(r.as_str())))
+        {
+            return Err(Error::invalid(format!(
+                "--include {extra} is outside the request's paths ({})",
+                includes.join(", ")
+            )));
+        }
+    }
+    if !args.includes.is_empty() {
+        includes = args.includes.clone();
+    }
+    Ok((repo, wanted, includes))
+}
+
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
-    let repo = ctx.open_repo()?;
-    let (id, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
+    let (repo, spec, wanted_includes) = match &args.request {
+        Some(r) => open_by_request(ctx, args, r)?,
+        None => (
+            ctx.open_repo()?,
+            args.snapshot.clone().unwrap_or_default(),
+            args.includes.clone(),
+        ),
+    };
+    let (id, snap) = repo.resolve_snapshot(&spec, &args.filter.filter())?;
     let index = repo.load_index()?;
     // A path that matches nothing is a mistake, not an empty restore.
     let mut includes = Vec::new();
-    let (patterns, paths): (Vec<String>, Vec<String>) = args
-        .includes
+    let (patterns, paths): (Vec<String>, Vec<String>) = wanted_includes
         .iter()
         .cloned()
         .partition(|s| restore::select::is_pattern(s));

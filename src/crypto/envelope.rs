@@ -57,6 +57,12 @@ pub enum ObjectKind {
     Checkpoint = 10,
     /// A record of packs found missing or damaged, signed by the owner.
     Damage = 11,
+    /// The sessions a snapshot needs (docs/FORMAT.md §19.1).
+    Reach = 12,
+    /// A restore request (§19.2).
+    Request = 13,
+    /// A key holder's approval or denial of a restore request (§19.3).
+    Approval = 14,
 }
 
 impl ObjectKind {
@@ -73,6 +79,9 @@ impl ObjectKind {
             9 => ObjectKind::Revocation,
             10 => ObjectKind::Checkpoint,
             11 => ObjectKind::Damage,
+            12 => ObjectKind::Reach,
+            13 => ObjectKind::Request,
+            14 => ObjectKind::Approval,
             _ => return None,
         })
     }

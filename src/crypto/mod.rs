@@ -4,6 +4,7 @@ pub mod aead;
 pub mod envelope;
 pub mod kdf;
 pub mod random;
+pub mod sealed_box;
 pub mod secret;
 pub mod signing;
 

@@ -6,6 +6,7 @@ pub mod history;
 pub mod index;
 pub mod name;
 pub mod provenance;
+pub mod request;
 pub mod signature;
 pub mod snapshot;
 pub mod tree;

@@ -253,6 +253,14 @@ pub(crate) fn audit_decrypt<T>(r: Result<T>, kek: &str, ctx: &Context) -> Result
     r
 }
 
+/// The audit line of an operation that serves a restore request (releasing or combining a
+/// holder's part): the line names the request.
+pub(crate) fn audit_request(op: &str, kek: &str, ctx: &Context, request: &str) {
+    let mut c = ctx.clone();
+    c.insert("custody:request".into(), request.into());
+    audit(op, kek, &c);
+}
+
 /// One audit line per key operation: matches the key custodian's own log line by line.
 pub(crate) fn audit(op: &str, kek: &str, ctx: &Context) {
     audit_log::record(op, kek, ctx);

@@ -23,6 +23,9 @@ pub trait SealedObject: Sized {
     /// Its kind in the envelope (bound into the AAD: an object moved to another folder does
     /// not open).
     const KIND: ObjectKind;
+    /// Whether it carries a signature (docs/FORMAT.md §17.4). Restore requests and approvals
+    /// do not: a key holder below quorum, which makes them, has no signing key.
+    const SIGNED: bool = true;
     fn encode(&self) -> Vec<u8>;
     /// Decodes and checks the format version.
     fn decode(plain: &[u8]) -> Result<Self, DecodeError>;
@@ -82,7 +85,11 @@ impl Repository {
     /// Signs `obj` (docs/FORMAT.md §17), seals it under the index key and stores it under `id`.
     pub fn save_object<T: SealedObject>(&self, id: &T::Id, obj: &T) -> Result<()> {
         let zero = Id::default();
-        let plain = self.sign_body(T::KIND, id, obj.encode());
+        let plain = if T::SIGNED {
+            self.sign_body(T::KIND, id, obj.encode())
+        } else {
+            obj.encode()
+        };
         let sealed = envelope::seal_object(
             &self.secrets.index_key,
             &self.binding::<T>(id, &zero),
@@ -109,7 +116,11 @@ impl Repository {
             &bytes,
         )
         .map_err(|e| Error::integrity(&name, e))?;
-        let (body, signer) = self.verify_body(T::KIND, &name, id, &plain)?;
+        let (body, signer) = if T::SIGNED {
+            self.verify_body(T::KIND, &name, id, &plain)?
+        } else {
+            (plain, None)
+        };
         let obj = T::decode(&body).map_err(|e| Error::integrity(&name, e))?;
         Ok((obj, signer))
     }

@@ -251,6 +251,32 @@ impl Repository {
         identity: Option<crate::identity::WriterIdentity>,
         owner_copy: Option<&Path>,
     ) -> Result<Repository> {
+        Repository::open_inner(rt, store, keys, config, identity, owner_copy, false)
+    }
+
+    /// Opens a repository for restore requests (docs/FORMAT.md §19): as
+    /// [`Repository::open_with_owner_copy`], except that a key service that unwraps the
+    /// repository secret but cannot act as the owner (one holder of a quorum) opens it as a
+    /// [`super::provenance::Provenance::Reader`] instead of being refused.
+    pub fn open_for_requests(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        config: Config,
+        owner_copy: Option<&Path>,
+    ) -> Result<Repository> {
+        Repository::open_inner(rt, store, keys, config, None, owner_copy, true)
+    }
+
+    fn open_inner(
+        rt: tokio::runtime::Handle,
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyService>,
+        config: Config,
+        identity: Option<crate::identity::WriterIdentity>,
+        owner_copy: Option<&Path>,
+        reader_ok: bool,
+    ) -> Result<Repository> {
         let b = &config.body;
         let rec = &config.secret;
         if rec.purpose != Purpose::RepositorySecret
@@ -282,7 +308,7 @@ impl Repository {
             ));
         }
         let mut repo = Repository::assemble(rt, store, keys, config, &m);
-        repo.load_provenance(identity, owner_copy)?;
+        repo.load_provenance(identity, owner_copy, reader_ok)?;
         Ok(repo)
     }
 }

@@ -50,6 +50,11 @@ pub enum Provenance {
     Owner { key: SigningKey, roster: Roster },
     /// A writer: signs as itself; accepts only itself and the owner.
     Writer { key: SigningKey, owner: SignerId },
+    /// One key holder of a quorum, below its threshold (docs/FORMAT.md §19): it unwraps the
+    /// repository secret but cannot make the owner anchor. It accepts what the owner accepts
+    /// (the owner id from the `owner` record, or this client's copy of it), signs nothing,
+    /// and only reads, requests and answers restore requests.
+    Reader { roster: Roster },
 }
 
 /// The writers the owner enrolled and revoked, as verified when the repository was opened.
@@ -93,6 +98,9 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Revocation => "revocation",
         ObjectKind::Checkpoint => "history checkpoint",
         ObjectKind::Damage => "damage record",
+        ObjectKind::Reach => "reach record",
+        ObjectKind::Request => "restore request",
+        ObjectKind::Approval => "approval",
         _ => "object",
     }
 }
@@ -116,7 +124,10 @@ impl Roster {
         if signer == self.owner {
             return Ok(Signer::Owner(signer));
         }
-        if !matches!(kind, ObjectKind::Snapshot | ObjectKind::Index) {
+        if !matches!(
+            kind,
+            ObjectKind::Snapshot | ObjectKind::Index | ObjectKind::Reach
+        ) {
             return Err(format!(
                 "signed by {}: only the owner writes a {}",
                 self.describe(&signer),
@@ -125,7 +136,9 @@ impl Roster {
         }
         if let Some(rev) = self.revoked.get(&signer) {
             let before = rev.as_ref().is_some_and(|r| match kind {
-                ObjectKind::Snapshot => r.snapshots.iter().any(|s| **s == *object),
+                ObjectKind::Snapshot | ObjectKind::Reach => {
+                    r.snapshots.iter().any(|s| **s == *object)
+                }
                 _ => r.segments.iter().any(|s| **s == *object),
             });
             if !before {
@@ -193,7 +206,7 @@ impl Repository {
     /// The owner's roster; `None` for writers and legacy repositories.
     pub fn roster(&self) -> Option<&Roster> {
         match &self.provenance {
-            Provenance::Owner { roster, .. } => Some(roster),
+            Provenance::Owner { roster, .. } | Provenance::Reader { roster } => Some(roster),
             _ => None,
         }
     }
@@ -202,7 +215,7 @@ impl Repository {
     pub fn signer(&self) -> Option<SignerId> {
         match &self.provenance {
             Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => Some(key.id()),
-            Provenance::Legacy => None,
+            Provenance::Legacy | Provenance::Reader { .. } => None,
         }
     }
 
@@ -220,6 +233,13 @@ impl Repository {
                 "{what} needs the owner's key service, but this client signs as writer {} (unset --identity / CUSTODY_IDENTITY, or use the owner's keyring)",
                 key.id().short()
             ))),
+            Provenance::Reader { .. } => Err(Error::KeyDenied {
+                key: self.keys.url(),
+                operation: what.into(),
+                reason: "this needs the repository's owner (a quorum of key holders together); \
+                         this client is one key holder"
+                    .into(),
+            }),
             Provenance::Owner { roster, .. } => {
                 if roster.migrating {
                     return Err(Error::Conflict(format!(
@@ -247,7 +267,7 @@ impl Repository {
             Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => {
                 signature::sign(key, kind as u8, &self.id(), object, body)
             }
-            Provenance::Legacy => body,
+            Provenance::Legacy | Provenance::Reader { .. } => body,
         }
     }
 
@@ -269,10 +289,12 @@ impl Repository {
     ) -> chrono::DateTime<Utc> {
         let trusted = match &self.provenance {
             Provenance::Legacy => true,
-            Provenance::Owner { roster, .. } => rec.signer().is_some_and(|s| {
-                s == roster.owner
-                    || (roster.enrolled.contains_key(&s) && !roster.revoked.contains_key(&s))
-            }),
+            Provenance::Owner { roster, .. } | Provenance::Reader { roster } => {
+                rec.signer().is_some_and(|s| {
+                    s == roster.owner
+                        || (roster.enrolled.contains_key(&s) && !roster.revoked.contains_key(&s))
+                })
+            }
             Provenance::Writer { key, owner } => {
                 rec.signer().is_some_and(|s| s == *owner || s == key.id())
             }
@@ -297,7 +319,7 @@ impl Repository {
         let untrusted = |e: signature::SignatureError| Error::untrusted(name, e);
         match &self.provenance {
             Provenance::Legacy => Ok((plain.to_vec(), None)),
-            Provenance::Owner { roster, .. } => {
+            Provenance::Owner { roster, .. } | Provenance::Reader { roster } => {
                 let (body, who) = match verify() {
                     // An interrupted migration: unsigned objects are still accepted.
                     Err(signature::SignatureError::Unsigned) if roster.migrating => {
@@ -334,6 +356,7 @@ impl Repository {
         &mut self,
         identity: Option<WriterIdentity>,
         owner_copy: Option<&std::path::Path>,
+        reader_ok: bool,
     ) -> Result<()> {
         let repo = self.id();
         if let Some(id) = identity {
@@ -384,7 +407,13 @@ impl Repository {
                 "missing: this repository signs its objects, and the record of its owner key is gone (deleted from the store)",
             ));
         }
-        let (anchor, _) = self.keys.owner_anchor(&repo).map_err(|e| match e {
+        let anchor = match self.keys.owner_anchor(&repo) {
+            Err(Error::KeyDenied { .. }) if reader_ok => {
+                return self.load_reader(stored.as_deref(), copy.as_deref());
+            }
+            a => a,
+        };
+        let (anchor, described) = anchor.map_err(|e| match e {
             Error::KeyDenied {
                 key,
                 operation,
@@ -403,7 +432,23 @@ impl Repository {
         let open = |bytes: &[u8]| -> Result<SigningKey> {
             let record: OwnerRecord =
                 from_json("owner record", bytes).map_err(|e| Error::integrity("owner", e))?;
-            record.open(&repo, &anchor)
+            record.open(&repo, &anchor).map_err(|e| {
+                // Sealed under another key service's anchor (say, after `rotate rewrap` to a
+                // new quorum): a key problem of this client, not damage. A custodian who
+                // edits the field changes only which refusal is shown.
+                if record.anchor != described {
+                    Error::KeyDenied {
+                        key: described.clone(),
+                        operation: "owner-anchor".into(),
+                        reason: format!(
+                            "the repository's owner key is sealed for {}, not for this key service (rotated to another one?)",
+                            record.anchor
+                        ),
+                    }
+                } else {
+                    e
+                }
+            })
         };
         let key = match stored.as_deref().map(open) {
             Some(Ok(key)) => {
@@ -443,6 +488,43 @@ impl Repository {
         self.provenance = Provenance::Owner { key, roster };
         let roster = self.load_roster()?;
         if let Provenance::Owner { roster: r, .. } = &mut self.provenance {
+            *r = roster;
+        }
+        Ok(())
+    }
+
+    /// A key holder below quorum (see [`Provenance::Reader`]): the owner id comes from this
+    /// client's copy of the `owner` record when it has one (the store's may have been
+    /// replaced, and a reader cannot open it to tell), else from the store's.
+    fn load_reader(&mut self, stored: Option<&[u8]>, copy: Option<&[u8]>) -> Result<()> {
+        let public = |bytes: &[u8]| -> Result<SignerId> {
+            let record: OwnerRecord =
+                from_json("owner record", bytes).map_err(|e| Error::integrity("owner", e))?;
+            if record.repository != self.id() {
+                return Err(Error::integrity("owner", "record of another repository"));
+            }
+            Ok(record.public)
+        };
+        let owner = match (copy, stored) {
+            (Some(c), s) => {
+                let owner = public(c)?;
+                if s.is_some_and(|s| public(s).ok() != Some(owner)) {
+                    tracing::warn!("the repository's owner record names another owner key than this client's copy: keeping the copy's");
+                }
+                owner
+            }
+            (None, Some(s)) => public(s)?,
+            (None, None) => return Err(Error::integrity("owner", "missing from the store")),
+        };
+        self.provenance = Provenance::Reader {
+            roster: Roster {
+                owner,
+                migrating: self.config.body.format < PROVENANCE_FORMAT,
+                ..Roster::default()
+            },
+        };
+        let roster = self.load_roster()?;
+        if let Provenance::Reader { roster: r } = &mut self.provenance {
             *r = roster;
         }
         Ok(())

@@ -4,6 +4,8 @@
 //! plaintext) before it is sealed again, so a damaged blob is never copied. Chunk ids do not
 //! change; only the index moves.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 
 use super::{Repository, Session, MAX_PACK};
@@ -19,6 +21,8 @@ pub struct Repacker<'a> {
     session: Session,
     builder: Option<PackBuilder>,
     written: Vec<PackEntries>,
+    /// The sessions blobs were copied from.
+    sources: HashSet<SessionId>,
     blobs: usize,
     bytes_written: u64,
 }
@@ -31,6 +35,7 @@ impl<'a> Repacker<'a> {
             session: Session::start(repo)?,
             builder: None,
             written: Vec::new(),
+            sources: HashSet::new(),
             blobs: 0,
             bytes_written: 0,
         })
@@ -50,6 +55,7 @@ impl<'a> Repacker<'a> {
         if entries.is_empty() {
             return Ok(());
         }
+        self.sources.insert(*session);
         let name = object_name(FileKind::Pack, pack);
         let size = self.repo.store().size(FileKind::Pack, pack)?;
         if size > MAX_PACK {
@@ -113,6 +119,12 @@ impl<'a> Repacker<'a> {
     /// written.
     pub fn finish(mut self) -> Result<(Session, Vec<PackEntries>, u64)> {
         self.flush()?;
+        // Snapshots whose blobs moved need the new session too (docs/FORMAT.md §19.1).
+        if !self.written.is_empty() {
+            if let Err(e) = self.repo.extend_reach(&self.sources, self.session.id) {
+                tracing::warn!("could not add the new session to snapshots' reach ({e}): run `custody repair reach`");
+            }
+        }
         Ok((self.session, self.written, self.bytes_written))
     }
 }

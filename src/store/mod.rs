@@ -51,10 +51,16 @@ pub enum FileKind {
     Damage,
     /// `witness/<id>`: records kept in a witness store, outside the repository (§18.4).
     Witness,
+    /// `reach/<snapshot id>`: the sessions a snapshot's data lies in (docs/FORMAT.md §19.1).
+    Reach,
+    /// `requests/<id>`: restore requests (§19.2).
+    Request,
+    /// `approvals/<id>`: key holders' approvals and denials of restore requests (§19.3).
+    Approval,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 13] = [
+    pub const ALL: [FileKind; 16] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -68,6 +74,9 @@ impl FileKind {
         FileKind::History,
         FileKind::Damage,
         FileKind::Witness,
+        FileKind::Reach,
+        FileKind::Request,
+        FileKind::Approval,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -85,6 +94,9 @@ impl FileKind {
             FileKind::History => "history",
             FileKind::Damage => "damaged",
             FileKind::Witness => "witness",
+            FileKind::Reach => "reach",
+            FileKind::Request => "requests",
+            FileKind::Approval => "approvals",
         }
     }
 

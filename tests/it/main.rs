@@ -23,6 +23,7 @@ mod quorum;
 mod race;
 mod reencrypt;
 mod repair;
+mod requests;
 mod restore_options;
 mod rotate;
 mod roundtrip;

@@ -272,6 +272,9 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         });
     }
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
+    let mut reach = super::reach::sessions_of(&index, &used);
+    reach.insert(session.id);
+    repo.save_reach(&snapshot_id, &snapshot, reach);
     if let Some(slot) = slot {
         slot.commit(repo, snapshot_id);
     }

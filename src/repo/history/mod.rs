@@ -458,7 +458,7 @@ impl ChainSlot {
         drop(self.locked.take());
         let key = match repo.provenance() {
             Provenance::Owner { key, .. } | Provenance::Writer { key, .. } => key,
-            Provenance::Legacy => return,
+            Provenance::Legacy | Provenance::Reader { .. } => return,
         };
         if let Some(w) = &repo.history_options().witness {
             let obs = Observation {

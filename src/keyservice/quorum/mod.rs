@@ -5,6 +5,10 @@
 //! KEK, with the holder and the part bound into its context. A writer's quorum file names the
 //! holders' writer keyrings (or encrypt-only KMS credentials): it wraps parts, never unwraps.
 //!
+//! The repository secret `M` is the exception: every holder wraps all of it (a quorum of
+//! one). `M` is what every writer holds already (it names and indexes chunks but opens no
+//! data), and a single holder needs it to read and answer restore requests (§19).
+//!
 //! The owner anchor (§17.1) cannot come from one holder: `key create` makes a random anchor
 //! secret, splits it the same way and keeps the wrapped parts in the quorum file, so any M
 //! holders compute the same anchor.
@@ -16,6 +20,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
+mod file;
+mod release;
+
+pub use file::{HolderEntry, QuorumFile};
+pub use release::part_check;
+
 use super::{KekInfo, KeyService, KeyServiceOptions, KeyServiceUrl};
 use crate::crypto::Key32;
 use crate::error::{Error, Result};
@@ -26,45 +36,26 @@ use crate::id::Id;
 pub const ALGORITHM: &str = "shamir-gf256/v1";
 const ANCHOR_LABEL: &[u8] = b"custody/v2/quorum-owner-anchor";
 
-/// The quorum file, as written by hand and completed by `key create`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuorumFile {
-    /// `1`.
-    pub format: u32,
-    /// How many holders must take part (M).
-    pub threshold: u8,
-    /// The N holders: a name each (as records and messages show it) and a key-service URL.
-    pub holders: Vec<HolderEntry>,
-    /// The owner anchor's parts (made by `key create`); absent in a writer's file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anchor: Option<Vec<Part>>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HolderEntry {
-    pub name: String,
-    pub key_service: String,
-}
-
-impl std::fmt::Debug for HolderEntry {
-    // A pkcs11: URL may carry a PIN: only its scheme is shown.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = self.key_service.split(':').next().unwrap_or("");
-        f.debug_struct("HolderEntry")
-            .field("name", &self.name)
-            .field("key_service", &format_args!("{scheme}:<redacted>"))
-            .finish()
-    }
-}
-
 /// One holder's part of a key: its x coordinate and its y values, wrapped by the holder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
     pub holder: String,
     pub x: u8,
     pub wrapped: WrappedKey,
+    /// [`part_check`] of the part: lets a requester tell a released part that is genuine
+    /// from one a forger made up, holder by holder (absent in records made before requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+/// How many parts open a key of `purpose`: one for the repository secret (every holder
+/// wraps all of it), the quorum's threshold for everything else.
+fn threshold_for(ctx: &Context, quorum: u8) -> u8 {
+    if ctx.get("custody:purpose").map(String::as_str) == Some(Purpose::RepositorySecret.as_str()) {
+        1
+    } else {
+        quorum
+    }
 }
 
 /// What the ciphertext of a quorum-wrapped key holds (compact JSON).
@@ -96,46 +87,8 @@ impl std::fmt::Debug for Quorum {
     }
 }
 
-impl QuorumFile {
-    pub fn read(path: &Path) -> Result<QuorumFile> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-        let f: QuorumFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::invalid(format!("quorum file {}: {e}", path.display())))?;
-        let n = f.holders.len();
-        if f.format != 1 {
-            return Err(Error::invalid(format!(
-                "quorum file {}: format {} (this version reads 1)",
-                path.display(),
-                f.format
-            )));
-        }
-        if f.threshold < 2 || usize::from(f.threshold) > n || n > 255 {
-            return Err(Error::invalid(format!(
-                "quorum file {}: threshold {} of {n} holders (needs 2 <= M <= N <= 255)",
-                path.display(),
-                f.threshold
-            )));
-        }
-        let mut names: Vec<&str> = f.holders.iter().map(|h| h.name.as_str()).collect();
-        names.sort_unstable();
-        if names.windows(2).any(|w| w[0] == w[1]) || names.iter().any(|n| n.is_empty()) {
-            return Err(Error::invalid(format!(
-                "quorum file {}: holder names must be distinct and not empty",
-                path.display()
-            )));
-        }
-        Ok(f)
-    }
-
-    fn write(&self, path: &Path) -> Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("quorum file serializes");
-        bytes.push(b'\n');
-        std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
-    }
-}
-
 /// The context of one holder's part: the key's own context, plus which holder and which part.
-fn part_context(ctx: &Context, holder: &str, x: u8) -> Context {
+pub fn part_context(ctx: &Context, holder: &str, x: u8) -> Context {
     let mut c = ctx.clone();
     c.insert("custody:quorum-holder".into(), holder.into());
     c.insert("custody:quorum-part".into(), x.to_string());
@@ -193,8 +146,12 @@ impl Quorum {
         if file.anchor.is_none() {
             let q = Quorum::open(path, opts, rt)?;
             let secret = Key32::generate()?;
-            let parts =
-                rt.block_on(q.wrap_parts(Purpose::SessionKey, &secret, &q.anchor_context()))?;
+            let parts = rt.block_on(q.wrap_parts(
+                Purpose::SessionKey,
+                &secret,
+                &q.anchor_context(),
+                q.threshold(),
+            ))?;
             file.anchor = Some(parts);
             file.write(path)?;
         }
@@ -256,16 +213,27 @@ impl Quorum {
         c
     }
 
-    /// Splits `key` into one part per holder and wraps each with its holder's KEK. Every
-    /// holder must take part: a key some holder cannot unwrap later is a key with less
-    /// redundancy than the quorum file promises.
-    async fn wrap_parts(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<Vec<Part>> {
-        let sharks = blahaj::Sharks(self.threshold());
+    /// Splits `key` into one part per holder, any `threshold` of which recover it, and wraps
+    /// each with its holder's KEK. Every holder must take part: a key some holder cannot
+    /// unwrap later is a key with less redundancy than the quorum file promises.
+    async fn wrap_parts(
+        &self,
+        purpose: Purpose,
+        key: &Key32,
+        ctx: &Context,
+        threshold: u8,
+    ) -> Result<Vec<Part>> {
+        let sharks = blahaj::Sharks(threshold.max(2));
         let mut parts = Vec::with_capacity(self.holders.len());
         for (holder, share) in self.holders.iter().zip(sharks.dealer(key.expose())) {
             let mut bytes: Vec<u8> = (&share).into();
             let x = bytes[0];
-            let y = Key32::from_slice(&bytes[1..]);
+            // A quorum of one: the part is the key itself.
+            let y = if threshold == 1 {
+                Some(key.clone())
+            } else {
+                Key32::from_slice(&bytes[1..])
+            };
             bytes.zeroize();
             let y =
                 y.ok_or_else(|| Error::Internal("a part of a 32-byte key is 32 bytes".into()))?;
@@ -277,21 +245,27 @@ impl Quorum {
                     operation: "Encrypt".into(),
                     reason: format!("every holder wraps its part, and this one cannot: {why}"),
                 })?;
-            let wrapped = service
-                .encrypt(purpose, &y, &part_context(ctx, &holder.name, x))
-                .await?;
+            let pctx = part_context(ctx, &holder.name, x);
+            let wrapped = service.encrypt(purpose, &y, &pctx).await?;
             parts.push(Part {
                 holder: holder.name.clone(),
                 x,
                 wrapped,
+                check: Some(part_check(&pctx, &y)),
             });
         }
         Ok(parts)
     }
 
-    /// Unwraps parts until the threshold is met and recovers the key.
-    async fn recover(&self, parts: &[Part], ctx: &Context, operation: &str) -> Result<Key32> {
-        let need = usize::from(self.threshold());
+    /// Unwraps parts until `threshold` of them open and recovers the key.
+    async fn recover(
+        &self,
+        parts: &[Part],
+        ctx: &Context,
+        operation: &str,
+        threshold: u8,
+    ) -> Result<Key32> {
+        let need = usize::from(threshold);
         let mut shares = Vec::new();
         let mut took = Vec::new();
         let mut refused = Vec::new();
@@ -323,6 +297,7 @@ impl Quorum {
                 .decrypt(&part.wrapped, &part_context(ctx, &holder.name, part.x))
                 .await
             {
+                Ok(y) if threshold == 1 => return Ok(y),
                 Ok(y) => {
                     let mut bytes = Vec::with_capacity(33);
                     bytes.push(part.x);
@@ -365,7 +340,7 @@ impl Quorum {
                 }
             });
         }
-        let mut secret = blahaj::Sharks(self.threshold())
+        let mut secret = blahaj::Sharks(threshold)
             .recover(&shares)
             .map_err(|e| Error::Internal(format!("quorum recovery: {e}")))?;
         let key = Key32::from_slice(&secret);
@@ -373,12 +348,40 @@ impl Quorum {
         key.ok_or_else(|| Error::integrity(self.reference(), "the recovered key is not 32 bytes"))
     }
 
+    /// The parts of a quorum-wrapped key, with the threshold this quorum requires of a key of
+    /// its purpose (the record's own claim is not trusted: the custodian can edit it). A
+    /// repository secret wrapped before quorums of one took the full threshold; that stays
+    /// readable.
+    fn parts_of(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Parts> {
+        if wrapped.algorithm != ALGORITHM {
+            return Err(Error::KeyDenied {
+                key: wrapped.kek.clone(),
+                operation: "Decrypt".into(),
+                reason: format!(
+                    "this key was wrapped by another key service, not the quorum {}",
+                    self.path.display()
+                ),
+            });
+        }
+        let body: Parts = serde_json::from_slice(&wrapped.ciphertext)
+            .map_err(|e| Error::integrity(&wrapped.kek, format!("quorum parts: {e}")))?;
+        let expected = threshold_for(ctx, self.threshold());
+        if body.threshold != expected && body.threshold != self.threshold() {
+            return Err(Error::integrity(
+                &wrapped.kek,
+                format!(
+                    "wrapped for a quorum of {}, this one needs {expected}",
+                    body.threshold
+                ),
+            ));
+        }
+        Ok(body)
+    }
+
     async fn wrap(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
-        let parts = self.wrap_parts(purpose, key, ctx).await?;
-        let body = Parts {
-            threshold: self.threshold(),
-            parts,
-        };
+        let threshold = threshold_for(ctx, self.threshold());
+        let parts = self.wrap_parts(purpose, key, ctx, threshold).await?;
+        let body = Parts { threshold, parts };
         Ok(WrappedKey {
             kek: self.reference(),
             algorithm: ALGORITHM.into(),
@@ -404,29 +407,9 @@ impl KeyService for Quorum {
     }
 
     async fn decrypt(&self, wrapped: &WrappedKey, ctx: &Context) -> Result<Key32> {
-        if wrapped.algorithm != ALGORITHM {
-            return Err(Error::KeyDenied {
-                key: wrapped.kek.clone(),
-                operation: "Decrypt".into(),
-                reason: format!(
-                    "this key was wrapped by another key service, not the quorum {}",
-                    self.path.display()
-                ),
-            });
-        }
-        let body: Parts = serde_json::from_slice(&wrapped.ciphertext)
-            .map_err(|e| Error::integrity(&wrapped.kek, format!("quorum parts: {e}")))?;
-        if body.threshold != self.threshold() {
-            return Err(Error::integrity(
-                &wrapped.kek,
-                format!(
-                    "wrapped for a quorum of {}, this one needs {}",
-                    body.threshold,
-                    self.threshold()
-                ),
-            ));
-        }
-        self.recover(&body.parts, ctx, "Decrypt").await
+        let body = self.parts_of(wrapped, ctx)?;
+        self.recover(&body.parts, ctx, "Decrypt", body.threshold)
+            .await
     }
 
     async fn encrypt(&self, purpose: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
@@ -469,24 +452,14 @@ impl KeyService for Quorum {
             });
         };
         let secret = self
-            .recover(parts, &self.anchor_context(), "owner-anchor")
+            .recover(
+                parts,
+                &self.anchor_context(),
+                "owner-anchor",
+                self.threshold(),
+            )
             .await?;
         let anchor = crate::crypto::kdf::derive_key(repo.as_bytes(), &secret, &[ANCHOR_LABEL]);
         Ok((anchor, self.reference()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HolderEntry;
-
-    #[test]
-    fn holder_urls_never_reach_debug_output() {
-        let h = HolderEntry {
-            name: "carol".into(),
-            key_service: "pkcs11:token=t;object=o?pin-value=4321".into(),
-        };
-        let shown = format!("{h:?}");
-        assert!(shown.contains("carol") && shown.contains("pkcs11:") && !shown.contains("4321"));
     }
 }
