@@ -98,6 +98,18 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 report.unchained
             ));
         }
+        if report.requests > 0 {
+            ctx.say(format!(
+                "{} restore request(s) with {} answer(s), all verified",
+                report.requests, report.approvals
+            ));
+        }
+        if report.without_reach > 0 && report.requests > 0 {
+            ctx.say(format!(
+                "{} snapshot(s) without a record of the session keys they need: restore                  requests for them wait for `custody repair reach`",
+                report.without_reach
+            ));
+        }
         if report.unbound_ids > 0 {
             ctx.say(format!(
                 "{} snapshot(s) have ids from before ids were bound to manifests: a manifest \

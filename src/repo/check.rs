@@ -87,6 +87,14 @@ pub struct CheckReport {
     /// store their chunks again (docs/FORMAT.md §14d).
     #[serde(default)]
     pub damage_recorded: usize,
+    /// Restore requests and their answers, all verified (docs/FORMAT.md §19), and snapshots
+    /// with no record of the sessions they need (`repair reach` records it).
+    #[serde(default)]
+    pub requests: usize,
+    #[serde(default)]
+    pub approvals: usize,
+    #[serde(default)]
+    pub without_reach: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -163,6 +171,11 @@ pub fn check(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
         for e in &h.bad_checkpoints {
             r.problem(e, "");
         }
+    }
+    let ((without_reach, requests, approvals), problems) = repo.check_requests()?;
+    (r.without_reach, r.requests, r.approvals) = (without_reach, requests, approvals);
+    for e in &problems {
+        r.problem(e, "");
     }
     repo.for_each_object::<crate::format::garbage::LockRecord>(|id, l| {
         if let Err(e) = l {

@@ -518,6 +518,47 @@ impl Repository {
         Ok(keys)
     }
 
+    /// What `check` verifies of restore requests: every reach, request and approval opens
+    /// and is vouched for, and every approval answers a stored request. Returns (snapshots
+    /// without a reach, requests, approvals) and the problems.
+    pub(crate) fn check_requests(&self) -> Result<((usize, usize, usize), Vec<Error>)> {
+        let mut problems = Vec::new();
+        let mut without_reach = 0;
+        for id in self.snapshot_ids()? {
+            match self.verified_reach(&id) {
+                Ok(_) => {}
+                Err(Error::NotFound(_)) => without_reach += 1,
+                Err(e) if e.is_integrity() => problems.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut requests = std::collections::HashSet::new();
+        self.for_each_object::<RestoreRequest>(|id, r| {
+            match r {
+                Ok(_) => {
+                    requests.insert(id);
+                }
+                Err(e) if e.is_integrity() => problems.push(e),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        let mut approvals = 0;
+        self.for_each_object::<Approval>(|id, a| {
+            match a {
+                Ok(a) if requests.contains(&a.request) => approvals += 1,
+                Ok(a) => problems.push(Error::integrity(
+                    crate::store::object_name(FileKind::Approval, &id),
+                    format!("answers request {}, which is not stored", a.request.short()),
+                )),
+                Err(e) if e.is_integrity() => problems.push(e),
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        Ok(((without_reach, requests.len(), approvals), problems))
+    }
+
     /// Makes released session keys this repository's own for this process (a restore by
     /// request): every other session still goes to the key service, which refuses it.
     pub fn use_session_keys(&self, keys: HashMap<SessionId, Key32>) {

@@ -516,3 +516,111 @@ fn fail_approvals_forged_with_a_writers_keys_are_refused() {
         std::fs::remove_file(s.sb.repo().join("approvals").join(forged.to_hex())).unwrap();
     }
 }
+
+/// `check` (the owner) verifies requests and answers, names a damaged one, and `repair
+/// reach` records the reach of a snapshot whose record was lost.
+#[test]
+fn check_verifies_requests_and_repair_reach_restores_a_lost_record() {
+    let s = setup();
+    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
+    let id = s.request(&s.snap_a, &[]);
+    s.as_holder("alice", &["request", "approve", &id]).ok();
+    let report =
+        s.sb.run(&["--key-service", &owner, "--json", "check"])
+            .ok()
+            .json();
+    assert_eq!(
+        (report["requests"].as_u64(), report["approvals"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["without_reach"], 0, "{report}");
+
+    // A request edited by the custodian: check names it (exit 3).
+    let req =
+        s.sb.repo()
+            .join("requests")
+            .join(list_ids(&s.sb.repo().join("requests"))[0].clone());
+    let genuine = std::fs::read(&req).unwrap();
+    let mut bad = genuine.clone();
+    bad[60] ^= 4;
+    std::fs::write(&req, &bad).unwrap();
+    let r =
+        s.sb.run(&["--key-service", &owner, "check"])
+            .code(EXIT_INTEGRITY);
+    assert!(r.stderr.contains("requests/"), "{}", r.stderr);
+    std::fs::write(&req, &genuine).unwrap();
+
+    // A lost reach: no request can be made for that snapshot until the owner records it.
+    let reach = s.sb.repo().join("reach");
+    let lost = list_ids(&reach)
+        .into_iter()
+        .find(|n| n.starts_with(&s.snap_b[..8]))
+        .unwrap();
+    std::fs::remove_file(reach.join(&lost)).unwrap();
+    let r = s.as_holder("alice", &["request", "create", &s.snap_b, "--reason", "x"]);
+    assert_ne!(r.code, EXIT_OK);
+    assert!(r.stderr.contains("repair reach"), "{}", r.stderr);
+    s.sb.run(&["--key-service", &owner, "repair", "reach"]).ok();
+    s.request(&s.snap_b, &[]);
+}
+
+/// Prune repacks a snapshot's blobs into packs of a new session: the reach follows, so a
+/// request made afterwards still restores the whole snapshot.
+#[test]
+fn a_request_after_prune_repacked_its_data_still_restores() {
+    let s = setup();
+    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
+    // Snapshot A's pack also holds a file that a later snapshot no longer has.
+    std::fs::remove_file(s.src_a.join("a.bin")).unwrap();
+    write(&s.src_a.join("c.txt"), b"new");
+    let later =
+        s.sb.run(&[
+            "--key-service",
+            &owner,
+            "--json",
+            "backup",
+            s.src_a.to_str().unwrap(),
+        ])
+        .ok()
+        .json()["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    s.sb.run(&["--key-service", &owner, "forget", &s.snap_a])
+        .ok();
+    let p =
+        s.sb.run(&[
+            "--key-service",
+            &owner,
+            "--json",
+            "prune",
+            "--grace",
+            "0s",
+            "--max-unused",
+            "0%",
+        ])
+        .ok()
+        .json();
+    assert!(
+        p["mark"]["blobs_repacked"].as_u64() > Some(0),
+        "nothing repacked: {p}"
+    );
+    s.sb.run(&[
+        "--key-service",
+        &owner,
+        "--json",
+        "prune",
+        "--grace",
+        "0s",
+        "--max-unused",
+        "0%",
+    ])
+    .ok();
+    let id = s.request(&later, &[]);
+    s.as_holder("bob", &["request", "approve", &id]).ok();
+    s.as_holder("carol", &["request", "approve", &id]).ok();
+    let out = s.sb.path("after-prune");
+    s.restore(&id, &out).ok();
+    assert_same_tree(&s.src_a, &restored(&out, &s.src_a));
+}
