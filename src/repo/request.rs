@@ -72,6 +72,8 @@ pub struct Answer {
     pub reason: String,
     /// Parts released (one per session).
     pub parts: usize,
+    /// The sessions whose key parts it released.
+    pub sessions: Vec<SessionId>,
     /// Why it does not count, when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -329,6 +331,7 @@ impl Repository {
                 time: a.time,
                 reason: a.reason,
                 parts: a.parts.len(),
+                sessions: a.parts.iter().map(|p| p.session).collect(),
                 problem,
             });
         }
