@@ -18,9 +18,18 @@ pub struct Args {
     /// Average chunk size in KiB (a power of two; min is a quarter, max four times).
     #[arg(long, default_value_t = ChunkerParams::DEFAULT.avg_size / 1024)]
     pub chunk_avg_kib: u32,
+    /// Record this key policy (where KEKs may be) and refuse a key service outside it
+    /// (docs/FORMAT.md §20; see README, "Key policies").
+    #[arg(long, value_name = "FILE")]
+    pub key_policy: Option<std::path::PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
+    let policy = args
+        .key_policy
+        .as_deref()
+        .map(super::key_policy::read_file)
+        .transpose()?;
     let store = ctx.store()?;
     ctx.rt.block_on(store.create())?;
     let repo_id = Id::random()?;
@@ -44,7 +53,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         compression_level: args.compression_level,
         pack_size: args.pack_size_mib.saturating_mul(1024 * 1024),
     };
-    let repo = Repository::init(ctx.rt.handle().clone(), store, keys, repo_id, &opts)?;
+    if let Some(p) = &policy {
+        super::key_policy::check_service(ctx, p, &url, keys.as_ref())?;
+        // Only the owner signs a policy: a service that cannot be the owner makes none.
+        ctx.rt.block_on(keys.owner_anchor(&repo_id))?;
+    }
+    let mut repo = Repository::init(ctx.rt.handle().clone(), store, keys, repo_id, &opts)?;
+    if let Some(p) = policy {
+        let copy = ctx.owner_copy(&repo_id);
+        repo.set_key_policy(p, Some(&copy))?;
+    }
     ctx.emit(&custody::repo::InitOutput {
         repository_id: repo.id(),
         location: repo.store().location(),

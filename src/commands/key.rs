@@ -18,7 +18,14 @@ pub enum Cmd {
     /// Create KEKs in the key service: a new local keyring folder, or three new KMS keys
     /// (`--key-service awskms:new`: meta, data, and the owner's HMAC key); prints the URL to
     /// use (writers get it without `owner=`).
-    Create,
+    Create {
+        /// Refuse to make keys outside this key policy (e.g. KMS keys in other regions).
+        #[arg(long, value_name = "FILE")]
+        key_policy: Option<PathBuf>,
+    },
+    /// The repository's key policy: where its KEKs may be.
+    #[command(subcommand)]
+    Policy(super::key_policy::Cmd),
     /// Write a keyring for a role to a new folder. For `writer` in a repository that signs
     /// its objects, also enroll a new writer and write its identity (identity.json) there; with
     /// KMS or PKCS#11 only the identity is written (give it to the writer with --identity).
@@ -62,11 +69,19 @@ fn local_dir(url: &str) -> Result<PathBuf> {
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
     match cmd {
-        Cmd::Create => {
+        Cmd::Policy(c) => super::key_policy::run(ctx, c),
+        Cmd::Create { key_policy } => {
             let url = ctx
                 .key_service
                 .clone()
                 .ok_or_else(|| Error::invalid("key create needs --key-service local:<dir>"))?;
+            let policy = key_policy
+                .as_deref()
+                .map(super::key_policy::read_file)
+                .transpose()?;
+            if let Some(p) = &policy {
+                p.check_kind(&url)?;
+            }
             let url = match KeyServiceUrl::parse(&url)? {
                 KeyServiceUrl::Local(dir) => {
                     LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
@@ -76,6 +91,9 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     // Two keys, so that a writer can be allowed to unwrap the repository
                     // secret (meta) without being able to unwrap session keys (data).
                     let kms = ctx.rt.block_on(AwsKms::open(&url, &ctx.env.aws))?;
+                    if let Some(p) = &policy {
+                        p.check_new_kms_region(kms.region().as_deref())?;
+                    }
                     let meta = ctx
                         .rt
                         .block_on(kms.create_key("custody meta KEK (wraps repository secrets)"))?;
@@ -96,6 +114,18 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                     format!("quorum:{}", p.display())
                 }
             };
+            if let Some(p) = &policy {
+                let keys = custody::keyservice::open(&url, &ctx.key_options(), ctx.rt.handle())?;
+                super::key_policy::check_service(ctx, p, &url, keys.as_ref()).map_err(|e| {
+                    Error::KeyDenied {
+                        key: url.clone(),
+                        operation: "key create".into(),
+                        reason: format!(
+                            "the keys were made, but {e}: delete them (or schedule their deletion)"
+                        ),
+                    }
+                })?;
+            }
             ctx.emit(&KeysCreated {
                 key_service: url,
                 created: true,

@@ -9,6 +9,7 @@ pub mod dump;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod key_policy;
 pub mod ls;
 pub mod migrate;
 mod progress;
@@ -165,7 +166,7 @@ impl Ctx {
     }
 
     /// This client's copy of a repository's `owner` record (docs/FORMAT.md §17.2).
-    fn owner_copy(&self, repo: &custody::Id) -> std::path::PathBuf {
+    pub fn owner_copy(&self, repo: &custody::Id) -> std::path::PathBuf {
         self.env
             .client
             .config_dir

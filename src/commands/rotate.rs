@@ -161,6 +161,15 @@ fn run_rewrap(
     let config = Repository::read_config(ctx.rt.handle(), &store)?;
     let from = ctx.open_key_service(&config.body.repository)?;
     let dest = keyservice::open(to, &ctx.key_options(), ctx.rt.handle())?;
+    // The destination must be inside the repository's key policy (holder replacement too).
+    let copy = ctx.owner_copy(&config.body.repository);
+    if let Some(p) = ctx.rt.block_on(custody::repo::policy::read_key_policy(
+        store.as_ref(),
+        &config.body.repository,
+        Some(&copy),
+    ))? {
+        super::key_policy::check_service(ctx, &p, to, dest.as_ref())?;
+    }
     // A key holder works out each session's authenticated age (as `reencrypt --before`
     // does); a rotator that cannot open the repository takes the records' signed `created`.
     let session_ages = match created_before {

@@ -136,6 +136,11 @@ impl AwsKms {
     }
 
     /// Creates a symmetric KMS key (used by `key create`); returns its ARN.
+    /// The region the client talks to (where `key create` makes keys).
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
     pub async fn create_key(&self, description: &str) -> Result<String> {
         self.create(description, false).await
     }
@@ -440,6 +445,7 @@ impl KeyService for AwsKms {
                     .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 // Whether this caller may Decrypt is IAM's decision, not visible here.
                 can_decrypt: m.is_some_and(|m| m.enabled()),
+                token_serial: None,
             });
         }
         Ok(out)

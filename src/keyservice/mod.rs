@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod awskms;
 pub mod local;
 pub mod pkcs11;
+pub mod policy;
 pub mod quorum;
 
 pub use awskms::AwsKms;
@@ -60,6 +61,9 @@ pub struct KekInfo {
     pub created: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether this service can unwrap keys wrapped by this KEK.
     pub can_decrypt: bool,
+    /// The serial number of the PKCS#11 token holding it (key policies name tokens by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_serial: Option<String>,
 }
 
 /// A key service as `&dyn Any`, so that one can recognise another of its own kind

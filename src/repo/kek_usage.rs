@@ -23,6 +23,9 @@ pub struct KekDetails {
     pub created: Option<DateTime<Utc>>,
     pub age_days: Option<i64>,
     pub can_decrypt: bool,
+    /// The PKCS#11 token's serial number (what key policies name, docs/FORMAT.md §20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_serial: Option<String>,
 }
 
 /// One row of `key list`: a KEK and how many wrapped keys name it.
@@ -77,6 +80,7 @@ pub fn kek_usage(
                 created: k.created,
                 age_days: k.created.map(|c| (now - c).num_days()),
                 can_decrypt: k.can_decrypt,
+                token_serial: k.token_serial,
             }),
             wrapped_keys: n,
             oldest_wrapped: oldest,

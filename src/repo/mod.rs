@@ -21,6 +21,7 @@ mod objects;
 mod open;
 pub mod parent_cache;
 pub mod patterns;
+pub mod policy;
 pub mod provenance;
 pub mod prune;
 pub mod reach;
@@ -93,6 +94,8 @@ pub struct Repository {
     trees: Option<TreeCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
+    /// The key policy in force (docs/FORMAT.md §20), verified at opening.
+    policy: Option<crate::keyservice::policy::KeyPolicy>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -195,6 +198,7 @@ impl Repository {
                 .is_some_and(|s| s == r.owner || r.enrolled.contains_key(&s)),
             None => true,
         };
+        self.check_policy(&rec.wrapped)?;
         let k = self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
             Error::Integrity { reason, .. } => Error::integrity(&name, reason),
             Error::KeyDenied { reason, .. } if !signed_by_known(&rec) => Error::untrusted(

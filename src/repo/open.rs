@@ -121,6 +121,7 @@ impl Repository {
             trees: None,
             provenance: super::provenance::Provenance::Legacy,
             history: Default::default(),
+            policy: None,
         }
     }
 
@@ -309,6 +310,7 @@ impl Repository {
         }
         let mut repo = Repository::assemble(rt, store, keys, config, &m);
         repo.load_provenance(identity, owner_copy, reader_ok)?;
+        repo.load_key_policy(owner_copy)?;
         Ok(repo)
     }
 }

@@ -412,6 +412,7 @@ impl Repository {
                     ));
                 }
                 let ctx = context(Purpose::SessionKey, &self.id(), session);
+                self.check_policy(&rec.wrapped)?;
                 let (x, y) = self.block_on(quorum.holder_part(holder, &rec.wrapped, &ctx))?;
                 let binding = part_binding(&self.id(), id, holder, session, x);
                 parts.push(ReleasedPart {
@@ -508,6 +509,7 @@ impl Repository {
         let mut keys = HashMap::new();
         for (session, released) in by_session {
             let rec = self.load_key_record(&session)?;
+            self.check_policy(&rec.wrapped)?;
             let ctx = context(Purpose::SessionKey, &self.id(), &session);
             let key = quorum.combine(&rec.wrapped, &ctx, &released)?;
             crate::keyservice::audit_request(

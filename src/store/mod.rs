@@ -57,10 +57,12 @@ pub enum FileKind {
     Request,
     /// `approvals/<id>`: key holders' approvals and denials of restore requests (§19.3).
     Approval,
+    /// `policy` (the id is ignored): the key policy, signed by the owner (§20).
+    Policy,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 16] = [
+    pub const ALL: [FileKind; 17] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -77,6 +79,7 @@ impl FileKind {
         FileKind::Reach,
         FileKind::Request,
         FileKind::Approval,
+        FileKind::Policy,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -97,6 +100,7 @@ impl FileKind {
             FileKind::Reach => "reach",
             FileKind::Request => "requests",
             FileKind::Approval => "approvals",
+            FileKind::Policy => "",
         }
     }
 
@@ -105,6 +109,7 @@ impl FileKind {
         match self {
             FileKind::Config => "config".into(),
             FileKind::Owner => "owner".into(),
+            FileKind::Policy => "policy".into(),
             FileKind::Pack => {
                 let h = id.to_hex();
                 format!("data/{}/{}", &h[..2], h)

@@ -14,6 +14,7 @@ mod gc;
 mod heal;
 mod history;
 mod hostile;
+mod key_policy;
 mod key_templates;
 mod kms;
 mod names;

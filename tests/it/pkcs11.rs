@@ -449,3 +449,57 @@ fn pkcs11_the_data_key_is_pinned_by_its_fingerprint() {
     .ok();
     assert_same_tree(&src, &restored(&out, &src));
 }
+
+/// A key policy naming token serials (docs/FORMAT.md §20): `key list` shows the token's
+/// serial; a policy that does not name it is refused for this token (exit 4), one that does
+/// is set.
+#[test]
+fn pkcs11_key_policy_names_tokens_by_serial() {
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let reader = hsm.reader_url();
+    run(&sb, &hsm, &reader, &["key", "create"]).ok();
+    run(&sb, &hsm, &reader, &["init"]).ok();
+    let list = run(&sb, &hsm, &reader, &["--json", "key", "list"])
+        .ok()
+        .json();
+    let serial = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|r| r["token_serial"].as_str())
+        .expect("key list shows the token serial")
+        .to_string();
+    assert!(!serial.is_empty());
+    let policy = sb.path("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"format": 1, "pkcs11": {"token_serials": ["0000000000000000"]}}"#,
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let r = run(&sb, &hsm, &reader, &["key", "policy", "set", p]).code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("token serial") && r.stderr.contains(&serial),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("1111"), "PIN in an error: {}", r.stderr);
+    std::fs::write(
+        &policy,
+        format!(r#"{{"format": 1, "pkcs11": {{"token_serials": ["{serial}"]}}}}"#),
+    )
+    .unwrap();
+    run(&sb, &hsm, &reader, &["key", "policy", "set", p]).ok();
+    let shown = run(&sb, &hsm, &reader, &["--json", "key", "policy", "show"])
+        .ok()
+        .json();
+    assert_eq!(
+        shown["policy"]["pkcs11"]["token_serials"][0],
+        serial.as_str(),
+        "{shown}"
+    );
+}

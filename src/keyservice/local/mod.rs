@@ -256,6 +256,7 @@ impl KeyService for LocalKeyring {
                 algorithm: symmetric_wrap::ALGORITHM.into(),
                 created: Some(self.meta.created),
                 can_decrypt: self.meta.secret.is_some(),
+                token_serial: None,
             },
             KekInfo {
                 reference: self.data_ref(),
@@ -263,6 +264,7 @@ impl KeyService for LocalKeyring {
                 algorithm: x25519_wrap::ALGORITHM.into(),
                 created: Some(self.data.created),
                 can_decrypt: self.data.secret.is_some(),
+                token_serial: None,
             },
         ])
     }

@@ -549,6 +549,14 @@ impl KeyService for Pkcs11Service {
                 let s = i.data_session().lock().expect("lock");
                 find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))?.is_some()
             };
+            // The serial of the token a session is on (key policies name tokens by it).
+            let serial = |s: &Mutex<Session>| {
+                let s = s.lock().expect("lock");
+                s.get_session_info()
+                    .ok()
+                    .and_then(|info| i._ctx.get_token_info(info.slot_id()).ok())
+                    .map(|t| t.serial_number().trim().to_string())
+            };
             Ok(vec![
                 KekInfo {
                     reference: u.meta_ref(),
@@ -556,6 +564,7 @@ impl KeyService for Pkcs11Service {
                     algorithm: ALG_META.into(),
                     created: None,
                     can_decrypt: true,
+                    token_serial: serial(&i.main),
                 },
                 KekInfo {
                     reference: u.data_ref(),
@@ -563,6 +572,7 @@ impl KeyService for Pkcs11Service {
                     algorithm: ALG_DATA.into(),
                     created: None,
                     can_decrypt: can,
+                    token_serial: serial(i.data_session()),
                 },
             ])
         })

@@ -48,6 +48,13 @@ pub struct Part {
     pub check: Option<String>,
 }
 
+/// The parts a quorum-wrapped key holds (for checks that need no holder: key policies).
+pub fn parts_of_record(wrapped: &WrappedKey) -> Result<Vec<Part>> {
+    let body: Parts = serde_json::from_slice(&wrapped.ciphertext)
+        .map_err(|e| Error::integrity(&wrapped.kek, format!("quorum parts: {e}")))?;
+    Ok(body.parts)
+}
+
 /// How many parts open a key of `purpose`: one for the repository secret (every holder
 /// wraps all of it), the quorum's threshold for everything else.
 fn threshold_for(ctx: &Context, quorum: u8) -> u8 {
@@ -424,6 +431,7 @@ impl KeyService for Quorum {
             algorithm: ALGORITHM.into(),
             created: None,
             can_decrypt: reachable >= usize::from(self.threshold()),
+            token_serial: None,
         }];
         for h in &self.holders {
             match &h.service {
