@@ -58,6 +58,13 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         // Only the owner signs a policy: a service that cannot be the owner makes none.
         ctx.rt.block_on(keys.owner_anchor(&repo_id))?;
     }
+    // A PKCS#11 data key is pinned in the repository's policy from the start: a key put on a
+    // writer token later (by whoever has its PIN) is never used (docs/FORMAT.md §20).
+    let policy = if url.starts_with("pkcs11:") || url.starts_with("quorum:") {
+        super::key_policy::pin_pkcs11(ctx, policy, keys.as_ref(), &repo_id)?
+    } else {
+        policy
+    };
     let mut repo = Repository::init(ctx.rt.handle().clone(), store, keys, repo_id, &opts)?;
     if let Some(p) = policy {
         let copy = ctx.owner_copy(&repo_id);

@@ -40,6 +40,34 @@ pub fn check_service(
     policy.check_described(url, &keks)
 }
 
+/// `policy` with the fingerprints of the service's PKCS#11 data keys added when it pins none
+/// yet (a new policy when there is none), if the service can act as the owner (only the
+/// owner signs a policy); otherwise `policy` unchanged.
+pub fn pin_pkcs11(
+    ctx: &Ctx,
+    policy: Option<KeyPolicy>,
+    keys: &dyn KeyService,
+    repo: &custody::Id,
+) -> Result<Option<KeyPolicy>> {
+    let found: Vec<String> = ctx
+        .rt
+        .block_on(keys.describe())?
+        .into_iter()
+        .filter_map(|k| k.public_key_sha256)
+        .collect();
+    if found.is_empty() || ctx.rt.block_on(keys.owner_anchor(repo)).is_err() {
+        return Ok(policy);
+    }
+    let mut p = policy.unwrap_or(KeyPolicy {
+        format: 1,
+        ..Default::default()
+    });
+    if p.pkcs11.data_key_sha256.is_empty() {
+        p.pkcs11.data_key_sha256 = found;
+    }
+    Ok(Some(p))
+}
+
 #[derive(serde::Serialize)]
 struct Shown {
     policy: Option<KeyPolicy>,

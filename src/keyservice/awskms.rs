@@ -446,6 +446,7 @@ impl KeyService for AwsKms {
                 // Whether this caller may Decrypt is IAM's decision, not visible here.
                 can_decrypt: m.is_some_and(|m| m.enabled()),
                 token_serial: None,
+                public_key_sha256: None,
             });
         }
         Ok(out)

@@ -64,6 +64,10 @@ pub struct KekInfo {
     /// The serial number of the PKCS#11 token holding it (key policies name tokens by it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_serial: Option<String>,
+    /// SHA-256 of a PKCS#11 data key's public half (modulus, then exponent): what
+    /// `data-key-sha256` and key policies pin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_sha256: Option<String>,
 }
 
 /// A key service as `&dyn Any`, so that one can recognise another of its own kind
@@ -239,6 +243,16 @@ pub fn open(
         KeyServiceUrl::AwsKms(u) => Ok(Arc::new(rt.block_on(AwsKms::open(&u, &opts.aws))?)),
         KeyServiceUrl::Pkcs11(u) => Ok(Arc::new(Pkcs11Service::open(&u)?)),
         KeyServiceUrl::Quorum(p) => Ok(Arc::new(quorum::Quorum::open(&p, opts, rt)?)),
+    }
+}
+
+/// Pins the data public key of every PKCS#11 service in `service` (itself, or a quorum's
+/// holders) to `fingerprints`, from the repository's key policy (docs/FORMAT.md §20).
+pub fn pin_pkcs11_data_keys(service: &dyn KeyService, fingerprints: &[String]) {
+    if let Some(p) = service.as_any().downcast_ref::<Pkcs11Service>() {
+        p.pin_data_keys(fingerprints);
+    } else if let Some(q) = service.as_any().downcast_ref::<quorum::Quorum>() {
+        q.for_each_holder_service(|s| pin_pkcs11_data_keys(s, fingerprints));
     }
 }
 

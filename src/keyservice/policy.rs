@@ -49,11 +49,16 @@ impl AwsRules {
 pub struct Pkcs11Rules {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_serials: Vec<String>,
+    /// Fingerprints of the data key's public half (as `key create` prints in
+    /// `data-key-sha256`): a session key is wrapped only with one of them. `init` records the
+    /// token's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_key_sha256: Vec<String>,
 }
 
 impl Pkcs11Rules {
     fn is_empty(&self) -> bool {
-        self.token_serials.is_empty()
+        self.token_serials.is_empty() && self.data_key_sha256.is_empty()
     }
 }
 
@@ -257,6 +262,19 @@ impl KeyPolicy {
                 .split_once(": ")
                 .map_or(k.reference.as_str(), |(_, r)| r);
             self.check_reference(reference)?;
+            if let (false, Some(found)) =
+                (self.pkcs11.data_key_sha256.is_empty(), &k.public_key_sha256)
+            {
+                if !self.pkcs11.data_key_sha256.contains(found) {
+                    return Err(Self::refuse(
+                        reference,
+                        format!(
+                            "data key sha256 {found} (pinned: {})",
+                            self.pkcs11.data_key_sha256.join(", ")
+                        ),
+                    ));
+                }
+            }
             if !self.pkcs11.token_serials.is_empty() && kind_of(reference) == "pkcs11" {
                 match &k.token_serial {
                     Some(s) if self.pkcs11.token_serials.iter().any(|t| t == s) => {}

@@ -113,8 +113,19 @@ impl Repository {
             }
         }
         policy.check_wrapped(&self.config.secret.wrapped)?;
+        self.pin_data_keys(&policy);
         self.policy = Some(policy);
         Ok(())
+    }
+
+    /// Hands the policy's PKCS#11 data-key pins to the key service.
+    fn pin_data_keys(&self, policy: &KeyPolicy) {
+        if !policy.pkcs11.data_key_sha256.is_empty() {
+            crate::keyservice::pin_pkcs11_data_keys(
+                self.keys.inner().as_ref(),
+                &policy.pkcs11.data_key_sha256,
+            );
+        }
     }
 
     /// Refuses a session's wrapped key that names a KEK outside the policy, before any key
@@ -163,6 +174,7 @@ impl Repository {
         if let Some(p) = owner_copy.map(policy_copy_path) {
             super::provenance::write_private(&p, &json).map_err(|e| Error::io(p.display(), e))?;
         }
+        self.pin_data_keys(&policy);
         self.policy = Some(policy);
         Ok(())
     }

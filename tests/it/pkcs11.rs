@@ -466,14 +466,15 @@ fn pkcs11_key_policy_names_tokens_by_serial() {
     let list = run(&sb, &hsm, &reader, &["--json", "key", "list"])
         .ok()
         .json();
-    let serial = list
+    // The holder's URL names two tokens (the writer's and the one with the private half).
+    let serials: Vec<String> = list
         .as_array()
         .unwrap()
         .iter()
-        .find_map(|r| r["token_serial"].as_str())
-        .expect("key list shows the token serial")
-        .to_string();
-    assert!(!serial.is_empty());
+        .filter_map(|r| r["token_serial"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(serials.len(), 2, "key list shows the token serials: {list}");
+    let serial = serials[0].clone();
     let policy = sb.path("policy.json");
     std::fs::write(
         &policy,
@@ -488,11 +489,11 @@ fn pkcs11_key_policy_names_tokens_by_serial() {
         r.stderr
     );
     assert!(!r.stderr.contains("1111"), "PIN in an error: {}", r.stderr);
-    std::fs::write(
-        &policy,
-        format!(r#"{{"format": 1, "pkcs11": {{"token_serials": ["{serial}"]}}}}"#),
-    )
-    .unwrap();
+    let only_one = serde_json::json!({"format": 1, "pkcs11": {"token_serials": [&serials[1]]}});
+    std::fs::write(&policy, only_one.to_string()).unwrap();
+    run(&sb, &hsm, &reader, &["key", "policy", "set", p]).code(EXIT_KEY_SERVICE);
+    let both = serde_json::json!({"format": 1, "pkcs11": {"token_serials": serials}});
+    std::fs::write(&policy, both.to_string()).unwrap();
     run(&sb, &hsm, &reader, &["key", "policy", "set", p]).ok();
     let shown = run(&sb, &hsm, &reader, &["--json", "key", "policy", "show"])
         .ok()
@@ -502,4 +503,113 @@ fn pkcs11_key_policy_names_tokens_by_serial() {
         serial.as_str(),
         "{shown}"
     );
+}
+
+/// `init` pins the data key in the repository's signed key policy (docs/FORMAT.md §20), so a
+/// writer whose URL carries no `data-key-sha256` still wraps only with that key. Here the
+/// owner records a pin that is not the token's key (as if the token's key had been replaced
+/// after init): the writer wraps nothing (exit 4).
+#[test]
+fn pkcs11_the_repository_policy_pins_the_data_key() {
+    if !ready() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let (reader, writer) = (hsm.reader_url(), hsm.writer_url());
+    run(&sb, &hsm, &reader, &["key", "create"]).ok();
+    run(&sb, &hsm, &reader, &["init", "--pack-size-mib", "1"]).ok();
+    let shown = run(&sb, &hsm, &reader, &["--json", "key", "policy", "show"])
+        .ok()
+        .json();
+    let pinned = shown["policy"]["pkcs11"]["data_key_sha256"][0]
+        .as_str()
+        .expect("init pins the data key")
+        .to_string();
+    assert_eq!(pinned.len(), 64, "{shown}");
+    let ids = sb.path("ids");
+    run(
+        &sb,
+        &hsm,
+        &reader,
+        &[
+            "key",
+            "export",
+            "--role",
+            "writer",
+            "--to",
+            ids.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let id = ids.join("identity.json");
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"pinned by the repository");
+    let backup = |force: &[&str]| {
+        let mut a = vec![
+            "--identity",
+            id.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ];
+        a.extend_from_slice(force);
+        run(&sb, &hsm, &writer, &a)
+    };
+    backup(&[]).ok();
+
+    // The owner's signed policy now names another key (the library, as the owner).
+    let other = "cd".repeat(32);
+    {
+        use custody::keyservice::policy::KeyPolicy;
+        use custody::repo::Repository;
+        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = custody::store::open(
+            sb.repo().to_str().unwrap(),
+            &Default::default(),
+            rt.handle(),
+        )
+        .unwrap();
+        let config = Repository::read_config(rt.handle(), &store).unwrap();
+        let keys = custody::keyservice::open(&reader, &Default::default(), rt.handle()).unwrap();
+        let handle = rt.handle().clone();
+        let copy = sb
+            .path("config/owners")
+            .join(format!("{}.json", config.body.repository.to_hex()));
+        let other = other.clone();
+        std::thread::spawn(move || {
+            let mut repo =
+                Repository::open_with_owner_copy(handle, store, keys, config, None, Some(&copy))
+                    .unwrap();
+            let mut p: KeyPolicy = repo.key_policy().unwrap().clone();
+            p.pkcs11.data_key_sha256 = vec![other];
+            repo.set_key_policy(p, Some(&copy)).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+    let r = backup(&["--force"]).code(EXIT_KEY_SERVICE);
+    assert!(
+        r.stderr.contains("key policy pins") && r.stderr.contains(&other),
+        "{}",
+        r.stderr
+    );
+    // And `key policy set` refuses a pin that is not the token's key.
+    let file = sb.path("p.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"format": 1, "pkcs11": {{"data_key_sha256": ["{}"]}}}}"#,
+            "ef".repeat(32)
+        ),
+    )
+    .unwrap();
+    let r = run(
+        &sb,
+        &hsm,
+        &reader,
+        &["key", "policy", "set", file.to_str().unwrap()],
+    )
+    .code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains(&pinned), "{}", r.stderr);
 }

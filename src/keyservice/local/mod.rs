@@ -257,6 +257,7 @@ impl KeyService for LocalKeyring {
                 created: Some(self.meta.created),
                 can_decrypt: self.meta.secret.is_some(),
                 token_serial: None,
+                public_key_sha256: None,
             },
             KekInfo {
                 reference: self.data_ref(),
@@ -265,6 +266,7 @@ impl KeyService for LocalKeyring {
                 created: Some(self.data.created),
                 can_decrypt: self.data.secret.is_some(),
                 token_serial: None,
+                public_key_sha256: None,
             },
         ])
     }

@@ -49,6 +49,9 @@ struct Inner {
     main: Mutex<Session>,
     /// The token holding the data private key, when it is not the main one.
     data: Option<Mutex<Session>>,
+    /// Fingerprints of the data public key the repository's key policy pins (FORMAT.md §20):
+    /// a session key is wrapped only with one of them, like `data-key-sha256` in the URL.
+    pins: std::sync::RwLock<Vec<String>>,
     // Keep the library loaded as long as the sessions.
     _ctx: Pkcs11,
 }
@@ -176,6 +179,23 @@ impl Inner {
                 let s = self.data_session().lock().expect("lock");
                 let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))?
                     .ok_or_else(|| missing(&kref))?;
+                let pins = self.pins.read().expect("lock").clone();
+                if !pins.is_empty() {
+                    let found = public_key_sha256(&s, h)
+                        .map_err(|e| map_ck(&kref, "read public key", e))?;
+                    if !pins.contains(&found) {
+                        return Err(Error::KeyDenied {
+                            key: kref,
+                            operation: "wrap".into(),
+                            reason: format!(
+                                "the data key's public half on the token (sha256 {found}) is not \
+                                 the one the repository's key policy pins ({}): someone replaced \
+                                 it; nothing was wrapped",
+                                pins.join(", ")
+                            ),
+                        });
+                    }
+                }
                 if let Some(pin) = &u.data_key_sha256 {
                     let found = public_key_sha256(&s, h)
                         .map_err(|e| map_ck(&kref, "read public key", e))?;
@@ -382,8 +402,14 @@ impl Pkcs11Service {
             url: u,
             main: Mutex::new(main),
             data,
+            pins: Default::default(),
             _ctx: ctx,
         })))
+    }
+
+    /// Pins the data public key to these fingerprints (the repository's key policy).
+    pub fn pin_data_keys(&self, fingerprints: &[String]) {
+        *self.0.pins.write().expect("lock") = fingerprints.to_vec();
     }
 
     /// Generates the KEKs inside the token(s); refuses when they already exist.
@@ -545,9 +571,14 @@ impl KeyService for Pkcs11Service {
         let i = self.0.clone();
         blocking(move || {
             let u = &i.url;
-            let can = {
+            let (can, fingerprint) = {
                 let s = i.data_session().lock().expect("lock");
-                find(&s, ObjectClass::PRIVATE_KEY, &format!("{}-data", u.object))?.is_some()
+                let label = format!("{}-data", u.object);
+                let public = find(&s, ObjectClass::PUBLIC_KEY, &label)?;
+                (
+                    find(&s, ObjectClass::PRIVATE_KEY, &label)?.is_some(),
+                    public.and_then(|h| public_key_sha256(&s, h).ok()),
+                )
             };
             // The serial of the token a session is on (key policies name tokens by it).
             let serial = |s: &Mutex<Session>| {
@@ -565,6 +596,7 @@ impl KeyService for Pkcs11Service {
                     created: None,
                     can_decrypt: true,
                     token_serial: serial(&i.main),
+                    public_key_sha256: None,
                 },
                 KekInfo {
                     reference: u.data_ref(),
@@ -573,6 +605,7 @@ impl KeyService for Pkcs11Service {
                     created: None,
                     can_decrypt: can,
                     token_serial: serial(i.data_session()),
+                    public_key_sha256: fingerprint,
                 },
             ])
         })

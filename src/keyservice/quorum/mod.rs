@@ -198,6 +198,15 @@ impl Quorum {
         Ok(out)
     }
 
+    /// Calls `f` with every holder's service that could be opened here.
+    pub fn for_each_holder_service(&self, mut f: impl FnMut(&dyn KeyService)) {
+        for h in &self.holders {
+            if let Ok(s) = &h.service {
+                f(s.as_ref());
+            }
+        }
+    }
+
     fn threshold(&self) -> u8 {
         self.file.threshold
     }
@@ -432,6 +441,7 @@ impl KeyService for Quorum {
             created: None,
             can_decrypt: reachable >= usize::from(self.threshold()),
             token_serial: None,
+            public_key_sha256: None,
         }];
         for h in &self.holders {
             match &h.service {
