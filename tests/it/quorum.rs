@@ -374,3 +374,48 @@ fn fail_a_part_listed_twice_counts_once() {
     assert_eq!(r.code, EXIT_KEY_SERVICE, "{}", r.stderr);
     assert!(r.stderr.contains("1 (alice) took part"), "{}", r.stderr);
 }
+
+/// A quorum file may be TOML (named `*.toml`); `key create` writes the owner anchor back in
+/// TOML, and the repository works as with JSON.
+#[test]
+fn a_toml_quorum_file_works_like_json() {
+    let sb = Sandbox::new();
+    let file = sb.path("quorum.toml");
+    let mut text = String::from("format = 1\nthreshold = 2\n");
+    for n in ["alice", "bob", "carol"] {
+        text.push_str(&format!(
+            "\n[[holders]]\nname = \"{n}\"\nkey_service = \"local:{}\"\n",
+            sb.path(n).display()
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let ks = format!("quorum:{}", file.display());
+    sb.run(&["--key-service", &ks, "key", "create"]).ok();
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        written.contains("[[anchor]]") && !written.trim_start().starts_with('{'),
+        "{written}"
+    );
+    sb.run(&["--key-service", &ks, "init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("t.txt"), b"toml");
+    sb.run(&["--key-service", &ks, "backup", src.to_str().unwrap()])
+        .ok();
+    let out = sb.path("out");
+    sb.run(&[
+        "--key-service",
+        &ks,
+        "restore",
+        "latest",
+        "-t",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+    // A mistyped field is named.
+    std::fs::write(&file, written.replace("threshold", "treshold")).unwrap();
+    let r = sb
+        .run(&["--key-service", &ks, "snapshots"])
+        .code(EXIT_USAGE);
+    assert!(r.stderr.contains("treshold"), "{}", r.stderr);
+}

@@ -40,11 +40,24 @@ impl std::fmt::Debug for HolderEntry {
     }
 }
 
+/// A quorum file named `*.toml` is TOML; any other is JSON.
+fn is_toml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
 impl QuorumFile {
     pub fn read(path: &Path) -> Result<QuorumFile> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-        let f: QuorumFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::invalid(format!("quorum file {}: {e}", path.display())))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::invalid(format!("quorum file {}: {e}", path.display()))
+        };
+        let f: QuorumFile = if is_toml(path) {
+            let text = std::str::from_utf8(&bytes).map_err(|e| bad(&e))?;
+            toml::from_str(text).map_err(|e| bad(&e))?
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| bad(&e))?
+        };
         let n = f.holders.len();
         if f.format != 1 {
             return Err(Error::invalid(format!(
@@ -71,9 +84,17 @@ impl QuorumFile {
         Ok(f)
     }
 
+    /// Writes the file back in its own format (TOML for a `.toml` file, JSON otherwise).
     pub(super) fn write(&self, path: &Path) -> Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("quorum file serializes");
-        bytes.push(b'\n');
+        let bytes = if is_toml(path) {
+            toml::to_string_pretty(self)
+                .map_err(|e| Error::Internal(format!("quorum file as TOML: {e}")))?
+                .into_bytes()
+        } else {
+            let mut b = serde_json::to_vec_pretty(self).expect("quorum file serializes");
+            b.push(b'\n');
+            b
+        };
         std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
     }
 }
