@@ -213,6 +213,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         }
         Cmd::List => {
             let (requests, problems) = repo.request_statuses()?;
+            // Expired requests made here: their private keys go now, not at the next restore.
+            for s in requests.iter().filter(|s| s.expired) {
+                if repo.destroy_request_secret(&s.id, &ctx.request_key_dir())? {
+                    tracing::info!(request = %s.id, "destroyed the private key of an expired request");
+                }
+            }
             let listing = Listing {
                 requests,
                 problems: problems.iter().map(|e| e.to_string()).collect(),

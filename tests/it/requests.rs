@@ -46,6 +46,8 @@ struct Setup {
     snap_a: String,
     snap_b: String,
     view: std::collections::HashMap<&'static str, String>,
+    /// What the holders' key services need (moto's endpoint, SoftHSM2's configuration).
+    env: Vec<(&'static str, String)>,
 }
 
 /// Two snapshots with nothing in common, made by the owner (all three holders present).
@@ -86,6 +88,7 @@ fn setup() -> Setup {
         snap_a,
         snap_b,
         view,
+        env: Vec::new(),
     }
 }
 
@@ -93,7 +96,7 @@ impl Setup {
     fn as_holder(&self, holder: &str, args: &[&str]) -> Run {
         let mut all = vec!["--key-service", self.view[holder].as_str()];
         all.extend_from_slice(args);
-        self.sb.run(&all)
+        self.sb.run_env(&self.env, &all)
     }
 
     fn request(&self, snapshot: &str, extra: &[&str]) -> String {
@@ -157,8 +160,29 @@ fn two_approvals_restore_and_fewer_do_not() {
         .code(EXIT_USAGE);
     assert!(r.stderr.contains("already answered"), "{}", r.stderr);
 
-    s.as_holder("bob", &["request", "approve", &id, "--reason", "ok"])
-        .ok();
+    let log = s.sb.path("bob-audit.log");
+    s.as_holder(
+        "bob",
+        &[
+            "--audit-log",
+            log.to_str().unwrap(),
+            "request",
+            "approve",
+            &id,
+            "--reason",
+            "ok",
+        ],
+    )
+    .ok();
+    // Bob's own audit log names each part he released and the request it served.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("\"release-part\"") && l.contains(&id)),
+        "{lines}"
+    );
+    s.sb.run(&["audit", "verify", log.to_str().unwrap()]).ok();
     s.restore(&id, &out).ok();
     assert_same_tree(&s.src_a, &restored(&out, &s.src_a));
 
@@ -621,6 +645,112 @@ fn a_request_after_prune_repacked_its_data_still_restores() {
     s.as_holder("bob", &["request", "approve", &id]).ok();
     s.as_holder("carol", &["request", "approve", &id]).ok();
     let out = s.sb.path("after-prune");
+    s.restore(&id, &out).ok();
+    assert_same_tree(&s.src_a, &restored(&out, &s.src_a));
+}
+
+/// Three holders in three kinds of place: a local keyring, a KMS key (moto's server) and an
+/// HSM token (SoftHSM2). One holder cannot restore; one approval is not enough; the KMS and
+/// HSM holders' approvals restore byte-identical; the token's data key is pinned by the
+/// repository's policy from `init` on.
+#[test]
+fn three_kinds_of_holder_approve_a_restore() {
+    use crate::common::services::{available, Moto, SoftHsm, SOFTHSM_MODULE};
+    if !available("moto_server")
+        || !available("softhsm2-util")
+        || !Path::new(SOFTHSM_MODULE).exists()
+    {
+        return;
+    }
+    let moto = Moto::start(false);
+    let hsm = SoftHsm::new();
+    let sb = Sandbox::new();
+    let mut env = moto.env();
+    env.push(("SOFTHSM2_CONF", hsm.conf.display().to_string()));
+    let kms = sb
+        .run_env(
+            &env,
+            &["--json", "key", "create", "--key-service", "awskms:new"],
+        )
+        .ok()
+        .json()["key_service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = sb
+        .run_env(
+            &env,
+            &[
+                "--json",
+                "key",
+                "create",
+                "--key-service",
+                &hsm.reader_url(),
+            ],
+        )
+        .ok()
+        .json()["key_service"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The printed URL has no PIN: the holder adds its own.
+    let token = format!("{token}&pin-value=1111&data-pin-value=2222");
+    let holders = serde_json::json!([
+        {"name": "alice", "key_service": format!("local:{}", sb.path("alice").display())},
+        {"name": "bob", "key_service": kms},
+        {"name": "carol", "key_service": token},
+    ]);
+    let file = sb.path("quorum.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"format": 1, "threshold": 2, "holders": holders}).to_string(),
+    )
+    .unwrap();
+    let ks = format!("quorum:{}", file.display());
+    let owner = |args: &[&str]| {
+        let mut a = vec!["--key-service", ks.as_str()];
+        a.extend_from_slice(args);
+        sb.run_env(&env, &a)
+    };
+    owner(&["key", "create"]).ok();
+    owner(&["init"]).ok();
+    let pins = owner(&["--json", "key", "policy", "show"]).ok().json();
+    assert!(
+        pins["policy"]["pkcs11"]["data_key_sha256"][0].is_string(),
+        "{pins}"
+    );
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(300_000, 5));
+    write(&src.join("b.txt"), b"three places");
+    let snap = owner(&["--json", "backup", src.to_str().unwrap()])
+        .ok()
+        .json()["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view: std::collections::HashMap<&'static str, String> = HOLDERS
+        .iter()
+        .map(|h| (*h, holder_view(&sb, &file, h)))
+        .collect();
+    let s = Setup {
+        src_a: src.clone(),
+        snap_a: snap.clone(),
+        snap_b: snap,
+        view,
+        env,
+        sb,
+    };
+    for holder in HOLDERS {
+        let out = s.sb.path(&format!("alone-{holder}"));
+        s.as_holder(holder, &["restore", &s.snap_a, "-t", out.to_str().unwrap()])
+            .code(EXIT_KEY_SERVICE);
+    }
+    let id = s.request(&s.snap_a, &[]);
+    s.as_holder("bob", &["request", "approve", &id]).ok();
+    let out = s.sb.path("out");
+    let r = s.restore(&id, &out).code(EXIT_KEY_SERVICE);
+    assert!(r.stderr.contains("1 of 2 approvals (bob)"), "{}", r.stderr);
+    s.as_holder("carol", &["request", "approve", &id]).ok();
     s.restore(&id, &out).ok();
     assert_same_tree(&s.src_a, &restored(&out, &s.src_a));
 }
