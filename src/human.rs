@@ -16,6 +16,16 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A duration in seconds the way people say it: `24 h`, `90 min`, `3 d`, `45 s`.
+pub fn duration(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} d", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 /// A time for a person: local time with its UTC offset, the same in every listing
 /// (`snapshots`, `forget`, `ls -l`), so that no column is an unlabelled time zone.
 pub fn local_time(t: chrono::DateTime<chrono::Utc>) -> String {

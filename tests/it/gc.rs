@@ -49,6 +49,20 @@ fn forget_and_prune_reclaim(r: &Repo) {
     let p: PruneReport = r.run(&["--json", "prune"]).ok().report();
     assert!(p.mark.mark.is_some(), "{p:?}");
     assert_eq!(p.sweep.packs_deleted, 0);
+    // It says when the space comes back: a day (the default grace) from now.
+    assert_eq!(p.space.bytes_waiting, p.mark.bytes_condemned, "{p:?}");
+    let wait = p.space.first_free.unwrap() - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::hours(23) && wait <= chrono::Duration::hours(24),
+        "{p:?}"
+    );
+    let said = r.run(&["prune", "--dry-run"]).ok().out();
+    assert!(
+        said.contains("space: 0 B would be freed now")
+            && said.contains("condemned, freed by the first prune run after")
+            && said.contains("grace period of 1 d"),
+        "{said}"
+    );
     assert_eq!(r.stats().pack_bytes, before.pack_bytes);
     let chk = r.check();
     assert!(chk.condemned > 0, "{chk:?}");

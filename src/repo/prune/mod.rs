@@ -69,6 +69,23 @@ pub struct PruneReport {
     pub blobs_referenced: usize,
     pub sweep: SweepReport,
     pub mark: MarkReport,
+    /// When space comes back: what is condemned and not yet deleted (by this run's mark and
+    /// earlier ones within the grace period), and the first time a prune may delete it.
+    #[serde(default)]
+    pub space: SpaceReport,
+}
+
+/// What a prune run means for space, in the words its summary uses.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SpaceReport {
+    /// The grace period, in seconds.
+    pub grace_secs: i64,
+    /// Bytes condemned and still stored (this run's mark and earlier pending marks).
+    pub bytes_waiting: u64,
+    /// The earliest time a prune run may delete some of it, and the time by which all of it
+    /// may be (both `None` when nothing waits).
+    pub first_free: Option<chrono::DateTime<chrono::Utc>>,
+    pub all_free: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What the sweep deleted (or, in a dry run, would delete).
@@ -159,6 +176,16 @@ fn run(
         .collect();
     let start = s.start;
     let due = move |_: &MarkId, m: &GarbageMark| m.time <= start - opts.grace;
+    // Earlier marks that stay within the grace period: their packs wait.
+    let mut waiting: Vec<(chrono::DateTime<chrono::Utc>, u64)> = s
+        .marks
+        .iter()
+        .filter(|(id, m)| !due(id, m))
+        .map(|(_, m)| {
+            let bytes = m.packs.iter().filter_map(|p| s.stored.get(p)).sum();
+            (m.time + opts.grace, bytes)
+        })
+        .collect();
     let mut s = s;
     let (sweep_report, relisted) =
         verified_sweep(repo, &mut s, &due, true, opts.dry_run, lock, act)?;
@@ -183,6 +210,15 @@ fn run(
     )?;
     let verified = plan.verify.len();
     report.mark = execute::mark(repo, plan, opts.dry_run, lock, act)?;
+    if report.mark.bytes_condemned > 0 && !opts.grace.is_zero() {
+        waiting.push((chrono::Utc::now() + opts.grace, report.mark.bytes_condemned));
+    }
+    report.space = SpaceReport {
+        grace_secs: opts.grace.num_seconds(),
+        bytes_waiting: waiting.iter().map(|w| w.1).sum(),
+        first_free: waiting.iter().map(|w| w.0).min(),
+        all_free: waiting.iter().map(|w| w.0).max(),
+    };
     report.mark.copies_verified = verified;
     report.mark.copies_refused = refused;
     if opts.grace.is_zero() && report.mark.mark.is_some() && !opts.dry_run {
@@ -390,6 +426,33 @@ impl fmt::Display for PruneReport {
             id.short()
             )?;
         }
-        Ok(())
+        // The summary in plain words: what came back now, what waits, until when, and why.
+        let sp = &r.space;
+        write!(
+            f,
+            "space: {} {}",
+            bytes(s.bytes_deleted + s.temporary_bytes_removed),
+            if r.dry_run {
+                "would be freed now"
+            } else {
+                "freed now"
+            }
+        )?;
+        match (sp.first_free, sp.all_free) {
+            (Some(first), Some(all)) if sp.bytes_waiting > 0 => write!(
+                f,
+                "; {} condemned, freed by the first prune run after {}{} (the grace period of {} \
+                 lets backups running now finish with what they found)",
+                bytes(sp.bytes_waiting),
+                crate::human::local_time(first),
+                if all > first {
+                    format!(" (all of it after {})", crate::human::local_time(all))
+                } else {
+                    String::new()
+                },
+                crate::human::duration(sp.grace_secs),
+            ),
+            _ => write!(f, "; nothing else waits"),
+        }
     }
 }
