@@ -102,6 +102,7 @@ fn main() -> ExitCode {
             accept_rollback: cli.accept_rollback,
             json: cli.json,
             quiet: cli.quiet,
+            verbose: cli.verbose,
             passphrase: passphrase(&cli, &env)?,
             env,
         };

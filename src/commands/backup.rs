@@ -233,7 +233,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         select,
         dry_run: args.dry_run,
     };
-    let progress = Progress::default();
+    let mut progress = Progress::default();
+    // `-v`: every file read because it is new or changed, as restic lists them.
+    if ctx.verbose > 0 && !ctx.json && !ctx.quiet {
+        progress.on_change = Some(Box::new(|change, path| {
+            let what = match change {
+                custody::repo::backup::FileChange::New => "new     ",
+                custody::repo::backup::FileChange::Modified => "modified",
+            };
+            super::out_line(format_args!("{what} {}", path.display()));
+        }));
+    }
     let status = || {
         format!(
             "{} files, {} read, {} stored",

@@ -83,6 +83,8 @@ pub struct Ctx {
     pub accept_rollback: bool,
     pub json: bool,
     pub quiet: bool,
+    /// `-v` given this many times.
+    pub verbose: u8,
     pub passphrase: Option<SecretString>,
     /// Settings read from the environment at start-up.
     pub env: crate::environment::Environment,

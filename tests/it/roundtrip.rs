@@ -862,3 +862,35 @@ fn completions_and_man_page_are_generated() {
         &man[..300]
     );
 }
+
+/// `backup -v` lists every file it reads because it is new or changed, as restic does, and
+/// not the unchanged ones.
+#[test]
+fn backup_verbose_lists_new_and_modified_files() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"one");
+    write(&src.join("sub/b.txt"), b"two");
+    let first = sb.run(&["backup", "-v", src.to_str().unwrap()]).ok().out();
+    for f in ["a.txt", "sub/b.txt"] {
+        let line = format!("new      {}", src.join(f).display());
+        assert!(first.lines().any(|l| l == line), "{first}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&src.join("a.txt"), b"one, changed");
+    write(&src.join("c.txt"), b"three");
+    let second = sb.run(&["backup", "-v", src.to_str().unwrap()]).ok().out();
+    let listed: Vec<&str> = second
+        .lines()
+        .filter(|l| l.starts_with("new") || l.starts_with("modified"))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            format!("modified {}", src.join("a.txt").display()),
+            format!("new      {}", src.join("c.txt").display()),
+        ],
+        "{second}"
+    );
+}

@@ -79,11 +79,32 @@ pub struct BackupOptions {
 }
 
 /// Live counters for a progress display.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub bytes_added: AtomicU64,
+    /// Told about every file that is read because it is new or changed since the parent
+    /// (`backup -v` lists them); unchanged files are not reported.
+    pub on_change: Option<Box<dyn Fn(FileChange, &std::path::Path) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("files", &self.files)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// Why a file was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange {
+    /// Not in the parent snapshot.
+    New,
+    /// In the parent, with another size, time or inode.
+    Modified,
 }
 
 #[derive(Debug)]
