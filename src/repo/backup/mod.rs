@@ -86,8 +86,11 @@ pub struct Progress {
     pub bytes_added: AtomicU64,
     /// Told about every file that is read because it is new or changed since the parent
     /// (`backup -v` lists them); unchanged files are not reported.
-    pub on_change: Option<Box<dyn Fn(FileChange, &std::path::Path) + Send + Sync>>,
+    pub on_change: Option<ChangeListener>,
 }
+
+/// What `backup -v` hands the walker: called from the walking thread for each file read.
+pub type ChangeListener = Box<dyn Fn(FileChange, &std::path::Path) + Send + Sync>;
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
