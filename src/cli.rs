@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    audit, backup, cat, check, dump, forget, init, key, ls, migrate, prune, repair, request,
-    restore, rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
+    audit, backup, cat, check, diff, dump, find, forget, init, key, ls, migrate, prune, repair,
+    request, restore, rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -84,6 +84,11 @@ pub enum Command {
     Restore(restore::Args),
     /// Write one file of a snapshot to standard output.
     Dump(dump::Args),
+    /// Find files and folders by name or path pattern across snapshots.
+    Find(find::Args),
+    /// What changed between two snapshots (+ added, - removed, M modified, T type changed,
+    /// U metadata only).
+    Diff(diff::Args),
     /// Verify the repository; --read-data also decrypts and verifies every chunk.
     Check(check::Args),
     /// Delete snapshots by a keep policy (--keep-daily 7 ...) or by id; --prune to collect.
@@ -160,6 +165,8 @@ impl Cli {
             Command::Ls(a) => ls::run(ctx, a),
             Command::Restore(a) => restore::run(ctx, a),
             Command::Dump(a) => dump::run(ctx, a),
+            Command::Find(a) => find::run(ctx, a),
+            Command::Diff(a) => diff::run(ctx, a),
             Command::Check(a) => check::run(ctx, a),
             Command::Forget(a) => forget::run(ctx, a),
             Command::Prune(a) => prune::run(ctx, a),

@@ -9,6 +9,8 @@ mod blobs;
 mod cache;
 pub mod check;
 pub mod damage;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod history;
 mod index;

@@ -894,3 +894,105 @@ fn backup_verbose_lists_new_and_modified_files() {
         "{second}"
     );
 }
+
+/// `find` by name and by path across snapshots, and `diff` between two snapshots: added,
+/// removed, modified, type changed and metadata-only changes, each named once.
+#[test]
+fn find_and_diff_across_snapshots() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("etc/app.conf"), b"port = 1");
+    write(&src.join("etc/keep.txt"), b"same");
+    write(&src.join("etc/mode.txt"), b"mode");
+    write(&src.join("old.log"), b"gone later");
+    write(&src.join("kind"), b"a file first");
+    let snap = |sb: &Sandbox| {
+        sb.run(&["--json", "backup", src.to_str().unwrap()])
+            .ok()
+            .json()["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = snap(&sb);
+    write(&src.join("etc/app.conf"), b"port = 2, longer");
+    std::fs::remove_file(src.join("old.log")).unwrap();
+    write(&src.join("new/deep/x.conf"), b"new");
+    std::fs::set_permissions(
+        src.join("etc/mode.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::remove_file(src.join("kind")).unwrap();
+    std::fs::create_dir(src.join("kind")).unwrap();
+    let second = snap(&sb);
+
+    let hits = sb.run(&["--json", "find", "*.conf"]).ok().json();
+    let paths: Vec<(String, String)> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["snapshot"].as_str().unwrap()[..8].to_string(),
+                h["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let p = |rel: &str| format!("{}/{rel}", src.display());
+    assert_eq!(
+        paths,
+        vec![
+            (first[..8].to_string(), p("etc/app.conf")),
+            (second[..8].to_string(), p("etc/app.conf")),
+            (second[..8].to_string(), p("new/deep/x.conf")),
+        ],
+        "{hits}"
+    );
+    let one = sb
+        .run(&["--json", "find", "--snapshot", &first, "-i", "OLD.LOG"])
+        .ok()
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    let by_path = sb.run(&["--json", "find", "deep/*.conf"]).ok().json();
+    assert_eq!(by_path.as_array().unwrap().len(), 1, "{by_path}");
+
+    let d = sb.run(&["--json", "diff", &first, &second]).ok().json();
+    let changes: Vec<(String, String)> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_string(),
+                c["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("modified", p("etc/app.conf")),
+        ("removed", p("old.log")),
+        ("added", p("new")),
+        ("added", p("new/deep/x.conf")),
+        ("metadata-only", p("etc/mode.txt")),
+        ("type-changed", p("kind")),
+    ] {
+        assert!(
+            changes.contains(&(want.0.to_string(), want.1.clone())),
+            "{want:?} not in {changes:?}"
+        );
+    }
+    assert!(
+        !changes.iter().any(|c| c.1 == p("etc/keep.txt")),
+        "{changes:?}"
+    );
+    assert_eq!(d["summary"]["removed"], 1, "{d}");
+    let text = sb.run(&["diff", &first, &second]).ok().out();
+    assert!(
+        text.contains(&format!("M    {}", p("etc/app.conf"))),
+        "{text}"
+    );
+    assert!(text.contains("1 removed"), "{text}");
+}
