@@ -115,7 +115,15 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 }
             };
             if let Some(p) = &policy {
-                let keys = custody::keyservice::open(&url, &ctx.key_options(), ctx.rt.handle())?;
+                // The printed URL of a token has no PIN: check with the one given.
+                let given = ctx.key_service.clone().unwrap_or_default();
+                let open_with = if given.starts_with("awskms:") {
+                    &url
+                } else {
+                    &given
+                };
+                let keys =
+                    custody::keyservice::open(open_with, &ctx.key_options(), ctx.rt.handle())?;
                 super::key_policy::check_service(ctx, p, &url, keys.as_ref()).map_err(|e| {
                     Error::KeyDenied {
                         key: url.clone(),

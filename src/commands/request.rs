@@ -58,6 +58,7 @@ pub struct AnswerArgs {
 #[derive(serde::Serialize)]
 struct Created {
     request: custody::id::RequestId,
+    key_fingerprint: String,
     snapshot: custody::id::SnapshotId,
     expires: chrono::DateTime<chrono::Utc>,
     sessions: usize,
@@ -66,6 +67,11 @@ struct Created {
 impl fmt::Display for Created {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "request {} created", self.request)?;
+        writeln!(
+            f,
+            "its key's fingerprint is {}: tell the key holders, who see it when they approve",
+            self.key_fingerprint
+        )?;
         writeln!(
             f,
             "snapshot {} ({} session key(s)), valid until {}",
@@ -93,6 +99,11 @@ impl fmt::Display for Shown<'_> {
             writeln!(f, "  paths:     {}", r.include.join(", "))?;
         }
         writeln!(f, "  requester: {}", r.requester)?;
+        writeln!(
+            f,
+            "  key:       {} (ask the requester to confirm it)",
+            custody::repo::request::key_fingerprint(r)
+        )?;
         writeln!(f, "  reason:    {}", r.reason)?;
         writeln!(
             f,
@@ -206,6 +217,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             let sessions = repo.verified_reach(&snapshot)?.sessions.len();
             ctx.emit(&Created {
                 request: id,
+                key_fingerprint: custody::repo::request::key_fingerprint(&request),
                 snapshot,
                 expires: request.expires,
                 sessions,

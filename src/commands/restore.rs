@@ -127,11 +127,13 @@ fn open_by_request(
     let mut includes = status.request.include.clone();
     if !includes.is_empty() && !args.includes.is_empty() {
         // Narrowing a request is fine; widening it is not.
-        if let Some(extra) = args
-            .includes
-            .iter()
-            .find(|i| !includes.iter().any(|r| i.starts_with(r.as_str())))
-        {
+        if let Some(extra) = args.includes.iter().find(|i| {
+            !includes.iter().any(|r| {
+                let r = r.trim_end_matches('/');
+                !restore::select::is_pattern(i)
+                    && (i.as_str() == r || i.starts_with(&format!("{r}/")))
+            })
+        }) {
             return Err(Error::invalid(format!(
                 "--include {extra} is outside the request's paths ({})",
                 includes.join(", ")

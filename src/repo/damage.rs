@@ -52,7 +52,11 @@ impl Repository {
     /// Records `packs` as missing or damaged (those not recorded yet), as the owner; a writer
     /// records nothing (its records would be ignored). Returns how many were new.
     pub fn record_damage(&self, packs: &HashSet<PackId>) -> Result<usize> {
-        if packs.is_empty() || (self.is_signed() && self.roster().is_none()) {
+        let owner = matches!(
+            self.provenance(),
+            super::provenance::Provenance::Owner { .. }
+        );
+        if packs.is_empty() || (self.is_signed() && !owner) {
             return Ok(0);
         }
         let known = self.damaged_packs()?;

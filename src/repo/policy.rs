@@ -31,11 +31,32 @@ pub struct PolicyRecord {
     pub signature: String,
 }
 
-fn message(repo: &Id, policy: &str) -> Vec<u8> {
+/// What the owner signs: the repository, when the policy was set (so an older one put back
+/// is recognised) and the policy's bytes.
+fn message(repo: &Id, created: &DateTime<Utc>, policy: &str) -> Vec<u8> {
     let mut m = b"custody/v2/key-policy".to_vec();
     m.extend_from_slice(repo.as_bytes());
+    m.extend_from_slice(&created.timestamp().to_le_bytes());
+    m.extend_from_slice(&created.timestamp_subsec_nanos().to_le_bytes());
     m.extend_from_slice(policy.as_bytes());
     m
+}
+
+/// Refuses a stored record older than this client's copy: an earlier policy (perhaps a
+/// looser one) put back by the custodian. Both are signed, so `created` is the owner's.
+fn not_older_than_copy(store: &PolicyRecord, copy: Option<&[u8]>) -> Result<()> {
+    let copy: Option<PolicyRecord> = copy.and_then(|b| serde_json::from_slice(b).ok());
+    match copy {
+        Some(c) if c.created > store.created => Err(Error::integrity(
+            "policy",
+            format!(
+                "an older key policy (set {}) was put back over the one this client saw (set {})",
+                crate::human::local_time(store.created),
+                crate::human::local_time(c.created)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl PolicyRecord {
@@ -49,7 +70,7 @@ impl PolicyRecord {
             return Err(bad("not signed by this repository's owner"));
         }
         let sig = hex::decode(&self.signature).map_err(|_| bad("signature is not hex"))?;
-        if !signing::verify(owner, &message(repo, &self.policy), &sig) {
+        if !signing::verify(owner, &message(repo, &self.created, &self.policy), &sig) {
             return Err(bad("the owner's signature does not verify (altered)"));
         }
         KeyPolicy::parse(self.policy.as_bytes(), "in the repository")
@@ -102,6 +123,13 @@ impl Repository {
         let record: PolicyRecord = serde_json::from_slice(&bytes)
             .map_err(|e| Error::integrity("policy", format!("not a policy record: {e}")))?;
         let policy = record.verify(&self.id(), &owner)?;
+        not_older_than_copy(
+            &record,
+            copy_path
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .as_deref(),
+        )?;
         if let Some(p) = &copy_path {
             if std::fs::read(p).ok().as_deref() != Some(&bytes[..]) {
                 if let Err(e) = super::provenance::write_private(p, &bytes) {
@@ -159,13 +187,14 @@ impl Repository {
             }
         }
         let body = serde_json::to_string(&policy).map_err(|e| Error::Internal(e.to_string()))?;
+        let created = Utc::now();
         let record = PolicyRecord {
             format: 1,
             repository: self.id(),
-            signature: hex::encode(key.sign(&message(&self.id(), &body))),
+            signature: hex::encode(key.sign(&message(&self.id(), &created, &body))),
             signer: key.id(),
             policy: body,
-            created: Utc::now(),
+            created,
         };
         let json =
             serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(e.to_string()))?;
@@ -209,5 +238,8 @@ pub async fn read_key_policy(
         .map_err(|e| Error::integrity("owner", format!("not an owner record: {e}")))?;
     let record: PolicyRecord = serde_json::from_slice(&bytes)
         .map_err(|e| Error::integrity("policy", format!("not a policy record: {e}")))?;
-    record.verify(repo, &owner.public).map(Some)
+    let policy = record.verify(repo, &owner.public)?;
+    let copy = owner_copy.and_then(|p| std::fs::read(policy_copy_path(p)).ok());
+    not_older_than_copy(&record, copy.as_deref())?;
+    Ok(Some(policy))
 }

@@ -409,7 +409,7 @@ impl Repository {
         }
         let anchor = match self.keys.owner_anchor(&repo) {
             Err(Error::KeyDenied { .. }) if reader_ok => {
-                return self.load_reader(stored.as_deref(), copy.as_deref());
+                return self.load_reader(stored.as_deref(), copy.as_deref(), owner_copy);
             }
             a => a,
         };
@@ -494,9 +494,16 @@ impl Repository {
     }
 
     /// A key holder below quorum (see [`Provenance::Reader`]): the owner id comes from this
-    /// client's copy of the `owner` record when it has one (the store's may have been
-    /// replaced, and a reader cannot open it to tell), else from the store's.
-    fn load_reader(&mut self, stored: Option<&[u8]>, copy: Option<&[u8]>) -> Result<()> {
+    /// client's copy of the `owner` record when it has one (a reader cannot open the record
+    /// to tell a replaced one), else from the store's, which is then kept as the copy (trust
+    /// on first use). The owner key never changes (`rotate rewrap` seals the same one), so a
+    /// store record naming another is a replacement: refused.
+    fn load_reader(
+        &mut self,
+        stored: Option<&[u8]>,
+        copy: Option<&[u8]>,
+        copy_path: Option<&std::path::Path>,
+    ) -> Result<()> {
         let public = |bytes: &[u8]| -> Result<SignerId> {
             let record: OwnerRecord =
                 from_json("owner record", bytes).map_err(|e| Error::integrity("owner", e))?;
@@ -509,17 +516,32 @@ impl Repository {
             (Some(c), s) => {
                 let owner = public(c)?;
                 if s.is_some_and(|s| public(s).ok() != Some(owner)) {
-                    tracing::warn!("the repository's owner record names another owner key than this client's copy: keeping the copy's");
+                    return Err(Error::integrity(
+                        "owner",
+                        "names another owner key than this client's copy of it: replaced",
+                    ));
                 }
                 owner
             }
-            (None, Some(s)) => public(s)?,
+            (None, Some(s)) => {
+                let owner = public(s)?;
+                if let Some(p) = copy_path {
+                    if let Err(e) = write_private(p, s) {
+                        tracing::warn!(
+                            "could not keep a copy of the owner record at {}: {e}",
+                            p.display()
+                        );
+                    }
+                }
+                owner
+            }
             (None, None) => return Err(Error::integrity("owner", "missing from the store")),
         };
+        // A reader accepts no unsigned object, even mid-migration: a writer can rewrite the
+        // config's format, and a reader cannot tell that from a real migration.
         self.provenance = Provenance::Reader {
             roster: Roster {
                 owner,
-                migrating: self.config.body.format < PROVENANCE_FORMAT,
                 ..Roster::default()
             },
         };

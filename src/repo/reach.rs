@@ -101,7 +101,16 @@ impl Repository {
         }
         let manifest_session = self.snapshot_session(id)?;
         let vouched_by = match signer {
-            None | Some(Signer::Owner(_)) => "owner".to_string(),
+            // Unsigned is accepted only where nothing is signed; an interrupted (or faked:
+            // a writer can rewrite the config's format) migration does not make it the owner's.
+            None if self.is_signed() => {
+                return Err(Error::untrusted(
+                    &name,
+                    "not signed, in a repository that signs its objects",
+                ))
+            }
+            None => "nobody (an unsigned repository)".to_string(),
+            Some(Signer::Owner(_)) => "owner".to_string(),
             Some(Signer::Writer(w)) => {
                 let started_by = self.load_key_record(&manifest_session)?.signer();
                 if started_by != Some(w) {

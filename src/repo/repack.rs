@@ -4,7 +4,7 @@
 //! plaintext) before it is sealed again, so a damaged blob is never copied. Chunk ids do not
 //! change; only the index moves.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -16,33 +16,82 @@ use crate::id::{PackId, SessionId};
 use crate::pack::{BlobEntry, PackBuilder};
 use crate::store::{object_name, FileKind};
 
-pub struct Repacker<'a> {
-    repo: &'a Repository,
+/// Where copied blobs go: one new session, or one per source session (prune), so that the
+/// snapshots that needed a source session need only its own successor (docs/FORMAT.md §19.1)
+/// rather than one session holding every host's repacked blobs.
+struct Destination {
     session: Session,
     builder: Option<PackBuilder>,
-    written: Vec<PackEntries>,
-    /// The sessions blobs were copied from.
+    /// The sessions whose blobs went here.
     sources: HashSet<SessionId>,
+}
+
+pub struct Repacker<'a> {
+    repo: &'a Repository,
+    per_source: bool,
+    /// The first destination (the only one without `per_source`).
+    dests: Vec<Destination>,
+    /// Index into `dests` by source session (with `per_source`).
+    by_source: HashMap<SessionId, usize>,
+    written: Vec<PackEntries>,
     blobs: usize,
     bytes_written: u64,
 }
 
 impl<'a> Repacker<'a> {
-    /// Starts a session (its wrapped key is stored first, as for a backup).
+    /// Starts a session (its wrapped key is stored first, as for a backup): every copied blob
+    /// goes under it (`rotate reencrypt`).
     pub fn new(repo: &'a Repository) -> Result<Repacker<'a>> {
         Ok(Repacker {
             repo,
-            session: Session::start(repo)?,
-            builder: None,
+            per_source: false,
+            dests: vec![Destination {
+                session: Session::start(repo)?,
+                builder: None,
+                sources: HashSet::new(),
+            }],
+            by_source: HashMap::new(),
             written: Vec::new(),
-            sources: HashSet::new(),
             blobs: 0,
             bytes_written: 0,
         })
     }
 
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// A repacker that gives each source session a new session of its own, started when its
+    /// first blob is copied (prune).
+    pub fn per_source(repo: &'a Repository) -> Repacker<'a> {
+        Repacker {
+            repo,
+            per_source: true,
+            dests: Vec::new(),
+            by_source: HashMap::new(),
+            written: Vec::new(),
+            blobs: 0,
+            bytes_written: 0,
+        }
+    }
+
+    /// The destination session (of a repacker made by [`Repacker::new`]).
+    pub fn session(&self) -> Option<&Session> {
+        self.dests.first().map(|d| &d.session)
+    }
+
+    fn destination(&mut self, source: &SessionId) -> Result<usize> {
+        if !self.per_source {
+            self.dests[0].sources.insert(*source);
+            return Ok(0);
+        }
+        if let Some(&i) = self.by_source.get(source) {
+            return Ok(i);
+        }
+        self.dests.push(Destination {
+            session: Session::start(self.repo)?,
+            builder: None,
+            sources: HashSet::from([*source]),
+        });
+        let i = self.dests.len() - 1;
+        self.by_source.insert(*source, i);
+        Ok(i)
     }
 
     /// Copies `entries` of `pack` (sealed by `session`) into new packs.
@@ -55,7 +104,7 @@ impl<'a> Repacker<'a> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.sources.insert(*session);
+        let d = self.destination(session)?;
         let name = object_name(FileKind::Pack, pack);
         let size = self.repo.store().size(FileKind::Pack, pack)?;
         if size > MAX_PACK {
@@ -85,22 +134,23 @@ impl<'a> Repacker<'a> {
                     format!("blob {}: plaintext does not match its id", e.id.short()),
                 ));
             }
-            if self.builder.is_none() {
-                self.builder = Some(PackBuilder::new(self.session.new_pack_key()?));
+            let dest = &mut self.dests[d];
+            if dest.builder.is_none() {
+                dest.builder = Some(PackBuilder::new(dest.session.new_pack_key()?));
             }
-            let b = self.builder.as_mut().expect("just set");
+            let b = dest.builder.as_mut().expect("just set");
             let resealed = b.key().seal_blob(e.blob_type, &e.id, &body)?;
             b.add(*e, resealed);
             self.blobs += 1;
             if b.size() >= self.repo.config().body.pack_size as usize {
-                self.flush()?;
+                self.flush(d)?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if let Some(b) = self.builder.take().filter(|b| !b.is_empty()) {
+    fn flush(&mut self, d: usize) -> Result<()> {
+        if let Some(b) = self.dests[d].builder.take().filter(|b| !b.is_empty()) {
             let p = b.finish()?;
             self.bytes_written += p.bytes.len() as u64;
             self.repo
@@ -115,16 +165,21 @@ impl<'a> Repacker<'a> {
         Ok(())
     }
 
-    /// Stores the last pack; returns the session, the new packs' index entries and the bytes
-    /// written.
-    pub fn finish(mut self) -> Result<(Session, Vec<PackEntries>, u64)> {
-        self.flush()?;
-        // Snapshots whose blobs moved need the new session too (docs/FORMAT.md §19.1).
+    /// Stores the last packs; returns the destination sessions, the new packs' index entries
+    /// and the bytes written. Every snapshot's reach that names a source session gets its
+    /// destination added (docs/FORMAT.md §19.1).
+    pub fn finish(mut self) -> Result<(Vec<Session>, Vec<PackEntries>, u64)> {
+        for d in 0..self.dests.len() {
+            self.flush(d)?;
+        }
         if !self.written.is_empty() {
-            if let Err(e) = self.repo.extend_reach(&self.sources, self.session.id) {
-                tracing::warn!("could not add the new session to snapshots' reach ({e}): run `custody repair reach`");
+            for d in &self.dests {
+                if let Err(e) = self.repo.extend_reach(&d.sources, d.session.id) {
+                    tracing::warn!("could not add the new session to snapshots' reach ({e}): run `custody repair reach`");
+                }
             }
         }
-        Ok((self.session, self.written, self.bytes_written))
+        let sessions = self.dests.into_iter().map(|d| d.session).collect();
+        Ok((sessions, self.written, self.bytes_written))
     }
 }

@@ -117,6 +117,28 @@ pub fn quorum_for(repo: &Repository) -> Result<&Quorum> {
         })
 }
 
+/// A request's id: a hash of what it asks (`SHA-256("custody/v2/request-id" || R || its
+/// compact JSON)`), so that nobody who holds the index key (a writer, one holder) can change
+/// an existing request's public key, snapshot, paths or expiry: the changed request no longer
+/// has its name, and approvals bound to the name release nothing to it.
+pub fn request_id_of(repo: &Id, request: &RestoreRequest) -> RequestId {
+    let body = serde_json::to_vec(request).expect("a request serializes");
+    let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+    d.update(b"custody/v2/request-id");
+    d.update(repo.as_bytes());
+    d.update(&body);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(d.finish().as_ref());
+    RequestId(Id(id))
+}
+
+/// The fingerprint of a request's public key that `create` and `approve` show, so that a
+/// holder can compare it with the requester out of band.
+pub fn key_fingerprint(request: &RestoreRequest) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, request.public.as_bytes());
+    hex::encode(&d.as_ref()[..8])
+}
+
 /// Where a requester keeps the private key of one request:
 /// `<dir>/<repository>/<request>.key`.
 pub fn request_key_path(dir: &Path, repo: &Id, request: &RequestId) -> PathBuf {
@@ -144,9 +166,11 @@ impl Repository {
     ) -> Result<(RequestId, RestoreRequest)> {
         // A request nobody could answer is refused now rather than after the holders look.
         self.verified_reach(&new.snapshot)?;
-        let id = RequestId::random()?;
         let secret = Key32::generate()?;
         let created = Utc::now();
+        let expires = created
+            .checked_add_signed(new.valid_for)
+            .ok_or_else(|| Error::invalid("--expires is too far in the future"))?;
         let request = RestoreRequest {
             format: REPO_FORMAT,
             snapshot: new.snapshot,
@@ -154,9 +178,10 @@ impl Repository {
             reason: new.reason,
             requester: new.requester,
             created,
-            expires: created + new.valid_for,
+            expires,
             public: hex::encode(sealed_box::public_key(&secret)),
         };
+        let id = request_id_of(&self.id(), &request);
         let path = request_key_path(key_dir, &self.id(), &id);
         let mut nonce = [0u8; aead::NONCE_LEN];
         random::fill(&mut nonce)?;
@@ -213,13 +238,31 @@ impl Repository {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::io(path.display(), e)),
             Ok(m) => {
-                let zeros = vec![0u8; m.len() as usize];
-                super::provenance::write_private(&path, &zeros)
+                // Overwritten in place (not replaced by a new file), then removed.
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(path.display(), e))?;
+                f.write_all(&vec![0u8; m.len() as usize])
+                    .and_then(|()| f.sync_all())
                     .map_err(|e| Error::io(path.display(), e))?;
             }
         }
         std::fs::remove_file(&path).map_err(|e| Error::io(path.display(), e))?;
         Ok(true)
+    }
+
+    /// Loads a request and checks that it is the one its name was made from.
+    pub fn load_request(&self, id: &RequestId) -> Result<RestoreRequest> {
+        let request = self.load_object::<RestoreRequest>(id)?;
+        if request_id_of(&self.id(), &request) != *id {
+            return Err(Error::integrity(
+                crate::store::object_name(FileKind::Request, id),
+                "not the request its name was made from (rewritten by someone who holds the index key)",
+            ));
+        }
+        Ok(request)
     }
 
     /// A request id from a full id or a unique prefix.
@@ -259,6 +302,16 @@ impl Repository {
         })?;
         let mut out = Vec::new();
         self.for_each_object::<RestoreRequest>(|id, r| {
+            let r = r.and_then(|r| {
+                if request_id_of(&self.id(), &r) == id {
+                    Ok(r)
+                } else {
+                    Err(Error::integrity(
+                        crate::store::object_name(FileKind::Request, &id),
+                        "not the request its name was made from (rewritten)",
+                    ))
+                }
+            });
             match r {
                 Ok(r) => {
                     let answers = approvals.remove(&id).unwrap_or_default();
@@ -283,7 +336,7 @@ impl Repository {
 
     /// One request with its answers.
     pub fn request_status(&self, id: &RequestId) -> Result<RequestStatus> {
-        let request = self.load_object::<RestoreRequest>(id)?;
+        let request = self.load_request(id)?;
         let mut answers = Vec::new();
         self.for_each_object::<Approval>(|aid, a| {
             match a {
@@ -539,7 +592,7 @@ impl Repository {
         }
         let mut requests = std::collections::HashSet::new();
         self.for_each_object::<RestoreRequest>(|id, r| {
-            match r {
+            match r.and_then(|_| self.load_request(&id)) {
                 Ok(_) => {
                     requests.insert(id);
                 }

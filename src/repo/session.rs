@@ -37,6 +37,8 @@ impl Session {
         let (dek, wrapped) = repo
             .key_service()
             .generate_data_key(Purpose::SessionKey, &ctx)?;
+        // Nothing is sealed under a key outside the repository's key policy.
+        repo.check_policy(&wrapped)?;
         let mut rec = WrappedKeyRecord {
             format: REPO_FORMAT,
             purpose: Purpose::SessionKey,

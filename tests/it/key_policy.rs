@@ -139,4 +139,16 @@ fn keys_outside_the_policy_are_refused_everywhere() {
     );
     std::fs::write(&stored, &genuine).unwrap();
     run(&us, &["snapshots"]).ok();
+
+    // Nor put back an older policy, genuine and signed, over a newer one.
+    let tighter = sb.path("tighter.json");
+    std::fs::write(
+        &tighter,
+        r#"{"format": 1, "services": ["awskms"], "awskms": {"regions": ["us-east-1"]}}"#,
+    )
+    .unwrap();
+    run(&us, &["key", "policy", "set", tighter.to_str().unwrap()]).ok();
+    std::fs::write(&stored, &genuine).unwrap();
+    let r = run(&us, &["snapshots"]).code(EXIT_INTEGRITY);
+    assert!(r.stderr.contains("older key policy"), "{}", r.stderr);
 }

@@ -754,3 +754,61 @@ fn three_kinds_of_holder_approve_a_restore() {
     s.restore(&id, &out).ok();
     assert_same_tree(&s.src_a, &restored(&out, &s.src_a));
 }
+
+/// A request is named by a hash of what it asks: someone who holds the index key (a writer
+/// here) and rewrites it with a public key of their own is refused (exit 3) before any
+/// holder releases anything to it.
+#[test]
+fn fail_a_rewritten_request_is_refused() {
+    use custody::format::request::RestoreRequest;
+    use custody::keyservice::{self, KeyServiceOptions};
+    use custody::repo::Repository;
+    let s = setup();
+    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
+    let dir = s.sb.path("writer");
+    s.sb.run(&[
+        "--key-service",
+        &owner,
+        "key",
+        "export",
+        "--role",
+        "writer",
+        "--to",
+        dir.to_str().unwrap(),
+    ])
+    .ok();
+    let wks = format!("quorum:{}", dir.join("quorum.json").display());
+    let id = s.request(&s.snap_a, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = custody::store::open(
+        s.sb.repo().to_str().unwrap(),
+        &Default::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let config = Repository::read_config(rt.handle(), &store).unwrap();
+    let keys = keyservice::open(&wks, &KeyServiceOptions::default(), rt.handle()).unwrap();
+    let handle = rt.handle().clone();
+    let rid = id.clone();
+    std::thread::spawn(move || {
+        let w = Repository::open_for_requests(handle, store, keys, config, None).unwrap();
+        let rid = w.resolve_request(&rid).unwrap();
+        let mut r: RestoreRequest = w.load_object(&rid).unwrap();
+        let mine = custody::crypto::Key32::generate().unwrap();
+        r.public = hex::encode(custody::crypto::sealed_box::public_key(&mine));
+        w.save_object(&rid, &r).unwrap();
+    })
+    .join()
+    .unwrap();
+    let r = s
+        .as_holder("bob", &["request", "approve", &id])
+        .code(EXIT_INTEGRITY);
+    assert!(
+        r.stderr.contains("not the request its name was made from"),
+        "{}",
+        r.stderr
+    );
+    assert!(list_ids(&s.sb.repo().join("approvals")).is_empty());
+    s.as_holder("carol", &["request", "list"])
+        .code(EXIT_INTEGRITY);
+}

@@ -123,7 +123,9 @@ pub fn mark(
     }
     let mut new_packs = Vec::new();
     if !plan.repack.is_empty() {
-        let mut rp = Repacker::new(repo)?;
+        // One new session per source session: a restore request for one host's snapshot
+        // then never releases a session that holds other hosts' repacked blobs.
+        let mut rp = Repacker::per_source(repo);
         let total = plan.repack.len();
         for (n, (pack, session, blobs)) in plan.repack.iter().enumerate() {
             act.set(format!("repacking pack {}/{total}", n + 1));

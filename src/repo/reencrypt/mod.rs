@@ -232,7 +232,10 @@ fn execute(
     let copies = &plan.copies;
     // 1. Copy, then 2. read every new pack back before anything old is given up.
     let mut rp = Repacker::new(repo)?;
-    let new_session = rp.session().id;
+    let new_session = rp
+        .session()
+        .map(|s| s.id)
+        .ok_or_else(|| Error::Internal("a re-encryption has one new session".into()))?;
     report.new_session = Some(new_session);
     for (n, (pack, session, todo)) in copies.iter().enumerate() {
         act.set(format!("copying pack {}/{}", n + 1, copies.len()));
@@ -241,7 +244,11 @@ fn execute(
             l.refresh()?;
         }
     }
-    let (session, written, bytes) = rp.finish()?;
+    let (made, written, bytes) = rp.finish()?;
+    let session = made
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Internal("a re-encryption has one new session".into()))?;
     report.bytes_written = bytes;
     for (n, p) in written.iter().enumerate() {
         act.set(format!("verifying new pack {}/{}", n + 1, written.len()));
