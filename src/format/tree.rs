@@ -108,6 +108,32 @@ impl<'de> Deserialize<'de> for Salt {
 }
 
 impl Node {
+    /// A folder node with nothing recorded but its listing: what a snapshot's root is when a
+    /// command needs it as a node (`dump` of the whole snapshot).
+    pub fn folder(subtree: TreeId) -> Node {
+        Node {
+            name: RawName(Vec::new()),
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            inode: 0,
+            ctime_sec: 0,
+            ctime_nsec: 0,
+            content: Vec::new(),
+            subtree: Some(subtree),
+            target: None,
+            salt: None,
+            xattrs: Vec::new(),
+            rdev: 0,
+            links: 0,
+            device: 0,
+        }
+    }
+
     /// The file's bytes in one chunk's plaintext: without the salt when the node has one
     /// (only its single chunk is salted). Refuses a chunk that does not start with the salt.
     pub fn file_bytes<'a>(&self, first_chunk: bool, data: &'a [u8]) -> Result<&'a [u8], String> {

@@ -10,6 +10,7 @@ mod cache;
 pub mod check;
 pub mod damage;
 pub mod diff;
+pub mod dump_tar;
 pub mod find;
 pub mod forget;
 pub mod history;

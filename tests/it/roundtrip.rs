@@ -996,3 +996,63 @@ fn find_and_diff_across_snapshots() {
     );
     assert!(text.contains("1 removed"), "{text}");
 }
+
+/// `dump` of a folder writes a tar stream that `tar -x` unpacks into the same tree (content,
+/// folders, symlinks, modes), and `dump` of the snapshot root (`/`) holds every source.
+#[test]
+fn dump_of_a_folder_is_a_tar_stream() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    write(&src.join("a.bin"), &random_bytes(700_000, 3));
+    write(&src.join("sub/deeper/b.txt"), b"inside");
+    write(
+        &src.join(format!("{}.txt", "long-name-".repeat(12))),
+        b"a name past 100 bytes",
+    );
+    std::os::unix::fs::symlink("sub/deeper/b.txt", src.join("link")).unwrap();
+    sb.run(&["backup", src.to_str().unwrap()]).ok();
+    let r = sb.run(&["dump", "latest", src.to_str().unwrap()]).ok();
+    let tarball = sb.path("out.tar");
+    std::fs::write(&tarball, &r.stdout).unwrap();
+    let out = sb.path("untarred");
+    std::fs::create_dir_all(&out).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // tar keeps whole seconds only: content, kinds and targets are compared.
+    let got = out.join("src");
+    for rel in [
+        "a.bin",
+        "sub/deeper/b.txt",
+        &format!("{}.txt", "long-name-".repeat(12)),
+    ] {
+        assert_eq!(
+            std::fs::read(src.join(rel)).unwrap(),
+            std::fs::read(got.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(got.join("link")).unwrap(),
+        std::path::PathBuf::from("sub/deeper/b.txt")
+    );
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let secs =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(
+        secs(mtime(&src.join("a.bin"))),
+        secs(mtime(&got.join("a.bin")))
+    );
+    let whole = sb.run(&["dump", "latest", "/"]).ok();
+    assert!(whole.stdout.len() > 700_000);
+    assert!(
+        String::from_utf8_lossy(&whole.stdout).contains("deeper/b.txt"),
+        "the root dump holds the sources"
+    );
+}
