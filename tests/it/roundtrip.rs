@@ -140,8 +140,9 @@ fn stdin_dump_ls_and_snapshot_selection() {
         .code(EXIT_ERROR);
     sb.run(&["dump", "ffffffff", "db.dump"]).code(EXIT_ERROR);
     sb.run(&["dump", "not-hex", "db.dump"]).code(EXIT_USAGE);
-    sb.run(&["dump", "latest", "files", "--host", "h2"])
-        .code(EXIT_USAGE);
+    // A folder is dumped as a tar stream.
+    let tar = sb.run(&["dump", "latest", "files", "--host", "h2"]).ok();
+    assert!(String::from_utf8_lossy(&tar.stdout).contains("files/a.txt"));
 
     let files = sb.path("files").display().to_string();
     let ls = sb.run(&["ls", "latest", &files]).ok().out();
