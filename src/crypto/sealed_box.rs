@@ -20,18 +20,20 @@ pub fn public_key(secret: &Key32) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(*secret.expose())).to_bytes()
 }
 
-/// `HKDF(salt = E || public, ikm = shared, info = label || info)`.
-fn box_key(shared: &[u8; 32], eph: &PublicKey, public: &PublicKey, info: &[u8]) -> Key32 {
+/// `HKDF(salt = E || public, ikm = shared, info = parts...)`.
+fn box_key(shared: &[u8; 32], eph: &PublicKey, public: &PublicKey, info: &[&[u8]]) -> Key32 {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(eph.as_bytes());
     salt[32..].copy_from_slice(public.as_bytes());
     let mut out = [0u8; 32];
-    kdf::hkdf(&salt, shared, &[LABEL, info], &mut out);
+    kdf::hkdf(&salt, shared, info, &mut out);
     Key32::from_bytes(&mut out)
 }
 
-/// Seals `key` to `public`, bound to `info`.
-pub fn seal(public: &[u8; 32], info: &[u8], key: &Key32) -> Result<Vec<u8>> {
+/// The scheme both uses share (here, and the local keyring's data KEK, FORMAT §11.1): an
+/// ephemeral X25519 agreement with `public` keys AES-256-GCM through HKDF with `info`;
+/// `aad` is authenticated. Returns `E || nonce || ciphertext || tag`.
+pub fn seal_with(public: &[u8; 32], info: &[&[u8]], aad: &[u8], key: &Key32) -> Result<Vec<u8>> {
     let public = PublicKey::from(*public);
     let mut eph_bytes = Zeroizing::new([0u8; 32]);
     random::fill(&mut eph_bytes[..])?;
@@ -39,13 +41,13 @@ pub fn seal(public: &[u8; 32], info: &[u8], key: &Key32) -> Result<Vec<u8>> {
     let eph_pub = PublicKey::from(&eph);
     let shared = eph.diffie_hellman(&public);
     if !shared.was_contributory() {
-        return Err(Error::invalid("the request's public key is degenerate"));
+        return Err(Error::invalid("the public key is degenerate"));
     }
     let k = box_key(shared.as_bytes(), &eph_pub, &public, info);
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
     let mut buf = key.expose().to_vec();
-    let tag = aead::seal(&k, &nonce, info, &mut buf);
+    let tag = aead::seal(&k, &nonce, aad, &mut buf);
     let mut out = eph_pub.to_bytes().to_vec();
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&buf);
@@ -53,8 +55,15 @@ pub fn seal(public: &[u8; 32], info: &[u8], key: &Key32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The key `sealed` holds, or `None` when it does not open with `secret` and `info`.
-pub fn open(secret: &Key32, info: &[u8], sealed: &[u8]) -> Option<Key32> {
+/// Opens what [`seal_with`] sealed; `public` is the public key the salt names (stored, not
+/// recomputed, by the keyring). `None` when it does not open.
+pub fn open_with(
+    secret: &Key32,
+    public: &[u8; 32],
+    info: &[&[u8]],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<Key32> {
     if sealed.len() != SEALED_LEN {
         return None;
     }
@@ -66,10 +75,20 @@ pub fn open(secret: &Key32, info: &[u8], sealed: &[u8]) -> Option<Key32> {
     if !shared.was_contributory() {
         return None;
     }
-    let k = box_key(shared.as_bytes(), &eph_pub, &PublicKey::from(&sk), info);
+    let k = box_key(shared.as_bytes(), &eph_pub, &PublicKey::from(*public), info);
     let mut buf = Zeroizing::new(body.to_vec());
-    aead::open(&k, nonce, info, &mut buf[..]).ok()?;
+    aead::open(&k, nonce, aad, &mut buf[..]).ok()?;
     Key32::from_slice(&buf[..32])
+}
+
+/// Seals `key` to `public`, bound to `info` (a restore request's parts, FORMAT §19.3).
+pub fn seal(public: &[u8; 32], info: &[u8], key: &Key32) -> Result<Vec<u8>> {
+    seal_with(public, &[LABEL, info], info, key)
+}
+
+/// The key `sealed` holds, or `None` when it does not open with `secret` and `info`.
+pub fn open(secret: &Key32, info: &[u8], sealed: &[u8]) -> Option<Key32> {
+    open_with(secret, &public_key(secret), &[LABEL, info], info, sealed)
 }
 
 #[cfg(test)]

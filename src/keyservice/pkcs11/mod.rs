@@ -179,23 +179,7 @@ impl Inner {
                 let s = self.data_session().lock().expect("lock");
                 let h = find(&s, ObjectClass::PUBLIC_KEY, &format!("{}-data", u.object))?
                     .ok_or_else(|| missing(&kref))?;
-                let pins = self.pins.read().expect("lock").clone();
-                if !pins.is_empty() {
-                    let found = public_key_sha256(&s, h)
-                        .map_err(|e| map_ck(&kref, "read public key", e))?;
-                    if !pins.contains(&found) {
-                        return Err(Error::KeyDenied {
-                            key: kref,
-                            operation: "wrap".into(),
-                            reason: format!(
-                                "the data key's public half on the token (sha256 {found}) is not \
-                                 the one the repository's key policy pins ({}): someone replaced \
-                                 it; nothing was wrapped",
-                                pins.join(", ")
-                            ),
-                        });
-                    }
-                }
+                objects::check_pins(&s, h, &self.pins.read().expect("lock"), &kref)?;
                 if let Some(pin) = &u.data_key_sha256 {
                     let found = public_key_sha256(&s, h)
                         .map_err(|e| map_ck(&kref, "read public key", e))?;

@@ -90,3 +90,24 @@ pub(super) fn generate<T>(
         r => r,
     }
 }
+
+/// Refuses a data public key that is not one the repository's key policy pins (none pinned:
+/// any). Nothing is wrapped with a key someone put on the token after `init`.
+pub(super) fn check_pins(s: &Session, h: ObjectHandle, pins: &[String], kref: &str) -> Result<()> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let found = public_key_sha256(s, h).map_err(|e| super::map_ck(kref, "read public key", e))?;
+    if pins.contains(&found) {
+        return Ok(());
+    }
+    Err(Error::KeyDenied {
+        key: kref.to_string(),
+        operation: "wrap".into(),
+        reason: format!(
+            "the data key's public half on the token (sha256 {found}) is not the one the \
+             repository's key policy pins ({}): someone replaced it; nothing was wrapped",
+            pins.join(", ")
+        ),
+    })
+}

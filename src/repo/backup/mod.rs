@@ -101,6 +101,20 @@ impl std::fmt::Debug for Progress {
     }
 }
 
+impl Progress {
+    /// A file is read: `changed` when the parent had it, new otherwise (`backup -v`).
+    pub(super) fn read_because(&self, changed: bool, path: &std::path::Path) {
+        if let Some(tell) = &self.on_change {
+            let change = if changed {
+                FileChange::Modified
+            } else {
+                FileChange::New
+            };
+            tell(change, path);
+        }
+    }
+}
+
 /// Why a file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileChange {

@@ -421,13 +421,8 @@ impl Walker<'_> {
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
                 return Ok(Some(Pending::done(node)));
             }
-            if let Some(tell) = &self.progress.on_change {
-                let change = match prev {
-                    Some(p) if p.kind == NodeKind::File => super::FileChange::Modified,
-                    _ => super::FileChange::New,
-                };
-                tell(change, path);
-            }
+            self.progress
+                .read_because(prev.is_some_and(|p| p.kind == NodeKind::File), path);
             let opened =
                 fs_at::openat(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0).and_then(|fd| {
                     // Still the regular file we stat'ed (not a FIFO or device swapped in).

@@ -4,8 +4,6 @@
 //! signs with its identity and accepts only itself and the owner, so that another writer's
 //! claims never decide what it stores or skips.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::Utc;
 
@@ -20,6 +18,10 @@ use crate::format::{check_format, from_json, padded_json, DecodeError};
 use crate::id::{Id, SignerId};
 use crate::identity::WriterIdentity;
 use crate::store::FileKind;
+
+mod roster;
+
+pub use roster::Roster;
 
 /// Writes a small file only its owner may read (the client's copy of the owner record).
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -57,22 +59,6 @@ pub enum Provenance {
     Reader { roster: Roster },
 }
 
-/// The writers the owner enrolled and revoked, as verified when the repository was opened.
-#[derive(Debug, Default)]
-pub struct Roster {
-    pub owner: SignerId,
-    pub enrolled: BTreeMap<SignerId, Enrollment>,
-    /// Revoked writers, with what they stored before (`None`: the revocation does not open,
-    /// so nothing of theirs is accepted).
-    pub revoked: BTreeMap<SignerId, Option<Revocation>>,
-    /// Enrollments and revocations that do not verify (reported by `check`).
-    pub problems: Vec<Error>,
-    /// `owner` exists but the config is still format 1: a `migrate` was interrupted. Unsigned
-    /// objects are accepted (as in a legacy repository) until it is run again, and nothing
-    /// that deletes runs.
-    pub migrating: bool,
-}
-
 /// Who signed an accepted object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signer {
@@ -84,82 +70,6 @@ impl Signer {
     pub fn id(&self) -> SignerId {
         match self {
             Signer::Owner(s) | Signer::Writer(s) => *s,
-        }
-    }
-}
-
-fn kind_name(kind: ObjectKind) -> &'static str {
-    match kind {
-        ObjectKind::Index => "index segment",
-        ObjectKind::Snapshot => "snapshot",
-        ObjectKind::Garbage => "garbage mark",
-        ObjectKind::Lock => "lock",
-        ObjectKind::Writer => "writer enrollment",
-        ObjectKind::Revocation => "revocation",
-        ObjectKind::Checkpoint => "history checkpoint",
-        ObjectKind::Damage => "damage record",
-        ObjectKind::Reach => "reach record",
-        ObjectKind::Request => "restore request",
-        ObjectKind::Approval => "approval",
-        _ => "object",
-    }
-}
-
-impl Roster {
-    /// A writer's name for messages: `name (id…)`.
-    pub fn describe(&self, w: &SignerId) -> String {
-        match self.enrolled.get(w) {
-            Some(e) => format!("writer {:?} ({})", e.name, w.short()),
-            None => format!("key {}", w.short()),
-        }
-    }
-
-    /// Whether `signer` may have written object `object` of `kind`; the reason when not.
-    pub fn accept(
-        &self,
-        kind: ObjectKind,
-        object: &Id,
-        signer: SignerId,
-    ) -> Result<Signer, String> {
-        if signer == self.owner {
-            return Ok(Signer::Owner(signer));
-        }
-        if !matches!(
-            kind,
-            ObjectKind::Snapshot | ObjectKind::Index | ObjectKind::Reach
-        ) {
-            return Err(format!(
-                "signed by {}: only the owner writes a {}",
-                self.describe(&signer),
-                kind_name(kind)
-            ));
-        }
-        if let Some(rev) = self.revoked.get(&signer) {
-            let before = rev.as_ref().is_some_and(|r| match kind {
-                ObjectKind::Snapshot | ObjectKind::Reach => {
-                    r.snapshots.iter().any(|s| **s == *object)
-                }
-                _ => r.segments.iter().any(|s| **s == *object),
-            });
-            if !before {
-                let when = rev
-                    .as_ref()
-                    .map(|r| crate::human::local_time(r.revoked))
-                    .unwrap_or_else(|| "an unknown time".into());
-                return Err(format!(
-                    "signed by {}, revoked at {when}: not one of the objects it had stored before",
-                    self.describe(&signer)
-                ));
-            }
-            return Ok(Signer::Writer(signer));
-        }
-        if self.enrolled.contains_key(&signer) {
-            Ok(Signer::Writer(signer))
-        } else {
-            Err(format!(
-                "signed by key {}, which is neither the owner's nor an enrolled writer's",
-                signer.short()
-            ))
         }
     }
 }
