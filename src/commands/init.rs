@@ -75,6 +75,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         location: repo.store().location(),
         key_service: repo.key_service().url(),
         keyring_created: created_keyring.is_some(),
+        keyring_sealed: created_keyring.is_some() && ctx.passphrase.is_some(),
         keyring_dir: created_keyring,
     });
     Ok(Outcome::OK)

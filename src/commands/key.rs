@@ -49,6 +49,16 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         to_passphrase_file: Option<PathBuf>,
     },
+    /// Change the passphrase that seals a local keyring (the current one from
+    /// --passphrase-file or CUSTODY_KEYRING_PASSPHRASE), or remove it.
+    Passwd {
+        /// The new passphrase, from this file.
+        #[arg(long, value_name = "FILE", required_unless_present = "no_passphrase")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Leave the keyring unsealed (anyone who can read the file can use its keys).
+        #[arg(long, conflicts_with = "new_passphrase_file")]
+        no_passphrase: bool,
+    },
     /// KEKs in use, how many wrapped keys each protects, and their ages; enrolled writers.
     List,
     /// Enrolled writers (and revoked ones), as `key list` shows them; `--json` for scripts.
@@ -70,6 +80,36 @@ fn local_dir(url: &str) -> Result<PathBuf> {
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
     match cmd {
         Cmd::Policy(c) => super::key_policy::run(ctx, c),
+        Cmd::Passwd {
+            new_passphrase_file,
+            no_passphrase: _,
+        } => {
+            let store = ctx.store();
+            let url = match (&ctx.key_service, store) {
+                (Some(u), _) => u.clone(),
+                (None, Ok(s)) => {
+                    let cfg = Repository::read_config(ctx.rt.handle(), &s)?;
+                    ctx.key_service_url(&cfg.body.repository)
+                }
+                (None, Err(e)) => return Err(e),
+            };
+            let dir = local_dir(&url)?;
+            let new = new_passphrase_file
+                .as_deref()
+                .map(read_passphrase_file)
+                .transpose()?;
+            LocalKeyring::change_passphrase(&dir, ctx.passphrase.as_ref(), new.as_ref())?;
+            ctx.say(format_args!(
+                "keyring {} is now {}",
+                dir.display(),
+                if new.is_some() {
+                    "sealed with the new passphrase"
+                } else {
+                    "unsealed: anyone who can read the file can use its keys"
+                }
+            ));
+            Ok(Outcome::OK)
+        }
         Cmd::Create { key_policy } => {
             let url = ctx
                 .key_service

@@ -73,6 +73,9 @@ pub struct InitOutput {
     pub location: String,
     pub key_service: String,
     pub keyring_created: bool,
+    /// Whether the keyring `init` created is sealed with a passphrase.
+    #[serde(default)]
+    pub keyring_sealed: bool,
     /// The folder of a keyring `init` created (not in the JSON document).
     #[serde(skip)]
     pub keyring_dir: Option<PathBuf>,
@@ -89,8 +92,14 @@ impl std::fmt::Display for InitOutput {
         if let Some(dir) = &self.keyring_dir {
             write!(
                 f,
-                "\ncreated a new local keyring in {}\nkeep a copy of it somewhere safe: without it this repository cannot be read",
-                dir.display()
+                "\ncreated a new local keyring in {} ({})\nkeep a copy of it somewhere safe: without it this repository cannot be read",
+                dir.display(),
+                if self.keyring_sealed {
+                    "sealed with your passphrase"
+                } else {
+                    "NOT protected by a passphrase: anyone who can read it can read the repository; \
+                     seal it with `custody key passwd --new-passphrase-file FILE`"
+                }
             )?;
         }
         Ok(())

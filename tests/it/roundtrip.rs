@@ -1057,3 +1057,40 @@ fn dump_of_a_folder_is_a_tar_stream() {
         "the root dump holds the sources"
     );
 }
+
+/// `init` says whether the keyring it made is protected; `key passwd` seals it with a new
+/// passphrase, after which the old way in no longer opens it, and can remove it again.
+#[test]
+fn key_passwd_seals_and_unseals_the_keyring() {
+    let sb = Sandbox::new();
+    let init = sb.run(&["init"]).ok().out();
+    assert!(init.contains("NOT protected by a passphrase"), "{init}");
+    write(&sb.path("src/a.txt"), b"sealed later");
+    sb.run(&["backup", sb.path("src").to_str().unwrap()]).ok();
+    let pass = sb.path("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let p = pass.to_str().unwrap();
+    sb.run(&["key", "passwd", "--new-passphrase-file", p]).ok();
+    let r = sb.run(&["snapshots"]);
+    assert_ne!(
+        r.code, EXIT_OK,
+        "a sealed keyring opened without its passphrase"
+    );
+    assert!(r.stderr.contains("passphrase"), "{}", r.stderr);
+    sb.run(&["--passphrase-file", p, "snapshots"]).ok();
+    let wrong = sb.path("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    sb.run(&["--passphrase-file", wrong.to_str().unwrap(), "snapshots"])
+        .code(EXIT_KEY_SERVICE);
+    sb.run(&["--passphrase-file", p, "key", "passwd", "--no-passphrase"])
+        .ok();
+    sb.run(&["snapshots"]).ok();
+    let sealed = sb
+        .run_env(
+            &[("CUSTODY_KEYRING_PASSPHRASE", "at init")],
+            &["--repo", sb.path("r2").to_str().unwrap(), "init"],
+        )
+        .ok()
+        .out();
+    assert!(sealed.contains("sealed with your passphrase"), "{sealed}");
+}

@@ -243,6 +243,29 @@ impl LocalKeyring {
         write_new(dir, &file)
     }
 
+    /// `key passwd`: the keyring in `dir`, opened with `old`, written again sealed with `new`
+    /// (or unsealed with `None`): first beside it, then renamed over it, so an interruption
+    /// leaves the old file or the new one, never neither.
+    pub fn change_passphrase(
+        dir: &Path,
+        old: Option<&SecretString>,
+        new: Option<&SecretString>,
+    ) -> Result<()> {
+        let keyring = LocalKeyring::open(dir, old)?;
+        let staging = dir.join(".keyring-passwd");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(staging.display(), e))?;
+        }
+        keyring.write_to(&staging, keyring.role(), new)?;
+        let (from, to) = (path(&staging), path(dir));
+        std::fs::rename(&from, &to).map_err(|e| Error::io(to.display(), e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir.display(), e))?;
+        std::fs::remove_dir(&staging).map_err(|e| Error::io(staging.display(), e))?;
+        Ok(())
+    }
+
     /// Opens the keyring in `dir`, refusing files others can read.
     pub fn open(dir: &Path, passphrase: Option<&SecretString>) -> Result<LocalKeyring> {
         let url = format!("local:{}", dir.display());
