@@ -7,7 +7,7 @@
 //! signed; prune and re-encryption, which move blobs into packs of new sessions, add those
 //! sessions; `repair reach` (the owner) works it out again by walking the trees.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::objects::SealedObject;
 use super::provenance::Signer;
@@ -137,24 +137,30 @@ impl Repository {
         })
     }
 
-    /// After blobs of the sessions `from` were copied into packs of session `to` (prune,
-    /// re-encryption): every reach that names one of `from` names `to` as well, so that the
-    /// snapshot's data stays covered wherever its blobs now lie. Returns how many changed.
-    pub(crate) fn extend_reach(&self, from: &HashSet<SessionId>, to: SessionId) -> Result<usize> {
-        if from.is_empty() {
+    /// After blobs of each session in `moved` were copied into packs of the session it maps
+    /// to (prune, re-encryption): every reach that names a source names its destination as
+    /// well, so that the snapshot's data stays covered wherever its blobs now lie. One pass
+    /// over the reach records; returns how many changed.
+    pub(crate) fn extend_reach(&self, moved: &HashMap<SessionId, SessionId>) -> Result<usize> {
+        if moved.is_empty() {
             return Ok(0);
         }
         let mut changed = Vec::new();
         self.for_each_object::<Reach>(|id, r| {
             match r {
-                Ok(mut r) if r.sessions.iter().any(|s| from.contains(s)) => {
-                    if !r.sessions.contains(&to) {
-                        r.sessions.push(to);
+                Ok(mut r) => {
+                    let add: BTreeSet<SessionId> = r
+                        .sessions
+                        .iter()
+                        .filter_map(|s| moved.get(s).copied())
+                        .filter(|to| !r.sessions.contains(to))
+                        .collect();
+                    if !add.is_empty() {
+                        r.sessions.extend(add);
                         r.sessions.sort();
                         changed.push((id, r));
                     }
                 }
-                Ok(_) => {}
                 // Left as it is: `check` reports it, `repair reach` replaces it.
                 Err(e) if e.is_integrity() => tracing::warn!("{e}"),
                 Err(e) => return Err(e),

@@ -173,10 +173,13 @@ impl<'a> Repacker<'a> {
             self.flush(d)?;
         }
         if !self.written.is_empty() {
-            for d in &self.dests {
-                if let Err(e) = self.repo.extend_reach(&d.sources, d.session.id) {
-                    tracing::warn!("could not add the new session to snapshots' reach ({e}): run `custody repair reach`");
-                }
+            let moved: HashMap<SessionId, SessionId> = self
+                .dests
+                .iter()
+                .flat_map(|d| d.sources.iter().map(|s| (*s, d.session.id)))
+                .collect();
+            if let Err(e) = self.repo.extend_reach(&moved) {
+                tracing::warn!("could not add the new sessions to snapshots' reach ({e}): run `custody repair reach`");
             }
         }
         let sessions = self.dests.into_iter().map(|d| d.session).collect();
