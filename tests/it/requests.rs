@@ -115,6 +115,49 @@ impl Setup {
             .to_string()
     }
 
+    /// A backup job's writer quorum (`key export --role writer`): its key-service URL.
+    fn export_writer(&self) -> String {
+        let owner = format!("quorum:{}", self.sb.path("quorum.json").display());
+        let dir = self.sb.path("writer");
+        let to = dir.to_str().unwrap();
+        self.sb
+            .run_env(
+                &self.env,
+                &[
+                    "--key-service",
+                    &owner,
+                    "key",
+                    "export",
+                    "--role",
+                    "writer",
+                    "--to",
+                    to,
+                ],
+            )
+            .ok();
+        format!("quorum:{}", dir.join("quorum.json").display())
+    }
+
+    /// The repository through the library, opened with `key_service` alone (no identity) as
+    /// request commands open it. Use it from the test's thread, never the runtime's.
+    fn open_as(&self, key_service: &str) -> (tokio::runtime::Runtime, custody::repo::Repository) {
+        use custody::keyservice::{self, KeyServiceOptions};
+        use custody::repo::Repository;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = custody::store::open(
+            self.sb.repo().to_str().unwrap(),
+            &Default::default(),
+            rt.handle(),
+        )
+        .unwrap();
+        let config = Repository::read_config(rt.handle(), &store).unwrap();
+        let keys =
+            keyservice::open(key_service, &KeyServiceOptions::default(), rt.handle()).unwrap();
+        let repo =
+            Repository::open_for_requests(rt.handle().clone(), store, keys, config, None).unwrap();
+        (rt, repo)
+    }
+
     fn restore(&self, request: &str, target: &Path) -> Run {
         self.as_holder(
             "alice",
@@ -225,41 +268,23 @@ fn an_approval_releases_only_the_requested_snapshots_sessions() {
     s.as_holder("bob", &["request", "approve", &id]).ok();
 
     // The requester, with its own key service and the request's private key, and nothing else.
-    use custody::keyservice::{self, KeyServiceOptions};
-    use custody::repo::Repository;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = custody::store::open(
-        s.sb.repo().to_str().unwrap(),
-        &Default::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let config = Repository::read_config(rt.handle(), &store).unwrap();
-    let keys =
-        keyservice::open(&s.view["alice"], &KeyServiceOptions::default(), rt.handle()).unwrap();
-    let handle = rt.handle().clone();
-    let (released, session_a, session_b) = std::thread::spawn(move || {
-        let repo = Repository::open_for_requests(handle, store, keys, config, None).unwrap();
-        let rid = repo.resolve_request(&id).unwrap();
-        let status = repo.request_status(&rid).unwrap();
-        let secret = repo
-            .request_secret(&rid, &s.sb.path("config/requests"))
-            .unwrap();
-        let keys = repo.released_keys(&status, &secret).unwrap();
-        let a = repo
-            .snapshot_session(&repo.resolve_snapshot_id(&s.snap_a).unwrap())
-            .unwrap();
-        let b_id = repo.resolve_snapshot_id(&s.snap_b).unwrap();
-        let b = repo.snapshot_session(&b_id).unwrap();
-        let released: Vec<_> = keys.keys().copied().collect();
-        repo.use_session_keys(keys);
-        // Snapshot B's key was not released: the key service (one holder) refuses it.
-        let err = repo.load_snapshot(&b_id).unwrap_err();
-        assert!(err.is_key_service(), "{err}");
-        (released, a, b)
-    })
-    .join()
-    .unwrap();
+    let (_rt, repo) = s.open_as(&s.view["alice"]);
+    let rid = repo.resolve_request(&id).unwrap();
+    let status = repo.request_status(&rid).unwrap();
+    let secret = repo
+        .request_secret(&rid, &s.sb.path("config/requests"))
+        .unwrap();
+    let keys = repo.released_keys(&status, &secret).unwrap();
+    let session_a = repo
+        .snapshot_session(&repo.resolve_snapshot_id(&s.snap_a).unwrap())
+        .unwrap();
+    let b_id = repo.resolve_snapshot_id(&s.snap_b).unwrap();
+    let session_b = repo.snapshot_session(&b_id).unwrap();
+    let released: Vec<_> = keys.keys().copied().collect();
+    repo.use_session_keys(keys);
+    // Snapshot B's key was not released: the key service (one holder) refuses it.
+    let err = repo.load_snapshot(&b_id).unwrap_err();
+    assert!(err.is_key_service(), "{err}");
     assert!(released.contains(&session_a), "{released:?}");
     assert!(!released.contains(&session_b), "{released:?}");
 }
@@ -386,20 +411,7 @@ fn fail_tampered_and_moved_approvals_are_refused() {
 #[test]
 fn a_writer_backs_up_but_cannot_approve_or_restore() {
     let s = setup();
-    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
-    let dir = s.sb.path("writer");
-    s.sb.run(&[
-        "--key-service",
-        &owner,
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        dir.to_str().unwrap(),
-    ])
-    .ok();
-    let wks = format!("quorum:{}", dir.join("quorum.json").display());
+    let wks = s.export_writer();
     let r =
         s.sb.run(&[
             "--key-service",
@@ -440,24 +452,9 @@ fn a_writer_backs_up_but_cannot_approve_or_restore() {
 #[test]
 fn fail_approvals_forged_with_a_writers_keys_are_refused() {
     use custody::format::request::{part_binding, Approval, Decision, ReleasedPart};
-    use custody::keyservice::{self, KeyServiceOptions};
-    use custody::repo::Repository;
 
     let s = setup();
-    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
-    let dir = s.sb.path("writer");
-    s.sb.run(&[
-        "--key-service",
-        &owner,
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        dir.to_str().unwrap(),
-    ])
-    .ok();
-    let wks = format!("quorum:{}", dir.join("quorum.json").display());
+    let wks = s.export_writer();
 
     let id = s.request(&s.snap_a, &[]);
     let other = s.request(&s.snap_a, &[]);
@@ -465,58 +462,47 @@ fn fail_approvals_forged_with_a_writers_keys_are_refused() {
     s.as_holder("carol", &["request", "approve", &other]).ok();
 
     let forge = |rebind: bool| {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let store = custody::store::open(
-            s.sb.repo().to_str().unwrap(),
-            &Default::default(),
-            rt.handle(),
-        )
-        .unwrap();
-        let config = Repository::read_config(rt.handle(), &store).unwrap();
-        let keys = keyservice::open(&wks, &KeyServiceOptions::default(), rt.handle()).unwrap();
-        let (handle, id, other) = (rt.handle().clone(), id.clone(), other.clone());
-        std::thread::spawn(move || {
-            let w = Repository::open_for_requests(handle, store, keys, config, None).unwrap();
-            let rid = w.resolve_request(&id).unwrap();
-            let oid = w.resolve_request(&other).unwrap();
-            // Carol's genuine approval of the other request.
-            let genuine = w
-                .request_statuses()
+        let (_rt, w) = s.open_as(&wks);
+        let rid = w.resolve_request(&id).unwrap();
+        let oid = w.resolve_request(&other).unwrap();
+        // Carol's genuine approval of the other request.
+        let genuine = w
+            .request_statuses()
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|st| st.id == oid)
+            .unwrap()
+            .answers[0]
+            .id;
+        let mut a: Approval = w.load_object(&genuine).unwrap();
+        a.request = rid;
+        if !rebind {
+            // Made-up parts, properly sealed to the request's public key.
+            let public = w
+                .request_status(&rid)
                 .unwrap()
-                .0
-                .into_iter()
-                .find(|st| st.id == oid)
-                .unwrap()
-                .answers[0]
-                .id;
-            let mut a: Approval = w.load_object(&genuine).unwrap();
-            a.request = rid;
-            if !rebind {
-                // Made-up parts, properly sealed to the request's public key.
-                let request = w.request_status(&rid).unwrap().request;
-                let public = request.public_key().unwrap();
-                a.parts = a
-                    .parts
-                    .iter()
-                    .map(|p| {
-                        let y = custody::crypto::Key32::generate().unwrap();
-                        let binding = part_binding(&w.id(), &rid, "carol", &p.session, p.x);
-                        ReleasedPart {
-                            session: p.session,
-                            x: p.x,
-                            sealed: custody::crypto::sealed_box::seal(&public, &binding, &y)
-                                .unwrap(),
-                        }
-                    })
-                    .collect();
-            }
-            assert_eq!(a.decision, Decision::Approve);
-            let forged = custody::id::ApprovalId::random().unwrap();
-            w.save_object(&forged, &a).unwrap();
-            forged
-        })
-        .join()
-        .unwrap()
+                .request
+                .public_key()
+                .unwrap();
+            a.parts = a
+                .parts
+                .iter()
+                .map(|p| {
+                    let y = custody::crypto::Key32::generate().unwrap();
+                    let binding = part_binding(&w.id(), &rid, "carol", &p.session, p.x);
+                    ReleasedPart {
+                        session: p.session,
+                        x: p.x,
+                        sealed: custody::crypto::sealed_box::seal(&public, &binding, &y).unwrap(),
+                    }
+                })
+                .collect();
+        }
+        assert_eq!(a.decision, Decision::Approve);
+        let forged = custody::id::ApprovalId::random().unwrap();
+        w.save_object(&forged, &a).unwrap();
+        forged
     };
     for (rebind, why) in [
         (true, "does not open with this request's key"),
@@ -761,45 +747,17 @@ fn three_kinds_of_holder_approve_a_restore() {
 #[test]
 fn fail_a_rewritten_request_is_refused() {
     use custody::format::request::RestoreRequest;
-    use custody::keyservice::{self, KeyServiceOptions};
-    use custody::repo::Repository;
     let s = setup();
-    let owner = format!("quorum:{}", s.sb.path("quorum.json").display());
-    let dir = s.sb.path("writer");
-    s.sb.run(&[
-        "--key-service",
-        &owner,
-        "key",
-        "export",
-        "--role",
-        "writer",
-        "--to",
-        dir.to_str().unwrap(),
-    ])
-    .ok();
-    let wks = format!("quorum:{}", dir.join("quorum.json").display());
+    let wks = s.export_writer();
     let id = s.request(&s.snap_a, &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = custody::store::open(
-        s.sb.repo().to_str().unwrap(),
-        &Default::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let config = Repository::read_config(rt.handle(), &store).unwrap();
-    let keys = keyservice::open(&wks, &KeyServiceOptions::default(), rt.handle()).unwrap();
-    let handle = rt.handle().clone();
-    let rid = id.clone();
-    std::thread::spawn(move || {
-        let w = Repository::open_for_requests(handle, store, keys, config, None).unwrap();
-        let rid = w.resolve_request(&rid).unwrap();
+    {
+        let (_rt, w) = s.open_as(&wks);
+        let rid = w.resolve_request(&id).unwrap();
         let mut r: RestoreRequest = w.load_object(&rid).unwrap();
         let mine = custody::crypto::Key32::generate().unwrap();
         r.public = hex::encode(custody::crypto::sealed_box::public_key(&mine));
         w.save_object(&rid, &r).unwrap();
-    })
-    .join()
-    .unwrap();
+    }
     let r = s
         .as_holder("bob", &["request", "approve", &id])
         .code(EXIT_INTEGRITY);
