@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     audit, backup, cat, check, diff, dump, find, forget, init, key, ls, migrate, prune, repair,
-    request, restore, rotate, shell, snapshots, stats, unlock, Ctx, Outcome,
+    request, restore, rotate, shell, snapshots, stats, tag, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -89,6 +89,8 @@ pub enum Command {
     /// What changed between two snapshots (+ added, - removed, M modified, T type changed,
     /// U metadata only).
     Diff(diff::Args),
+    /// Add, remove or replace snapshot tags (--add, --remove, --set); the owner.
+    Tag(tag::Args),
     /// Verify the repository; --read-data also decrypts and verifies every chunk.
     Check(check::Args),
     /// Delete snapshots by a keep policy (--keep-daily 7 ...) or by id; --prune to collect.
@@ -146,7 +148,8 @@ impl Command {
             | Command::Forget(_)
             | Command::Rotate(_)
             | Command::Migrate(_)
-            | Command::Repair(_) => {
+            | Command::Repair(_)
+            | Command::Tag(_) => {
                 "stopped; the repository is consistent (what ran is picked up by the next run); \
                  the repository lock stays until it goes stale (30 minutes) or `custody unlock \
                  --remove-all`"
@@ -168,6 +171,7 @@ impl Cli {
             Command::Find(a) => find::run(ctx, a),
             Command::Diff(a) => diff::run(ctx, a),
             Command::Check(a) => check::run(ctx, a),
+            Command::Tag(a) => tag::run(ctx, a),
             Command::Forget(a) => forget::run(ctx, a),
             Command::Prune(a) => prune::run(ctx, a),
             Command::Stats(a) => stats::run(ctx, a),

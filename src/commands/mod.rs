@@ -23,6 +23,7 @@ pub mod rotate;
 pub mod shell;
 pub mod snapshots;
 pub mod stats;
+pub mod tag;
 pub mod unlock;
 
 use std::sync::Arc;

@@ -66,6 +66,10 @@ pub struct Snapshot {
     /// snapshots made before full paths) by the last part of each.
     #[serde(default, skip_serializing_if = "Layout::is_names")]
     pub layout: Layout,
+    /// Made by `tag` from another manifest: the id the snapshot was first saved under
+    /// (kept through later tag changes), as restic records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 /// Where a source sits in a snapshot's trees.
@@ -200,6 +204,7 @@ pub mod bound_id {
                 chain: None,
                 repaired: None,
                 layout: Default::default(),
+                original: None,
             };
             crate::format::padded_json(&s, 1024)
         }

@@ -37,6 +37,7 @@ pub mod rewrap;
 mod session;
 pub mod snapshots;
 pub mod stats;
+pub mod tag;
 pub mod walk;
 pub mod writers;
 

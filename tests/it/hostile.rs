@@ -483,5 +483,6 @@ fn manifest(s: &Session, host: &str, path: &str, time: DateTime<Utc>, tree: Tree
         chain: None,
         repaired: None,
         layout: Default::default(),
+        original: None,
     }
 }

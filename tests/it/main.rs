@@ -31,4 +31,5 @@ mod roundtrip;
 mod s3;
 mod select;
 mod store_conformance;
+mod tag;
 mod vectors;

@@ -209,6 +209,7 @@ fn fixed_snapshot() -> Snapshot {
         chain: None,
         repaired: None,
         layout: Default::default(),
+        original: None,
     }
 }
 

@@ -300,6 +300,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         chain: slot.as_ref().map(|s| s.link),
         repaired: None,
         layout: Layout::Paths,
+        original: None,
     };
     if opts.dry_run {
         return Ok(BackupReport {

@@ -188,8 +188,10 @@ impl Repository {
                 Ok((s, signer)) => {
                     // A chain belongs to the writer that made it, also once the owner has
                     // signed the manifest again (`rotate reencrypt`); unsigned manifests
-                    // (accepted only while a migration is unfinished) are in no chain.
+                    // (accepted only while a migration is unfinished) are in no chain. A
+                    // manifest `tag` wrote anew (`original`) is in the owner's chain.
                     let chain_signer = match signer {
+                        Some(super::provenance::Signer::Owner(o)) if s.original.is_some() => o,
                         Some(super::provenance::Signer::Owner(o)) => s.writer.unwrap_or(o),
                         Some(w) => w.id(),
                         None => Default::default(),
