@@ -132,7 +132,7 @@ impl WriterIdentity {
                     passphrase::unseal(&k, SEAL_LABEL, b, &path.display().to_string())?
                 }
                 (Seed::Sealed(_), _, _) => return Err(bad(
-                    "sealed with a passphrase: set CUSTODY_KEYRING_PASSPHRASE or --passphrase-file"
+                    "sealed with a passphrase: set CUSTODY_KEYRING_PASSPHRASE, use --passphrase-file, or run on a terminal to be asked"
                         .into(),
                 )),
             };

@@ -104,6 +104,10 @@ fn main() -> ExitCode {
             quiet: cli.quiet,
             verbose: cli.verbose,
             passphrase: passphrase(&cli, &env)?,
+            // Asked for only where a person can answer: both ends on a terminal.
+            can_prompt: std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            prompted: Default::default(),
             env,
         };
         Ok(cli.run(&ctx)?.0)

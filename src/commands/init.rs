@@ -37,11 +37,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let mut created_keyring = None;
     let keys = match KeyServiceUrl::parse(&url)? {
         KeyServiceUrl::Local(dir) if !LocalKeyring::file_path(&dir).exists() => {
-            let k = LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
-            created_keyring = Some(dir);
+            let pass = ctx.new_passphrase()?;
+            let k = LocalKeyring::create(&dir, pass.as_ref())?;
+            created_keyring = Some((dir, pass.is_some()));
             std::sync::Arc::new(k) as std::sync::Arc<dyn keyservice::KeyService>
         }
-        _ => keyservice::open(&url, &ctx.key_options(), ctx.rt.handle())?,
+        _ => keyservice::open(&url, &ctx.key_options(&url)?, ctx.rt.handle())?,
     };
     let avg = args.chunk_avg_kib.saturating_mul(1024);
     let opts = InitOptions {
@@ -75,8 +76,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         location: repo.store().location(),
         key_service: repo.key_service().url(),
         keyring_created: created_keyring.is_some(),
-        keyring_sealed: created_keyring.is_some() && ctx.passphrase.is_some(),
-        keyring_dir: created_keyring,
+        keyring_sealed: created_keyring.as_ref().is_some_and(|(_, sealed)| *sealed),
+        keyring_dir: created_keyring.map(|(dir, _)| dir),
     });
     Ok(Outcome::OK)
 }

@@ -50,10 +50,11 @@ pub enum Cmd {
         to_passphrase_file: Option<PathBuf>,
     },
     /// Change the passphrase that seals a local keyring (the current one from
-    /// --passphrase-file or CUSTODY_KEYRING_PASSPHRASE), or remove it.
+    /// --passphrase-file or CUSTODY_KEYRING_PASSPHRASE, or asked for), or remove it.
     Passwd {
         /// The new passphrase, from this file.
-        #[arg(long, value_name = "FILE", required_unless_present = "no_passphrase")]
+        /// Without either, on a terminal, it is asked for.
+        #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
         /// Leave the keyring unsealed (anyone who can read the file can use its keys).
         #[arg(long, conflicts_with = "new_passphrase_file")]
@@ -82,7 +83,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         Cmd::Policy(c) => super::key_policy::run(ctx, c),
         Cmd::Passwd {
             new_passphrase_file,
-            no_passphrase: _,
+            no_passphrase,
         } => {
             let store = ctx.store();
             let url = match (&ctx.key_service, store) {
@@ -94,11 +95,25 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 (None, Err(e)) => return Err(e),
             };
             let dir = local_dir(&url)?;
-            let new = new_passphrase_file
-                .as_deref()
-                .map(read_passphrase_file)
-                .transpose()?;
-            LocalKeyring::change_passphrase(&dir, ctx.passphrase.as_ref(), new.as_ref())?;
+            let current = ctx.passphrase_for(&dir)?;
+            let new = match (new_passphrase_file, no_passphrase) {
+                (Some(f), _) => Some(read_passphrase_file(f)?),
+                (None, true) => None,
+                (None, false) if ctx.can_prompt => match ctx.ask_new_passphrase()? {
+                    Some(p) => Some(p),
+                    None => {
+                        return Err(Error::invalid(
+                            "no passphrase given; to leave the keyring unsealed say --no-passphrase",
+                        ))
+                    }
+                },
+                (None, false) => {
+                    return Err(Error::invalid(
+                        "give the new passphrase with --new-passphrase-file FILE (or run on a terminal to be asked), or --no-passphrase",
+                    ))
+                }
+            };
+            LocalKeyring::change_passphrase(&dir, current.as_ref(), new.as_ref())?;
             ctx.say(format_args!(
                 "keyring {} is now {}",
                 dir.display(),
@@ -124,7 +139,12 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             }
             let url = match KeyServiceUrl::parse(&url)? {
                 KeyServiceUrl::Local(dir) => {
-                    LocalKeyring::create(&dir, ctx.passphrase.as_ref())?;
+                    let pass = ctx.new_passphrase()?;
+                    LocalKeyring::create(&dir, pass.as_ref())?;
+                    // Not asked for again when the policy check opens it below.
+                    if let Some(p) = pass {
+                        let _ = ctx.prompted.set(p);
+                    }
                     url
                 }
                 KeyServiceUrl::AwsKms(_) => {
@@ -148,7 +168,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 KeyServiceUrl::Quorum(p) => {
                     let p = custody::keyservice::quorum::Quorum::create_keys(
                         &p,
-                        &ctx.key_options(),
+                        &ctx.key_options("")?,
                         ctx.rt.handle(),
                     )?;
                     format!("quorum:{}", p.display())
@@ -162,8 +182,11 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 } else {
                     &given
                 };
-                let keys =
-                    custody::keyservice::open(open_with, &ctx.key_options(), ctx.rt.handle())?;
+                let keys = custody::keyservice::open(
+                    open_with,
+                    &ctx.key_options(open_with)?,
+                    ctx.rt.handle(),
+                )?;
                 super::key_policy::check_service(ctx, p, &url, keys.as_ref()).map_err(|e| {
                     Error::KeyDenied {
                         key: url.clone(),
@@ -207,7 +230,10 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 (Some(f), _) => Some(read_passphrase_file(f)?),
                 // Never the owner's passphrase on a writer's keyring.
                 (None, KeyringRole::Writer) => None,
-                (None, KeyringRole::Owner) => ctx.passphrase.clone(),
+                (None, KeyringRole::Owner) => match local_dir(&url) {
+                    Ok(dir) => ctx.passphrase_for(&dir)?,
+                    Err(_) => ctx.passphrase.clone(),
+                },
             };
             if let KeyServiceUrl::Quorum(file) = KeyServiceUrl::parse(&url)? {
                 return export_quorum_writer(ctx, &file, to, role, sealing, name, hosts);
@@ -230,7 +256,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 _ => None,
             };
             if let Ok(dir) = &local {
-                let k = LocalKeyring::open(dir, ctx.passphrase.as_ref())?;
+                let k = LocalKeyring::open(dir, ctx.passphrase_for(dir)?.as_ref())?;
                 k.write_to(to, role, sealing.as_ref())?;
             }
             let mut identity = None;

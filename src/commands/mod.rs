@@ -32,7 +32,7 @@ use secrecy::SecretString;
 
 use custody::error::{Error, Result};
 use custody::identity::WriterIdentity;
-use custody::keyservice::{self, KeyService, KeyServiceOptions};
+use custody::keyservice::{self, local, KeyService, KeyServiceOptions, KeyServiceUrl};
 use custody::repo::snapshots::SnapshotFilter;
 use custody::repo::{default_keyring_dir, Repository};
 use custody::store::{self, Store};
@@ -89,6 +89,10 @@ pub struct Ctx {
     /// `-v` given this many times.
     pub verbose: u8,
     pub passphrase: Option<SecretString>,
+    /// Whether a passphrase may be asked for on the terminal when none was given.
+    pub can_prompt: bool,
+    /// The passphrase asked for, once per run.
+    pub prompted: std::sync::OnceLock<SecretString>,
     /// Settings read from the environment at start-up.
     pub env: crate::environment::Environment,
 }
@@ -104,11 +108,54 @@ impl Ctx {
         store::open(url, &s3, self.rt.handle())
     }
 
-    pub fn key_options(&self) -> KeyServiceOptions {
-        KeyServiceOptions {
-            passphrase: self.passphrase.clone(),
+    /// Options to open the key service at `url`: a sealed local keyring gets the passphrase
+    /// given, or one asked for on the terminal.
+    pub fn key_options(&self, url: &str) -> Result<KeyServiceOptions> {
+        let passphrase = match KeyServiceUrl::parse(url) {
+            Ok(KeyServiceUrl::Local(dir)) => self.passphrase_for(&dir)?,
+            _ => self.passphrase.clone(),
+        };
+        Ok(KeyServiceOptions {
+            passphrase,
             aws: self.env.aws.clone(),
+        })
+    }
+
+    /// The passphrase of the keyring folder or identity file at `path`: the one given
+    /// (`--passphrase-file`, `CUSTODY_KEYRING_PASSPHRASE`), else, when it is sealed and a
+    /// person is at the terminal, one asked for (once per run), as restic does.
+    pub fn passphrase_for(&self, path: &std::path::Path) -> Result<Option<SecretString>> {
+        if self.passphrase.is_some() || !self.can_prompt || !local::is_sealed(path) {
+            return Ok(self.passphrase.clone());
         }
+        if let Some(p) = self.prompted.get() {
+            return Ok(Some(p.clone()));
+        }
+        let p = SecretString::from(ask(&format!("passphrase for {}: ", path.display()))?);
+        Ok(Some(self.prompted.get_or_init(|| p).clone()))
+    }
+
+    /// The passphrase to seal a keyring about to be made: the one given, else on a terminal
+    /// one asked for twice (an empty answer leaves it unsealed, and `init` says so).
+    pub fn new_passphrase(&self) -> Result<Option<SecretString>> {
+        if self.passphrase.is_some() || !self.can_prompt {
+            return Ok(self.passphrase.clone());
+        }
+        self.ask_new_passphrase()
+    }
+
+    /// Asks twice on the terminal for a new passphrase; an empty answer means none.
+    pub fn ask_new_passphrase(&self) -> Result<Option<SecretString>> {
+        let first = ask("passphrase for the new keyring (empty: none): ")?;
+        if first.is_empty() {
+            return Ok(None);
+        }
+        if ask("the same passphrase again: ")? != first {
+            return Err(Error::invalid(
+                "the two passphrases differ; nothing was made",
+            ));
+        }
+        Ok(Some(SecretString::from(first)))
     }
 
     /// The key service URL: the one given, or the default local keyring of this repository.
@@ -125,7 +172,7 @@ impl Ctx {
     pub fn open_key_service(&self, repo_id: &custody::Id) -> Result<Arc<dyn KeyService>> {
         keyservice::open(
             &self.key_service_url(repo_id),
-            &self.key_options(),
+            &self.key_options(&self.key_service_url(repo_id))?,
             self.rt.handle(),
         )
     }
@@ -241,7 +288,7 @@ impl Ctx {
                 _ => return Ok(None),
             },
         };
-        WriterIdentity::open(&path, self.passphrase.as_ref()).map(Some)
+        WriterIdentity::open(&path, self.passphrase_for(&path)?.as_ref()).map(Some)
     }
 
     /// Progress bars only on a terminal, and never with `--json` or `-q`.
@@ -337,3 +384,8 @@ impl FilterArgs {
 }
 
 pub(crate) use custody::human::bytes as human_bytes;
+
+/// Asks for a secret on the terminal, without echo.
+fn ask(prompt: &str) -> Result<String> {
+    rpassword::prompt_password(prompt).map_err(|e| Error::io("the terminal", e))
+}

@@ -160,7 +160,7 @@ fn run_rewrap(
     let store = ctx.store()?;
     let config = Repository::read_config(ctx.rt.handle(), &store)?;
     let from = ctx.open_key_service(&config.body.repository)?;
-    let dest = keyservice::open(to, &ctx.key_options(), ctx.rt.handle())?;
+    let dest = keyservice::open(to, &ctx.key_options(to)?, ctx.rt.handle())?;
     // The destination must be inside the repository's key policy (holder replacement too).
     let copy = ctx.owner_copy(&config.body.repository);
     if let Some(p) = ctx.rt.block_on(custody::repo::policy::read_key_policy(

@@ -100,6 +100,26 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
+/// Whether the keyring in `dir`, or the writer identity file `dir` names, is sealed with a
+/// passphrase (so that a person at a terminal may be asked for it). False when it cannot be
+/// read: opening it then says why.
+pub fn is_sealed(dir: &Path) -> bool {
+    let file = if dir.is_dir() {
+        path(dir)
+    } else {
+        dir.to_path_buf()
+    };
+    #[derive(serde::Deserialize)]
+    struct Sealing {
+        #[serde(default)]
+        passphrase: Option<serde::de::IgnoredAny>,
+    }
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Sealing>(&b).ok())
+        .is_some_and(|s| s.passphrase.is_some())
+}
+
 /// Refuses a folder that already holds a keyring: one is never overwritten. Checked before
 /// any slow work (argon2id), and again by `create_new` when writing.
 fn refuse_existing(dir: &Path) -> Result<()> {
@@ -276,7 +296,7 @@ impl LocalKeyring {
                 return Err(denied(
                     &url,
                     "open keyring",
-                    "the keyring is sealed with a passphrase: set CUSTODY_KEYRING_PASSPHRASE or use --passphrase-file",
+                    "the keyring is sealed with a passphrase: set CUSTODY_KEYRING_PASSPHRASE, use --passphrase-file, or run on a terminal to be asked",
                 ))
             }
             (None, _) => None,

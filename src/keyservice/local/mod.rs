@@ -26,7 +26,7 @@ use crate::crypto::{random, Key32};
 use crate::error::{Error, Result};
 use crate::format::wrapped::{context_bytes, Context, Purpose, WrappedKey};
 use crate::id::Id;
-pub use keyring_file::KeyringRole;
+pub use keyring_file::{is_sealed, KeyringRole};
 pub use passphrase::read_passphrase_file;
 
 /// A KEK as held in memory; its secret is zeroized on drop.
