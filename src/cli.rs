@@ -57,6 +57,10 @@ pub struct Cli {
     /// Read the keyring passphrase from this file (or set CUSTODY_KEYRING_PASSPHRASE).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
+    /// Use the settings of profile NAME in $CUSTODY_CONFIG_DIR/config.toml (default
+    /// ~/.config/custody/config.toml) besides its top-level ones; flags and variables win.
+    #[arg(long, global = true, env = "CUSTODY_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
     /// One JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,

@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod environment;
+mod profile;
 
 use cli::Cli;
 use commands::{exit, exit_code, Ctx};
@@ -62,7 +63,7 @@ fn logging(cli: &Cli) {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -74,6 +75,14 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    let env = Environment::read();
+    match profile::load(&env.client.config_dir, cli.profile.as_deref()) {
+        Ok(s) => profile::apply(&mut cli, s),
+        Err(e) => {
+            crate::commands::err_line(format_args!("custody: {e}"));
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    }
     logging(&cli);
     let note = cli.command.interrupted();
     // Ctrl-C: say what was interrupted and what state it left, then exit as a shell expects.
@@ -87,7 +96,6 @@ fn main() -> ExitCode {
         if let Some(path) = &cli.audit_log {
             custody::keyservice::audit_log::install(path)?;
         }
-        let env = Environment::read();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

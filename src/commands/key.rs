@@ -294,7 +294,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         Cmd::List => {
             let store = ctx.store()?;
             let cfg = Repository::read_config(ctx.rt.handle(), &store)?;
-            let keys = ctx.open_key_service(&cfg.body.repository)?;
+            let keys = ctx.open_key_service(&store, &cfg)?;
             let handle = ctx.rt.handle().clone();
             let mut unreadable = Vec::new();
             let table = kek_usage(

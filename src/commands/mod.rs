@@ -169,18 +169,48 @@ impl Ctx {
         }
     }
 
-    pub fn open_key_service(&self, repo_id: &custody::Id) -> Result<Arc<dyn KeyService>> {
-        keyservice::open(
-            &self.key_service_url(repo_id),
-            &self.key_options(&self.key_service_url(repo_id))?,
-            self.rt.handle(),
-        )
+    /// Opens the key service: the one given; else this repository's local keyring when this
+    /// machine has one; else, to read only, the AWS KMS keys the repository's records name
+    /// (so a key holder need not repeat a long URL; to write, it must be given).
+    pub fn open_key_service(
+        &self,
+        store: &Arc<dyn Store>,
+        config: &custody::format::config::Config,
+    ) -> Result<Arc<dyn KeyService>> {
+        let repo_id = &config.body.repository;
+        let url = self.key_service_url(repo_id);
+        let local_missing = self.key_service.is_none()
+            && !local::LocalKeyring::file_path(&default_keyring_dir(
+                &self.env.client.config_dir,
+                repo_id,
+            ))
+            .exists();
+        if local_missing {
+            let copy = self.owner_copy(repo_id);
+            let recorded = custody::repo::recorded_keys::recorded_kms_url(
+                self.rt.handle(),
+                store,
+                config,
+                Some(&copy),
+            )?;
+            if let Some(kms) = recorded {
+                if !self.quiet {
+                    err_line(format_args!(
+                        "custody: no key service given and no local keyring here: reading with \
+                         the AWS KMS keys the repository names ({kms}); give --key-service to write"
+                    ));
+                }
+                let keys = keyservice::open(&kms, &self.key_options(&kms)?, self.rt.handle())?;
+                return Ok(Arc::new(keyservice::read_only::ReadOnly::new(keys)));
+            }
+        }
+        keyservice::open(&url, &self.key_options(&url)?, self.rt.handle())
     }
 
     pub fn open_repo(&self) -> Result<Repository> {
         let store = self.store()?;
         let config = Repository::read_config(self.rt.handle(), &store)?;
-        let keys = self.open_key_service(&config.body.repository)?;
+        let keys = self.open_key_service(&store, &config)?;
         let cache = custody::repo::TreeCache::for_repository(
             self.env.client.cache_dir.as_deref(),
             &config.body.repository,
@@ -212,7 +242,7 @@ impl Ctx {
     pub fn open_repo_for_requests(&self) -> Result<Repository> {
         let store = self.store()?;
         let config = Repository::read_config(self.rt.handle(), &store)?;
-        let keys = self.open_key_service(&config.body.repository)?;
+        let keys = self.open_key_service(&store, &config)?;
         let copy = self.owner_copy(&config.body.repository);
         Repository::open_for_requests(self.rt.handle().clone(), store, keys, config, Some(&copy))
     }

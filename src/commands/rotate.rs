@@ -159,7 +159,7 @@ fn run_rewrap(
         .map(|d| chrono::Utc::now() - d);
     let store = ctx.store()?;
     let config = Repository::read_config(ctx.rt.handle(), &store)?;
-    let from = ctx.open_key_service(&config.body.repository)?;
+    let from = ctx.open_key_service(&store, &config)?;
     let dest = keyservice::open(to, &ctx.key_options(to)?, ctx.rt.handle())?;
     // The destination must be inside the repository's key policy (holder replacement too).
     let copy = ctx.owner_copy(&config.body.repository);

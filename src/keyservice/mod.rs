@@ -10,6 +10,7 @@ pub mod local;
 pub mod pkcs11;
 pub mod policy;
 pub mod quorum;
+pub mod read_only;
 
 pub use awskms::AwsKms;
 pub use local::{KeyringRole, LocalKeyring};

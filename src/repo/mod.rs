@@ -28,6 +28,7 @@ pub mod policy;
 pub mod provenance;
 pub mod prune;
 pub mod reach;
+pub mod recorded_keys;
 pub mod reencrypt;
 pub(crate) mod repack;
 pub mod repair;

@@ -471,3 +471,62 @@ fn kms_rewrap_refuses_a_source_key_it_was_not_given() {
     assert!(r.stderr.contains("ReEncrypt"), "{}", r.stderr);
     assert_eq!(keys(&sb), before, "records changed");
 }
+
+/// Given no key service and holding no local keyring, a key holder reads with the KMS keys
+/// the repository's records name, and is told so; it never writes with them: a record the
+/// custodian edited could name a key of the custodian's choosing, which must never receive
+/// a new session key.
+#[test]
+fn kms_keys_named_by_the_repository_read_but_never_write() {
+    if !available("moto_server") {
+        return;
+    }
+    let (moto, sb, ks) = kms_sandbox();
+    let k = |args: &[&str]| with_keys(&sb, &moto, &ks, args);
+    k(&["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("a.txt"), b"read with the recorded keys\n");
+    k(&["backup", src.to_str().unwrap()]).ok();
+
+    let plain = |args: &[&str]| with_env(&sb, &moto, args);
+    let r = plain(&["--json", "snapshots"]).ok();
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    assert!(
+        r.stderr
+            .contains("reading with the AWS KMS keys the repository names"),
+        "{}",
+        r.stderr
+    );
+    let out = sb.path("out");
+    plain(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
+    assert_same_tree(&src, &restored(&out, &src));
+
+    // A key the custodian made, named in a record: still nothing is wrapped with it.
+    let theirs = with_env(
+        &sb,
+        &moto,
+        &["--json", "key", "create", "--key-service", "awskms:theirs"],
+    )
+    .ok()
+    .json()["key_service"]
+        .as_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    for id in list_ids(&sb.repo().join("keys")) {
+        let p = sb.repo().join("keys").join(&id);
+        let mut rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        rec["kek"] = serde_json::Value::String(theirs.clone());
+        std::fs::write(&p, serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
+    }
+    let b = plain(&["backup", src.to_str().unwrap(), "--force"]).code(EXIT_KEY_SERVICE);
+    assert!(
+        b.stderr.contains("to write, give --key-service"),
+        "{}",
+        b.stderr
+    );
+    assert_eq!(list_ids(&sb.repo().join("snapshots")).len(), 1);
+}

@@ -19,6 +19,7 @@ mod key_templates;
 mod kms;
 mod names;
 mod pkcs11;
+mod profiles;
 mod prompt;
 mod provenance;
 mod quorum;
