@@ -50,7 +50,10 @@ fn segment(chunks: usize, per_pack: usize) -> IndexSegment {
             blobs,
         });
     }
-    IndexSegment { packs }
+    IndexSegment {
+        packs,
+        provisional: false,
+    }
 }
 
 fn measure(repo: &Repository, label: &str) {

@@ -88,6 +88,13 @@ pub struct Args {
     /// files (docs/THREAT-MODEL.md §4). Unchanged files keep what they had.
     #[arg(long, value_name = "SIZE", env = "CUSTODY_NO_DEDUP_BELOW", value_parser = parse_size)]
     pub no_dedup_below: Option<u64>,
+    /// List the packs uploaded so far every DURATION (and every --checkpoint-size), so that
+    /// a rerun after an interruption reads the files again but does not upload them again.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub checkpoint_every: String,
+    /// List the packs uploaded so far after every SIZE of them (e.g. 1G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub checkpoint_size: u64,
 }
 
 /// `4096`, `16K`, `16KiB`, `1M`, `1MiB`, `2G`, `1T` (powers of 1024).
@@ -232,6 +239,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         no_dedup_below: args.no_dedup_below.unwrap_or(0),
         select,
         dry_run: args.dry_run,
+        checkpoints: backup::Checkpoints {
+            interval: custody::repo::rewrap::parse_duration(&args.checkpoint_every)?
+                .to_std()
+                .map_err(|_| Error::invalid("--checkpoint-every must be positive"))?,
+            bytes: args.checkpoint_size.max(1),
+        },
     };
     let mut progress = Progress::default();
     // `-v`: every file read because it is new or changed, as restic lists them.

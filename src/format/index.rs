@@ -14,6 +14,8 @@ use crate::pack::BlobEntry;
 const MAGIC: [u8; 4] = *b"CIDX";
 const VERSION: u8 = 1;
 const PAD: usize = 4096;
+/// Byte 5 (the first reserved byte), bit 0: a provisional segment.
+const FLAG_PROVISIONAL: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackEntries {
@@ -25,6 +27,11 @@ pub struct PackEntries {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexSegment {
     pub packs: Vec<PackEntries>,
+    /// Written during a backup that has not finished (a checkpoint, so that a rerun after an
+    /// interruption does not upload these packs again): until a snapshot uses their blobs,
+    /// prune treats these packs as unindexed, condemning them only a grace period after it
+    /// first noted them (docs/FORMAT.md §6, §14b).
+    pub provisional: bool,
 }
 
 impl IndexSegment {
@@ -32,7 +39,7 @@ impl IndexSegment {
         let n: usize = self.packs.iter().map(|p| 68 + p.blobs.len() * 48).sum();
         let mut out = Vec::with_capacity(12 + n);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&[VERSION, 0, 0, 0]);
+        out.extend_from_slice(&[VERSION, u8::from(self.provisional), 0, 0]);
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {
             out.extend_from_slice(p.pack.as_bytes());
@@ -91,7 +98,10 @@ impl IndexSegment {
         if b[pos..].iter().any(|&x| x != 0) {
             return Err("non-zero bytes after the index segment's entries".into());
         }
-        Ok(IndexSegment { packs })
+        Ok(IndexSegment {
+            packs,
+            provisional: b[5] & FLAG_PROVISIONAL != 0,
+        })
     }
 }
 
@@ -117,6 +127,7 @@ mod tests {
                 session: SessionId(Id([2; 32])),
                 blobs: vec![e, e],
             }],
+            provisional: false,
         };
         let b = seg.encode();
         assert_eq!(IndexSegment::decode(&b).unwrap(), seg);

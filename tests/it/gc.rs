@@ -511,6 +511,7 @@ fn a_forged_segment_disagreeing_with_the_index_stops_prune() {
                 blobs: vec![],
             })
             .collect(),
+        provisional: false,
     };
     let forged = repo.save_index_segment(&emptied).unwrap();
     let all = |k| -> Vec<custody::id::PackId> {

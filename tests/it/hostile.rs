@@ -460,6 +460,7 @@ fn plant_tree(w: &Repository, s: &Session) -> TreeId {
     let trees = upload_pack(w, s, BlobType::Tree, std::slice::from_ref(&bytes));
     let seg = IndexSegment {
         packs: vec![data, trees],
+        provisional: false,
     };
     w.save_index_segment(&seg).unwrap();
     TreeId(w.chunk_id(&bytes))

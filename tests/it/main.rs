@@ -28,6 +28,7 @@ mod reencrypt;
 mod repair;
 mod requests;
 mod restore_options;
+mod resume;
 mod rotate;
 mod roundtrip;
 mod s3;

@@ -299,6 +299,7 @@ fn fixed_segment() -> IndexSegment {
                 )],
             },
         ],
+        provisional: false,
     }
 }
 

@@ -39,6 +39,7 @@ mod walker;
 
 pub use report::{BackupOutput, Skipped};
 use stages::{hasher, is_stopped, Dedup, Job, Packer};
+pub use upload::Checkpoints;
 use upload::Uploader;
 use walker::Walker;
 
@@ -76,6 +77,8 @@ pub struct BackupOptions {
     /// Read, chunk, compress and seal everything, but store nothing (no key record, pack,
     /// index segment or snapshot): says what a backup would store.
     pub dry_run: bool,
+    /// How often the uploaded packs are listed while the backup runs.
+    pub checkpoints: Checkpoints,
 }
 
 /// Live counters for a progress display.
@@ -188,6 +191,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let workers = opts.workers.max(1);
     let mut uploader = Uploader::new(repo, opts.uploads.max(1));
     uploader.dry_run = opts.dry_run;
+    uploader.checkpoints = opts.checkpoints;
     let recorder = recorder.filter(|_| !opts.dry_run);
     let level = repo.config().body.compression_level;
     let pack_size = repo.config().body.pack_size as usize;
@@ -259,18 +263,21 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let (root, paths, mut summary, skipped) = walked?;
     summary.chunks_new = dedup.chunks_new.load(Ordering::Relaxed);
     summary.bytes_new = dedup.bytes_new.load(Ordering::Relaxed);
-    let packs = uploader.finish()?;
+    let uploaded = uploader.finish()?;
     crate::failpoint::hit("backup-before-commit");
-    let own: Vec<PackId> = packs.iter().map(|p| p.pack).collect();
+    let own: Vec<PackId> = uploaded.all.iter().map(|p| p.pack).collect();
     let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
     if !opts.dry_run {
         repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
     }
 
-    let mut added = progress.bytes_added.load(Ordering::Relaxed);
+    let mut added = progress.bytes_added.load(Ordering::Relaxed) + uploaded.checkpoint_bytes;
     if !opts.dry_run {
-        if !packs.is_empty() {
-            let seg = IndexSegment { packs };
+        if !uploaded.unlisted.is_empty() {
+            let seg = IndexSegment {
+                packs: uploaded.unlisted,
+                provisional: false,
+            };
             let id = repo.save_index_segment(&seg)?;
             added += repo.store().size(FileKind::Index, &id)?;
         }

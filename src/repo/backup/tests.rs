@@ -51,6 +51,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             no_dedup_below: 0,
             select: Default::default(),
             dry_run: false,
+            checkpoints: Default::default(),
         },
         &Progress::default(),
     )

@@ -290,6 +290,16 @@ pub fn plan_mark(
             }
         }
     }
+    // Packs that only a backup's checkpoint lists (a provisional segment, docs/FORMAT.md §6):
+    // while no snapshot uses them they may belong to a backup still running, or be what an
+    // interrupted one left for its rerun, so they are treated as unindexed.
+    let firm: HashSet<PackId> = s
+        .segments
+        .iter()
+        .filter(|(_, seg)| !seg.provisional)
+        .flat_map(|(_, seg)| seg.packs.iter().map(|p| p.pack))
+        .chain(relisted.iter().copied())
+        .collect();
     let mut plan = MarkPlan::default();
     let r = &mut plan.report;
     let mut candidates: Vec<(&PackEntries, u64, u64)> = Vec::new();
@@ -306,7 +316,15 @@ pub fn plan_mark(
             .unwrap_or(0);
         // The header and trailer are overhead of every pack, not unused space.
         let blob_bytes: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
-        if used_bytes == 0 {
+        if used_bytes == 0 && !firm.contains(&p.pack) {
+            if seen_before.contains(&p.pack) || opts.grace.is_zero() {
+                plan.condemned.push(p.pack);
+                r.unindexed_condemned += 1;
+                r.bytes_condemned += size;
+            } else {
+                plan.unindexed.push(p.pack);
+            }
+        } else if used_bytes == 0 {
             plan.condemned.push(p.pack);
             r.packs_unused += 1;
             r.bytes_condemned += size;
@@ -405,12 +423,23 @@ pub fn plan_mark(
                     .any(|b| s.bad_copies.contains(&(p.pack, b.id)))
         })
     };
+    // A checkpoint's segment keeps its flag until a snapshot uses, or a mark condemns, every
+    // pack it lists: listed again in an ordinary segment, an unused pack of a backup still
+    // running would be condemned at once.
+    let settled = |seg: &IndexSegment| {
+        !seg.provisional
+            || seg
+                .packs
+                .iter()
+                .all(|p| used.contains_key(&p.pack) || condemned.contains(&p.pack))
+    };
     let rewrite: Vec<&(SegmentId, IndexSegment)> = current
         .iter()
         .filter(|(_, seg)| {
             (seg.packs.iter().map(|p| p.blobs.len()).sum::<usize>() < SEGMENT_BLOBS
                 || lists_condemned(seg))
                 && !refuted(seg)
+                && settled(seg)
         })
         .copied()
         .collect();

@@ -57,7 +57,8 @@ struct World {
     /// Stored packs no segment lists.
     unindexed: usize,
     /// Per segment: the packs it lists.
-    segments: Vec<Vec<usize>>,
+    /// Per segment: the packs it lists, and whether it is provisional (a backup's checkpoint).
+    segments: Vec<(Vec<usize>, bool)>,
     marks: Vec<MarkSpec>,
     referenced: Vec<usize>,
     snapshot_sessions: Vec<usize>,
@@ -89,7 +90,13 @@ fn world() -> impl Strategy<Value = World> {
             Just(packs),
             prop::collection::vec(prop::bool::weighted(0.85), n),
             Just(unindexed),
-            prop::collection::vec(prop::collection::vec(0..n, 0..5), 0..5),
+            prop::collection::vec(
+                (
+                    prop::collection::vec(0..n, 0..5),
+                    prop::bool::weighted(0.25),
+                ),
+                0..5,
+            ),
             prop::collection::vec(
                 (
                     any::<bool>(),
@@ -172,14 +179,20 @@ fn survey_of(w: &World) -> Survey {
         .segments
         .iter()
         .enumerate()
-        .map(|(i, ps)| {
+        .map(|(i, (ps, provisional))| {
             let mut seen = HashSet::new();
             let packs = ps
                 .iter()
                 .filter(|p| seen.insert(**p))
                 .map(|p| listing(w, *p))
                 .collect();
-            (id(SEGMENT, i), IndexSegment { packs })
+            (
+                id(SEGMENT, i),
+                IndexSegment {
+                    packs,
+                    provisional: *provisional,
+                },
+            )
         })
         .collect();
     let marks = w
@@ -410,6 +423,65 @@ fn check_mark(s: &Survey, plan: &MarkPlan, o: &PruneOptions) {
     }
 }
 
+/// A pack that only checkpoints (provisional segments) list and that holds no referenced
+/// blob is only noted: never condemned before a mark a grace period old noted it, and its
+/// segment is not rewritten (losing the flag) while it lists such a pack.
+fn check_provisional(s: &Survey, plan: &MarkPlan, seen: &HashSet<PackId>, o: &PruneOptions) {
+    if o.grace.is_zero() {
+        return;
+    }
+    let pending: HashSet<PackId> = s
+        .marks
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect();
+    let firm: HashSet<PackId> = s
+        .segments
+        .iter()
+        .filter(|(_, g)| !g.provisional)
+        .flat_map(|(_, g)| g.packs.iter().map(|p| p.pack))
+        .collect();
+    // Segments a pending mark supersedes are out of the plan (their packs are listed anew).
+    let superseded: HashSet<SegmentId> = s
+        .marks
+        .iter()
+        .flat_map(|(_, m)| m.segments.iter().copied())
+        .collect();
+    let waiting: HashSet<PackId> = s
+        .segments
+        .iter()
+        .filter(|(id, g)| g.provisional && !superseded.contains(id))
+        .flat_map(|(_, g)| g.packs.iter())
+        .filter(|p| {
+            !firm.contains(&p.pack)
+                && !seen.contains(&p.pack)
+                && !pending.contains(&p.pack)
+                && !p.blobs.iter().any(|b| s.referenced.contains(&b.id))
+        })
+        .map(|p| p.pack)
+        .collect();
+    for p in &plan.condemned {
+        assert!(
+            !waiting.contains(p),
+            "a checkpoint's pack {p:?} condemned early: {plan:?}"
+        );
+    }
+    for p in waiting.iter().filter(|p| s.stored.contains_key(p)) {
+        assert!(
+            plan.unindexed.contains(p),
+            "a checkpoint's pack {p:?} not noted: {plan:?}"
+        );
+    }
+    if let Some((rewritten, _)) = &plan.consolidate {
+        for (id, g) in s.segments.iter().filter(|(id, _)| rewritten.contains(id)) {
+            assert!(
+                !g.packs.iter().any(|p| waiting.contains(&p.pack)),
+                "checkpoint segment {id:?} rewritten while a pack of it waits: {plan:?}"
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -429,6 +501,7 @@ proptest! {
         let seen: HashSet<PackId> = w.seen_before.iter().map(|p| id(PACK, *p)).collect();
         let plan = plan_mark(&s, &o, &seen, &HashSet::new()).unwrap();
         check_mark(&s, &plan, &o);
+        check_provisional(&s, &plan, &seen, &o);
     }
 
     #[test]
@@ -444,7 +517,7 @@ proptest! {
         s2.stored.retain(|p, _| after.stored.contains(p));
         s2.segments.retain(|(id, _)| !sweep.delete_segments.contains(id));
         if !sweep.relist.is_empty() {
-            s2.segments.push((id(SEGMENT, 200), IndexSegment { packs: sweep.relist.clone() }));
+            s2.segments.push((id(SEGMENT, 200), IndexSegment { packs: sweep.relist.clone(), provisional: false }));
         }
         let o = opts(&w);
         let plan = plan_mark(&s2, &o, &HashSet::new(), &HashSet::new()).unwrap();
@@ -465,7 +538,7 @@ proptest! {
         } else {
             forged.session = id(SESSION, 99);
         }
-        s.segments.insert(0, (id(SEGMENT, 100), IndexSegment { packs: vec![forged] }));
+        s.segments.insert(0, (id(SEGMENT, 100), IndexSegment { packs: vec![forged], provisional: false }));
         let start = s.start;
         let due = |_: &MarkId, m: &GarbageMark| m.time <= start - Duration::days(1);
         let e = plan_sweep(&s, &due, true).unwrap_err();
@@ -485,11 +558,18 @@ fn identical_duplicate_listings_are_accepted() {
     let mut reordered = p.clone();
     reordered.blobs.reverse();
     let segs = vec![
-        (id(SEGMENT, 1), IndexSegment { packs: vec![p] }),
+        (
+            id(SEGMENT, 1),
+            IndexSegment {
+                packs: vec![p],
+                provisional: false,
+            },
+        ),
         (
             id(SEGMENT, 2),
             IndexSegment {
                 packs: vec![reordered],
+                provisional: false,
             },
         ),
     ];

@@ -260,7 +260,10 @@ fn execute(
     crate::failpoint::hit("reencrypt-after-copy");
     // 3. Index the new packs.
     if !written.is_empty() {
-        repo.save_index_segment(&IndexSegment { packs: written })?;
+        repo.save_index_segment(&IndexSegment {
+            packs: written,
+            provisional: false,
+        })?;
     }
     crate::failpoint::hit("reencrypt-after-index");
     // 4. Seal the manifests again under the new session, verify, replace.

@@ -186,6 +186,7 @@ mod tests {
                 id(4, 0),
                 IndexSegment {
                     packs: packs.iter().enumerate().map(listing).collect(),
+                    provisional: false,
                 },
             )],
             sealed_by: vec![],
@@ -250,6 +251,7 @@ mod tests {
             id(4, 1),
             IndexSegment {
                 packs: vec![forged],
+                provisional: false,
             },
         ));
         let e = plan_reencrypt(&s, &Target::All).unwrap_err();

@@ -190,6 +190,7 @@ fn flush(
     report.segments_written += 1;
     let seg = IndexSegment {
         packs: std::mem::take(batch),
+        provisional: false,
     };
     if !dry_run {
         let id = repo.save_index_segment(&seg)?;

@@ -364,6 +364,7 @@ impl<'a> TreeWriter<'a> {
         if !self.done.is_empty() {
             let seg = IndexSegment {
                 packs: std::mem::take(&mut self.done),
+                provisional: false,
             };
             self.repo.save_index_segment(&seg)?;
         }

@@ -39,6 +39,7 @@ fn bomb(w: &Repository, s: &Session, levels: usize, fanout: usize) -> TreeId {
     let trees = upload_pack(w, s, BlobType::Tree, &trees);
     w.save_index_segment(&IndexSegment {
         packs: vec![data, trees],
+        provisional: false,
     })
     .unwrap();
     root

@@ -16,8 +16,14 @@ fn forge_mark(e: &Estate, packs: Vec<PackId>) -> MarkId {
 }
 
 fn forge_segment(e: &Estate, id: Id, packs: Vec<PackEntries>) -> Id {
-    e.w.save_object(&SegmentId(id), &IndexSegment { packs })
-        .unwrap();
+    e.w.save_object(
+        &SegmentId(id),
+        &IndexSegment {
+            packs,
+            provisional: false,
+        },
+    )
+    .unwrap();
     id
 }
 
@@ -39,7 +45,12 @@ fn emptied_listings(e: &Estate, with_mark: bool, f: &mut Findings) {
         .flat_map(|(_, seg)| seg.packs)
         .map(|p| PackEntries { blobs: vec![], ..p })
         .collect();
-    let seg = e.w.save_index_segment(&IndexSegment { packs }).unwrap();
+    let seg =
+        e.w.save_index_segment(&IndexSegment {
+            packs,
+            provisional: false,
+        })
+        .unwrap();
     if with_mark {
         let stored = e.w.store().list(FileKind::Pack).unwrap();
         forge_mark(e, stored.into_iter().map(|(id, _)| id.into()).collect());

@@ -140,6 +140,7 @@ fn unenrolled_key(e: &Estate, f: &mut Findings) {
     let seg = w
         .save_index_segment(&IndexSegment {
             packs: e.genuine_listings(BlobType::Data),
+            provisional: false,
         })
         .unwrap();
     drop(w);
@@ -284,6 +285,7 @@ fn poisoned_dedup(e: &Estate, f: &mut Findings) {
     let forged =
         e.w.save_index_segment(&IndexSegment {
             packs: vec![listing, trees],
+            provisional: false,
         })
         .unwrap();
     let own = manifest(
@@ -412,6 +414,7 @@ fn foreign_key_record(e: &Estate, f: &mut Findings) {
                 session,
                 blobs: vec![e.genuine_blobs(BlobType::Data)[0]],
             }],
+            provisional: false,
         })
         .unwrap();
     let run = e.r.run(&["--json", "check"]);

@@ -97,7 +97,7 @@ fn a_junk_copy_claimed_by_a_forged_listing_keeps_the_genuine_pack() {
         packs: vec![(vec![1], 0), (vec![1], 1)],
         stored: vec![true, true],
         unindexed: 0,
-        segments: vec![vec![1], vec![0]],
+        segments: vec![(vec![1], false), (vec![0], false)],
         marks: vec![(true, vec![0], vec![], vec![], vec![])],
         referenced: vec![1],
         snapshot_sessions: vec![0],
