@@ -35,4 +35,5 @@ mod s3;
 mod select;
 mod store_conformance;
 mod tag;
+mod times;
 mod vectors;
