@@ -60,6 +60,11 @@ impl BlockingStore {
         block_on(&self.rt, self.inner.put(kind, id, data))
     }
 
+    /// [`Store::put_new`]: an object that must never change.
+    pub fn put_new(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        block_on(&self.rt, self.inner.put_new(kind, id, data))
+    }
+
     pub fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
         block_on(&self.rt, self.inner.get(kind, id))
     }

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     audit, backup, cat, check, diff, dump, find, forget, init, key, ls, migrate, prune, repair,
-    request, restore, rotate, shell, snapshots, stats, tag, unlock, Ctx, Outcome,
+    request, restore, retention, rotate, shell, snapshots, stats, tag, unlock, Ctx, Outcome,
 };
 use custody::error::Result;
 
@@ -115,6 +115,9 @@ pub enum Command {
     /// Key rotation.
     #[command(subcommand)]
     Rotate(rotate::Cmd),
+    /// Object Lock retention in an S3 bucket: show, set, extend.
+    #[command(subcommand)]
+    Retention(retention::Cmd),
     /// Sign a repository made before writer provenance (key holders; once per repository).
     Migrate(migrate::Args),
     /// Rebuild the index from the packs, or save what is intact of damaged snapshots.
@@ -188,6 +191,7 @@ impl Cli {
             Command::Cat(w) => cat::run(ctx, w),
             Command::Key(k) => key::run(ctx, k),
             Command::Rotate(r) => rotate::run(ctx, r),
+            Command::Retention(c) => retention::run(ctx, c),
             Command::Migrate(a) => migrate::run(ctx, a),
         }
     }

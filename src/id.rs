@@ -154,6 +154,8 @@ macro_rules! kind_id {
 }
 
 kind_id! {
+    /// An object at the repository's root (`retention`): always 32 zero bytes.
+    RootId;
     /// A snapshot manifest, `snapshots/<id>` (random).
     SnapshotId;
     /// A backup session: its wrapped data key is `keys/<id>` (random).

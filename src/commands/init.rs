@@ -2,10 +2,12 @@
 
 use super::{Ctx, Outcome};
 use custody::chunker::ChunkerParams;
-use custody::error::Result;
+use custody::error::{Error, Result};
+use custody::format::retention::RetentionRecord;
 use custody::id::Id;
 use custody::keyservice::{self, KeyServiceUrl, LocalKeyring};
 use custody::repo::{InitOptions, Repository, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE};
+use custody::store::object_lock::LockMode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -22,6 +24,70 @@ pub struct Args {
     /// (docs/FORMAT.md §20; see README, "Key policies").
     #[arg(long, value_name = "FILE")]
     pub key_policy: Option<std::path::PathBuf>,
+    /// Lock every object for at least N days with S3 Object Lock (an s3:// bucket: made with
+    /// Object Lock when missing, refused when it exists without it). See README, "Immutable
+    /// backups".
+    #[arg(long, value_name = "N")]
+    pub object_lock_days: Option<u32>,
+    /// governance (a role with s3:BypassGovernanceRetention can still delete) or compliance
+    /// (no one can until the date).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "governance",
+        requires = "object_lock_days"
+    )]
+    pub object_lock_mode: String,
+}
+
+/// Prepares the bucket for Object Lock and returns the settings every write asks for.
+fn prepare_lock(
+    ctx: &Ctx,
+    store: &dyn custody::store::Store,
+    days: u32,
+    mode: &str,
+) -> Result<RetentionRecord> {
+    let mode = LockMode::parse(mode)?;
+    let lock = store.object_lock().ok_or_else(|| {
+        Error::invalid(format!(
+            "--object-lock-days needs an S3 bucket (s3://BUCKET/PREFIX); {} is a folder",
+            store.location()
+        ))
+    })?;
+    let b = ctx.rt.block_on(lock.bucket_lock())?;
+    let b = if b.exists {
+        b
+    } else {
+        ctx.rt.block_on(lock.create_locked_bucket())?;
+        // A server may make the bucket and ignore the request for Object Lock.
+        ctx.rt.block_on(lock.bucket_lock())?
+    };
+    if b.lock_enabled && b.versioning && b.default.is_none() {
+        ctx.rt.block_on(lock.set_default_retention(mode, days))?;
+    }
+    if !b.lock_enabled || !b.versioning {
+        return Err(Error::invalid(format!(
+            "the bucket of {} has {}: S3 turns Object Lock on when a bucket is made; name a new \
+             bucket (init makes it with Object Lock) or make one with `aws s3api create-bucket \
+             --object-lock-enabled-for-bucket` (README, \"Immutable backups\")",
+            store.location(),
+            match (b.lock_enabled, b.versioning) {
+                (false, false) => "neither Object Lock nor versioning",
+                (false, true) => "versioning but no Object Lock",
+                _ => "Object Lock but versioning is off",
+            }
+        )));
+    }
+    let rec = RetentionRecord {
+        format: custody::format::REPO_FORMAT,
+        mode,
+        days: days.max(1),
+        conditional_writes: ctx.rt.block_on(lock.probe_conditional_writes())?,
+        set: chrono::Utc::now(),
+    };
+    // The config, owner and key records written next are locked too.
+    lock.configure(Some(rec.settings()));
+    Ok(rec)
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
@@ -31,6 +97,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .map(super::key_policy::read_file)
         .transpose()?;
     let store = ctx.store()?;
+    let retention = args
+        .object_lock_days
+        .map(|d| prepare_lock(ctx, store.as_ref(), d, &args.object_lock_mode))
+        .transpose()?;
     ctx.rt.block_on(store.create())?;
     let repo_id = Id::random()?;
     let url = ctx.key_service_url(&repo_id);
@@ -71,6 +141,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         let copy = ctx.owner_copy(&repo_id);
         repo.set_key_policy(p, Some(&copy))?;
     }
+    if let Some(r) = &retention {
+        repo.set_retention(r, false)?;
+    }
     ctx.emit(&custody::repo::InitOutput {
         repository_id: repo.id(),
         location: repo.store().location(),
@@ -78,6 +151,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         keyring_created: created_keyring.is_some(),
         keyring_sealed: created_keyring.as_ref().is_some_and(|(_, sealed)| *sealed),
         keyring_dir: created_keyring.map(|(dir, _)| dir),
+        object_lock: retention,
     });
     Ok(Outcome::OK)
 }

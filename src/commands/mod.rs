@@ -19,6 +19,7 @@ pub mod prune;
 pub mod repair;
 pub mod request;
 pub mod restore;
+pub mod retention;
 pub mod rotate;
 pub mod shell;
 pub mod snapshots;
@@ -226,6 +227,8 @@ impl Ctx {
             identity,
             Some(&copy),
         )?;
+        // Every write from here on asks for the repository's Object Lock retention.
+        repo.load_retention()?;
         let history = custody::repo::history::HistoryOptions {
             state: Some(custody::repo::history::StateFile::new(
                 &self.env.client.config_dir.join("history"),

@@ -19,6 +19,20 @@ pub enum Cmd {
     /// what restore requests release. Backups record it themselves; this covers snapshots
     /// made before restore requests, by `repair snapshots`, or whose record was lost.
     Reach(ReachArgs),
+    /// Make every object current again as it was before TIME, from the bucket's versions,
+    /// after objects were deleted or overwritten (a versioned S3 bucket; needs
+    /// s3:ListBucketVersions and s3:GetObjectVersion). Deletes nothing.
+    Undelete(UndeleteArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UndeleteArgs {
+    /// RFC 3339 time, e.g. 2026-11-30T10:00:00Z: the state to return to.
+    #[arg(long, value_name = "TIME")]
+    pub before: String,
+    /// Only say what would be restored.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +58,21 @@ pub struct SnapshotsArgs {
 }
 
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
+    if let Cmd::Undelete(a) = cmd {
+        // On the store alone: the config may be among what was deleted.
+        let before = chrono::DateTime::parse_from_rfc3339(&a.before)
+            .map_err(|e| {
+                custody::Error::invalid(format!(
+                    "--before {:?}: {e} (RFC 3339, e.g. 2026-11-30T10:00:00Z)",
+                    a.before
+                ))
+            })?
+            .with_timezone(&chrono::Utc);
+        let store = ctx.store()?;
+        let report = repair::undelete(ctx.rt.handle(), store.as_ref(), before, a.dry_run)?;
+        ctx.emit(&report);
+        return Ok(Outcome::OK);
+    }
     // What the bucket holds, not the local tree cache.
     let repo = ctx.open_repo()?.with_tree_cache(None);
     let act = Activity::default();
@@ -89,6 +118,7 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
                 ));
             }
         }
+        Cmd::Undelete(_) => unreachable!("handled before the repository is opened"),
     }
     Ok(Outcome::OK)
 }

@@ -63,6 +63,8 @@ pub enum ObjectKind {
     Request = 13,
     /// A key holder's approval or denial of a restore request (§19.3).
     Approval = 14,
+    /// The repository's Object Lock retention settings, signed by the owner (§21).
+    Retention = 15,
 }
 
 impl ObjectKind {
@@ -82,6 +84,7 @@ impl ObjectKind {
             12 => ObjectKind::Reach,
             13 => ObjectKind::Request,
             14 => ObjectKind::Approval,
+            15 => ObjectKind::Retention,
             _ => return None,
         })
     }

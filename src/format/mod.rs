@@ -7,6 +7,7 @@ pub mod index;
 pub mod name;
 pub mod provenance;
 pub mod request;
+pub mod retention;
 pub mod signature;
 pub mod snapshot;
 pub mod tree;

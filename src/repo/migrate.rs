@@ -239,7 +239,7 @@ impl Repository {
                     "the manifest stored under this id is not the one the id was made from",
                 ));
             }
-            self.put_manifest(&Session::resume(self, session)?, &id, &json)?;
+            self.put_manifest(&Session::resume(self, session)?, &id, &json, false)?;
             report.snapshots += 1;
         }
         Ok(report)

@@ -34,6 +34,7 @@ pub(crate) mod repack;
 pub mod repair;
 pub mod request;
 pub mod restore;
+pub mod retention;
 pub mod rewrap;
 mod session;
 pub mod snapshots;

@@ -79,6 +79,9 @@ pub struct InitOutput {
     /// The folder of a keyring `init` created (not in the JSON document).
     #[serde(skip)]
     pub keyring_dir: Option<PathBuf>,
+    /// Object Lock retention, when `init` set it (docs/FORMAT.md §21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::format::retention::RetentionRecord>,
 }
 
 impl std::fmt::Display for InitOutput {
@@ -99,6 +102,21 @@ impl std::fmt::Display for InitOutput {
                 } else {
                     "NOT protected by a passphrase: anyone who can read it can read the repository; \
                      seal it with `custody key passwd --new-passphrase-file FILE`"
+                }
+            )?;
+        }
+        if let Some(r) = &self.object_lock {
+            write!(
+                f,
+                "\nObject Lock: {} for {} day(s) on every object; conditional writes \
+                 (If-None-Match): {}",
+                r.mode.as_str(),
+                r.days,
+                if r.conditional_writes {
+                    "honoured by this server"
+                } else {
+                    "IGNORED by this server: an overwrite is caught by versioning and the signed \
+                     history, not refused"
                 }
             )?;
         }

@@ -50,7 +50,8 @@ impl Session {
         };
         repo.sign_key_record(&mut rec);
         let json = serde_json::to_vec_pretty(&rec).expect("record serializes");
-        repo.store().put(FileKind::Key, &id, Bytes::from(json))?;
+        repo.store()
+            .put_new(FileKind::Key, &id, Bytes::from(json))?;
         tracing::debug!(session = %id, "session started");
         Ok(Session {
             id,

@@ -174,7 +174,7 @@ impl Repository {
         let json = crate::format::padded_json(snap, 1024);
         let id = bound_id::of(&self.secrets.snapshot_id_key, &json)
             .ok_or_else(|| Error::Internal("manifest JSON without its session".into()))?;
-        self.put_manifest(session, &id, &json)?;
+        self.put_manifest(session, &id, &json, true)?;
         Ok(id)
     }
 
@@ -188,7 +188,7 @@ impl Repository {
             .ok_or_else(|| Error::integrity(&name, "manifest without a session"))?;
         json[at..at + 64].copy_from_slice(session.id.to_hex().as_bytes());
         let snap = self.parse_manifest(id, &json, &session.id)?;
-        self.put_manifest(session, id, &json)?;
+        self.put_manifest(session, id, &json, false)?;
         Ok(snap)
     }
 
@@ -197,13 +197,20 @@ impl Repository {
         session: &Session,
         id: &SnapshotId,
         json: &[u8],
+        new: bool,
     ) -> Result<()> {
         let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session.id);
         let plain = self.sign_body(ObjectKind::Snapshot, id, json.to_vec());
         let sealed = envelope::seal_object(session.dek(), &b, &plain)?;
-        self.store()
-            .put(FileKind::Snapshot, id, Bytes::from(sealed))
+        let sealed = Bytes::from(sealed);
+        // A new manifest never replaces one (where the server can refuse it); re-encryption
+        // seals an existing one again in place.
+        if new {
+            self.store().put_new(FileKind::Snapshot, id, sealed)
+        } else {
+            self.store().put(FileKind::Snapshot, id, sealed)
+        }
     }
 
     /// The session a stored manifest names in its envelope header (not authenticated: for

@@ -11,6 +11,7 @@
 //! - `get` of a missing object is [`Error::NotFound`]; a wrong or truncated range is an error.
 
 mod local;
+pub mod object_lock;
 pub mod s3;
 
 pub use local::LocalStore;
@@ -59,10 +60,12 @@ pub enum FileKind {
     Approval,
     /// `policy` (the id is ignored): the key policy, signed by the owner (§20).
     Policy,
+    /// `retention` (the id is ignored): Object Lock settings, signed by the owner (§21).
+    Retention,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 17] = [
+    pub const ALL: [FileKind; 18] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -80,6 +83,7 @@ impl FileKind {
         FileKind::Request,
         FileKind::Approval,
         FileKind::Policy,
+        FileKind::Retention,
     ];
 
     pub fn dir(self) -> &'static str {
@@ -101,6 +105,7 @@ impl FileKind {
             FileKind::Request => "requests",
             FileKind::Approval => "approvals",
             FileKind::Policy => "",
+            FileKind::Retention => "",
         }
     }
 
@@ -110,6 +115,7 @@ impl FileKind {
             FileKind::Config => "config".into(),
             FileKind::Owner => "owner".into(),
             FileKind::Policy => "policy".into(),
+            FileKind::Retention => "retention".into(),
             FileKind::Pack => {
                 let h = id.to_hex();
                 format!("data/{}/{}", &h[..2], h)
@@ -135,6 +141,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Stores `data` atomically under (kind, id).
     async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()>;
+
+    /// Stores a new object that must never change (a manifest, a session's key record, a
+    /// pack): where the server honours `If-None-Match: *` and the repository asks for it, an
+    /// existing object of that name is not replaced, and a different one there is an
+    /// integrity error (the same bytes: a repeated write whose answer was lost). Otherwise
+    /// the same as `put`.
+    async fn put_new(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        self.put(kind, id, data).await
+    }
+
+    /// S3 Object Lock and versions, where the store has them.
+    fn object_lock(&self) -> Option<&dyn object_lock::ObjectLock> {
+        None
+    }
 
     /// The whole object.
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes>;

@@ -12,16 +12,22 @@
 //!   a failed multipart upload is aborted. Ranged GETs serve restores. Throttling (503 SlowDown)
 //!   and 5xx are retried by the SDK with exponential backoff and jitter; 4xx are not.
 
+mod lock;
+
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use super::object_lock::{LockMode, LockSettings};
 use super::{FileKind, Store};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -63,6 +69,15 @@ pub struct S3Store {
     url: S3Url,
     multipart_threshold: usize,
     max_attempts: u32,
+    /// Object Lock retention and conditional writes asked for on every put (§21).
+    lock: RwLock<Option<LockSettings>>,
+}
+
+fn object_lock_mode(m: LockMode) -> ObjectLockMode {
+    match m {
+        LockMode::Governance => ObjectLockMode::Governance,
+        LockMode::Compliance => ObjectLockMode::Compliance,
+    }
 }
 
 impl std::fmt::Debug for S3Store {
@@ -224,6 +239,7 @@ impl S3Store {
             url,
             multipart_threshold: settings.multipart_threshold,
             max_attempts: settings.max_attempts.max(1),
+            lock: RwLock::new(None),
         })
     }
 
@@ -235,35 +251,88 @@ impl S3Store {
         format!("s3://{}/{}", self.url.bucket, self.key(kind, id))
     }
 
+    /// One PUT (or a multipart upload), with the retention the repository asks for and, when
+    /// `if_none_match`, refusing to replace an object (412 is [`Error::AlreadyExists`]).
+    async fn put_object(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        data: Bytes,
+        if_none_match: bool,
+    ) -> Result<()> {
+        self.put_key(
+            &self.key(kind, id),
+            &self.name(kind, id),
+            data,
+            if_none_match,
+        )
+        .await
+    }
+
+    async fn put_key(&self, key: &str, name: &str, data: Bytes, if_none_match: bool) -> Result<()> {
+        let (key, name) = (key.to_string(), name.to_string());
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(&key, &name, data).await;
+        }
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.url.bucket)
+            .key(&key)
+            .body(ByteStream::from(data));
+        if let Some(l) = *self.lock.read().expect("lock") {
+            // S3 requires a checksum on writes to a bucket with Object Lock.
+            req = req
+                .object_lock_mode(object_lock_mode(l.mode))
+                .object_lock_retain_until_date(lock::smithy_time(l.until_from_now()))
+                .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        if if_none_match {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 412 => {
+                Err(Error::AlreadyExists(name))
+            }
+            Err(e) => Err(map_err(&name, e)),
+        }
+    }
+
     async fn put_multipart(&self, key: &str, name: &str, data: Bytes) -> Result<()> {
-        let up = self
+        let lock = *self.lock.read().expect("lock");
+        let mut create = self
             .client
             .create_multipart_upload()
             .bucket(&self.url.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| map_err(name, e))?;
+            .key(key);
+        if let Some(l) = lock {
+            create = create
+                .object_lock_mode(object_lock_mode(l.mode))
+                .object_lock_retain_until_date(lock::smithy_time(l.until_from_now()))
+                .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        let up = create.send().await.map_err(|e| map_err(name, e))?;
         let upload_id = up.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
             for (i, chunk) in data.chunks(PART).enumerate() {
                 let n = i as i32 + 1;
-                let out = self
+                let part = self
                     .client
                     .upload_part()
                     .bucket(&self.url.bucket)
                     .key(key)
                     .upload_id(&upload_id)
                     .part_number(n)
-                    .body(ByteStream::from(data.slice_ref(chunk)))
-                    .send()
-                    .await
-                    .map_err(|e| map_err(name, e))?;
+                    .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Crc32))
+                    .body(ByteStream::from(data.slice_ref(chunk)));
+                let out = part.send().await.map_err(|e| map_err(name, e))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(n)
                         .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
                         .build(),
                 );
             }
@@ -342,20 +411,37 @@ impl Store for S3Store {
     }
 
     async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
-        let key = self.key(kind, id);
-        let name = self.name(kind, id);
-        if data.len() > self.multipart_threshold {
-            return self.put_multipart(&key, &name, data).await;
+        self.put_object(kind, id, data, false).await
+    }
+
+    async fn put_new(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        let conditional = self
+            .lock
+            .read()
+            .expect("lock")
+            .is_some_and(|l| l.conditional_writes);
+        if !conditional || data.len() > self.multipart_threshold {
+            return self.put(kind, id, data).await;
         }
-        self.client
-            .put_object()
-            .bucket(&self.url.bucket)
-            .key(&key)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
-        Ok(())
+        match self.put_object(kind, id, data.clone(), true).await {
+            Err(Error::AlreadyExists(_)) => {
+                // A repeated write whose first answer was lost finds its own bytes there.
+                if self.get(kind, id).await? == data {
+                    Ok(())
+                } else {
+                    Err(Error::integrity(
+                        self.name(kind, id),
+                        "another object already stands under this name (written over, or a \
+                         forged name taken first); it was not replaced",
+                    ))
+                }
+            }
+            r => r,
+        }
+    }
+
+    fn object_lock(&self) -> Option<&dyn super::object_lock::ObjectLock> {
+        Some(self)
     }
 
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {

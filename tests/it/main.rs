@@ -18,6 +18,7 @@ mod key_policy;
 mod key_templates;
 mod kms;
 mod names;
+mod object_lock;
 mod pkcs11;
 mod profiles;
 mod prompt;

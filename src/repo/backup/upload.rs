@@ -103,7 +103,7 @@ impl<'a> Uploader<'a> {
         }
         let task = self.repo.runtime().spawn(async move {
             let r = store
-                .put(FileKind::Pack, &pack.id, Bytes::from(pack.bytes))
+                .put_new(FileKind::Pack, &pack.id, Bytes::from(pack.bytes))
                 .await;
             drop(permit);
             r.map(|()| PackEntries {

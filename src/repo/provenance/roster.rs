@@ -38,6 +38,7 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Reach => "reach record",
         ObjectKind::Request => "restore request",
         ObjectKind::Approval => "approval",
+        ObjectKind::Retention => "retention record",
         _ => "object",
     }
 }

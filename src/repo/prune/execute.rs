@@ -37,6 +37,28 @@ fn write_segments(repo: &Repository, packs: Vec<PackEntries>) -> Result<usize> {
     Ok(written)
 }
 
+/// When the store retains `id` under Object Lock past now: what to report.
+fn retained(
+    repo: &Repository,
+    kind: FileKind,
+    id: &crate::id::Id,
+) -> Result<Option<super::Deferred>> {
+    let Some(lock) = repo.store().inner().object_lock() else {
+        return Ok(None);
+    };
+    if lock.settings().is_none() {
+        return Ok(None);
+    }
+    match repo.block_on(lock.retain_until(kind, id)) {
+        Ok(Some(until)) if until > chrono::Utc::now() => Ok(Some(super::Deferred {
+            object: crate::store::object_name(kind, id),
+            until,
+        })),
+        Ok(_) | Err(crate::error::Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Renews the lock (when held): a run that lost it (paused past the stale time) stops before
 /// it removes or writes anything more.
 fn renew(lock: &mut Option<Lock<'_>>) -> Result<()> {
@@ -75,9 +97,60 @@ pub fn sweep(
     let relisted: HashSet<PackId> = plan.relist.iter().map(|p| p.pack).collect();
     r.segments_written = write_segments(repo, plan.relist)?;
     crate::failpoint::hit("prune-sweep-before-delete");
+    // Under Object Lock, what is still retained is kept and carried to a later run by a mark
+    // of its own (written before the due marks go), rather than hidden behind a delete marker.
+    let mut carry = GarbageMark {
+        format: crate::format::REPO_FORMAT,
+        time: plan.oldest_due.unwrap_or_else(chrono::Utc::now),
+        packs: vec![],
+        segments: vec![],
+        sessions: vec![],
+        unindexed: vec![],
+    };
+    let mut keep = Vec::new();
+    for p in &plan.delete_packs {
+        if let Some(d) = retained(repo, FileKind::Pack, p)? {
+            carry.packs.push(*p);
+            keep.push(d);
+        }
+    }
+    for s in &plan.delete_segments {
+        if let Some(d) = retained(repo, FileKind::Index, s)? {
+            carry.segments.push(*s);
+            keep.push(d);
+        }
+    }
+    for k in &plan.delete_keys {
+        if let Some(d) = retained(repo, FileKind::Key, k)? {
+            carry.sessions.push(*k);
+            keep.push(d);
+        }
+    }
+    if !keep.is_empty() {
+        repo.save_object(&crate::id::MarkId::random()?, &carry)?;
+        r.packs_deleted -= carry.packs.len();
+        r.bytes_deleted -= carry
+            .packs
+            .iter()
+            .filter_map(|p| plan.pack_sizes.get(p))
+            .sum::<u64>();
+        r.segments_deleted -= carry.segments.len();
+        r.keys_deleted -= carry.sessions.len();
+        r.deferred = keep;
+    }
+    let carried: HashSet<crate::id::Id> = carry
+        .packs
+        .iter()
+        .map(|p| p.id())
+        .chain(carry.segments.iter().map(|s| s.id()))
+        .chain(carry.sessions.iter().map(|s| s.id()))
+        .collect();
     let total = plan.delete_packs.len();
     for (n, p) in plan.delete_packs.iter().enumerate() {
         act.set(format!("deleting condemned pack {}/{total}", n + 1));
+        if carried.contains(&p.id()) {
+            continue;
+        }
         renew(lock)?;
         repo.store().delete(FileKind::Pack, p)?;
     }
@@ -87,6 +160,7 @@ pub fn sweep(
         .iter()
         .map(|id| (FileKind::Index, id.id()))
         .chain(plan.delete_keys.iter().map(|k| (FileKind::Key, k.id())))
+        .filter(|(_, id)| !carried.contains(id))
         .chain(plan.marks_due.iter().map(|m| (FileKind::Garbage, m.id())));
     for (kind, id) in deletes {
         renew(lock)?;

@@ -112,6 +112,17 @@ pub struct SweepReport {
     pub temporaries_removed: usize,
     #[serde(default)]
     pub temporary_bytes_removed: u64,
+    /// Condemned objects still under Object Lock retention: not deleted yet; a mark carries
+    /// them to a run after their date (docs/FORMAT.md §21).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<Deferred>,
+}
+
+/// A condemned object that Object Lock retains until `until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deferred {
+    pub object: String,
+    pub until: chrono::DateTime<chrono::Utc>,
 }
 
 /// A partial write is removed only once it has not changed for this long (and for the grace
@@ -236,6 +247,7 @@ fn run(
         report.sweep.segments_deleted += again.segments_deleted;
         report.sweep.segments_written += again.segments_written;
         report.sweep.keys_deleted += again.keys_deleted;
+        report.sweep.deferred.extend(again.deferred);
         report.sweep.marks_pending = again.marks_pending;
     }
     // Partial files that interrupted writes left (local stores): unchanged past the grace.
@@ -374,6 +386,15 @@ impl fmt::Display for PruneReport {
             } else {
                 String::new()
             }
+            )?;
+        }
+        if let Some(last) = s.deferred.iter().map(|d| d.until).max() {
+            writeln!(
+                f,
+                "{} condemned object(s) are under Object Lock retention until {} at the latest: \
+                 kept, and deleted by the first prune after that date",
+                s.deferred.len(),
+                crate::human::local_time(last)
             )?;
         }
         if s.temporaries_removed > 0 {

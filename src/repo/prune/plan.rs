@@ -65,9 +65,14 @@ fn same_listing(a: &PackEntries, b: &PackEntries) -> bool {
 pub struct SweepPlan {
     /// Marks carried out (deleted last).
     pub marks_due: Vec<MarkId>,
+    /// The time of the oldest of them: a mark that carries over what Object Lock keeps for
+    /// now takes it, so it is due again at the next run.
+    pub oldest_due: Option<DateTime<Utc>>,
     pub marks_pending: usize,
     pub delete_packs: Vec<PackId>,
     pub bytes_deleted: u64,
+    /// The stored size of each pack to delete.
+    pub pack_sizes: HashMap<PackId, u64>,
     /// Condemned packs kept because a snapshot written since needs one of their blobs.
     pub packs_still_needed: usize,
     /// Segments removed: the superseded ones and every one that lists a deleted pack.
@@ -92,6 +97,7 @@ pub fn plan_sweep(
     let (due, pending): (Vec<_>, Vec<_>) = s.marks.iter().partition(|(id, m)| due(id, m));
     let mut plan = SweepPlan {
         marks_due: due.iter().map(|(id, _)| *id).collect(),
+        oldest_due: due.iter().map(|(_, m)| m.time).min(),
         marks_pending: pending.len(),
         ..Default::default()
     };
@@ -199,6 +205,10 @@ pub fn plan_sweep(
         plan.delete_keys.sort();
     }
     plan.bytes_deleted = delete.iter().filter_map(|p| s.stored.get(p)).sum();
+    plan.pack_sizes = delete
+        .iter()
+        .filter_map(|p| s.stored.get(p).map(|n| (*p, *n)))
+        .collect();
     plan.delete_packs = delete.into_iter().collect();
     plan.delete_packs.sort();
     // In listing order, so a segment's removal order is stable.

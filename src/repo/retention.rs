@@ -1,0 +1,257 @@
+//! Object Lock retention (docs/FORMAT.md §21): the owner-signed `retention` record that tells
+//! every client what to ask for on each write, and `retention extend`, which keeps the data
+//! of the last N days of snapshots locked however old the objects holding it are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::objects::SealedObject;
+use super::walk::{TreeWalker, Visits};
+use super::Repository;
+use crate::crypto::envelope::ObjectKind;
+use crate::error::{Error, Result};
+use crate::format::retention::RetentionRecord;
+use crate::format::tree::NodeKind;
+use crate::format::{check_format, from_json, padded_json, DecodeError};
+use crate::id::{BlobId, Id, RootId};
+use crate::store::object_lock::ObjectLock;
+use crate::store::{object_name, FileKind};
+
+impl SealedObject for RetentionRecord {
+    type Id = RootId;
+    const FILE: FileKind = FileKind::Retention;
+    const KIND: ObjectKind = ObjectKind::Retention;
+    fn encode(&self) -> Vec<u8> {
+        padded_json(self, 1024)
+    }
+    fn decode(plain: &[u8]) -> Result<Self, DecodeError> {
+        let r: RetentionRecord = from_json("retention record", plain)?;
+        check_format("retention record", r.format)?;
+        Ok(r)
+    }
+}
+
+/// What `retention extend` did (or would do).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExtendReport {
+    pub dry_run: bool,
+    pub days: u32,
+    /// Snapshots younger than the period, whose data is kept locked.
+    pub snapshots: usize,
+    /// Objects whose retention was read (one HEAD each), and those extended (one
+    /// PutObjectRetention each).
+    pub objects_checked: usize,
+    pub objects_extended: usize,
+    /// Per kind of object (`data`, `index`, `keys`, ...): how many were extended.
+    pub extended_by_kind: BTreeMap<String, usize>,
+    /// The latest retain-until date set.
+    pub latest_until: Option<DateTime<Utc>>,
+}
+
+impl fmt::Display for ExtendReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} snapshot(s) of the last {} day(s): {} object(s) checked, {} {}extended",
+            self.snapshots,
+            self.days,
+            self.objects_checked,
+            self.objects_extended,
+            if self.dry_run { "would be " } else { "" }
+        )?;
+        if !self.extended_by_kind.is_empty() {
+            let kinds: Vec<String> = self
+                .extended_by_kind
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            write!(f, " ({})", kinds.join(", "))?;
+        }
+        if let Some(t) = self.latest_until {
+            write!(
+                f,
+                "; locked until {} at the latest",
+                crate::human::local_time(t)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+type Needs = HashMap<(FileKind, Id), DateTime<Utc>>;
+
+/// Records that `(kind, id)` must stay locked until at least `until`.
+fn want(need: &mut Needs, kind: FileKind, id: Id, until: DateTime<Utc>) {
+    let e = need.entry((kind, id)).or_insert(until);
+    *e = (*e).max(until);
+}
+
+impl Repository {
+    fn lock_store(&self) -> Option<&dyn ObjectLock> {
+        self.store().inner().object_lock()
+    }
+
+    /// Reads the retention record (only the owner's is accepted) and has every later write
+    /// ask for it. `None` where the store has no Object Lock or no record was set.
+    pub fn load_retention(&self) -> Result<Option<RetentionRecord>> {
+        let Some(lock) = self.lock_store() else {
+            return Ok(None);
+        };
+        match self.load_object::<RetentionRecord>(&RootId::default()) {
+            Ok(r) => {
+                lock.configure(Some(r.settings()));
+                Ok(Some(r))
+            }
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records new retention settings (the owner) and applies them from now on; the bucket's
+    /// default retention follows when `bucket_default`.
+    pub fn set_retention(&self, r: &RetentionRecord, bucket_default: bool) -> Result<()> {
+        self.require_owner("setting the retention")?;
+        let lock = self.lock_store().ok_or_else(|| {
+            Error::invalid(format!(
+                "{} has no Object Lock: retention needs an S3 bucket made with it",
+                self.store().location()
+            ))
+        })?;
+        lock.configure(Some(r.settings()));
+        self.save_object(&RootId::default(), r)?;
+        if bucket_default {
+            // Each write asks for its own retention anyway: a bucket whose default cannot be
+            // changed here (a role without s3:PutBucketObjectLockConfiguration) is warned of.
+            if let Err(e) = self.block_on(lock.set_default_retention(r.mode, r.days)) {
+                tracing::warn!(
+                    "the bucket's default retention was not changed ({e}); every object custody \
+                     writes still asks for {} days itself",
+                    r.days
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Extends the retention of everything the snapshots of the last `days` days need, so
+    /// that each stays restorable from locked objects alone for `days` after its time: its
+    /// manifest and reach, the packs holding its trees and chunks, the index segments listing
+    /// them, the session key records, and the repository's own records. An object is extended
+    /// to a quarter period past what it needs (so one reused every day is extended about
+    /// four times a period, not daily).
+    pub fn extend_retention(&self, dry_run: bool) -> Result<ExtendReport> {
+        let record = self.load_retention()?.ok_or_else(|| {
+            Error::invalid("no retention is set for this repository (`custody retention set`)")
+        })?;
+        let lock = self
+            .lock_store()
+            .ok_or_else(|| Error::invalid("no Object Lock here"))?;
+        let period = Duration::days(i64::from(record.days));
+        let margin = Duration::days(i64::from((record.days / 4).max(1)));
+        let now = Utc::now();
+        let index = self.load_index()?;
+        let (mut snaps, problems) = self.list_readable_snapshots()?;
+        if let Some(e) = problems.into_iter().next() {
+            return Err(e);
+        }
+        snaps.retain(|(_, s)| s.time + period > now);
+        // Newest first: a tree met again in an older snapshot needs no later date.
+        snaps.sort_by_key(|(_, s)| std::cmp::Reverse(s.time));
+        let mut need: Needs = HashMap::new();
+        let mut walker = TreeWalker::new(self, &index, Visits::Once);
+        for (id, snap) in &snaps {
+            let until = snap.time + period;
+            want(&mut need, FileKind::Snapshot, **id, until);
+            want(&mut need, FileKind::Reach, **id, until);
+            want(&mut need, FileKind::Key, *snap.session, until);
+            let mut blobs: Vec<BlobId> = Vec::new();
+            walker.walk(vec![(snap.tree, ())], |tid, _, tree, next| {
+                blobs.push((*tid).into());
+                for n in tree?.nodes {
+                    match n.kind {
+                        NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
+                        _ => blobs.extend(n.content.iter().map(BlobId::from)),
+                    }
+                }
+                Ok(())
+            })?;
+            for b in blobs {
+                for l in index.locations(b) {
+                    want(&mut need, FileKind::Pack, *l.pack, until);
+                    want(&mut need, FileKind::Key, *l.session, until);
+                }
+            }
+        }
+        let pack_until: HashMap<Id, DateTime<Utc>> = need
+            .iter()
+            .filter(|((k, _), _)| *k == FileKind::Pack)
+            .map(|((_, id), t)| (*id, *t))
+            .collect();
+        for (seg_id, seg) in self.load_segments()? {
+            if let Some(t) = seg
+                .packs
+                .iter()
+                .filter_map(|p| pack_until.get(&*p.pack))
+                .max()
+            {
+                want(&mut need, FileKind::Index, *seg_id, *t);
+            }
+        }
+        // The records every reader needs, for as long as the newest snapshot needs its data.
+        if let Some(latest) = need.values().max().copied() {
+            for kind in [
+                FileKind::Config,
+                FileKind::Owner,
+                FileKind::Policy,
+                FileKind::Retention,
+            ] {
+                want(&mut need, kind, Id::default(), latest);
+            }
+            for kind in [FileKind::Writer, FileKind::Revocation, FileKind::History] {
+                for (id, _) in self.store().list(kind)? {
+                    want(&mut need, kind, id, latest);
+                }
+            }
+        }
+        let mut report = ExtendReport {
+            dry_run,
+            days: record.days,
+            snapshots: snaps.len(),
+            ..ExtendReport::default()
+        };
+        let mut todo: Vec<_> = need.into_iter().collect();
+        todo.sort_by_key(|((k, id), _)| (object_name(*k, id), *id));
+        for ((kind, id), until) in todo {
+            let current = match self.block_on(lock.retain_until(kind, &id)) {
+                Ok(c) => c,
+                // Optional records (policy, reach) may not exist.
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            report.objects_checked += 1;
+            if current.is_some_and(|c| c >= until) {
+                continue;
+            }
+            let to = until + margin;
+            if !dry_run {
+                self.block_on(lock.extend_retention(kind, &id, to))?;
+            }
+            report.objects_extended += 1;
+            let name = match kind.dir() {
+                "" => object_name(kind, &id),
+                d => d.to_string(),
+            };
+            *report.extended_by_kind.entry(name).or_default() += 1;
+            report.latest_until = report.latest_until.max(Some(to));
+        }
+        tracing::info!(
+            checked = report.objects_checked,
+            extended = report.objects_extended,
+            "retention extended"
+        );
+        Ok(report)
+    }
+}
