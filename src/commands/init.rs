@@ -102,6 +102,21 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .map(|d| prepare_lock(ctx, store.as_ref(), d, &args.object_lock_mode))
         .transpose()?;
     ctx.rt.block_on(store.create())?;
+    // Every bucket: whether the server refuses to replace an object under If-None-Match.
+    let retention = match (retention, store.object_lock()) {
+        (None, Some(lock)) => {
+            let rec = RetentionRecord {
+                format: custody::format::REPO_FORMAT,
+                mode: LockMode::Governance,
+                days: 0,
+                conditional_writes: ctx.rt.block_on(lock.probe_conditional_writes())?,
+                set: chrono::Utc::now(),
+            };
+            lock.configure(Some(rec.settings()));
+            Some(rec)
+        }
+        (r, _) => r,
+    };
     let repo_id = Id::random()?;
     let url = ctx.key_service_url(&repo_id);
     let mut created_keyring = None;

@@ -43,6 +43,15 @@ struct Shown {
 impl std::fmt::Display for Shown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.retention {
+            Some(r) if r.days == 0 => writeln!(
+                f,
+                "retention: none (no Object Lock); conditional writes: {}",
+                if r.conditional_writes {
+                    "honoured by the server"
+                } else {
+                    "ignored by the server"
+                }
+            )?,
             Some(r) => writeln!(
                 f,
                 "retention: {} for {} day(s) on every object (set {}); conditional writes: {}",

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct RetentionRecord {
     pub format: u32,
     pub mode: LockMode,
+    /// 0: no Object Lock (the record then only says whether writes may be conditional).
     pub days: u32,
     /// `init` found that the server refuses a second write under `If-None-Match: *`.
     pub conditional_writes: bool,

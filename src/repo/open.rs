@@ -106,12 +106,17 @@ impl std::fmt::Display for InitOutput {
             )?;
         }
         if let Some(r) = &self.object_lock {
+            if r.days > 0 {
+                write!(
+                    f,
+                    "\nObject Lock: {} for {} day(s) on every object",
+                    r.mode.as_str(),
+                    r.days
+                )?;
+            }
             write!(
                 f,
-                "\nObject Lock: {} for {} day(s) on every object; conditional writes \
-                 (If-None-Match): {}",
-                r.mode.as_str(),
-                r.days,
+                "\nconditional writes (If-None-Match): {}",
                 if r.conditional_writes {
                     "honoured by this server"
                 } else {

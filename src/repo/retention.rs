@@ -143,9 +143,12 @@ impl Repository {
     /// to a quarter period past what it needs (so one reused every day is extended about
     /// four times a period, not daily).
     pub fn extend_retention(&self, dry_run: bool) -> Result<ExtendReport> {
-        let record = self.load_retention()?.ok_or_else(|| {
-            Error::invalid("no retention is set for this repository (`custody retention set`)")
-        })?;
+        let record = self
+            .load_retention()?
+            .filter(|r| r.days > 0)
+            .ok_or_else(|| {
+                Error::invalid("no retention is set for this repository (`custody retention set`)")
+            })?;
         let lock = self
             .lock_store()
             .ok_or_else(|| Error::invalid("no Object Lock here"))?;

@@ -243,6 +243,11 @@ impl S3Store {
         })
     }
 
+    /// The retention every write asks for (none without Object Lock, or with 0 days).
+    fn retention(&self) -> Option<LockSettings> {
+        self.lock.read().expect("lock").filter(|l| l.days > 0)
+    }
+
     fn key(&self, kind: FileKind, id: &Id) -> String {
         format!("{}{}", self.url.prefix, kind.path(id))
     }
@@ -280,7 +285,7 @@ impl S3Store {
             .bucket(&self.url.bucket)
             .key(&key)
             .body(ByteStream::from(data));
-        if let Some(l) = *self.lock.read().expect("lock") {
+        if let Some(l) = self.retention() {
             // S3 requires a checksum on writes to a bucket with Object Lock.
             req = req
                 .object_lock_mode(object_lock_mode(l.mode))
@@ -300,7 +305,7 @@ impl S3Store {
     }
 
     async fn put_multipart(&self, key: &str, name: &str, data: Bytes) -> Result<()> {
-        let lock = *self.lock.read().expect("lock");
+        let lock = self.retention();
         let mut create = self
             .client
             .create_multipart_upload()

@@ -39,7 +39,13 @@ fn garage_node_killed_during_backup() {
     let mut env = g.env();
     env.push(("CUSTODY_REPOSITORY", format!("s3://{}/repo", g.bucket)));
     let run = |args: &[&str]| sb.run_env(&env, args);
-    run(&["init", "--pack-size-mib", "1"]).ok();
+    let init = run(&["init", "--pack-size-mib", "1"]).ok().out();
+    // What init found, printed for the record (docs/FORMAT.md §21 lists each server's answer).
+    let said = init
+        .lines()
+        .find(|l| l.starts_with("conditional writes"))
+        .unwrap_or_else(|| panic!("init says nothing of conditional writes: {init}"));
+    eprintln!("garage: {said}");
     write(&sb.path("first/a.bin"), &random_bytes(3 << 20, 1));
     run(&["backup", sb.path("first").to_str().unwrap()]).ok();
 

@@ -46,7 +46,7 @@ fn retained(
     let Some(lock) = repo.store().inner().object_lock() else {
         return Ok(None);
     };
-    if lock.settings().is_none() {
+    if lock.settings().is_none_or(|s| s.days == 0) {
         return Ok(None);
     }
     match repo.block_on(lock.retain_until(kind, id)) {

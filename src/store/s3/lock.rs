@@ -304,10 +304,14 @@ impl ObjectLock for S3Store {
                     aws_sdk_s3::error::SdkError::ServiceError(se) => se.raw().status().as_u16(),
                     _ => 0,
                 };
+                // Anything but "precondition failed" (or "conflict") is a server that does
+                // not take the header as meant.
                 if status != 412 && status != 409 {
-                    return Err(map_err(&name, e));
+                    tracing::debug!("{name}: second conditional write: {}", map_err(&name, e));
+                    false
+                } else {
+                    true
                 }
-                true
             }
         };
         let _ = self
