@@ -225,6 +225,18 @@ fn retention_extend_keeps_reused_data_locked() {
         .all(|k| retain_until(&rt, &c, "extend-bucket", k) < day));
 
     lab.run(&["retention", "set", "--days", "40"]).ok();
+    // A new snapshot that reuses all of the old objects' data: it writes no new pack, so
+    // only an extension keeps its data locked for the new period.
+    lab.run(&["backup", src.to_str().unwrap(), "--force"]).ok();
+    let after: Vec<String> = keys(&rt, &c, "extend-bucket")
+        .into_iter()
+        .filter(|k| k.contains("/data/"))
+        .collect();
+    assert_eq!(
+        after.len(),
+        packs.len(),
+        "the second backup reused every pack"
+    );
     let shown = lab.run(&["retention", "show"]).ok().out();
     assert!(shown.contains("governance for 40 day(s)"), "{shown}");
     let dry = lab
