@@ -46,12 +46,57 @@ fn every_template_is_valid_json_with_a_version() {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
+        // The lifecycle rule is a bucket configuration, not a policy.
+        if name == "s3-lifecycle.json" {
+            let l = load(&name);
+            assert!(l["Rules"][0]["NoncurrentVersionExpiration"]["NoncurrentDays"].is_u64());
+            continue;
+        }
         if name.ends_with(".json") {
             assert_eq!(load(&name)["Version"], "2012-10-17", "{name}");
             n += 1;
         }
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 8);
+}
+
+/// Object Lock (README "Immutable backups"): jobs add objects with retention and delete
+/// nothing; key holders add delete markers only; only the break-glass role bypasses
+/// governance retention, and the bucket policy denies it to everyone else.
+#[test]
+fn s3_locked_bucket_roles() {
+    let w = load("s3-writer-iam-policy.json");
+    assert!(allowed(&w, "s3:PutObject", "BUCKET/PREFIX"));
+    assert!(allowed(&w, "s3:PutObjectRetention", "BUCKET/PREFIX"));
+    for a in [
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+    ] {
+        assert!(!allowed(&w, a, "BUCKET") && denied(&w, a, "BUCKET"), "{a}");
+    }
+    let k = load("s3-keyholder-iam-policy.json");
+    assert!(allowed(&k, "s3:DeleteObject", "BUCKET/PREFIX"));
+    assert!(allowed(&k, "s3:ListBucketVersions", "BUCKET"));
+    assert!(allowed(&k, "s3:GetObjectVersion", "BUCKET/PREFIX"));
+    for a in ["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"] {
+        assert!(denied(&k, a, "BUCKET"), "{a}");
+    }
+    let g = load("s3-break-glass-iam-policy.json");
+    assert!(allowed(&g, "s3:BypassGovernanceRetention", "BUCKET"));
+    let b = load("s3-locked-bucket-policy.json");
+    let bypass = statements(&b)
+        .into_iter()
+        .find(|s| {
+            actions(s)
+                .iter()
+                .any(|a| a == "s3:BypassGovernanceRetention")
+        })
+        .unwrap();
+    assert_eq!(bypass["Effect"], "Deny");
+    assert!(bypass["Condition"]
+        .to_string()
+        .contains("custody-break-glass"));
 }
 
 #[test]

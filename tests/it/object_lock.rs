@@ -201,6 +201,47 @@ fn attacker_deletes_and_overwrites_then_undelete_restores_every_snapshot() {
     assert!(text.contains("Object Lock retention until"), "{text}");
     lab.run(&["check", "--read-data"]).ok();
     assert_eq!(lab.snapshots(), vec![before_attack[1].clone()]);
+
+    // Once their date has passed (here: shortened by a break-glass role), the next prune
+    // deletes what it deferred.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    for d in &deferred {
+        let key = format!("repo/{}", d["object"].as_str().unwrap());
+        rt.block_on(
+            c.put_object_retention()
+                .bucket(BUCKET)
+                .key(&key)
+                .bypass_governance_retention(true)
+                .retention(
+                    aws_sdk_s3::types::ObjectLockRetention::builder()
+                        .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
+                        .retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                            soon.timestamp(),
+                        ))
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let last = lab.run(&["--json", "prune", "--grace", "0s"]).ok().json();
+    assert!(
+        last["sweep"]["deferred"]
+            .as_array()
+            .is_none_or(|d| d.is_empty()),
+        "{last}"
+    );
+    let now = keys(&rt, &c, BUCKET);
+    for d in &deferred {
+        let key = format!("repo/{}", d["object"].as_str().unwrap());
+        assert!(!now.contains(&key), "{key} still current after its date");
+    }
+    lab.run(&["check", "--read-data"]).ok();
+    let out2 = lab.sb.path("restored-2");
+    lab.run(&["restore", "latest", "--target", out2.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &restored(&out2, &src));
 }
 
 #[test]
