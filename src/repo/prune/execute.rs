@@ -108,16 +108,22 @@ pub fn sweep(
         unindexed: vec![],
     };
     let mut keep = Vec::new();
-    for p in &plan.delete_packs {
-        if let Some(d) = retained(repo, FileKind::Pack, p)? {
-            carry.packs.push(*p);
-            keep.push(d);
-        }
-    }
+    // Segments first: a pack that a kept segment lists stays too, so that no index ever
+    // lists a deleted pack (a later backup would rely on it).
+    let mut listed_by_kept: HashSet<PackId> = HashSet::new();
     for s in &plan.delete_segments {
         if let Some(d) = retained(repo, FileKind::Index, s)? {
             carry.segments.push(*s);
             keep.push(d);
+            listed_by_kept.extend(plan.segment_packs.get(s).into_iter().flatten());
+        }
+    }
+    for p in &plan.delete_packs {
+        if let Some(d) = retained(repo, FileKind::Pack, p)? {
+            carry.packs.push(*p);
+            keep.push(d);
+        } else if listed_by_kept.contains(p) {
+            carry.packs.push(*p);
         }
     }
     for k in &plan.delete_keys {
@@ -126,7 +132,7 @@ pub fn sweep(
             keep.push(d);
         }
     }
-    if !keep.is_empty() {
+    if !carry.packs.is_empty() || !carry.segments.is_empty() || !carry.sessions.is_empty() {
         repo.save_object(&crate::id::MarkId::random()?, &carry)?;
         r.packs_deleted -= carry.packs.len();
         r.bytes_deleted -= carry

@@ -77,6 +77,9 @@ pub struct SweepPlan {
     pub packs_still_needed: usize,
     /// Segments removed: the superseded ones and every one that lists a deleted pack.
     pub delete_segments: Vec<SegmentId>,
+    /// The packs each of them lists (a segment that Object Lock keeps for now keeps them
+    /// too: no segment may list a deleted pack).
+    pub segment_packs: HashMap<SegmentId, Vec<PackId>>,
     /// Packs listed only by removed segments that stay: written to new segments first.
     pub relist: Vec<PackEntries>,
     pub delete_keys: Vec<SessionId>,
@@ -160,6 +163,12 @@ pub fn plan_sweep(
             due_set.segments.contains(id) || seg.packs.iter().any(|p| delete.contains(&p.pack))
         })
         .map(|(id, _)| *id)
+        .collect();
+    plan.segment_packs = s
+        .segments
+        .iter()
+        .filter(|(id, _)| doomed.contains(id))
+        .map(|(id, seg)| (*id, seg.packs.iter().map(|p| p.pack).collect()))
         .collect();
     let staying = || s.segments.iter().filter(|(id, _)| !doomed.contains(id));
     let still_listed: HashSet<PackId> = staying()
