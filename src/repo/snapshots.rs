@@ -305,6 +305,17 @@ impl Repository {
         // A writer signs as itself: a manifest claiming another writer is a forgery, and one
         // claiming none belongs to its signer (for `forget`'s groups).
         if let Some(Signer::Writer(w)) = signer {
+            // Only the owner's `tag` writes a manifest anew; one a writer claims to be such
+            // would move into the owner's chain once `rotate reencrypt` signs it again.
+            if snap.original.is_some() {
+                return Err(Error::untrusted(
+                    object_name(FileKind::Snapshot, id),
+                    format!(
+                        "signed by writer {}, but claims to be a tagged copy (only the owner tags)",
+                        w.short()
+                    ),
+                ));
+            }
             match snap.writer {
                 Some(claimed) if claimed != w => {
                     return Err(Error::untrusted(

@@ -113,3 +113,31 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
 fn a_snapshot_replaced_under_its_id_is_refused() {
     on_both(replaced_snapshot);
 }
+
+fn tagged_copy_claim(e: &Estate, f: &mut Findings) {
+    let s = Session::start(&e.w).unwrap();
+    let tree = plant_tree(&e.w, &s);
+    let alpha = &e.genuine[1];
+    let mut forged = manifest(&s, alpha.host, &alpha.path, Utc::now(), tree);
+    // Claims to be the owner's tagged copy of a genuine snapshot.
+    forged.original = Some(alpha.id);
+    let id = e.w.save_snapshot(&s, &forged).unwrap();
+    let run = e.r.run(&["snapshots"]);
+    f.expect(
+        run.code == EXIT_INTEGRITY
+            && run.stderr.contains(&id.to_hex())
+            && run.stderr.contains("only the owner tags"),
+        || format!("snapshots exited {}: {}", run.code, brief(&run.stderr)),
+    );
+    // forget keeps and names it (exit 3), as any manifest it cannot trust.
+    owner_routine(e, &[POLICY], true, &[EXIT_OK, EXIT_INTEGRITY], f);
+    restores(e, &e.kept(), "after", f);
+}
+
+/// Attack 7: the writer stores a manifest of its own that claims to be a tagged copy
+/// (`original` set), which would move it into the owner's chain once `rotate reencrypt`
+/// signs it again. Expected: refused as untrusted, named, and the routine goes on.
+#[test]
+fn a_writer_cannot_claim_a_tagged_copy() {
+    on_both(tagged_copy_claim);
+}
