@@ -219,14 +219,26 @@ impl Ctx {
         let identity = self.writer_identity(&config.body.repository)?;
         let config_id = config.body.repository;
         let copy = self.owner_copy(&config.body.repository);
-        let repo = Repository::open_with_owner_copy(
-            self.rt.handle().clone(),
-            store,
-            keys,
-            config,
-            identity,
-            Some(&copy),
-        )?;
+        // Keys the store named open the repository to read only: as a reader, which signs
+        // nothing and accepts what the owner (pinned, where this machine saw it) accepts.
+        let repo = if keyservice::read_only::ReadOnly::is(keys.as_ref()) {
+            Repository::open_for_requests(
+                self.rt.handle().clone(),
+                store,
+                keys,
+                config,
+                Some(&copy),
+            )?
+        } else {
+            Repository::open_with_owner_copy(
+                self.rt.handle().clone(),
+                store,
+                keys,
+                config,
+                identity,
+                Some(&copy),
+            )?
+        };
         // Every write from here on asks for the repository's Object Lock retention.
         repo.load_retention()?;
         let history = custody::repo::history::HistoryOptions {

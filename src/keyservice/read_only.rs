@@ -14,6 +14,13 @@ use crate::error::{Error, Result};
 use crate::format::wrapped::WrappedKey;
 use crate::id::Id;
 
+impl ReadOnly {
+    /// Whether `keys` is such a service (the repository then opens as a reader).
+    pub fn is(keys: &dyn KeyService) -> bool {
+        keys.as_any().downcast_ref::<ReadOnly>().is_some()
+    }
+}
+
 #[derive(Debug)]
 pub struct ReadOnly {
     inner: Arc<dyn KeyService>,
@@ -75,7 +82,9 @@ impl KeyService for ReadOnly {
         self.inner.describe().await
     }
 
-    async fn owner_anchor(&self, repo: &Id) -> Result<(Key32, String)> {
-        self.inner.owner_anchor(repo).await
+    /// Refused: the owner's signing key would let this client sign (checkpoints, tags,
+    /// marks) with keys the store named. The repository opens as a reader instead.
+    async fn owner_anchor(&self, _repo: &Id) -> Result<(Key32, String)> {
+        Err(self.refuse("owner-anchor"))
     }
 }

@@ -500,6 +500,11 @@ fn kms_keys_named_by_the_repository_read_but_never_write() {
     let out = sb.path("out");
     plain(&["restore", "latest", "--target", out.to_str().unwrap()]).ok();
     assert_same_tree(&src, &restored(&out, &src));
+    // It opens as a reader: nothing is signed or changed with keys the store named.
+    let forget = plain(&["forget", "--keep-last", "1"]);
+    assert_ne!(forget.code, EXIT_OK, "{}", forget.stderr);
+    let tag = plain(&["tag", "latest", "--add", "x"]);
+    assert_ne!(tag.code, EXIT_OK, "{}", tag.stderr);
 
     // A key the custodian made, named in a record: still nothing is wrapped with it.
     let theirs = with_env(
