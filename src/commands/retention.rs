@@ -124,6 +124,10 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         Cmd::Extend { dry_run } => {
             let report = repo.extend_retention(*dry_run)?;
             ctx.emit(&report);
+            // What could be extended was; what could not is named, and the exit code says so.
+            if !report.problems.is_empty() {
+                return Ok(Outcome(super::exit::INTEGRITY));
+            }
         }
     }
     Ok(Outcome::OK)

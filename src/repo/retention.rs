@@ -49,6 +49,11 @@ pub struct ExtendReport {
     pub extended_by_kind: BTreeMap<String, usize>,
     /// The latest retain-until date set.
     pub latest_until: Option<DateTime<Utc>>,
+    /// What could not be covered: manifests or folder listings that do not open (their data
+    /// is extended as far as it was reached), and needed objects missing from the store
+    /// (`repair undelete` may bring them back). Everything else was extended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl fmt::Display for ExtendReport {
@@ -76,6 +81,9 @@ impl fmt::Display for ExtendReport {
                 "; locked until {} at the latest",
                 crate::human::local_time(t)
             )?;
+        }
+        for p in &self.problems {
+            write!(f, "\nnot covered: {p}")?;
         }
         Ok(())
     }
@@ -156,9 +164,15 @@ impl Repository {
         let margin = Duration::days(i64::from((record.days / 4).max(1)));
         let now = Utc::now();
         let index = self.load_index()?;
-        let (mut snaps, problems) = self.list_readable_snapshots()?;
-        if let Some(e) = problems.into_iter().next() {
-            return Err(e);
+        // A manifest that does not open stops nothing: anyone who can write to the bucket
+        // could plant one, and every other snapshot's data must still be extended.
+        let (mut snaps, unreadable) = self.list_readable_snapshots()?;
+        let mut problems: Vec<String> = unreadable.iter().map(|e| e.to_string()).collect();
+        // A snapshot dated in the future (a clock running ahead, or a forgery) counts as
+        // made now: nothing is locked for longer than a period from now.
+        let latest = now + super::forget::CLOCK_SKEW;
+        for (_, s) in snaps.iter_mut() {
+            s.time = s.time.min(latest);
         }
         snaps.retain(|(_, s)| s.time + period > now);
         // Newest first: a tree met again in an older snapshot needs no later date.
@@ -173,7 +187,14 @@ impl Repository {
             let mut blobs: Vec<BlobId> = Vec::new();
             walker.walk(vec![(snap.tree, ())], |tid, _, tree, next| {
                 blobs.push((*tid).into());
-                for n in tree?.nodes {
+                let tree = match tree {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(format!("snapshot {}: {e}", id.short()));
+                        return Ok(());
+                    }
+                };
+                for n in tree.nodes {
                     match n.kind {
                         NodeKind::Dir => next.extend(n.subtree.map(|s| (s, ()))),
                         _ => blobs.extend(n.content.iter().map(BlobId::from)),
@@ -230,8 +251,19 @@ impl Repository {
         for ((kind, id), until) in todo {
             let current = match self.block_on(lock.retain_until(kind, &id)) {
                 Ok(c) => c,
-                // Optional records (policy, reach) may not exist.
-                Err(Error::NotFound(_)) => continue,
+                // Optional records may not exist; anything else needed is reported.
+                Err(Error::NotFound(_)) => {
+                    if !matches!(
+                        kind,
+                        FileKind::Policy | FileKind::Reach | FileKind::Retention
+                    ) {
+                        problems.push(format!(
+                            "{} is missing (deleted? `custody repair undelete` may bring it back)",
+                            object_name(kind, &id)
+                        ));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             report.objects_checked += 1;
@@ -250,6 +282,7 @@ impl Repository {
             *report.extended_by_kind.entry(name).or_default() += 1;
             report.latest_until = report.latest_until.max(Some(to));
         }
+        report.problems = problems;
         tracing::info!(
             checked = report.objects_checked,
             extended = report.objects_extended,

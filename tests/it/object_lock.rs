@@ -307,22 +307,44 @@ fn retention_extend_keeps_reused_data_locked() {
     );
     let shown = lab.run(&["retention", "show"]).ok().out();
     assert!(shown.contains("governance for 40 day(s)"), "{shown}");
+    // Junk planted among the manifests (anyone with the job's credentials can) is named, and
+    // stops nothing: everything else is still extended.
+    let junk = format!("repo/snapshots/{}", "ab".repeat(32));
+    rt.block_on(
+        c.put_object()
+            .bucket("extend-bucket")
+            .key(&junk)
+            .body(b"junk".to_vec().into())
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+            .send(),
+    )
+    .unwrap();
     let dry = lab
         .run(&["--json", "retention", "extend", "--dry-run"])
-        .ok()
+        .code(EXIT_INTEGRITY)
         .json();
     assert!(dry["objects_extended"].as_u64().unwrap() > 0, "{dry}");
+    assert!(
+        dry["problems"].to_string().contains(&"ab".repeat(32)),
+        "{dry}"
+    );
     assert!(packs
         .iter()
         .all(|k| retain_until(&rt, &c, "extend-bucket", k) < day));
-    let r = lab.run(&["--json", "retention", "extend"]).ok().json();
+    let r = lab
+        .run(&["--json", "retention", "extend"])
+        .code(EXIT_INTEGRITY)
+        .json();
     assert_eq!(r["objects_extended"], dry["objects_extended"], "{r}");
     let month = chrono::Utc::now().timestamp() + 39 * 86400;
     for k in &packs {
         assert!(retain_until(&rt, &c, "extend-bucket", k) > month, "{k}");
     }
     // Everything is as locked as it needs to be: nothing more to extend.
-    let again = lab.run(&["--json", "retention", "extend"]).ok().json();
+    let again = lab
+        .run(&["--json", "retention", "extend"])
+        .code(EXIT_INTEGRITY)
+        .json();
     assert_eq!(again["objects_extended"], 0, "{again}");
 }
 
