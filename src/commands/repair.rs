@@ -33,6 +33,10 @@ pub struct UndeleteArgs {
     /// Only say what would be restored.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Put back deleted objects only, leaving overwritten ones as they are (keeps key
+    /// rotation or policy changes made after TIME).
+    #[arg(long)]
+    pub deleted_only: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -69,7 +73,13 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
             })?
             .with_timezone(&chrono::Utc);
         let store = ctx.store()?;
-        let report = repair::undelete(ctx.rt.handle(), store.as_ref(), before, a.dry_run)?;
+        let report = repair::undelete(
+            ctx.rt.handle(),
+            store.as_ref(),
+            before,
+            a.deleted_only,
+            a.dry_run,
+        )?;
         ctx.emit(&report);
         return Ok(Outcome::OK);
     }

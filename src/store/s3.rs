@@ -297,7 +297,8 @@ impl S3Store {
         }
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 412 => {
+            // 412: the object exists; 409: a concurrent conditional write of it.
+            Err(SdkError::ServiceError(se)) if matches!(se.raw().status().as_u16(), 409 | 412) => {
                 Err(Error::AlreadyExists(name))
             }
             Err(e) => Err(map_err(&name, e)),

@@ -165,6 +165,28 @@ fn attacker_deletes_and_overwrites_then_undelete_restores_every_snapshot() {
         .json();
     let n = dry["restored"].as_array().unwrap().len();
     assert_eq!(n, all.len(), "every object comes back: {dry}");
+    let deleted_only = lab
+        .run(&[
+            "--json",
+            "repair",
+            "undelete",
+            "--before",
+            &time,
+            "--dry-run",
+            "--deleted-only",
+        ])
+        .ok()
+        .json();
+    let manifests = all.iter().filter(|k| k.contains("/snapshots/")).count();
+    assert_eq!(
+        deleted_only["left_overwritten"], manifests,
+        "{deleted_only}"
+    );
+    assert_eq!(
+        deleted_only["restored"].as_array().unwrap().len(),
+        n - manifests,
+        "{deleted_only}"
+    );
     assert!(
         lab.run(&["snapshots"]).code != EXIT_OK,
         "a dry run changed something"

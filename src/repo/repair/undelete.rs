@@ -23,6 +23,25 @@ pub struct UndeleteReport {
     pub restored: Vec<Restored>,
     /// Objects first written after TIME, left as they are.
     pub newer_left: usize,
+    /// Objects overwritten since TIME left as they are (`--deleted-only`).
+    #[serde(default)]
+    pub left_overwritten: usize,
+}
+
+/// Whether `path` is one of the names custody gives objects (docs/FORMAT.md §1).
+fn is_repository_object(path: &str) -> bool {
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["config" | "owner" | "policy" | "retention"] => true,
+        ["data", xx, id] => xx.len() == 2 && hex(id) && id.starts_with(xx),
+        [dir, id] => {
+            hex(id)
+                && crate::store::FileKind::ALL.iter().any(|k| {
+                    !k.dir().is_empty() && k.dir() == *dir && *k != crate::store::FileKind::Pack
+                })
+        }
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +79,26 @@ impl fmt::Display for UndeleteReport {
             },
             self.newer_left
         )?;
+        if self.left_overwritten > 0 {
+            write!(
+                f,
+                "; {} overwritten object(s) left as they are (--deleted-only)",
+                self.left_overwritten
+            )?;
+        }
+        if self.restored.iter().any(|r| {
+            r.was == "overwritten"
+                && matches!(
+                    r.object.split('/').next(),
+                    Some("config" | "owner" | "keys" | "policy" | "retention" | "reach")
+                )
+        }) {
+            write!(
+                f,
+                "\nnote: records that key rotation and policy or retention changes rewrite were \
+                 put back as they were; redo any such change made after that time"
+            )?;
+        }
         if self.dry_run {
             for r in &self.restored {
                 write!(f, "\n  {} ({})", r.object, r.was)?;
@@ -101,6 +140,7 @@ pub fn undelete(
     rt: &tokio::runtime::Handle,
     store: &dyn Store,
     before: DateTime<Utc>,
+    deleted_only: bool,
     dry_run: bool,
 ) -> Result<UndeleteReport> {
     let lock = store.object_lock().ok_or_else(|| {
@@ -120,15 +160,20 @@ pub fn undelete(
             }));
         }
     }
-    let mut all = block_on(rt, lock.versions())?;
-    all.sort_by(|a, b| (&a.path, a.modified).cmp(&(&b.path, b.modified)));
+    let all = block_on(rt, lock.versions())?;
     let mut by_path: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();
     for v in &all {
-        // A lock put back would stop prune for half an hour for nothing.
-        if v.path.starts_with("locks/") || v.path == "probe-if-none-match" {
+        // Only the repository's own objects (a repository at a bucket's root shares the
+        // listing with whatever else is there); a lock put back would stop prune for half an
+        // hour for nothing.
+        if !is_repository_object(&v.path) || v.path.starts_with("locks/") {
             continue;
         }
         by_path.entry(v.path.as_str()).or_default().push(v);
+    }
+    for versions in by_path.values_mut() {
+        // Oldest first; within one second (S3's resolution), the current one last.
+        versions.sort_by_key(|v| (v.modified, v.latest));
     }
     let mut report = UndeleteReport {
         dry_run,
@@ -143,6 +188,10 @@ pub fn undelete(
         let Some((then, was)) = plan_one(&versions, before) else {
             continue;
         };
+        if deleted_only && was != "deleted" {
+            report.left_overwritten += 1;
+            continue;
+        }
         if !dry_run {
             block_on(rt, lock.restore_version(path, &then.version))?;
         }
@@ -169,6 +218,18 @@ mod tests {
             latest,
             etag: (!marker).then(|| format!("\"{version}\"")),
         }
+    }
+
+    #[test]
+    fn only_repository_objects() {
+        let id = "ab".repeat(32);
+        assert!(is_repository_object("config"));
+        assert!(is_repository_object(&format!("snapshots/{id}")));
+        assert!(is_repository_object(&format!("data/ab/{id}")));
+        assert!(!is_repository_object(&format!("data/cd/{id}")));
+        assert!(!is_repository_object(&format!("other-app/{id}")));
+        assert!(!is_repository_object("probe-if-none-match"));
+        assert!(!is_repository_object("photos/cat.jpg"));
     }
 
     #[test]

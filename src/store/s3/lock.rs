@@ -252,7 +252,10 @@ impl ObjectLock for S3Store {
             key_marker = page.next_key_marker().map(str::to_string);
             version_marker = page.next_version_id_marker().map(str::to_string);
             if key_marker.is_none() {
-                break;
+                return Err(Error::Unavailable(format!(
+                    "listing versions in s3://{bucket}/{prefix}: the server said there is more \
+                     but gave no place to go on from"
+                )));
             }
         }
         Ok(out)
@@ -285,19 +288,20 @@ impl ObjectLock for S3Store {
     async fn probe_conditional_writes(&self) -> Result<bool> {
         let key = format!("{}probe-if-none-match", self.url.prefix);
         let name = format!("s3://{}/{key}", self.url.bucket);
-        let put = |body: &'static [u8]| {
+        let put = |body: &'static [u8], conditional: bool| {
             self.client
                 .put_object()
                 .bucket(&self.url.bucket)
                 .key(&key)
-                .if_none_match("*")
+                .set_if_none_match(conditional.then(|| "*".to_string()))
                 // A bucket with default retention wants a checksum on every write.
                 .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
                 .body(aws_sdk_s3::primitives::ByteStream::from_static(body))
                 .send()
         };
-        put(b"1").await.map_err(|e| map_err(&name, e))?;
-        let honoured = match put(b"2").await {
+        // The first write is plain: a probe an earlier run left behind must not fail it.
+        put(b"1", false).await.map_err(|e| map_err(&name, e))?;
+        let honoured = match put(b"2", true).await {
             Ok(_) => false,
             Err(e) => {
                 let status = match &e {
