@@ -132,7 +132,7 @@ impl Ctx {
         if let Some(p) = self.prompted.get() {
             return Ok(Some(p.clone()));
         }
-        let p = SecretString::from(ask(&format!("passphrase for {}: ", path.display()))?);
+        let p = SecretString::from(ask(&format!("passphrase for {}: ", path.display()))?.as_str());
         Ok(Some(self.prompted.get_or_init(|| p).clone()))
     }
 
@@ -151,12 +151,12 @@ impl Ctx {
         if first.is_empty() {
             return Ok(None);
         }
-        if ask("the same passphrase again: ")? != first {
+        if *ask("the same passphrase again: ")? != *first {
             return Err(Error::invalid(
                 "the two passphrases differ; nothing was made",
             ));
         }
-        Ok(Some(SecretString::from(first)))
+        Ok(Some(SecretString::from(first.as_str())))
     }
 
     /// The key service URL: the one given, or the default local keyring of this repository.
@@ -430,7 +430,9 @@ impl FilterArgs {
 
 pub(crate) use custody::human::bytes as human_bytes;
 
-/// Asks for a secret on the terminal, without echo.
-fn ask(prompt: &str) -> Result<String> {
-    rpassword::prompt_password(prompt).map_err(|e| Error::io("the terminal", e))
+/// Asks for a secret on the terminal, without echo; the answer is zeroed when dropped.
+fn ask(prompt: &str) -> Result<zeroize::Zeroizing<String>> {
+    rpassword::prompt_password(prompt)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| Error::io("the terminal", e))
 }
