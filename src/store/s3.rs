@@ -243,6 +243,18 @@ impl S3Store {
         })
     }
 
+    /// Outside us-east-1, AWS wants the region as a new bucket's location constraint.
+    fn bucket_location(&self) -> Option<aws_sdk_s3::types::CreateBucketConfiguration> {
+        let region = self.client.config().region().map(|r| r.to_string());
+        region.filter(|r| r != "us-east-1").map(|r| {
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    r.as_str(),
+                ))
+                .build()
+        })
+    }
+
     /// The retention every write asks for (none without Object Lock, or with 0 days).
     fn retention(&self) -> Option<LockSettings> {
         self.lock.read().expect("lock").filter(|l| l.days > 0)
@@ -385,19 +397,10 @@ impl Store for S3Store {
             Ok(_) => {}
             Err(e) => match map_err(&format!("bucket {bucket}"), e) {
                 Error::NotFound(_) => {
-                    // Outside us-east-1, AWS wants the region as the location constraint.
-                    let region = self.client.config().region().map(|r| r.to_string());
-                    let cfg = region.filter(|r| r != "us-east-1").map(|r| {
-                        aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                                r.as_str(),
-                            ))
-                            .build()
-                    });
                     self.client
                         .create_bucket()
                         .bucket(bucket)
-                        .set_create_bucket_configuration(cfg)
+                        .set_create_bucket_configuration(self.bucket_location())
                         .send()
                         .await
                         .map_err(|e| map_err(&format!("creating bucket {bucket}"), e))?;

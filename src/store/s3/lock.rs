@@ -121,19 +121,11 @@ impl ObjectLock for S3Store {
 
     async fn create_locked_bucket(&self) -> Result<()> {
         let bucket = &self.url.bucket;
-        let region = self.client.config().region().map(|r| r.to_string());
-        let cfg = region.filter(|r| r != "us-east-1").map(|r| {
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                    r.as_str(),
-                ))
-                .build()
-        });
         self.client
             .create_bucket()
             .bucket(bucket)
             .object_lock_enabled_for_bucket(true)
-            .set_create_bucket_configuration(cfg)
+            .set_create_bucket_configuration(self.bucket_location())
             .send()
             .await
             .map_err(|e| map_err(&format!("creating bucket {bucket} with Object Lock"), e))?;
