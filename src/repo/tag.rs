@@ -1,7 +1,7 @@
 //! `tag` (docs/FORMAT.md §8.1): change a snapshot's tags. A manifest's id is bound to its
 //! bytes and the history lists ids, so a manifest is never edited in place: the owner writes
 //! a new manifest (same tree, time, host, paths, session and writer; new tags; its own place
-//! in the owner's chain; `original` naming the first id), copies the reach, then writes a
+//! in the owner's chain; `original` naming the first id), records its reach, then writes a
 //! checkpoint that forgets the old id, then deletes the old manifest. A run stopped between
 //! the steps leaves both manifests (`forget` removes the extra one); none is ever lost.
 
@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::release_after;
 use super::{Repository, Session};
-use crate::error::{Error, Result};
-use crate::format::request::Reach;
-use crate::format::REPO_FORMAT;
+use crate::error::Result;
 use crate::id::SnapshotId;
 use crate::store::FileKind;
 
@@ -147,6 +145,12 @@ impl Repository {
         if gone.is_empty() {
             return Ok(report);
         }
+        // The new manifests' reach, worked out from their trees and signed by the owner (a
+        // copy would have the owner vouch for whatever a writer had claimed).
+        let new_ids: Vec<SnapshotId> = report.changed.iter().filter_map(|r| r.snapshot).collect();
+        if let Err(e) = self.rebuild_reach(&new_ids) {
+            tracing::warn!("reach not recorded ({e}): `custody repair reach` records it");
+        }
         if self.is_signed() {
             // Read again, so that the new manifests count as live in the checkpoint.
             let history = self.history()?;
@@ -176,24 +180,6 @@ impl Repository {
         let new_id = self.save_snapshot(&session, &snap)?;
         if let Some(slot) = slot {
             slot.commit(self, new_id);
-        }
-        match self.verified_reach(id) {
-            Ok(r) => {
-                let reach = Reach {
-                    format: REPO_FORMAT,
-                    snapshot: new_id,
-                    host: r.reach.host,
-                    time: r.reach.time,
-                    sessions: r.reach.sessions,
-                };
-                self.save_object(&new_id, &reach)?;
-            }
-            Err(Error::NotFound(_)) => {}
-            Err(e) => tracing::warn!(
-                "reach of snapshot {} not copied ({e}): `custody repair reach {}` records it",
-                id.short(),
-                new_id.short()
-            ),
         }
         tracing::info!(from = %id, snapshot = %new_id, "snapshot tagged");
         Ok(new_id)
