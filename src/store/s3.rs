@@ -243,6 +243,21 @@ impl S3Store {
         })
     }
 
+    /// One HeadObject: size, and (under Object Lock) the retain-until date.
+    async fn head(
+        &self,
+        kind: FileKind,
+        id: &Id,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        self.client
+            .head_object()
+            .bucket(&self.url.bucket)
+            .key(self.key(kind, id))
+            .send()
+            .await
+            .map_err(|e| map_err(&self.name(kind, id), e))
+    }
+
     /// Outside us-east-1, AWS wants the region as a new bucket's location constraint.
     fn bucket_location(&self) -> Option<aws_sdk_s3::types::CreateBucketConfiguration> {
         let region = self.client.config().region().map(|r| r.to_string());
@@ -473,15 +488,7 @@ impl Store for S3Store {
     }
 
     async fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
-        let name = self.name(kind, id);
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.url.bucket)
-            .key(self.key(kind, id))
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
+        let out = self.head(kind, id).await?;
         Ok(out.content_length().unwrap_or(0).max(0) as u64)
     }
 

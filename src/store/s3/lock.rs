@@ -159,15 +159,7 @@ impl ObjectLock for S3Store {
     }
 
     async fn retain_until(&self, kind: FileKind, id: &Id) -> Result<Option<DateTime<Utc>>> {
-        let name = self.name(kind, id);
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.url.bucket)
-            .key(self.key(kind, id))
-            .send()
-            .await
-            .map_err(|e| map_err(&name, e))?;
+        let out = self.head(kind, id).await?;
         Ok(out.object_lock_retain_until_date().map(chrono_time))
     }
 
