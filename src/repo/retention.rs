@@ -91,6 +91,16 @@ impl fmt::Display for ExtendReport {
 
 type Needs = HashMap<(FileKind, Id), DateTime<Utc>>;
 
+/// Retention requests `retention extend` keeps in flight.
+const EXTEND_REQUESTS: usize = 16;
+
+/// What one object needed.
+enum Step {
+    Missing,
+    Enough,
+    Extended(DateTime<Utc>),
+}
+
 /// Records that `(kind, id)` must stay locked until at least `until`.
 fn want(need: &mut Needs, kind: FileKind, id: Id, until: DateTime<Utc>) {
     let e = need.entry((kind, id)).or_insert(until);
@@ -157,9 +167,6 @@ impl Repository {
             .ok_or_else(|| {
                 Error::invalid("no retention is set for this repository (`custody retention set`)")
             })?;
-        let lock = self
-            .lock_store()
-            .ok_or_else(|| Error::invalid("no Object Lock here"))?;
         let period = Duration::days(i64::from(record.days));
         let margin = Duration::days(i64::from((record.days / 4).max(1)));
         let now = Utc::now();
@@ -246,13 +253,48 @@ impl Repository {
             snapshots: snaps.len(),
             ..ExtendReport::default()
         };
-        let mut todo: Vec<_> = need.into_iter().collect();
-        todo.sort_by_key(|((k, id), _)| (object_name(*k, id), *id));
-        for ((kind, id), until) in todo {
-            let current = match self.block_on(lock.retain_until(kind, &id)) {
-                Ok(c) => c,
+        // One HEAD (and at most one PutObjectRetention) per object, EXTEND_REQUESTS at once: a
+        // large repository's run is bounded by round trips, not by this machine.
+        let store = self.store().inner().clone();
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(EXTEND_REQUESTS));
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            // Spawned onto the runtime; waited for below from this (plain) thread.
+            let _in_runtime = self.runtime().enter();
+            for ((kind, id), until) in need {
+                let (store, slots) = (store.clone(), slots.clone());
+                tasks.spawn(async move {
+                    let _permit = slots.acquire_owned().await;
+                    let lock = store
+                        .object_lock()
+                        .ok_or_else(|| Error::invalid("no Object Lock here"))?;
+                    let outcome = match lock.retain_until(kind, &id).await {
+                        Ok(c) if c.is_some_and(|c| c >= until) => Step::Enough,
+                        Ok(_) => {
+                            let to = until + margin;
+                            if !dry_run {
+                                lock.extend_retention(kind, &id, to).await?;
+                            }
+                            Step::Extended(to)
+                        }
+                        Err(Error::NotFound(_)) => Step::Missing,
+                        Err(e) => return Err(e),
+                    };
+                    Ok((kind, id, outcome))
+                });
+            }
+        }
+        let results = self.block_on(async {
+            let mut out = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                out.push(r.map_err(|e| Error::Internal(format!("retention task: {e}")))??);
+            }
+            Ok::<_, Error>(out)
+        })?;
+        for (kind, id, outcome) in results {
+            match outcome {
                 // Optional records may not exist; anything else needed is reported.
-                Err(Error::NotFound(_)) => {
+                Step::Missing => {
                     if !matches!(
                         kind,
                         FileKind::Policy | FileKind::Reach | FileKind::Retention
@@ -262,26 +304,21 @@ impl Repository {
                             object_name(kind, &id)
                         ));
                     }
-                    continue;
                 }
-                Err(e) => return Err(e),
-            };
-            report.objects_checked += 1;
-            if current.is_some_and(|c| c >= until) {
-                continue;
+                Step::Enough => report.objects_checked += 1,
+                Step::Extended(to) => {
+                    report.objects_checked += 1;
+                    report.objects_extended += 1;
+                    let name = match kind.dir() {
+                        "" => object_name(kind, &id),
+                        d => d.to_string(),
+                    };
+                    *report.extended_by_kind.entry(name).or_default() += 1;
+                    report.latest_until = report.latest_until.max(Some(to));
+                }
             }
-            let to = until + margin;
-            if !dry_run {
-                self.block_on(lock.extend_retention(kind, &id, to))?;
-            }
-            report.objects_extended += 1;
-            let name = match kind.dir() {
-                "" => object_name(kind, &id),
-                d => d.to_string(),
-            };
-            *report.extended_by_kind.entry(name).or_default() += 1;
-            report.latest_until = report.latest_until.max(Some(to));
         }
+        problems.sort();
         report.problems = problems;
         tracing::info!(
             checked = report.objects_checked,
