@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# custody against restic, same tree, same machine, same target, in one run, alternating which
-# tool goes first in each round. Prints min and median per metric and the ratio of medians.
+# custody against restic (and rustic, where it builds), same tree, same machine, same target,
+# in one run, rotating which tool goes first in each round. Prints min and median per metric
+# and the ratio of custody's median to each peer's.
 #
 #   scripts/bench.sh                 # 1 GiB mixed tree, 3 rounds, local-folder repositories
 #   SIZE_MIB=256 ROUNDS=5 scripts/bench.sh
 #   TARGET=moto scripts/bench.sh     # both tools against moto's S3 server on loopback (TARGET=s3: the same)
 #   TARGET=s3s-fs scripts/bench.sh   # both tools against s3s-fs (a file-backed S3 server) on loopback
+#   TARGET=garage scripts/bench.sh   # both tools against a three-node Garage cluster on loopback
 #   LOAD=2 scripts/bench.sh          # a busy host: 2 CPU-bound processes run throughout
 #   FILES=20000 scripts/bench.sh     # 20,000 small files (200 B - 6 KiB) instead of the tree
 #
@@ -16,7 +18,10 @@
 # thousands of files right after deleting thousands, which varies run to run here, does not
 # drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead).
 # The tree comes from examples/mktree.rs (text, random bytes, edited copies, small files), read
-# from the page cache by both tools. restic runs with its defaults (compression auto).
+# from the page cache by both tools. restic runs with its defaults (compression auto); custody
+# with its own (CUSTODY_COMPRESSION=auto|fast|max|off chooses another). PEERS ("restic rustic")
+# names the other tools: rustic (crates.io rustic-rs) is built once into ~/.cargo/bin, and left
+# out, with a note, where it does not build or on S3 targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${SIZE_MIB:-1024}
@@ -29,6 +34,16 @@ files=${FILES:-0}
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need restic restic
+peers=${PEERS:-restic rustic}
+export PATH="$HOME/.cargo/bin:$PATH"
+if [[ " $peers " == *" rustic "* ]]; then
+  if [ "${TARGET:-local}" != local ]; then
+    echo "note: rustic is measured on local folders only here" >&2; peers=${peers/rustic/}
+  elif ! command -v rustic >/dev/null 2>&1 && ! cargo install --quiet --locked rustic-rs; then
+    echo "note: rustic-rs does not build here; measuring restic only" >&2; peers=${peers/rustic/}
+  fi
+fi
+tools="custody $peers"
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 
 cargo build --release --quiet --bin custody --example mktree
@@ -54,7 +69,7 @@ fi
 input=$(du -sb "$tree" | cut -f1)
 results=$work/results.tsv
 : > "$results"
-export RESTIC_PASSWORD=bench-only-password
+export RESTIC_PASSWORD=bench-only-password RUSTIC_PASSWORD=bench-only-password RUSTIC_NO_PROGRESS=true
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
 
 # Everything started in the background (moto, busy loops) stops with the script.
@@ -68,6 +83,41 @@ r_repo="$work/r-repo"
 [ "$target" = s3 ] && target=moto
 case "$target" in
   local) ;;
+  garage)
+    command -v garage >/dev/null 2>&1 || cargo install --quiet --locked garage --version 2.5.0
+    garage_dir=$work/garage && rm -rf "$garage_dir" && mkdir -p "$garage_dir"
+    garage_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    gports=()
+    for i in 0 1 2; do
+      rpc=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      s3=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+      gports+=("$s3")
+      cat > "$garage_dir/node$i.toml" <<TOML
+metadata_dir = "$garage_dir/n$i/meta"
+data_dir = "$garage_dir/n$i/data"
+db_engine = "sqlite"
+replication_factor = 3
+consistency_mode = "consistent"
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$garage_secret"
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+TOML
+      RUST_LOG=garage=warn garage -c "$garage_dir/node$i.toml" server >"$garage_dir/node$i.log" 2>&1 &
+      background+=($!)
+    done
+    port=${gports[0]}
+    for p in "${gports[@]}"; do for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done; done
+    gcli() { garage -c "$garage_dir/node0.toml" "$@"; }
+    for i in 1 2; do gcli node connect "$(garage -c "$garage_dir/node$i.toml" node id -q)" >/dev/null; done
+    for i in 0 1 2; do gcli layout assign -z dc1 -c 10G "$(garage -c "$garage_dir/node$i.toml" node id -q | cut -c1-16)" >/dev/null; done
+    gcli layout apply --version 1 >/dev/null
+    keyout=$(gcli key create bench)
+    export AWS_ACCESS_KEY_ID=$(sed -n 's/^Key ID: *//p' <<<"$keyout") AWS_SECRET_ACCESS_KEY=$(sed -n 's/^Secret key: *//p' <<<"$keyout")
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 ;;
   moto|s3s-fs)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     if [ "$target" = moto ]; then
@@ -82,16 +132,23 @@ case "$target" in
     background+=($!)
     for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 ;;
-  *) echo "TARGET is local, moto (or s3) or s3s-fs" >&2; exit 2 ;;
+  *) echo "TARGET is local, moto (or s3), s3s-fs or garage" >&2; exit 2 ;;
 esac
 repos_for_round() { # fresh buckets per round on S3 (nothing to delete)
   if [ "$target" != local ]; then
     c_repo="s3://custody-bench-$1"
     r_repo="s3:$AWS_ENDPOINT_URL/restic-bench-$1"
+    if [ "$target" = garage ]; then # buckets are made by the cluster's administrator
+      for b in "custody-bench-$1" "restic-bench-$1"; do
+        gcli bucket create "$b" >/dev/null
+        gcli bucket allow --read --write --owner "$b" --key bench >/dev/null
+      done
+    fi
   fi
 }
 repo_bytes() { # TOOL
-  if [ "$target" != local ]; then
+  if [ "$1" = rustic ]; then du -sb "$work/u-repo" | cut -f1
+  elif [ "$target" != local ]; then
     if [ "$1" = custody ]; then $custody -q --json --repo "$c_repo" stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["pack_bytes"])'
     else restic -q -r "$r_repo" stats --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])'; fi
   else
@@ -105,7 +162,8 @@ measure() {
   # Each timed step starts with no dirty pages left by the previous one (the other tool's
   # writeback would otherwise land in this step's time).
   sync
-  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/stderr.out" ||
+    { echo "$tool $metric failed:" >&2; cat "$work/stderr.out" >&2; exit 1; }
   read -r secs rss < "$work/time.out"
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$metric" "$round" "$secs" "$rss" >> "$results"
 }
@@ -127,7 +185,17 @@ run() { # run TOOL STEP ROUND
       $custody -q --repo "$c_repo" key export --role writer --to "$work/writer-keyring"
       CUSTODY_CACHE_DIR=$work/writer-cache $custody -q --repo "$c_repo" --key-service "local:$work/writer-keyring" backup "$tree"
       CUSTODY_CACHE_DIR=$work/writer-cache measure custody unchanged_backup_writer "$r" $custody -q --repo "$c_repo" --key-service "local:$work/writer-keyring" backup "$tree" ;;
-    restic:writer) ;;
+    restic:writer|rustic:writer) ;;
+    rustic:first)
+      rm -rf "$work/u-repo"
+      rustic -r "$work/u-repo" init >/dev/null 2>&1
+      measure rustic first_backup "$r" rustic -r "$work/u-repo" backup "$tree" ;;
+    rustic:unchanged) measure rustic unchanged_backup "$r" rustic -r "$work/u-repo" backup "$tree" ;;
+    rustic:changed) measure rustic changed_1pct_backup "$r" rustic -r "$work/u-repo" backup "$tree" ;;
+    rustic:restore)
+      rm -rf "$restore_base/u-out"
+      measure rustic full_restore "$r" rustic -r "$work/u-repo" restore latest "$restore_base/u-out"
+      rm -rf "$restore_base/u-out" ;;
     restic:unchanged) measure restic unchanged_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
     custody:changed) measure custody changed_1pct_backup "$r" $custody -q --repo "$c_repo" backup "$tree" ;;
     restic:changed) measure restic changed_1pct_backup "$r" restic -q -r "$r_repo" backup "$tree" ;;
@@ -162,42 +230,46 @@ for _ in $(seq 1 "$load"); do (while :; do :; done) & background+=($!); done
 echo "input: $input bytes in $(find "$tree" -type f | wc -l) files; $rounds rounds; target $target; restores to $restore_base; $load busy loop(s)"
 for r in $(seq 1 "$rounds"); do
   repos_for_round "$r"
-  if [ $((r % 2)) = 1 ]; then order="custody restic"; else order="restic custody"; fi
+  read -ra ts <<<"$tools"; k=$(( (r - 1) % ${#ts[@]} ))
+  order="${ts[*]:k} ${ts[*]:0:k}"
   echo "round $r ($order)"
   for step in first unchanged writer; do for t in $order; do run "$t" "$step" "$r"; done; done
   change_files "$r"
   for step in changed restore; do for t in $order; do run "$t" "$step" "$r"; done; done
   printf 'custody\trepo_bytes\t%s\t%s\t0\n' "$r" "$(repo_bytes custody)" >> "$results"
-  printf 'restic\trepo_bytes\t%s\t%s\t0\n' "$r" "$(repo_bytes restic)" >> "$results"
+  for t in $peers; do printf '%s\trepo_bytes\t%s\t%s\t0\n' "$t" "$r" "$(repo_bytes "$t")" >> "$results"; done
 done
 
-python3 - "$results" "$input" <<'PY'
+python3 - "$results" "$input" $tools <<'PY'
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 input_bytes = int(sys.argv[2])
+tools = sys.argv[3:]
+peers = tools[1:]
 data = {}
 for tool, metric, rnd, val, rss in rows:
     data.setdefault((metric, tool), []).append((float(val), int(rss)))
+med = lambda m, t: statistics.median(v for v, _ in data[(m, t)])
 metrics = ["first_backup", "unchanged_backup", "changed_1pct_backup", "full_restore", "repo_bytes"]
 print()
-print(f"{'metric':<22}{'custody min':>13}{'median':>10}{'restic min':>13}{'median':>10}{'ratio':>8}")
+print(f"{'metric':<22}" + "".join(f"{t + ' min':>14}{'median':>10}" for t in tools)
+      + "".join(f"{'vs ' + p:>11}" for p in peers))
 for m in metrics:
-    c = [v for v, _ in data[(m, "custody")]]
-    r = [v for v, _ in data[(m, "restic")]]
-    cm, rm = statistics.median(c), statistics.median(r)
     fmt = (lambda x: f"{x/2**20:.0f}M") if m == "repo_bytes" else (lambda x: f"{x:.2f}s")
-    print(f"{m:<22}{fmt(min(c)):>13}{fmt(cm):>10}{fmt(min(r)):>13}{fmt(rm):>10}{cm/rm:>8.2f}")
+    line = f"{m:<22}"
+    for t in tools:
+        vs = [v for v, _ in data[(m, t)]]
+        line += f"{fmt(min(vs)):>14}{fmt(statistics.median(vs)):>10}"
+    line += "".join(f"{med(m, 'custody') / med(m, p):>11.2f}" for p in peers)
+    print(line)
 w = [v for v, _ in data.get(("unchanged_backup_writer", "custody"), [])]
 if w:
-    rm = statistics.median(v for v, _ in data[("unchanged_backup", "restic")])
-    print(f"{'unchanged, write-only':<22}{min(w):>12.2f}s{statistics.median(w):>9.2f}s{'(vs restic unchanged)':>23}{statistics.median(w)/rm:>8.2f}")
-for tool in ["custody", "restic"]:
+    print(f"{'unchanged, write-only':<22}{min(w):>13.2f}s{statistics.median(w):>9.2f}s"
+          + f"  (ratios against the peers' unchanged backup:"
+          + "".join(f" {p} {statistics.median(w) / med('unchanged_backup', p):.2f}" for p in peers) + ")")
+for tool in tools:
     peak = max(rss for (m, t), vs in data.items() if t == tool for _, rss in vs)
     print(f"peak RSS {tool}: {peak/1024:.0f} MiB")
-cfirst = statistics.median(v for v, _ in data[("first_backup", "custody")])
-rfirst = statistics.median(v for v, _ in data[("first_backup", "restic")])
-print(f"first backup throughput: custody {input_bytes/cfirst/2**20:.0f} MiB/s, restic {input_bytes/rfirst/2**20:.0f} MiB/s")
-crest = statistics.median(v for v, _ in data[("full_restore", "custody")])
-rrest = statistics.median(v for v, _ in data[("full_restore", "restic")])
-print(f"full restore throughput: custody {input_bytes/crest/2**20:.0f} MiB/s, restic {input_bytes/rrest/2**20:.0f} MiB/s")
+for m, what in [("first_backup", "first backup"), ("full_restore", "full restore")]:
+    print(f"{what} throughput: " + ", ".join(f"{t} {input_bytes / med(m, t) / 2**20:.0f} MiB/s" for t in tools))
 PY

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
+use custody::compress::CompressionMode;
 use custody::error::{Error, Result};
 use custody::repo::backup::{self, select, BackupOptions, Progress, Source};
 use custody::repo::parent_cache::ParentCache;
@@ -95,6 +96,18 @@ pub struct Args {
     /// List the packs uploaded so far after every SIZE of them (e.g. 1G).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub checkpoint_size: u64,
+    /// How hard to compress new data: auto (the repository's zstd level; chunks a quick probe
+    /// finds incompressible are stored raw), fast (level 1), max (level 19, slow) or off.
+    #[arg(long, value_name = "MODE", env = "CUSTODY_COMPRESSION", default_value = "auto",
+          value_parser = parse_compression())]
+    pub compression: CompressionMode,
+}
+
+/// One of [`CompressionMode::NAMES`]; clap lists them in `--help` and in its error.
+fn parse_compression() -> impl clap::builder::TypedValueParser<Value = CompressionMode> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(CompressionMode::NAMES)
+        .map(|s| s.parse::<CompressionMode>().unwrap_or_default())
 }
 
 /// `4096`, `16K`, `16KiB`, `1M`, `1MiB`, `2G`, `1T` (powers of 1024).
@@ -245,6 +258,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 .map_err(|_| Error::invalid("--checkpoint-every must be positive"))?,
             bytes: args.checkpoint_size.max(1),
         },
+        compression: args.compression,
     };
     let mut progress = Progress::default();
     // `-v`: every file read because it is new or changed, as restic lists them.

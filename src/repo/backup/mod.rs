@@ -79,6 +79,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// How often the uploaded packs are listed while the backup runs.
     pub checkpoints: Checkpoints,
+    /// How hard new data is compressed.
+    pub compression: crate::compress::CompressionMode,
 }
 
 /// Live counters for a progress display.
@@ -193,7 +195,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     uploader.dry_run = opts.dry_run;
     uploader.checkpoints = opts.checkpoints;
     let recorder = recorder.filter(|_| !opts.dry_run);
-    let level = repo.config().body.compression_level;
+    let level = opts.compression.level(repo.config().body.compression_level);
     let pack_size = repo.config().body.pack_size as usize;
     let (tx, rx) = crossbeam_channel::bounded::<stages::ChunkBatch>(2 * workers);
     let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Vec<Job>>(2 * workers);

@@ -52,6 +52,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             select: Default::default(),
             dry_run: false,
             checkpoints: Default::default(),
+            compression: Default::default(),
         },
         &Progress::default(),
     )
