@@ -125,7 +125,7 @@ fn looks_random(probe: &mut zstd::bulk::Compressor<'static>, data: &[u8]) -> boo
         let sample = &data[at..at + PROBE_SAMPLE];
         probe
             .compress(sample)
-            .map_or(false, |c| c.len() >= PROBE_SAMPLE - PROBE_SAMPLE / 32)
+            .is_ok_and(|c| c.len() >= PROBE_SAMPLE - PROBE_SAMPLE / 32)
     })
 }
 
