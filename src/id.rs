@@ -89,6 +89,8 @@ pub trait KindId:
     + fmt::Debug
     + From<Id>
     + std::ops::Deref<Target = Id>
+    + Send
+    + Sync
 {
 }
 

@@ -2,8 +2,6 @@
 //! commitment under the pack's key, decompression to the exact length, and HMAC(plaintext) ==
 //! id. Nothing unverified is returned.
 
-use std::sync::Mutex;
-
 use crate::compress;
 use crate::error::{Error, Result};
 use crate::format::tree::Tree;
@@ -162,31 +160,10 @@ impl Repository {
         Ok(plain)
     }
 
-    /// Loads several trees at once, up to 8 reads in flight: a walk over a remote bucket is
-    /// otherwise one round trip per folder. Results come in the order of `ids`.
+    /// Loads several trees at once (see [`super::in_flight`]): a walk over a remote bucket
+    /// is otherwise one round trip per folder. Results come in the order of `ids`.
     pub fn load_trees(&self, index: &Index, ids: &[TreeId]) -> Vec<Result<Tree>> {
-        const IN_FLIGHT: usize = 8;
-        if ids.len() <= 1 {
-            return ids.iter().map(|id| self.load_tree(index, id)).collect();
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let out: Vec<Mutex<Option<Result<Tree>>>> = ids.iter().map(|_| Mutex::new(None)).collect();
-        std::thread::scope(|s| {
-            for _ in 0..IN_FLIGHT.min(ids.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(id) = ids.get(i) else { break };
-                    *out[i].lock().expect("lock") = Some(self.load_tree(index, id));
-                });
-            }
-        });
-        out.into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .expect("lock")
-                    .unwrap_or_else(|| Err(Error::Internal("tree loader stopped".into())))
-            })
-            .collect()
+        super::in_flight::read_all(ids, |id| self.load_tree(index, id))
     }
 
     pub fn load_tree(&self, index: &Index, id: &TreeId) -> Result<Tree> {

@@ -273,8 +273,17 @@ impl Repository {
         let damaged = self.damaged_packs()?;
         let mut index = Index::default();
         let me = self.signer();
-        for (id, _) in self.store().list(crate::store::FileKind::Index)? {
-            let seg = match self.load_object_signed::<IndexSegment>(&SegmentId(id)) {
+        let ids: Vec<SegmentId> = self
+            .store()
+            .list(crate::store::FileKind::Index)?
+            .into_iter()
+            .map(|(id, _)| SegmentId(id))
+            .collect();
+        let loaded = ids.chunks(super::in_flight::WINDOW).flat_map(|window| {
+            super::in_flight::read_all(window, |id| self.load_object_signed::<IndexSegment>(id))
+        });
+        for seg in loaded {
+            let seg = match seg {
                 Err(Error::NotFound(_)) => continue,
                 r => r,
             };

@@ -14,6 +14,7 @@ pub mod dump_tar;
 pub mod find;
 pub mod forget;
 pub mod history;
+mod in_flight;
 mod index;
 pub mod kek_usage;
 pub mod locate;
@@ -97,6 +98,9 @@ pub struct Repository {
     config: Config,
     secrets: Secrets,
     session_keys: Mutex<HashMap<SessionId, Key32>>,
+    /// One unwrap per session at a time: threads reading many objects at once that need the
+    /// same session key wait for the first one's answer instead of each asking the key service.
+    unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
     trees: Option<TreeCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
@@ -168,6 +172,17 @@ impl Repository {
     }
 
     pub fn session_key(&self, session: &SessionId) -> Result<Key32> {
+        if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
+            return Ok(k.clone());
+        }
+        let turn = self
+            .unwrapping
+            .lock()
+            .expect("lock")
+            .entry(*session)
+            .or_default()
+            .clone();
+        let _turn = turn.lock().expect("lock");
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }

@@ -15,7 +15,7 @@ use crate::id::{Id, KindId, LockId, MarkId, SegmentId};
 use crate::store::{object_name, FileKind};
 
 /// An object sealed under the index key `K_index` (docs/FORMAT.md §4, §6, §14b).
-pub trait SealedObject: Sized {
+pub trait SealedObject: Sized + Send {
     /// The kind of id it is stored under.
     type Id: KindId;
     /// Its folder in the repository.
@@ -142,14 +142,21 @@ impl Repository {
         wanted: impl Fn(&T::Id) -> bool,
         mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
-        for (id, _) in self.store().list(T::FILE)? {
-            let id = T::Id::from(id);
-            if !wanted(&id) {
-                continue;
-            }
-            match self.load_object::<T>(&id) {
-                Err(Error::NotFound(_)) => {}
-                loaded => f(id, loaded)?,
+        let ids: Vec<T::Id> = self
+            .store()
+            .list(T::FILE)?
+            .into_iter()
+            .map(|(id, _)| T::Id::from(id))
+            .filter(|id| wanted(id))
+            .collect();
+        // A window at a time: round trips overlap, and memory holds a window, not every object.
+        for window in ids.chunks(super::in_flight::WINDOW) {
+            let loaded = super::in_flight::read_all(window, |id| self.load_object::<T>(id));
+            for (id, loaded) in window.iter().zip(loaded) {
+                match loaded {
+                    Err(Error::NotFound(_)) => {}
+                    loaded => f(*id, loaded)?,
+                }
             }
         }
         Ok(())

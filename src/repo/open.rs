@@ -150,6 +150,7 @@ impl Repository {
             keys,
             config,
             session_keys: Mutex::new(HashMap::new()),
+            unwrapping: Mutex::new(HashMap::new()),
             trees: None,
             provenance: super::provenance::Provenance::Legacy,
             history: Default::default(),

@@ -158,6 +158,7 @@ impl S3Store {
         let name = self.name(kind, id);
         let mut attempt = 1;
         loop {
+            let started = std::time::Instant::now();
             let out = self
                 .client
                 .get_object()
@@ -175,7 +176,11 @@ impl S3Store {
                         Some(n) if usize::try_from(n).ok() != Some(b.len()) => {
                             format!("body of {} bytes where the answer announced {n}", b.len())
                         }
-                        _ => return Ok(b),
+                        _ => {
+                            // `CUSTODY_LOG=custody::store=trace` shows each read's round trip.
+                            tracing::trace!(object = %name, bytes = b.len(), ms = started.elapsed().as_millis() as u64, "get");
+                            return Ok(b);
+                        }
                     }
                 }
                 Err(e) => format!("download broke off: {e}"),

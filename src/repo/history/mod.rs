@@ -183,8 +183,9 @@ impl Repository {
         let mut refused = HashSet::new();
         let mut manifests = Vec::new();
         h.stored = self.snapshot_ids()?;
-        for id in h.stored.clone() {
-            match self.load_snapshot_signed(&id) {
+        let loaded = super::in_flight::read_all(&h.stored, |id| self.load_snapshot_signed(id));
+        for (id, manifest) in h.stored.clone().into_iter().zip(loaded) {
+            match manifest {
                 Ok((s, signer)) => {
                     // A chain belongs to the writer that made it, also once the owner has
                     // signed the manifest again (`rotate reencrypt`); unsigned manifests
