@@ -85,39 +85,11 @@ case "$target" in
   local) ;;
   garage)
     command -v garage >/dev/null 2>&1 || cargo install --quiet --locked garage --version 2.5.0
-    garage_dir=$work/garage && rm -rf "$garage_dir" && mkdir -p "$garage_dir"
-    garage_secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-    gports=()
-    for i in 0 1 2; do
-      rpc=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-      s3=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-      gports+=("$s3")
-      cat > "$garage_dir/node$i.toml" <<TOML
-metadata_dir = "$garage_dir/n$i/meta"
-data_dir = "$garage_dir/n$i/data"
-db_engine = "sqlite"
-replication_factor = 3
-consistency_mode = "consistent"
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
-rpc_secret = "$garage_secret"
-[s3_api]
-s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:$s3"
-root_domain = ".s3.garage.localhost"
-TOML
-      RUST_LOG=garage=warn garage -c "$garage_dir/node$i.toml" server >"$garage_dir/node$i.log" 2>&1 &
-      background+=($!)
-    done
-    port=${gports[0]}
-    for p in "${gports[@]}"; do for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.2; done; done
-    gcli() { garage -c "$garage_dir/node0.toml" "$@"; }
-    for i in 1 2; do gcli node connect "$(garage -c "$garage_dir/node$i.toml" node id -q)" >/dev/null; done
-    for i in 0 1 2; do gcli layout assign -z dc1 -c 10G "$(garage -c "$garage_dir/node$i.toml" node id -q | cut -c1-16)" >/dev/null; done
-    gcli layout apply --version 1 >/dev/null
-    keyout=$(gcli key create bench)
-    export AWS_ACCESS_KEY_ID=$(sed -n 's/^Key ID: *//p' <<<"$keyout") AWS_SECRET_ACCESS_KEY=$(sed -n 's/^Secret key: *//p' <<<"$keyout")
-    export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 ;;
+    . scripts/garage-cluster.sh
+    garage_cluster "$work/garage"
+    background+=("${GARAGE_PIDS[@]}")
+    export AWS_ACCESS_KEY_ID=$GARAGE_KEY_ID AWS_SECRET_ACCESS_KEY=$GARAGE_SECRET
+    export AWS_ENDPOINT_URL=$GARAGE_ENDPOINT AWS_REGION=us-east-1 ;;
   moto|s3s-fs)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     if [ "$target" = moto ]; then

@@ -63,38 +63,10 @@ if command -v moto_server >/dev/null; then
 else echo "moto: not installed, skipped"; fi
 
 if command -v garage >/dev/null; then
-  secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-  s3ports=()
-  for i in 0 1 2; do
-    rpc=$(port); s3=$(port); s3ports+=("$s3"); d=$work/garage/n$i
-    mkdir -p "$d"
-    cat > "$work/garage/node$i.toml" <<TOML
-metadata_dir = "$d/meta"
-data_dir = "$d/data"
-db_engine = "sqlite"
-replication_factor = 3
-consistency_mode = "consistent"
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
-rpc_secret = "$secret"
-[s3_api]
-s3_region = "us-east-1"
-api_bind_addr = "127.0.0.1:$s3"
-root_domain = ".s3.garage.localhost"
-TOML
-    RUST_LOG=garage=warn garage -c "$work/garage/node$i.toml" server >"$d.log" 2>&1 &
-    pids+=($!)
-  done
-  for p in "${s3ports[@]}"; do wait_port "$p"; done
-  g() { garage -c "$work/garage/node0.toml" "$@"; }
-  ids=()
-  for i in 0 1 2; do ids+=("$(garage -c "$work/garage/node$i.toml" node id -q)"); done
-  g node connect "${ids[1]}" >/dev/null; g node connect "${ids[2]}" >/dev/null
-  for id in "${ids[@]}"; do g layout assign -z dc1 -c 1G "${id:0:16}" >/dev/null; done
-  g layout apply --version 1 >/dev/null
-  keyout=$(g key create bench)
-  kid=$(echo "$keyout" | sed -n 's/^ *Key ID: *//p'); ksec=$(echo "$keyout" | sed -n 's/^ *Secret key: *//p')
-  g bucket create bench >/dev/null
-  g bucket allow --read --write --owner bench --key bench >/dev/null
-  run garage-3 "s3://bench/repo" AWS_ENDPOINT_URL=http://127.0.0.1:${s3ports[0]} AWS_ACCESS_KEY_ID="$kid" AWS_SECRET_ACCESS_KEY="$ksec" AWS_REGION=us-east-1
+  . scripts/garage-cluster.sh
+  garage_cluster "$work/garage"
+  pids+=("${GARAGE_PIDS[@]}")
+  gcli bucket create bench >/dev/null
+  gcli bucket allow --read --write --owner bench --key bench >/dev/null
+  run garage-3 "s3://bench/repo" AWS_ENDPOINT_URL="$GARAGE_ENDPOINT" AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" AWS_REGION=us-east-1
 else echo "garage: not installed, skipped"; fi
