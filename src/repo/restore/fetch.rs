@@ -119,6 +119,36 @@ pub(super) fn restore_pack(
     }
 }
 
+/// A pack's share of a batch is read in spans of at most this many stored bytes: a batch of
+/// small files (a few packs) still gives every thread a read, and on S3 several reads of one
+/// pack are in flight at once.
+const MAX_SPAN: u64 = 4 << 20;
+
+/// Cuts one pack's targets (any order) into runs whose blobs span at most [`MAX_SPAN`] bytes,
+/// in pack order; the targets of one blob stay together (it is verified once), and a blob
+/// longer than the span is a run of its own.
+pub(super) fn split_pack(mut targets: Vec<Target>) -> Vec<Vec<Target>> {
+    targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
+    let mut runs: Vec<Vec<Target>> = Vec::new();
+    let mut start = 0u64;
+    for t in targets {
+        let end = t.entry.offset as u64 + t.entry.length as u64;
+        match runs.last_mut() {
+            Some(run)
+                if run.last().is_some_and(|l| l.entry == t.entry)
+                    || end.saturating_sub(start) <= MAX_SPAN =>
+            {
+                run.push(t)
+            }
+            _ => {
+                start = t.entry.offset as u64;
+                runs.push(vec![t]);
+            }
+        }
+    }
+    runs
+}
+
 /// The same error for every file it touches (errors hold no secrets, so copying is fine).
 pub(super) fn clone_err(e: &Error) -> Error {
     match e {
@@ -146,5 +176,65 @@ pub(super) fn clone_err(e: &Error) -> Error {
         },
         Error::NotFound(m) => Error::NotFound(m.clone()),
         e => Error::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::id::{BlobId, Id, SessionId};
+    use crate::pack::{BlobEntry, BlobType};
+
+    fn target(n: u8, offset: u32, length: u32, file: usize) -> Target {
+        Target {
+            entry: BlobEntry {
+                id: BlobId(Id([n; 32])),
+                blob_type: BlobType::Data,
+                compression: Compression::None,
+                offset,
+                length,
+                raw_length: length,
+            },
+            session: SessionId(Id([0; 32])),
+            file,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn packs_split_into_bounded_spans_keeping_each_blob_whole() {
+        let mib = 1 << 20;
+        // Out of order; blob 2 is needed by two files; blob 4 alone is longer than a span.
+        let runs = split_pack(vec![
+            target(3, 3 * mib, 2 * mib, 3),
+            target(1, 0, mib, 1),
+            target(2, mib, 2 * mib, 2),
+            target(2, mib, 2 * mib, 0),
+            target(4, 6 * mib, 5 * mib, 4),
+            target(5, 11 * mib, 10, 5),
+        ]);
+        let shape: Vec<Vec<(u8, usize)>> = runs
+            .iter()
+            .map(|r| r.iter().map(|t| (t.entry.id.0 .0[0], t.file)).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                vec![(1, 1), (2, 0), (2, 2)],
+                vec![(3, 3)],
+                vec![(4, 4)],
+                vec![(5, 5)]
+            ]
+        );
+        for r in &runs {
+            let start = r[0].entry.offset as u64;
+            let end = r
+                .iter()
+                .map(|t| (t.entry.offset + t.entry.length) as u64)
+                .max();
+            assert!(r.len() == 1 || end.unwrap() - start <= MAX_SPAN);
+        }
+        assert!(split_pack(Vec::new()).is_empty());
     }
 }

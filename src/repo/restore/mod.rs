@@ -31,7 +31,7 @@ pub use output::{FailedPath, RestoreOutput};
 pub use overwrite::Overwrite;
 
 use beneath::Beneath;
-use fetch::restore_pack;
+use fetch::{restore_pack, split_pack};
 pub use files::write_file;
 use files::{finish_file, restore_sequentially, restore_symlink, temp_name};
 
@@ -136,11 +136,29 @@ struct Target {
     offset: u64,
 }
 
+/// The files of one batch and the chunks they need, by pack. A batch is restored before the
+/// walk plans the next, so that memory follows the batch, not the snapshot's file count.
 struct Plan {
     /// Random per restore run: part of every temporary name.
     run: String,
+    /// Files planned in earlier batches (numbers temporary names across the run).
+    numbered: usize,
     files: Vec<FileState>,
     packs: HashMap<PackId, Vec<Target>>,
+    /// Chunks planned in this batch.
+    targets: usize,
+}
+
+/// A batch is restored once it holds this many files or chunks: about 1 KiB each while
+/// planned, so a restore of a million small files holds a batch's worth (tens of MiB), and a
+/// batch of small files still spans enough pack reads to keep every thread busy.
+const BATCH_FILES: usize = 16_384;
+const BATCH_TARGETS: usize = 262_144;
+
+impl Plan {
+    fn full(&self) -> bool {
+        self.files.len() >= BATCH_FILES || self.targets >= BATCH_TARGETS
+    }
 }
 
 /// Restores a snapshot pack by pack: each pack's needed blobs come in one ranged read (one
@@ -183,9 +201,13 @@ pub fn restore(
     crate::crypto::random::fill(&mut run)?;
     let mut plan = Plan {
         run: hex::encode(run),
+        numbered: 0,
         files: Vec::new(),
         packs: HashMap::new(),
+        targets: 0,
     };
+    // Packs found damaged in any batch.
+    let mut damaged = std::collections::HashSet::new();
 
     // Each folder where its path puts it: a tree reached by two paths is restored twice.
     let mut walker =
@@ -292,59 +314,31 @@ pub fn restore(
                 _ => {}
             }
         }
+        if plan.full() {
+            restore_batch(
+                repo,
+                index,
+                &mut plan,
+                opts,
+                progress,
+                &mut report,
+                &mut damaged,
+            );
+        }
         Ok(())
     })?;
-
-    // Files without chunks are complete already; files whose listings disagree on their
-    // chunks' lengths are written one verified chunk after another.
-    let files = &plan.files;
-    let done = Done::default();
-    for (i, f) in files.iter().enumerate() {
-        if f.sequential {
-            let r = restore_sequentially(repo, index, f, progress);
-            done.files.lock().expect("lock").push((i, r));
-        } else if f.node.content.is_empty() {
-            done.files
-                .lock()
-                .expect("lock")
-                .push((i, finish_file(f, None, progress)));
-        }
-    }
-    let queue = Mutex::new(plan.packs.into_iter().collect::<Vec<_>>());
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| loop {
-                let Some((pack, targets)) = queue.lock().expect("lock").pop() else {
-                    return;
-                };
-                restore_pack(repo, index, files, &pack, targets, progress, &done);
-            });
-        }
-    });
+    restore_batch(
+        repo,
+        index,
+        &mut plan,
+        opts,
+        progress,
+        &mut report,
+        &mut damaged,
+    );
     // Packs that failed here stop counting for deduplication (docs/FORMAT.md §14d).
-    let damaged = done.damaged.into_inner().expect("lock");
     if let Err(e) = repo.record_damage(&damaged) {
         tracing::warn!("could not record the damaged packs: {e}");
-    }
-    let mut restored = Vec::new();
-    for (i, r) in done.files.into_inner().expect("lock") {
-        match r {
-            Ok(n) => {
-                report.files += 1;
-                report.bytes += n;
-                restored.push(i);
-            }
-            // Reported once, by the caller (the command lists them and counts them).
-            Err(e) => report.failed.push((files[i].rel.clone(), e)),
-        }
-    }
-    if opts.verify {
-        for (i, r) in verify::verify_all(repo, index, files, &restored, opts.threads) {
-            match r {
-                Ok(()) => report.verified += 1,
-                Err(e) => report.failed.push((files[i].rel.clone(), e)),
-            }
-        }
     }
 
     for (shown, parent, node, (first_parent, first)) in links {
@@ -401,6 +395,72 @@ pub fn restore(
     Ok(report)
 }
 
+/// Restores the files planned so far and empties the plan: files without chunks are complete
+/// already, files whose listings disagree on their chunks' lengths are written one verified
+/// chunk after another, and the rest pack span by pack span on `opts.threads` threads.
+fn restore_batch(
+    repo: &Repository,
+    index: &Index,
+    plan: &mut Plan,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+    report: &mut RestoreReport,
+    damaged: &mut std::collections::HashSet<PackId>,
+) {
+    let files = std::mem::take(&mut plan.files);
+    plan.numbered += files.len();
+    plan.targets = 0;
+    let done = Done::default();
+    for (i, f) in files.iter().enumerate() {
+        if f.sequential {
+            let r = restore_sequentially(repo, index, f, progress);
+            done.files.lock().expect("lock").push((i, r));
+        } else if f.node.content.is_empty() {
+            done.files
+                .lock()
+                .expect("lock")
+                .push((i, finish_file(f, None, progress)));
+        }
+    }
+    let jobs = std::mem::take(&mut plan.packs)
+        .into_iter()
+        .flat_map(|(pack, targets)| split_pack(targets).into_iter().map(move |t| (pack, t)))
+        .collect::<Vec<_>>();
+    let queue = Mutex::new(jobs);
+    let files = &files;
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| loop {
+                let Some((pack, targets)) = queue.lock().expect("lock").pop() else {
+                    return;
+                };
+                restore_pack(repo, index, files, &pack, targets, progress, &done);
+            });
+        }
+    });
+    damaged.extend(done.damaged.into_inner().expect("lock"));
+    let mut restored = Vec::new();
+    for (i, r) in done.files.into_inner().expect("lock") {
+        match r {
+            Ok(n) => {
+                report.files += 1;
+                report.bytes += n;
+                restored.push(i);
+            }
+            // Reported once, by the caller (the command lists them and counts them).
+            Err(e) => report.failed.push((files[i].rel.clone(), e)),
+        }
+    }
+    if opts.verify {
+        for (i, r) in verify::verify_all(repo, index, files, &restored, opts.threads) {
+            match r {
+                Ok(()) => report.verified += 1,
+                Err(e) => report.failed.push((files[i].rel.clone(), e)),
+            }
+        }
+    }
+}
+
 /// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
 fn plan_file(
     index: &Index,
@@ -439,13 +499,14 @@ fn plan_file(
         targets.clear();
     }
     let name = node.name.to_os();
-    let tmp_name = temp_name(&name, &plan.run, plan.files.len());
+    let tmp_name = temp_name(&name, &plan.run, plan.numbered + plan.files.len());
     let shown = |n: &std::ffi::OsStr| {
         let p = target.shown(&parent.join(n));
         crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
     };
     let dest = shown(&name);
     let targets_len = targets.len();
+    plan.targets += targets_len;
     let file = plan.files.len();
     for (pack, session, entry, offset) in targets {
         plan.packs.entry(pack).or_default().push(Target {
