@@ -12,6 +12,11 @@ fn odd_files_round_trip() {
     let src = sb.path("src");
     write(&src.join("empty"), b"");
     write(&src.join("one"), b"x");
+    // Files of one chunk whose end is a hole when restored (zero blocks are not written).
+    let mut zero_tail = b"head".to_vec();
+    zero_tail.resize(12 << 10, 0);
+    write(&src.join("zero-tail"), &zero_tail);
+    write(&src.join("zeros"), &[0; 8192]);
     write(&src.join("many-chunks.bin"), &random_bytes(5 << 20, 1));
     write(
         &src.join("text.txt"),

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::format::tree::{Node, NodeKind};
 use crate::fs_at::{check, cstr, openat};
@@ -30,6 +31,33 @@ pub(super) struct Beneath {
     as_root: bool,
     /// What could not be restored, counted once for the summary.
     pub(super) lost: Lost,
+    /// Folders opened lately: the files of one folder are restored together, and walking
+    /// every part of the path again for each call was most of a small file's system calls.
+    open_dirs: RwLock<OpenDirs>,
+}
+
+/// The last [`OpenDirs::CAPACITY`] folders opened, by path under the target. A descriptor
+/// names the folder that was opened, never following a link, for as long as it is held; an
+/// entry goes when a folder is removed.
+#[derive(Debug, Default)]
+struct OpenDirs {
+    by_path: std::collections::HashMap<PathBuf, Arc<OwnedFd>>,
+    order: std::collections::VecDeque<PathBuf>,
+}
+
+impl OpenDirs {
+    const CAPACITY: usize = 64;
+
+    fn insert(&mut self, rel: &Path, fd: Arc<OwnedFd>) {
+        if self.by_path.insert(rel.to_path_buf(), fd).is_none() {
+            self.order.push_back(rel.to_path_buf());
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_path.remove(&old);
+            }
+        }
+    }
 }
 
 /// What a restore could not reproduce (as another user than root, or on a file system that
@@ -73,6 +101,7 @@ impl Beneath {
             // SAFETY: geteuid has no preconditions.
             as_root: unsafe { libc::geteuid() } == 0,
             lost: Lost::default(),
+            open_dirs: RwLock::default(),
         })
     }
 
@@ -177,8 +206,27 @@ impl Beneath {
     }
 
     /// The folder `rel` (relative to the target), every part a real folder: a symlink or
-    /// anything else in the way is an error, never followed.
-    pub(super) fn dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+    /// anything else in the way is an error, never followed. Recently opened folders are
+    /// reused.
+    pub(super) fn dir(&self, rel: &Path) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.open_dirs.read().expect("lock").by_path.get(rel) {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(self.open_dir(rel)?);
+        self.open_dirs
+            .write()
+            .expect("lock")
+            .insert(rel, fd.clone());
+        Ok(fd)
+    }
+
+    /// Forgets every open folder: called before folders are removed.
+    fn forget_dirs(&self) {
+        *self.open_dirs.write().expect("lock") = OpenDirs::default();
+    }
+
+    /// Opens folder `rel` part by part from the target's descriptor.
+    fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
         let mut fd = self.root.try_clone()?;
         for c in rel.components() {
             match c {
@@ -229,17 +277,19 @@ impl Beneath {
 
     /// The names in folder `rel`, listed through its descriptor.
     pub(super) fn list(&self, rel: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-        crate::fs_at::list(&self.dir(rel)?)
+        crate::fs_at::list(&*self.dir(rel)?)
     }
 
     /// Removes `name` in `parent` and all it holds (`--delete`); how many entries went.
     pub(super) fn remove_all(&self, parent: &Path, name: &OsStr) -> io::Result<u64> {
-        crate::fs_at::remove_all(&self.dir(parent)?, name)
+        self.forget_dirs();
+        crate::fs_at::remove_all(&*self.dir(parent)?, name)
     }
 
     /// Removes folder `rel` if it is empty (a folder made only to reach paths that matched
     /// nothing); whether it went.
     pub(super) fn remove_if_empty(&self, rel: &Path) -> bool {
+        self.forget_dirs();
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return false;
         };

@@ -22,7 +22,7 @@ pub(super) fn restore_pack(
     pack: &PackId,
     mut targets: Vec<Target>,
     progress: &RestoreProgress,
-    done: &super::Done,
+    done: &mut super::Done,
 ) {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let start = targets.first().map_or(0, |t| t.entry.offset as u64);
@@ -70,7 +70,7 @@ pub(super) fn restore_pack(
         // file's offsets were planned from the first listing's lengths, so a copy of another
         // length fails the file rather than shifting its bytes.
         if plain.as_ref().is_err_and(Error::is_integrity) {
-            done.damaged.lock().expect("lock").insert(*pack);
+            done.damaged.insert(*pack);
         }
         let plain = match plain {
             Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
@@ -92,7 +92,10 @@ pub(super) fn restore_pack(
             });
             let r = match bytes {
                 Ok(data) => open_for_write(f)
-                    .and_then(|file| write_at_sparse(&file, target.offset, data).map(|()| file))
+                    .and_then(|file| {
+                        let only = f.node.content.len() == 1;
+                        write_at_sparse(&file, target.offset, data, only).map(|()| file)
+                    })
                     .map_err(|e| Error::io(&f.dest, e))
                     .inspect(|_| {
                         progress
@@ -110,8 +113,6 @@ pub(super) fn restore_pack(
             };
             if f.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 done.files
-                    .lock()
-                    .expect("lock")
                     .push((target.file, finish_file(f, open, progress)));
             }
         }

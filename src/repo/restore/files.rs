@@ -56,7 +56,8 @@ pub(super) fn finish_file(
 }
 
 /// Opens the file's temporary copy for writing. The first call creates it (never following a
-/// link, never reusing an existing file) at its full length, so unwritten blocks stay holes;
+/// link, never reusing an existing file) at its full length, so unwritten blocks stay holes
+/// (a file of one chunk gets its length from its one write, see [`write_at_sparse`]);
 /// later calls reopen it and check it is still the same inode (not something swapped in).
 /// Files are created as their first chunk arrives, not when the restore is planned: one
 /// open per single-chunk file instead of three.
@@ -66,7 +67,9 @@ pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
     match *created {
         None => {
             let file = f.target.create(&f.parent, &f.tmp_name)?;
-            file.set_len(f.node.size)?;
+            if f.node.content.len() > 1 {
+                file.set_len(f.node.size)?;
+            }
             // Only a file written in several pieces is opened again.
             let ino = if f.node.content.len() > 1 {
                 file.metadata()?.ino()
@@ -90,8 +93,15 @@ pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
 }
 
 /// Writes `data` at `offset`, skipping all-zero 4 KiB blocks: the file was created at full
-/// length, so skipped blocks stay holes and sparse files stay sparse.
-pub(super) fn write_at_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+/// length, so skipped blocks stay holes and sparse files stay sparse. `only` says this is the
+/// file's one write (a file of one chunk, created empty): the file is then extended to its
+/// end if that is a hole.
+pub(super) fn write_at_sparse(
+    f: &std::fs::File,
+    offset: u64,
+    data: &[u8],
+    only: bool,
+) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     const BLOCK: usize = 4096;
     let mut run: Option<usize> = None;
@@ -109,10 +119,11 @@ pub(super) fn write_at_sparse(f: &std::fs::File, offset: u64, data: &[u8]) -> st
         }
         pos = end;
     }
-    if let Some(s) = run {
-        f.write_all_at(&data[s..], offset + s as u64)?;
+    match run {
+        Some(s) => f.write_all_at(&data[s..], offset + s as u64),
+        None if only && !data.is_empty() => f.set_len(offset + data.len() as u64),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Creates symlink `node` in the folder `parent` under the target (whatever file or link was
@@ -157,7 +168,8 @@ pub(super) fn restore_sequentially(
             let data = f.node.file_bytes(i == 0, &chunk).map_err(|why| {
                 Error::integrity(format!("file {}", crate::human::escape(&f.rel)), why)
             })?;
-            write_at_sparse(&file, offset, data).map_err(|e| Error::io(&f.dest, e))?;
+            let only = f.node.content.len() == 1;
+            write_at_sparse(&file, offset, data, only).map_err(|e| Error::io(&f.dest, e))?;
             offset += data.len() as u64;
             progress
                 .bytes

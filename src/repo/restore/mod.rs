@@ -120,11 +120,12 @@ struct FileState {
     failed: Mutex<Option<Error>>,
 }
 
-/// What the pack workers found: each file's outcome, and the packs whose blobs failed.
+/// What a pack worker found: each file's outcome, and the packs whose blobs failed. Each
+/// worker keeps its own (no lock shared per file), merged when the batch is done.
 #[derive(Default)]
 struct Done {
-    files: Mutex<Vec<(usize, Result<u64>)>>,
-    damaged: Mutex<std::collections::HashSet<PackId>>,
+    files: Vec<(usize, Result<u64>)>,
+    damaged: std::collections::HashSet<PackId>,
 }
 
 /// One chunk of one file: where it sits in its pack, and where it goes in the file.
@@ -410,16 +411,13 @@ fn restore_batch(
     let files = std::mem::take(&mut plan.files);
     plan.numbered += files.len();
     plan.targets = 0;
-    let done = Done::default();
+    let mut done = Done::default();
     for (i, f) in files.iter().enumerate() {
         if f.sequential {
             let r = restore_sequentially(repo, index, f, progress);
-            done.files.lock().expect("lock").push((i, r));
+            done.files.push((i, r));
         } else if f.node.content.is_empty() {
-            done.files
-                .lock()
-                .expect("lock")
-                .push((i, finish_file(f, None, progress)));
+            done.files.push((i, finish_file(f, None, progress)));
         }
     }
     let jobs = std::mem::take(&mut plan.packs)
@@ -428,19 +426,33 @@ fn restore_batch(
         .collect::<Vec<_>>();
     let queue = Mutex::new(jobs);
     let files = &files;
-    std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
-            s.spawn(|| loop {
-                let Some((pack, targets)) = queue.lock().expect("lock").pop() else {
-                    return;
-                };
-                restore_pack(repo, index, files, &pack, targets, progress, &done);
-            });
-        }
+    let workers: Vec<Done> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..opts.threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Done::default();
+                    loop {
+                        let job = queue.lock().expect("lock").pop();
+                        let Some((pack, targets)) = job else {
+                            return mine;
+                        };
+                        restore_pack(repo, index, files, &pack, targets, progress, &mut mine);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     });
-    damaged.extend(done.damaged.into_inner().expect("lock"));
+    for w in workers {
+        done.files.extend(w.files);
+        done.damaged.extend(w.damaged);
+    }
+    damaged.extend(done.damaged);
     let mut restored = Vec::new();
-    for (i, r) in done.files.into_inner().expect("lock") {
+    for (i, r) in done.files {
         match r {
             Ok(n) => {
                 report.files += 1;
