@@ -31,6 +31,20 @@ pub fn block_on<F: Future>(rt: &Handle, f: F) -> F::Output {
     rt.block_on(f)
 }
 
+/// Runs one store call and traces its round trip (`CUSTODY_LOG=custody::store=trace`): which
+/// calls a command makes one after another is what bounds it on a remote bucket.
+fn timed<T>(
+    rt: &Handle,
+    op: &'static str,
+    kind: FileKind,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let started = std::time::Instant::now();
+    let r = block_on(rt, f);
+    tracing::trace!(target: "custody::store", op, ?kind, ok = r.is_ok(), ms = started.elapsed().as_millis() as u64, "store call");
+    r
+}
+
 /// A [`Store`] whose methods block the calling (plain) thread.
 #[derive(Clone, Debug)]
 pub struct BlockingStore {
@@ -57,28 +71,38 @@ impl BlockingStore {
     }
 
     pub fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
-        block_on(&self.rt, self.inner.put(kind, id, data))
+        timed(&self.rt, "put", kind, self.inner.put(kind, id, data))
     }
 
     /// [`Store::put_new`]: an object that must never change.
     pub fn put_new(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
-        block_on(&self.rt, self.inner.put_new(kind, id, data))
+        timed(
+            &self.rt,
+            "put_new",
+            kind,
+            self.inner.put_new(kind, id, data),
+        )
     }
 
     pub fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
-        block_on(&self.rt, self.inner.get(kind, id))
+        timed(&self.rt, "get", kind, self.inner.get(kind, id))
     }
 
     pub fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
-        block_on(&self.rt, self.inner.get_range(kind, id, offset, length))
+        timed(
+            &self.rt,
+            "get_range",
+            kind,
+            self.inner.get_range(kind, id, offset, length),
+        )
     }
 
     pub fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
-        block_on(&self.rt, self.inner.size(kind, id))
+        timed(&self.rt, "size", kind, self.inner.size(kind, id))
     }
 
     pub fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
-        block_on(&self.rt, self.inner.list(kind))
+        timed(&self.rt, "list", kind, self.inner.list(kind))
     }
 
     pub fn temporaries(&self, older: std::time::Duration) -> Result<Vec<(String, u64)>> {
@@ -90,7 +114,7 @@ impl BlockingStore {
     }
 
     pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
-        block_on(&self.rt, self.inner.delete(kind, id))
+        timed(&self.rt, "delete", kind, self.inner.delete(kind, id))
     }
 }
 
