@@ -1,8 +1,9 @@
 //! The in-memory index: chunk id -> pack, session and position. Built from index segments.
 //!
-//! Kept compact because it grows with the repository: per blob, the 32-byte id as key and a
-//! 20-byte slot (pack number, offset, lengths, type, compression), about 60 bytes with the
-//! hash table's overhead, so a million chunks take about 60 MB.
+//! Kept compact because it grows with the repository: per blob, the 32-byte id as key, a
+//! 20-byte slot (pack number, offset, lengths, type, compression) and a 4-byte number (its
+//! place in a [`BlobSet`]), 60-120 bytes with the hash table's overhead, so a million chunks
+//! take 60-120 MB.
 //!
 //! A blob listed in several packs keeps its first location as the one readers use and the
 //! others as alternates: readers fall back to them when a copy does not verify, so a forged
@@ -58,8 +59,36 @@ pub struct Index {
     packs: Vec<(PackId, SessionId)>,
     pack_pos: HashMap<(PackId, SessionId), u32>,
     listed: std::collections::HashSet<PackId>,
-    blobs: HashMap<BlobId, Slot>,
+    blobs: HashMap<BlobId, (Slot, u32)>,
     alternates: HashMap<BlobId, Vec<Slot>>,
+}
+
+/// A set of blobs of one [`Index`], one bit each (a backup records every stored blob it
+/// relies on: a million of them take 125 KB here, about 100 MB as a hash set of ids).
+#[derive(Debug)]
+pub struct BlobSet {
+    bits: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl BlobSet {
+    /// Adds blob number `n` (see [`Index::number`]); safe from several threads at once.
+    pub fn insert(&self, n: u32) {
+        if let Some(w) = self.bits.get(n as usize / 64) {
+            w.fetch_or(1 << (n % 64), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn contains(&self, n: u32) -> bool {
+        self.bits
+            .get(n as usize / 64)
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (n % 64)) != 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits
+            .iter()
+            .all(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
+    }
 }
 
 impl Index {
@@ -85,13 +114,14 @@ impl Index {
                     blob_type: b.blob_type,
                     compression: b.compression,
                 };
+                let number = self.blobs.len() as u32;
                 match self.blobs.entry(b.id) {
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(slot);
+                        v.insert((slot, number));
                     }
                     // Every distinct listing is kept, even one of the same pack at another
                     // offset: which one is true is only known when it is read.
-                    std::collections::hash_map::Entry::Occupied(o) if *o.get() != slot => {
+                    std::collections::hash_map::Entry::Occupied(o) if o.get().0 != slot => {
                         let alts = self.alternates.entry(b.id).or_default();
                         if !alts.contains(&slot) {
                             alts.push(slot);
@@ -123,7 +153,7 @@ impl Index {
     /// Where a blob lies (a chunk or tree id converts into a [`BlobId`]).
     pub fn get(&self, id: impl Into<BlobId>) -> Option<BlobLocation> {
         let id = id.into();
-        self.blobs.get(&id).map(|s| {
+        self.blobs.get(&id).map(|(s, _)| {
             let (pack, session) = self.packs[s.pack as usize];
             BlobLocation {
                 pack,
@@ -144,7 +174,7 @@ impl Index {
                 entry: s.entry(id),
             }
         };
-        let first = self.blobs.get(&id).map(at);
+        let first = self.blobs.get(&id).map(|(s, _)| at(s));
         let rest = self.alternates.get(&id).into_iter().flatten().map(at);
         first.into_iter().chain(rest).collect()
     }
@@ -154,7 +184,7 @@ impl Index {
     pub fn lengths_agree(&self, id: impl Into<BlobId>) -> bool {
         let id = id.into();
         match (self.blobs.get(&id), self.alternates.get(&id)) {
-            (Some(first), Some(alts)) => alts.iter().all(|a| a.raw_length == first.raw_length),
+            (Some((first, _)), Some(alts)) => alts.iter().all(|a| a.raw_length == first.raw_length),
             _ => true,
         }
     }
@@ -165,6 +195,28 @@ impl Index {
 
     pub fn blob_count(&self) -> usize {
         self.blobs.len()
+    }
+
+    /// The blob's number in this index, for a [`BlobSet`].
+    pub fn number(&self, id: impl Into<BlobId>) -> Option<u32> {
+        self.blobs.get(&id.into()).map(|(_, n)| *n)
+    }
+
+    /// An empty set of this index's blobs.
+    pub fn blob_set(&self) -> BlobSet {
+        BlobSet {
+            bits: (0..self.blobs.len().div_ceil(64))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// The ids of the blobs in `set`.
+    pub fn members<'a>(&'a self, set: &'a BlobSet) -> impl Iterator<Item = &'a BlobId> + 'a {
+        self.blobs
+            .iter()
+            .filter(|(_, (_, n))| set.contains(*n))
+            .map(|(id, _)| id)
     }
 
     /// Packs with their sessions, in the order first seen (a pack listed under two sessions
@@ -180,7 +232,7 @@ impl Index {
     /// Every blob entry of each pack, as the index records it.
     pub fn pack_entries(&self) -> HashMap<PackId, Vec<BlobEntry>> {
         let mut out: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
-        for (id, s) in &self.blobs {
+        for (id, (s, _)) in &self.blobs {
             out.entry(self.packs[s.pack as usize].0)
                 .or_default()
                 .push(s.entry(*id));
@@ -265,9 +317,10 @@ impl Repository {
     }
 
     /// The index a backup deduplicates against: packs condemned by a garbage mark or recorded
-    /// as damaged are left out, so a new snapshot never comes to depend on them. Returns the marks it saw. A
-    /// segment that does not open is left out (its chunks are stored again: never skipped).
-    pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks)> {
+    /// as damaged are left out, so a new snapshot never comes to depend on them. Returns the
+    /// marks it saw and the segments it was built from. A segment that does not open is left
+    /// out (its chunks are stored again: never skipped).
+    pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks, HashSet<SegmentId>)> {
         let marks = marks::Marks::of(&self.load_marks_for_backup()?);
         // Packs found missing or damaged: their chunks are stored again (docs/FORMAT.md §14d).
         let damaged = self.damaged_packs()?;
@@ -279,10 +332,14 @@ impl Repository {
             .into_iter()
             .map(|(id, _)| SegmentId(id))
             .collect();
+        let mut built_from = HashSet::new();
         let loaded = ids.chunks(super::in_flight::WINDOW).flat_map(|window| {
-            super::in_flight::read_all(window, |id| self.load_object_signed::<IndexSegment>(id))
+            let read = super::in_flight::read_all(window, |id| {
+                self.load_object_signed::<IndexSegment>(id)
+            });
+            window.iter().copied().zip(read)
         });
-        for seg in loaded {
+        for (id, seg) in loaded {
             let seg = match seg {
                 Err(Error::NotFound(_)) => continue,
                 r => r,
@@ -299,9 +356,10 @@ impl Repository {
             };
             if let Some(seg) = self.readable(seg)? {
                 index.add_segment_where(&seg, |p| !marks.packs.contains(p) && !damaged.contains(p));
+                built_from.insert(id);
             }
         }
-        Ok((index, marks))
+        Ok((index, marks, built_from))
     }
 
     /// Every index segment whose signer is accepted, in listing order; the first that does

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::garbage::GarbageMark;
-use crate::id::{BlobId, MarkId, PackId, SegmentId, SessionId};
+use crate::id::{MarkId, PackId, SegmentId, SessionId};
 use crate::store::{object_name, FileKind};
 
 /// The union of a set of garbage marks.
@@ -80,15 +80,16 @@ impl Repository {
     /// segment and snapshot (docs/FORMAT.md, "Garbage collection"): no mark it did not see at
     /// its start condemns its session or one of its packs, its packs and key still exist, and
     /// every blob it found already stored (`used`) is in the index as read now, in a pack no
-    /// mark condemns (the pack it was in at the start, or a repacked or re-encrypted copy). Otherwise the backup stops with [`Error::Conflict`] and commits
-    /// nothing; its packs are leftovers for a later prune, and a rerun is safe.
+    /// mark condemns (the pack it was in at the start, or a repacked or re-encrypted copy).
+    /// Otherwise the backup stops with [`Error::Conflict`] and commits nothing; its packs are
+    /// leftovers for a later prune, and a rerun is safe. `start` is what the backup read at its
+    /// start: the marks, the index segments its index was built from, and that index.
     pub fn check_before_commit(
         &self,
-        seen: &Marks,
-        index: &super::Index,
+        (seen, segments, index): (&Marks, &HashSet<SegmentId>, &super::Index),
         session: &SessionId,
         own: &[PackId],
-        used: &HashSet<BlobId>,
+        used: &super::index::BlobSet,
     ) -> Result<()> {
         let conflict = |what: String| {
             Err(Error::Conflict(format!(
@@ -97,6 +98,8 @@ impl Repository {
             )))
         };
         let own_set: HashSet<&PackId> = own.iter().collect();
+        // Packs condemned since the start.
+        let mut newly = HashSet::new();
         // Only marks this backup did not see at its start are read.
         self.for_each_object_where::<GarbageMark>(
             |id| !seen.ids.contains(id),
@@ -116,6 +119,7 @@ impl Repository {
                         object_name(FileKind::Pack, p)
                     ));
                 }
+                newly.extend(m.packs);
                 Ok(())
             },
         )?;
@@ -137,10 +141,31 @@ impl Repository {
         }
         // Every blob this run found already stored must still be indexed in a pack that no
         // mark condemns: the index read now, not the listing of `data/` (which may still show
-        // a pack just deleted). A blob whose pack was repacked or re-encrypted meanwhile is
-        // found in its new pack.
-        let (now, _) = self.load_index_for_backup()?;
-        if let Some(b) = used.iter().find(|b| !now.contains(**b)) {
+        // a pack just deleted). Segments never change once written, so while every segment
+        // read at the start is still listed, that is a blob with a place in a pack neither
+        // condemned since nor recorded damaged since (packs condemned or damaged at the start
+        // are not in `index`): no segment is read again.
+        let listed: HashSet<SegmentId> = self
+            .store()
+            .list(FileKind::Index)?
+            .into_iter()
+            .map(|(id, _)| SegmentId(id))
+            .collect();
+        if segments.is_subset(&listed) {
+            let damaged = self.damaged_packs()?;
+            let gone = |p: &PackId| newly.contains(p) || damaged.contains(p);
+            let in_place = |b: &crate::id::BlobId| {
+                index.get(*b).is_some_and(|l| !gone(&l.pack))
+                    || index.locations(*b).iter().any(|l| !gone(&l.pack))
+            };
+            if (newly.is_empty() && damaged.is_empty()) || index.members(used).all(in_place) {
+                return Ok(());
+            }
+        }
+        // A prune rewrote the index, or condemned a pack a blob was in: the index read now
+        // decides (a blob repacked or re-encrypted meanwhile is found in its new pack).
+        let (now, _, _) = self.load_index_for_backup()?;
+        if let Some(b) = index.members(used).find(|b| !now.contains(**b)) {
             let was = index.get(*b).map(|l| object_name(FileKind::Pack, &l.pack));
             return conflict(format!(
                 "{} was condemned or deleted",

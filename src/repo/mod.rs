@@ -45,7 +45,7 @@ pub mod walk;
 pub mod writers;
 
 pub use cache::TreeCache;
-pub use index::{BlobLocation, Index};
+pub use index::{BlobLocation, BlobSet, Index};
 pub use objects::SealedObject;
 pub use open::{default_keyring_dir, InitOptions, InitOutput};
 pub use session::Session;

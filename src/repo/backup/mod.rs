@@ -166,7 +166,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         )));
     }
     let selection = select::Selection::new(&opts.select)?;
-    let (index, marks) = repo.load_index_for_backup()?;
+    let (index, marks, segments) = repo.load_index_for_backup()?;
     // Without a parent snapshot, this machine's own record of its last backup will do.
     let local_parent = opts.parent.is_none() && !opts.force;
     let cache = opts.parent_cache.as_ref();
@@ -200,7 +200,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let (tx, rx) = crossbeam_channel::bounded::<stages::ChunkBatch>(2 * workers);
     let (pack_tx, pack_rx) = crossbeam_channel::bounded::<Vec<Job>>(2 * workers);
     let (ids_tx, ids_rx) = crossbeam_channel::unbounded::<Vec<(u64, ChunkId)>>();
-    let dedup = Dedup::default();
+    let dedup = Dedup::new(&index);
 
     let (walked, worker_results) = std::thread::scope(|s| {
         let mut handles: Vec<_> = (0..workers)
@@ -236,6 +236,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
             batch_bytes: 0,
             done: HashMap::new(),
             deferred: 0,
+            held: 0,
             buf: Vec::new(),
             progress,
             summary: Summary::default(),
@@ -268,9 +269,10 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let uploaded = uploader.finish()?;
     crate::failpoint::hit("backup-before-commit");
     let own: Vec<PackId> = uploaded.all.iter().map(|p| p.pack).collect();
-    let used = std::mem::take(&mut *dedup.used.lock().expect("lock"));
+    let used = dedup.used;
     if !opts.dry_run {
-        repo.check_before_commit(&marks, &index, &session.id, &own, &used)?;
+        let start = (&marks, &segments, &index);
+        repo.check_before_commit(start, &session.id, &own, &used)?;
     }
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed) + uploaded.checkpoint_bytes;
@@ -320,7 +322,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         });
     }
     let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
-    let mut reach = super::reach::sessions_of(&index, &used);
+    let mut reach = super::reach::sessions_of(&index, index.members(&used));
     reach.insert(session.id);
     repo.save_reach(&snapshot_id, &snapshot, reach);
     if let Some(slot) = slot {

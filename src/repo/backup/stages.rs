@@ -11,6 +11,7 @@ use crate::compress::{self, Compression};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ChunkId};
 use crate::pack::{BlobEntry, BlobType, PackBuilder};
+use crate::repo::index::BlobSet;
 use crate::repo::{Index, Repository, Session};
 
 use super::upload::Uploader;
@@ -24,16 +25,24 @@ pub(super) struct Job {
 }
 
 /// Shared by the workers: what this run has already claimed, and what it found new.
-#[derive(Default)]
 pub(super) struct Dedup {
     pub(super) claimed: Mutex<HashSet<BlobId>>,
     /// Blobs this run found already stored (and relies on): checked before committing.
-    pub(super) used: Mutex<HashSet<BlobId>>,
+    pub(super) used: BlobSet,
     pub(super) chunks_new: AtomicU64,
     pub(super) bytes_new: AtomicU64,
 }
 
 impl Dedup {
+    pub(super) fn new(index: &Index) -> Dedup {
+        Dedup {
+            claimed: Mutex::default(),
+            used: index.blob_set(),
+            chunks_new: AtomicU64::default(),
+            bytes_new: AtomicU64::default(),
+        }
+    }
+
     /// True when the blob must be stored: neither in the index nor claimed by this run.
     pub(super) fn claim(&self, index: &Index, id: BlobId, len: usize) -> bool {
         if self.known(index, id) || !self.claimed.lock().expect("lock").insert(id) {
@@ -46,11 +55,11 @@ impl Dedup {
 
     /// True when the index has the blob; it is then recorded as one this run relies on.
     pub(super) fn known(&self, index: &Index, id: BlobId) -> bool {
-        let found = index.contains(id);
-        if found {
-            self.used.lock().expect("lock").insert(id);
+        let number = index.number(id);
+        if let Some(n) = number {
+            self.used.insert(n);
         }
-        found
+        number.is_some()
     }
 }
 

@@ -48,8 +48,8 @@ impl Pending {
     }
 }
 
-/// Pending nodes allowed before finished folders are encoded eagerly (small in unit tests,
-/// so that path runs).
+/// Pending nodes (or nodes held in folder listings not yet encoded) allowed before finished
+/// folders are encoded eagerly (small in unit tests, so that path runs).
 pub(super) const DEFER_LIMIT: usize = if cfg!(test) { 8 } else { 50_000 };
 
 pub(super) struct Walker<'a> {
@@ -71,8 +71,12 @@ pub(super) struct Walker<'a> {
     pub(super) batch: ChunkBatch,
     pub(super) batch_bytes: usize,
     pub(super) done: HashMap<u64, ChunkId>,
-    /// Nodes held as [`Pending`].
+    /// Nodes held as [`Pending`] whose chunk ids or folder listing are still to come.
     pub(super) deferred: usize,
+    /// Nodes held in folder listings not yet encoded, finished or not: an unchanged file is
+    /// finished at once, yet a million of them held until the end were most of an unchanged
+    /// backup's memory.
+    pub(super) held: usize,
     /// The chunk stream's buffer, reused from file to file.
     pub(super) buf: Vec<u8>,
     pub(super) progress: &'a Progress,
@@ -243,6 +247,7 @@ impl Walker<'_> {
 
     /// Finishes every node, then encodes and submits the tree.
     pub(super) fn store_tree(&mut self, pending: Vec<Pending>) -> Result<TreeId> {
+        self.held = self.held.saturating_sub(pending.len());
         let mut tree = Tree::default();
         for mut p in pending {
             self.finish(&mut p)?;
@@ -584,8 +589,9 @@ impl Walker<'_> {
             let p = prev.as_ref().and_then(|t| t.find(name.as_encoded_bytes()));
             if let Some(n) = self.node(dir, &child, &name, &meta, p)? {
                 out.push(n);
+                self.held += 1;
             }
-            if self.deferred > DEFER_LIMIT {
+            if self.deferred > DEFER_LIMIT || self.held > DEFER_LIMIT {
                 for p in &mut out[finished..] {
                     self.finish(p)?;
                 }
