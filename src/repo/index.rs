@@ -73,6 +73,10 @@ pub struct BlobSet {
 impl BlobSet {
     /// Adds blob number `n` (see [`Index::number`]); safe from several threads at once.
     pub fn insert(&self, n: u32) {
+        debug_assert!(
+            (n as usize) < self.bits.len() * 64,
+            "blob number past the set"
+        );
         if let Some(w) = self.bits.get(n as usize / 64) {
             w.fetch_or(1 << (n % 64), std::sync::atomic::Ordering::Relaxed);
         }

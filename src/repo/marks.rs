@@ -9,6 +9,23 @@ use crate::format::garbage::GarbageMark;
 use crate::id::{MarkId, PackId, SegmentId, SessionId};
 use crate::store::{object_name, FileKind};
 
+/// How long a backup may have run for its check before the commit to trust the listing of
+/// `index/` (see [`Repository::check_before_commit`]): a mark is carried out (its packs,
+/// segments and then the mark itself deleted) no sooner than prune's grace period after it
+/// was written, so a shorter run cannot have missed one, even where a listing still shows
+/// objects just deleted. A longer run reads the index again.
+const TRUST_LISTING_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What a backup read at its start, for its check before the commit.
+pub struct BackupStart<'a> {
+    pub marks: &'a Marks,
+    /// The index segments its index was built from.
+    pub segments: &'a HashSet<SegmentId>,
+    pub index: &'a super::Index,
+    /// When it read them.
+    pub at: std::time::Instant,
+}
+
 /// The union of a set of garbage marks.
 #[derive(Debug, Default, Clone)]
 pub struct Marks {
@@ -82,11 +99,10 @@ impl Repository {
     /// every blob it found already stored (`used`) is in the index as read now, in a pack no
     /// mark condemns (the pack it was in at the start, or a repacked or re-encrypted copy).
     /// Otherwise the backup stops with [`Error::Conflict`] and commits nothing; its packs are
-    /// leftovers for a later prune, and a rerun is safe. `start` is what the backup read at its
-    /// start: the marks, the index segments its index was built from, and that index.
+    /// leftovers for a later prune, and a rerun is safe.
     pub fn check_before_commit(
         &self,
-        (seen, segments, index): (&Marks, &HashSet<SegmentId>, &super::Index),
+        start: &BackupStart,
         session: &SessionId,
         own: &[PackId],
         used: &super::index::BlobSet,
@@ -97,6 +113,7 @@ impl Repository {
                  nothing was committed: run the backup again"
             )))
         };
+        let (seen, index) = (start.marks, start.index);
         let own_set: HashSet<&PackId> = own.iter().collect();
         // Packs condemned since the start.
         let mut newly = HashSet::new();
@@ -144,14 +161,15 @@ impl Repository {
         // a pack just deleted). Segments never change once written, so while every segment
         // read at the start is still listed, that is a blob with a place in a pack neither
         // condemned since nor recorded damaged since (packs condemned or damaged at the start
-        // are not in `index`): no segment is read again.
+        // are not in `index`): no segment is read again. Only for a run shorter than
+        // TRUST_LISTING_WITHIN, since a listing may lag behind deletions.
         let listed: HashSet<SegmentId> = self
             .store()
             .list(FileKind::Index)?
             .into_iter()
             .map(|(id, _)| SegmentId(id))
             .collect();
-        if segments.is_subset(&listed) {
+        if start.at.elapsed() < TRUST_LISTING_WITHIN && start.segments.is_subset(&listed) {
             let damaged = self.damaged_packs()?;
             let gone = |p: &PackId| newly.contains(p) || damaged.contains(p);
             let in_place = |b: &crate::id::BlobId| {

@@ -166,6 +166,7 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         )));
     }
     let selection = select::Selection::new(&opts.select)?;
+    let started = Instant::now();
     let (index, marks, segments) = repo.load_index_for_backup()?;
     // Without a parent snapshot, this machine's own record of its last backup will do.
     let local_parent = opts.parent.is_none() && !opts.force;
@@ -271,8 +272,13 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
     let own: Vec<PackId> = uploaded.all.iter().map(|p| p.pack).collect();
     let used = dedup.used;
     if !opts.dry_run {
-        let start = (&marks, &segments, &index);
-        repo.check_before_commit(start, &session.id, &own, &used)?;
+        let start = super::marks::BackupStart {
+            marks: &marks,
+            segments: &segments,
+            index: &index,
+            at: started,
+        };
+        repo.check_before_commit(&start, &session.id, &own, &used)?;
     }
 
     let mut added = progress.bytes_added.load(Ordering::Relaxed) + uploaded.checkpoint_bytes;

@@ -26,6 +26,7 @@ impl Walker<'_> {
         legacy: Option<&Tree>,
     ) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
+        let mut oldest = 0;
         for (name, below) in sources.children {
             let path = at.join(&name);
             let prev_node = prev
@@ -38,6 +39,8 @@ impl Walker<'_> {
                 self.root_dev = meta.dev();
                 if let Some(n) = self.node(at_fd, &path, &name, &meta, prev_node.as_ref())? {
                     out.push(n);
+                    self.held += 1;
+                    self.ease(&mut out, &mut oldest)?;
                 }
                 continue;
             }
@@ -57,6 +60,8 @@ impl Walker<'_> {
                 seqs: Vec::new(),
                 children: Some(children),
             });
+            self.held += 1;
+            self.ease(&mut out, &mut oldest)?;
         }
         Ok(out)
     }

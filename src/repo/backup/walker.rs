@@ -220,6 +220,7 @@ impl Walker<'_> {
                 };
                 self.summary.files += 1;
                 self.deferred += 1;
+                self.held += 1;
                 root.push(Pending {
                     node,
                     seqs,
@@ -241,6 +242,20 @@ impl Walker<'_> {
         if let Some(children) = p.children.take() {
             p.node.subtree = Some(self.store_tree(children)?);
             self.deferred -= 1;
+        }
+        Ok(())
+    }
+
+    /// While more than [`DEFER_LIMIT`] nodes are held, encodes the folders of `out` oldest
+    /// first (their files were handed to the hashers longest ago, so their ids are the least
+    /// likely to be waited for), from `oldest` on. Files are left to the `deferred` limit.
+    pub(super) fn ease(&mut self, out: &mut [Pending], oldest: &mut usize) -> Result<()> {
+        while self.held > DEFER_LIMIT && *oldest < out.len() {
+            let p = &mut out[*oldest];
+            *oldest += 1;
+            if p.children.is_some() {
+                self.finish(p)?;
+            }
         }
         Ok(())
     }
@@ -572,6 +587,7 @@ impl Walker<'_> {
         }
         names.sort();
         let mut finished = 0;
+        let mut oldest = 0;
         for name in names {
             let child = path.join(&name);
             let meta = match Stat::at(dir, &name) {
@@ -590,8 +606,9 @@ impl Walker<'_> {
             if let Some(n) = self.node(dir, &child, &name, &meta, p)? {
                 out.push(n);
                 self.held += 1;
+                self.ease(&mut out, &mut oldest)?;
             }
-            if self.deferred > DEFER_LIMIT || self.held > DEFER_LIMIT {
+            if self.deferred > DEFER_LIMIT {
                 for p in &mut out[finished..] {
                     self.finish(p)?;
                 }

@@ -314,17 +314,18 @@ pub fn restore(
                 }
                 _ => {}
             }
-        }
-        if plan.full() {
-            restore_batch(
-                repo,
-                index,
-                &mut plan,
-                opts,
-                progress,
-                &mut report,
-                &mut damaged,
-            );
+            // Checked per entry: one folder may hold a million files.
+            if plan.full() {
+                restore_batch(
+                    repo,
+                    index,
+                    &mut plan,
+                    opts,
+                    progress,
+                    &mut report,
+                    &mut damaged,
+                );
+            }
         }
         Ok(())
     })?;
