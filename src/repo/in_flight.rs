@@ -12,6 +12,16 @@ pub const IN_FLIGHT: usize = 8;
 /// Objects read before they are used, when they are used one by one in listing order.
 pub const WINDOW: usize = 4 * IN_FLIGHT;
 
+/// Runs `a` on a thread of its own while `b` runs on this one: two independent reads cost one
+/// round trip, not two.
+pub fn join<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        (a.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), b)
+    })
+}
+
 /// `read` applied to every item on up to [`IN_FLIGHT`] threads; results come in the order of
 /// `items`. A failure other than a missing, damaged or untrusted object (the key service or
 /// the store unavailable, a refusal) stops handing out items, as the first failure stopped a

@@ -325,17 +325,22 @@ impl Repository {
     /// marks it saw and the segments it was built from. A segment that does not open is left
     /// out (its chunks are stored again: never skipped).
     pub fn load_index_for_backup(&self) -> Result<(Index, marks::Marks, HashSet<SegmentId>)> {
-        let marks = marks::Marks::of(&self.load_marks_for_backup()?);
-        // Packs found missing or damaged: their chunks are stored again (docs/FORMAT.md §14d).
-        let damaged = self.damaged_packs()?;
+        // Marks, damage records (packs found missing or damaged: their chunks are stored
+        // again, docs/FORMAT.md §14d) and the segments' listing are read at once.
+        let (marks, (damaged, listed)) = super::in_flight::join(
+            || self.load_marks_for_backup(),
+            || {
+                super::in_flight::join(
+                    || self.damaged_packs(),
+                    || self.store().list(crate::store::FileKind::Index),
+                )
+            },
+        );
+        let marks = marks::Marks::of(&marks?);
+        let damaged = damaged?;
         let mut index = Index::default();
         let me = self.signer();
-        let ids: Vec<SegmentId> = self
-            .store()
-            .list(crate::store::FileKind::Index)?
-            .into_iter()
-            .map(|(id, _)| SegmentId(id))
-            .collect();
+        let ids: Vec<SegmentId> = listed?.into_iter().map(|(id, _)| SegmentId(id)).collect();
         let mut built_from = HashSet::new();
         let loaded = ids.chunks(super::in_flight::WINDOW).flat_map(|window| {
             let read = super::in_flight::read_all(window, |id| {

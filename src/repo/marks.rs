@@ -117,37 +117,61 @@ impl Repository {
         let own_set: HashSet<&PackId> = own.iter().collect();
         // Packs condemned since the start.
         let mut newly = HashSet::new();
-        // Only marks this backup did not see at its start are read.
-        self.for_each_object_where::<GarbageMark>(
-            |id| !seen.ids.contains(id),
-            |id, m| {
-                // Untrusted or damaged: no prune carries it out (see load_marks_for_backup).
-                let m = match m {
-                    Err(e) if e.is_integrity() => return Ok(()),
-                    m => m?,
-                };
-                let mark = object_name(FileKind::Garbage, &id);
-                if m.sessions.contains(session) {
-                    return conflict(format!("{mark} condemned this backup's session key"));
-                }
-                if let Some(p) = m.packs.iter().find(|p| own_set.contains(p)) {
-                    return conflict(format!(
-                        "{mark} condemned {} written by this backup",
-                        object_name(FileKind::Pack, p)
-                    ));
-                }
-                newly.extend(m.packs);
-                Ok(())
-            },
-        )?;
-        let stored = self.stored_packs()?;
+        // Only marks this backup did not see at its start are read. Everything below is
+        // read at once (independent reads: one round trip, not five).
+        let marks = || {
+            self.for_each_object_where::<GarbageMark>(
+                |id| !seen.ids.contains(id),
+                |id, m| {
+                    // Untrusted or damaged: no prune carries it out (see load_marks_for_backup).
+                    let m = match m {
+                        Err(e) if e.is_integrity() => return Ok(()),
+                        m => m?,
+                    };
+                    let mark = object_name(FileKind::Garbage, &id);
+                    if m.sessions.contains(session) {
+                        return conflict(format!("{mark} condemned this backup's session key"));
+                    }
+                    if let Some(p) = m.packs.iter().find(|p| own_set.contains(p)) {
+                        return conflict(format!(
+                            "{mark} condemned {} written by this backup",
+                            object_name(FileKind::Pack, p)
+                        ));
+                    }
+                    newly.extend(m.packs);
+                    Ok(())
+                },
+            )
+        };
+        let listed_segments = || -> Result<HashSet<SegmentId>> {
+            Ok(self
+                .store()
+                .list(FileKind::Index)?
+                .into_iter()
+                .map(|(id, _)| SegmentId(id))
+                .collect())
+        };
+        use super::in_flight::join;
+        let (marks, (stored, (key, (listed, damaged)))) = join(marks, || {
+            join(
+                || self.stored_packs(),
+                || {
+                    join(
+                        || self.store().size(FileKind::Key, session),
+                        || join(listed_segments, || self.damaged_packs()),
+                    )
+                },
+            )
+        });
+        marks?;
+        let stored = stored?;
         // A just-written pack may be missing from a lagging listing: ask for it directly.
         for p in own.iter().filter(|p| !stored.contains_key(*p)) {
             if let Err(Error::NotFound(_)) = self.store().size(FileKind::Pack, p) {
                 return conflict(format!("{} was deleted", object_name(FileKind::Pack, p)));
             }
         }
-        if let Err(Error::NotFound(_)) = self.store().size(FileKind::Key, session) {
+        if let Err(Error::NotFound(_)) = key {
             return conflict(format!(
                 "{} was deleted",
                 object_name(FileKind::Key, session)
@@ -163,14 +187,9 @@ impl Repository {
         // condemned since nor recorded damaged since (packs condemned or damaged at the start
         // are not in `index`): no segment is read again. Only for a run shorter than
         // TRUST_LISTING_WITHIN, since a listing may lag behind deletions.
-        let listed: HashSet<SegmentId> = self
-            .store()
-            .list(FileKind::Index)?
-            .into_iter()
-            .map(|(id, _)| SegmentId(id))
-            .collect();
+        let listed = listed?;
         if start.at.elapsed() < TRUST_LISTING_WITHIN && start.segments.is_subset(&listed) {
-            let damaged = self.damaged_packs()?;
+            let damaged = damaged?;
             let gone = |p: &PackId| newly.contains(p) || damaged.contains(p);
             let in_place = |b: &crate::id::BlobId| {
                 index.get(*b).is_some_and(|l| !gone(&l.pack))
