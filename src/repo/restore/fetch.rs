@@ -120,15 +120,20 @@ pub(super) fn restore_pack(
     }
 }
 
-/// A pack's share of a batch is read in spans of at most this many stored bytes: a batch of
-/// small files (a few packs) still gives every thread a read, and on S3 several reads of one
-/// pack are in flight at once.
-const MAX_SPAN: u64 = 4 << 20;
+/// The shortest span a pack's share of a batch is cut into (see [`span_for`]).
+pub(super) const MIN_SPAN: u64 = 4 << 20;
 
-/// Cuts one pack's targets (any order) into runs whose blobs span at most [`MAX_SPAN`] bytes,
-/// in pack order; the targets of one blob stay together (it is verified once), and a blob
-/// longer than the span is a run of its own.
-pub(super) fn split_pack(mut targets: Vec<Target>) -> Vec<Vec<Target>> {
+/// How many stored bytes one read covers in a batch of `bytes` on `threads` threads: a batch
+/// of small files (a few packs) is cut so that each thread gets about four reads, but no read
+/// is shorter than [`MIN_SPAN`], since on a remote bucket every read costs a round trip.
+pub(super) fn span_for(bytes: u64, threads: usize) -> u64 {
+    (bytes / (4 * threads.max(1) as u64)).max(MIN_SPAN)
+}
+
+/// Cuts one pack's targets (any order) into runs whose blobs span at most `span` bytes, in
+/// pack order; the targets of one blob stay together (it is verified once), and a blob longer
+/// than the span is a run of its own.
+pub(super) fn split_pack(mut targets: Vec<Target>, span: u64) -> Vec<Vec<Target>> {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let mut runs: Vec<Vec<Target>> = Vec::new();
     let mut start = 0u64;
@@ -137,7 +142,7 @@ pub(super) fn split_pack(mut targets: Vec<Target>) -> Vec<Vec<Target>> {
         match runs.last_mut() {
             Some(run)
                 if run.last().is_some_and(|l| l.entry == t.entry)
-                    || end.saturating_sub(start) <= MAX_SPAN =>
+                    || end.saturating_sub(start) <= span =>
             {
                 run.push(t)
             }
@@ -207,14 +212,17 @@ mod tests {
     fn packs_split_into_bounded_spans_keeping_each_blob_whole() {
         let mib = 1 << 20;
         // Out of order; blob 2 is needed by two files; blob 4 alone is longer than a span.
-        let runs = split_pack(vec![
-            target(3, 3 * mib, 2 * mib, 3),
-            target(1, 0, mib, 1),
-            target(2, mib, 2 * mib, 2),
-            target(2, mib, 2 * mib, 0),
-            target(4, 6 * mib, 5 * mib, 4),
-            target(5, 11 * mib, 10, 5),
-        ]);
+        let runs = split_pack(
+            vec![
+                target(3, 3 * mib, 2 * mib, 3),
+                target(1, 0, mib, 1),
+                target(2, mib, 2 * mib, 2),
+                target(2, mib, 2 * mib, 0),
+                target(4, 6 * mib, 5 * mib, 4),
+                target(5, 11 * mib, 10, 5),
+            ],
+            MIN_SPAN,
+        );
         let shape: Vec<Vec<(u8, usize)>> = runs
             .iter()
             .map(|r| r.iter().map(|t| (t.entry.id.0 .0[0], t.file)).collect())
@@ -234,8 +242,11 @@ mod tests {
                 .iter()
                 .map(|t| (t.entry.offset + t.entry.length) as u64)
                 .max();
-            assert!(r.len() == 1 || end.unwrap() - start <= MAX_SPAN);
+            assert!(r.len() == 1 || end.unwrap() - start <= MIN_SPAN);
         }
-        assert!(split_pack(Vec::new()).is_empty());
+        assert!(split_pack(Vec::new(), MIN_SPAN).is_empty());
+        // A batch large enough for every thread is read pack by pack.
+        assert_eq!(span_for(64 * mib as u64, 4), MIN_SPAN);
+        assert_eq!(span_for(512 * mib as u64, 4), 32 * mib as u64);
     }
 }

@@ -31,7 +31,7 @@ pub use output::{FailedPath, RestoreOutput};
 pub use overwrite::Overwrite;
 
 use beneath::Beneath;
-use fetch::{restore_pack, split_pack};
+use fetch::{restore_pack, span_for, split_pack};
 pub use files::write_file;
 use files::{finish_file, restore_sequentially, restore_symlink, temp_name};
 
@@ -421,9 +421,20 @@ fn restore_batch(
             done.files.push((i, finish_file(f, None, progress)));
         }
     }
+    let bytes = plan
+        .packs
+        .values()
+        .flatten()
+        .map(|t| t.entry.length as u64)
+        .sum();
+    let span = span_for(bytes, opts.threads);
     let jobs = std::mem::take(&mut plan.packs)
         .into_iter()
-        .flat_map(|(pack, targets)| split_pack(targets).into_iter().map(move |t| (pack, t)))
+        .flat_map(|(pack, targets)| {
+            split_pack(targets, span)
+                .into_iter()
+                .map(move |t| (pack, t))
+        })
         .collect::<Vec<_>>();
     let queue = Mutex::new(jobs);
     let files = &files;
