@@ -28,6 +28,7 @@ use crate::repo::parent_cache::ParentCache;
 use crate::repo::{Repository, Session};
 use crate::store::FileKind;
 
+mod pending;
 mod report;
 pub mod select;
 mod sources;

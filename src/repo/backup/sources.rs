@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::format::tree::{NodeKind, Tree};
 use crate::fs_at::Stat;
 
-use super::walker::{node_base, open_path, xattrs_of, Pending, Walker};
+use super::pending::Pending;
+use super::walker::{node_base, open_path, xattrs_of, Walker};
 
 impl Walker<'_> {
     /// The folders above the sources, each holding what lies below it (docs/FORMAT.md §8),
