@@ -282,6 +282,16 @@ impl Repository {
             .collect())
     }
 
+    /// The ids of the index segments in the store (one listing of `index/`).
+    pub fn segment_ids(&self) -> Result<Vec<SegmentId>> {
+        Ok(self
+            .store()
+            .list(crate::store::FileKind::Index)?
+            .into_iter()
+            .map(|(id, _)| SegmentId(id))
+            .collect())
+    }
+
     /// Seals and stores an index segment under a fresh id.
     pub fn save_index_segment(&self, seg: &IndexSegment) -> Result<SegmentId> {
         let id = SegmentId::random()?;
@@ -329,18 +339,13 @@ impl Repository {
         // again, docs/FORMAT.md §14d) and the segments' listing are read at once.
         let (marks, (damaged, listed)) = super::in_flight::join(
             || self.load_marks_for_backup(),
-            || {
-                super::in_flight::join(
-                    || self.damaged_packs(),
-                    || self.store().list(crate::store::FileKind::Index),
-                )
-            },
+            || super::in_flight::join(|| self.damaged_packs(), || self.segment_ids()),
         );
         let marks = marks::Marks::of(&marks?);
         let damaged = damaged?;
         let mut index = Index::default();
         let me = self.signer();
-        let ids: Vec<SegmentId> = listed?.into_iter().map(|(id, _)| SegmentId(id)).collect();
+        let ids = listed?;
         let mut built_from = HashSet::new();
         let loaded = ids.chunks(super::in_flight::WINDOW).flat_map(|window| {
             let read = super::in_flight::read_all(window, |id| {

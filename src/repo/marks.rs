@@ -143,14 +143,6 @@ impl Repository {
                 },
             )
         };
-        let listed_segments = || -> Result<HashSet<SegmentId>> {
-            Ok(self
-                .store()
-                .list(FileKind::Index)?
-                .into_iter()
-                .map(|(id, _)| SegmentId(id))
-                .collect())
-        };
         use super::in_flight::join;
         let (marks, (stored, (key, (listed, damaged)))) = join(marks, || {
             join(
@@ -158,7 +150,7 @@ impl Repository {
                 || {
                     join(
                         || self.store().size(FileKind::Key, session),
-                        || join(listed_segments, || self.damaged_packs()),
+                        || join(|| self.segment_ids(), || self.damaged_packs()),
                     )
                 },
             )
@@ -187,7 +179,7 @@ impl Repository {
         // condemned since nor recorded damaged since (packs condemned or damaged at the start
         // are not in `index`): no segment is read again. Only for a run shorter than
         // TRUST_LISTING_WITHIN, since a listing may lag behind deletions.
-        let listed = listed?;
+        let listed: HashSet<SegmentId> = listed?.into_iter().collect();
         if start.at.elapsed() < TRUST_LISTING_WITHIN && start.segments.is_subset(&listed) {
             let damaged = damaged?;
             let gone = |p: &PackId| newly.contains(p) || damaged.contains(p);
