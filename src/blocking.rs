@@ -8,14 +8,15 @@
 //! I/O being waited for (and tokio panics on a nested `block_on`). Every call asserts the rule,
 //! so a violation fails at once with a message that says which rule was broken.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::crypto::Key32;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::wrapped::{Context, Purpose, WrappedKey};
 use crate::id::Id;
 use crate::keyservice::KeyService;
@@ -45,16 +46,138 @@ fn timed<T>(
     r
 }
 
+/// A read started before anyone asks for it (see [`BlockingStore::read_ahead`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ahead {
+    List(FileKind),
+    /// A listing, and the first few objects it names, read as soon as it arrives (objects
+    /// that are read once listed, such as the writers' enrollments).
+    ListAndGet(FileKind),
+    Get(FileKind, Id),
+}
+
+/// How many listed objects [`Ahead::ListAndGet`] reads ahead.
+const LISTED_AHEAD: usize = 8;
+
+/// What a read started ahead brought.
+enum Early {
+    Listed(Vec<(Id, u64)>),
+    Got(Bytes),
+}
+
+/// The reads started ahead, and how many times they were ended or made stale: a listing's
+/// reads are started only if nothing ended since the listing itself was.
+#[derive(Default)]
+struct Started {
+    reads: HashMap<Ahead, tokio::task::JoinHandle<Result<Early>>>,
+    epoch: u64,
+}
+
 /// A [`Store`] whose methods block the calling (plain) thread.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BlockingStore {
     rt: Handle,
     inner: Arc<dyn Store>,
+    /// Reads in flight that the next call for the same object or listing takes over.
+    ahead: Arc<Mutex<Started>>,
+}
+
+impl std::fmt::Debug for BlockingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BlockingStore {
     pub fn new(rt: Handle, inner: Arc<dyn Store>) -> BlockingStore {
-        BlockingStore { rt, inner }
+        BlockingStore {
+            rt,
+            inner,
+            ahead: Arc::default(),
+        }
+    }
+
+    /// Starts `reads` now, all at once: a step that reads several small independent objects
+    /// one after another (opening a repository) then waits one round trip for them, not one
+    /// each. A read started ahead answers only the first call for it, and only until
+    /// [`BlockingStore::end_read_ahead`] or a write of its kind; every other call reads the
+    /// store. So nothing is older than the start of the step that asked for it.
+    pub fn read_ahead(&self, reads: &[Ahead]) {
+        let epoch = self.ahead.lock().expect("lock").epoch;
+        self.read_ahead_in(epoch, reads);
+    }
+
+    /// [`BlockingStore::read_ahead`], unless the reads started ahead were ended or made
+    /// stale since `epoch`.
+    fn read_ahead_in(&self, epoch: u64, reads: &[Ahead]) {
+        let mut started = self.ahead.lock().expect("lock");
+        if started.epoch != epoch {
+            return;
+        }
+        for &a in reads {
+            // Taken by the call that asks for the listing.
+            let key = match a {
+                Ahead::ListAndGet(kind) => Ahead::List(kind),
+                a => a,
+            };
+            if let std::collections::hash_map::Entry::Vacant(e) = started.reads.entry(key) {
+                e.insert(self.spawn_ahead(epoch, a));
+            }
+        }
+    }
+
+    fn spawn_ahead(&self, epoch: u64, a: Ahead) -> tokio::task::JoinHandle<Result<Early>> {
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let started = std::time::Instant::now();
+            let (op, kind, r) = match a {
+                Ahead::List(k) => ("list ahead", k, this.inner.list(k).await.map(Early::Listed)),
+                Ahead::ListAndGet(k) => {
+                    let r = this.inner.list(k).await;
+                    if let Ok(listed) = &r {
+                        let gets = listed.iter().take(LISTED_AHEAD);
+                        let gets: Vec<_> = gets.map(|(id, _)| Ahead::Get(k, *id)).collect();
+                        this.read_ahead_in(epoch, &gets);
+                    }
+                    ("list ahead", k, r.map(Early::Listed))
+                }
+                Ahead::Get(k, id) => ("get ahead", k, this.inner.get(k, &id).await.map(Early::Got)),
+            };
+            tracing::trace!(target: "custody::store", op, ?kind, ok = r.is_ok(), ms = started.elapsed().as_millis() as u64, "store call");
+            r
+        })
+    }
+
+    /// Drops the reads started ahead that nobody took.
+    pub fn end_read_ahead(&self) {
+        let mut started = self.ahead.lock().expect("lock");
+        started.epoch += 1;
+        for (_, h) in started.reads.drain() {
+            h.abort();
+        }
+    }
+
+    /// The read started ahead for `a`, if any, awaited.
+    fn early(&self, a: Ahead) -> Option<Result<Early>> {
+        let h = self.ahead.lock().expect("lock").reads.remove(&a)?;
+        Some(block_on(&self.rt, h).unwrap_or_else(|e| Err(Error::Internal(e.to_string()))))
+    }
+
+    /// A write makes what was read ahead of its kind stale.
+    fn forget_ahead(&self, kind: FileKind) {
+        let mut started = self.ahead.lock().expect("lock");
+        if !started.reads.is_empty() {
+            started.epoch += 1;
+            started.reads.retain(|a, h| {
+                let stale = matches!(a, Ahead::List(k) | Ahead::Get(k, _) if *k == kind);
+                if stale {
+                    h.abort();
+                }
+                !stale
+            });
+        }
     }
 
     /// The async store, for pipelines that keep several requests in flight.
@@ -71,11 +194,13 @@ impl BlockingStore {
     }
 
     pub fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        self.forget_ahead(kind);
         timed(&self.rt, "put", kind, self.inner.put(kind, id, data))
     }
 
     /// [`Store::put_new`]: an object that must never change.
     pub fn put_new(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        self.forget_ahead(kind);
         timed(
             &self.rt,
             "put_new",
@@ -85,7 +210,13 @@ impl BlockingStore {
     }
 
     pub fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
-        timed(&self.rt, "get", kind, self.inner.get(kind, id))
+        match self.early(Ahead::Get(kind, *id)) {
+            Some(r) => r.and_then(|e| match e {
+                Early::Got(b) => Ok(b),
+                Early::Listed(_) => Err(Error::Internal("a listing read ahead as a get".into())),
+            }),
+            None => timed(&self.rt, "get", kind, self.inner.get(kind, id)),
+        }
     }
 
     pub fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
@@ -102,7 +233,13 @@ impl BlockingStore {
     }
 
     pub fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
-        timed(&self.rt, "list", kind, self.inner.list(kind))
+        match self.early(Ahead::List(kind)) {
+            Some(r) => r.and_then(|e| match e {
+                Early::Listed(l) => Ok(l),
+                Early::Got(_) => Err(Error::Internal("a get read ahead as a listing".into())),
+            }),
+            None => timed(&self.rt, "list", kind, self.inner.list(kind)),
+        }
     }
 
     pub fn temporaries(&self, older: std::time::Duration) -> Result<Vec<(String, u64)>> {
@@ -114,6 +251,7 @@ impl BlockingStore {
     }
 
     pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        self.forget_ahead(kind);
         timed(&self.rt, "delete", kind, self.inner.delete(kind, id))
     }
 }
@@ -165,5 +303,91 @@ impl BlockingKeys {
 
     pub fn owner_anchor(&self, repo: &crate::id::Id) -> Result<(Key32, String)> {
         block_on(&self.rt, self.inner.owner_anchor(repo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+
+    fn store(dir: &std::path::Path) -> (tokio::runtime::Runtime, BlockingStore) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let inner: Arc<dyn Store> = Arc::new(LocalStore::new(dir));
+        let s = BlockingStore::new(rt.handle().clone(), inner);
+        s.create().unwrap();
+        (rt, s)
+    }
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    /// Sets an object's bytes behind the store's back (another client).
+    fn replace(dir: &std::path::Path, kind: FileKind, id: &Id, bytes: &[u8]) {
+        std::fs::write(dir.join(kind.path(id)), bytes).unwrap();
+    }
+
+    #[test]
+    fn a_read_ahead_answers_the_first_call_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, s) = store(dir.path());
+        s.put(FileKind::Snapshot, &id(1), Bytes::from_static(b"one"))
+            .unwrap();
+        s.read_ahead(&[Ahead::Get(FileKind::Snapshot, id(1))]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        replace(dir.path(), FileKind::Snapshot, &id(1), b"two");
+        // Started before the change: the first call takes it; the next reads the store.
+        assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"one");
+        assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"two");
+    }
+
+    #[test]
+    fn ended_or_overwritten_reads_ahead_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, s) = store(dir.path());
+        s.put(FileKind::Snapshot, &id(1), Bytes::from_static(b"one"))
+            .unwrap();
+        s.read_ahead(&[
+            Ahead::Get(FileKind::Snapshot, id(1)),
+            Ahead::List(FileKind::Snapshot),
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // A write of the kind makes both stale.
+        s.put(FileKind::Snapshot, &id(2), Bytes::from_static(b"new"))
+            .unwrap();
+        assert_eq!(s.list(FileKind::Snapshot).unwrap().len(), 2);
+        s.read_ahead(&[Ahead::Get(FileKind::Snapshot, id(1))]);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.end_read_ahead();
+        replace(dir.path(), FileKind::Snapshot, &id(1), b"two");
+        assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"two");
+    }
+
+    #[test]
+    fn a_listing_read_ahead_reads_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, s) = store(dir.path());
+        for n in 1..=3 {
+            s.put(FileKind::Writer, &id(n), Bytes::from_static(b"old"))
+                .unwrap();
+        }
+        s.read_ahead(&[Ahead::ListAndGet(FileKind::Writer)]);
+        assert_eq!(s.list(FileKind::Writer).unwrap().len(), 3);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Read when the listing arrived, before this change.
+        replace(dir.path(), FileKind::Writer, &id(2), b"new");
+        assert_eq!(&s.get(FileKind::Writer, &id(2)).unwrap()[..], b"old");
+        assert_eq!(&s.get(FileKind::Writer, &id(2)).unwrap()[..], b"new");
+        // Missing objects read ahead are missing, as read directly.
+        s.read_ahead(&[Ahead::Get(FileKind::Writer, id(9))]);
+        assert!(matches!(
+            s.get(FileKind::Writer, &id(9)),
+            Err(Error::NotFound(_))
+        ));
     }
 }

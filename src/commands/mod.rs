@@ -239,8 +239,6 @@ impl Ctx {
                 Some(&copy),
             )?
         };
-        // Every write from here on asks for the repository's Object Lock retention.
-        repo.load_retention()?;
         let history = custody::repo::history::HistoryOptions {
             state: Some(custody::repo::history::StateFile::new(
                 &self.env.client.config_dir.join("history"),

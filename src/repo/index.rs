@@ -306,14 +306,13 @@ impl Repository {
     /// become unreadable, and `check` names it. (Prune and re-encryption read the segments
     /// through [`Repository::load_segments`] and stop instead.)
     pub fn load_index(&self) -> Result<Index> {
+        // The marks and the segments' listing are read at once.
+        let (marks, listed) = super::in_flight::join(|| self.load_marks(), || self.segment_ids());
         // Marks only order the locations here, so an unreadable one is no reason to stop a read.
-        let condemned = self
-            .load_marks()
-            .map(|m| marks::Marks::of(&m))
-            .unwrap_or_default();
+        let condemned = marks.map(|m| marks::Marks::of(&m)).unwrap_or_default();
         let mut index = Index::default();
         let mut fallback = Vec::new();
-        self.for_each_object::<IndexSegment>(|_, seg| {
+        self.for_each_listed::<IndexSegment>(&listed?, |_, seg| {
             let Some(mut seg) = self.readable(seg)? else {
                 return Ok(());
             };

@@ -140,7 +140,7 @@ impl Repository {
     pub fn for_each_object_where<T: SealedObject>(
         &self,
         wanted: impl Fn(&T::Id) -> bool,
-        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
+        f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         let ids: Vec<T::Id> = self
             .store()
@@ -149,6 +149,16 @@ impl Repository {
             .map(|(id, _)| T::Id::from(id))
             .filter(|id| wanted(id))
             .collect();
+        self.for_each_listed(&ids, f)
+    }
+
+    /// [`Repository::for_each_object`] for objects already listed (a listing made at the same
+    /// time as another read).
+    pub fn for_each_listed<T: SealedObject>(
+        &self,
+        ids: &[T::Id],
+        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
+    ) -> Result<()> {
         // A window at a time: round trips overlap, and memory holds a window, not every object.
         for window in ids.chunks(super::in_flight::WINDOW) {
             let loaded = super::in_flight::read_all(window, |id| self.load_object::<T>(id));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chrono::Utc;
 
-use crate::blocking::{block_on, BlockingKeys, BlockingStore};
+use crate::blocking::{block_on, Ahead, BlockingKeys, BlockingStore};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::envelope::{self};
 use crate::crypto::kdf::{self, label, HmacKey};
@@ -324,6 +324,23 @@ impl Repository {
         }
         let ctx = context(Purpose::RepositorySecret, &b.repository, &b.secret_id);
         let store = BlockingStore::new(rt.clone(), store);
+        // What opening reads, asked for at once while the key service unwraps the secret: on
+        // a remote bucket each would otherwise be a round trip of its own.
+        let root = Id::default();
+        let mut ahead = match &identity {
+            Some(id) => vec![Ahead::Get(FileKind::Revocation, *id.key.id())],
+            None => vec![
+                Ahead::Get(FileKind::Owner, root),
+                Ahead::ListAndGet(FileKind::Writer),
+                Ahead::List(FileKind::Revocation),
+            ],
+        };
+        ahead.push(Ahead::Get(FileKind::Policy, root));
+        let retention = !reader_ok && store.inner().object_lock().is_some();
+        if retention {
+            ahead.push(Ahead::Get(FileKind::Retention, root));
+        }
+        store.read_ahead(&ahead);
         let keys = BlockingKeys::new(rt.clone(), keys);
         let m = keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
             Error::Integrity { reason, .. } => {
@@ -342,8 +359,15 @@ impl Repository {
             ));
         }
         let mut repo = Repository::assemble(rt, store, keys, config, &m);
-        repo.load_provenance(identity, owner_copy, reader_ok)?;
-        repo.load_key_policy(owner_copy)?;
-        Ok(repo)
+        let opened = repo
+            .load_provenance(identity, owner_copy, reader_ok)
+            .and_then(|()| repo.load_key_policy(owner_copy))
+            // Every write from here on asks for the repository's Object Lock retention.
+            .and_then(|()| match retention {
+                true => repo.load_retention().map(drop),
+                false => Ok(()),
+            });
+        repo.store().end_read_ahead();
+        opened.map(|()| repo)
     }
 }
