@@ -220,12 +220,14 @@ impl BlockingStore {
     }
 
     pub fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
-        timed(
-            &self.rt,
-            "get_range",
-            kind,
-            self.inner.get_range(kind, id, offset, length),
-        )
+        let (inner, id) = (self.inner.clone(), *id);
+        let read = self
+            .rt
+            .spawn(async move { inner.get_range(kind, &id, offset, length).await });
+        timed(&self.rt, "get_range", kind, async move {
+            read.await
+                .unwrap_or_else(|e| Err(Error::Internal(e.to_string())))
+        })
     }
 
     pub fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {

@@ -51,9 +51,10 @@ pub struct Args {
     /// Say what would be restored (and deleted); change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// Files restored at once.
-    #[arg(long, default_value_t = 4)]
-    pub threads: usize,
+    /// Pack reads at once [default: 8 on S3, where each read waits a round trip; 4 on a
+    /// local folder].
+    #[arg(long)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -183,7 +184,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         delete: args.delete,
         verify: args.verify,
         dry_run: args.dry_run,
-        threads: args.threads,
+        threads: args.threads.unwrap_or(match repo.store().inner().remote() {
+            true => 8,
+            false => 4,
+        }),
     };
     let progress = RestoreProgress::default();
     let status = || {

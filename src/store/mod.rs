@@ -156,6 +156,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether every call is a network round trip (S3), so that readers keep more calls in
+    /// flight than they have cores.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// The whole object.
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes>;
 

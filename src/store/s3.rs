@@ -469,6 +469,10 @@ impl Store for S3Store {
         }
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn object_lock(&self) -> Option<&dyn super::object_lock::ObjectLock> {
         Some(self)
     }
