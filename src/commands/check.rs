@@ -36,7 +36,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         .map(parse_subset)
         .transpose()?;
     // Check what the bucket holds, not the local tree cache.
-    let repo = ctx.open_repo()?.with_tree_cache(None);
+    let repo = ctx
+        .open_repo()?
+        .with_tree_cache(None)
+        .with_segment_cache(None);
     let opts = CheckOptions {
         read_data: args.read_data || subset.is_some(),
         subset,

@@ -35,7 +35,7 @@ use custody::error::{Error, Result};
 use custody::identity::WriterIdentity;
 use custody::keyservice::{self, local, KeyService, KeyServiceOptions, KeyServiceUrl};
 use custody::repo::snapshots::SnapshotFilter;
-use custody::repo::{default_keyring_dir, Repository};
+use custody::repo::{default_keyring_dir, Repository, SEGMENTS, TREES};
 use custody::store::{self, Store};
 
 /// Documented exit codes (README, "Exit codes").
@@ -212,10 +212,14 @@ impl Ctx {
         let store = self.store()?;
         let config = Repository::read_config(self.rt.handle(), &store)?;
         let keys = self.open_key_service(&store, &config)?;
-        let cache = custody::repo::TreeCache::for_repository(
-            self.env.client.cache_dir.as_deref(),
-            &config.body.repository,
-        );
+        let cache = |folder| {
+            custody::repo::SealedCache::for_repository(
+                self.env.client.cache_dir.as_deref(),
+                &config.body.repository,
+                folder,
+            )
+        };
+        let (trees, segments) = (cache(TREES), cache(SEGMENTS));
         let identity = self.writer_identity(&config.body.repository)?;
         let config_id = config.body.repository;
         let copy = self.owner_copy(&config.body.repository);
@@ -247,7 +251,10 @@ impl Ctx {
             witness: self.witness()?,
             accept_rollback: self.accept_rollback,
         };
-        Ok(repo.with_tree_cache(cache).with_history(history))
+        Ok(repo
+            .with_tree_cache(trees)
+            .with_segment_cache(segments)
+            .with_history(history))
     }
 
     /// Opens the repository for restore requests: as one key holder of a quorum may (see

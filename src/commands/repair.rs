@@ -84,7 +84,10 @@ pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
         return Ok(Outcome::OK);
     }
     // What the bucket holds, not the local tree cache.
-    let repo = ctx.open_repo()?.with_tree_cache(None);
+    let repo = ctx
+        .open_repo()?
+        .with_tree_cache(None)
+        .with_segment_cache(None);
     let act = Activity::default();
     match cmd {
         Cmd::Index(a) => {

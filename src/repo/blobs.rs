@@ -9,17 +9,24 @@ use crate::id::{BlobId, PackId, SessionId, TreeId};
 use crate::pack::BlobType;
 use crate::store::{object_name, FileKind};
 
-use super::{BlobLocation, Index, Repository, TreeCache, MAX_BLOB};
+use super::{BlobLocation, Index, Repository, SealedCache, MAX_BLOB};
 
 impl Repository {
-    /// Uses a local cache of sealed tree blobs (see [`TreeCache`]); `None` disables it.
-    pub fn with_tree_cache(mut self, cache: Option<TreeCache>) -> Repository {
+    /// Uses a local cache of sealed tree blobs (see [`SealedCache`]); `None` disables it.
+    pub fn with_tree_cache(mut self, cache: Option<SealedCache>) -> Repository {
         self.trees = cache;
         self
     }
 
-    pub fn tree_cache(&self) -> Option<&TreeCache> {
+    pub fn tree_cache(&self) -> Option<&SealedCache> {
         self.trees.as_ref()
+    }
+
+    /// Uses a local cache of sealed index segments for the index that backup, restore and
+    /// the other readers load (see [`SealedCache`]); `None` disables it.
+    pub fn with_segment_cache(mut self, cache: Option<SealedCache>) -> Repository {
+        self.segments = cache;
+        self
     }
 
     /// Reads, opens, decompresses and verifies one blob: AEAD and commitment under its pack's

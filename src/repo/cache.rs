@@ -1,11 +1,13 @@
-//! A local cache of sealed tree blobs, so a re-backup against a remote bucket does not fetch
-//! every parent folder listing again. It holds ciphertext exactly as stored (nothing a reader
-//! of the cache folder could not read from the bucket), and every hit is verified like a
-//! fetch: a stale or damaged entry is dropped and the blob fetched again.
+//! Local caches of sealed objects that never change once stored: tree blobs, so a re-backup
+//! against a remote bucket does not fetch every parent folder listing again, and index
+//! segments, so a command does not download the whole index every time. They hold ciphertext
+//! exactly as stored (nothing a reader of the cache folder could not read from the bucket),
+//! and every hit is verified like a fetch: a stale or damaged entry is dropped and the object
+//! fetched again. `check` and `repair` read the store only.
 //!
 //! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
-//! `/<repository-id>/trees/<blob-id>`; `CUSTODY_CACHE_DIR=off` disables it. Deleting the
-//! folder is always safe.
+//! `/<repository-id>/trees/<blob-id>` and `.../index/<segment-id>`; `CUSTODY_CACHE_DIR=off`
+//! disables them. Deleting the folder is always safe.
 
 use std::path::{Path, PathBuf};
 
@@ -16,16 +18,23 @@ pub fn repository_cache_dir(base: Option<&Path>, repo: &Id) -> Option<PathBuf> {
     Some(base?.join(repo.to_hex()))
 }
 
+/// The cache folder of tree blobs.
+pub const TREES: &str = "trees";
+/// The cache folder of index segments.
+pub const SEGMENTS: &str = "index";
+
+/// One folder of cached sealed objects, named by their ids.
 #[derive(Debug, Clone)]
-pub struct TreeCache {
+pub struct SealedCache {
     dir: PathBuf,
 }
 
-impl TreeCache {
-    /// The cache for a repository, or `None` when disabled or no home folder is known.
-    pub fn for_repository(base: Option<&Path>, repo: &Id) -> Option<TreeCache> {
-        Some(TreeCache {
-            dir: repository_cache_dir(base, repo)?.join("trees"),
+impl SealedCache {
+    /// The cache `folder` ([`TREES`], [`SEGMENTS`]) of a repository, or `None` when caches
+    /// are disabled or no home folder is known.
+    pub fn for_repository(base: Option<&Path>, repo: &Id, folder: &str) -> Option<SealedCache> {
+        Some(SealedCache {
+            dir: repository_cache_dir(base, repo)?.join(folder),
         })
     }
 

@@ -312,17 +312,17 @@ impl Repository {
         let condemned = marks.map(|m| marks::Marks::of(&m)).unwrap_or_default();
         let mut index = Index::default();
         let mut fallback = Vec::new();
-        self.for_each_listed::<IndexSegment>(&listed?, |_, seg| {
-            let Some(mut seg) = self.readable(seg)? else {
-                return Ok(());
+        let listed = listed?;
+        for (_, seg) in self.read_segments(&listed) {
+            let Some(mut seg) = self.readable(seg.map(|(seg, _)| seg))? else {
+                continue;
             };
             index.add_segment_where(&seg, |p| !condemned.packs.contains(p));
             if !condemned.packs.is_empty() {
                 seg.packs.retain(|p| condemned.packs.contains(&p.pack));
                 fallback.push(seg);
             }
-            Ok(())
-        })?;
+        }
         for seg in &fallback {
             index.add_segment(seg);
         }
@@ -346,17 +346,7 @@ impl Repository {
         let me = self.signer();
         let ids = listed?;
         let mut built_from = HashSet::new();
-        let loaded = ids.chunks(super::in_flight::WINDOW).flat_map(|window| {
-            let read = super::in_flight::read_all(window, |id| {
-                self.load_object_signed::<IndexSegment>(id)
-            });
-            window.iter().copied().zip(read)
-        });
-        for (id, seg) in loaded {
-            let seg = match seg {
-                Err(Error::NotFound(_)) => continue,
-                r => r,
-            };
+        for (id, seg) in self.read_segments(&ids) {
             // Only what the owner vouches for (prune verifies writers' listings before it
             // lists them again under the owner's signature) and this client's own: another
             // writer's claim that a chunk is stored never makes a backup skip storing it.
@@ -373,6 +363,39 @@ impl Repository {
             }
         }
         Ok((index, marks, built_from))
+    }
+
+    /// The listed segments `ids`, in order, a window at a time (see [`super::in_flight`]); one
+    /// removed since the listing (a prune superseded it) is left out.
+    fn read_segments<'a>(
+        &'a self,
+        ids: &'a [SegmentId],
+    ) -> impl Iterator<Item = (SegmentId, Result<(IndexSegment, Option<Signer>)>)> + 'a {
+        ids.chunks(super::in_flight::WINDOW)
+            .flat_map(move |window| {
+                let read = super::in_flight::read_all(window, |id| self.load_segment(id));
+                window.iter().copied().zip(read)
+            })
+            .filter(|(_, seg)| !matches!(seg, Err(Error::NotFound(_))))
+    }
+
+    /// One segment: the local cache's copy when it opens and verifies (segments never change
+    /// once stored), else the store's, which is then cached.
+    fn load_segment(&self, id: &SegmentId) -> Result<(IndexSegment, Option<Signer>)> {
+        let cache = self.segments.as_ref();
+        if let Some(bytes) = cache.and_then(|c| c.get(&id.id())) {
+            match self.open_object_signed::<IndexSegment>(id, &bytes) {
+                Ok(seg) => return Ok(seg),
+                // Damaged, or sealed under keys since retired: the store's copy decides.
+                Err(_) => cache.into_iter().for_each(|c| c.remove(&id.id())),
+            }
+        }
+        let bytes = self.store().get(crate::store::FileKind::Index, id)?;
+        let seg = self.open_object_signed::<IndexSegment>(id, &bytes)?;
+        if let Some(c) = cache {
+            c.put(&id.id(), &bytes);
+        }
+        Ok(seg)
     }
 
     /// Every index segment whose signer is accepted, in listing order; the first that does

@@ -44,7 +44,7 @@ pub mod tag;
 pub mod walk;
 pub mod writers;
 
-pub use cache::TreeCache;
+pub use cache::{SealedCache, SEGMENTS, TREES};
 pub use index::{BlobLocation, BlobSet, Index};
 pub use objects::SealedObject;
 pub use open::{default_keyring_dir, InitOptions, InitOutput};
@@ -101,7 +101,8 @@ pub struct Repository {
     /// One unwrap per session at a time: threads reading many objects at once that need the
     /// same session key wait for the first one's answer instead of each asking the key service.
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
-    trees: Option<TreeCache>,
+    trees: Option<SealedCache>,
+    segments: Option<SealedCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
     /// The key policy in force (docs/FORMAT.md §20), verified at opening.

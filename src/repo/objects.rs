@@ -107,13 +107,22 @@ impl Repository {
 
     /// [`Repository::load_object`], and who signed it (`None` in a legacy repository).
     pub fn load_object_signed<T: SealedObject>(&self, id: &T::Id) -> Result<(T, Option<Signer>)> {
-        let name = object_name(T::FILE, id);
         let bytes = self.store().get(T::FILE, id)?;
+        self.open_object_signed(id, &bytes)
+    }
+
+    /// Opens, verifies and decodes the sealed bytes of object `id`, wherever they were read.
+    pub(super) fn open_object_signed<T: SealedObject>(
+        &self,
+        id: &T::Id,
+        bytes: &[u8],
+    ) -> Result<(T, Option<Signer>)> {
+        let name = object_name(T::FILE, id);
         let zero = Id::default();
         let plain = envelope::open_object(
             &self.secrets.index_key,
             &self.binding::<T>(id, &zero),
-            &bytes,
+            bytes,
         )
         .map_err(|e| Error::integrity(&name, e))?;
         let (body, signer) = if T::SIGNED {
@@ -140,7 +149,7 @@ impl Repository {
     pub fn for_each_object_where<T: SealedObject>(
         &self,
         wanted: impl Fn(&T::Id) -> bool,
-        f: impl FnMut(T::Id, Result<T>) -> Result<()>,
+        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         let ids: Vec<T::Id> = self
             .store()
@@ -149,16 +158,6 @@ impl Repository {
             .map(|(id, _)| T::Id::from(id))
             .filter(|id| wanted(id))
             .collect();
-        self.for_each_listed(&ids, f)
-    }
-
-    /// [`Repository::for_each_object`] for objects already listed (a listing made at the same
-    /// time as another read).
-    pub fn for_each_listed<T: SealedObject>(
-        &self,
-        ids: &[T::Id],
-        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
-    ) -> Result<()> {
         // A window at a time: round trips overlap, and memory holds a window, not every object.
         for window in ids.chunks(super::in_flight::WINDOW) {
             let loaded = super::in_flight::read_all(window, |id| self.load_object::<T>(id));

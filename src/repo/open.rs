@@ -152,6 +152,7 @@ impl Repository {
             session_keys: Mutex::new(HashMap::new()),
             unwrapping: Mutex::new(HashMap::new()),
             trees: None,
+            segments: None,
             provenance: super::provenance::Provenance::Legacy,
             history: Default::default(),
             policy: None,

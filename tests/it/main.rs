@@ -5,6 +5,7 @@
 mod common;
 
 mod adversarial;
+mod cache;
 mod compression;
 mod crypto_vectors;
 mod deploy;

@@ -113,7 +113,7 @@ pub(super) fn hasher(
 
 pub(super) struct Packer<'a> {
     pub(super) session: &'a Session,
-    pub(super) trees: Option<&'a crate::repo::TreeCache>,
+    pub(super) trees: Option<&'a crate::repo::SealedCache>,
     pub(super) uploader: &'a Uploader<'a>,
     pub(super) pack_size: usize,
     pub(super) progress: &'a Progress,
