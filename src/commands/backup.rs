@@ -7,7 +7,7 @@ use super::progress::with_progress;
 use super::{exit, human_bytes, Ctx, Outcome};
 use custody::compress::CompressionMode;
 use custody::error::{Error, Result};
-use custody::repo::backup::{self, select, BackupOptions, Progress, Source};
+use custody::repo::backup::{self, select, BackupOptions, DedupBase, Progress, Source};
 use custody::repo::parent_cache::ParentCache;
 use custody::repo::snapshots::SnapshotFilter;
 use custody::repo::Repository;
@@ -215,7 +215,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
                 .unwrap_or_default()
         })
         .collect();
-    let parent = find_parent(&repo, args, &host, &abs_paths)?;
+    // The parent snapshot and what to deduplicate against are read at once: on a remote
+    // bucket each is several round trips.
+    let (parent, base) = std::thread::scope(|s| {
+        let base = s.spawn(|| DedupBase::load(&repo));
+        let parent = find_parent(&repo, args, &host, &abs_paths);
+        (parent, base.join())
+    });
+    let parent = parent?;
+    let base = base.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
     let parent_cache = if args.stdin {
         None
     } else {
@@ -259,6 +267,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             bytes: args.checkpoint_size.max(1),
         },
         compression: args.compression,
+        base: Some(base),
     };
     let mut progress = Progress::default();
     // `-v`: every file read because it is new or changed, as restic lists them.

@@ -14,7 +14,7 @@
 //! channels (2 x workers chunks each), one open pack per packer and blob type, and the packs
 //! in flight, whatever the file sizes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::snapshot::{Layout, Snapshot, Summary};
 use crate::format::REPO_FORMAT;
-use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::id::{ChunkId, PackId, SegmentId, SnapshotId};
 use crate::repo::parent_cache::ParentCache;
 use crate::repo::{Repository, Session};
 use crate::store::FileKind;
@@ -82,6 +82,31 @@ pub struct BackupOptions {
     pub checkpoints: Checkpoints,
     /// How hard new data is compressed.
     pub compression: crate::compress::CompressionMode,
+    /// What to deduplicate against, when the caller read it already (`None`: read at the
+    /// start).
+    pub base: Option<DedupBase>,
+}
+
+/// What a backup deduplicates against, and when it was read. A caller reads it while it
+/// looks for the parent snapshot, so the two cost one wait on a remote bucket, not two.
+pub struct DedupBase {
+    index: crate::repo::Index,
+    marks: super::marks::Marks,
+    segments: HashSet<SegmentId>,
+    at: Instant,
+}
+
+impl DedupBase {
+    pub fn load(repo: &Repository) -> Result<DedupBase> {
+        let at = Instant::now();
+        let (index, marks, segments) = repo.load_index_for_backup()?;
+        Ok(DedupBase {
+            index,
+            marks,
+            segments,
+            at,
+        })
+    }
 }
 
 /// Live counters for a progress display.
@@ -158,7 +183,11 @@ pub fn source_path(p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     Ok(out)
 }
 
-pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Result<BackupReport> {
+pub fn backup(
+    repo: &Repository,
+    mut opts: BackupOptions,
+    progress: &Progress,
+) -> Result<BackupReport> {
     let start = Instant::now();
     let min_chunk = repo.config().body.chunker.min_size as u64;
     if opts.no_dedup_below > min_chunk {
@@ -167,8 +196,16 @@ pub fn backup(repo: &Repository, opts: BackupOptions, progress: &Progress) -> Re
         )));
     }
     let selection = select::Selection::new(&opts.select)?;
-    let started = Instant::now();
-    let (index, marks, segments) = repo.load_index_for_backup()?;
+    let base = match opts.base.take() {
+        Some(base) => base,
+        None => DedupBase::load(repo)?,
+    };
+    let DedupBase {
+        index,
+        marks,
+        segments,
+        at: started,
+    } = base;
     // Without a parent snapshot, this machine's own record of its last backup will do.
     let local_parent = opts.parent.is_none() && !opts.force;
     let cache = opts.parent_cache.as_ref();

@@ -53,6 +53,7 @@ fn pipeline_round_trip_with_eager_folder_encoding() {
             dry_run: false,
             checkpoints: Default::default(),
             compression: Default::default(),
+            base: None,
         },
         &Progress::default(),
     )
