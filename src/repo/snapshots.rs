@@ -170,12 +170,18 @@ impl Repository {
 
     /// Seals and stores a new manifest under the id bound to it.
     pub fn save_snapshot(&self, session: &Session, snap: &Snapshot) -> Result<SnapshotId> {
+        let (id, json) = self.manifest_of(snap)?;
+        self.put_manifest(session, &id, &json, true)?;
+        Ok(id)
+    }
+
+    /// A new manifest's JSON and the id it will be stored under (bound to it).
+    pub(super) fn manifest_of(&self, snap: &Snapshot) -> Result<(SnapshotId, Vec<u8>)> {
         // Padded to a multiple of 1 KiB: the size says little about paths or tags.
         let json = crate::format::padded_json(snap, 1024);
         let id = bound_id::of(&self.secrets.snapshot_id_key, &json)
             .ok_or_else(|| Error::Internal("manifest JSON without its session".into()))?;
-        self.put_manifest(session, &id, &json, true)?;
-        Ok(id)
+        Ok((id, json))
     }
 
     /// Seals a manifest again under `session`, in place (`rotate reencrypt`): the stored JSON

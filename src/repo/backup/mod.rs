@@ -365,10 +365,19 @@ pub fn backup(
             dry_run: true,
         });
     }
-    let snapshot_id = repo.save_snapshot(&session, &snapshot)?;
     let mut reach = super::reach::sessions_of(&index, index.members(&used));
     reach.insert(session.id);
-    repo.save_reach(&snapshot_id, &snapshot, reach);
+    // The reach names the snapshot by id only, so both are stored at once (one round trip);
+    // a manifest that could not be stored takes its reach back (where deletes are allowed).
+    let (snapshot_id, json) = repo.manifest_of(&snapshot)?;
+    let ((), stored) = super::in_flight::join(
+        || repo.save_reach(&snapshot_id, &snapshot, reach),
+        || repo.put_manifest(&session, &snapshot_id, &json, true),
+    );
+    if let Err(e) = stored {
+        let _ = repo.store().delete(FileKind::Reach, &snapshot_id);
+        return Err(e);
+    }
     if let Some(slot) = slot {
         slot.commit(repo, snapshot_id);
     }
