@@ -70,4 +70,21 @@ impl SealedCache {
     pub fn remove(&self, id: &Id) {
         let _ = std::fs::remove_file(self.path(id));
     }
+
+    /// Removes every entry but `ids` (best effort).
+    pub fn keep_only(&self, ids: &std::collections::HashSet<Id>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let stale = name
+                .to_str()
+                .and_then(|n| n.parse::<Id>().ok())
+                .is_some_and(|id| !ids.contains(&id));
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }

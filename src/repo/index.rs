@@ -313,6 +313,7 @@ impl Repository {
         let mut index = Index::default();
         let mut fallback = Vec::new();
         let listed = listed?;
+        self.forget_unlisted_segments(&listed);
         for (_, seg) in self.read_segments(&listed) {
             let Some(mut seg) = self.readable(seg.map(|(seg, _)| seg))? else {
                 continue;
@@ -345,6 +346,7 @@ impl Repository {
         let mut index = Index::default();
         let me = self.signer();
         let ids = listed?;
+        self.forget_unlisted_segments(&ids);
         let mut built_from = HashSet::new();
         for (id, seg) in self.read_segments(&ids) {
             // Only what the owner vouches for (prune verifies writers' listings before it
@@ -379,15 +381,27 @@ impl Repository {
             .filter(|(_, seg)| !matches!(seg, Err(Error::NotFound(_))))
     }
 
-    /// One segment: the local cache's copy when it opens and verifies (segments never change
-    /// once stored), else the store's, which is then cached.
+    /// One segment: the local cache's copy when it opens, verifies and was signed by the
+    /// owner or this client (segments never change once stored), else the store's, which is
+    /// then cached. A copy another writer signed is never taken from the cache: segment ids
+    /// are random, so whoever holds a writer keyring and could write to the cache folder
+    /// could put a listing of its own under a genuine segment's name.
     fn load_segment(&self, id: &SegmentId) -> Result<(IndexSegment, Option<Signer>)> {
         let cache = self.segments.as_ref();
         if let Some(bytes) = cache.and_then(|c| c.get(&id.id())) {
+            let me = self.signer();
             match self.open_object_signed::<IndexSegment>(id, &bytes) {
-                Ok(seg) => return Ok(seg),
-                // Damaged, or sealed under keys since retired: the store's copy decides.
-                Err(_) => cache.into_iter().for_each(|c| c.remove(&id.id())),
+                Ok((seg, signer))
+                    if match signer {
+                        None | Some(Signer::Owner(_)) => true,
+                        Some(Signer::Writer(w)) => Some(w) == me,
+                    } =>
+                {
+                    return Ok((seg, signer))
+                }
+                // Damaged, sealed under keys since retired, or another writer's: the store's
+                // copy decides.
+                _ => cache.into_iter().for_each(|c| c.remove(&id.id())),
             }
         }
         let bytes = self.store().get(crate::store::FileKind::Index, id)?;
@@ -396,6 +410,13 @@ impl Repository {
             c.put(&id.id(), &bytes);
         }
         Ok(seg)
+    }
+
+    /// Drops cached segments the store no longer lists (a prune replaced them).
+    fn forget_unlisted_segments(&self, listed: &[SegmentId]) {
+        if let Some(c) = &self.segments {
+            c.keep_only(&listed.iter().map(|s| s.id()).collect());
+        }
     }
 
     /// Every index segment whose signer is accepted, in listing order; the first that does

@@ -200,3 +200,39 @@ fn an_unknown_session_for_real_packs_gets_nothing_deleted() {
 fn an_unknown_session_for_a_fake_pack_gets_nothing_deleted() {
     on_both(|e, f| unknown_session(e, false, f));
 }
+
+/// Attack 6: a writer that can also write to a key holder's cache folder puts listings of its
+/// own (empty ones, sealed and signed with its writer keyring) under the names of the genuine
+/// segments cached there: segment ids are random, so such a listing opens under its name.
+/// Expected: a cached segment another writer signed is not used; the bucket's copy is read
+/// (and cached in its place), and the restore is whole.
+#[test]
+fn a_writers_listings_in_the_cache_are_not_used() {
+    let e = Estate::new(Repo::local());
+    let cache = e.r.sb.path("owner-cache");
+    let with_cache = |args: &[&str]| e.r.sb.run_env(&[("CUSTODY_CACHE_DIR", &cache)], args);
+    with_cache(&["ls", "latest"]).ok();
+    let index = e.r.store_dir().join("index");
+    let repo_cache = cache.read_dir().unwrap().next().unwrap().unwrap().path();
+    let cached = repo_cache.join("index");
+    let ids = list_ids(&cached);
+    assert!(!ids.is_empty(), "nothing cached");
+    for id in &ids {
+        let genuine = std::fs::read(index.join(id)).unwrap();
+        forge_segment(&e, id.parse().unwrap(), vec![]);
+        std::fs::copy(index.join(id), cached.join(id)).unwrap();
+        std::fs::write(index.join(id), &genuine).unwrap();
+    }
+    let out = e.r.sb.path("cached-restore");
+    let g = e.genuine.last().unwrap();
+    let run = with_cache(&["restore", &g.hex(), "--target", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_same_tree(&g.files, &restored(&out, &g.files));
+    for id in &ids {
+        assert_eq!(
+            std::fs::read(index.join(id)).unwrap(),
+            std::fs::read(cached.join(id)).unwrap(),
+            "the writer's listing stayed in the cache"
+        );
+    }
+}
