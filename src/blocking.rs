@@ -91,7 +91,14 @@ impl std::fmt::Debug for BlockingStore {
 }
 
 impl BlockingStore {
+    /// `rt` must be a multi-thread runtime: reads run there as tasks of their own (read ahead,
+    /// ranged reads) while the calling thread waits, and only a worker thread runs them.
     pub fn new(rt: Handle, inner: Arc<dyn Store>) -> BlockingStore {
+        assert_eq!(
+            rt.runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread,
+            "custody: the store needs a multi-thread tokio runtime"
+        );
         BlockingStore {
             rt,
             inner,
@@ -329,6 +336,20 @@ mod tests {
         Id([n; 32])
     }
 
+    /// Waits until every read started ahead has its answer.
+    fn settle(s: &BlockingStore) {
+        while !s
+            .ahead
+            .lock()
+            .unwrap()
+            .reads
+            .values()
+            .all(|h| h.is_finished())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Sets an object's bytes behind the store's back (another client).
     fn replace(dir: &std::path::Path, kind: FileKind, id: &Id, bytes: &[u8]) {
         std::fs::write(dir.join(kind.path(id)), bytes).unwrap();
@@ -341,7 +362,7 @@ mod tests {
         s.put(FileKind::Snapshot, &id(1), Bytes::from_static(b"one"))
             .unwrap();
         s.read_ahead(&[Ahead::Get(FileKind::Snapshot, id(1))]);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        settle(&s);
         replace(dir.path(), FileKind::Snapshot, &id(1), b"two");
         // Started before the change: the first call takes it; the next reads the store.
         assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"one");
@@ -358,16 +379,33 @@ mod tests {
             Ahead::Get(FileKind::Snapshot, id(1)),
             Ahead::List(FileKind::Snapshot),
         ]);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        settle(&s);
         // A write of the kind makes both stale.
         s.put(FileKind::Snapshot, &id(2), Bytes::from_static(b"new"))
             .unwrap();
-        assert_eq!(s.list(FileKind::Snapshot).unwrap().len(), 2);
-        s.read_ahead(&[Ahead::Get(FileKind::Snapshot, id(1))]);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        s.end_read_ahead();
         replace(dir.path(), FileKind::Snapshot, &id(1), b"two");
         assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"two");
+        assert_eq!(s.list(FileKind::Snapshot).unwrap().len(), 2);
+        s.read_ahead(&[Ahead::Get(FileKind::Snapshot, id(1))]);
+        settle(&s);
+        s.end_read_ahead();
+        replace(dir.path(), FileKind::Snapshot, &id(1), b"three");
+        assert_eq!(&s.get(FileKind::Snapshot, &id(1)).unwrap()[..], b"three");
+    }
+
+    #[test]
+    fn a_listing_ended_before_it_arrives_reads_nothing_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, s) = store(dir.path());
+        s.put(FileKind::Writer, &id(1), Bytes::from_static(b"old"))
+            .unwrap();
+        // A listing started before the end arrives after it, and would read what it names.
+        let epoch = s.ahead.lock().unwrap().epoch;
+        s.end_read_ahead();
+        s.read_ahead_in(epoch, &[Ahead::Get(FileKind::Writer, id(1))]);
+        assert!(s.ahead.lock().unwrap().reads.is_empty());
+        replace(dir.path(), FileKind::Writer, &id(1), b"new");
+        assert_eq!(&s.get(FileKind::Writer, &id(1)).unwrap()[..], b"new");
     }
 
     #[test]
@@ -380,7 +418,7 @@ mod tests {
         }
         s.read_ahead(&[Ahead::ListAndGet(FileKind::Writer)]);
         assert_eq!(s.list(FileKind::Writer).unwrap().len(), 3);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        settle(&s);
         // Read when the listing arrived, before this change.
         replace(dir.path(), FileKind::Writer, &id(2), b"new");
         assert_eq!(&s.get(FileKind::Writer, &id(2)).unwrap()[..], b"old");

@@ -216,14 +216,14 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         })
         .collect();
     // The parent snapshot and what to deduplicate against are read at once: on a remote
-    // bucket each is several round trips.
-    let (parent, base) = std::thread::scope(|s| {
-        let base = s.spawn(|| DedupBase::load(&repo));
-        let parent = find_parent(&repo, args, &host, &abs_paths);
-        (parent, base.join())
-    });
-    let parent = parent?;
-    let base = base.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+    // bucket each is several round trips. A parent committed by a concurrent backup between
+    // the two listings may have trees the index does not list yet: the backup then warns and
+    // reads every file (a file is reused only when its chunks are in the index).
+    let (base, parent) = custody::repo::in_flight::join(
+        || DedupBase::load(&repo),
+        || find_parent(&repo, args, &host, &abs_paths),
+    );
+    let (parent, base) = (parent?, base?);
     let parent_cache = if args.stdin {
         None
     } else {

@@ -14,7 +14,7 @@ pub mod dump_tar;
 pub mod find;
 pub mod forget;
 pub mod history;
-mod in_flight;
+pub mod in_flight;
 mod index;
 pub mod kek_usage;
 pub mod locate;

@@ -337,7 +337,7 @@ impl Repository {
             ],
         };
         ahead.push(Ahead::Get(FileKind::Policy, root));
-        let retention = !reader_ok && store.inner().object_lock().is_some();
+        let retention = store.inner().object_lock().is_some();
         if retention {
             ahead.push(Ahead::Get(FileKind::Retention, root));
         }

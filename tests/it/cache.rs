@@ -5,16 +5,7 @@
 use crate::common::*;
 
 fn cached(sb: &Sandbox, args: &[&str]) -> Run {
-    let o = sb
-        .cmd(args)
-        .env("CUSTODY_CACHE_DIR", sb.path("cache"))
-        .output()
-        .unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: o.stdout,
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    sb.run_env(&[("CUSTODY_CACHE_DIR", sb.path("cache"))], args)
 }
 
 /// The cached segments: (store path, cache path) per segment id, in id order.

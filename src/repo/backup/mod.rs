@@ -375,7 +375,11 @@ pub fn backup(
         || repo.put_manifest(&session, &snapshot_id, &json, true),
     );
     if let Err(e) = stored {
-        let _ = repo.store().delete(FileKind::Reach, &snapshot_id);
+        if let Err(d) = repo.store().delete(FileKind::Reach, &snapshot_id) {
+            tracing::warn!(
+                "the reach of the snapshot that was not stored stays behind ({d}): it is never read"
+            );
+        }
         return Err(e);
     }
     if let Some(slot) = slot {
