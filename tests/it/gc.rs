@@ -220,7 +220,12 @@ fn prune_while_backups_run_loses_nothing() {
 /// A backup deduplicates against data that a prune then condemns and deletes while the
 /// backup is stopped (SIGSTOP) past the grace period. Resumed, it must stop without
 /// committing (exit 6) or commit a snapshot that restores; either way nothing is lost.
-fn sigstop_past_grace(r: &Repo) {
+/// A backup paused while the old snapshot is forgotten and what it reused is condemned: with
+/// `deleted`, a second prune past the grace period also deletes it (and replaces the index
+/// segments); without, only the first prune's mark condemns it, every segment the backup read
+/// stays listed, and the backup's check before the commit must see the mark itself (the fast
+/// path of docs/FORMAT.md §14b that reads no segment again): it stops with exit 6.
+fn paused_backup_meets_prune(r: &Repo, deleted: bool) {
     r.init();
     let old = r.source("old", 6, 1, None);
     r.backup(&old);
@@ -261,17 +266,22 @@ fn sigstop_past_grace(r: &Repo) {
         .to_string();
     assert_ne!(old_id, kept);
     r.run(&["forget", &old_id]).ok();
-    r.run(&["prune", "--grace", "1s"]).ok();
-    std::thread::sleep(Duration::from_millis(1200));
-    let p: PruneReport = r.run(&["--json", "prune", "--grace", "1s"]).ok().report();
-    assert!(p.sweep.packs_deleted > 0, "{p:?}");
+    if deleted {
+        r.run(&["prune", "--grace", "1s"]).ok();
+        std::thread::sleep(Duration::from_millis(1200));
+        let p: PruneReport = r.run(&["--json", "prune", "--grace", "1s"]).ok().report();
+        assert!(p.sweep.packs_deleted > 0, "{p:?}");
+    } else {
+        let p: PruneReport = r.run(&["--json", "prune", "--grace", "1h"]).ok().report();
+        assert_eq!(p.sweep.packs_deleted, 0, "{p:?}");
+    }
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     eprintln!("paused backup ended with {:?}: {stderr}", o.status.code());
     match o.status.code() {
         Some(EXIT_CONFLICT) => assert!(stderr.contains("run the backup again"), "{stderr}"),
-        Some(0) => {}
+        Some(0) if deleted => {}
         c => panic!("backup ended with {c:?}: {stderr}"),
     }
     let chk = r.check();
@@ -288,7 +298,12 @@ fn sigstop_past_grace(r: &Repo) {
 
 #[test]
 fn backup_paused_past_the_grace_period_loses_nothing() {
-    both(sigstop_past_grace);
+    both(|r| paused_backup_meets_prune(r, true));
+}
+
+#[test]
+fn backup_paused_while_its_reused_packs_are_condemned_stops() {
+    both(|r| paused_backup_meets_prune(r, false));
 }
 
 fn crash_points(r: &Repo) {
