@@ -46,6 +46,12 @@ fn timed<T>(
     r
 }
 
+/// The result of a store call run as a task of its own (a task that panicked or was
+/// cancelled is an internal error).
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.unwrap_or_else(|e| Err(Error::Internal(e.to_string())))
+}
+
 /// A read started before anyone asks for it (see [`BlockingStore::read_ahead`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ahead {
@@ -169,7 +175,7 @@ impl BlockingStore {
     /// The read started ahead for `a`, if any, awaited.
     fn early(&self, a: Ahead) -> Option<Result<Early>> {
         let h = self.ahead.lock().expect("lock").reads.remove(&a)?;
-        Some(block_on(&self.rt, h).unwrap_or_else(|e| Err(Error::Internal(e.to_string()))))
+        Some(joined(block_on(&self.rt, h)))
     }
 
     /// A write makes what was read ahead of its kind stale.
@@ -218,6 +224,7 @@ impl BlockingStore {
 
     pub fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
         match self.early(Ahead::Get(kind, *id)) {
+            // A key's read is always of its own kind: `Get` keys hold gets, `List` keys lists.
             Some(r) => r.and_then(|e| match e {
                 Early::Got(b) => Ok(b),
                 Early::Listed(_) => Err(Error::Internal("a listing read ahead as a get".into())),
@@ -231,10 +238,12 @@ impl BlockingStore {
         let read = self
             .rt
             .spawn(async move { inner.get_range(kind, &id, offset, length).await });
-        timed(&self.rt, "get_range", kind, async move {
-            read.await
-                .unwrap_or_else(|e| Err(Error::Internal(e.to_string())))
-        })
+        timed(
+            &self.rt,
+            "get_range",
+            kind,
+            async move { joined(read.await) },
+        )
     }
 
     pub fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
