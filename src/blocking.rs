@@ -234,10 +234,23 @@ impl BlockingStore {
     }
 
     pub fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        self.get_range_into(kind, id, offset, length, Vec::new())
+            .map(Bytes::from)
+    }
+
+    /// See [`Store::get_range_into`].
+    pub fn get_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let (inner, id) = (self.inner.clone(), *id);
         let read = self
             .rt
-            .spawn(async move { inner.get_range(kind, &id, offset, length).await });
+            .spawn(async move { inner.get_range_into(kind, &id, offset, length, buf).await });
         timed(
             &self.rt,
             "get_range",

@@ -142,26 +142,40 @@ pub fn decompress(c: Compression, data: Vec<u8>, raw_len: usize) -> Result<Vec<u
     match c {
         Compression::None => Ok(data),
         Compression::Zstd => {
-            thread_local! {
-                // One context per thread: creating one per chunk costs more than small chunks.
-                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-                    const { std::cell::RefCell::new(None) };
-            }
-            let out = DCTX
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    d.as_mut().expect("just set").decompress(&data, raw_len)
-                })
-                .map_err(|e| Error::invalid(format!("zstd: {e}")))?;
-            if out.len() != raw_len {
-                return Err(Error::invalid("decompressed length mismatch"));
-            }
+            let mut out = Vec::new();
+            unzstd_into(&data, raw_len, &mut out)?;
             Ok(out)
         }
     }
+}
+
+/// Decompresses zstd `data` into `out` (emptied first, its capacity reused: a restore keeps
+/// one buffer per thread); `raw_len` is the exact expected size, and no more is written.
+pub fn unzstd_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    thread_local! {
+        // One context per thread: creating one per chunk costs more than small chunks.
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    out.clear();
+    out.reserve(raw_len);
+    DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        // Writes into the capacity only (never grows it): a longer frame fails or is caught
+        // by the length check below.
+        d.as_mut()
+            .expect("just set")
+            .decompress_to_buffer(data, out)
+            .map(drop)
+    })
+    .map_err(|e| Error::invalid(format!("zstd: {e}")))?;
+    if out.len() != raw_len {
+        return Err(Error::invalid("decompressed length mismatch"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,6 +233,24 @@ mod tests {
     fn fail_wrong_length() {
         let text = b"abc".repeat(1000);
         let (c, z) = compress(3, &text);
-        assert!(decompress(c, z, 10).is_err());
+        assert!(decompress(c, z.clone(), 10).is_err());
+        assert!(decompress(c, z, 4000).is_err());
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_each_frame_alone() {
+        let (long, short) = (b"abc".repeat(1000), b"xy".repeat(600));
+        let (_, zl) = compress(3, &long);
+        let (_, zs) = compress(3, &short);
+        let mut out = Vec::new();
+        unzstd_into(&zl, long.len(), &mut out).unwrap();
+        assert_eq!(out, long);
+        let room = out.capacity();
+        unzstd_into(&zs, short.len(), &mut out).unwrap();
+        assert_eq!(out, short);
+        assert_eq!(out.capacity(), room, "the buffer is reused, not replaced");
+        // The larger capacity left by the long frame does not let a short listing pass.
+        assert!(unzstd_into(&zl, 10, &mut out).is_err());
+        assert!(unzstd_into(&zl, long.len() + 1, &mut out).is_err());
     }
 }

@@ -68,6 +68,16 @@ impl PackKey {
         envelope::open_blob(&self.key, &self.binding(t.object_kind(), chunk), sealed)
     }
 
+    /// [`Self::open_blob`] decrypting in place (see [`envelope::open_blob_in_place`]).
+    pub fn open_blob_in_place<'a>(
+        &self,
+        t: BlobType,
+        chunk: &BlobId,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], OpenError> {
+        envelope::open_blob_in_place(&self.key, &self.binding(t.object_kind(), chunk), sealed)
+    }
+
     pub fn seal_header(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
         envelope::seal_object(
             &self.key,

@@ -124,15 +124,63 @@ impl Repository {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         let pname = object_name(FileKind::Pack, pack);
-        // A listing's declared length is refused before anything is allocated for it: a
-        // forged one could otherwise make every small chunk claim gigabytes.
+        self.check_declared_length(&pname, entry)?;
+        let key = self.pack_key(session, pack)?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::integrity(&pname, format!("blob {}: {e}", entry.id.short()))
+        };
+        let body = key
+            .open_blob(entry.blob_type, &entry.id, sealed)
+            .map_err(|e| bad(&e))?;
+        let plain = compress::decompress(entry.compression, body, entry.raw_length as usize)
+            .map_err(|e| bad(&e))?;
+        self.check_plaintext(&pname, entry, &plain)?;
+        Ok(plain)
+    }
+
+    /// [`Repository::open_blob`] for a reader that owns the bytes the blob lies in (a
+    /// restore owns each span it reads): decrypted where it lies and decompressed into
+    /// `scratch`, whose capacity is reused. The plaintext is in one or the other; `sealed` is
+    /// left unspecified.
+    pub fn open_blob_in_place<'a>(
+        &self,
+        pack: &PackId,
+        session: &SessionId,
+        entry: &crate::pack::BlobEntry,
+        sealed: &'a mut [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let pname = object_name(FileKind::Pack, pack);
+        self.check_declared_length(&pname, entry)?;
+        let key = self.pack_key(session, pack)?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::integrity(&pname, format!("blob {}: {e}", entry.id.short()))
+        };
+        let body = key
+            .open_blob_in_place(entry.blob_type, &entry.id, sealed)
+            .map_err(|e| bad(&e))?;
+        let plain: &[u8] = match entry.compression {
+            compress::Compression::None => body,
+            compress::Compression::Zstd => {
+                compress::unzstd_into(body, entry.raw_length as usize, scratch)
+                    .map_err(|e| bad(&e))?;
+                scratch
+            }
+        };
+        self.check_plaintext(&pname, entry, plain)?;
+        Ok(plain)
+    }
+
+    /// A listing's declared length is refused before anything is allocated for it: a forged
+    /// one could otherwise make every small chunk claim gigabytes.
+    fn check_declared_length(&self, pname: &str, entry: &crate::pack::BlobEntry) -> Result<()> {
         let limit = match entry.blob_type {
             BlobType::Data => u64::from(self.config.body.chunker.max_size),
             BlobType::Tree => MAX_BLOB,
         };
         if u64::from(entry.raw_length) > limit {
             return Err(Error::integrity(
-                &pname,
+                pname,
                 format!(
                     "blob {} declares {} bytes, more than any {:?} blob ({limit})",
                     entry.id.short(),
@@ -141,15 +189,19 @@ impl Repository {
                 ),
             ));
         }
-        let key = self.pack_key(session, pack)?;
-        let body = key
-            .open_blob(entry.blob_type, &entry.id, sealed)
-            .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
-        let plain = compress::decompress(entry.compression, body, entry.raw_length as usize)
-            .map_err(|e| Error::integrity(&pname, format!("blob {}: {e}", entry.id.short())))?;
+        Ok(())
+    }
+
+    /// The opened plaintext has the listed length and HMAC(plaintext) is its id.
+    fn check_plaintext(
+        &self,
+        pname: &str,
+        entry: &crate::pack::BlobEntry,
+        plain: &[u8],
+    ) -> Result<()> {
         if plain.len() != entry.raw_length as usize {
             return Err(Error::integrity(
-                &pname,
+                pname,
                 format!(
                     "blob {}: {} bytes where the index says {}",
                     entry.id.short(),
@@ -158,13 +210,13 @@ impl Repository {
                 ),
             ));
         }
-        if self.chunk_id(&plain) != *entry.id {
+        if self.chunk_id(plain) != *entry.id {
             return Err(Error::integrity(
-                &pname,
+                pname,
                 format!("blob {}: plaintext does not match its id", entry.id.short()),
             ));
         }
-        Ok(plain)
+        Ok(())
     }
 
     /// Loads several trees at once (see [`super::in_flight`]): a walk over a remote bucket

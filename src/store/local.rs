@@ -118,6 +118,19 @@ impl Store for LocalStore {
     }
 
     async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        self.get_range_into(kind, id, offset, length, Vec::new())
+            .await
+            .map(Bytes::from)
+    }
+
+    async fn get_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        length: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let path = self.path(kind, id);
         blocking(move || {
             let mut f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
@@ -130,18 +143,20 @@ impl Store for LocalStore {
             }
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| io_err(&path, e))?;
-            let mut buf = vec![0u8; length as usize];
-            f.read_exact(&mut buf).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    Error::integrity(
-                        path.display(),
-                        format!("object shorter than requested range {offset}+{length}"),
-                    )
-                } else {
-                    io_err(&path, e)
-                }
-            })?;
-            Ok(Bytes::from(buf))
+            buf.clear();
+            buf.reserve_exact(length as usize);
+            // Reads into the capacity as it is (no zeroing first).
+            let n = f
+                .take(length)
+                .read_to_end(&mut buf)
+                .map_err(|e| io_err(&path, e))?;
+            if n as u64 != length {
+                return Err(Error::integrity(
+                    path.display(),
+                    format!("object shorter than requested range {offset}+{length}"),
+                ));
+            }
+            Ok(buf)
         })
         .await
     }

@@ -151,10 +151,17 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl S3Store {
-    /// GETs a whole object, or one HTTP range of it. The SDK retries a request that fails;
-    /// a body that breaks off, or ends before its `Content-Length`, after the answer began is
-    /// retried here, within the same attempt budget.
-    async fn fetch(&self, kind: FileKind, id: &Id, range: Option<String>) -> Result<Bytes> {
+    /// GETs a whole object, or one HTTP range of it, into `buf` (emptied first). The SDK
+    /// retries a request that fails; a body that breaks off, or ends before its
+    /// `Content-Length`, after the answer began is retried here, within the same attempt
+    /// budget.
+    async fn fetch(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        range: Option<(u64, u64)>,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let name = self.name(kind, id);
         let mut attempt = 1;
         loop {
@@ -164,26 +171,35 @@ impl S3Store {
                 .get_object()
                 .bucket(&self.url.bucket)
                 .key(self.key(kind, id))
-                .set_range(range.clone())
+                .set_range(range.map(|(from, len)| format!("bytes={from}-{}", from + len - 1)))
                 .send()
                 .await
                 .map_err(|e| map_err(&name, e))?;
-            let expected = out.content_length();
-            let broke = match out.body.collect().await {
-                Ok(b) => {
-                    let b = b.into_bytes();
-                    match expected {
-                        Some(n) if usize::try_from(n).ok() != Some(b.len()) => {
-                            format!("body of {} bytes where the answer announced {n}", b.len())
+            let expected = out.content_length().and_then(|n| usize::try_from(n).ok());
+            // Room for what was asked for (or announced, within reason: the server is not
+            // trusted with an allocation), so that frames are copied once.
+            let room = range.map_or(expected.unwrap_or(0).min(64 << 20), |(_, len)| len as usize);
+            buf.clear();
+            buf.reserve(room);
+            let mut body = out.body;
+            let broke = loop {
+                match body.next().await {
+                    Some(Ok(frame)) => buf.extend_from_slice(&frame),
+                    Some(Err(e)) => break format!("download broke off: {e}"),
+                    None => match expected {
+                        Some(n) if n != buf.len() => {
+                            break format!(
+                                "body of {} bytes where the answer announced {n}",
+                                buf.len()
+                            )
                         }
                         _ => {
                             // `CUSTODY_LOG=custody::store=trace` shows each read's round trip.
-                            tracing::trace!(object = %name, bytes = b.len(), ms = started.elapsed().as_millis() as u64, "get");
-                            return Ok(b);
+                            tracing::trace!(object = %name, bytes = buf.len(), ms = started.elapsed().as_millis() as u64, "get");
+                            return Ok(buf);
                         }
-                    }
+                    },
                 }
-                Err(e) => format!("download broke off: {e}"),
             };
             if attempt >= self.max_attempts {
                 return Err(Error::Unavailable(format!(
@@ -478,15 +494,30 @@ impl Store for S3Store {
     }
 
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
-        self.fetch(kind, id, None).await
+        self.fetch(kind, id, None, Vec::new())
+            .await
+            .map(Bytes::from)
     }
 
     async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        self.get_range_into(kind, id, offset, length, Vec::new())
+            .await
+            .map(Bytes::from)
+    }
+
+    async fn get_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        length: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         if length == 0 {
-            return Ok(Bytes::new());
+            buf.clear();
+            return Ok(buf);
         }
-        let range = format!("bytes={}-{}", offset, offset + length - 1);
-        let body = self.fetch(kind, id, Some(range)).await?;
+        let body = self.fetch(kind, id, Some((offset, length)), buf).await?;
         if body.len() as u64 != length {
             return Err(Error::integrity(
                 self.name(kind, id),

@@ -1,6 +1,7 @@
 //! Fetching for restore: one ranged read per pack, each blob verified once and written into
 //! every file that holds it.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
@@ -31,7 +32,7 @@ pub(super) fn restore_pack(
         .map(|t| t.entry.offset as u64 + t.entry.length as u64)
         .max()
         .unwrap_or(0);
-    let span = if end - start > crate::repo::MAX_PACK {
+    let mut span = if end - start > crate::repo::MAX_PACK {
         Err(Error::integrity(
             crate::store::object_name(FileKind::Pack, pack),
             format!(
@@ -40,9 +41,14 @@ pub(super) fn restore_pack(
             ),
         ))
     } else {
+        // One buffer per thread for the span read as for the blobs decompressed from it: a
+        // fresh one per read cost a page fault per 4 KiB.
         repo.store()
-            .get_range(FileKind::Pack, pack, start, end - start)
+            .get_range_into(FileKind::Pack, pack, start, end - start, SPAN.take())
     };
+    // Blobs are opened where they lie (the span is ours: no copy per blob).
+    let span_ok = span.is_ok();
+    let mut scratch = SCRATCH.take();
     let mut i = 0;
     while i < targets.len() {
         let t = targets[i];
@@ -50,15 +56,17 @@ pub(super) fn restore_pack(
         while j < targets.len() && targets[j].entry == t.entry {
             j += 1;
         }
-        let plain = match &span {
+        let plain = match &mut span {
             Ok(bytes) => {
                 let a = (t.entry.offset as u64 - start) as usize;
-                repo.open_blob(
+                repo.open_blob_in_place(
                     pack,
                     &t.session,
                     &t.entry,
-                    &bytes[a..a + t.entry.length as usize],
+                    &mut bytes[a..a + t.entry.length as usize],
+                    &mut scratch,
                 )
+                .map(Cow::Borrowed)
             }
             Err(Error::NotFound(_)) => Err(Error::integrity(
                 crate::store::object_name(FileKind::Pack, pack),
@@ -74,10 +82,11 @@ pub(super) fn restore_pack(
         }
         let plain = match plain {
             Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
-                let skip = span.is_ok().then_some((*pack, t.session));
+                let skip = span_ok.then_some((*pack, t.session));
                 repo.load_blob_except(index, t.entry.id, BlobType::Data, skip)
                     .ok()
                     .filter(|d| d.len() == t.entry.raw_length as usize)
+                    .map(Cow::Owned)
                     .ok_or(e)
             }
             other => other,
@@ -118,6 +127,17 @@ pub(super) fn restore_pack(
         }
         i = j;
     }
+    SCRATCH.set(scratch);
+    if let Ok(span) = span {
+        SPAN.set(span);
+    }
+}
+
+thread_local! {
+    /// Each restore thread's buffer for the spans it reads.
+    static SPAN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each restore thread's buffer for the blobs it decompresses.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The shortest span a pack's share of a batch is cut into (see [`span_for`]).

@@ -26,6 +26,7 @@ pub async fn conformance(store: S) {
     deleting_a_missing_object_is_no_error(&store).await;
     every_kind_round_trips_whole_and_by_range(&store).await;
     a_range_past_the_end_is_an_error(&store).await;
+    a_range_into_a_used_buffer_holds_that_range_only(&store).await;
     kinds_are_separate_namespaces(&store).await;
     empty_objects_round_trip(&store).await;
     a_put_replaces_an_object_whole(&store).await;
@@ -102,6 +103,33 @@ async fn a_range_past_the_end_is_an_error(store: &S) {
     assert!(
         store
             .get_range(FileKind::Pack, &id, 99_995, 10)
+            .await
+            .is_err(),
+        "range past the end"
+    );
+}
+
+/// `get_range_into` answers as `get_range` does, whatever the buffer held before (longer or
+/// shorter than the range), and a range past the end is an error there too.
+async fn a_range_into_a_used_buffer_holds_that_range_only(store: &S) {
+    let id = Id::random().unwrap();
+    let data = data();
+    store.put(FileKind::Pack, &id, data.clone()).await.unwrap();
+    let mut buf = vec![0xAA; 50_000];
+    for (offset, length) in [(1000, 10), (5, 60_000), (99_990, 10), (0, 0)] {
+        buf = store
+            .get_range_into(FileKind::Pack, &id, offset, length, buf)
+            .await
+            .unwrap();
+        assert_eq!(
+            buf,
+            data.slice(offset as usize..(offset + length) as usize),
+            "range {offset}+{length} into a used buffer"
+        );
+    }
+    assert!(
+        store
+            .get_range_into(FileKind::Pack, &id, 99_995, 10, buf)
             .await
             .is_err(),
         "range past the end"
