@@ -139,20 +139,18 @@ impl Repository {
     }
 
     /// [`Repository::open_blob`] for a reader that owns the bytes the blob lies in (a
-    /// restore owns each span it reads): decrypted where it lies and decompressed into
-    /// `scratch`, whose capacity is reused. The plaintext is in one or the other; `sealed` is
-    /// left unspecified.
+    /// restore owns each span it reads) and holds the pack's key (one per span, not per
+    /// blob): decrypted where it lies and decompressed into `scratch`, whose capacity is
+    /// reused. The plaintext is in one or the other; `sealed` is left unspecified.
     pub fn open_blob_in_place<'a>(
         &self,
-        pack: &PackId,
-        session: &SessionId,
+        key: &crate::pack::PackKey,
         entry: &crate::pack::BlobEntry,
         sealed: &'a mut [u8],
         scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        let pname = object_name(FileKind::Pack, pack);
+        let pname = object_name(FileKind::Pack, &key.pack_id());
         self.check_declared_length(&pname, entry)?;
-        let key = self.pack_key(session, pack)?;
         let bad = |e: &dyn std::fmt::Display| {
             Error::integrity(&pname, format!("blob {}: {e}", entry.id.short()))
         };

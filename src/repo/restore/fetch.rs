@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use crate::error::Error;
-use crate::id::PackId;
-use crate::pack::BlobType;
+use crate::id::{PackId, SessionId};
+use crate::pack::{BlobType, PackKey};
 use crate::repo::{Index, Repository};
 use crate::store::FileKind;
 
@@ -23,7 +23,7 @@ pub(super) fn restore_pack(
     pack: &PackId,
     mut targets: Vec<Target>,
     progress: &RestoreProgress,
-    done: &mut super::Done,
+    done: &mut super::batch::Done,
 ) {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let start = targets.first().map_or(0, |t| t.entry.offset as u64);
@@ -49,6 +49,8 @@ pub(super) fn restore_pack(
     // Blobs are opened where they lie (the span is ours: no copy per blob).
     let span_ok = span.is_ok();
     let mut scratch = SCRATCH.take();
+    // The span's blobs share a session: its pack key is derived once.
+    let mut keys: Vec<(SessionId, PackKey)> = Vec::new();
     let mut i = 0;
     while i < targets.len() {
         let t = targets[i];
@@ -59,13 +61,20 @@ pub(super) fn restore_pack(
         let plain = match &mut span {
             Ok(bytes) => {
                 let a = (t.entry.offset as u64 - start) as usize;
-                repo.open_blob_in_place(
-                    pack,
-                    &t.session,
-                    &t.entry,
-                    &mut bytes[a..a + t.entry.length as usize],
-                    &mut scratch,
-                )
+                let key = match keys.iter().find(|(s, _)| *s == t.session) {
+                    Some((_, k)) => Ok(k.clone()),
+                    None => repo
+                        .pack_key(&t.session, pack)
+                        .inspect(|k| keys.push((t.session, k.clone()))),
+                };
+                key.and_then(|key| {
+                    repo.open_blob_in_place(
+                        &key,
+                        &t.entry,
+                        &mut bytes[a..a + t.entry.length as usize],
+                        &mut scratch,
+                    )
+                })
                 .map(Cow::Borrowed)
             }
             Err(Error::NotFound(_)) => Err(Error::integrity(

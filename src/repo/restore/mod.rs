@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{Layout, Snapshot};
 use crate::format::tree::{Node, NodeKind};
-use crate::id::{PackId, SessionId, TreeId};
+use crate::id::{SessionId, TreeId};
 use crate::pack::BlobEntry;
 use crate::repo::walk::{Budget, TreeWalker, Visits};
 use crate::repo::{Index, Repository};
 
+mod batch;
 mod beneath;
 mod dry_run;
 mod fetch;
@@ -30,10 +31,10 @@ mod verify;
 pub use output::{FailedPath, RestoreOutput};
 pub use overwrite::Overwrite;
 
+use batch::{merge, plan_file, restore_batch, Plan};
 use beneath::Beneath;
-use fetch::{restore_pack, span_for, split_pack};
+use files::restore_symlink;
 pub use files::write_file;
-use files::{finish_file, restore_sequentially, restore_symlink, temp_name};
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -120,14 +121,6 @@ struct FileState {
     failed: Mutex<Option<Error>>,
 }
 
-/// What a pack worker found: each file's outcome, and the packs whose blobs failed. Each
-/// worker keeps its own (no lock shared per file), merged when the batch is done.
-#[derive(Default)]
-struct Done {
-    files: Vec<(usize, Result<u64>)>,
-    damaged: std::collections::HashSet<PackId>,
-}
-
 /// One chunk of one file: where it sits in its pack, and where it goes in the file.
 #[derive(Clone, Copy)]
 struct Target {
@@ -135,31 +128,6 @@ struct Target {
     session: SessionId,
     file: usize,
     offset: u64,
-}
-
-/// The files of one batch and the chunks they need, by pack. A batch is restored before the
-/// walk plans the next, so that memory follows the batch, not the snapshot's file count.
-struct Plan {
-    /// Random per restore run: part of every temporary name.
-    run: String,
-    /// Files planned in earlier batches (numbers temporary names across the run).
-    numbered: usize,
-    files: Vec<FileState>,
-    packs: HashMap<PackId, Vec<Target>>,
-    /// Chunks planned in this batch.
-    targets: usize,
-}
-
-/// A batch is restored once it holds this many files or chunks: about 1 KiB each while
-/// planned, so a restore of a million small files holds a batch's worth (tens of MiB), and a
-/// batch of small files still spans enough pack reads to keep every thread busy.
-const BATCH_FILES: usize = 16_384;
-const BATCH_TARGETS: usize = 262_144;
-
-impl Plan {
-    fn full(&self) -> bool {
-        self.files.len() >= BATCH_FILES || self.targets >= BATCH_TARGETS
-    }
 }
 
 /// Restores a snapshot pack by pack: each pack's needed blobs come in one ranged read (one
@@ -198,15 +166,7 @@ pub fn restore(
     // once every file is in place.
     let mut first_names: HashMap<(u64, u64), (PathBuf, std::ffi::OsString)> = HashMap::new();
     let mut links: Vec<(String, PathBuf, Node, (PathBuf, std::ffi::OsString))> = Vec::new();
-    let mut run = [0u8; 6];
-    crate::crypto::random::fill(&mut run)?;
-    let mut plan = Plan {
-        run: hex::encode(run),
-        numbered: 0,
-        files: Vec::new(),
-        packs: HashMap::new(),
-        targets: 0,
-    };
+    let mut plan = Plan::new()?;
     // Packs found damaged in any batch.
     let mut damaged = std::collections::HashSet::new();
 
@@ -216,128 +176,129 @@ pub fn restore(
     // Each folder's context: its path in the snapshot, its place under the target, and
     // whether it is restored whole.
     let root = (*root, (Vec::new(), PathBuf::new(), !filter.partial()));
-    walker.walk(vec![root], |_, (rel, dir, whole), loaded, next| {
-        let tree = match loaded {
-            Ok(t) => t,
-            Err(e) => {
-                let shown = if rel.is_empty() {
-                    "/".to_string()
-                } else {
-                    String::from_utf8_lossy(rel).into_owned()
-                };
-                report.failed.push((shown, e));
-                return Ok(());
-            }
-        };
-        if opts.delete && *whole && within_source(snap, rel) {
-            let names = tree.nodes.iter().map(|n| n.name.to_os()).collect();
-            deletions.push((dir.clone(), names));
-        }
-        for node in tree.nodes {
-            let mut child_rel = rel.clone();
-            if !child_rel.is_empty() {
-                child_rel.push(b'/');
-            }
-            child_rel.extend_from_slice(&node.name.0);
-            let (restore_it, descend) = filter.decide(&child_rel, node.kind == NodeKind::Dir);
-            if !descend {
-                continue;
-            }
-            let dest = dir.join(node.name.as_os());
-            let shown = String::from_utf8_lossy(&child_rel).into_owned();
-            let fail = |e| {
-                let at = target.shown(&dest);
-                Error::io(
-                    crate::human::escape_bytes(at.as_os_str().as_encoded_bytes()),
-                    e,
-                )
-            };
-            // `--overwrite`: what is there already may stay.
-            if restore_it && node.kind != NodeKind::Dir && opts.overwrite != Overwrite::Always {
-                match target.existing(dir, node.name.as_os()) {
-                    Ok(Some(st)) if !opts.overwrite.replaces(&st, &node) => {
-                        report.kept += 1;
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        report.failed.push((shown, fail(e)));
-                        continue;
-                    }
+    std::thread::scope(|s| -> Result<()> {
+        // The batch restored while the walk plans the next.
+        let mut running: Option<std::thread::ScopedJoinHandle<'_, batch::Outcome>> = None;
+        let walked = walker.walk(vec![root], |_, (rel, dir, whole), loaded, next| {
+            let tree = match loaded {
+                Ok(t) => t,
+                Err(e) => {
+                    let shown = if rel.is_empty() {
+                        "/".to_string()
+                    } else {
+                        String::from_utf8_lossy(rel).into_owned()
+                    };
+                    report.failed.push((shown, e));
+                    return Ok(());
                 }
+            };
+            if opts.delete && *whole && within_source(snap, rel) {
+                let names = tree.nodes.iter().map(|n| n.name.to_os()).collect();
+                deletions.push((dir.clone(), names));
             }
-            match node.kind {
-                NodeKind::Dir => {
-                    let created = match target.mkdir(dir, node.name.as_os()) {
-                        Ok(c) => c,
+            for node in tree.nodes {
+                let mut child_rel = rel.clone();
+                if !child_rel.is_empty() {
+                    child_rel.push(b'/');
+                }
+                child_rel.extend_from_slice(&node.name.0);
+                let (restore_it, descend) = filter.decide(&child_rel, node.kind == NodeKind::Dir);
+                if !descend {
+                    continue;
+                }
+                let dest = dir.join(node.name.as_os());
+                let shown = String::from_utf8_lossy(&child_rel).into_owned();
+                let fail = |e| {
+                    let at = target.shown(&dest);
+                    Error::io(
+                        crate::human::escape_bytes(at.as_os_str().as_encoded_bytes()),
+                        e,
+                    )
+                };
+                // `--overwrite`: what is there already may stay.
+                if restore_it && node.kind != NodeKind::Dir && opts.overwrite != Overwrite::Always {
+                    match target.existing(dir, node.name.as_os()) {
+                        Ok(Some(st)) if !opts.overwrite.replaces(&st, &node) => {
+                            report.kept += 1;
+                            continue;
+                        }
+                        Ok(_) => {}
                         Err(e) => {
                             report.failed.push((shown, fail(e)));
                             continue;
                         }
-                    };
-                    if let Some(sub) = node.subtree {
-                        next.push((sub, (child_rel, dest.clone(), restore_it)));
-                    }
-                    // Made private (0700) so no other user can swap anything inside while the
-                    // restore runs; every folder gets its own mode at the end, including the
-                    // folders above an `--include`d path.
-                    dirs.push((dest, node, created && !restore_it));
-                }
-                NodeKind::Symlink if restore_it => match restore_symlink(&target, dir, &node) {
-                    Ok(()) => report.symlinks += 1,
-                    Err(e) => report.failed.push((shown, e)),
-                },
-                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice if restore_it => {
-                    match target.special(dir, &node) {
-                        Ok(()) => report.specials += 1,
-                        Err(e) => report.failed.push((shown, fail(e))),
                     }
                 }
-                NodeKind::File if restore_it && node.links > 1 => {
-                    let key = (node.device, node.inode);
-                    match first_names.get(&key) {
-                        Some(first) => links.push((shown, dir.clone(), node, first.clone())),
-                        None => {
-                            first_names.insert(key, (dir.clone(), node.name.to_os()));
-                            let at = (target.clone(), dir.clone());
-                            if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
-                                report.failed.push((shown, e));
+                match node.kind {
+                    NodeKind::Dir => {
+                        let created = match target.mkdir(dir, node.name.as_os()) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                report.failed.push((shown, fail(e)));
+                                continue;
+                            }
+                        };
+                        if let Some(sub) = node.subtree {
+                            next.push((sub, (child_rel, dest.clone(), restore_it)));
+                        }
+                        // Made private (0700) so no other user can swap anything inside while the
+                        // restore runs; every folder gets its own mode at the end, including the
+                        // folders above an `--include`d path.
+                        dirs.push((dest, node, created && !restore_it));
+                    }
+                    NodeKind::Symlink if restore_it => match restore_symlink(&target, dir, &node) {
+                        Ok(()) => report.symlinks += 1,
+                        Err(e) => report.failed.push((shown, e)),
+                    },
+                    NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice if restore_it => {
+                        match target.special(dir, &node) {
+                            Ok(()) => report.specials += 1,
+                            Err(e) => report.failed.push((shown, fail(e))),
+                        }
+                    }
+                    NodeKind::File if restore_it && node.links > 1 => {
+                        let key = (node.device, node.inode);
+                        match first_names.get(&key) {
+                            Some(first) => links.push((shown, dir.clone(), node, first.clone())),
+                            None => {
+                                first_names.insert(key, (dir.clone(), node.name.to_os()));
+                                let at = (target.clone(), dir.clone());
+                                if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node)
+                                {
+                                    report.failed.push((shown, e));
+                                }
                             }
                         }
                     }
-                }
-                NodeKind::File if restore_it => {
-                    let at = (target.clone(), dir.clone());
-                    if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
-                        report.failed.push((shown, e));
+                    NodeKind::File if restore_it => {
+                        let at = (target.clone(), dir.clone());
+                        if let Err(e) = plan_file(index, &mut plan, shown.clone(), at, node) {
+                            report.failed.push((shown, e));
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
+                // Checked per entry: one folder may hold a million files. The batch before
+                // this one is done first: at most one is restored while the next is planned.
+                if plan.full() {
+                    let batch = plan.take();
+                    if let Some(before) = running.take() {
+                        merge(joined(before), &mut report, &mut damaged);
+                    }
+                    running =
+                        Some(s.spawn(move || restore_batch(repo, index, batch, opts, progress)));
+                }
             }
-            // Checked per entry: one folder may hold a million files.
-            if plan.full() {
-                restore_batch(
-                    repo,
-                    index,
-                    &mut plan,
-                    opts,
-                    progress,
-                    &mut report,
-                    &mut damaged,
-                );
-            }
+            Ok(())
+        });
+        if let Some(before) = running.take() {
+            merge(joined(before), &mut report, &mut damaged);
         }
+        walked?;
+        let last = restore_batch(repo, index, plan.take(), opts, progress);
+        merge(last, &mut report, &mut damaged);
         Ok(())
     })?;
-    restore_batch(
-        repo,
-        index,
-        &mut plan,
-        opts,
-        progress,
-        &mut report,
-        &mut damaged,
-    );
     // Packs that failed here stop counting for deduplication (docs/FORMAT.md §14d).
     if let Err(e) = repo.record_damage(&damaged) {
         tracing::warn!("could not record the damaged packs: {e}");
@@ -397,163 +358,9 @@ pub fn restore(
     Ok(report)
 }
 
-/// Restores the files planned so far and empties the plan: files without chunks are complete
-/// already, files whose listings disagree on their chunks' lengths are written one verified
-/// chunk after another, and the rest pack span by pack span on `opts.threads` threads.
-fn restore_batch(
-    repo: &Repository,
-    index: &Index,
-    plan: &mut Plan,
-    opts: &RestoreOptions,
-    progress: &RestoreProgress,
-    report: &mut RestoreReport,
-    damaged: &mut std::collections::HashSet<PackId>,
-) {
-    let files = std::mem::take(&mut plan.files);
-    plan.numbered += files.len();
-    plan.targets = 0;
-    let mut done = Done::default();
-    for (i, f) in files.iter().enumerate() {
-        if f.sequential {
-            let r = restore_sequentially(repo, index, f, progress);
-            done.files.push((i, r));
-        } else if f.node.content.is_empty() {
-            done.files.push((i, finish_file(f, None, progress)));
-        }
-    }
-    let bytes = plan
-        .packs
-        .values()
-        .flatten()
-        .map(|t| t.entry.length as u64)
-        .sum();
-    let span = span_for(bytes, opts.threads);
-    let jobs = std::mem::take(&mut plan.packs)
-        .into_iter()
-        .flat_map(|(pack, targets)| {
-            split_pack(targets, span)
-                .into_iter()
-                .map(move |t| (pack, t))
-        })
-        .collect::<Vec<_>>();
-    let queue = Mutex::new(jobs);
-    let files = &files;
-    let workers: Vec<Done> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..opts.threads.max(1))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Done::default();
-                    loop {
-                        let job = queue.lock().expect("lock").pop();
-                        let Some((pack, targets)) = job else {
-                            return mine;
-                        };
-                        restore_pack(repo, index, files, &pack, targets, progress, &mut mine);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    for w in workers {
-        done.files.extend(w.files);
-        done.damaged.extend(w.damaged);
-    }
-    damaged.extend(done.damaged);
-    let mut restored = Vec::new();
-    for (i, r) in done.files {
-        match r {
-            Ok(n) => {
-                report.files += 1;
-                report.bytes += n;
-                restored.push(i);
-            }
-            // Reported once, by the caller (the command lists them and counts them).
-            Err(e) => report.failed.push((files[i].rel.clone(), e)),
-        }
-    }
-    if opts.verify {
-        for (i, r) in verify::verify_all(repo, index, files, &restored, opts.threads) {
-            match r {
-                Ok(()) => report.verified += 1,
-                Err(e) => report.failed.push((files[i].rel.clone(), e)),
-            }
-        }
-    }
-}
-
-/// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
-fn plan_file(
-    index: &Index,
-    plan: &mut Plan,
-    rel: String,
-    (target, parent): (Arc<Beneath>, PathBuf),
-    node: Node,
-) -> Result<()> {
-    let mut targets = Vec::with_capacity(node.content.len());
-    let mut offset = 0u64;
-    // Listings that disagree on a chunk's length (one is forged or corrupt): the offsets
-    // cannot be planned from them, so the file is written chunk by chunk instead.
-    let mut sequential = false;
-    for id in &node.content {
-        let loc = index.get(id).ok_or_else(|| {
-            Error::integrity(
-                format!("file {}", crate::human::escape(&rel)),
-                format!("chunk {} is in no index", id.short()),
-            )
-        })?;
-        sequential |= !index.lengths_agree(id);
-        targets.push((loc.pack, loc.session, loc.entry, offset));
-        offset += loc.entry.raw_length as u64;
-    }
-    // A salted small file's one chunk is its salt and then the file (docs/FORMAT.md §7).
-    if offset != node.size + node.salt_len() && !sequential {
-        return Err(Error::integrity(
-            format!("file {}", crate::human::escape(&rel)),
-            format!(
-                "its chunks hold {offset} bytes, the tree says {}",
-                node.size
-            ),
-        ));
-    }
-    if sequential {
-        targets.clear();
-    }
-    let name = node.name.to_os();
-    let tmp_name = temp_name(&name, &plan.run, plan.numbered + plan.files.len());
-    let shown = |n: &std::ffi::OsStr| {
-        let p = target.shown(&parent.join(n));
-        crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
-    };
-    let dest = shown(&name);
-    let targets_len = targets.len();
-    plan.targets += targets_len;
-    let file = plan.files.len();
-    for (pack, session, entry, offset) in targets {
-        plan.packs.entry(pack).or_default().push(Target {
-            entry,
-            session,
-            file,
-            offset,
-        });
-    }
-    plan.files.push(FileState {
-        rel,
-        dest,
-        target,
-        parent,
-        name,
-        tmp_name,
-        created: Mutex::new(None),
-        remaining: AtomicUsize::new(targets_len),
-        sequential,
-        node,
-        failed: Mutex::new(None),
-    });
-    Ok(())
+/// A scoped thread's result; its panic goes on in the caller.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Finds the node at a snapshot-relative path (`a/b/c`); the empty path is the root folder.

@@ -1,0 +1,249 @@
+//! Batches: the walk plans files until a batch is full, and each batch is restored on its own
+//! thread while the walk plans the next, so that reading trees and creating folders overlap
+//! the pack reads, and memory follows two batches, not the snapshot's file count.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::format::tree::Node;
+use crate::id::PackId;
+use crate::repo::{Index, Repository};
+
+use super::beneath::Beneath;
+use super::fetch::{restore_pack, span_for, split_pack};
+use super::files::{finish_file, restore_sequentially, temp_name};
+use super::{verify, FileState, RestoreOptions, RestoreProgress, RestoreReport, Target};
+
+/// The files of the batch being planned and the chunks they need, by pack.
+pub(super) struct Plan {
+    /// Random per restore run: part of every temporary name.
+    run: String,
+    /// Files planned in earlier batches (numbers temporary names across the run).
+    numbered: usize,
+    files: Vec<FileState>,
+    packs: HashMap<PackId, Vec<Target>>,
+    /// Chunks planned in this batch.
+    targets: usize,
+}
+
+/// A batch to restore, taken from the plan.
+pub(super) struct Batch {
+    files: Vec<FileState>,
+    packs: HashMap<PackId, Vec<Target>>,
+}
+
+/// What a batch restored: its share of the report, and the packs whose blobs failed.
+pub(super) type Outcome = (RestoreReport, HashSet<PackId>);
+
+/// What a pack worker found: each file's outcome, and the packs whose blobs failed. Each
+/// worker keeps its own (no lock shared per file), merged when the batch is done.
+#[derive(Default)]
+pub(super) struct Done {
+    pub(super) files: Vec<(usize, Result<u64>)>,
+    pub(super) damaged: HashSet<PackId>,
+}
+
+/// A batch is restored once it holds this many files or chunks: about 1 KiB each while
+/// planned, so a restore of a million small files holds two batches' worth (tens of MiB),
+/// and a batch of small files still spans enough pack reads to keep every thread busy.
+const BATCH_FILES: usize = 16_384;
+const BATCH_TARGETS: usize = 262_144;
+
+impl Plan {
+    pub(super) fn new() -> Result<Plan> {
+        let mut run = [0u8; 6];
+        crate::crypto::random::fill(&mut run)?;
+        Ok(Plan {
+            run: hex::encode(run),
+            numbered: 0,
+            files: Vec::new(),
+            packs: HashMap::new(),
+            targets: 0,
+        })
+    }
+
+    pub(super) fn full(&self) -> bool {
+        self.files.len() >= BATCH_FILES || self.targets >= BATCH_TARGETS
+    }
+
+    /// Takes what is planned so far as a batch and starts the next.
+    pub(super) fn take(&mut self) -> Batch {
+        self.numbered += self.files.len();
+        self.targets = 0;
+        Batch {
+            files: std::mem::take(&mut self.files),
+            packs: std::mem::take(&mut self.packs),
+        }
+    }
+}
+
+/// Adds what a batch restored to the report.
+pub(super) fn merge(
+    (batch, damaged): Outcome,
+    report: &mut RestoreReport,
+    all_damaged: &mut HashSet<PackId>,
+) {
+    report.files += batch.files;
+    report.bytes += batch.bytes;
+    report.verified += batch.verified;
+    report.failed.extend(batch.failed);
+    all_damaged.extend(damaged);
+}
+
+/// Restores one batch: files without chunks are complete already, files whose listings
+/// disagree on their chunks' lengths are written one verified chunk after another, and the
+/// rest pack span by pack span on `opts.threads` threads.
+pub(super) fn restore_batch(
+    repo: &Repository,
+    index: &Index,
+    batch: Batch,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Outcome {
+    let Batch { files, packs } = batch;
+    let mut report = RestoreReport::default();
+    let mut done = Done::default();
+    for (i, f) in files.iter().enumerate() {
+        if f.sequential {
+            let r = restore_sequentially(repo, index, f, progress);
+            done.files.push((i, r));
+        } else if f.node.content.is_empty() {
+            done.files.push((i, finish_file(f, None, progress)));
+        }
+    }
+    let bytes = packs
+        .values()
+        .flatten()
+        .map(|t| t.entry.length as u64)
+        .sum();
+    let span = span_for(bytes, opts.threads);
+    let jobs = packs
+        .into_iter()
+        .flat_map(|(pack, targets)| {
+            split_pack(targets, span)
+                .into_iter()
+                .map(move |t| (pack, t))
+        })
+        .collect::<Vec<_>>();
+    let queue = Mutex::new(jobs);
+    let files = &files;
+    let workers: Vec<Done> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..opts.threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Done::default();
+                    loop {
+                        let job = queue.lock().expect("lock").pop();
+                        let Some((pack, targets)) = job else {
+                            return mine;
+                        };
+                        restore_pack(repo, index, files, &pack, targets, progress, &mut mine);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for w in workers {
+        done.files.extend(w.files);
+        done.damaged.extend(w.damaged);
+    }
+    let mut restored = Vec::new();
+    for (i, r) in done.files {
+        match r {
+            Ok(n) => {
+                report.files += 1;
+                report.bytes += n;
+                restored.push(i);
+            }
+            // Reported once, by the caller (the command lists them and counts them).
+            Err(e) => report.failed.push((files[i].rel.clone(), e)),
+        }
+    }
+    if opts.verify {
+        for (i, r) in verify::verify_all(repo, index, files, &restored, opts.threads) {
+            match r {
+                Ok(()) => report.verified += 1,
+                Err(e) => report.failed.push((files[i].rel.clone(), e)),
+            }
+        }
+    }
+    (report, done.damaged)
+}
+
+/// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
+pub(super) fn plan_file(
+    index: &Index,
+    plan: &mut Plan,
+    rel: String,
+    (target, parent): (Arc<Beneath>, PathBuf),
+    node: Node,
+) -> Result<()> {
+    let mut targets = Vec::with_capacity(node.content.len());
+    let mut offset = 0u64;
+    // Listings that disagree on a chunk's length (one is forged or corrupt): the offsets
+    // cannot be planned from them, so the file is written chunk by chunk instead.
+    let mut sequential = false;
+    for id in &node.content {
+        let loc = index.get(id).ok_or_else(|| {
+            Error::integrity(
+                format!("file {}", crate::human::escape(&rel)),
+                format!("chunk {} is in no index", id.short()),
+            )
+        })?;
+        sequential |= !index.lengths_agree(id);
+        targets.push((loc.pack, loc.session, loc.entry, offset));
+        offset += loc.entry.raw_length as u64;
+    }
+    // A salted small file's one chunk is its salt and then the file (docs/FORMAT.md §7).
+    if offset != node.size + node.salt_len() && !sequential {
+        return Err(Error::integrity(
+            format!("file {}", crate::human::escape(&rel)),
+            format!(
+                "its chunks hold {offset} bytes, the tree says {}",
+                node.size
+            ),
+        ));
+    }
+    if sequential {
+        targets.clear();
+    }
+    let name = node.name.to_os();
+    let tmp_name = temp_name(&name, &plan.run, plan.numbered + plan.files.len());
+    let shown = |n: &std::ffi::OsStr| {
+        let p = target.shown(&parent.join(n));
+        crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
+    };
+    let dest = shown(&name);
+    let targets_len = targets.len();
+    plan.targets += targets_len;
+    let file = plan.files.len();
+    for (pack, session, entry, offset) in targets {
+        plan.packs.entry(pack).or_default().push(Target {
+            entry,
+            session,
+            file,
+            offset,
+        });
+    }
+    plan.files.push(FileState {
+        rel,
+        dest,
+        target,
+        parent,
+        name,
+        tmp_name,
+        created: Mutex::new(None),
+        remaining: AtomicUsize::new(targets_len),
+        sequential,
+        node,
+        failed: Mutex::new(None),
+    });
+    Ok(())
+}
