@@ -150,7 +150,8 @@ pub fn decompress(c: Compression, data: Vec<u8>, raw_len: usize) -> Result<Vec<u
 }
 
 /// Decompresses zstd `data` into `out` (emptied first, its capacity reused: a restore keeps
-/// one buffer per thread); `raw_len` is the exact expected size, and no more is written.
+/// one buffer per thread); `raw_len` is the exact expected size: any other is an error (a
+/// longer frame may fill the buffer's spare capacity first, never more).
 pub fn unzstd_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<()> {
     thread_local! {
         // One context per thread: creating one per chunk costs more than small chunks.

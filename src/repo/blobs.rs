@@ -36,8 +36,9 @@ impl Repository {
         self.load_blob_except(index, id, t, None)
     }
 
-    /// [`Repository::load_blob`] from any listed copy but `skip` (a pack and session whose
-    /// copy just failed). An unreachable key service stops at once; integrity errors and
+    /// [`Repository::load_blob`] from any listed copy but `skip` (a listing that just failed:
+    /// the exact one, since a forged listing may name a genuine copy's pack with a wrong
+    /// length, and the genuine listing must still be tried). An unreachable key service stops at once; integrity errors and
     /// refused keys move on to the next copy, and the first error is returned when none
     /// verifies.
     pub fn load_blob_except(
@@ -45,11 +46,11 @@ impl Repository {
         index: &Index,
         id: BlobId,
         t: BlobType,
-        skip: Option<(PackId, SessionId)>,
+        skip: Option<BlobLocation>,
     ) -> Result<Vec<u8>> {
         let mut first_err = None;
         for loc in index.locations(id) {
-            if Some((loc.pack, loc.session)) == skip {
+            if Some(loc) == skip {
                 continue;
             }
             match self.load_blob_at(&loc, t) {

@@ -21,7 +21,7 @@ use crate::format::index::IndexSegment;
 use crate::id::{BlobId, PackId, SegmentId, SessionId};
 use crate::pack::{BlobEntry, BlobType};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
     pub pack: PackId,
     pub session: SessionId,

@@ -175,19 +175,31 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| map_err(&name, e))?;
-            let expected = out.content_length().and_then(|n| usize::try_from(n).ok());
-            // Room for what was asked for (or announced, within reason: the server is not
-            // trusted with an allocation), so that frames are copied once.
-            let room = range.map_or(expected.unwrap_or(0).min(64 << 20), |(_, len)| len as usize);
+            let announced = out.content_length();
+            // What the body may hold: what was asked for, else what was announced.
+            let limit = range
+                .map(|(_, len)| len as usize)
+                .or(announced.and_then(|n| usize::try_from(n).ok()));
+            // Room for it up front (within reason: the server is not trusted with an
+            // allocation), so that frames are copied once.
             buf.clear();
-            buf.reserve(room);
+            buf.reserve(limit.unwrap_or(0).min(64 << 20));
             let mut body = out.body;
             let broke = loop {
                 match body.next().await {
-                    Some(Ok(frame)) => buf.extend_from_slice(&frame),
+                    Some(Ok(frame)) => match limit {
+                        // A complete but wrong answer: not retried.
+                        Some(l) if buf.len() + frame.len() > l => {
+                            return Err(Error::integrity(
+                                name,
+                                format!("body longer than the {l} bytes asked for or announced"),
+                            ));
+                        }
+                        _ => buf.extend_from_slice(&frame),
+                    },
                     Some(Err(e)) => break format!("download broke off: {e}"),
-                    None => match expected {
-                        Some(n) if n != buf.len() => {
+                    None => match announced {
+                        Some(n) if usize::try_from(n).ok() != Some(buf.len()) => {
                             break format!(
                                 "body of {} bytes where the answer announced {n}",
                                 buf.len()

@@ -13,7 +13,7 @@ use crate::id::PackId;
 use crate::repo::{Index, Repository};
 
 use super::beneath::Beneath;
-use super::fetch::{restore_pack, span_for, split_pack};
+use super::fetch::{restore_pack, span_for, split_pack, Worker};
 use super::files::{finish_file, restore_sequentially, temp_name};
 use super::{verify, FileState, RestoreOptions, RestoreProgress, RestoreReport, Target};
 
@@ -53,16 +53,15 @@ const BATCH_FILES: usize = 16_384;
 const BATCH_TARGETS: usize = 262_144;
 
 impl Plan {
-    pub(super) fn new() -> Result<Plan> {
-        let mut run = [0u8; 6];
-        crate::crypto::random::fill(&mut run)?;
-        Ok(Plan {
-            run: hex::encode(run),
+    /// A plan for restore run `run` (its mark in temporary names).
+    pub(super) fn new(run: String) -> Plan {
+        Plan {
+            run,
             numbered: 0,
             files: Vec::new(),
             packs: HashMap::new(),
             targets: 0,
-        })
+        }
     }
 
     pub(super) fn full(&self) -> bool {
@@ -86,10 +85,24 @@ pub(super) fn merge(
     report: &mut RestoreReport,
     all_damaged: &mut HashSet<PackId>,
 ) {
-    report.files += batch.files;
-    report.bytes += batch.bytes;
-    report.verified += batch.verified;
-    report.failed.extend(batch.failed);
+    // Named in full: a field a batch comes to fill cannot be dropped here unnoticed.
+    let RestoreReport {
+        files,
+        dirs: _,
+        symlinks: _,
+        bytes,
+        failed,
+        specials: _,
+        leftovers_removed: _,
+        not_restored: _,
+        kept: _,
+        deleted: _,
+        verified,
+    } = batch;
+    report.files += files;
+    report.bytes += bytes;
+    report.verified += verified;
+    report.failed.extend(failed);
     all_damaged.extend(damaged);
 }
 
@@ -134,21 +147,18 @@ pub(super) fn restore_batch(
         let handles: Vec<_> = (0..opts.threads.max(1))
             .map(|_| {
                 s.spawn(|| {
-                    let mut mine = Done::default();
+                    let mut mine = Worker::default();
                     loop {
                         let job = queue.lock().expect("lock").pop();
                         let Some((pack, targets)) = job else {
-                            return mine;
+                            return mine.done;
                         };
                         restore_pack(repo, index, files, &pack, targets, progress, &mut mine);
                     }
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        handles.into_iter().map(super::joined).collect()
     });
     for w in workers {
         done.files.extend(w.files);
@@ -177,7 +187,8 @@ pub(super) fn restore_batch(
     (report, done.damaged)
 }
 
-/// Creates the file's temporary (sparse, full-length) copy and adds its chunks to the plan.
+/// Adds a file and its chunks to the plan (its temporary copy is created when its first
+/// chunk arrives, see [`super::files::open_for_write`]).
 pub(super) fn plan_file(
     index: &Index,
     plan: &mut Plan,

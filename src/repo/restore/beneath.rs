@@ -34,6 +34,10 @@ pub(super) struct Beneath {
     /// Folders opened lately: the files of one folder are restored together, and walking
     /// every part of the path again for each call was most of a small file's system calls.
     open_dirs: RwLock<OpenDirs>,
+    /// This run's mark in temporary names: its own files are never swept as leftovers (a
+    /// batch writes them while the walk meets folders, and two snapshot folders may be one
+    /// folder on a file system that folds case).
+    run: String,
 }
 
 /// The last [`OpenDirs::CAPACITY`] folders opened, by path under the target. A descriptor
@@ -72,8 +76,9 @@ pub(super) struct Lost {
     pub(super) leftovers: AtomicU64,
 }
 
-/// Whether `name` is a temporary name of restore's (`.NAME.custody-<12 hex>-<digits>`).
-fn is_leftover(name: &[u8]) -> bool {
+/// Whether `name` is a temporary name of another restore run's
+/// (`.NAME.custody-<12 hex>-<digits>`, the hex not `run`'s).
+fn is_leftover(name: &[u8], run: &str) -> bool {
     const MARK: &[u8] = b".custody-";
     let Some(at) = name.windows(MARK.len()).rposition(|w| w == MARK) else {
         return false;
@@ -83,6 +88,7 @@ fn is_leftover(name: &[u8]) -> bool {
         && at > 0
         && tail.len() > 13
         && tail[..12].iter().all(u8::is_ascii_hexdigit)
+        && &tail[..12] != run.as_bytes()
         && tail[12] == b'-'
         && tail[13..].iter().all(u8::is_ascii_digit)
 }
@@ -90,7 +96,7 @@ fn is_leftover(name: &[u8]) -> bool {
 impl Beneath {
     /// Opens the target folder (created first by the caller; a symlink given as the target
     /// itself is the user's choice and is followed).
-    pub(super) fn open(path: &Path) -> io::Result<Beneath> {
+    pub(super) fn open(path: &Path, run: &str) -> io::Result<Beneath> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags_dir()
@@ -102,6 +108,7 @@ impl Beneath {
             as_root: unsafe { libc::geteuid() } == 0,
             lost: Lost::default(),
             open_dirs: RwLock::default(),
+            run: run.to_string(),
         })
     }
 
@@ -314,7 +321,7 @@ impl Beneath {
             return;
         };
         for name in entries {
-            if !is_leftover(name.as_bytes()) {
+            if !is_leftover(name.as_bytes(), &self.run) {
                 continue;
             }
             let Ok(c) = cstr(&name) else { continue };
@@ -508,17 +515,20 @@ pub(super) fn timespec(sec: i64, nsec: u32) -> libc::timespec {
 mod tests {
     #[test]
     fn only_restores_own_temporary_names_are_leftovers() {
-        assert!(super::is_leftover(b".a.txt.custody-0123456789ab-7"));
-        assert!(super::is_leftover(b"..custody-0123456789ab-0"));
+        let run = "ba9876543210";
+        assert!(super::is_leftover(b".a.txt.custody-0123456789ab-7", run));
+        assert!(super::is_leftover(b"..custody-0123456789ab-0", run));
         for name in [
-            &b"a.txt.custody-0123456789ab-7"[..],
+            // This run's own: a batch may be writing it.
+            &b".a.txt.custody-ba9876543210-7"[..],
+            b"a.txt.custody-0123456789ab-7",
             b".a.txt.custody-0123456789ab-",
             b".a.txt.custody-0123456789zz-7",
             b".a.txt.custody-notours",
             b".custody-0123456789ab-7",
         ] {
             assert!(
-                !super::is_leftover(name),
+                !super::is_leftover(name, run),
                 "{}",
                 String::from_utf8_lossy(name)
             );

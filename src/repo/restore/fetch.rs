@@ -7,11 +7,21 @@ use std::sync::atomic::Ordering;
 use crate::error::Error;
 use crate::id::{PackId, SessionId};
 use crate::pack::{BlobType, PackKey};
-use crate::repo::{Index, Repository};
+use crate::repo::{BlobLocation, Index, Repository};
 use crate::store::FileKind;
 
+use super::batch::Done;
 use super::files::{finish_file, open_for_write, write_at_sparse};
 use super::{FileState, RestoreProgress, Target};
+
+/// A pack worker's state: what it found, and the buffers it reuses from read to read (a
+/// fresh 6 MB buffer per read cost a page fault per 4 KiB).
+#[derive(Default)]
+pub(super) struct Worker {
+    pub(super) done: Done,
+    span: Vec<u8>,
+    scratch: Vec<u8>,
+}
 
 /// Reads the span of one pack that holds the needed blobs, verifies each blob once, and
 /// writes it to every place it belongs. A blob whose copy here does not verify (or a pack
@@ -23,7 +33,7 @@ pub(super) fn restore_pack(
     pack: &PackId,
     mut targets: Vec<Target>,
     progress: &RestoreProgress,
-    done: &mut super::batch::Done,
+    worker: &mut Worker,
 ) {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
     let start = targets.first().map_or(0, |t| t.entry.offset as u64);
@@ -41,41 +51,47 @@ pub(super) fn restore_pack(
             ),
         ))
     } else {
-        // One buffer per thread for the span read as for the blobs decompressed from it: a
-        // fresh one per read cost a page fault per 4 KiB.
+        let buf = std::mem::take(&mut worker.span);
         repo.store()
-            .get_range_into(FileKind::Pack, pack, start, end - start, SPAN.take())
+            .get_range_into(FileKind::Pack, pack, start, end - start, buf)
     };
-    // Blobs are opened where they lie (the span is ours: no copy per blob).
     let span_ok = span.is_ok();
-    let mut scratch = SCRATCH.take();
+    let Worker { done, scratch, .. } = worker;
     // The span's blobs share a session: its pack key is derived once.
     let mut keys: Vec<(SessionId, PackKey)> = Vec::new();
-    let mut i = 0;
-    while i < targets.len() {
+    let groups = blob_groups(&targets);
+    let lone = lone_groups(&targets, &groups);
+    for (g, run) in groups.iter().enumerate() {
+        let (i, j) = (run.start, run.end);
         let t = targets[i];
-        let mut j = i;
-        while j < targets.len() && targets[j].entry == t.entry {
-            j += 1;
-        }
         let plain = match &mut span {
-            Ok(bytes) => {
+            // Opened where it lies (no copy per blob) when no other listing in the span
+            // overlaps its bytes: a failed open leaves them zeroed, and a forged listing (a
+            // genuine blob's place with a longer length) must not spoil its neighbours.
+            Ok(bytes) if lone[g] => {
                 let a = (t.entry.offset as u64 - start) as usize;
-                let key = match keys.iter().find(|(s, _)| *s == t.session) {
-                    Some((_, k)) => Ok(k.clone()),
-                    None => repo
-                        .pack_key(&t.session, pack)
-                        .inspect(|k| keys.push((t.session, k.clone()))),
+                let key = match keys.iter().position(|(s, _)| *s == t.session) {
+                    Some(n) => Ok(n),
+                    None => repo.pack_key(&t.session, pack).map(|k| {
+                        keys.push((t.session, k));
+                        keys.len() - 1
+                    }),
                 };
-                key.and_then(|key| {
+                key.and_then(|n| {
                     repo.open_blob_in_place(
-                        &key,
+                        &keys[n].1,
                         &t.entry,
                         &mut bytes[a..a + t.entry.length as usize],
-                        &mut scratch,
+                        scratch,
                     )
                 })
                 .map(Cow::Borrowed)
+            }
+            Ok(bytes) => {
+                let a = (t.entry.offset as u64 - start) as usize;
+                let sealed = &bytes[a..a + t.entry.length as usize];
+                repo.open_blob(pack, &t.session, &t.entry, sealed)
+                    .map(Cow::Owned)
             }
             Err(Error::NotFound(_)) => Err(Error::integrity(
                 crate::store::object_name(FileKind::Pack, pack),
@@ -91,7 +107,11 @@ pub(super) fn restore_pack(
         }
         let plain = match plain {
             Err(e) if e.is_integrity() || matches!(e, Error::KeyDenied { .. }) => {
-                let skip = span_ok.then_some((*pack, t.session));
+                let skip = span_ok.then_some(BlobLocation {
+                    pack: *pack,
+                    session: t.session,
+                    entry: t.entry,
+                });
                 repo.load_blob_except(index, t.entry.id, BlobType::Data, skip)
                     .ok()
                     .filter(|d| d.len() == t.entry.raw_length as usize)
@@ -134,19 +154,45 @@ pub(super) fn restore_pack(
                     .push((target.file, finish_file(f, open, progress)));
             }
         }
-        i = j;
     }
-    SCRATCH.set(scratch);
     if let Ok(span) = span {
-        SPAN.set(span);
+        worker.span = span;
     }
 }
 
-thread_local! {
-    /// Each restore thread's buffer for the spans it reads.
-    static SPAN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Each restore thread's buffer for the blobs it decompresses.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The runs of targets (sorted by offset) that need the same blob: each is opened once.
+fn blob_groups(targets: &[Target]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < targets.len() {
+        let mut j = i + 1;
+        while j < targets.len() && targets[j].entry == targets[i].entry {
+            j += 1;
+        }
+        groups.push(i..j);
+        i = j;
+    }
+    groups
+}
+
+/// For each group, whether its bytes overlap no other group's (groups in offset order).
+/// Genuine packs never overlap; only a forged or corrupt listing does.
+fn lone_groups(targets: &[Target], groups: &[std::ops::Range<usize>]) -> Vec<bool> {
+    let bytes = |r: &std::ops::Range<usize>| {
+        let e = &targets[r.start].entry;
+        (e.offset as u64, e.offset as u64 + e.length as u64)
+    };
+    let mut end_before = 0;
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, r)| {
+            let (start, end) = bytes(r);
+            let alone = end_before <= start && groups.get(g + 1).is_none_or(|n| end <= bytes(n).0);
+            end_before = end_before.max(end);
+            alone
+        })
+        .collect()
 }
 
 /// The shortest span a pack's share of a batch is cut into (see [`span_for`]).

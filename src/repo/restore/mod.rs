@@ -1,6 +1,6 @@
-//! Restore: walk the snapshot's trees, create folders and links, then fetch the needed blobs
-//! pack by pack on a few threads (one ranged read per pack) and write each into every file that
-//! holds it. Every chunk is verified (commitment, AEAD, HMAC = id) before it is written, files
+//! Restore: walk the snapshot's trees, create folders and links, and plan files in batches;
+//! each batch fetches its blobs pack by pack on a few threads (one ranged read per pack) while
+//! the walk plans the next, and writes each blob into every file that holds it. Every chunk is verified (commitment, AEAD, HMAC = id) before it is written, files
 //! are written under a temporary name and renamed into place only when complete, and a damaged
 //! file is named and left out while the rest is restored.
 
@@ -132,8 +132,8 @@ struct Target {
 
 /// Restores a snapshot pack by pack: each pack's needed blobs come in one ranged read (one
 /// request per pack on S3, not one per chunk), are verified, and are written at their offsets
-/// into every file that holds them. Files are written under temporary names and renamed into
-/// place when their last chunk lands.
+/// into every file that holds them, batch after batch (see [`batch`]). Files are written under
+/// temporary names and renamed into place when their last chunk lands.
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -152,8 +152,13 @@ pub fn restore(
     }
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     // Everything below happens through descriptors of folders inside the target.
+    // Random per run: part of every temporary name.
+    let mut run = [0u8; 6];
+    crate::crypto::random::fill(&mut run)?;
+    let run = hex::encode(run);
     let target =
-        Arc::new(Beneath::open(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?);
+        Beneath::open(&opts.target, &run).map_err(|e| Error::io(opts.target.display(), e))?;
+    let target = Arc::new(target);
     // A rerun cleans what an interrupted restore left (each existing folder as it is met).
     target.sweep(Path::new(""));
     let mut report = RestoreReport::default();
@@ -166,7 +171,7 @@ pub fn restore(
     // once every file is in place.
     let mut first_names: HashMap<(u64, u64), (PathBuf, std::ffi::OsString)> = HashMap::new();
     let mut links: Vec<(String, PathBuf, Node, (PathBuf, std::ffi::OsString))> = Vec::new();
-    let mut plan = Plan::new()?;
+    let mut plan = Plan::new(run);
     // Packs found damaged in any batch.
     let mut damaged = std::collections::HashSet::new();
 

@@ -161,6 +161,42 @@ fn claimed_copies_in_a_missing_pack_get_nothing_deleted() {
     on_both(|e, f| claimed_copies(e, Claim::MissingPack, f));
 }
 
+/// Attack 3b: a segment, sorting first, lists every other of beta's chunks (in pack order)
+/// where it genuinely lies (its pack, session and offset) but 4 KiB longer, so that it
+/// reaches into the next blob, whose listing stays genuine. A blob that fails to open where
+/// it lies is left zeroed by the cipher, so a restore that opened it in the span it shares
+/// with its neighbour spoiled the neighbour; and a restore that, after a failed copy, skipped
+/// every listing of that pack also skipped the genuine listing of the same blob. Expected:
+/// every kept snapshot restores whole, check names the segment, and as attack 2.
+#[test]
+fn stretched_listings_of_genuine_blobs_spoil_nothing() {
+    on_both(|e, f| {
+        let ours = chunk_ids(&e.w, &e.genuine[3].files);
+        let stretched: Vec<PackEntries> = e
+            .genuine_listings(BlobType::Data)
+            .into_iter()
+            .map(|p| {
+                let mut blobs: Vec<BlobEntry> = p.blobs.clone();
+                blobs.retain(|b| ours.contains(&b.id));
+                blobs.sort_by_key(|b| b.offset);
+                let blobs = blobs.into_iter().step_by(2);
+                let blobs = blobs.map(|b| BlobEntry {
+                    length: b.length + 4096,
+                    ..b
+                });
+                PackEntries {
+                    blobs: blobs.collect(),
+                    ..p
+                }
+            })
+            .filter(|p| !p.blobs.is_empty())
+            .collect();
+        assert!(!stretched.is_empty(), "beta's chunks are in no pack");
+        let seg = forge_segment(e, sorting_id(true, 3), stretched);
+        owner_verdict(e, &[seg], &[], f);
+    });
+}
+
 /// A segment, sorting first, names a session that has no `keys/<session>` record (`ghost`).
 fn unknown_session(e: &Estate, real_pack: bool, f: &mut Findings) {
     let ghost = SessionId::random().unwrap();
