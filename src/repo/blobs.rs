@@ -38,9 +38,9 @@ impl Repository {
 
     /// [`Repository::load_blob`] from any listed copy but `skip` (a listing that just failed:
     /// the exact one, since a forged listing may name a genuine copy's pack with a wrong
-    /// length, and the genuine listing must still be tried). An unreachable key service stops at once; integrity errors and
-    /// refused keys move on to the next copy, and the first error is returned when none
-    /// verifies.
+    /// length, and the genuine listing must still be tried). An unreachable key service
+    /// stops at once; integrity errors and refused keys move on to the next copy, and the
+    /// first error is returned when none verifies.
     pub fn load_blob_except(
         &self,
         index: &Index,

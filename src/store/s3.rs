@@ -154,7 +154,7 @@ impl S3Store {
     /// GETs a whole object, or one HTTP range of it, into `buf` (emptied first). The SDK
     /// retries a request that fails; a body that breaks off, or ends before its
     /// `Content-Length`, after the answer began is retried here, within the same attempt
-    /// budget.
+    /// budget. A body longer than the range or its `Content-Length` is refused at once.
     async fn fetch(
         &self,
         kind: FileKind,
@@ -176,10 +176,12 @@ impl S3Store {
                 .await
                 .map_err(|e| map_err(&name, e))?;
             let announced = out.content_length();
-            // What the body may hold: what was asked for, else what was announced.
-            let limit = range
-                .map(|(_, len)| len as usize)
-                .or(announced.and_then(|n| usize::try_from(n).ok()));
+            // What the body may hold: no more than asked for, nor than announced.
+            let limit = match (range, announced.and_then(|n| usize::try_from(n).ok())) {
+                (Some((_, len)), Some(n)) => Some(n.min(len as usize)),
+                (Some((_, len)), None) => Some(len as usize),
+                (None, n) => n,
+            };
             // Room for it up front (within reason: the server is not trusted with an
             // allocation), so that frames are copied once.
             buf.clear();

@@ -66,8 +66,8 @@ pub(super) fn restore_pack(
         let t = targets[i];
         let plain = match &mut span {
             // Opened where it lies (no copy per blob) when no other listing in the span
-            // overlaps its bytes: a failed open leaves them zeroed, and a forged listing (a
-            // genuine blob's place with a longer length) must not spoil its neighbours.
+            // overlaps its bytes: an open rewrites them (plaintext, or zeroes when it fails),
+            // and a forged listing (a genuine blob's place, longer) must spoil no neighbour.
             Ok(bytes) if lone[g] => {
                 let a = (t.entry.offset as u64 - start) as usize;
                 let key = match keys.iter().position(|(s, _)| *s == t.session) {
