@@ -117,12 +117,6 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
-        self.get_range_into(kind, id, offset, length, Vec::new())
-            .await
-            .map(Bytes::from)
-    }
-
     async fn get_range_into(
         &self,
         kind: FileKind,

@@ -166,7 +166,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes>;
 
     /// `length` bytes from `offset`; an error if the object is shorter.
-    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes>;
+    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
+        self.get_range_into(kind, id, offset, length, Vec::new())
+            .await
+            .map(Bytes::from)
+    }
 
     /// [`Store::get_range`] into `buf`, which is emptied first and returned holding the bytes:
     /// a reader that reads span after span (restore) reuses one buffer instead of paying a
@@ -177,13 +181,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &Id,
         offset: u64,
         length: u64,
-        mut buf: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let bytes = self.get_range(kind, id, offset, length).await?;
-        buf.clear();
-        buf.extend_from_slice(&bytes);
-        Ok(buf)
-    }
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>>;
 
     /// Size of the object in bytes.
     async fn size(&self, kind: FileKind, id: &Id) -> Result<u64>;

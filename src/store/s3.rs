@@ -426,12 +426,6 @@ impl Store for S3Store {
             .map(Bytes::from)
     }
 
-    async fn get_range(&self, kind: FileKind, id: &Id, offset: u64, length: u64) -> Result<Bytes> {
-        self.get_range_into(kind, id, offset, length, Vec::new())
-            .await
-            .map(Bytes::from)
-    }
-
     async fn get_range_into(
         &self,
         kind: FileKind,
