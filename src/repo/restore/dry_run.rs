@@ -48,11 +48,7 @@ pub(super) fn dry_run(
             }
         }
         for node in tree.nodes {
-            let mut child = rel.clone();
-            if !child.is_empty() {
-                child.push(b'/');
-            }
-            child.extend_from_slice(&node.name.0);
+            let child = super::child_path(rel, &node.name.0);
             let (restore_it, descend) = filter.decide(&child, node.kind == NodeKind::Dir);
             if !descend {
                 continue;

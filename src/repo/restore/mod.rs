@@ -203,11 +203,7 @@ pub fn restore(
                 deletions.push((dir.clone(), names));
             }
             for node in tree.nodes {
-                let mut child_rel = rel.clone();
-                if !child_rel.is_empty() {
-                    child_rel.push(b'/');
-                }
-                child_rel.extend_from_slice(&node.name.0);
+                let child_rel = child_path(rel, &node.name.0);
                 let (restore_it, descend) = filter.decide(&child_rel, node.kind == NodeKind::Dir);
                 if !descend {
                     continue;
@@ -362,6 +358,16 @@ pub fn restore(
         .load(std::sync::atomic::Ordering::Relaxed);
     report.failed.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(report)
+}
+
+/// The snapshot-relative path (`a/b`) of `name` in the folder at `rel`.
+fn child_path(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut child = rel.to_vec();
+    if !child.is_empty() {
+        child.push(b'/');
+    }
+    child.extend_from_slice(name);
+    child
 }
 
 /// A scoped thread's result; its panic goes on in the caller.
