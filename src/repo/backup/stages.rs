@@ -153,12 +153,14 @@ impl Packer<'_> {
             );
             if builder.size() >= self.pack_size {
                 let full = slot.take().expect("present");
-                self.uploader.submit(full.finish()?, self.progress)?;
+                let pack = full.finish_into(self.uploader.spare_buffer())?;
+                self.uploader.submit(pack, self.progress)?;
             }
         }
         for b in open.into_iter().flatten() {
             if !b.is_empty() {
-                self.uploader.submit(b.finish()?, self.progress)?;
+                let pack = b.finish_into(self.uploader.spare_buffer())?;
+                self.uploader.submit(pack, self.progress)?;
             }
         }
         Ok(())

@@ -29,7 +29,12 @@ pub(super) struct Uploader<'a> {
     pub(super) dry_run: bool,
     pub(super) checkpoints: Checkpoints,
     checkpoint: Mutex<CheckpointState>,
+    /// Buffers of uploaded packs, for the next packs (see [`Uploader::spare_buffer`]).
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// Spare pack buffers kept at most: one per packer covers the steady state.
+const SPARE_BUFFERS: usize = 4;
 
 /// How often a running backup lists what it uploaded (`backup --checkpoint-every`,
 /// `--checkpoint-size`): whichever comes first.
@@ -80,6 +85,21 @@ impl<'a> Uploader<'a> {
                 listed: HashSet::new(),
                 segment_bytes: 0,
             }),
+            spare: Arc::default(),
+        }
+    }
+
+    /// An uploaded pack's buffer to build the next pack in, or an empty one. Reusing them
+    /// saves faulting in (and the kernel zeroing) 16 MB of new memory per pack.
+    pub(super) fn spare_buffer(&self) -> Vec<u8> {
+        self.spare.lock().expect("lock").pop().unwrap_or_default()
+    }
+
+    /// Keeps a pack's buffer, once its bytes are stored (or counted), for a later pack.
+    fn keep_spare(spare: &Mutex<Vec<Vec<u8>>>, buffer: Vec<u8>) {
+        let mut spare = spare.lock().expect("lock");
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
         }
     }
 
@@ -90,6 +110,7 @@ impl<'a> Uploader<'a> {
             .block_on(self.slots.clone().acquire_owned())
             .map_err(|_| Error::Internal("upload queue closed".into()))?;
         let store = self.repo.store().inner().clone();
+        let spare = self.spare.clone();
         progress
             .bytes_added
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
@@ -99,13 +120,17 @@ impl<'a> Uploader<'a> {
                 session: pack.session,
                 blobs: pack.entries,
             });
+            Self::keep_spare(&self.spare, pack.bytes);
             return Ok(());
         }
         let task = self.repo.runtime().spawn(async move {
-            let r = store
-                .put_new(FileKind::Pack, &pack.id, Bytes::from(pack.bytes))
-                .await;
+            let bytes = Bytes::from(pack.bytes);
+            let r = store.put_new(FileKind::Pack, &pack.id, bytes.clone()).await;
             drop(permit);
+            // The store is done with the bytes: unless it kept a reference, keep the buffer.
+            if let Ok(buffer) = bytes.try_into_mut() {
+                Self::keep_spare(&spare, buffer.into());
+            }
             r.map(|()| PackEntries {
                 pack: pack.id,
                 session: pack.session,
