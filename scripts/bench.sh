@@ -10,14 +10,17 @@
 #   TARGET=garage scripts/bench.sh   # both tools against a three-node Garage cluster on loopback
 #   LOAD=2 scripts/bench.sh          # a busy host: 2 CPU-bound processes run throughout
 #   FILES=20000 scripts/bench.sh     # 20,000 small files (200 B - 6 KiB) instead of the tree
+#   FLOOR=1 scripts/bench.sh         # also custody's first backup against the stage floor
 #
 # Environment: SIZE_MIB (1024), ROUNDS (3), WORK (/tmp/custody-bench: tree and repositories),
 # LOAD (0: CPU-bound busy loops started before the first round and stopped at the end),
 # FILES (0: the mixed tree; N: a reproducible tree of N small files, 200 per folder),
 # RESTORE_DIR (/dev/shm if present: restores land on tmpfs so that ext4's cost of creating
 # thousands of files right after deleting thousands, which varies run to run here, does not
-# drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead).
-# The tree comes from examples/mktree.rs (text, random bytes, edited copies, small files), read
+# drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead),
+# FLOOR (0; 1: before the rounds, `cargo bench --bench stages` runs every stage of a first
+# backup alone over this tree, and the table ends with custody's first backup against that floor).
+# The tree comes from examples/mktree (text, random bytes, edited copies, small files), read
 # from the page cache by both tools. restic runs with its defaults (compression auto); custody
 # with its own (CUSTODY_COMPRESSION=auto|fast|max|off chooses another). PEERS ("restic rustic")
 # names the other tools: rustic (crates.io rustic-rs) is built once into ~/.cargo/bin, and left
@@ -68,6 +71,12 @@ else
 fi
 input=$(du -sb "$tree" | cut -f1)
 results=$work/results.tsv
+floor=0
+if [ "${FLOOR:-0}" = 1 ]; then
+  case "${CUSTODY_COMPRESSION:-auto}" in fast) level=1 ;; max) level=19 ;; off) level=0 ;; *) level=3 ;; esac
+  STAGES_TREE=$tree STAGES_LEVEL=$level cargo bench --quiet --bench stages | tee "$work/floor.txt"
+  floor=$(sed -n 's/^floor on .* cores: \([0-9.]*\) s$/\1/p' "$work/floor.txt")
+fi
 : > "$results"
 export RESTIC_PASSWORD=bench-only-password RUSTIC_PASSWORD=bench-only-password RUSTIC_NO_PROGRESS=true
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
@@ -215,11 +224,12 @@ for r in $(seq 1 "$rounds"); do
   for t in $peers; do printf '%s\trepo_bytes\t%s\t%s\t0\n' "$t" "$r" "$(repo_bytes "$t")" >> "$results"; done
 done
 
-python3 - "$results" "$input" $tools <<'PY'
+python3 - "$results" "$input" "$floor" $tools <<'PY'
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 input_bytes = int(sys.argv[2])
-tools = sys.argv[3:]
+floor = float(sys.argv[3])
+tools = sys.argv[4:]
 peers = tools[1:]
 data = {}
 for tool, metric, rnd, val, rss in rows:
@@ -247,4 +257,7 @@ for tool in tools:
     print(f"peak RSS {tool}: {peak/1024:.0f} MiB")
 for m, what in [("first_backup", "first backup"), ("full_restore", "full restore")]:
     print(f"{what} throughput: " + ", ".join(f"{t} {input_bytes / med(m, t) / 2**20:.0f} MiB/s" for t in tools))
+if floor:
+    first = med("first_backup", "custody")
+    print(f"custody first backup against the stage floor: {first:.2f} s / {floor:.2f} s = {first / floor:.2f}")
 PY

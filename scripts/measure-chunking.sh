@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures how the average chunk size trades dedup of edited copies against index size:
-# backs up the same mixed tree (examples/mktree.rs: text, random, edited copies, small files)
+# backs up the same mixed tree (examples/mktree: text, random, edited copies, small files)
 # into fresh repositories with different --chunk-avg-kib and prints stored bytes and chunks.
 # Usage: scripts/measure-chunking.sh [SIZE_MIB=1024] [WORKDIR=/tmp/custody-chunking]
 set -euo pipefail
