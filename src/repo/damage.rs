@@ -49,8 +49,11 @@ impl Repository {
         Ok(out)
     }
 
-    /// Records `packs` as missing or damaged (those not recorded yet), as the owner; a writer
-    /// records nothing (its records would be ignored). Returns how many were new.
+    /// Records those of `packs` that are missing or damaged (and not recorded yet), as the
+    /// owner; a writer records nothing (its records would be ignored). Each is first read whole
+    /// and verified on its own ([`Repository::verifies_alone`]): a listing that fails to open
+    /// in a sound pack is forged or corrupt, and the pack is not recorded. Returns how many
+    /// were recorded.
     pub fn record_damage(&self, packs: &HashSet<PackId>) -> Result<usize> {
         let owner = matches!(
             self.provenance(),
@@ -60,7 +63,11 @@ impl Repository {
             return Ok(0);
         }
         let known = self.damaged_packs()?;
-        let mut new: Vec<PackId> = packs.difference(&known).copied().collect();
+        let mut new: Vec<PackId> = packs
+            .difference(&known)
+            .filter(|p| !self.verifies_alone(p))
+            .copied()
+            .collect();
         if new.is_empty() {
             return Ok(0);
         }
@@ -76,5 +83,27 @@ impl Repository {
             "recorded as damaged: backups store their chunks again"
         );
         Ok(rec.packs.len())
+    }
+
+    /// Whether `pack`, read whole, verifies without the index: its header under the session
+    /// that sealed it, and every blob that header lists. A restore or `check` that failed on
+    /// a listing calls a pack damaged only when it does not: a writer's forged listing (a
+    /// genuine blob's place stretched, a blob the pack never held) fails to open in a sound
+    /// pack, and recording it would make every later backup store its chunks again. Anything
+    /// short of a verified pack (missing, unreadable, a key that does not unwrap) counts as
+    /// damaged: recording a sound pack costs space, trusting a damaged one costs data.
+    fn verifies_alone(&self, pack: &PackId) -> bool {
+        let verified = self
+            .store()
+            .get(FileKind::Pack, pack)
+            .and_then(|bytes| super::check::verify_pack(self, pack, None, &[], &bytes));
+        if verified.is_ok() {
+            tracing::warn!(
+                %pack,
+                "pack verifies on its own: the listings that failed in it are forged or corrupt \
+                 (check names them); not recorded as damaged"
+            );
+        }
+        verified.is_ok()
     }
 }

@@ -167,7 +167,8 @@ fn claimed_copies_in_a_missing_pack_get_nothing_deleted() {
 /// it lies is left zeroed by the cipher, so a restore that opened it in the span it shares
 /// with its neighbour spoiled the neighbour; and a restore that, after a failed copy, skipped
 /// every listing of that pack also skipped the genuine listing of the same blob. Expected:
-/// every kept snapshot restores whole, check names the segment, and as attack 2.
+/// every kept snapshot restores whole, check names the segment, no pack is recorded as
+/// damaged (each verifies on its own), and as attack 2.
 #[test]
 fn stretched_listings_of_genuine_blobs_spoil_nothing() {
     on_both(|e, f| {
@@ -194,6 +195,17 @@ fn stretched_listings_of_genuine_blobs_spoil_nothing() {
         assert!(!stretched.is_empty(), "beta's chunks are in no pack");
         let seg = forge_segment(e, sorting_id(true, 3), stretched);
         owner_verdict(e, &[seg], &[], f);
+        no_damage_recorded(e, f);
+    });
+}
+
+/// The forged listings failed where sound packs were read, so neither the restores nor
+/// `check` may record those packs as damaged: every later backup would store their chunks
+/// again.
+fn no_damage_recorded(e: &Estate, f: &mut Findings) {
+    let records = e.w.store().list(FileKind::Damage).unwrap();
+    f.expect(records.is_empty(), || {
+        format!("{} damage record(s) name sound packs", records.len())
     });
 }
 
