@@ -18,8 +18,10 @@
 # RESTORE_DIR (/dev/shm if present: restores land on tmpfs so that ext4's cost of creating
 # thousands of files right after deleting thousands, which varies run to run here, does not
 # drown the tools' own cost; set RESTORE_DIR=$WORK to restore to disk instead),
-# FLOOR (0; 1: before the rounds, `cargo bench --bench stages` runs every stage of a first
-# backup alone over this tree, and the table ends with custody's first backup against that floor).
+# FLOOR (0; 1: in every round, just before the first backups, `cargo bench --bench stages`
+# runs every stage of a first backup alone over this tree; the table ends with custody's first
+# backup against that floor. Measured each round because this machine's speed drifts by tens
+# of percent within minutes: a floor measured once compared badly with later rounds).
 # The tree comes from examples/mktree (text, random bytes, edited copies, small files), read
 # from the page cache by both tools. restic runs with its defaults (compression auto); custody
 # with its own (CUSTODY_COMPRESSION=auto|fast|max|off chooses another). PEERS ("restic rustic")
@@ -71,12 +73,15 @@ else
 fi
 input=$(du -sb "$tree" | cut -f1)
 results=$work/results.tsv
-floor=0
-if [ "${FLOOR:-0}" = 1 ]; then
-  case "${CUSTODY_COMPRESSION:-auto}" in fast) level=1 ;; max) level=19 ;; off) level=0 ;; *) level=3 ;; esac
-  STAGES_TREE=$tree STAGES_LEVEL=$level cargo bench --quiet --bench stages | tee "$work/floor.txt"
-  floor=$(sed -n 's/^floor on .* cores: \([0-9.]*\) s$/\1/p' "$work/floor.txt")
-fi
+case "${CUSTODY_COMPRESSION:-auto}" in fast) level=1 ;; max) level=19 ;; off) level=0 ;; *) level=3 ;; esac
+[ "${FLOOR:-0}" != 1 ] || cargo bench --quiet --bench stages --no-run 2>/dev/null
+# The stage floor of this tree's first backup, recorded as a metric of round $1.
+floor_round() {
+  STAGES_TREE=$tree STAGES_LEVEL=$level cargo bench --quiet --bench stages > "$work/floor.txt"
+  [ "$1" != 1 ] || cat "$work/floor.txt"
+  printf 'custody\tstage_floor\t%s\t%s\t0\n' "$1" \
+    "$(sed -n 's/^floor on .* cores: \([0-9.]*\) s$/\1/p' "$work/floor.txt")" >> "$results"
+}
 : > "$results"
 export RESTIC_PASSWORD=bench-only-password RUSTIC_PASSWORD=bench-only-password RUSTIC_NO_PROGRESS=true
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
@@ -217,6 +222,7 @@ for r in $(seq 1 "$rounds"); do
   read -ra ts <<<"$tools"; k=$(( (r - 1) % ${#ts[@]} ))
   order="${ts[*]:k} ${ts[*]:0:k}"; order=${order% }
   echo "round $r ($order)"
+  [ "${FLOOR:-0}" != 1 ] || floor_round "$r"
   for step in first unchanged writer; do for t in $order; do run "$t" "$step" "$r"; done; done
   change_files "$r"
   for step in changed restore; do for t in $order; do run "$t" "$step" "$r"; done; done
@@ -224,12 +230,11 @@ for r in $(seq 1 "$rounds"); do
   for t in $peers; do printf '%s\trepo_bytes\t%s\t%s\t0\n' "$t" "$r" "$(repo_bytes "$t")" >> "$results"; done
 done
 
-python3 - "$results" "$input" "$floor" $tools <<'PY'
+python3 - "$results" "$input" $tools <<'PY'
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 input_bytes = int(sys.argv[2])
-floor = float(sys.argv[3])
-tools = sys.argv[4:]
+tools = sys.argv[3:]
 peers = tools[1:]
 data = {}
 for tool, metric, rnd, val, rss in rows:
@@ -257,7 +262,10 @@ for tool in tools:
     print(f"peak RSS {tool}: {peak/1024:.0f} MiB")
 for m, what in [("first_backup", "first backup"), ("full_restore", "full restore")]:
     print(f"{what} throughput: " + ", ".join(f"{t} {input_bytes / med(m, t) / 2**20:.0f} MiB/s" for t in tools))
-if floor:
-    first = med("first_backup", "custody")
-    print(f"custody first backup against the stage floor: {first:.2f} s / {floor:.2f} s = {first / floor:.2f}")
+if ("stage_floor", "custody") in data:
+    first, floor = med("first_backup", "custody"), med("stage_floor", "custody")
+    rounds = lambda m: {r: float(v) for t, mm, r, v, _ in rows if t == "custody" and mm == m}
+    firsts, floors = rounds("first_backup"), rounds("stage_floor")
+    per_round = " ".join(f"{firsts[r] / floors[r]:.2f}" for r in sorted(floors, key=int) if r in firsts)
+    print(f"custody first backup against the stage floor (medians): {first:.2f} s / {floor:.2f} s = {first / floor:.2f}; by round: {per_round}")
 PY
