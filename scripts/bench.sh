@@ -73,14 +73,18 @@ else
 fi
 input=$(du -sb "$tree" | cut -f1)
 results=$work/results.tsv
+# The zstd level of each mode; auto uses the repository's level, 3 for a repository `init` made.
 case "${CUSTODY_COMPRESSION:-auto}" in fast) level=1 ;; max) level=19 ;; off) level=0 ;; *) level=3 ;; esac
-[ "${FLOOR:-0}" != 1 ] || cargo bench --quiet --bench stages --no-run 2>/dev/null
-# The stage floor of this tree's first backup, recorded as a metric of round $1.
+[ "${FLOOR:-0}" != 1 ] || cargo bench --quiet --bench stages --no-run
+# The stage floor of this tree's first backup, recorded as a metric of round $1. It counts CPU
+# time on all cores: with LOAD busy loops the backup gets less of them, and the ratio grows.
 floor_round() {
   STAGES_TREE=$tree STAGES_LEVEL=$level cargo bench --quiet --bench stages > "$work/floor.txt"
   [ "$1" != 1 ] || cat "$work/floor.txt"
-  printf 'custody\tstage_floor\t%s\t%s\t0\n' "$1" \
-    "$(sed -n 's/^floor on .* cores: \([0-9.]*\) s$/\1/p' "$work/floor.txt")" >> "$results"
+  local floor
+  floor=$(sed -n 's/^floor on .* cores: \([0-9.]*\) s$/\1/p' "$work/floor.txt")
+  [ -n "$floor" ] || { echo "no floor in the output of cargo bench --bench stages:" >&2; cat "$work/floor.txt" >&2; exit 1; }
+  printf 'custody\tstage_floor\t%s\t%s\t0\n' "$1" "$floor" >> "$results"
 }
 : > "$results"
 export RESTIC_PASSWORD=bench-only-password RUSTIC_PASSWORD=bench-only-password RUSTIC_NO_PROGRESS=true

@@ -33,7 +33,8 @@ pub(super) struct Uploader<'a> {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// Spare pack buffers kept at most: one per packer covers the steady state.
+/// Spare pack buffers kept at most (about 17 MB each): enough for two packers and two
+/// uploads in flight, the defaults on two cores.
 const SPARE_BUFFERS: usize = 4;
 
 /// How often a running backup lists what it uploaded (`backup --checkpoint-every`,

@@ -199,6 +199,77 @@ fn stretched_listings_of_genuine_blobs_spoil_nothing() {
     });
 }
 
+/// Attack 3c: the writer replaces a genuine data pack with a valid pack of its own: sealed
+/// under its own session for the genuine pack's id, so that the replacement verifies on its
+/// own. Expected: the owner's `check --read-data` names the pack and records it as damaged
+/// (its listings name another session), so the owner's next backup of those files stores
+/// their chunks again instead of relying on a pack that no longer holds them.
+#[test]
+fn a_pack_replaced_by_a_writers_own_is_recorded_as_damaged() {
+    on_both(|e, f| {
+        let genuine = e.genuine_listings(BlobType::Data);
+        let victim = genuine[0].pack;
+        let s = Session::start(&e.w).unwrap();
+        let key = custody::pack::PackKey::new(&e.w.id(), &s.id, s.dek(), victim);
+        let mut pack = PackBuilder::new(key.clone());
+        let plain = random_bytes(100_000, 31);
+        let id = BlobId(e.w.chunk_id(&plain));
+        let entry = BlobEntry {
+            id,
+            blob_type: BlobType::Data,
+            compression: Compression::None,
+            offset: 0,
+            length: 0,
+            raw_length: plain.len() as u32,
+        };
+        pack.add(entry, key.seal_blob(BlobType::Data, &id, &plain).unwrap());
+        let replacement = pack.finish().unwrap();
+        e.w.store()
+            .put(FileKind::Pack, &victim, replacement.bytes.into())
+            .unwrap();
+        let run = e.r.run(&["check", "--read-data"]);
+        f.expect(run.code == EXIT_INTEGRITY, || {
+            format!("check exited {}: {}", run.code, brief(&run.stderr))
+        });
+        let records = e.w.store().list(FileKind::Damage).unwrap();
+        f.expect(!records.is_empty(), || {
+            "no damage record for the replaced pack".to_string()
+        });
+        // The files whose chunks the replaced pack held are stored again.
+        let held: HashSet<BlobId> = genuine[0].blobs.iter().map(|b| b.id).collect();
+        let Some(g) = e
+            .genuine
+            .iter()
+            .find(|g| chunk_ids(&e.w, &g.files).iter().any(|c| held.contains(c)))
+        else {
+            return f.0.push("no snapshot uses the replaced pack".into());
+        };
+        let run = e.r.run(&["backup", g.files.to_str().unwrap()]);
+        f.expect(run.code == EXIT_OK, || {
+            format!(
+                "the owner's backup exited {}: {}",
+                run.code,
+                brief(&run.stderr)
+            )
+        });
+        let elsewhere: HashSet<BlobId> =
+            e.w.load_segments()
+                .unwrap()
+                .into_iter()
+                .flat_map(|(_, seg)| seg.packs)
+                .filter(|p| p.pack != victim)
+                .flat_map(|p| p.blobs.into_iter().map(|b| b.id))
+                .collect();
+        let lost = chunk_ids(&e.w, &g.files)
+            .into_iter()
+            .filter(|c| held.contains(c) && !elsewhere.contains(c))
+            .count();
+        f.expect(lost == 0, || {
+            format!("{lost} chunk(s) of the replaced pack were not stored again")
+        });
+    });
+}
+
 /// The forged listings failed where sound packs were read, so neither the restores nor
 /// `check` may record those packs as damaged: every later backup would store their chunks
 /// again.
