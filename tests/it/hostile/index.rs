@@ -167,8 +167,7 @@ fn claimed_copies_in_a_missing_pack_get_nothing_deleted() {
 /// it lies is left zeroed by the cipher, so a restore that opened it in the span it shares
 /// with its neighbour spoiled the neighbour; and a restore that, after a failed copy, skipped
 /// every listing of that pack also skipped the genuine listing of the same blob. Expected:
-/// every kept snapshot restores whole, check names the segment, no pack is recorded as
-/// damaged (each verifies on its own), and as attack 2.
+/// every kept snapshot restores whole, check names the segment, and as attack 2.
 #[test]
 fn stretched_listings_of_genuine_blobs_spoil_nothing() {
     on_both(|e, f| {
@@ -195,15 +194,15 @@ fn stretched_listings_of_genuine_blobs_spoil_nothing() {
         assert!(!stretched.is_empty(), "beta's chunks are in no pack");
         let seg = forge_segment(e, sorting_id(true, 3), stretched);
         owner_verdict(e, &[seg], &[], f);
-        no_damage_recorded(e, f);
     });
 }
 
 /// Attack 3c: the writer replaces a genuine data pack with a valid pack of its own: sealed
 /// under its own session for the genuine pack's id, so that the replacement verifies on its
-/// own. Expected: the owner's `check --read-data` names the pack and records it as damaged
-/// (its listings name another session), so the owner's next backup of those files stores
-/// their chunks again instead of relying on a pack that no longer holds them.
+/// own (a rule that spared packs which verify on their own, to keep forged listings from
+/// getting sound packs recorded, let this through). Expected: the owner's `check
+/// --read-data` records the pack as damaged, so the owner's next backup of those files
+/// stores their chunks again instead of relying on a pack that no longer holds them.
 #[test]
 fn a_pack_replaced_by_a_writers_own_is_recorded_as_damaged() {
     on_both(|e, f| {
@@ -267,16 +266,6 @@ fn a_pack_replaced_by_a_writers_own_is_recorded_as_damaged() {
         f.expect(lost == 0, || {
             format!("{lost} chunk(s) of the replaced pack were not stored again")
         });
-    });
-}
-
-/// The forged listings failed where sound packs were read, so neither the restores nor
-/// `check` may record those packs as damaged: every later backup would store their chunks
-/// again.
-fn no_damage_recorded(e: &Estate, f: &mut Findings) {
-    let records = e.w.store().list(FileKind::Damage).unwrap();
-    f.expect(records.is_empty(), || {
-        format!("{} damage record(s) name sound packs", records.len())
     });
 }
 
