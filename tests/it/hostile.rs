@@ -32,7 +32,7 @@ use custody::compress::Compression;
 use custody::format::index::{IndexSegment, PackEntries};
 use custody::format::snapshot::Snapshot;
 use custody::format::tree::{Node, NodeKind, Tree};
-use custody::pack::{BlobEntry, BlobType, PackBuilder};
+use custody::pack::{BlobEntry, BlobType, PackBuilder, PackKey};
 use custody::repo::check::CheckReport;
 use custody::repo::{Repository, Session};
 use custody::store::{FileKind, S3Store, Store};
@@ -394,7 +394,11 @@ fn sorting_id(first: bool, n: u8) -> Id {
 /// Seals `blobs` (plaintexts of type `t`) into a pack of the attacker's session and uploads
 /// it, as a backup would; returns the pack's true listing.
 fn upload_pack(w: &Repository, s: &Session, t: BlobType, blobs: &[Vec<u8>]) -> PackEntries {
-    let key = s.new_pack_key().unwrap();
+    upload_sealed(w, s.new_pack_key().unwrap(), t, blobs)
+}
+
+/// [`upload_pack`] under `key`, which names the pack (and may name an existing one).
+fn upload_sealed(w: &Repository, key: PackKey, t: BlobType, blobs: &[Vec<u8>]) -> PackEntries {
     let mut pack = PackBuilder::new(key.clone());
     for plain in blobs {
         let id = BlobId(w.chunk_id(plain));

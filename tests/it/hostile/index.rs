@@ -209,23 +209,8 @@ fn a_pack_replaced_by_a_writers_own_is_recorded_as_damaged() {
         let genuine = e.genuine_listings(BlobType::Data);
         let victim = genuine[0].pack;
         let s = Session::start(&e.w).unwrap();
-        let key = custody::pack::PackKey::new(&e.w.id(), &s.id, s.dek(), victim);
-        let mut pack = PackBuilder::new(key.clone());
-        let plain = random_bytes(100_000, 31);
-        let id = BlobId(e.w.chunk_id(&plain));
-        let entry = BlobEntry {
-            id,
-            blob_type: BlobType::Data,
-            compression: Compression::None,
-            offset: 0,
-            length: 0,
-            raw_length: plain.len() as u32,
-        };
-        pack.add(entry, key.seal_blob(BlobType::Data, &id, &plain).unwrap());
-        let replacement = pack.finish().unwrap();
-        e.w.store()
-            .put(FileKind::Pack, &victim, replacement.bytes.into())
-            .unwrap();
+        let key = PackKey::new(&e.w.id(), &s.id, s.dek(), victim);
+        upload_sealed(&e.w, key, BlobType::Data, &[random_bytes(100_000, 31)]);
         let run = e.r.run(&["check", "--read-data"]);
         f.expect(run.code == EXIT_INTEGRITY, || {
             format!("check exited {}: {}", run.code, brief(&run.stderr))
