@@ -1,12 +1,16 @@
 //! Local caches of sealed objects that never change once stored: tree blobs, so a re-backup
-//! against a remote bucket does not fetch every parent folder listing again, and index
-//! segments, so a command does not download the whole index every time. They hold ciphertext
-//! exactly as stored (nothing a reader of the cache folder could not read from the bucket),
-//! and every hit is verified like a fetch: a stale or damaged entry is dropped and the object
-//! fetched again. `check` and `repair` read the store only.
+//! against a remote bucket does not fetch every parent folder listing again; index
+//! segments, so a command does not download the whole index every time; and, for backups
+//! only, snapshot manifests and session key records (which change only when rotation wraps
+//! them again), so a backup does not fetch two objects per snapshot of the history to find
+//! its parent and check for rollback. They hold ciphertext exactly as stored (nothing a
+//! reader of the cache folder could not read from the bucket), and every hit is verified
+//! like a fetch: a stale or damaged entry is dropped and the object fetched again. `check`,
+//! `repair`, `forget` and `prune` read manifests from the store only.
 //!
 //! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
-//! `/<repository-id>/trees/<blob-id>` and `.../index/<segment-id>`; `CUSTODY_CACHE_DIR=off`
+//! `/<repository-id>/trees/<blob-id>`, `.../index/<segment-id>`,
+//! `.../snapshots/<snapshot-id>` and `.../keys/<session-id>`; `CUSTODY_CACHE_DIR=off`
 //! disables them. Deleting the folder is always safe.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +26,10 @@ pub fn repository_cache_dir(base: Option<&Path>, repo: &Id) -> Option<PathBuf> {
 pub const TREES: &str = "trees";
 /// The cache folder of index segments.
 pub const SEGMENTS: &str = "index";
+/// The cache folder of snapshot manifests (backup only: see `Repository::with_history_cache`).
+pub const MANIFESTS: &str = "snapshots";
+/// The cache folder of session key records (backup only, as [`MANIFESTS`]).
+pub const KEY_RECORDS: &str = "keys";
 
 /// One folder of cached sealed objects, named by their ids.
 #[derive(Debug, Clone)]

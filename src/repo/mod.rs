@@ -44,7 +44,7 @@ pub mod tag;
 pub mod walk;
 pub mod writers;
 
-pub use cache::{SealedCache, SEGMENTS, TREES};
+pub use cache::{SealedCache, KEY_RECORDS, MANIFESTS, SEGMENTS, TREES};
 pub use index::{BlobLocation, BlobSet, Index};
 pub use objects::SealedObject;
 pub use open::{default_keyring_dir, InitOptions, InitOutput};
@@ -103,6 +103,10 @@ pub struct Repository {
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
     trees: Option<SealedCache>,
     segments: Option<SealedCache>,
+    /// Snapshot manifests and session key records, for a backup's reading of the history
+    /// (see [`Repository::with_history_cache`]).
+    manifests: Option<SealedCache>,
+    key_records: Option<SealedCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
     /// The key policy in force (docs/FORMAT.md §20), verified at opening.
@@ -161,17 +165,14 @@ impl Repository {
         Id(self.secrets.id_key.sign(plaintext))
     }
 
-    /// The plaintext data key of a session, unwrapped once per process and cached.
-    /// Reads and decodes `keys/<session>` (plain JSON: it holds only a wrapped key). Nothing in
-    /// it is trusted until the key service unwraps it under the context built from the id.
+    /// Reads and decodes `keys/<session>`. Nothing in it is trusted until the key service
+    /// unwraps it under the context built from the id.
     pub fn load_key_record(&self, session: &SessionId) -> Result<WrappedKeyRecord> {
-        let name = object_name(FileKind::Key, session);
         let bytes = self.store.get(FileKind::Key, session)?;
-        crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", &bytes)
-            .and_then(|r| crate::format::check_format("wrapped-key record", r.format).map(|()| r))
-            .map_err(|e| Error::integrity(&name, e))
+        decode_key_record(session, &bytes)
     }
 
+    /// The plaintext data key of a session, unwrapped once per process and kept in memory.
     pub fn session_key(&self, session: &SessionId) -> Result<Key32> {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
@@ -187,13 +188,44 @@ impl Repository {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
-        let name = object_name(FileKind::Key, session);
-        let rec = self.load_key_record(session).map_err(|e| match e {
-            Error::NotFound(_) => {
-                Error::integrity(&name, "the wrapped key of this session is missing")
+        // A cached record (backups only) that no longer unwraps, say once rotation retired
+        // the KEK it was wrapped under, is dropped and the store's copy decides.
+        let cache = self.key_records.as_ref();
+        let cached = cache
+            .and_then(|c| c.get(&session.id()))
+            .and_then(|b| decode_key_record(session, &b).ok())
+            .and_then(|rec| self.unwrap_session_key(session, &rec).ok());
+        let k = match cached {
+            Some(k) => k,
+            None => {
+                let name = object_name(FileKind::Key, session);
+                let bytes = self
+                    .store
+                    .get(FileKind::Key, session)
+                    .map_err(|e| match e {
+                        Error::NotFound(_) => {
+                            Error::integrity(&name, "the wrapped key of this session is missing")
+                        }
+                        e => e,
+                    })?;
+                let k = self.unwrap_session_key(session, &decode_key_record(session, &bytes)?)?;
+                if let Some(c) = cache {
+                    c.remove(&session.id());
+                    c.put(&session.id(), &bytes);
+                }
+                k
             }
-            e => e,
-        })?;
+        };
+        self.session_keys
+            .lock()
+            .expect("lock")
+            .insert(*session, k.clone());
+        Ok(k)
+    }
+
+    /// Checks that a key record is the one asked for and has the key service unwrap it.
+    fn unwrap_session_key(&self, session: &SessionId, rec: &WrappedKeyRecord) -> Result<Key32> {
+        let name = object_name(FileKind::Key, session);
         if rec.purpose != Purpose::SessionKey
             || rec.repository != self.id()
             || rec.key_id != **session
@@ -221,23 +253,25 @@ impl Repository {
             None => true,
         };
         self.check_policy(&rec.wrapped)?;
-        let k = self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
+        self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
             Error::Integrity { reason, .. } => Error::integrity(&name, reason),
-            Error::KeyDenied { reason, .. } if !signed_by_known(&rec) => Error::untrusted(
+            Error::KeyDenied { reason, .. } if !signed_by_known(rec) => Error::untrusted(
                 &name,
                 format!("not signed by the owner or an enrolled writer, and the key service refused it ({reason})"),
             ),
             e => e,
-        })?;
-        self.session_keys
-            .lock()
-            .expect("lock")
-            .insert(*session, k.clone());
-        Ok(k)
+        })
     }
 
     pub fn pack_key(&self, session: &SessionId, pack: &PackId) -> Result<PackKey> {
         let dek = self.session_key(session)?;
         Ok(PackKey::new(&self.id(), session, &dek, *pack))
     }
+}
+
+/// Decodes `keys/<session>` (plain JSON: it holds only a wrapped key).
+fn decode_key_record(session: &SessionId, bytes: &[u8]) -> Result<WrappedKeyRecord> {
+    crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", bytes)
+        .and_then(|r| crate::format::check_format("wrapped-key record", r.format).map(|()| r))
+        .map_err(|e| Error::integrity(object_name(FileKind::Key, session), e))
 }

@@ -153,6 +153,8 @@ impl Repository {
             unwrapping: Mutex::new(HashMap::new()),
             trees: None,
             segments: None,
+            manifests: None,
+            key_records: None,
             provenance: super::provenance::Provenance::Legacy,
             history: Default::default(),
             policy: None,

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::provenance::Signer;
-use super::{Repository, Session};
+use super::{Repository, SealedCache, Session};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{bound_id, Snapshot};
@@ -213,10 +213,32 @@ impl Repository {
         // A new manifest never replaces one (where the server can refuse it); re-encryption
         // seals an existing one again in place.
         if new {
-            self.store().put_new(FileKind::Snapshot, id, sealed)
+            self.store()
+                .put_new(FileKind::Snapshot, id, sealed.clone())?;
+            // The next backup's parent, most likely.
+            if let Some(c) = &self.manifests {
+                c.put(&id.id(), &sealed);
+            }
+            Ok(())
         } else {
             self.store().put(FileKind::Snapshot, id, sealed)
         }
+    }
+
+    /// Uses local caches of manifests and session key records for reading the history
+    /// (see [`super::cache`]); `None` disables them. Only backup uses them: it reads the
+    /// whole history every run. A cached manifest is taken only under an id bound to it, so
+    /// it is the one manifest that id can name. Commands that delete or judge (`forget`,
+    /// `prune`, `check`, `repair`) and the readers see the store's copies, and so any
+    /// manifest replaced there.
+    pub fn with_history_cache(
+        mut self,
+        manifests: Option<SealedCache>,
+        key_records: Option<SealedCache>,
+    ) -> Repository {
+        self.manifests = manifests;
+        self.key_records = key_records;
+        self
     }
 
     /// The session a stored manifest names in its envelope header (not authenticated: for
@@ -231,15 +253,47 @@ impl Repository {
     /// Reads and opens a manifest: its JSON (signature checked and removed), the session whose
     /// key sealed it, and who signed it.
     fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
-        let name = object_name(FileKind::Snapshot, id);
+        let cache = self.manifests.as_ref();
+        if let Some(bytes) = cache.and_then(|c| c.get(&id.id())) {
+            let key = &self.secrets.snapshot_id_key;
+            match self.open_sealed_manifest(id, &bytes) {
+                Ok(m) if bound_id::is_bound(key, id) && bound_id::matches(key, id, &m.0) => {
+                    return Ok(m)
+                }
+                // Damaged, stale, or sealed under keys since retired: the store's copy decides.
+                _ => cache.into_iter().for_each(|c| c.remove(&id.id())),
+            }
+        }
         let bytes = self.store().get(FileKind::Snapshot, id)?;
-        let h = envelope::parse_header(&bytes).map_err(|e| Error::integrity(&name, e))?;
+        let opened = self.open_sealed_manifest(id, &bytes)?;
+        let key = &self.secrets.snapshot_id_key;
+        if let Some(c) = cache.filter(|_| bound_id::is_bound(key, id)) {
+            c.put(&id.id(), &bytes);
+        }
+        Ok(opened)
+    }
+
+    /// Drops cached manifests the store no longer lists (`forget` removed them).
+    pub(super) fn forget_unlisted_manifests(&self, listed: &[SnapshotId]) {
+        if let Some(c) = &self.manifests {
+            c.keep_only(&listed.iter().map(|s| s.id()).collect());
+        }
+    }
+
+    /// [`Repository::open_manifest`] of the sealed bytes given.
+    fn open_sealed_manifest(
+        &self,
+        id: &SnapshotId,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
+        let name = object_name(FileKind::Snapshot, id);
+        let h = envelope::parse_header(bytes).map_err(|e| Error::integrity(&name, e))?;
         let session = SessionId(h.key_id);
         let dek = self.session_key(&session)?;
         let (repo, zero) = (self.id(), Id::default());
         let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
-            envelope::open_object(&dek, &b, &bytes).map_err(|e| Error::integrity(&name, e))?;
+            envelope::open_object(&dek, &b, bytes).map_err(|e| Error::integrity(&name, e))?;
         match self.verify_body(ObjectKind::Snapshot, &name, id, &plain) {
             Ok((json, signer)) => Ok((json, session, signer)),
             // Untrusted and not the manifest its id was made from: it may have been written over

@@ -1,6 +1,7 @@
-//! The local cache of index segments (src/repo/cache.rs): it holds the store's ciphertext,
-//! a damaged or swapped entry is never trusted (the store's copy is read instead), and
-//! `check` reads the store only, so the cache never hides damage there.
+//! The local caches of index segments, and of manifests and key records for backups
+//! (src/repo/cache.rs): they hold the store's ciphertext, a damaged or swapped entry is never
+//! trusted (the store's copy is read instead), and `check` (and, for manifests, `prune`)
+//! reads the store only, so the cache never hides damage there.
 
 use crate::common::*;
 
@@ -8,8 +9,9 @@ fn cached(sb: &Sandbox, args: &[&str]) -> Run {
     sb.run_env(&[("CUSTODY_CACHE_DIR", sb.path("cache"))], args)
 }
 
-/// The cached segments: (store path, cache path) per segment id, in id order.
-fn segments(sb: &Sandbox) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+/// The cached objects of one folder (`index`, `snapshots`, `keys`): (store path, cache
+/// path) per id, in id order.
+fn entries(sb: &Sandbox, folder: &str) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
     let repo_cache = sb
         .path("cache")
         .read_dir()
@@ -18,15 +20,32 @@ fn segments(sb: &Sandbox) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
         .unwrap()
         .unwrap()
         .path();
-    list_ids(&repo_cache.join("index"))
+    list_ids(&repo_cache.join(folder))
         .into_iter()
         .map(|id| {
             (
-                sb.repo().join("index").join(&id),
-                repo_cache.join("index").join(&id),
+                sb.repo().join(folder).join(&id),
+                repo_cache.join(folder).join(&id),
             )
         })
         .collect()
+}
+
+fn segments(sb: &Sandbox) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    entries(sb, "index")
+}
+
+fn flip_byte(path: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn assert_cached_as_stored(entries: &[(std::path::PathBuf, std::path::PathBuf)]) {
+    for (store, cache) in entries {
+        let same = std::fs::read(store).unwrap() == std::fs::read(cache).unwrap();
+        assert!(same, "{} differs from the store's copy", cache.display());
+    }
 }
 
 #[test]
@@ -75,4 +94,91 @@ fn cached_index_segments_are_verified_and_check_reads_the_store() {
     assert_ne!(check.code, 0, "check trusted the cache: {}", check.stderr);
     let id = a.0.file_name().unwrap().to_string_lossy().into_owned();
     assert!(check.stderr.contains(&id[..8]), "{}", check.stderr);
+}
+
+#[test]
+fn backups_cache_manifests_and_key_records_verified_and_prune_reads_the_store() {
+    let sb = Sandbox::new();
+    cached(&sb, &["init"]).ok();
+    let src = sb.path("src");
+    let new_ring = format!("local:{}", sb.path("new-ring").display());
+    let rotated = std::cell::Cell::new(false);
+    let backup = || {
+        let mut args = vec!["--json", "backup", src.to_str().unwrap()];
+        if rotated.get() {
+            args.extend(["--key-service", &new_ring]);
+        }
+        cached(&sb, &args)
+            .ok()
+            .report::<custody::repo::backup::BackupOutput>()
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        write(&sb.path(&format!("src/f{i}")), &random_bytes(50_000, i));
+        ids.push(backup().snapshot_id);
+    }
+    let manifests = entries(&sb, "snapshots");
+    let keys = entries(&sb, "keys");
+    assert_eq!(manifests.len(), 3, "every manifest cached");
+    assert_eq!(keys.len(), 2, "the earlier sessions' key records cached");
+    assert_cached_as_stored(&manifests);
+    assert_cached_as_stored(&keys);
+
+    // Every key record garbage, a flipped byte in the oldest manifest, and the second
+    // manifest's bytes under the newest's name: none is taken, the store's copies are read
+    // (the newest is the parent, its files unchanged) and cached again.
+    for (_, cache) in &keys {
+        std::fs::write(cache, b"{\"format\":1}").unwrap();
+    }
+    let of = |id: &custody::id::SnapshotId| {
+        let name = std::ffi::OsString::from(id.to_hex());
+        manifests
+            .iter()
+            .find(|m| m.0.file_name() == Some(&name))
+            .unwrap()
+    };
+    flip_byte(&of(&ids[0]).1, 40);
+    std::fs::copy(&of(&ids[1]).0, &of(&ids[2]).1).unwrap();
+    let out = backup();
+    assert_eq!(
+        out.parent,
+        Some(ids[2]),
+        "the newest snapshot is the parent"
+    );
+    assert_eq!(out.files_unchanged, 3);
+    assert_cached_as_stored(&entries(&sb, "snapshots"));
+    assert_cached_as_stored(&keys);
+    ids.push(out.snapshot_id);
+
+    // Rotation wraps every record again under a new keyring and the old one goes: the cached
+    // records no longer unwrap, and the backup takes the store's.
+    sb.run(&["--key-service", &new_ring, "key", "create"]).ok();
+    sb.run(&["rotate", "rewrap", "--to", &new_ring]).ok();
+    std::fs::remove_dir_all(sb.path("config")).unwrap();
+    rotated.set(true);
+    let out = backup();
+    assert_eq!(
+        out.parent,
+        Some(ids[3]),
+        "the newest snapshot is the parent"
+    );
+    let keys = entries(&sb, "keys");
+    assert_eq!(keys.len(), 4, "every earlier session's record cached");
+    assert_cached_as_stored(&keys);
+
+    // The oldest manifest damaged in the store, its cached copy good: a backup may use the
+    // copy, but `check` and `prune` read the store: both refuse and name it.
+    let victim = &ids[0].to_hex();
+    let stored = sb.repo().join("snapshots").join(victim);
+    flip_byte(&stored, 40);
+    backup();
+    for cmd in ["check", "prune"] {
+        let run = cached(&sb, &["--key-service", &new_ring, cmd]);
+        assert_eq!(
+            run.code, EXIT_INTEGRITY,
+            "{cmd} trusted the cache: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(&victim[..8]), "{cmd}: {}", run.stderr);
+    }
 }

@@ -1,6 +1,7 @@
 //! Forged snapshot manifests, sealed by sessions the writer starts itself.
 
 use super::*;
+use custody::identity::WriterIdentity;
 
 /// The ids `snapshots --json` lists now.
 fn listed(e: &Estate) -> Vec<SnapshotId> {
@@ -41,13 +42,13 @@ fn future_dated_snapshots_do_not_steer_forget() {
     on_both(future_snapshots);
 }
 
-fn replaced_snapshot(e: &Estate, f: &mut Findings) {
-    let victim = &e.genuine[3];
+/// A manifest of the writer's own (its planted tree, under `victim`'s host and path), sealed
+/// with the library's envelope codec under the writer's own session for `victim`'s id, and
+/// `signed` with the writer's key or not.
+fn forged_manifest(e: &Estate, victim: &Genuine, signed: bool) -> Vec<u8> {
     let s = Session::start(&e.w).unwrap();
     let tree = plant_tree(&e.w, &s);
     let forged = manifest(&s, victim.host, &victim.path, Utc::now(), tree);
-    // Sealed with the library's envelope codec under the writer's own session, and stored
-    // over the victim's object.
     let zero = Id::default();
     let binding = custody::crypto::envelope::Binding {
         repo: &e.w.id(),
@@ -56,8 +57,20 @@ fn replaced_snapshot(e: &Estate, f: &mut Findings) {
         object: &victim.id,
         key_id: &s.id,
     };
-    let json = custody::format::padded_json(&forged, 1024);
-    let sealed = custody::crypto::envelope::seal_object(s.dek(), &binding, &json).unwrap();
+    let mut json = custody::format::padded_json(&forged, 1024);
+    if signed {
+        let path = WriterIdentity::path_in(&e.r.sb.path("writer-keyring"));
+        let me = WriterIdentity::open(&path, None).unwrap();
+        let kind = custody::crypto::envelope::ObjectKind::Snapshot as u8;
+        json = custody::format::signature::sign(&me.key, kind, &e.w.id(), &victim.id, json);
+    }
+    custody::crypto::envelope::seal_object(s.dek(), &binding, &json).unwrap()
+}
+
+fn replaced_snapshot(e: &Estate, f: &mut Findings) {
+    let victim = &e.genuine[3];
+    // Stored over the victim's object.
+    let sealed = forged_manifest(e, victim, false);
     e.w.store()
         .put(FileKind::Snapshot, &victim.id, sealed.into())
         .unwrap();
@@ -140,4 +153,70 @@ fn tagged_copy_claim(e: &Estate, f: &mut Findings) {
 #[test]
 fn a_writer_cannot_claim_a_tagged_copy() {
     on_both(tagged_copy_claim);
+}
+
+fn forged_cache_entry(e: &Estate, f: &mut Findings) {
+    let cache = (
+        "CUSTODY_CACHE_DIR",
+        e.r.sb.path("owner-cache").display().to_string(),
+    );
+    let victim = &e.genuine[3];
+    let backup = || {
+        let args = ["--json", "backup", &victim.path, "--host", victim.host];
+        e.r.run_with(std::slice::from_ref(&cache), &args)
+            .ok()
+            .report::<custody::repo::backup::BackupOutput>()
+    };
+    // The owner's first backup with a cache fills it with every manifest it reads.
+    let first = backup();
+    f.expect(first.parent == Some(victim.id), || {
+        format!("the first backup's parent is {:?}", first.parent)
+    });
+    let entry = |id: &SnapshotId| {
+        let repo_dir = std::fs::read_dir(e.r.sb.path("owner-cache")).unwrap();
+        let repo_dir = repo_dir.flatten().next().unwrap().path();
+        repo_dir.join("snapshots").join(id.to_hex())
+    };
+    let stored = |id: &SnapshotId| e.w.store().get(FileKind::Snapshot, id).unwrap().to_vec();
+    f.expect(
+        std::fs::read(entry(&first.snapshot_id)).ok() == Some(stored(&first.snapshot_id)),
+        || "the backup's own manifest is not cached as stored".into(),
+    );
+
+    // A manifest of the writer's sealed for the newest snapshot's id and signed by the
+    // writer, put in the cache in place of the genuine one (the store keeps the genuine
+    // one). It opens under the writer's session and its signature holds, but the id is bound
+    // to the genuine manifest: the backup reads the store's copy, takes it as parent and
+    // caches it again.
+    let newest = Genuine {
+        id: first.snapshot_id,
+        host: victim.host,
+        path: victim.path.clone(),
+        files: victim.files.clone(),
+    };
+    std::fs::write(entry(&newest.id), forged_manifest(e, &newest, true)).unwrap();
+    let second = backup();
+    f.expect(second.parent == Some(newest.id), || {
+        format!(
+            "with a forged manifest cached for {}, the backup's parent is {:?}",
+            newest.id.short(),
+            second.parent
+        )
+    });
+    f.expect(second.files_unchanged > 0, || {
+        "the backup read every file again (no parent tree)".into()
+    });
+    f.expect(
+        std::fs::read(entry(&newest.id)).ok() == Some(stored(&newest.id)),
+        || "the forged cache entry was not replaced by the store's copy".into(),
+    );
+    restores(e, &[victim], "after the forged cache entry", f);
+}
+
+/// The owner's backup caches manifests (src/repo/cache.rs). A manifest the writer sealed
+/// under a genuine snapshot's id, put in that cache, is not taken: the backup's parent is the
+/// genuine snapshot and the cache holds the store's copy again.
+#[test]
+fn a_forged_manifest_in_the_backup_cache_is_not_taken() {
+    on_both(forged_cache_entry);
 }
