@@ -223,6 +223,14 @@ impl Repository {
         Ok(k)
     }
 
+    /// Keeps a new session's record in the key-record cache, if there is one: the next
+    /// backup reads this session's manifest.
+    pub(crate) fn cache_key_record(&self, session: &SessionId, record: &[u8]) {
+        if let Some(c) = &self.key_records {
+            c.put(&session.id(), record);
+        }
+    }
+
     /// Checks that a key record is the one asked for and has the key service unwrap it.
     fn unwrap_session_key(&self, session: &SessionId, rec: &WrappedKeyRecord) -> Result<Key32> {
         let name = object_name(FileKind::Key, session);
