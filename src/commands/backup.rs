@@ -10,7 +10,7 @@ use custody::error::{Error, Result};
 use custody::repo::backup::{self, select, BackupOptions, DedupBase, Progress, Source};
 use custody::repo::parent_cache::ParentCache;
 use custody::repo::snapshots::SnapshotFilter;
-use custody::repo::{Repository, KEY_RECORDS, MANIFESTS};
+use custody::repo::Repository;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -171,17 +171,8 @@ fn find_parent(
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
-    let repo = ctx.open_repo()?;
     // A backup reads the whole history every run: from the local cache where it can.
-    let cache = |folder| {
-        custody::repo::SealedCache::for_repository(
-            ctx.env.client.cache_dir.as_deref(),
-            &repo.id(),
-            folder,
-        )
-    };
-    let (manifests, key_records) = (cache(MANIFESTS), cache(KEY_RECORDS));
-    let repo = repo.with_history_cache(manifests, key_records);
+    let repo = ctx.with_history_cache(ctx.open_repo()?);
     let host = match &args.host {
         Some(h) => h.clone(),
         None => gethostname::gethostname().to_string_lossy().into_owned(),

@@ -151,13 +151,25 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let (repo, spec, wanted_includes) = match &args.request {
         Some(r) => open_by_request(ctx, args, r)?,
         None => (
-            ctx.open_repo()?,
+            ctx.with_history_cache(ctx.open_repo()?),
             args.snapshot.clone().unwrap_or_default(),
             args.includes.clone(),
         ),
     };
-    let (id, snap) = repo.resolve_snapshot(&spec, &args.filter.filter())?;
-    let index = repo.load_index()?;
+    // The snapshot and the index are read at once: on a bucket each is several round trips.
+    let (index, resolved) = custody::repo::in_flight::join(
+        || repo.load_index(),
+        || {
+            let (id, snap) = repo.resolve_snapshot(&spec, &args.filter.filter())?;
+            match repo.uses_history_cache() {
+                // The history may have come from the cache; what is restored is the
+                // bucket's copy.
+                true => Ok((id, repo.load_snapshot_from_store(&id)?)),
+                false => Ok::<_, Error>((id, snap)),
+            }
+        },
+    );
+    let ((id, snap), index) = (resolved?, index?);
     // A path that matches nothing is a mistake, not an empty restore.
     let mut includes = Vec::new();
     let (patterns, paths): (Vec<String>, Vec<String>) = wanted_includes

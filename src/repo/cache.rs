@@ -1,9 +1,9 @@
 //! Local caches of sealed objects that never change once stored: tree blobs, so a re-backup
 //! against a remote bucket does not fetch every parent folder listing again; index
-//! segments, so a command does not download the whole index every time; and, for backups
-//! only, snapshot manifests and session key records (which change only when rotation wraps
-//! them again), so a backup does not fetch two objects per snapshot of the history to find
-//! its parent and check for rollback. They hold ciphertext exactly as stored (nothing a
+//! segments, so a command does not download the whole index every time; and, for backup
+//! and restore only, snapshot manifests and session key records (which change only when
+//! rotation wraps them again), so they do not fetch two objects per snapshot of the history
+//! to find `latest` and check for rollback. They hold ciphertext exactly as stored (nothing a
 //! reader of the cache folder could not read from the bucket), and every hit is verified
 //! like a fetch: a stale or damaged entry is dropped and the object fetched again. `check`,
 //! `repair`, `forget` and `prune` read manifests from the store only.
@@ -26,9 +26,10 @@ pub fn repository_cache_dir(base: Option<&Path>, repo: &Id) -> Option<PathBuf> {
 pub const TREES: &str = "trees";
 /// The cache folder of index segments.
 pub const SEGMENTS: &str = "index";
-/// The cache folder of snapshot manifests (backup only: see `Repository::with_history_cache`).
+/// The cache folder of snapshot manifests (backup and restore: see
+/// `Repository::with_history_cache`).
 pub const MANIFESTS: &str = "snapshots";
-/// The cache folder of session key records (backup only, as [`MANIFESTS`]).
+/// The cache folder of session key records (as [`MANIFESTS`]).
 pub const KEY_RECORDS: &str = "keys";
 
 /// One folder of cached sealed objects, named by their ids.

@@ -189,7 +189,7 @@ impl Repository {
     /// Returns the manifest as now stored.
     pub fn reseal_snapshot(&self, session: &Session, id: &SnapshotId) -> Result<Snapshot> {
         let name = object_name(FileKind::Snapshot, id);
-        let (mut json, _, _) = self.open_manifest(id)?;
+        let (mut json, _, _) = self.open_manifest(id, None)?;
         let at = bound_id::session_digits(&json)
             .ok_or_else(|| Error::integrity(&name, "manifest without a session"))?;
         json[at..at + 64].copy_from_slice(session.id.to_hex().as_bytes());
@@ -226,11 +226,12 @@ impl Repository {
     }
 
     /// Uses local caches of manifests and session key records for reading the history
-    /// (see [`super::cache`]); `None` disables them. Only backup uses them: it reads the
-    /// whole history every run. A cached manifest is taken only under an id bound to it, so
-    /// it is the one manifest that id can name. Commands that delete or judge (`forget`,
-    /// `prune`, `check`, `repair`) and the readers see the store's copies, and so any
-    /// manifest replaced there.
+    /// (see [`super::cache`]); `None` disables them. Backup and restore use them: both read
+    /// the whole history (restore to find `latest`, then the manifest it restores from the
+    /// store: [`Repository::load_snapshot_from_store`]). A cached manifest is taken only
+    /// under an id bound to it, so it is the one manifest that id can name. Commands that
+    /// delete or judge (`forget`, `prune`, `check`, `repair`) and the other readers see the
+    /// store's copies, and so any manifest replaced there.
     pub fn with_history_cache(
         mut self,
         manifests: Option<SealedCache>,
@@ -252,8 +253,11 @@ impl Repository {
 
     /// Reads and opens a manifest: its JSON (signature checked and removed), the session whose
     /// key sealed it, and who signed it.
-    fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
-        let cache = self.manifests.as_ref();
+    fn open_manifest(
+        &self,
+        id: &SnapshotId,
+        cache: Option<&SealedCache>,
+    ) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
         if let Some(bytes) = cache.and_then(|c| c.get(&id.id())) {
             let key = &self.secrets.snapshot_id_key;
             match self.open_sealed_manifest(id, &bytes) {
@@ -358,9 +362,30 @@ impl Repository {
         self.load_snapshot_signed(id).map(|(_, s)| s)
     }
 
+    /// [`Repository::load_snapshot`] from the bucket's copy, also where a history cache is in
+    /// use: what a restore restores is the manifest the bucket holds, so one replaced there
+    /// is refused as it would be without the cache.
+    pub fn load_snapshot_from_store(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.load_snapshot_via(id, None).map(|(s, _)| s)
+    }
+
+    /// Whether manifests may come from the local cache (see [`Repository::with_history_cache`]).
+    pub fn uses_history_cache(&self) -> bool {
+        self.manifests.is_some()
+    }
+
     /// [`Repository::load_snapshot`], and who signed it.
     pub fn load_snapshot_signed(&self, id: &SnapshotId) -> Result<(Snapshot, Option<Signer>)> {
-        let (json, session, signer) = self.open_manifest(id)?;
+        self.load_snapshot_via(id, self.manifests.as_ref())
+    }
+
+    /// [`Repository::load_snapshot_signed`], with the manifest cache given (or none).
+    fn load_snapshot_via(
+        &self,
+        id: &SnapshotId,
+        cache: Option<&SealedCache>,
+    ) -> Result<(Snapshot, Option<Signer>)> {
+        let (json, session, signer) = self.open_manifest(id, cache)?;
         let mut snap = self.parse_manifest(id, &json, &session)?;
         // A writer signs as itself: a manifest claiming another writer is a forgery, and one
         // claiming none belongs to its signer (for `forget`'s groups).

@@ -97,7 +97,7 @@ fn cached_index_segments_are_verified_and_check_reads_the_store() {
 }
 
 #[test]
-fn backups_cache_manifests_and_key_records_verified_and_prune_reads_the_store() {
+fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
     let sb = Sandbox::new();
     cached(&sb, &["init"]).ok();
     let src = sb.path("src");
@@ -166,14 +166,25 @@ fn backups_cache_manifests_and_key_records_verified_and_prune_reads_the_store() 
     assert_eq!(keys.len(), 5, "every session's record cached");
     assert_cached_as_stored(&keys);
 
-    // The oldest manifest damaged in the store, its cached copy good: a backup may use the
-    // copy, but `check` and `prune` read the store: both refuse and name it.
+    // The oldest manifest damaged in the store, its cached copy good: a backup, and a
+    // restore of `latest`, may use the copy, but a restore of that snapshot, `check` and
+    // `prune` read the store: each refuses and names it.
     let victim = &ids[0].to_hex();
     let stored = sb.repo().join("snapshots").join(victim);
     flip_byte(&stored, 40);
     backup();
-    for cmd in ["check", "prune"] {
-        let run = cached(&sb, &["--key-service", &new_ring, cmd]);
+    let restore = |spec: &str, to: &str| {
+        let to = sb.path(to);
+        let args = ["--key-service", &new_ring, "restore", spec, "--target"];
+        cached(&sb, &[&args[..], &[to.to_str().unwrap()]].concat())
+    };
+    restore("latest", "out-latest").ok();
+    assert_same_tree(&src, &restored(&sb.path("out-latest"), &src));
+    for cmd in ["restore", "check", "prune"] {
+        let run = match cmd {
+            "restore" => restore(victim, "out-victim"),
+            _ => cached(&sb, &["--key-service", &new_ring, cmd]),
+        };
         assert_eq!(
             run.code, EXIT_INTEGRITY,
             "{cmd} trusted the cache: {}",
