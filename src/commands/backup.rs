@@ -144,6 +144,15 @@ fn find_parent(
             .resolve_snapshot(p, &SnapshotFilter::default())
             .map(Some);
     }
+    let unreadable = || {
+        tracing::info!(
+            "no parent snapshot (this key service cannot read snapshots): reading every file"
+        );
+        Ok(None)
+    };
+    if !repo.opens_snapshots()? {
+        return unreadable();
+    }
     let filter = SnapshotFilter {
         host: Some(host.to_string()),
         tags: Vec::new(),
@@ -160,12 +169,7 @@ fn find_parent(
             tracing::warn!("no parent snapshot ({e}): reading every file; run `custody check`");
             Ok(None)
         }
-        Err(e) if e.is_key_service() => {
-            tracing::info!(
-                "no parent snapshot (this key service cannot read snapshots): reading every file"
-            );
-            Ok(None)
-        }
+        Err(e) if e.is_key_service() => unreadable(),
         Err(e) => Err(e),
     }
 }

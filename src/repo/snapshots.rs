@@ -242,6 +242,31 @@ impl Repository {
         self
     }
 
+    /// Whether this client's key service opens snapshots at all. A writer's usually cannot
+    /// (it wraps session keys but does not unwrap them): reading the history would only
+    /// collect a refusal per session from the key service, each an entry in its audit log
+    /// (CloudTrail for AWS KMS). So a writer asks about one listed snapshot's session first.
+    /// Anything but a refusal (no snapshot, a damaged one, a key that opens) says yes: the
+    /// history read then judges.
+    pub fn opens_snapshots(&self) -> Result<bool> {
+        if !matches!(
+            self.provenance(),
+            super::provenance::Provenance::Writer { .. }
+        ) {
+            return Ok(true);
+        }
+        let Some(id) = self.snapshot_ids()?.into_iter().next() else {
+            return Ok(true);
+        };
+        let Ok(session) = self.snapshot_session(&id) else {
+            return Ok(true);
+        };
+        match self.session_key(&session) {
+            Err(e) if e.is_key_service() => Ok(false),
+            _ => Ok(true),
+        }
+    }
+
     /// The session a stored manifest names in its envelope header (not authenticated: for
     /// keeping that session's key, never for trusting the manifest).
     pub fn snapshot_session(&self, id: &SnapshotId) -> Result<SessionId> {

@@ -449,3 +449,40 @@ fn migrate_refuses_a_downgraded_signed_repository() {
         .ok();
     assert_same_tree(&src, &restored(&out, &src));
 }
+
+/// A writer's key service cannot unwrap session keys: its backup asks about one snapshot's
+/// session, not about every session of the history (each refusal is an entry in the key
+/// service's audit log, or in CloudTrail for AWS KMS), and still backs up.
+#[test]
+fn a_writers_backup_asks_the_key_service_about_one_session_only() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("src");
+    for i in 0..8 {
+        write(&src.join(format!("f{i}")), &random_bytes(20_000, i));
+        sb.run(&["backup", src.to_str().unwrap()]).ok();
+    }
+    let writer = sb.export_writer("writer", &[]);
+    let ks = format!("local:{}", writer.display());
+    let log = sb.path("writer-audit.log");
+    let out = sb
+        .run(&[
+            "--key-service",
+            &ks,
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--json",
+            "backup",
+            src.to_str().unwrap(),
+        ])
+        .ok()
+        .report::<custody::repo::backup::BackupOutput>();
+    assert_eq!(out.files_processed, 8);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["purpose"] == "session-key" && v["operation"] == "decrypt-refused")
+        .count();
+    assert_eq!(refused, 1, "{text}");
+}
