@@ -161,12 +161,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
         || repo.load_index(),
         || {
             let (id, snap) = repo.resolve_snapshot(&spec, &args.filter.filter())?;
-            match repo.uses_history_cache() {
-                // The history may have come from the cache; what is restored is the
-                // bucket's copy.
-                true => Ok((id, repo.load_snapshot_from_store(&id)?)),
-                false => Ok::<_, Error>((id, snap)),
+            if !repo.uses_history_cache() {
+                return Ok::<_, Error>((id, snap));
             }
+            // The history may have come from the cache; what is restored is the bucket's
+            // copy, the one the history chose (it could differ only if replaced meanwhile).
+            let stored = repo.load_snapshot_from_store(&id)?;
+            if stored.tree != snap.tree {
+                return Err(Error::integrity(
+                    custody::store::object_name(custody::store::FileKind::Snapshot, &id.id()),
+                    "replaced in the bucket while it was read",
+                ));
+            }
+            Ok((id, stored))
         },
     );
     let ((id, snap), index) = (resolved?, index?);

@@ -1,12 +1,11 @@
-//! Local caches of sealed objects that never change once stored: tree blobs, so a re-backup
-//! against a remote bucket does not fetch every parent folder listing again; index
-//! segments, so a command does not download the whole index every time; and, for backup
-//! and restore only, snapshot manifests and session key records (which change only when
-//! rotation wraps them again), so they do not fetch two objects per snapshot of the history
-//! to find `latest` and check for rollback. They hold ciphertext exactly as stored (nothing a
-//! reader of the cache folder could not read from the bucket), and every hit is verified
-//! like a fetch: a stale or damaged entry is dropped and the object fetched again. `check`,
-//! `repair`, `forget` and `prune` read manifests from the store only.
+//! Local caches of sealed objects as stored: tree blobs, so a re-backup against a remote
+//! bucket does not fetch every parent folder listing again; index segments, so a command does
+//! not download the whole index every time; and, for backup and restore only, snapshot
+//! manifests and session key records (rules in `history_cache`), so they do not fetch two
+//! objects per snapshot of the history to find `latest` and check for rollback. They hold
+//! ciphertext exactly as stored (nothing a reader of the cache folder could not read from the
+//! bucket), and every hit is verified like a fetch: a damaged entry is dropped and the object
+//! fetched again. `check`, `repair`, `forget` and `prune` read manifests from the store only.
 //!
 //! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
 //! `/<repository-id>/trees/<blob-id>`, `.../index/<segment-id>`,
@@ -68,14 +67,17 @@ impl SealedCache {
         let tmp = self
             .dir
             .join(format!(".{}.tmp-{}", id.to_hex(), hex::encode(r)));
-        let ok = std::fs::create_dir_all(&self.dir).is_ok()
-            && std::fs::write(&tmp, sealed).is_ok()
+        // Private to this user, as the keyring is: nothing here is secret, but other local
+        // users need not learn what this user backs up, or when.
+        let ok = private_dir(&self.dir).is_ok()
+            && write_private(&tmp, sealed).is_ok()
             && std::fs::rename(&tmp, &path).is_ok();
         if !ok {
             let _ = std::fs::remove_file(&tmp);
         }
     }
 
+    /// Removes one entry (best effort).
     pub fn remove(&self, id: &Id) {
         let _ = std::fs::remove_file(self.path(id));
     }
@@ -96,4 +98,25 @@ impl SealedCache {
             }
         }
     }
+}
+
+/// Creates `dir` and its missing parents, mode 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a new file, mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }

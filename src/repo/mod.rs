@@ -14,6 +14,7 @@ pub mod dump_tar;
 pub mod find;
 pub mod forget;
 pub mod history;
+mod history_cache;
 pub mod in_flight;
 mod index;
 pub mod kek_usage;
@@ -103,10 +104,9 @@ pub struct Repository {
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
     trees: Option<SealedCache>,
     segments: Option<SealedCache>,
-    /// Snapshot manifests and session key records, for a backup's reading of the history
-    /// (see [`Repository::with_history_cache`]).
-    manifests: Option<SealedCache>,
-    key_records: Option<SealedCache>,
+    /// Snapshot manifests and session key records, for backup's and restore's reading of the
+    /// history (see [`history_cache`]).
+    history_cache: Option<history_cache::HistoryCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
     /// The key policy in force (docs/FORMAT.md §20), verified at opening.
@@ -188,11 +188,10 @@ impl Repository {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
-        // A cached record (backups only) that no longer unwraps, say once rotation retired
-        // the KEK it was wrapped under, is dropped and the store's copy decides.
-        let cache = self.key_records.as_ref();
-        let cached = cache
-            .and_then(|c| c.get(&session.id()))
+        // A cached record (backup and restore) that no longer unwraps, say once rotation
+        // retired the KEK it was wrapped under, gives way to the bucket's.
+        let cached = self
+            .cached_key_record(session)
             .and_then(|b| decode_key_record(session, &b).ok())
             .and_then(|rec| self.unwrap_session_key(session, &rec).ok());
         let k = match cached {
@@ -209,10 +208,7 @@ impl Repository {
                         e => e,
                     })?;
                 let k = self.unwrap_session_key(session, &decode_key_record(session, &bytes)?)?;
-                if let Some(c) = cache {
-                    c.remove(&session.id());
-                    c.put(&session.id(), &bytes);
-                }
+                self.remember_key_record(session, bytes);
                 k
             }
         };
@@ -221,14 +217,6 @@ impl Repository {
             .expect("lock")
             .insert(*session, k.clone());
         Ok(k)
-    }
-
-    /// Keeps a new session's record in the key-record cache, if there is one: the next
-    /// backup reads this session's manifest.
-    pub(crate) fn cache_key_record(&self, session: &SessionId, record: &[u8]) {
-        if let Some(c) = &self.key_records {
-            c.put(&session.id(), record);
-        }
     }
 
     /// Checks that a key record is the one asked for and has the key service unwrap it.

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::provenance::Signer;
-use super::{Repository, SealedCache, Session};
+use super::{Repository, Session};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::snapshot::{bound_id, Snapshot};
@@ -189,7 +189,7 @@ impl Repository {
     /// Returns the manifest as now stored.
     pub fn reseal_snapshot(&self, session: &Session, id: &SnapshotId) -> Result<Snapshot> {
         let name = object_name(FileKind::Snapshot, id);
-        let (mut json, _, _) = self.open_manifest(id, None)?;
+        let (mut json, _, _) = self.open_manifest(id)?;
         let at = bound_id::session_digits(&json)
             .ok_or_else(|| Error::integrity(&name, "manifest without a session"))?;
         json[at..at + 64].copy_from_slice(session.id.to_hex().as_bytes());
@@ -216,30 +216,11 @@ impl Repository {
             self.store()
                 .put_new(FileKind::Snapshot, id, sealed.clone())?;
             // The next backup's parent, most likely.
-            if let Some(c) = &self.manifests {
-                c.put(&id.id(), &sealed);
-            }
+            self.cache_new_manifest(id, &sealed);
             Ok(())
         } else {
             self.store().put(FileKind::Snapshot, id, sealed)
         }
-    }
-
-    /// Uses local caches of manifests and session key records for reading the history
-    /// (see [`super::cache`]); `None` disables them. Backup and restore use them: both read
-    /// the whole history (restore to find `latest`, then the manifest it restores from the
-    /// store: [`Repository::load_snapshot_from_store`]). A cached manifest is taken only
-    /// under an id bound to it, so it is the one manifest that id can name. Commands that
-    /// delete or judge (`forget`, `prune`, `check`, `repair`) and the other readers see the
-    /// store's copies, and so any manifest replaced there.
-    pub fn with_history_cache(
-        mut self,
-        manifests: Option<SealedCache>,
-        key_records: Option<SealedCache>,
-    ) -> Repository {
-        self.manifests = manifests;
-        self.key_records = key_records;
-        self
     }
 
     /// Whether this client's key service opens snapshots at all. A writer's usually cannot
@@ -278,35 +259,9 @@ impl Repository {
 
     /// Reads and opens a manifest: its JSON (signature checked and removed), the session whose
     /// key sealed it, and who signed it.
-    fn open_manifest(
-        &self,
-        id: &SnapshotId,
-        cache: Option<&SealedCache>,
-    ) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
-        if let Some(bytes) = cache.and_then(|c| c.get(&id.id())) {
-            let key = &self.secrets.snapshot_id_key;
-            match self.open_sealed_manifest(id, &bytes) {
-                Ok(m) if bound_id::is_bound(key, id) && bound_id::matches(key, id, &m.0) => {
-                    return Ok(m)
-                }
-                // Damaged, stale, or sealed under keys since retired: the store's copy decides.
-                _ => cache.into_iter().for_each(|c| c.remove(&id.id())),
-            }
-        }
+    fn open_manifest(&self, id: &SnapshotId) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
         let bytes = self.store().get(FileKind::Snapshot, id)?;
-        let opened = self.open_sealed_manifest(id, &bytes)?;
-        let key = &self.secrets.snapshot_id_key;
-        if let Some(c) = cache.filter(|_| bound_id::is_bound(key, id)) {
-            c.put(&id.id(), &bytes);
-        }
-        Ok(opened)
-    }
-
-    /// Drops cached manifests the store no longer lists (`forget` removed them).
-    pub(super) fn forget_unlisted_manifests(&self, listed: &[SnapshotId]) {
-        if let Some(c) = &self.manifests {
-            c.keep_only(&listed.iter().map(|s| s.id()).collect());
-        }
+        self.open_sealed_manifest(id, &bytes)
     }
 
     /// [`Repository::open_manifest`] of the sealed bytes given.
@@ -391,26 +346,27 @@ impl Repository {
     /// use: what a restore restores is the manifest the bucket holds, so one replaced there
     /// is refused as it would be without the cache.
     pub fn load_snapshot_from_store(&self, id: &SnapshotId) -> Result<Snapshot> {
-        self.load_snapshot_via(id, None).map(|(s, _)| s)
-    }
-
-    /// Whether manifests may come from the local cache (see [`Repository::with_history_cache`]).
-    pub fn uses_history_cache(&self) -> bool {
-        self.manifests.is_some()
+        let bytes = self.store().get(FileKind::Snapshot, id)?;
+        self.snapshot_from_sealed(id, &bytes).map(|(s, _)| s)
     }
 
     /// [`Repository::load_snapshot`], and who signed it.
     pub fn load_snapshot_signed(&self, id: &SnapshotId) -> Result<(Snapshot, Option<Signer>)> {
-        self.load_snapshot_via(id, self.manifests.as_ref())
+        if let Some(c) = &self.history_cache {
+            return self.load_snapshot_cached(id, c);
+        }
+        let bytes = self.store().get(FileKind::Snapshot, id)?;
+        self.snapshot_from_sealed(id, &bytes)
     }
 
-    /// [`Repository::load_snapshot_signed`], with the manifest cache given (or none).
-    fn load_snapshot_via(
+    /// Opens, decodes and checks a sealed manifest: envelope, signature, format, its id's
+    /// binding, its session, and what its signer may claim.
+    pub(super) fn snapshot_from_sealed(
         &self,
         id: &SnapshotId,
-        cache: Option<&SealedCache>,
+        bytes: &[u8],
     ) -> Result<(Snapshot, Option<Signer>)> {
-        let (json, session, signer) = self.open_manifest(id, cache)?;
+        let (json, session, signer) = self.open_sealed_manifest(id, bytes)?;
         let mut snap = self.parse_manifest(id, &json, &session)?;
         // A writer signs as itself: a manifest claiming another writer is a forgery, and one
         // claiming none belongs to its signer (for `forget`'s groups).
@@ -434,6 +390,17 @@ impl Repository {
                             "signed by {} but claims writer {}",
                             w.short(),
                             claimed.short()
+                        ),
+                    ))
+                }
+                // A link in a chain names its writer: without it, the manifest would move
+                // into the owner's chain once `rotate reencrypt` signs it again.
+                None if snap.chain.is_some() => {
+                    return Err(Error::untrusted(
+                        object_name(FileKind::Snapshot, id),
+                        format!(
+                            "signed by writer {}, but names no writer for its place in a chain",
+                            w.short()
                         ),
                     ))
                 }

@@ -123,6 +123,10 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
     assert_eq!(keys.len(), 3, "every session's key record cached");
     assert_cached_as_stored(&manifests);
     assert_cached_as_stored(&keys);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(keys[0].1.parent().unwrap()), 0o700);
+    assert_eq!(mode(&keys[0].1), 0o600);
 
     // Every key record garbage, a flipped byte in the oldest manifest, and the second
     // manifest's bytes under the newest's name: none is taken, the store's copies are read
@@ -192,4 +196,14 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
         );
         assert!(run.stderr.contains(&victim[..8]), "{cmd}: {}", run.stderr);
     }
+
+    // A session's key record deleted from the bucket, its cached copy good: the cache does
+    // not hide the loss from a restore of that session's snapshot.
+    let listing = cached(&sb, &["--key-service", &new_ring, "--json", "snapshots"]);
+    let table: custody::repo::snapshots::SnapshotTable = listing.report();
+    let lost = table.0.iter().find(|s| s.id == ids[1]).unwrap().session;
+    std::fs::remove_file(sb.repo().join("keys").join(lost.to_hex())).unwrap();
+    let run = restore(&ids[1].to_hex(), "out-lost-key");
+    assert_eq!(run.code, EXIT_INTEGRITY, "{}", run.stderr);
+    assert!(run.stderr.contains("missing"), "{}", run.stderr);
 }

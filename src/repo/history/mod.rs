@@ -182,8 +182,7 @@ impl Repository {
         // Stored manifests that do not open, or are refused: present, so not "missing".
         let mut refused = HashSet::new();
         let mut manifests = Vec::new();
-        h.stored = self.snapshot_ids()?;
-        self.forget_unlisted_manifests(&h.stored);
+        h.stored = self.list_history()?;
         let loaded = super::in_flight::read_all(&h.stored, |id| self.load_snapshot_signed(id));
         for (id, manifest) in h.stored.clone().into_iter().zip(loaded) {
             match manifest {

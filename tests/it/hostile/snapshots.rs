@@ -220,3 +220,76 @@ fn forged_cache_entry(e: &Estate, f: &mut Findings) {
 fn a_forged_manifest_in_the_backup_cache_is_not_taken() {
     on_both(forged_cache_entry);
 }
+
+fn forged_key_record(e: &Estate, f: &mut Findings) {
+    let cache = (
+        "CUSTODY_CACHE_DIR",
+        e.r.sb.path("owner-cache").display().to_string(),
+    );
+    let victim = &e.genuine[3];
+    let backup = || {
+        let args = ["--json", "backup", &victim.path, "--host", victim.host];
+        e.r.run_with(std::slice::from_ref(&cache), &args)
+            .ok()
+            .report::<custody::repo::backup::BackupOutput>()
+    };
+    // The writer wraps a key of its own under the owner's KEK for the victim's session, and
+    // stores it over that session's record: the signature and time copied, so the record has
+    // the genuine one's size. It unwraps, to the wrong key.
+    let session = e.w.snapshot_session(&victim.id).unwrap();
+    let genuine = e.w.store().get(FileKind::Key, &session).unwrap();
+    let mut rec: custody::format::wrapped::WrappedKeyRecord =
+        serde_json::from_slice(&genuine).unwrap();
+    let ctx = custody::format::wrapped::context(
+        custody::format::wrapped::Purpose::SessionKey,
+        &e.w.id(),
+        &session,
+    );
+    let (_, wrapped) =
+        e.w.key_service()
+            .generate_data_key(custody::format::wrapped::Purpose::SessionKey, &ctx)
+            .unwrap();
+    rec.wrapped = wrapped;
+    let forged = serde_json::to_vec_pretty(&rec).unwrap();
+    f.expect(forged.len() == genuine.len(), || {
+        format!(
+            "the forged record is {} bytes, the genuine {}",
+            forged.len(),
+            genuine.len()
+        )
+    });
+    e.w.store()
+        .put(FileKind::Key, &session, forged.into())
+        .unwrap();
+    // The owner's backup reads the forged record: the victim's manifest does not open, so
+    // there is no parent, and the record must not be cached.
+    let first = backup();
+    f.expect(first.parent.is_none(), || {
+        format!(
+            "with a forged key record, the backup's parent is {:?}",
+            first.parent
+        )
+    });
+    // The genuine record is put back (say, from the bucket's versions): a restore on the
+    // same machine, through the same cache, reads the victim again.
+    e.w.store().put(FileKind::Key, &session, genuine).unwrap();
+    let out = e.r.sb.path("restored-after-forged-key");
+    let args = ["restore", &victim.hex(), "--target", out.to_str().unwrap()];
+    let run = e.r.run_with(std::slice::from_ref(&cache), &args);
+    f.expect(run.code == EXIT_OK, || {
+        format!(
+            "after the genuine record is back, restoring {} exited {} (the forged record was cached): {}",
+            victim.label(),
+            run.code,
+            brief(&run.stderr)
+        )
+    });
+}
+
+/// A key record the writer forged for a genuine session unwraps, to a key of the writer's:
+/// the owner's backup does not cache it, so once the genuine record is back in the bucket
+/// the owner's restores through the same cache read the session's snapshot again.
+#[test]
+fn a_forged_key_record_is_not_cached() {
+    on_both(forged_key_record);
+}

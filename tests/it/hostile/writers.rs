@@ -104,6 +104,33 @@ fn claims_another_writer(e: &Estate, f: &mut Findings) {
     restores(e, &e.kept(), "after", f);
 }
 
+fn chain_link_without_writer(e: &Estate, f: &mut Findings) {
+    let s = Session::start(&e.w).unwrap();
+    let tree = plant_tree(&e.w, &s);
+    let alpha = &e.genuine[1];
+    let mut forged = manifest(&s, alpha.host, &alpha.path, Utc::now(), tree);
+    // A place in some chain, and no writer: signed by the writer, it would be the writer's;
+    // signed again by the owner (`rotate reencrypt`), the owner's.
+    forged.chain = Some(custody::format::history::Link {
+        chain: custody::id::ChainId(Id::default()),
+        seq: 7,
+        prev: Some(alpha.id),
+    });
+    let id = e.w.save_snapshot(&s, &forged).unwrap();
+    latest_alpha_is_genuine(e, f);
+    check_names(e, &[id.id()], f);
+    owner_routine(e, &[POLICY], true, &[EXIT_OK], f);
+    restores(e, &e.kept(), "after", f);
+}
+
+/// The writer signs a manifest with a place in a chain but no writer named. Expected: refused
+/// as untrusted (it would move into the owner's chain once the owner signs it again), named
+/// by `check`, never `latest`, and the routine keeps every genuine snapshot.
+#[test]
+fn a_chain_link_without_its_writer_is_refused() {
+    on_both(chain_link_without_writer);
+}
+
 /// Attack 10: the writer signs a manifest that names the owner as its writer, to join the
 /// owner's group and be `latest`. Expected: refused as untrusted (signed by one writer,
 /// claiming another), named by `check`, never `latest`, and the routine keeps every genuine
