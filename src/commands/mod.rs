@@ -35,7 +35,7 @@ use custody::error::{Error, Result};
 use custody::identity::WriterIdentity;
 use custody::keyservice::{self, local, KeyService, KeyServiceOptions, KeyServiceUrl};
 use custody::repo::snapshots::SnapshotFilter;
-use custody::repo::{default_keyring_dir, Repository, KEY_RECORDS, MANIFESTS, SEGMENTS, TREES};
+use custody::repo::{default_keyring_dir, Repository, MANIFESTS, SEGMENTS, TREES};
 use custody::store::{self, Store};
 
 /// Documented exit codes (README, "Exit codes").
@@ -208,18 +208,15 @@ impl Ctx {
         keyservice::open(&url, &self.key_options(&url)?, self.rt.handle())
     }
 
-    /// `repo` with the local caches of manifests and key records (`backup`, `restore`: see
+    /// `repo` with the local cache of manifests (`backup`, `restore`: see
     /// [`Repository::with_history_cache`]).
     pub fn with_history_cache(&self, repo: Repository) -> Repository {
-        let cache = |folder| {
-            custody::repo::SealedCache::for_repository(
-                self.env.client.cache_dir.as_deref(),
-                &repo.id(),
-                folder,
-            )
-        };
-        let (manifests, key_records) = (cache(MANIFESTS), cache(KEY_RECORDS));
-        repo.with_history_cache(manifests, key_records)
+        let manifests = custody::repo::SealedCache::for_repository(
+            self.env.client.cache_dir.as_deref(),
+            &repo.id(),
+            MANIFESTS,
+        );
+        repo.with_history_cache(manifests)
     }
 
     pub fn open_repo(&self) -> Result<Repository> {

@@ -1,16 +1,16 @@
 //! Local caches of sealed objects as stored: tree blobs, so a re-backup against a remote
 //! bucket does not fetch every parent folder listing again; index segments, so a command does
 //! not download the whole index every time; and, for backup and restore only, snapshot
-//! manifests and session key records (rules in `history_cache`), so they do not fetch two
-//! objects per snapshot of the history to find `latest` and check for rollback. They hold
+//! manifests (rules in `history_cache`), so they do not fetch every manifest of the history
+//! to find `latest` and check for rollback. They hold
 //! ciphertext exactly as stored (nothing a reader of the cache folder could not read from the
 //! bucket), and every hit is verified like a fetch: a damaged entry is dropped and the object
 //! fetched again. `check`, `repair`, `forget` and `prune` read manifests from the store only.
 //!
 //! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
-//! `/<repository-id>/trees/<blob-id>`, `.../index/<segment-id>`,
-//! `.../snapshots/<snapshot-id>` and `.../keys/<session-id>`; `CUSTODY_CACHE_DIR=off`
-//! disables them. Deleting the folder is always safe.
+//! `/<repository-id>/trees/<blob-id>`, `.../index/<segment-id>` and
+//! `.../snapshots/<snapshot-id>`; `CUSTODY_CACHE_DIR=off` disables them. Deleting the folder
+//! is always safe.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +28,6 @@ pub const SEGMENTS: &str = "index";
 /// The cache folder of snapshot manifests (backup and restore: see
 /// `Repository::with_history_cache`).
 pub const MANIFESTS: &str = "snapshots";
-/// The cache folder of session key records (as [`MANIFESTS`]).
-pub const KEY_RECORDS: &str = "keys";
 
 /// One folder of cached sealed objects, named by their ids.
 #[derive(Debug, Clone)]

@@ -45,7 +45,7 @@ pub mod tag;
 pub mod walk;
 pub mod writers;
 
-pub use cache::{SealedCache, KEY_RECORDS, MANIFESTS, SEGMENTS, TREES};
+pub use cache::{SealedCache, MANIFESTS, SEGMENTS, TREES};
 pub use index::{BlobLocation, BlobSet, Index};
 pub use objects::SealedObject;
 pub use open::{default_keyring_dir, InitOptions, InitOutput};
@@ -104,9 +104,9 @@ pub struct Repository {
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
     trees: Option<SealedCache>,
     segments: Option<SealedCache>,
-    /// Snapshot manifests and session key records, for backup's and restore's reading of the
-    /// history (see [`history_cache`]).
-    history_cache: Option<history_cache::HistoryCache>,
+    /// Snapshot manifests, for backup's and restore's reading of the history (see
+    /// [`history_cache`]).
+    history_cache: Option<SealedCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
     /// The key policy in force (docs/FORMAT.md §20), verified at opening.
@@ -188,30 +188,14 @@ impl Repository {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
-        // A cached record (backup and restore) that no longer unwraps, say once rotation
-        // retired the KEK it was wrapped under, gives way to the bucket's.
-        let cached = self
-            .cached_key_record(session)
-            .and_then(|b| decode_key_record(session, &b).ok())
-            .and_then(|rec| self.unwrap_session_key(session, &rec).ok());
-        let k = match cached {
-            Some(k) => k,
-            None => {
-                let name = object_name(FileKind::Key, session);
-                let bytes = self
-                    .store
-                    .get(FileKind::Key, session)
-                    .map_err(|e| match e {
-                        Error::NotFound(_) => {
-                            Error::integrity(&name, "the wrapped key of this session is missing")
-                        }
-                        e => e,
-                    })?;
-                let k = self.unwrap_session_key(session, &decode_key_record(session, &bytes)?)?;
-                self.remember_key_record(session, bytes);
-                k
+        let name = object_name(FileKind::Key, session);
+        let rec = self.load_key_record(session).map_err(|e| match e {
+            Error::NotFound(_) => {
+                Error::integrity(&name, "the wrapped key of this session is missing")
             }
-        };
+            e => e,
+        })?;
+        let k = self.unwrap_session_key(session, &rec)?;
         self.session_keys
             .lock()
             .expect("lock")

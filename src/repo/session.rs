@@ -49,9 +49,9 @@ impl Session {
             signature: None,
         };
         repo.sign_key_record(&mut rec);
-        let json = Bytes::from(serde_json::to_vec_pretty(&rec).expect("record serializes"));
-        repo.store().put_new(FileKind::Key, &id, json.clone())?;
-        repo.cache_key_record(&id, &json);
+        let json = serde_json::to_vec_pretty(&rec).expect("record serializes");
+        repo.store()
+            .put_new(FileKind::Key, &id, Bytes::from(json))?;
         tracing::debug!(session = %id, "session started");
         Ok(Session {
             id,

@@ -97,7 +97,7 @@ fn cached_index_segments_are_verified_and_check_reads_the_store() {
 }
 
 #[test]
-fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
+fn cached_manifests_are_verified_and_deleters_read_the_store() {
     let sb = Sandbox::new();
     cached(&sb, &["init"]).ok();
     let src = sb.path("src");
@@ -118,22 +118,18 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
         ids.push(backup().snapshot_id);
     }
     let manifests = entries(&sb, "snapshots");
-    let keys = entries(&sb, "keys");
     assert_eq!(manifests.len(), 3, "every manifest cached");
-    assert_eq!(keys.len(), 3, "every session's key record cached");
     assert_cached_as_stored(&manifests);
-    assert_cached_as_stored(&keys);
+    let keys_folder = manifests[0].1.parent().unwrap().with_file_name("keys");
+    assert!(!keys_folder.exists(), "key records are never cached");
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(keys[0].1.parent().unwrap()), 0o700);
-    assert_eq!(mode(&keys[0].1), 0o600);
+    assert_eq!(mode(manifests[0].1.parent().unwrap()), 0o700);
+    assert_eq!(mode(&manifests[0].1), 0o600);
 
-    // Every key record garbage, a flipped byte in the oldest manifest, and the second
-    // manifest's bytes under the newest's name: none is taken, the store's copies are read
-    // (the newest is the parent, its files unchanged) and cached again.
-    for (_, cache) in &keys {
-        std::fs::write(cache, b"{\"format\":1}").unwrap();
-    }
+    // A flipped byte in the oldest manifest, and the second manifest's bytes under the
+    // newest's name: neither is taken, the store's copies are read (the newest is the
+    // parent, its files unchanged) and cached again.
     let of = |id: &custody::id::SnapshotId| {
         let name = std::ffi::OsString::from(id.to_hex());
         manifests
@@ -151,11 +147,10 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
     );
     assert_eq!(out.files_unchanged, 3);
     assert_cached_as_stored(&entries(&sb, "snapshots"));
-    assert_cached_as_stored(&keys);
     ids.push(out.snapshot_id);
 
-    // Rotation wraps every record again under a new keyring and the old one goes: the cached
-    // records no longer unwrap, and the backup takes the store's.
+    // Rotation wraps every key record again under a new keyring and the old one goes: the
+    // cached manifests still open, with the bucket's records.
     sb.run(&["--key-service", &new_ring, "key", "create"]).ok();
     sb.run(&["rotate", "rewrap", "--to", &new_ring]).ok();
     std::fs::remove_dir_all(sb.path("config")).unwrap();
@@ -166,9 +161,7 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
         Some(ids[3]),
         "the newest snapshot is the parent"
     );
-    let keys = entries(&sb, "keys");
-    assert_eq!(keys.len(), 5, "every session's record cached");
-    assert_cached_as_stored(&keys);
+    assert_cached_as_stored(&entries(&sb, "snapshots"));
 
     // The oldest manifest damaged in the store, its cached copy good: a backup, and a
     // restore of `latest`, may use the copy, but a restore of that snapshot, `check` and
@@ -197,8 +190,8 @@ fn cached_manifests_and_key_records_are_verified_and_deleters_read_the_store() {
         assert!(run.stderr.contains(&victim[..8]), "{cmd}: {}", run.stderr);
     }
 
-    // A session's key record deleted from the bucket, its cached copy good: the cache does
-    // not hide the loss from a restore of that session's snapshot.
+    // A session's key record deleted from the bucket, its manifest cached: the loss is not
+    // hidden from a restore of that session's snapshot.
     let listing = cached(&sb, &["--key-service", &new_ring, "--json", "snapshots"]);
     let table: custody::repo::snapshots::SnapshotTable = listing.report();
     let lost = table.0.iter().find(|s| s.id == ids[1]).unwrap().session;

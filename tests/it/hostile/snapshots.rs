@@ -262,7 +262,7 @@ fn forged_key_record(e: &Estate, f: &mut Findings) {
         .put(FileKind::Key, &session, forged.into())
         .unwrap();
     // The owner's backup reads the forged record: the victim's manifest does not open, so
-    // there is no parent, and the record must not be cached.
+    // there is no parent; nothing of the forgery may be kept.
     let first = backup();
     f.expect(first.parent.is_none(), || {
         format!(
@@ -286,9 +286,10 @@ fn forged_key_record(e: &Estate, f: &mut Findings) {
     });
 }
 
-/// A key record the writer forged for a genuine session unwraps, to a key of the writer's:
-/// the owner's backup does not cache it, so once the genuine record is back in the bucket
-/// the owner's restores through the same cache read the session's snapshot again.
+/// A key record the writer forged for a genuine session unwraps, to a key of the writer's.
+/// Key records are never cached (a record that unwraps proves nothing), so once the genuine
+/// record is back in the bucket the owner's restores through the same cache read the
+/// session's snapshot again.
 #[test]
 fn a_forged_key_record_is_not_cached() {
     on_both(forged_key_record);
