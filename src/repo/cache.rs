@@ -2,10 +2,10 @@
 //! bucket does not fetch every parent folder listing again; index segments, so a command does
 //! not download the whole index every time; and, for backup and restore only, snapshot
 //! manifests (rules in `history_cache`), so they do not fetch every manifest of the history
-//! to find `latest` and check for rollback. They hold
-//! ciphertext exactly as stored (nothing a reader of the cache folder could not read from the
-//! bucket), and every hit is verified like a fetch: a damaged entry is dropped and the object
-//! fetched again. `check`, `repair`, `forget` and `prune` read manifests from the store only.
+//! to find `latest` and check for rollback. They hold ciphertext exactly as stored (nothing a
+//! reader of the cache folder could not read from the bucket), and every hit is verified like
+//! a fetch: a damaged entry is dropped and the object fetched again. `check`, `repair`,
+//! `forget` and `prune` read manifests from the store only.
 //!
 //! Location: `$CUSTODY_CACHE_DIR` (or `$XDG_CACHE_HOME/custody`, or `~/.cache/custody`)
 //! `/<repository-id>/trees/<blob-id>`, `.../index/<segment-id>` and

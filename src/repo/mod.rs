@@ -165,14 +165,17 @@ impl Repository {
         Id(self.secrets.id_key.sign(plaintext))
     }
 
-    /// Reads and decodes `keys/<session>`. Nothing in it is trusted until the key service
-    /// unwraps it under the context built from the id.
+    /// The plaintext data key of a session, unwrapped once per process and cached.
+    /// Reads and decodes `keys/<session>` (plain JSON: it holds only a wrapped key). Nothing in
+    /// it is trusted until the key service unwraps it under the context built from the id.
     pub fn load_key_record(&self, session: &SessionId) -> Result<WrappedKeyRecord> {
+        let name = object_name(FileKind::Key, session);
         let bytes = self.store.get(FileKind::Key, session)?;
-        decode_key_record(session, &bytes)
+        crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", &bytes)
+            .and_then(|r| crate::format::check_format("wrapped-key record", r.format).map(|()| r))
+            .map_err(|e| Error::integrity(&name, e))
     }
 
-    /// The plaintext data key of a session, unwrapped once per process and kept in memory.
     pub fn session_key(&self, session: &SessionId) -> Result<Key32> {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
@@ -195,17 +198,6 @@ impl Repository {
             }
             e => e,
         })?;
-        let k = self.unwrap_session_key(session, &rec)?;
-        self.session_keys
-            .lock()
-            .expect("lock")
-            .insert(*session, k.clone());
-        Ok(k)
-    }
-
-    /// Checks that a key record is the one asked for and has the key service unwrap it.
-    fn unwrap_session_key(&self, session: &SessionId, rec: &WrappedKeyRecord) -> Result<Key32> {
-        let name = object_name(FileKind::Key, session);
         if rec.purpose != Purpose::SessionKey
             || rec.repository != self.id()
             || rec.key_id != **session
@@ -233,25 +225,23 @@ impl Repository {
             None => true,
         };
         self.check_policy(&rec.wrapped)?;
-        self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
+        let k = self.keys.decrypt(&rec.wrapped, &ctx).map_err(|e| match e {
             Error::Integrity { reason, .. } => Error::integrity(&name, reason),
-            Error::KeyDenied { reason, .. } if !signed_by_known(rec) => Error::untrusted(
+            Error::KeyDenied { reason, .. } if !signed_by_known(&rec) => Error::untrusted(
                 &name,
                 format!("not signed by the owner or an enrolled writer, and the key service refused it ({reason})"),
             ),
             e => e,
-        })
+        })?;
+        self.session_keys
+            .lock()
+            .expect("lock")
+            .insert(*session, k.clone());
+        Ok(k)
     }
 
     pub fn pack_key(&self, session: &SessionId, pack: &PackId) -> Result<PackKey> {
         let dek = self.session_key(session)?;
         Ok(PackKey::new(&self.id(), session, &dek, *pack))
     }
-}
-
-/// Decodes `keys/<session>` (plain JSON: it holds only a wrapped key).
-fn decode_key_record(session: &SessionId, bytes: &[u8]) -> Result<WrappedKeyRecord> {
-    crate::format::from_json::<WrappedKeyRecord>("wrapped-key record", bytes)
-        .and_then(|r| crate::format::check_format("wrapped-key record", r.format).map(|()| r))
-        .map_err(|e| Error::integrity(object_name(FileKind::Key, session), e))
 }
