@@ -155,18 +155,28 @@ fn a_writer_cannot_claim_a_tagged_copy() {
     on_both(tagged_copy_claim);
 }
 
+/// The owner's cache folder, as its environment variable.
+fn owner_cache(e: &Estate) -> (&'static str, String) {
+    let dir = e.r.sb.path("owner-cache");
+    ("CUSTODY_CACHE_DIR", dir.display().to_string())
+}
+
+/// The owner backs up `g`'s path again, as its host, with `cache`.
+fn cached_backup(
+    e: &Estate,
+    cache: &(&'static str, String),
+    g: &Genuine,
+) -> custody::repo::backup::BackupOutput {
+    let args = ["--json", "backup", &g.path, "--host", g.host];
+    e.r.run_with(std::slice::from_ref(cache), &args)
+        .ok()
+        .report()
+}
+
 fn forged_cache_entry(e: &Estate, f: &mut Findings) {
-    let cache = (
-        "CUSTODY_CACHE_DIR",
-        e.r.sb.path("owner-cache").display().to_string(),
-    );
+    let cache = owner_cache(e);
     let victim = &e.genuine[3];
-    let backup = || {
-        let args = ["--json", "backup", &victim.path, "--host", victim.host];
-        e.r.run_with(std::slice::from_ref(&cache), &args)
-            .ok()
-            .report::<custody::repo::backup::BackupOutput>()
-    };
+    let backup = || cached_backup(e, &cache, victim);
     // The owner's first backup with a cache fills it with every manifest it reads.
     let first = backup();
     f.expect(first.parent == Some(victim.id), || {
@@ -222,17 +232,9 @@ fn a_forged_manifest_in_the_backup_cache_is_not_taken() {
 }
 
 fn forged_key_record(e: &Estate, f: &mut Findings) {
-    let cache = (
-        "CUSTODY_CACHE_DIR",
-        e.r.sb.path("owner-cache").display().to_string(),
-    );
+    let cache = owner_cache(e);
     let victim = &e.genuine[3];
-    let backup = || {
-        let args = ["--json", "backup", &victim.path, "--host", victim.host];
-        e.r.run_with(std::slice::from_ref(&cache), &args)
-            .ok()
-            .report::<custody::repo::backup::BackupOutput>()
-    };
+    let backup = || cached_backup(e, &cache, victim);
     // The writer wraps a key of its own under the owner's KEK for the victim's session, and
     // stores it over that session's record: the signature and time copied, so the record has
     // the genuine one's size. It unwraps, to the wrong key.
