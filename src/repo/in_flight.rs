@@ -32,6 +32,16 @@ pub fn read_all<T: Sync, R: Send>(
     items: &[T],
     read: impl Fn(&T) -> Result<R> + Sync,
 ) -> Vec<Result<R>> {
+    read_all_at(IN_FLIGHT, items, read)
+}
+
+/// [`read_all`] with `in_flight` reads at once: more for objects that are small and whose
+/// results are kept anyway (the history's manifests and key records).
+pub fn read_all_at<T: Sync, R: Send>(
+    in_flight: usize,
+    items: &[T],
+    read: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
     if items.len() <= 1 {
         return items.iter().map(&read).collect();
     }
@@ -39,7 +49,7 @@ pub fn read_all<T: Sync, R: Send>(
     let stop = AtomicBool::new(false);
     let out: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..IN_FLIGHT.min(items.len()) {
+        for _ in 0..in_flight.clamp(1, items.len()) {
             s.spawn(|| loop {
                 if stop.load(Ordering::Acquire) {
                     break;

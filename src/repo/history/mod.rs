@@ -183,7 +183,11 @@ impl Repository {
         let mut refused = HashSet::new();
         let mut manifests = Vec::new();
         h.stored = self.list_history()?;
-        let loaded = super::in_flight::read_all(&h.stored, |id| self.load_snapshot_signed(id));
+        // Manifests and key records are small and all kept: twice the usual reads at once.
+        let loaded =
+            super::in_flight::read_all_at(2 * super::in_flight::IN_FLIGHT, &h.stored, |id| {
+                self.load_snapshot_signed(id)
+            });
         for (id, manifest) in h.stored.clone().into_iter().zip(loaded) {
             match manifest {
                 Ok((s, signer)) => {
