@@ -85,18 +85,15 @@ fn past_dated_snapshots_claiming_another_host_do_not_steer_forget() {
     on_both(past_dated_other_host);
 }
 
-fn claims_another_writer(e: &Estate, f: &mut Findings) {
+/// The writer signs a manifest of its own for alpha's path, now, changed by `claim`; the
+/// owner's side must refuse it: never `latest`, named by `check`, and the routine keeps
+/// every genuine snapshot.
+fn refused_claim(e: &Estate, f: &mut Findings, claim: impl FnOnce(&mut Snapshot)) {
     let s = Session::start(&e.w).unwrap();
     let tree = plant_tree(&e.w, &s);
     let alpha = &e.genuine[1];
     let mut forged = manifest(&s, alpha.host, &alpha.path, Utc::now(), tree);
-    // The owner's own id, read from the writer's identity file.
-    let identity = WriterIdentity::open(
-        &WriterIdentity::path_in(&e.r.sb.path("writer-keyring")),
-        None,
-    )
-    .unwrap();
-    forged.writer = Some(identity.owner);
+    claim(&mut forged);
     let id = e.w.save_snapshot(&s, &forged).unwrap();
     latest_alpha_is_genuine(e, f);
     check_names(e, &[id.id()], f);
@@ -104,23 +101,27 @@ fn claims_another_writer(e: &Estate, f: &mut Findings) {
     restores(e, &e.kept(), "after", f);
 }
 
+fn claims_another_writer(e: &Estate, f: &mut Findings) {
+    // The owner's own id, read from the writer's identity file.
+    let identity = WriterIdentity::open(
+        &WriterIdentity::path_in(&e.r.sb.path("writer-keyring")),
+        None,
+    )
+    .unwrap();
+    refused_claim(e, f, |m| m.writer = Some(identity.owner));
+}
+
 fn chain_link_without_writer(e: &Estate, f: &mut Findings) {
-    let s = Session::start(&e.w).unwrap();
-    let tree = plant_tree(&e.w, &s);
-    let alpha = &e.genuine[1];
-    let mut forged = manifest(&s, alpha.host, &alpha.path, Utc::now(), tree);
     // A place in some chain, and no writer: signed by the writer, it would be the writer's;
     // signed again by the owner (`rotate reencrypt`), the owner's.
-    forged.chain = Some(custody::format::history::Link {
-        chain: custody::id::ChainId(Id::default()),
-        seq: 7,
-        prev: Some(alpha.id),
+    let prev = e.genuine[1].id;
+    refused_claim(e, f, |m| {
+        m.chain = Some(custody::format::history::Link {
+            chain: custody::id::ChainId(Id::default()),
+            seq: 7,
+            prev: Some(prev),
+        })
     });
-    let id = e.w.save_snapshot(&s, &forged).unwrap();
-    latest_alpha_is_genuine(e, f);
-    check_names(e, &[id.id()], f);
-    owner_routine(e, &[POLICY], true, &[EXIT_OK], f);
-    restores(e, &e.kept(), "after", f);
 }
 
 /// The writer signs a manifest with a place in a chain but no writer named. Expected: refused
