@@ -166,7 +166,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             }
             // The history may have come from the cache; what is restored is the bucket's
             // copy, the one the history chose (it could differ only if replaced meanwhile).
-            let stored = repo.load_snapshot_from_store(&id)?;
+            // Its session's key is asked for meanwhile: the answer is kept for the copy.
+            let (_, stored) = custody::repo::in_flight::join(
+                || repo.session_key(&snap.session),
+                || repo.load_snapshot_from_store(&id),
+            );
+            let stored = stored?;
             if stored.tree != snap.tree {
                 return Err(Error::integrity(
                     custody::store::object_name(custody::store::FileKind::Snapshot, &id.id()),

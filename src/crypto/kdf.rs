@@ -15,6 +15,8 @@ pub mod label {
     pub const OBJECT: &[u8] = b"custody/v1/object";
     /// Client side only: seals the local parent cache (docs/FORMAT.md §14a).
     pub const PARENT_CACHE: &[u8] = b"custody/v1/local-parent-cache";
+    /// Client side only: seals the owner's cache of opened manifests (docs/FORMAT.md §14a).
+    pub const HISTORY_CACHE: &[u8] = b"custody/v2/local-history-cache";
     /// Local keyring: the key that wraps the repository secret under the meta KEK, followed by
     /// the KEK id (docs/FORMAT.md §11.1).
     pub const LOCAL_WRAP: &[u8] = b"custody/v1/local-wrap";

@@ -106,7 +106,7 @@ pub struct Repository {
     segments: Option<SealedCache>,
     /// Snapshot manifests, for backup's and restore's reading of the history (see
     /// [`history_cache`]).
-    history_cache: Option<SealedCache>,
+    history_cache: Option<history_cache::HistoryCache>,
     provenance: provenance::Provenance,
     history: history::HistoryOptions,
     /// The key policy in force (docs/FORMAT.md §20), verified at opening.

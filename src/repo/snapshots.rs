@@ -216,7 +216,7 @@ impl Repository {
             self.store()
                 .put_new(FileKind::Snapshot, id, sealed.clone())?;
             // The next backup's parent, most likely.
-            self.cache_new_manifest(id, &sealed);
+            self.cache_new_manifest(id, &sealed, &plain, &session.id);
             Ok(())
         } else {
             self.store().put(FileKind::Snapshot, id, sealed)
@@ -270,6 +270,18 @@ impl Repository {
         id: &SnapshotId,
         bytes: &[u8],
     ) -> Result<(Vec<u8>, SessionId, Option<Signer>)> {
+        let (plain, session) = self.unseal_manifest(id, bytes)?;
+        let (json, signer) = self.verify_manifest(id, &plain)?;
+        Ok((json, session, signer))
+    }
+
+    /// Opens a manifest's envelope with its session's key: its plaintext (signature trailer
+    /// included) and the session.
+    pub(super) fn unseal_manifest(
+        &self,
+        id: &SnapshotId,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, SessionId)> {
         let name = object_name(FileKind::Snapshot, id);
         let h = envelope::parse_header(bytes).map_err(|e| Error::integrity(&name, e))?;
         let session = SessionId(h.key_id);
@@ -278,12 +290,19 @@ impl Repository {
         let b = snapshot_binding(&repo, &zero, id, &session);
         let plain =
             envelope::open_object(&dek, &b, bytes).map_err(|e| Error::integrity(&name, e))?;
-        match self.verify_body(ObjectKind::Snapshot, &name, id, &plain) {
-            Ok((json, signer)) => Ok((json, session, signer)),
+        Ok((plain, session))
+    }
+
+    /// Checks an opened manifest's signature and whether its signer may have written it: its
+    /// JSON and who signed it.
+    fn verify_manifest(&self, id: &SnapshotId, plain: &[u8]) -> Result<(Vec<u8>, Option<Signer>)> {
+        let name = object_name(FileKind::Snapshot, id);
+        match self.verify_body(ObjectKind::Snapshot, &name, id, plain) {
+            Ok(verified) => Ok(verified),
             // Untrusted and not the manifest its id was made from: it may have been written over
             // a genuine snapshot, so it stays an integrity failure (prune stops, rather than
             // free what the original needed). Under a bound id it matches, it replaced nothing.
-            Err(Error::Untrusted { reason, .. }) if self.may_have_replaced(id, &plain) => {
+            Err(Error::Untrusted { reason, .. }) if self.may_have_replaced(id, plain) => {
                 Err(Error::integrity(
                     &name,
                     format!("{reason}; and it is not the manifest its id was made from (it may have replaced a genuine snapshot)"),
@@ -366,8 +385,20 @@ impl Repository {
         id: &SnapshotId,
         bytes: &[u8],
     ) -> Result<(Snapshot, Option<Signer>)> {
-        let (json, session, signer) = self.open_sealed_manifest(id, bytes)?;
-        let mut snap = self.parse_manifest(id, &json, &session)?;
+        let (plain, session) = self.unseal_manifest(id, bytes)?;
+        self.snapshot_from_opened(id, &plain, &session)
+    }
+
+    /// [`Repository::snapshot_from_sealed`] after the envelope: `plain` is what the key of
+    /// `session` opened.
+    pub(super) fn snapshot_from_opened(
+        &self,
+        id: &SnapshotId,
+        plain: &[u8],
+        session: &SessionId,
+    ) -> Result<(Snapshot, Option<Signer>)> {
+        let (json, signer) = self.verify_manifest(id, plain)?;
+        let mut snap = self.parse_manifest(id, &json, session)?;
         // A writer signs as itself: a manifest claiming another writer is a forgery, and one
         // claiming none belongs to its signer (for `forget`'s groups).
         if let Some(Signer::Writer(w)) = signer {

@@ -1,7 +1,8 @@
-//! The local caches of index segments, and of manifests and key records for backups
-//! (src/repo/cache.rs): they hold the store's ciphertext, a damaged or swapped entry is never
-//! trusted (the store's copy is read instead), and `check` (and, for manifests, `prune`)
-//! reads the store only, so the cache never hides damage there.
+//! The local caches of index segments, and of manifests for backups and restores
+//! (src/repo/cache.rs): segments are cached as stored, the owner's manifests opened and sealed
+//! under its own key; a damaged or swapped entry is never trusted (the store's copy is read
+//! instead), and `check` (and, for manifests, `prune`) reads the store only, so the cache
+//! never hides damage there.
 
 use crate::common::*;
 
@@ -9,8 +10,8 @@ fn cached(sb: &Sandbox, args: &[&str]) -> Run {
     sb.run_env(&[("CUSTODY_CACHE_DIR", sb.path("cache"))], args)
 }
 
-/// The cached objects of one folder (`index`, `snapshots`, `keys`): (store path, cache
-/// path) per id, in id order.
+/// The cached objects of one folder (`index`, `snapshots`): (store path, cache path) per id,
+/// in id order.
 fn entries(sb: &Sandbox, folder: &str) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
     let repo_cache = sb
         .path("cache")
@@ -35,10 +36,43 @@ fn segments(sb: &Sandbox) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
     entries(sb, "index")
 }
 
-fn flip_byte(path: &std::path::Path, at: usize) {
+/// Flips one byte of a file; returns its new bytes.
+fn flip_byte(path: &std::path::Path, at: usize) -> Vec<u8> {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[at] ^= 1;
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// Copies `from` over `to`; returns the bytes copied.
+fn copy(from: &std::path::Path, to: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(from).unwrap();
+    std::fs::write(to, &bytes).unwrap();
+    bytes
+}
+
+/// The owner's manifest entries: not the store's ciphertext, and no plaintext (the backed-up
+/// path, which every manifest names, appears in none).
+fn assert_sealed_for_the_owner(
+    entries: &[(std::path::PathBuf, std::path::PathBuf)],
+    src: &std::path::Path,
+) {
+    let path = src.to_str().unwrap().as_bytes();
+    for (store, cache) in entries {
+        let entry = std::fs::read(cache).unwrap();
+        assert_ne!(
+            std::fs::read(store).unwrap(),
+            entry,
+            "{} is as stored",
+            cache.display()
+        );
+        let plain = entry.windows(path.len()).any(|w| w == path);
+        assert!(
+            !plain,
+            "{} holds the manifest in plaintext",
+            cache.display()
+        );
+    }
 }
 
 fn assert_cached_as_stored(entries: &[(std::path::PathBuf, std::path::PathBuf)]) {
@@ -80,9 +114,7 @@ fn cached_index_segments_are_verified_and_check_reads_the_store() {
     std::fs::write(&a.1, bytes).unwrap();
     std::fs::copy(&a.0, &b.1).unwrap();
     restore("out1");
-    for (store, cache) in &segs {
-        assert_eq!(std::fs::read(store).unwrap(), std::fs::read(cache).unwrap());
-    }
+    assert_cached_as_stored(&segs);
 
     // Damage in the store with a good cached copy: readers may use the copy, but `check`
     // reads the store and names the segment.
@@ -119,7 +151,7 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
     }
     let manifests = entries(&sb, "snapshots");
     assert_eq!(manifests.len(), 3, "every manifest cached");
-    assert_cached_as_stored(&manifests);
+    assert_sealed_for_the_owner(&manifests, &src);
     let keys_folder = manifests[0].1.parent().unwrap().with_file_name("keys");
     assert!(!keys_folder.exists(), "key records are never cached");
     use std::os::unix::fs::PermissionsExt;
@@ -127,18 +159,22 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
     assert_eq!(mode(manifests[0].1.parent().unwrap()), 0o700);
     assert_eq!(mode(&manifests[0].1), 0o600);
 
-    // A flipped byte in the oldest manifest, and the second manifest's bytes under the
-    // newest's name: neither is taken, the store's copies are read (the newest is the
-    // parent, its files unchanged) and cached again.
+    // A flipped byte in the oldest entry, the second entry under the newest's name, and the
+    // store's copy of the first under its own: none is taken, the store's copies are read
+    // (the newest is the parent, its files unchanged) and cached again.
     let of = |id: &custody::id::SnapshotId| {
         let name = std::ffi::OsString::from(id.to_hex());
         manifests
             .iter()
             .find(|m| m.0.file_name() == Some(&name))
             .unwrap()
+            .clone()
     };
-    flip_byte(&of(&ids[0]).1, 40);
-    std::fs::copy(&of(&ids[1]).0, &of(&ids[2]).1).unwrap();
+    let planted = [
+        (of(&ids[0]).1, flip_byte(&of(&ids[0]).1, 40)),
+        (of(&ids[2]).1, copy(&of(&ids[1]).1, &of(&ids[2]).1)),
+        (of(&ids[1]).1, copy(&of(&ids[1]).0, &of(&ids[1]).1)),
+    ];
     let out = backup();
     assert_eq!(
         out.parent,
@@ -146,11 +182,15 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
         "the newest snapshot is the parent"
     );
     assert_eq!(out.files_unchanged, 3);
-    assert_cached_as_stored(&entries(&sb, "snapshots"));
+    for (entry, bytes) in &planted {
+        let now = std::fs::read(entry).unwrap();
+        assert_ne!(&now, bytes, "{} was taken", entry.display());
+    }
+    assert_sealed_for_the_owner(&entries(&sb, "snapshots"), &src);
     ids.push(out.snapshot_id);
 
     // Rotation wraps every key record again under a new keyring and the old one goes: the
-    // cached manifests still open, with the bucket's records.
+    // cached manifests still serve (they need no session key).
     sb.run(&["--key-service", &new_ring, "key", "create"]).ok();
     sb.run(&["rotate", "rewrap", "--to", &new_ring]).ok();
     std::fs::remove_dir_all(sb.path("config")).unwrap();
@@ -161,7 +201,7 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
         Some(ids[3]),
         "the newest snapshot is the parent"
     );
-    assert_cached_as_stored(&entries(&sb, "snapshots"));
+    assert_sealed_for_the_owner(&entries(&sb, "snapshots"), &src);
 
     // The oldest manifest damaged in the store, its cached copy good: a backup, and a
     // restore of `latest`, may use the copy, but a restore of that snapshot, `check` and
@@ -199,4 +239,77 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
     let run = restore(&ids[1].to_hex(), "out-lost-key");
     assert_eq!(run.code, EXIT_INTEGRITY, "{}", run.stderr);
     assert!(run.stderr.contains("missing"), "{}", run.stderr);
+}
+
+/// Session keys the key service unwrapped for one command (its audit log).
+fn unwraps(sb: &Sandbox, with_cache: bool, args: &[&str]) -> usize {
+    let log = sb.path("audit.log");
+    let _ = std::fs::remove_file(&log);
+    let args = [&["--audit-log", log.to_str().unwrap()], args].concat();
+    match with_cache {
+        true => cached(sb, &args),
+        false => sb.run(&args),
+    }
+    .ok();
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["purpose"] == "session-key" && v["operation"] == "decrypt")
+        .count()
+}
+
+/// The owner reads a long history from its cache without asking the key service for every
+/// session's key (with AWS KMS, a billed and logged call each): an unchanged backup unwraps
+/// only the keys of the index it deduplicates against, not one per snapshot.
+#[test]
+fn a_cached_history_needs_no_key_per_snapshot() {
+    let sb = Sandbox::new();
+    cached(&sb, &["init"]).ok();
+    let src = sb.path("src");
+    for i in 0..8 {
+        write(&src.join(format!("f{i}")), &random_bytes(20_000, i));
+        cached(&sb, &["backup", src.to_str().unwrap()]).ok();
+    }
+    // Consolidates the index under the owner's session: what is left per session is the
+    // history.
+    sb.run(&["prune"]).ok();
+    let backup = ["backup", src.to_str().unwrap()];
+    let without = unwraps(&sb, false, &backup);
+    assert!(without >= 8, "without the cache, {without} session keys");
+    let with = unwraps(&sb, true, &backup);
+
+    assert!(
+        with <= 2,
+        "with the cache, {with} session keys (8 snapshots)"
+    );
+    // A restore of the newest file asks for the keys of what it restores, not of the
+    // history.
+    let newest = src.join("f7");
+    let restore = |to: &str, with_cache: bool| {
+        let out = sb.path(to);
+        let args = [
+            "restore",
+            "latest",
+            "--include",
+            newest.to_str().unwrap(),
+            "--target",
+        ];
+        let n = unwraps(
+            &sb,
+            with_cache,
+            &[&args[..], &[out.to_str().unwrap()]].concat(),
+        );
+        let back = std::fs::read(restored(&out, &newest)).unwrap();
+        assert_eq!(back, std::fs::read(&newest).unwrap());
+        n
+    };
+    let without = restore("out-without", false);
+    let with = restore("out-with", true);
+
+    assert!(without >= 8, "without the cache, {without} session keys");
+    assert!(
+        with <= 3,
+        "with the cache, {with} session keys (8 snapshots)"
+    );
 }
