@@ -156,32 +156,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             args.includes.clone(),
         ),
     };
-    // The snapshot and the index are read at once: on a bucket each is several round trips.
-    let (index, resolved) = custody::repo::in_flight::join(
-        || repo.load_index(),
-        || {
-            let (id, snap) = repo.resolve_snapshot(&spec, &args.filter.filter())?;
-            if !repo.uses_history_cache() {
-                return Ok::<_, Error>((id, snap));
-            }
-            // The history may have come from the cache; what is restored is the bucket's
-            // copy, the one the history chose (it could differ only if replaced meanwhile).
-            // Its session's key is asked for meanwhile: the answer is kept for the copy.
-            let (_, stored) = custody::repo::in_flight::join(
-                || repo.session_key(&snap.session),
-                || repo.load_snapshot_from_store(&id),
-            );
-            let stored = stored?;
-            if stored.tree != snap.tree {
-                return Err(Error::integrity(
-                    custody::store::object_name(custody::store::FileKind::Snapshot, &id.id()),
-                    "replaced in the bucket while it was read",
-                ));
-            }
-            Ok((id, stored))
-        },
-    );
-    let ((id, snap), index) = (resolved?, index?);
+    let (index, id, snap) = restore::start(&repo, &spec, &args.filter.filter())?;
     // A path that matches nothing is a mistake, not an empty restore.
     let mut includes = Vec::new();
     let (patterns, paths): (Vec<String>, Vec<String>) = wanted_includes

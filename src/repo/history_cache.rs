@@ -16,6 +16,9 @@
 //! wrap under the KEK can make one for any session), so a cached record could keep a wrong
 //! key in use after the bucket's record is repaired.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use super::provenance::{Provenance, Signer};
 use super::{Repository, SealedCache};
 use crate::crypto::envelope::{self, Binding, ObjectKind};
@@ -31,6 +34,10 @@ pub(crate) struct HistoryCache {
     folder: SealedCache,
     /// The owner's key for opened manifests; `None`: manifests are cached as stored.
     opened: Option<(Key32, Id)>,
+    /// The sessions whose key records the bucket lists, listed with the history when
+    /// manifests are cached opened: an entry is used only while its session's record is
+    /// there, so a lost record is noticed as it was when every manifest needed its key.
+    recorded: Mutex<Option<HashSet<Id>>>,
 }
 
 impl HistoryCache {
@@ -73,7 +80,11 @@ impl Repository {
             )),
             _ => None,
         };
-        self.history_cache = manifests.map(|folder| HistoryCache { folder, opened });
+        self.history_cache = manifests.map(|folder| HistoryCache {
+            folder,
+            opened,
+            recorded: Mutex::new(None),
+        });
         self
     }
 
@@ -124,16 +135,55 @@ impl Repository {
         let (session, plain) = record
             .split_first_chunk::<32>()
             .ok_or_else(|| crate::error::Error::integrity(&name, "short cache entry"))?;
+        let recorded = c.recorded.lock().expect("lock");
+        let listed = recorded.as_ref().is_some_and(|l| l.contains(&Id(*session)));
+        drop(recorded);
+        if !listed {
+            return Err(crate::error::Error::integrity(
+                &name,
+                "its session's key record is not listed",
+            ));
+        }
         self.snapshot_from_opened(id, plain, &SessionId(Id(*session)))
+    }
+
+    /// Caches the bucket's copy of a manifest just read (`sealed`, and `plain` as the key of
+    /// `session` opened it) in place of the entry: one made before `rotate reencrypt` sealed
+    /// it again names a session since retired.
+    pub(super) fn recache_manifest(
+        &self,
+        id: &SnapshotId,
+        sealed: &[u8],
+        plain: &[u8],
+        session: &SessionId,
+    ) {
+        if let Some(c) = &self.history_cache {
+            if bound_id::is_bound(&self.secrets.snapshot_id_key, id) {
+                c.folder.remove(&id.id());
+                c.entry(&self.id(), id, sealed, (plain, session));
+            }
+        }
     }
 
     /// The listed snapshots; cached manifests the bucket no longer lists (`forget` removed
     /// them) are dropped.
     pub(super) fn list_history(&self) -> Result<Vec<SnapshotId>> {
-        let listed = self.snapshot_ids()?;
-        if let Some(c) = &self.history_cache {
-            c.folder.keep_only(&listed.iter().map(|s| s.id()).collect());
-        }
+        let Some(c) = &self.history_cache else {
+            return self.snapshot_ids();
+        };
+        let listed = match c.opened {
+            None => self.snapshot_ids()?,
+            Some(_) => {
+                let (listed, records) = super::in_flight::join(
+                    || self.snapshot_ids(),
+                    || self.store().list(FileKind::Key),
+                );
+                let records = records?.into_iter().map(|(id, _)| id).collect();
+                *c.recorded.lock().expect("lock") = Some(records);
+                listed?
+            }
+        };
+        c.folder.keep_only(&listed.iter().map(|s| s.id()).collect());
         Ok(listed)
     }
 

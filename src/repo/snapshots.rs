@@ -366,7 +366,10 @@ impl Repository {
     /// is refused as it would be without the cache.
     pub fn load_snapshot_from_store(&self, id: &SnapshotId) -> Result<Snapshot> {
         let bytes = self.store().get(FileKind::Snapshot, id)?;
-        self.snapshot_from_sealed(id, &bytes).map(|(s, _)| s)
+        let (plain, session) = self.unseal_manifest(id, &bytes)?;
+        let (snap, _) = self.snapshot_from_opened(id, &plain, &session)?;
+        self.recache_manifest(id, &bytes, &plain, &session);
+        Ok(snap)
     }
 
     /// [`Repository::load_snapshot`], and who signed it.

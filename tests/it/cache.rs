@@ -239,6 +239,100 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
     let run = restore(&ids[1].to_hex(), "out-lost-key");
     assert_eq!(run.code, EXIT_INTEGRITY, "{}", run.stderr);
     assert!(run.stderr.contains("missing"), "{}", run.stderr);
+    // Nor from a backup, which needs no session key to read its cached history: its
+    // manifest is read from the bucket again, does not open, and the backup says so.
+    let args = ["--key-service", &new_ring, "backup", src.to_str().unwrap()];
+    let run = cached(&sb, &args).ok();
+    let warned = run.stderr.contains(&lost.to_hex()[..8]) && run.stderr.contains("missing");
+    assert!(warned, "the lost key record went unnoticed: {}", run.stderr);
+}
+
+/// Cached manifests are judged on every read under the roster of now: a writer's manifest
+/// the owner cached is refused once the writer's enrollment is gone from the bucket, as it
+/// is without the cache.
+#[test]
+fn a_cached_manifest_is_judged_again_on_every_read() {
+    let sb = Sandbox::new();
+    cached(&sb, &["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("f"), &random_bytes(20_000, 1));
+    let writer = sb.export_writer("writer", &[]);
+    let ks = format!("local:{}", writer.display());
+    let backup = [
+        "--key-service",
+        &ks,
+        "backup",
+        "--host",
+        "wh",
+        src.to_str().unwrap(),
+    ];
+    sb.run(&backup).ok();
+    let restore = |to: &str| {
+        let to = sb.path(to);
+        let args = [
+            "restore",
+            "latest",
+            "--host",
+            "wh",
+            "--target",
+            to.to_str().unwrap(),
+        ];
+        (cached(&sb, &args), restored(&to, &src).join("f"))
+    };
+    let (run, file) = restore("out1");
+    run.ok();
+    assert!(file.exists());
+    assert_eq!(
+        entries(&sb, "snapshots").len(),
+        1,
+        "the writer's manifest is cached"
+    );
+    for e in std::fs::read_dir(sb.repo().join("writers")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (run, file) = restore("out2");
+    assert_ne!(
+        run.code, 0,
+        "restored a manifest of a writer no longer enrolled"
+    );
+    assert!(!file.exists());
+    assert!(run.stderr.contains("untrusted"), "{}", run.stderr);
+}
+
+/// After `rotate reencrypt` seals the manifests again under a new session and `prune`
+/// removes the old session's key record, entries naming the old session are not used: the
+/// bucket's copies are read and cached again, and backups and restores go on.
+#[test]
+fn cached_manifests_follow_a_reencryption() {
+    let sb = Sandbox::new();
+    cached(&sb, &["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("f"), &random_bytes(50_000, 1));
+    cached(&sb, &["backup", src.to_str().unwrap()]).ok();
+    let before: Vec<Vec<u8>> = entries(&sb, "snapshots")
+        .iter()
+        .map(|e| std::fs::read(&e.1).unwrap())
+        .collect();
+    sb.run(&["rotate", "reencrypt", "--all", "--delete-now"])
+        .ok();
+    sb.run(&["prune", "--grace", "0s"]).ok();
+    let unwrapped = unwraps(&sb, true, &["backup", src.to_str().unwrap()]);
+    assert!(
+        unwrapped >= 1,
+        "the re-sealed manifest was read from the bucket"
+    );
+    let after = entries(&sb, "snapshots");
+    assert_eq!(after.len(), 2);
+    assert!(after
+        .iter()
+        .all(|e| !before.contains(&std::fs::read(&e.1).unwrap())));
+    let out = sb.path("out");
+    cached(
+        &sb,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .ok();
+    assert_same_tree(&src, &restored(&out, &src));
 }
 
 /// Session keys the key service unwrapped for one command (its audit log).

@@ -27,10 +27,12 @@ mod files;
 mod output;
 mod overwrite;
 pub mod select;
+mod start;
 mod verify;
 
 pub use output::{FailedPath, RestoreOutput};
 pub use overwrite::Overwrite;
+pub use start::start;
 
 use batch::{merge, plan_file, restore_batch, Plan};
 use beneath::Beneath;
