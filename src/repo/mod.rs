@@ -92,6 +92,23 @@ struct Secrets {
     config_mac_key: Key32,
 }
 
+/// A key service's refusal to unwrap a session's key (no secret in it).
+struct Refusal {
+    key: String,
+    operation: String,
+    reason: String,
+}
+
+impl Refusal {
+    fn error(&self) -> Error {
+        Error::KeyDenied {
+            key: self.key.clone(),
+            operation: self.operation.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 pub struct Repository {
     rt: tokio::runtime::Handle,
     store: BlockingStore,
@@ -101,7 +118,9 @@ pub struct Repository {
     session_keys: Mutex<HashMap<SessionId, Key32>>,
     /// One unwrap per session at a time: threads reading many objects at once that need the
     /// same session key wait for the first one's answer instead of each asking the key service.
-    unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<()>>>>,
+    /// A refusal is kept there: it is the answer for the rest of the command, so the key
+    /// service's audit log shows one refusal per session, not one per thread that asked.
+    unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<Option<Refusal>>>>>,
     trees: Option<SealedCache>,
     segments: Option<SealedCache>,
     /// Snapshot manifests, for backup's and restore's reading of the history (see
@@ -187,9 +206,12 @@ impl Repository {
             .entry(*session)
             .or_default()
             .clone();
-        let _turn = turn.lock().expect("lock");
+        let mut turn = turn.lock().expect("lock");
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
+        }
+        if let Some(r) = turn.as_ref() {
+            return Err(r.error());
         }
         let name = object_name(FileKind::Key, session);
         let rec = self.load_key_record(session).map_err(|e| match e {
@@ -232,7 +254,24 @@ impl Repository {
                 format!("not signed by the owner or an enrolled writer, and the key service refused it ({reason})"),
             ),
             e => e,
-        })?;
+        });
+        let k = match k {
+            Err(Error::KeyDenied {
+                key,
+                operation,
+                reason,
+            }) => {
+                let refusal = Refusal {
+                    key,
+                    operation,
+                    reason,
+                };
+                let e = refusal.error();
+                *turn = Some(refusal);
+                return Err(e);
+            }
+            k => k?,
+        };
         self.session_keys
             .lock()
             .expect("lock")

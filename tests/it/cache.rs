@@ -407,3 +407,46 @@ fn a_cached_history_needs_no_key_per_snapshot() {
         "with the cache, {with} session keys (8 snapshots)"
     );
 }
+
+/// A key service's refusal is the answer for the rest of the command: a restore asks for its
+/// manifest's session key from two threads at once (the history came from the cache) and for
+/// its root folder's, all one session here, and the key service is asked once.
+#[test]
+fn a_refused_session_key_is_asked_for_once() {
+    let sb = Sandbox::new();
+    cached(&sb, &["init"]).ok();
+    let src = sb.path("src");
+    write(&src.join("f"), &random_bytes(50_000, 1));
+    cached(&sb, &["backup", src.to_str().unwrap()]).ok();
+    let table: custody::repo::snapshots::SnapshotTable =
+        cached(&sb, &["--json", "snapshots"]).ok().report();
+    let record = sb.repo().join("keys").join(table.0[0].session.to_hex());
+    let old = std::fs::read(&record).unwrap();
+    // Every record wrapped again under a new keyring, then this session's old record put
+    // back: the new keyring refuses it (it names a key it does not hold).
+    let new_ring = format!("local:{}", sb.path("new-ring").display());
+    sb.run(&["--key-service", &new_ring, "key", "create"]).ok();
+    sb.run(&["rotate", "rewrap", "--to", &new_ring]).ok();
+    std::fs::write(&record, old).unwrap();
+    let log = sb.path("audit.log");
+    let out = sb.path("out");
+    let args = [
+        "--key-service",
+        &new_ring,
+        "--audit-log",
+        log.to_str().unwrap(),
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+    ];
+    let run = cached(&sb, &args);
+    assert_eq!(run.code, EXIT_KEY_SERVICE, "{}", run.stderr);
+    let refused = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["purpose"] == "session-key" && v["operation"] == "decrypt-refused")
+        .count();
+    assert_eq!(refused, 1, "the key service was asked {refused} times");
+}
