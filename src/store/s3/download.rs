@@ -54,9 +54,13 @@ impl S3Store {
                 (None, n) => n,
             };
             // Room for it up front (within reason: the server is not trusted with an
-            // allocation), so that frames are copied once.
+            // allocation), so that frames are copied once. A buffer too small is replaced, not
+            // grown: growing would copy its stale contents.
+            let room = limit.unwrap_or(0).min(64 << 20);
             buf.clear();
-            buf.reserve(limit.unwrap_or(0).min(64 << 20));
+            if buf.capacity() < room {
+                buf = Vec::with_capacity(room);
+            }
             let mut body = out.body;
             let broke = loop {
                 match body.next().await {
