@@ -147,10 +147,11 @@ impl Repository {
         self.snapshot_from_opened(id, plain, &SessionId(Id(*session)))
     }
 
-    /// Caches the bucket's copy of a manifest just read (`sealed`, and `plain` as the key of
-    /// `session` opened it) in place of the entry: one made before `rotate reencrypt` sealed
-    /// it again names a session since retired.
-    pub(super) fn recache_manifest(
+    /// Caches a manifest this client just stored (the next backup's parent, most likely) or
+    /// just read from the bucket: `sealed` as stored, `plain` what it seals under the key of
+    /// `session`. It replaces any entry: one made before `rotate reencrypt` sealed the
+    /// manifest again names a session since retired.
+    pub(super) fn cache_manifest(
         &self,
         id: &SnapshotId,
         sealed: &[u8],
@@ -185,19 +186,5 @@ impl Repository {
         };
         c.folder.keep_only(&listed.iter().map(|s| s.id()).collect());
         Ok(listed)
-    }
-
-    /// Caches a manifest this client just stored (the next backup's parent, most likely):
-    /// `sealed` as stored, `plain` what it seals under the key of `session`.
-    pub(super) fn cache_new_manifest(
-        &self,
-        id: &SnapshotId,
-        sealed: &[u8],
-        plain: &[u8],
-        session: &SessionId,
-    ) {
-        if let Some(c) = &self.history_cache {
-            c.entry(&self.id(), id, sealed, (plain, session));
-        }
     }
 }

@@ -216,7 +216,7 @@ impl Repository {
             self.store()
                 .put_new(FileKind::Snapshot, id, sealed.clone())?;
             // The next backup's parent, most likely.
-            self.cache_new_manifest(id, &sealed, &plain, &session.id);
+            self.cache_manifest(id, &sealed, &plain, &session.id);
             Ok(())
         } else {
             self.store().put(FileKind::Snapshot, id, sealed)
@@ -368,7 +368,7 @@ impl Repository {
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let (plain, session) = self.unseal_manifest(id, &bytes)?;
         let (snap, _) = self.snapshot_from_opened(id, &plain, &session)?;
-        self.recache_manifest(id, &bytes, &plain, &session);
+        self.cache_manifest(id, &bytes, &plain, &session);
         Ok(snap)
     }
 

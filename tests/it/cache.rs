@@ -299,16 +299,22 @@ fn a_cached_manifest_is_judged_again_on_every_read() {
     assert!(run.stderr.contains("untrusted"), "{}", run.stderr);
 }
 
-/// After `rotate reencrypt` seals the manifests again under a new session and `prune`
-/// removes the old session's key record, entries naming the old session are not used: the
-/// bucket's copies are read and cached again, and backups and restores go on.
-#[test]
-fn cached_manifests_follow_a_reencryption() {
+/// A repository with one file backed up through the cache, and the backed-up folder.
+fn one_cached_backup() -> (Sandbox, std::path::PathBuf) {
     let sb = Sandbox::new();
     cached(&sb, &["init"]).ok();
     let src = sb.path("src");
     write(&src.join("f"), &random_bytes(50_000, 1));
     cached(&sb, &["backup", src.to_str().unwrap()]).ok();
+    (sb, src)
+}
+
+/// After `rotate reencrypt` seals the manifests again under a new session and `prune`
+/// removes the old session's key record, entries naming the old session are not used: the
+/// bucket's copies are read and cached again, and backups and restores go on.
+#[test]
+fn cached_manifests_follow_a_reencryption() {
+    let (sb, src) = one_cached_backup();
     let before: Vec<Vec<u8>> = entries(&sb, "snapshots")
         .iter()
         .map(|e| std::fs::read(&e.1).unwrap())
@@ -413,11 +419,7 @@ fn a_cached_history_needs_no_key_per_snapshot() {
 /// its root folder's, all one session here, and the key service is asked once.
 #[test]
 fn a_refused_session_key_is_asked_for_once() {
-    let sb = Sandbox::new();
-    cached(&sb, &["init"]).ok();
-    let src = sb.path("src");
-    write(&src.join("f"), &random_bytes(50_000, 1));
-    cached(&sb, &["backup", src.to_str().unwrap()]).ok();
+    let (sb, _) = one_cached_backup();
     let table: custody::repo::snapshots::SnapshotTable =
         cached(&sb, &["--json", "snapshots"]).ok().report();
     let record = sb.repo().join("keys").join(table.0[0].session.to_hex());
