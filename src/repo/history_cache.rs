@@ -41,9 +41,16 @@ pub(crate) struct HistoryCache {
 }
 
 impl HistoryCache {
-    /// An entry: an opened manifest sealed under the owner's cache key (bound to the
-    /// repository, the snapshot and the owner), or the manifest as stored.
+    /// Whether entries can be judged: opened ones only once `keys/` was listed (by reading
+    /// the history). Otherwise they are left alone, neither used nor removed.
+    fn usable(&self) -> bool {
+        self.opened.is_none() || self.recorded.lock().expect("lock").is_some()
+    }
+
+    /// Writes an entry, in place of any: an opened manifest sealed under the owner's cache
+    /// key (bound to the repository, the snapshot and the owner), or the manifest as stored.
     fn entry(&self, repo: &Id, id: &SnapshotId, sealed: &[u8], opened: (&[u8], &SessionId)) {
+        self.folder.remove(&id.id());
         let Some((key, owner)) = &self.opened else {
             return self.folder.put(&id.id(), sealed);
         };
@@ -101,7 +108,7 @@ impl Repository {
         c: &HistoryCache,
     ) -> Result<(Snapshot, Option<Signer>)> {
         let bound = bound_id::is_bound(&self.secrets.snapshot_id_key, id);
-        if let Some(bytes) = c.folder.get(&id.id()) {
+        if let Some(bytes) = c.usable().then(|| c.folder.get(&id.id())).flatten() {
             match self.cached_snapshot(id, c, &bytes) {
                 Ok(s) if bound => return Ok(s),
                 // Damaged, stale, sealed under a key since retired, or no longer accepted:
@@ -160,7 +167,6 @@ impl Repository {
     ) {
         if let Some(c) = &self.history_cache {
             if bound_id::is_bound(&self.secrets.snapshot_id_key, id) {
-                c.folder.remove(&id.id());
                 c.entry(&self.id(), id, sealed, (plain, session));
             }
         }
@@ -179,8 +185,16 @@ impl Repository {
                     || self.snapshot_ids(),
                     || self.store().list(FileKind::Key),
                 );
-                let records = records?.into_iter().map(|(id, _)| id).collect();
-                *c.recorded.lock().expect("lock") = Some(records);
+                // Without the listing, entries are neither used nor removed this time.
+                match records {
+                    Ok(r) => {
+                        let r = r.into_iter().map(|(id, _)| id).collect();
+                        *c.recorded.lock().expect("lock") = Some(r);
+                    }
+                    Err(e) => tracing::debug!(
+                        "key records not listed ({e}): manifests read from the bucket"
+                    ),
+                }
                 listed?
             }
         };

@@ -229,6 +229,9 @@ fn cached_manifests_are_verified_and_deleters_read_the_store() {
         );
         assert!(run.stderr.contains(&victim[..8]), "{cmd}: {}", run.stderr);
     }
+    // A restore of one snapshot reads no history (`keys/` unlisted): it leaves the good
+    // cached copy alone.
+    assert!(of(&ids[0]).1.exists(), "the cached copy was dropped");
 
     // A session's key record deleted from the bucket, its manifest cached: the loss is not
     // hidden from a restore of that session's snapshot.
@@ -297,6 +300,12 @@ fn a_cached_manifest_is_judged_again_on_every_read() {
     );
     assert!(!file.exists());
     assert!(run.stderr.contains("untrusted"), "{}", run.stderr);
+    // The restore reads its manifest from the bucket too, which refuses it as well: that
+    // the cache judged the entry again shows in the entry being gone.
+    assert!(
+        entries(&sb, "snapshots").is_empty(),
+        "the refused entry was kept"
+    );
 }
 
 /// A repository with one file backed up through the cache, and the backed-up folder.
