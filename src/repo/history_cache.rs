@@ -119,9 +119,7 @@ impl Repository {
         let bytes = self.store().get(FileKind::Snapshot, id)?;
         let (plain, session) = self.unseal_manifest(id, &bytes)?;
         let s = self.snapshot_from_opened(id, &plain, &session)?;
-        if bound {
-            c.entry(&self.id(), id, &bytes, (&plain, &session));
-        }
+        self.cache_manifest(id, &bytes, &plain, &session);
         Ok(s)
     }
 
