@@ -13,7 +13,7 @@ use crate::id::PackId;
 use crate::repo::{Index, Repository};
 
 use super::beneath::Beneath;
-use super::fetch::{restore_pack, span_for, split_pack, Worker};
+use super::fetch::{restore_pack, span_bytes, span_for, split_pack, Worker};
 use super::files::{finish_file, restore_sequentially, temp_name};
 use super::{verify, FileState, RestoreOptions, RestoreProgress, RestoreReport, Target};
 
@@ -133,7 +133,7 @@ pub(super) fn restore_batch(
         .map(|t| t.entry.length as u64)
         .sum();
     let span = span_for(bytes, opts.threads);
-    let jobs = packs
+    let mut jobs = packs
         .into_iter()
         .flat_map(|(pack, targets)| {
             split_pack(targets, span)
@@ -141,6 +141,9 @@ pub(super) fn restore_batch(
                 .map(move |t| (pack, t))
         })
         .collect::<Vec<_>>();
+    // Largest first (taken from the end): the last reads to start are the short ones, so the
+    // threads finish close together.
+    jobs.sort_by_key(|(_, run)| span_bytes(run));
     let queue = Mutex::new(jobs);
     let files = &files;
     let workers: Vec<Done> = std::thread::scope(|s| {

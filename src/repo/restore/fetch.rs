@@ -198,11 +198,23 @@ fn lone_groups(targets: &[Target], groups: &[std::ops::Range<usize>]) -> Vec<boo
 /// The shortest span a pack's share of a batch is cut into (see [`span_for`]).
 pub(super) const MIN_SPAN: u64 = 4 << 20;
 
-/// How many stored bytes one read covers in a batch of `bytes` on `threads` threads: a batch
-/// of small files (a few packs) is cut so that each thread gets about four reads, but no read
-/// is shorter than [`MIN_SPAN`], since on a remote bucket every read costs a round trip.
+/// How many stored bytes one read covers in a batch of `bytes` on `threads` threads: about
+/// half a thread's share, so that each thread gets about two reads, started largest first.
+/// Fewer, longer reads cost fewer requests (some servers read the whole object for each
+/// range) but hold a longer buffer per thread; no read is shorter than [`MIN_SPAN`].
 pub(super) fn span_for(bytes: u64, threads: usize) -> u64 {
-    (bytes / (4 * threads.max(1) as u64)).max(MIN_SPAN)
+    (bytes / (2 * threads.max(1) as u64)).max(MIN_SPAN)
+}
+
+/// The stored bytes a run of targets (from [`split_pack`]) is read as.
+pub(super) fn span_bytes(run: &[Target]) -> u64 {
+    let start = run.iter().map(|t| t.entry.offset as u64).min().unwrap_or(0);
+    let end = run
+        .iter()
+        .map(|t| t.entry.offset as u64 + t.entry.length as u64)
+        .max()
+        .unwrap_or(0);
+    end - start
 }
 
 /// Cuts one pack's targets (any order) into runs whose blobs span at most `span` bytes, in
@@ -321,7 +333,9 @@ mod tests {
         }
         assert!(split_pack(Vec::new(), MIN_SPAN).is_empty());
         // A batch large enough for every thread is read pack by pack.
-        assert_eq!(span_for(64 * mib as u64, 4), MIN_SPAN);
-        assert_eq!(span_for(512 * mib as u64, 4), 32 * mib as u64);
+        assert_eq!(span_for(16 * mib as u64, 4), MIN_SPAN);
+        assert_eq!(span_for(512 * mib as u64, 4), 64 * mib as u64);
+        assert_eq!(span_bytes(&runs[0]), 3 * mib as u64);
+        assert_eq!(span_bytes(&[]), 0);
     }
 }
