@@ -15,6 +15,7 @@ mod garage;
 mod gc;
 mod heal;
 mod history;
+mod history_race;
 mod hostile;
 mod key_policy;
 mod key_templates;

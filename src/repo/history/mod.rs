@@ -254,11 +254,43 @@ impl Repository {
         Ok(h)
     }
 
-    /// Every checkpoint the owner signed; the newest is the one that counts.
+    /// Every checkpoint the owner signed; the newest is the one that counts. A checkpoint
+    /// listed but gone when read was replaced by a newer one (`forget` and `prune` write the
+    /// new one before they delete the old): the listing is taken again, a few times, rather
+    /// than counting the history as rolled back.
     fn load_checkpoints(&self, h: &mut History) -> Result<Vec<Problem>> {
+        const LISTINGS: usize = 4;
+        let mut listing = 1;
+        loop {
+            h.checkpoints.clear();
+            h.bad_checkpoints.clear();
+            let listed = std::cell::Cell::new(0usize);
+            let forks = self.load_listed_checkpoints(h, &|_| {
+                listed.set(listed.get() + 1);
+                true
+            })?;
+            let gone = listed.get() - h.checkpoints.len();
+            if gone == 0 || listing == LISTINGS {
+                return Ok(forks);
+            }
+            tracing::debug!(
+                gone,
+                "history checkpoints replaced while read; listing again"
+            );
+            listing += 1;
+        }
+    }
+
+    /// The checkpoints of one listing that `wanted` accepts (those gone when read are left
+    /// out of `h.checkpoints`).
+    fn load_listed_checkpoints(
+        &self,
+        h: &mut History,
+        wanted: &dyn Fn(&CheckpointId) -> bool,
+    ) -> Result<Vec<Problem>> {
         let mut newest: Option<(CheckpointId, Checkpoint)> = None;
         let mut forks = Vec::new();
-        self.for_each_object::<Checkpoint>(|id, c| {
+        self.for_each_object_where::<Checkpoint>(wanted, |id, c| {
             h.checkpoints.push(id);
             match c {
                 Ok(c) => match &newest {

@@ -1,0 +1,129 @@
+//! Reading the history while `forget` replaces its checkpoint: a reader that listed the old
+//! checkpoint finds it deleted when it reads it. That is no rollback (the newer checkpoint
+//! was written first), so the reader lists again rather than refusing the repository.
+//! Played through the library on a store whose first listing of `history/` is one taken
+//! before the last `forget`.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use custody::error::Result;
+use custody::store::{FileKind, Store};
+use custody::Id;
+
+use crate::common::backend::Repo;
+
+/// A store whose next listing of `history/` is `stale` (once), as if listed earlier.
+#[derive(Debug)]
+struct StaleHistory {
+    inner: Arc<dyn Store>,
+    stale: Mutex<Option<Vec<(Id, u64)>>>,
+}
+
+#[async_trait]
+impl Store for StaleHistory {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create(&self) -> Result<()> {
+        self.inner.create().await
+    }
+    async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
+        self.inner.put(kind, id, data).await
+    }
+    async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
+        self.inner.get(kind, id).await
+    }
+    async fn get_range_into(
+        &self,
+        kind: FileKind,
+        id: &Id,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        self.inner
+            .get_range_into(kind, id, offset, length, buf)
+            .await
+    }
+    async fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+        self.inner.size(kind, id).await
+    }
+    async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        let stale = match kind {
+            FileKind::History => self.stale.lock().unwrap().take(),
+            _ => None,
+        };
+        match stale {
+            Some(listing) => Ok(listing),
+            None => self.inner.list(kind).await,
+        }
+    }
+    async fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        self.inner.delete(kind, id).await
+    }
+}
+
+#[test]
+fn a_checkpoint_replaced_while_read_is_no_rollback() {
+    use custody::keyservice::{self, KeyServiceOptions};
+    use custody::repo::history::{HistoryOptions, StateFile};
+    use custody::repo::Repository;
+
+    let r = Repo::local();
+    r.init();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = r.sb.repo();
+    let inner =
+        custody::store::open(dir.to_str().unwrap(), &Default::default(), rt.handle()).unwrap();
+    // The checkpoints listed after each forget.
+    let mut listings = Vec::new();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let src = r.source(name, 4, 60 + i as u64, Some(5));
+        r.backup(&src);
+        r.run(&["forget", "--keep-last", "1", "--group-by", ""])
+            .ok();
+        listings.push(rt.block_on(inner.list(FileKind::History)).unwrap());
+    }
+    let now = listings.pop().unwrap();
+    let before = listings.pop().unwrap();
+    assert_eq!((now.len(), before.len()), (1, 1), "{now:?} {before:?}");
+    // The checkpoint the last forget replaced is gone: a listing taken just before that
+    // forget, read after it, names a checkpoint that is not there.
+    assert_ne!(now, before);
+    assert!(rt
+        .block_on(inner.get(FileKind::History, &before[0].0))
+        .is_err_and(|e| matches!(e, custody::error::Error::NotFound(_))));
+    let store = Arc::new(StaleHistory {
+        inner,
+        stale: Mutex::new(None),
+    });
+    let config = Repository::read_config(rt.handle(), &(store.clone() as Arc<dyn Store>)).unwrap();
+    let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &config.body.repository);
+    let keys = keyservice::open(
+        &format!("local:{}", keyring.display()),
+        &KeyServiceOptions::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let state = StateFile::new(&r.sb.path("library-state"), &config.body.repository);
+    let repo = Repository::open(rt.handle().clone(), store.clone(), keys, config, None)
+        .unwrap()
+        .with_history(HistoryOptions {
+            state: Some(state),
+            ..Default::default()
+        });
+    // This client sees the newest checkpoint once, then lists the replaced one.
+    let first = repo.history().unwrap();
+    assert_eq!(first.snapshots.len(), 1);
+    *store.stale.lock().unwrap() = Some(before);
+    let again = repo.history();
+    assert!(
+        store.stale.lock().unwrap().is_none(),
+        "stale listing not used"
+    );
+    let again = again.unwrap_or_else(|e| panic!("a replaced checkpoint read as a rollback: {e}"));
+    assert_eq!(again.snapshots.len(), 1);
+    assert_eq!(again.checkpoints, first.checkpoints);
+}
