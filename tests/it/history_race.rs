@@ -123,7 +123,15 @@ fn a_checkpoint_replaced_while_read_is_no_rollback() {
         store.stale.lock().unwrap().is_none(),
         "stale listing not used"
     );
-    let again = again.unwrap_or_else(|e| panic!("a replaced checkpoint read as a rollback: {e}"));
+    let again = again.unwrap();
+    assert!(again.rollback().is_none(), "{:?}", again.rollback());
+    assert!(
+        again.verdict.problems.is_empty(),
+        "{:?}",
+        again.verdict.problems
+    );
     assert_eq!(again.snapshots.len(), 1);
     assert_eq!(again.checkpoints, first.checkpoints);
+    let newest = |h: &custody::repo::history::History| h.checkpoint.as_ref().map(|(id, _)| *id);
+    assert_eq!(newest(&again), newest(&first));
 }

@@ -255,9 +255,11 @@ impl Repository {
     }
 
     /// Every checkpoint the owner signed; the newest is the one that counts. A checkpoint
-    /// listed but gone when read was replaced by a newer one (`forget` and `prune` write the
-    /// new one before they delete the old): the listing is taken again, a few times, rather
-    /// than counting the history as rolled back.
+    /// listed but gone when read was replaced by a newer one (`forget`, `tag` and
+    /// `--accept-rollback` write the new one before they delete the old): the listing is
+    /// taken again, up to four in all, rather than counting the history as rolled back.
+    /// After the last, a checkpoint still gone is passed over (as a custodian hiding it
+    /// would have it, and the verdict says so).
     fn load_checkpoints(&self, h: &mut History) -> Result<Vec<Problem>> {
         const LISTINGS: usize = 4;
         let mut listing = 1;
@@ -273,10 +275,10 @@ impl Repository {
             if gone == 0 || listing == LISTINGS {
                 return Ok(forks);
             }
-            tracing::debug!(
-                gone,
-                "history checkpoints replaced while read; listing again"
-            );
+            match listing + 1 == LISTINGS {
+                true => tracing::warn!(gone, "history checkpoints listed but gone, again"),
+                false => tracing::debug!(gone, "history checkpoints replaced while read"),
+            }
             listing += 1;
         }
     }
