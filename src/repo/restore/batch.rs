@@ -143,7 +143,7 @@ pub(super) fn restore_batch(
         .collect::<Vec<_>>();
     // Largest first (taken from the end): the last reads to start are the short ones, so the
     // threads finish close together.
-    jobs.sort_by_key(|(_, run)| span_bytes(run));
+    jobs.sort_by_cached_key(|(_, run)| span_bytes(run));
     let queue = Mutex::new(jobs);
     let files = &files;
     let workers: Vec<Done> = std::thread::scope(|s| {

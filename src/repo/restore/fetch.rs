@@ -36,12 +36,7 @@ pub(super) fn restore_pack(
     worker: &mut Worker,
 ) {
     targets.sort_by_key(|t| (t.entry.offset, t.entry.id, t.file, t.offset));
-    let start = targets.first().map_or(0, |t| t.entry.offset as u64);
-    let end = targets
-        .iter()
-        .map(|t| t.entry.offset as u64 + t.entry.length as u64)
-        .max()
-        .unwrap_or(0);
+    let (start, end) = span_of(&targets);
     let mut span = if end - start > crate::repo::MAX_PACK {
         Err(Error::integrity(
             crate::store::object_name(FileKind::Pack, pack),
@@ -206,14 +201,21 @@ pub(super) fn span_for(bytes: u64, threads: usize) -> u64 {
     (bytes / (2 * threads.max(1) as u64)).max(MIN_SPAN)
 }
 
-/// The stored bytes a run of targets (from [`split_pack`]) is read as.
-pub(super) fn span_bytes(run: &[Target]) -> u64 {
+/// Where in its pack a run of targets lies: from its first blob's start to its last blob's
+/// end (the bytes it is read as).
+fn span_of(run: &[Target]) -> (u64, u64) {
     let start = run.iter().map(|t| t.entry.offset as u64).min().unwrap_or(0);
     let end = run
         .iter()
         .map(|t| t.entry.offset as u64 + t.entry.length as u64)
         .max()
         .unwrap_or(0);
+    (start, end)
+}
+
+/// The stored bytes a run of targets (from [`split_pack`]) is read as.
+pub(super) fn span_bytes(run: &[Target]) -> u64 {
+    let (start, end) = span_of(run);
     end - start
 }
 
