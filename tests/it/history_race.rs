@@ -1,8 +1,13 @@
-//! Reading the history while `forget` replaces its checkpoint: a reader that listed the old
-//! checkpoint finds it deleted when it reads it. That is no rollback (the newer checkpoint
-//! was written first), so the reader lists again rather than refusing the repository.
-//! Played through the library on a store whose first listing of `history/` is one taken
-//! before the last `forget`.
+//! Reading the history while others change it:
+//! - `forget` replaces the checkpoint: a reader that listed the old checkpoint finds it
+//!   deleted when it reads it. That is no rollback (the newer checkpoint was written first),
+//!   so the reader lists again rather than refusing the repository.
+//! - a backup commits and a `forget` then writes a checkpoint that keeps it, between the
+//!   reader's listing of `snapshots/` and its read of the checkpoint: no snapshot is lost, so
+//!   the reader reads the history again rather than report one missing.
+//!
+//! Played through the library on a store whose first listing of a folder is one taken
+//! earlier.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,15 +19,16 @@ use custody::Id;
 
 use crate::common::backend::Repo;
 
-/// A store whose next listing of `history/` is `stale` (once), as if listed earlier.
+/// A store whose next listing of `kind` is `stale` (once), as if listed earlier.
 #[derive(Debug)]
-struct StaleHistory {
+struct StaleListing {
     inner: Arc<dyn Store>,
+    kind: FileKind,
     stale: Mutex<Option<Vec<(Id, u64)>>>,
 }
 
 #[async_trait]
-impl Store for StaleHistory {
+impl Store for StaleListing {
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -51,9 +57,9 @@ impl Store for StaleHistory {
         self.inner.size(kind, id).await
     }
     async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
-        let stale = match kind {
-            FileKind::History => self.stale.lock().unwrap().take(),
-            _ => None,
+        let stale = match kind == self.kind {
+            true => self.stale.lock().unwrap().take(),
+            false => None,
         };
         match stale {
             Some(listing) => Ok(listing),
@@ -65,18 +71,45 @@ impl Store for StaleHistory {
     }
 }
 
-#[test]
-fn a_checkpoint_replaced_while_read_is_no_rollback() {
+/// The repository through the library, as its owner (the CLI's keyring), with a state
+/// folder of its own.
+fn open_owner(
+    r: &Repo,
+    rt: &tokio::runtime::Runtime,
+    store: Arc<StaleListing>,
+) -> custody::repo::Repository {
     use custody::keyservice::{self, KeyServiceOptions};
     use custody::repo::history::{HistoryOptions, StateFile};
     use custody::repo::Repository;
 
+    let config = Repository::read_config(rt.handle(), &(store.clone() as Arc<dyn Store>)).unwrap();
+    let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &config.body.repository);
+    let keys = keyservice::open(
+        &format!("local:{}", keyring.display()),
+        &KeyServiceOptions::default(),
+        rt.handle(),
+    )
+    .unwrap();
+    let state = StateFile::new(&r.sb.path("library-state"), &config.body.repository);
+    Repository::open(rt.handle().clone(), store, keys, config, None)
+        .unwrap()
+        .with_history(HistoryOptions {
+            state: Some(state),
+            ..Default::default()
+        })
+}
+
+fn local_store(r: &Repo, rt: &tokio::runtime::Runtime) -> Arc<dyn Store> {
+    let dir = r.sb.repo();
+    custody::store::open(dir.to_str().unwrap(), &Default::default(), rt.handle()).unwrap()
+}
+
+#[test]
+fn a_checkpoint_replaced_while_read_is_no_rollback() {
     let r = Repo::local();
     r.init();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = r.sb.repo();
-    let inner =
-        custody::store::open(dir.to_str().unwrap(), &Default::default(), rt.handle()).unwrap();
+    let inner = local_store(&r, &rt);
     // The checkpoints listed after each forget.
     let mut listings = Vec::new();
     for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
@@ -95,25 +128,12 @@ fn a_checkpoint_replaced_while_read_is_no_rollback() {
     assert!(rt
         .block_on(inner.get(FileKind::History, &before[0].0))
         .is_err_and(|e| matches!(e, custody::error::Error::NotFound(_))));
-    let store = Arc::new(StaleHistory {
+    let store = Arc::new(StaleListing {
         inner,
+        kind: FileKind::History,
         stale: Mutex::new(None),
     });
-    let config = Repository::read_config(rt.handle(), &(store.clone() as Arc<dyn Store>)).unwrap();
-    let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &config.body.repository);
-    let keys = keyservice::open(
-        &format!("local:{}", keyring.display()),
-        &KeyServiceOptions::default(),
-        rt.handle(),
-    )
-    .unwrap();
-    let state = StateFile::new(&r.sb.path("library-state"), &config.body.repository);
-    let repo = Repository::open(rt.handle().clone(), store.clone(), keys, config, None)
-        .unwrap()
-        .with_history(HistoryOptions {
-            state: Some(state),
-            ..Default::default()
-        });
+    let repo = open_owner(&r, &rt, store.clone());
     // This client sees the newest checkpoint once, then lists the replaced one.
     let first = repo.history().unwrap();
     assert_eq!(first.snapshots.len(), 1);
@@ -134,4 +154,34 @@ fn a_checkpoint_replaced_while_read_is_no_rollback() {
     assert_eq!(again.checkpoints, first.checkpoints);
     let newest = |h: &custody::repo::history::History| h.checkpoint.as_ref().map(|(id, _)| *id);
     assert_eq!(newest(&again), newest(&first));
+}
+
+#[test]
+fn a_snapshot_committed_while_read_is_not_missing() {
+    let r = Repo::local();
+    r.init();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let inner = local_store(&r, &rt);
+    for (i, name) in ["x", "a"].into_iter().enumerate() {
+        r.backup(&r.source(name, 4, 70 + i as u64, Some(5)));
+    }
+    // Listed before b commits; then a forget keeps a and b in its checkpoint (and removes x).
+    let before = rt.block_on(inner.list(FileKind::Snapshot)).unwrap();
+    r.backup(&r.source("b", 4, 72, Some(5)));
+    r.run(&["forget", "--keep-last", "2", "--group-by", ""])
+        .ok();
+    assert_eq!(rt.block_on(inner.list(FileKind::History)).unwrap().len(), 1);
+    let store = Arc::new(StaleListing {
+        inner,
+        kind: FileKind::Snapshot,
+        stale: Mutex::new(Some(before)),
+    });
+    let repo = open_owner(&r, &rt, store.clone());
+    let h = repo.history().unwrap();
+    assert!(
+        store.stale.lock().unwrap().is_none(),
+        "stale listing not used"
+    );
+    assert!(h.verdict.problems.is_empty(), "{:?}", h.verdict.problems);
+    assert_eq!(h.snapshots.len(), 2);
 }
