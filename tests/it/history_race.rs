@@ -82,15 +82,17 @@ fn open_owner(
     use custody::repo::history::{HistoryOptions, StateFile};
     use custody::repo::Repository;
 
-    let config = Repository::read_config(rt.handle(), &(store.clone() as Arc<dyn Store>)).unwrap();
-    let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &config.body.repository);
+    let shared: Arc<dyn Store> = store.clone();
+    let config = Repository::read_config(rt.handle(), &shared).unwrap();
+    let repository = config.body.repository;
+    let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &repository);
     let keys = keyservice::open(
         &format!("local:{}", keyring.display()),
         &KeyServiceOptions::default(),
         rt.handle(),
     )
     .unwrap();
-    let state = StateFile::new(&r.sb.path("library-state"), &config.body.repository);
+    let state = StateFile::new(&r.sb.path("library-state"), &repository);
     Repository::open(rt.handle().clone(), store, keys, config, None)
         .unwrap()
         .with_history(HistoryOptions {
