@@ -6,8 +6,10 @@
 //! acknowledged, while a client on a reused connection delays that acknowledgement by about
 //! 40 ms. Every small object and listing then took 40 ms more than its round trip, several
 //! times per command. (Garage's stalls of the same length come from its nodes' own
-//! connections to each other: no client setting reaches them.) HTTPS endpoints, and settings this client does not handle (a read
-//! timeout), keep the SDK's client unchanged.
+//! connections to each other: no client setting reaches them.)
+//!
+//! HTTPS endpoints, and settings this client does not handle (a read timeout), keep the
+//! SDK's client unchanged.
 
 use std::collections::HashMap;
 use std::future::Future;
