@@ -1,6 +1,7 @@
 //! Batches: the walk plans files until a batch is full, and each batch is restored on its own
-//! thread while the walk plans the next, so that reading trees and creating folders overlap
-//! the pack reads, and memory follows two batches, not the snapshot's file count.
+//! thread while the walk plans the next (two batches at once, [`RUNNING_BATCHES`]), so that
+//! reading trees and creating folders overlap the pack reads, and memory follows three
+//! batches, not the snapshot's file count.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -47,10 +48,14 @@ pub(super) struct Done {
 }
 
 /// A batch is restored once it holds this many files or chunks: about 1 KiB each while
-/// planned, so a restore of a million small files holds two batches' worth (tens of MiB),
+/// planned, so a restore of a million small files holds three batches' worth (tens of MiB),
 /// and a batch of small files still spans enough pack reads to keep every thread busy.
 const BATCH_FILES: usize = 16_384;
 const BATCH_TARGETS: usize = 262_144;
+
+/// Batches restored at once while the walk plans the next: with two, the last pack reads of
+/// one overlap the first of the next instead of leaving threads idle between them.
+pub(super) const RUNNING_BATCHES: usize = 2;
 
 impl Plan {
     /// A plan for restore run `run` (its mark in temporary names).

@@ -34,7 +34,7 @@ pub use output::{FailedPath, RestoreOutput};
 pub use overwrite::Overwrite;
 pub use start::start;
 
-use batch::{merge, plan_file, restore_batch, Plan};
+use batch::{merge, plan_file, restore_batch, Plan, RUNNING_BATCHES};
 use beneath::Beneath;
 use files::restore_symlink;
 pub use files::write_file;
@@ -185,8 +185,11 @@ pub fn restore(
     // whether it is restored whole.
     let root = (*root, (Vec::new(), PathBuf::new(), !filter.partial()));
     std::thread::scope(|s| -> Result<()> {
-        // The batch restored while the walk plans the next.
-        let mut running: Option<std::thread::ScopedJoinHandle<'_, batch::Outcome>> = None;
+        // The batches restored while the walk plans the next: two at once, so that one
+        // batch's last pack reads overlap the next one's first.
+        let mut running: std::collections::VecDeque<
+            std::thread::ScopedJoinHandle<'_, batch::Outcome>,
+        > = std::collections::VecDeque::new();
         let walked = walker.walk(vec![root], |_, (rel, dir, whole), loaded, next| {
             let tree = match loaded {
                 Ok(t) => t,
@@ -282,20 +285,23 @@ pub fn restore(
                     }
                     _ => {}
                 }
-                // Checked per entry: one folder may hold a million files. The batch before
-                // this one is done first: at most one is restored while the next is planned.
+                // Checked per entry: one folder may hold a million files. The oldest batch is
+                // done first: at most RUNNING_BATCHES are restored while the next is planned.
                 if plan.full() {
                     let batch = plan.take();
-                    if let Some(before) = running.take() {
-                        merge(joined(before), &mut report, &mut damaged);
+                    if running.len() >= RUNNING_BATCHES {
+                        if let Some(before) = running.pop_front() {
+                            merge(joined(before), &mut report, &mut damaged);
+                        }
                     }
-                    running =
-                        Some(s.spawn(move || restore_batch(repo, index, batch, opts, progress)));
+                    running.push_back(
+                        s.spawn(move || restore_batch(repo, index, batch, opts, progress)),
+                    );
                 }
             }
             Ok(())
         });
-        if let Some(before) = running.take() {
+        for before in running.drain(..) {
             merge(joined(before), &mut report, &mut damaged);
         }
         walked?;
