@@ -301,12 +301,22 @@ pub fn restore(
             }
             Ok(())
         });
+        // The last batch (unless the walk failed) while the others finish.
+        if running.len() >= RUNNING_BATCHES {
+            if let Some(before) = running.pop_front() {
+                merge(joined(before), &mut report, &mut damaged);
+            }
+        }
+        let last = walked
+            .is_ok()
+            .then(|| restore_batch(repo, index, plan.take(), opts, progress));
         for before in running.drain(..) {
             merge(joined(before), &mut report, &mut damaged);
         }
         walked?;
-        let last = restore_batch(repo, index, plan.take(), opts, progress);
-        merge(last, &mut report, &mut damaged);
+        if let Some(last) = last {
+            merge(last, &mut report, &mut damaged);
+        }
         Ok(())
     })?;
     // Packs that failed here stop counting for deduplication (docs/FORMAT.md §14d).
