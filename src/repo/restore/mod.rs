@@ -289,11 +289,7 @@ pub fn restore(
                 // done first: at most RUNNING_BATCHES are restored while the next is planned.
                 if plan.full() {
                     let batch = plan.take();
-                    if running.len() >= RUNNING_BATCHES {
-                        if let Some(before) = running.pop_front() {
-                            merge(joined(before), &mut report, &mut damaged);
-                        }
-                    }
+                    make_room(&mut running, &mut report, &mut damaged);
                     running.push_back(
                         s.spawn(move || restore_batch(repo, index, batch, opts, progress)),
                     );
@@ -302,11 +298,7 @@ pub fn restore(
             Ok(())
         });
         // The last batch (unless the walk failed) while the others finish.
-        if running.len() >= RUNNING_BATCHES {
-            if let Some(before) = running.pop_front() {
-                merge(joined(before), &mut report, &mut damaged);
-            }
-        }
+        make_room(&mut running, &mut report, &mut damaged);
         let last = walked
             .is_ok()
             .then(|| restore_batch(repo, index, plan.take(), opts, progress));
@@ -386,6 +378,20 @@ fn child_path(rel: &[u8], name: &[u8]) -> Vec<u8> {
     }
     child.extend_from_slice(name);
     child
+}
+
+/// Waits for the oldest running batch when [`RUNNING_BATCHES`] run, and adds its outcome to the
+/// report: room for the next.
+fn make_room(
+    running: &mut std::collections::VecDeque<std::thread::ScopedJoinHandle<'_, batch::Outcome>>,
+    report: &mut RestoreReport,
+    damaged: &mut std::collections::HashSet<crate::id::PackId>,
+) {
+    if running.len() >= RUNNING_BATCHES {
+        if let Some(before) = running.pop_front() {
+            merge(joined(before), report, damaged);
+        }
+    }
 }
 
 /// A scoped thread's result; its panic goes on in the caller.
