@@ -51,8 +51,9 @@ pub struct Args {
     /// Say what would be restored (and deleted); change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// Pack reads at once, and files checked at once by --verify [default: 8 on S3, where
-    /// each read waits a round trip; 4 on a local folder].
+    /// Pack reads at once, and files checked at once by --verify, per batch of up to 16,384
+    /// files; a larger restore runs two batches at once, so up to twice as many [default: 8
+    /// on S3, where each read waits a round trip; 4 on a local folder].
     #[arg(long)]
     pub threads: Option<usize>,
     #[command(flatten)]

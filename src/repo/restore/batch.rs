@@ -1,7 +1,7 @@
 //! Batches: the walk plans files until a batch is full, and each batch is restored on its own
-//! thread while the walk plans the next (two batches at once, [`RUNNING_BATCHES`]), so that
-//! reading trees and creating folders overlap the pack reads, and memory follows three
-//! batches, not the snapshot's file count.
+//! thread (the last on the walk's) while the walk plans the next, two at once
+//! ([`RUNNING_BATCHES`]), so that reading trees and creating folders overlap the pack reads,
+//! and memory follows three batches, not the snapshot's file count.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
