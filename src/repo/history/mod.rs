@@ -279,13 +279,19 @@ impl Repository {
                 true
             })?;
             let gone = listed.get() - h.checkpoints.len();
+            if gone > 0 && listing == LISTINGS {
+                tracing::warn!(
+                    gone,
+                    "history checkpoints listed but gone, {LISTINGS} times"
+                );
+            }
             if gone == 0 || listing == LISTINGS {
                 return Ok(forks);
             }
-            match listing + 1 == LISTINGS {
-                true => tracing::warn!(gone, "history checkpoints listed but gone, again"),
-                false => tracing::debug!(gone, "history checkpoints replaced while read"),
-            }
+            tracing::debug!(
+                gone,
+                "history checkpoints replaced while read: listing again"
+            );
             listing += 1;
         }
     }
