@@ -1,10 +1,11 @@
 //! Reading the history while others change it:
 //! - `forget` replaces the checkpoint: a reader that listed the old checkpoint finds it
-//!   deleted when it reads it. That is no rollback (the newer checkpoint was written first),
-//!   so the reader lists again rather than refusing the repository.
+//!   deleted when it reads it. That is no rollback (the newer checkpoint was written first).
 //! - a backup commits and a `forget` then writes a checkpoint that keeps it, between the
-//!   reader's listing of `snapshots/` and its read of the checkpoint: no snapshot is lost, so
-//!   the reader reads the history again rather than report one missing.
+//!   reader's listing of `snapshots/` and its read of the checkpoint: no snapshot is lost.
+//!
+//! In both the reader confirms what looks lost by reading the history again, rather than
+//! refuse the repository or report a snapshot missing.
 //!
 //! Played through the library on a store whose first listing of a folder is one taken
 //! earlier.

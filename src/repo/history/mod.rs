@@ -146,8 +146,9 @@ impl Repository {
     pub fn history(&self) -> Result<History> {
         let mut h = self.read_history()?;
         // A loss may be a race instead: a backup that committed after this reader listed the
-        // manifests, kept by a checkpoint a forget wrote before this reader read checkpoints.
-        // A real loss (or a custodian withholding) shows again in a second complete read.
+        // manifests, kept by a checkpoint a forget wrote before this reader read checkpoints;
+        // or a checkpoint listed, then replaced by a forget before it was read. A real loss
+        // (or a custodian withholding or rolling back) shows again in a second complete read.
         if h.losses().chain(&h.verdict.suppressed).next().is_some() {
             tracing::debug!("the history shows losses: reading it again");
             h = self.read_history()?;
@@ -261,51 +262,13 @@ impl Repository {
         Ok(h)
     }
 
-    /// Every checkpoint the owner signed; the newest is the one that counts. A checkpoint
-    /// listed but gone when read was replaced by a newer one (`forget`, `tag` and
-    /// `--accept-rollback` write the new one before they delete the old): the listing is
-    /// taken again, up to four in all, rather than counting the history as rolled back.
-    /// After the last, a checkpoint still gone is passed over (as a custodian hiding it
-    /// would have it, and the verdict says so).
+    /// Every checkpoint the owner signed; the newest is the one that counts. One listed but
+    /// gone when read (replaced by a forget in between) is passed over here; [`Self::history`]
+    /// reads everything again before it reports what that looks like.
     fn load_checkpoints(&self, h: &mut History) -> Result<Vec<Problem>> {
-        const LISTINGS: usize = 4;
-        let mut listing = 1;
-        loop {
-            h.checkpoints.clear();
-            h.bad_checkpoints.clear();
-            let listed = std::cell::Cell::new(0usize);
-            let forks = self.load_listed_checkpoints(h, &|_| {
-                listed.set(listed.get() + 1);
-                true
-            })?;
-            let gone = listed.get() - h.checkpoints.len();
-            if gone > 0 && listing == LISTINGS {
-                tracing::warn!(
-                    gone,
-                    "history checkpoints listed but gone, {LISTINGS} times"
-                );
-            }
-            if gone == 0 || listing == LISTINGS {
-                return Ok(forks);
-            }
-            tracing::debug!(
-                gone,
-                "history checkpoints replaced while read: listing again"
-            );
-            listing += 1;
-        }
-    }
-
-    /// The checkpoints of one listing that `wanted` accepts (those gone when read are left
-    /// out of `h.checkpoints`).
-    fn load_listed_checkpoints(
-        &self,
-        h: &mut History,
-        wanted: &dyn Fn(&CheckpointId) -> bool,
-    ) -> Result<Vec<Problem>> {
         let mut newest: Option<(CheckpointId, Checkpoint)> = None;
         let mut forks = Vec::new();
-        self.for_each_object_where::<Checkpoint>(wanted, |id, c| {
+        self.for_each_object::<Checkpoint>(|id, c| {
             h.checkpoints.push(id);
             match c {
                 Ok(c) => match &newest {
