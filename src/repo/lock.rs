@@ -7,6 +7,8 @@
 //! yields. A run renews its lock every [`LOCK_REFRESH_SECS`] while it holds it; a run
 //! paused or killed stops renewing, and its lock goes stale.
 
+use std::sync::atomic::Ordering;
+
 use chrono::Utc;
 
 use super::Repository;
@@ -54,11 +56,19 @@ impl Repository {
             id,
             rec: rec.clone(),
         };
-        // Our own lock object is removed again whatever stops us here.
+        // Counted until [`Lock::release`]; our own lock object is removed again whatever
+        // stops us here.
+        self.locks_held.fetch_add(1, Ordering::Relaxed);
         match self.yield_to_older(&id, &rec) {
             Ok(()) => Ok(lock),
             Err(e) => release_after(Some(lock), Err(e)),
         }
+    }
+
+    /// Whether this value holds the repository lock now (a command that took it, such as
+    /// forget, calling into a step that needs it).
+    pub fn holds_lock(&self) -> bool {
+        self.locks_held.load(Ordering::Relaxed) > 0
     }
 
     /// Stops with [`Error::Conflict`] when a fresh lock older than ours (`id`, `rec`) exists;
@@ -176,6 +186,7 @@ impl Lock<'_> {
 
     /// Deletes the lock object (deleting one another run already removed is no error).
     pub fn release(self) -> Result<()> {
+        self.repo.locks_held.fetch_sub(1, Ordering::Relaxed);
         self.repo.store().delete(FileKind::Lock, &self.id)
     }
 }

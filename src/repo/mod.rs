@@ -121,6 +121,9 @@ pub struct Repository {
     /// A refusal is kept there: it is the answer for the rest of the command, so the key
     /// service's audit log shows one refusal per session, not one per thread that asked.
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<Option<Refusal>>>>>,
+    /// How many repository locks this value holds now (see [`lock`]): a step that must run
+    /// under the lock takes it only when its caller has not.
+    locks_held: std::sync::atomic::AtomicUsize,
     trees: Option<SealedCache>,
     segments: Option<SealedCache>,
     /// Snapshot manifests, for backup's and restore's reading of the history (see

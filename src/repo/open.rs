@@ -151,6 +151,7 @@ impl Repository {
             config,
             session_keys: Mutex::new(HashMap::new()),
             unwrapping: Mutex::new(HashMap::new()),
+            locks_held: Default::default(),
             trees: None,
             segments: None,
             history_cache: None,

@@ -6,6 +6,8 @@
 //!
 //! In both the reader confirms what looks lost by reading the history again, rather than
 //! refuse the repository or report a snapshot missing.
+//! - `--accept-rollback` records its checkpoint under the repository lock, as forget does, so
+//!   the two cannot write two checkpoints of one generation.
 //!
 //! Played through the library on a store whose first listing of a folder is one taken
 //! earlier.
@@ -19,6 +21,7 @@ use custody::store::{FileKind, Store};
 use custody::Id;
 
 use crate::common::backend::Repo;
+use crate::common::*;
 
 /// A store whose next listing of `kind` is `stale` (once), as if listed earlier.
 #[derive(Debug)]
@@ -77,14 +80,13 @@ impl Store for StaleListing {
 fn open_owner(
     r: &Repo,
     rt: &tokio::runtime::Runtime,
-    store: Arc<StaleListing>,
+    store: Arc<dyn Store>,
 ) -> custody::repo::Repository {
     use custody::keyservice::{self, KeyServiceOptions};
     use custody::repo::history::{HistoryOptions, StateFile};
     use custody::repo::Repository;
 
-    let shared: Arc<dyn Store> = store.clone();
-    let config = Repository::read_config(rt.handle(), &shared).unwrap();
+    let config = Repository::read_config(rt.handle(), &store).unwrap();
     let repository = config.body.repository;
     let keyring = custody::repo::default_keyring_dir(&r.sb.path("config"), &repository);
     let keys = keyservice::open(
@@ -187,4 +189,77 @@ fn a_snapshot_committed_while_read_is_not_missing() {
     );
     assert!(h.verdict.problems.is_empty(), "{:?}", h.verdict.problems);
     assert_eq!(h.snapshots.len(), 2);
+}
+
+#[test]
+fn accepting_a_rollback_takes_the_lock() {
+    let r = Repo::local();
+    r.init();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let inner = local_store(&r, &rt);
+    let ids: Vec<String> = (0..3)
+        .map(|i| r.backup(&r.source(&format!("s{i}"), 3, 80 + i, Some(5))))
+        .collect();
+    // A checkpoint that keeps all three; then the custodian deletes the newest.
+    r.run(&["forget", "--keep-last", "5", "--group-by", ""])
+        .ok();
+    let delete = |id: &str| std::fs::remove_file(r.store_dir().join("snapshots").join(id)).unwrap();
+    delete(&ids[2]);
+    let checkpoints = || rt.block_on(inner.list(FileKind::History)).unwrap();
+    let before = checkpoints();
+
+    // While another run holds the lock, the rollback is not recorded.
+    let repo = open_owner(&r, &rt, inner.clone());
+    let lock = repo.lock("test").unwrap();
+    assert!(repo.holds_lock());
+    let busy = r
+        .run(&["--accept-rollback", "snapshots"])
+        .code(EXIT_CONFLICT);
+    assert!(
+        busy.stderr.contains("holds the repository lock"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(
+        checkpoints(),
+        before,
+        "a checkpoint was written past the lock"
+    );
+    r.run(&["snapshots"]).code(EXIT_INTEGRITY);
+    lock.release().unwrap();
+    assert!(!repo.holds_lock());
+
+    let out = r.run(&["--accept-rollback", "snapshots"]).ok();
+    assert!(
+        out.stderr.contains("rollback accepted") && out.stderr.contains(&ids[2]),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(checkpoints(), before);
+    let locks = || list_ids(&r.store_dir().join("locks"));
+    assert!(locks().is_empty(), "lock left behind: {:?}", locks());
+
+    // forget holds the lock already when it accepts one: it records it under its own.
+    delete(&ids[1]);
+    let out = r
+        .run(&[
+            "--accept-rollback",
+            "forget",
+            "--keep-last",
+            "5",
+            "--group-by",
+            "",
+        ])
+        .ok();
+    assert!(
+        out.stderr.contains("rollback accepted") && out.stderr.contains(&ids[1]),
+        "{}",
+        out.stderr
+    );
+    assert!(locks().is_empty(), "lock left behind: {:?}", locks());
+    let listed: custody::repo::snapshots::SnapshotTable =
+        r.run(&["--json", "snapshots"]).ok().report();
+    let listed: Vec<String> = listed.0.iter().map(|s| s.id.to_hex()).collect();
+    assert_eq!(listed, vec![ids[0].clone()]);
+    assert!(r.check().problems.is_empty());
 }

@@ -156,16 +156,36 @@ impl Repository {
         let losses = h.losses().chain(&h.verdict.suppressed).count();
         if self.history.accept_rollback && losses > 0 {
             self.require_owner("--accept-rollback")?;
-            let accepted: Vec<Problem> = h.losses().chain(&h.verdict.suppressed).cloned().collect();
-            for p in &accepted {
-                tracing::warn!("rollback accepted, recorded as gone: {p}");
-            }
-            self.write_checkpoint(&h, &HashSet::new())?;
-            let mut again = self.read_history()?;
-            again.accepted = accepted;
-            return Ok(again);
+            // The checkpoint is written under the repository lock, as forget writes its own:
+            // two checkpoints of one generation would fork the history. A caller that holds
+            // the lock (forget, tag) has read `h` under it already.
+            return match self.holds_lock() {
+                true => self.accept_losses(h),
+                false => {
+                    let lock = self.lock("accept rollback")?;
+                    let out = self.read_history().and_then(|h| self.accept_losses(h));
+                    super::lock::release_after(Some(lock), out)
+                }
+            };
         }
         Ok(h)
+    }
+
+    /// Records (as the owner, under the lock) that every snapshot `h` lacks is gone, and
+    /// reads the history again.
+    fn accept_losses(&self, h: History) -> Result<History> {
+        let accepted: Vec<Problem> = h.losses().chain(&h.verdict.suppressed).cloned().collect();
+        if accepted.is_empty() {
+            // Read again under the lock: what looked lost was a forget finishing meanwhile.
+            return Ok(h);
+        }
+        for p in &accepted {
+            tracing::warn!("rollback accepted, recorded as gone: {p}");
+        }
+        self.write_checkpoint(&h, &HashSet::new())?;
+        let mut again = self.read_history()?;
+        again.accepted = accepted;
+        Ok(again)
     }
 
     fn read_history(&self) -> Result<History> {
