@@ -1,5 +1,6 @@
 //! The embedded default: a local folder with the bucket's layout. Writes go to a temporary
-//! file that is synced and renamed into place, so a crash never leaves a partial object.
+//! file that is synced and renamed into place, so a crash never leaves a partial object. Pack
+//! pages leave the page cache once written or read (see [`drop_cached`]).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +43,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Unavailable(format!("local store task failed: {e}")))?
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Writes `data` to `path` through a synced temporary file; with `uncache`, its pages leave the
+/// page cache once synced (see [`drop_cached`]).
+fn write_atomic(path: &Path, data: &[u8], uncache: bool) -> Result<()> {
     let dir = path.parent().expect("object paths have a parent");
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mut suffix = [0u8; 8];
@@ -56,6 +59,9 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.write_all(data).map_err(|e| io_err(&tmp, e))?;
         f.sync_all().map_err(|e| io_err(&tmp, e))?;
+        if uncache {
+            drop_cached(&f, 0, 0);
+        }
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -67,6 +73,27 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     }
     res
 }
+
+/// Drops an object's pages from the page cache once it is synced (so they are clean). A backup
+/// writes hundreds of megabytes it does not read back: cached, they would push out what the
+/// machine's own work has cached, and each new pack would be copied into pages the kernel has
+/// to find and zero anew (on a virtual machine that returns free memory to its host, at the
+/// cost of a host fault per page: twice the system time of a first backup, measured). Pages
+/// just dropped are handed out again for the next object instead. Only a hint: an error
+/// changes nothing.
+#[cfg(target_os = "linux")]
+fn drop_cached(f: &std::fs::File, offset: u64, length: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(length)) = (offset.try_into(), length.try_into()) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor `f` keeps open; it touches no memory of ours.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), offset, length, libc::POSIX_FADV_DONTNEED);
+    }
+}
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_: &std::fs::File, _: u64, _: u64) {}
 
 /// Whether `name` is a temporary name of [`write_atomic`]'s.
 fn is_temporary(name: &std::ffi::OsStr) -> bool {
@@ -104,7 +131,9 @@ impl Store for LocalStore {
 
     async fn put(&self, kind: FileKind, id: &Id, data: Bytes) -> Result<()> {
         let path = self.path(kind, id);
-        blocking(move || write_atomic(&path, &data)).await
+        // Packs are the bulk of what a backup writes; the small records are read again soon.
+        let uncache = kind == FileKind::Pack;
+        blocking(move || write_atomic(&path, &data, uncache)).await
     }
 
     async fn get(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
@@ -140,10 +169,14 @@ impl Store for LocalStore {
             buf.clear();
             buf.reserve_exact(length as usize);
             // Reads into the capacity as it is (no zeroing first).
-            let n = f
+            let n = (&f)
                 .take(length)
                 .read_to_end(&mut buf)
                 .map_err(|e| io_err(&path, e))?;
+            // Restore and check read each span of a pack once.
+            if kind == FileKind::Pack {
+                drop_cached(&f, offset, length);
+            }
             if n as u64 != length {
                 return Err(Error::integrity(
                     path.display(),
@@ -260,5 +293,76 @@ impl Store for LocalStore {
             _ => Ok(()),
         })
         .await
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// How many of the file's pages are in the page cache.
+    fn cached_pages(path: &Path) -> usize {
+        let f = std::fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: a read-only shared mapping of a file nobody truncates meanwhile, only
+        // inspected with mincore (never read), and unmapped before returning.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut resident = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            resident.iter().filter(|r| **r & 1 == 1).count()
+        }
+    }
+
+    fn on_tmpfs(path: &Path) -> bool {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statfs fills the struct it is given; `c` is a valid C string.
+        unsafe {
+            let mut s: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::statfs(c.as_ptr(), &mut s), 0);
+            s.f_type == libc::TMPFS_MAGIC
+        }
+    }
+
+    #[test]
+    fn packs_leave_the_page_cache_other_objects_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        if on_tmpfs(dir.path()) {
+            // tmpfs pages are the files themselves: they cannot be dropped.
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let store = LocalStore::new(dir.path());
+        let (pack, snap) = (Id::random().unwrap(), Id::random().unwrap());
+        let data = Bytes::from(vec![7u8; 1 << 20]);
+        rt.block_on(store.put(FileKind::Pack, &pack, data.clone()))
+            .unwrap();
+        rt.block_on(store.put(FileKind::Snapshot, &snap, data.clone()))
+            .unwrap();
+        let pack_path = store.path(FileKind::Pack, &pack);
+        assert_eq!(cached_pages(&pack_path), 0, "a pack written stays cached");
+        assert!(cached_pages(&store.path(FileKind::Snapshot, &snap)) > 0);
+
+        // Read whole, it is cached again (so the check above can see cached pages)...
+        assert_eq!(std::fs::read(&pack_path).unwrap(), data);
+        assert!(cached_pages(&pack_path) > 0);
+        // ...and a ranged read through the store drops what it read.
+        let got = rt
+            .block_on(store.get_range_into(FileKind::Pack, &pack, 0, 1 << 20, Vec::new()))
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(cached_pages(&pack_path), 0, "a pack read stays cached");
     }
 }
