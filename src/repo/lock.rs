@@ -1,5 +1,7 @@
-//! The lock that keeps two prune or re-encryption runs apart. Backups never take it: they
-//! need no delete permission and are protected by garbage marks and the grace period instead.
+//! The lock that keeps the owner's runs that change what others rely on apart: prune,
+//! forget, tag, repairs, re-encryption, and `--accept-rollback`'s checkpoint. Backups never
+//! take it: they need no delete permission and are protected by garbage marks and the grace
+//! period instead.
 //!
 //! A run writes `locks/<id>`, then lists the locks: if a fresh lock (renewed within
 //! [`LOCK_STALE_SECS`]) that started earlier exists, it removes its own and stops with
@@ -18,8 +20,8 @@ use crate::id::LockId;
 use crate::store::FileKind;
 
 /// A held lock. It is released explicitly ([`Lock::release`], or [`release_after`] whatever
-/// the run's outcome), never in `Drop`: a drop cannot report a failed delete, and blocking on
-/// the store there would hide I/O in every early return. A lock left by a run that panicked
+/// the run's outcome), never in `Drop` (which only uncounts it): a drop cannot report a failed
+/// delete, and blocking on the store there would hide I/O in every early return. A lock left by a run that panicked
 /// or was killed goes stale after [`LOCK_STALE_SECS`].
 #[must_use = "a lock must be released with Lock::release or release_after"]
 pub struct Lock<'a> {
@@ -38,7 +40,7 @@ pub fn release_after<T>(lock: Option<Lock<'_>>, out: Result<T>) -> Result<T> {
 }
 
 impl Repository {
-    /// Takes the exclusive lock for `operation` (prune, reencrypt).
+    /// Takes the exclusive lock for `operation` (prune, forget, reencrypt, ...).
     pub fn lock(&self, operation: &str) -> Result<Lock<'_>> {
         let id = LockId::random()?;
         let now = Utc::now();
@@ -51,14 +53,14 @@ impl Repository {
             refreshed: now,
         };
         self.save_object(&id, &rec)?;
+        // Counted until the lock is dropped (released); our own lock object is removed again
+        // whatever stops us here.
+        self.locks_held.fetch_add(1, Ordering::Relaxed);
         let lock = Lock {
             repo: self,
             id,
             rec: rec.clone(),
         };
-        // Counted until [`Lock::release`]; our own lock object is removed again whatever
-        // stops us here.
-        self.locks_held.fetch_add(1, Ordering::Relaxed);
         match self.yield_to_older(&id, &rec) {
             Ok(()) => Ok(lock),
             Err(e) => release_after(Some(lock), Err(e)),
@@ -186,7 +188,13 @@ impl Lock<'_> {
 
     /// Deletes the lock object (deleting one another run already removed is no error).
     pub fn release(self) -> Result<()> {
-        self.repo.locks_held.fetch_sub(1, Ordering::Relaxed);
         self.repo.store().delete(FileKind::Lock, &self.id)
+    }
+}
+
+impl Drop for Lock<'_> {
+    /// Uncounts the lock (no I/O here: see [`Lock`]), also when a run drops it unreleased.
+    fn drop(&mut self) {
+        self.repo.locks_held.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -144,21 +144,17 @@ impl Repository {
     /// before. With `--accept-rollback` and snapshots missing, the owner records a checkpoint
     /// that forgets them, and the history is read again.
     pub fn history(&self) -> Result<History> {
-        let mut h = self.read_history()?;
-        // A loss may be a race instead: a backup that committed after this reader listed the
-        // manifests, kept by a checkpoint a forget wrote before this reader read checkpoints;
-        // or a checkpoint listed, then replaced by a forget before it was read. A real loss
-        // (or a custodian withholding or rolling back) shows again in a second complete read.
-        if h.losses().chain(&h.verdict.suppressed).next().is_some() {
-            tracing::debug!("the history shows losses: reading it again");
-            h = self.read_history()?;
+        let h = self.read_history()?;
+        let lost = |h: &History| h.losses().chain(&h.verdict.suppressed).next().is_some();
+        if !lost(&h) {
+            return Ok(h);
         }
-        let losses = h.losses().chain(&h.verdict.suppressed).count();
-        if self.history.accept_rollback && losses > 0 {
+        if self.history.accept_rollback {
             self.require_owner("--accept-rollback")?;
             // The checkpoint is written under the repository lock, as forget writes its own:
-            // two checkpoints of one generation would fork the history. A caller that holds
-            // the lock (forget, tag) has read `h` under it already.
+            // two checkpoints of one generation would fork the history. Under the lock no
+            // forget runs, so one read is the whole truth (none of the races below). A caller
+            // that took the lock before reading (forget, prune, repair) has read `h` under it.
             return match self.holds_lock() {
                 true => self.accept_losses(h),
                 false => {
@@ -168,7 +164,12 @@ impl Repository {
                 }
             };
         }
-        Ok(h)
+        // A loss may be a race instead: a backup that committed after this reader listed the
+        // manifests, kept by a checkpoint a forget wrote before this reader read checkpoints;
+        // or a checkpoint listed, then replaced by a forget before it was read. A real loss
+        // (or a custodian withholding or rolling back) shows again in a second complete read.
+        tracing::debug!("the history shows losses: reading it again");
+        self.read_history()
     }
 
     /// Records (as the owner, under the lock) that every snapshot `h` lacks is gone, and
@@ -176,7 +177,7 @@ impl Repository {
     fn accept_losses(&self, h: History) -> Result<History> {
         let accepted: Vec<Problem> = h.losses().chain(&h.verdict.suppressed).cloned().collect();
         if accepted.is_empty() {
-            // Read again under the lock: what looked lost was a forget finishing meanwhile.
+            // Read again under the lock: what looked lost was a race with a forget.
             return Ok(h);
         }
         for p in &accepted {
