@@ -50,7 +50,9 @@ struct OpenDirs {
 }
 
 impl OpenDirs {
-    const CAPACITY: usize = 64;
+    /// Two batches at once keep a few hundred folders busy in a tree of small files: each
+    /// thread meets its batch's folders in pack order, not folder by folder.
+    const CAPACITY: usize = 256;
 
     fn insert(&mut self, rel: &Path, fd: Arc<OwnedFd>) {
         if self.by_path.insert(rel.to_path_buf(), fd).is_none() {
@@ -219,7 +221,19 @@ impl Beneath {
         if let Some(fd) = self.open_dirs.read().expect("lock").by_path.get(rel) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(self.open_dir(rel)?);
+        // Opened from its parent, itself most often still open (its other entries were met
+        // lately), so that a folder not open costs one `openat`, not one per part of its path.
+        let fd = Arc::new(match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => openat(
+                &*self.dir(parent)?,
+                name,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?,
+            // The target itself; any other path without a last name ends in `..` or is absolute.
+            _ if rel.components().all(|c| c == Component::CurDir) => self.root.try_clone()?,
+            _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        });
         self.open_dirs
             .write()
             .expect("lock")
@@ -230,21 +244,6 @@ impl Beneath {
     /// Forgets every open folder: called before folders are removed.
     fn forget_dirs(&self) {
         *self.open_dirs.write().expect("lock") = OpenDirs::default();
-    }
-
-    /// Opens folder `rel` part by part from the target's descriptor.
-    fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
-        let mut fd = self.root.try_clone()?;
-        for c in rel.components() {
-            match c {
-                Component::Normal(name) => {
-                    fd = openat(&fd, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                }
-                Component::CurDir => {}
-                _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
-            }
-        }
-        Ok(fd)
     }
 
     /// Creates folder `name` in `parent`; an existing folder is kept, anything else in its
