@@ -51,7 +51,7 @@ pub struct Args {
     /// Say what would be restored (and deleted); change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
-    /// Pack reads at once, and files checked at once by --verify, per batch of up to 16,384
+    /// Pack reads at once, and files checked at once by --verify, per batch of up to 32,768
     /// files; a larger restore runs two batches at once, so up to twice as many [default: 8
     /// on S3, where each read waits a round trip; 4 on a local folder].
     #[arg(long)]

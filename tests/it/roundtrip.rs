@@ -276,7 +276,7 @@ fn thousands_of_small_files_and_subset_restore() {
     );
 }
 
-/// Restore plans and writes its files in batches of 16,384 (so that its memory does not grow
+/// Restore plans and writes its files in batches of 32,768 (so that its memory does not grow
 /// with the snapshot's file count), two restored at once: a tree of three batches' files,
 /// with a hard link whose names fall in the first and the last and a file of many chunks,
 /// comes back whole and verified, with no temporary file left behind.
@@ -286,7 +286,7 @@ fn a_restore_of_more_files_than_a_batch_is_whole() {
     let sb = Sandbox::new();
     sb.init();
     let src = sb.path("src");
-    let (dirs, per_dir) = (170, 200);
+    let (dirs, per_dir) = (330, 200);
     for d in 0..dirs {
         for f in 0..per_dir {
             write(
