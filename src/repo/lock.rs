@@ -21,8 +21,8 @@ use crate::store::FileKind;
 
 /// A held lock. It is released explicitly ([`Lock::release`], or [`release_after`] whatever
 /// the run's outcome), never in `Drop` (which only uncounts it): a drop cannot report a failed
-/// delete, and blocking on the store there would hide I/O in every early return. A lock left by a run that panicked
-/// or was killed goes stale after [`LOCK_STALE_SECS`].
+/// delete, and blocking on the store there would hide I/O in every early return. A lock left
+/// by a run that panicked or was killed goes stale after [`LOCK_STALE_SECS`].
 #[must_use = "a lock must be released with Lock::release or release_after"]
 pub struct Lock<'a> {
     repo: &'a Repository,

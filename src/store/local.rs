@@ -78,13 +78,12 @@ fn write_atomic(path: &Path, data: &[u8], uncache: bool) -> Result<()> {
 const UNCACHE_FROM: u64 = 1 << 20;
 
 /// Drops pages of an object (`length` 0: from `offset` to its end) from the page cache, once
-/// written and synced (so they are clean), or once read. A backup
-/// writes hundreds of megabytes it does not read back: cached, they would push out what the
-/// machine's own work has cached, and each new pack would be copied into pages the kernel has
-/// to find and zero anew (on a virtual machine that returns free memory to its host, at the
-/// cost of a host fault per page: twice the system time of a first backup, measured). Pages
-/// just dropped are handed out again for the next object instead. Only a hint: an error
-/// changes nothing.
+/// written and synced (so they are clean), or once read. A backup writes hundreds of megabytes
+/// it does not read back: cached, they would push out what the machine's own work has cached,
+/// and each new pack would be copied into pages the kernel has to find and zero anew (on a
+/// virtual machine that returns free memory to its host, at the cost of a host fault per page:
+/// twice the system time of a first backup, measured). Pages just dropped are handed out again
+/// for the next object instead. Only a hint: an error changes nothing.
 #[cfg(target_os = "linux")]
 fn drop_cached(f: &std::fs::File, offset: u64, length: u64) {
     use std::os::fd::AsRawFd;
@@ -150,7 +149,8 @@ impl Store for LocalStore {
             }
             // Whole packs are read once each (check --read-data, repack, repair).
             let f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
-            let mut buf = Vec::new();
+            let len = f.metadata().map_err(|e| io_err(&path, e))?.len();
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             (&f).read_to_end(&mut buf).map_err(|e| io_err(&path, e))?;
             drop_cached(&f, 0, 0);
             Ok(Bytes::from(buf))
@@ -185,8 +185,8 @@ impl Store for LocalStore {
                 .take(length)
                 .read_to_end(&mut buf)
                 .map_err(|e| io_err(&path, e))?;
-            // Restore reads a pack in a few large spans, each once; smaller reads (one tree,
-            // one file's chunks) may be read again soon, and are not worth a system call.
+            // Restore reads a pack in a few large spans, most of them once; smaller reads (one
+            // tree, one file's chunks) may be read again soon, and are not worth a system call.
             if kind == FileKind::Pack && length >= UNCACHE_FROM {
                 drop_cached(&f, offset, length);
             }

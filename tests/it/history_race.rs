@@ -5,9 +5,9 @@
 //!   reader's listing of `snapshots/` and its read of the checkpoint: no snapshot is lost.
 //!
 //! In both the reader confirms what looks lost by reading the history again, rather than
-//! refuse the repository or report a snapshot missing.
-//! - `--accept-rollback` records its checkpoint under the repository lock, as forget does, so
-//!   the two cannot write two checkpoints of one generation.
+//! refuse the repository or report a snapshot missing. And `--accept-rollback` records its
+//! checkpoint under the repository lock, as forget does, so that the two cannot write two
+//! checkpoints of one generation.
 //!
 //! Played through the library on a store whose first listing of a folder is one taken
 //! earlier.
