@@ -27,6 +27,24 @@ fn tune_allocator() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs (restic) do at start:
+/// a restore keeps up to 256 folders open besides the files and packs each of its threads has
+/// open, and 1024, the usual soft limit, would then bound `--threads` to about a hundred.
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given; nothing else
+    // depends on the limit yet.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn passphrase(cli: &Cli, env: &Environment) -> anyhow::Result<Option<SecretString>> {
     if let Some(p) = &cli.passphrase_file {
         let s = custody::keyservice::local::read_passphrase_file(p)
@@ -63,6 +81,7 @@ fn logging(cli: &Cli) {
 
 fn main() -> ExitCode {
     tune_allocator();
+    raise_open_files_limit();
     let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

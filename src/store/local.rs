@@ -150,7 +150,12 @@ impl Store for LocalStore {
             // Whole packs are read once each (check --read-data, repack, repair).
             let f = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
             let len = f.metadata().map_err(|e| io_err(&path, e))?.len();
-            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            let mut buf = Vec::new();
+            // A failed reservation (a huge or sparse file) is an error, as in std::fs::read.
+            usize::try_from(len)
+                .ok()
+                .and_then(|n| buf.try_reserve_exact(n).ok())
+                .ok_or_else(|| io_err(&path, std::io::ErrorKind::OutOfMemory.into()))?;
             (&f).read_to_end(&mut buf).map_err(|e| io_err(&path, e))?;
             drop_cached(&f, 0, 0);
             Ok(Bytes::from(buf))

@@ -277,9 +277,10 @@ fn thousands_of_small_files_and_subset_restore() {
 }
 
 /// Restore plans and writes its files in batches of 32,768 (so that its memory does not grow
-/// with the snapshot's file count), two restored at once: a tree of three batches' files,
-/// with a hard link whose names fall in the first and the last and a file of many chunks,
-/// comes back whole and verified, with no temporary file left behind.
+/// with the snapshot's file count), two restored at once: a tree of three batches' files
+/// (32,768 + 32,768 + 466), with a file of many chunks in the last and a hard link to a file
+/// of the first (links are made once every batch is done), comes back whole and verified,
+/// with no temporary file left behind.
 #[test]
 fn a_restore_of_more_files_than_a_batch_is_whole() {
     use std::os::unix::fs::MetadataExt;

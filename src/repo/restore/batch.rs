@@ -48,7 +48,7 @@ pub(super) struct Done {
 }
 
 /// A batch is restored once it holds this many files or chunks: about 1 KiB each while
-/// planned, so a restore of a million small files holds three batches' worth (tens of MiB),
+/// planned, so a restore of a million small files holds three batches' worth (about 100 MiB),
 /// and a batch of small files still spans enough pack reads to keep every thread busy. Each
 /// batch reads the packs it needs on its own, so a pack whose files fall in two batches is
 /// read twice, and one holding chunks that files everywhere share is read by every batch: at

@@ -1,7 +1,8 @@
 //! File-system calls confined to the restore target: every folder on the way is opened with
-//! `openat(O_DIRECTORY | O_NOFOLLOW)` from the target's own descriptor, and every change is
-//! made relative to a folder descriptor (`mkdirat`, `openat(O_NOFOLLOW)`, `renameat`,
-//! `symlinkat`, `fchmod`, `futimens`). A local user who swaps a folder inside the target for a
+//! `openat(O_DIRECTORY | O_NOFOLLOW)` from its parent's descriptor, opened the same way from
+//! the target's own (a descriptor names the folder it opened, also if that is moved), and
+//! every change is made relative to a folder descriptor (`mkdirat`, `openat(O_NOFOLLOW)`,
+//! `renameat`, `symlinkat`, `fchmod`, `futimens`). A local user who swaps a folder inside the target for a
 //! symlink mid-restore therefore redirects nothing: the swapped part is refused, never
 //! followed.
 
@@ -51,7 +52,8 @@ struct OpenDirs {
 
 impl OpenDirs {
     /// Two batches at once keep a few hundred folders busy in a tree of small files: each
-    /// thread meets its batch's folders in pack order, not folder by folder.
+    /// thread meets its batch's folders in pack order, not folder by folder. (The binary
+    /// raises its open-files limit to the hard one, so these and `--threads` fit.)
     const CAPACITY: usize = 256;
 
     fn insert(&mut self, rel: &Path, fd: Arc<OwnedFd>) {
