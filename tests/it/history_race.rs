@@ -104,17 +104,20 @@ fn open_owner(
         })
 }
 
-fn local_store(r: &Repo, rt: &tokio::runtime::Runtime) -> Arc<dyn Store> {
+/// A fresh local repository, a runtime, and its store opened through the library.
+fn local_repo() -> (Repo, tokio::runtime::Runtime, Arc<dyn Store>) {
+    let r = Repo::local();
+    r.init();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = r.sb.repo();
-    custody::store::open(dir.to_str().unwrap(), &Default::default(), rt.handle()).unwrap()
+    let store =
+        custody::store::open(dir.to_str().unwrap(), &Default::default(), rt.handle()).unwrap();
+    (r, rt, store)
 }
 
 #[test]
 fn a_checkpoint_replaced_while_read_is_no_rollback() {
-    let r = Repo::local();
-    r.init();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let inner = local_store(&r, &rt);
+    let (r, rt, inner) = local_repo();
     // The checkpoints listed after each forget.
     let mut listings = Vec::new();
     for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
@@ -163,10 +166,7 @@ fn a_checkpoint_replaced_while_read_is_no_rollback() {
 
 #[test]
 fn a_snapshot_committed_while_read_is_not_missing() {
-    let r = Repo::local();
-    r.init();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let inner = local_store(&r, &rt);
+    let (r, rt, inner) = local_repo();
     for (i, name) in ["x", "a"].into_iter().enumerate() {
         r.backup(&r.source(name, 4, 70 + i as u64, Some(5)));
     }
@@ -193,10 +193,7 @@ fn a_snapshot_committed_while_read_is_not_missing() {
 
 #[test]
 fn accepting_a_rollback_takes_the_lock() {
-    let r = Repo::local();
-    r.init();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let inner = local_store(&r, &rt);
+    let (r, rt, inner) = local_repo();
     let ids: Vec<String> = (0..3)
         .map(|i| r.backup(&r.source(&format!("s{i}"), 3, 80 + i, Some(5))))
         .collect();

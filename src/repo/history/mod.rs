@@ -83,6 +83,12 @@ impl History {
         self.verdict.problems.iter().filter(|p| p.is_loss())
     }
 
+    /// Everything missing: the losses, and those not shown because unreadable manifests might
+    /// be them. What prune and forget refuse on, and what `--accept-rollback` records as gone.
+    pub fn missing(&self) -> impl Iterator<Item = &Problem> {
+        self.losses().chain(&self.verdict.suppressed)
+    }
+
     /// The rollback found, as an error (exit 3) that names what is missing.
     pub fn rollback(&self) -> Option<Error> {
         let r: Vec<String> = self
@@ -110,7 +116,7 @@ impl History {
         if let Some(e) = self.rollback() {
             return Err(e);
         }
-        if let Some(p) = self.losses().chain(&self.verdict.suppressed).next() {
+        if let Some(p) = self.missing().next() {
             return Err(Error::integrity(
                 "history",
                 format!(
@@ -145,8 +151,7 @@ impl Repository {
     /// that forgets them, and the history is read again.
     pub fn history(&self) -> Result<History> {
         let h = self.read_history()?;
-        let lost = |h: &History| h.losses().chain(&h.verdict.suppressed).next().is_some();
-        if !lost(&h) {
+        if h.missing().next().is_none() {
             return Ok(h);
         }
         if self.history.accept_rollback {
@@ -175,7 +180,7 @@ impl Repository {
     /// Records (as the owner, under the lock) that every snapshot `h` lacks is gone, and
     /// reads the history again.
     fn accept_losses(&self, h: History) -> Result<History> {
-        let accepted: Vec<Problem> = h.losses().chain(&h.verdict.suppressed).cloned().collect();
+        let accepted: Vec<Problem> = h.missing().cloned().collect();
         if accepted.is_empty() {
             // Read again under the lock: what looked lost was a race with a forget.
             return Ok(h);
