@@ -1,9 +1,10 @@
 //! Shared AWS SDK configuration: the standard chain (environment, profiles, web identity,
 //! `AWS_ENDPOINT_URL`, `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`), an HTTP client on ring-based
 //! rustls (no second crypto library; plain-HTTP endpoints through [`quick_ack`]), and bounded
-//! timeouts so an unreachable or silent service fails with a clear error instead of hanging. Throttling and 5xx answers are
-//! retried by the SDK's standard retry strategy (exponential backoff with jitter, 3 attempts
-//! unless `AWS_MAX_ATTEMPTS` says otherwise); 4xx answers that cannot succeed are not.
+//! timeouts so an unreachable or silent service fails with a clear error instead of hanging.
+//! Throttling and 5xx answers are retried by the SDK's standard retry strategy (exponential
+//! backoff with jitter, 3 attempts unless `AWS_MAX_ATTEMPTS` says otherwise); 4xx answers that
+//! cannot succeed are not.
 
 use std::time::Duration;
 

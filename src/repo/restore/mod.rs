@@ -1,10 +1,9 @@
 //! Restore: walk the snapshot's trees, create folders and links, and plan files in batches;
 //! each batch fetches its blobs pack by pack on a few threads (one or a few ranged reads per
 //! pack), two batches at once while the walk plans the next, and writes each blob into every
-//! file that holds it. Every chunk
-//! is verified (commitment, AEAD, HMAC = id) before it is written, files are written under
-//! a temporary name and renamed into place only when complete, and a damaged
-//! file is named and left out while the rest is restored.
+//! file that holds it. Every chunk is verified (commitment, AEAD, HMAC = id) before it is
+//! written, files are written under a temporary name and renamed into place only when
+//! complete, and a damaged file is named and left out while the rest is restored.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
