@@ -61,6 +61,7 @@ impl Environment {
         let s3 = s3.map(|(checksums, max_attempts)| S3Settings {
             path_style: var("CUSTODY_S3_PATH_STYLE").map(|v| v != "0"),
             checksums,
+            sign_payload: var("CUSTODY_S3_SIGN_PAYLOAD").map(|v| v != "0"),
             multipart_threshold: var("CUSTODY_S3_MULTIPART_MIB")
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(64)

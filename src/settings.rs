@@ -42,6 +42,10 @@ pub struct S3Settings {
     /// `None`: path-style for IP and `localhost` endpoints, virtual-hosted otherwise.
     pub path_style: Option<bool>,
     pub checksums: S3Checksums,
+    /// Whether request signatures cover upload bodies (SHA-256 of every byte, on both sides).
+    /// `None`: only over plain `http://` to a host that is not loopback, the one transport on
+    /// which nothing else protects a body in flight (TLS does; so does loopback).
+    pub sign_payload: Option<bool>,
     /// Objects above this size go up as multipart uploads.
     pub multipart_threshold: usize,
     /// Attempts per request, the first included: the SDK's for requests that fail (5xx,
@@ -56,6 +60,7 @@ impl Default for S3Settings {
         S3Settings {
             path_style: None,
             checksums: S3Checksums::default(),
+            sign_payload: None,
             multipart_threshold: 64 << 20,
             max_attempts: 8,
             aws: AwsSettings::default(),

@@ -8,6 +8,10 @@
 //!   S3-compatible servers reject; custody asks for them only where an operation requires them
 //!   (`when_required`) and verifies every object itself (AEAD). `CUSTODY_S3_CHECKSUMS=
 //!   when_supported` restores the SDK default for servers that accept it.
+//! - Payload signing: the signature covers upload bodies (a SHA-256 of every byte, computed
+//!   here and again by the server) only over plain `http://` to a host that is not loopback.
+//!   TLS protects a body in flight, loopback has no path to tamper on, and every object is
+//!   authenticated when read. `CUSTODY_S3_SIGN_PAYLOAD=1` signs always, `0` never.
 //! - Objects above `CUSTODY_S3_MULTIPART_MIB` (default 64) go up in 16 MiB multipart parts;
 //!   a failed multipart upload is aborted. Ranged GETs serve restores. Throttling (503 SlowDown)
 //!   and 5xx are retried by the SDK with exponential backoff and jitter; 4xx are not.
@@ -70,6 +74,8 @@ pub struct S3Store {
     url: S3Url,
     multipart_threshold: usize,
     max_attempts: u32,
+    /// Upload bodies are covered by the request signature (settings: `sign_payload`).
+    sign_payload: bool,
     /// Object Lock retention and conditional writes asked for on every put (§21).
     lock: RwLock<Option<LockSettings>>,
 }
@@ -163,6 +169,13 @@ impl S3Store {
             || host.parse::<std::net::IpAddr>().is_ok()
             || host.starts_with('[');
         let path_style = settings.path_style.unwrap_or(local);
+        // No endpoint: AWS's own, over TLS.
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let plain_http = endpoint.starts_with("http://");
+        let sign_payload = settings.sign_payload.unwrap_or(plain_http && !loopback);
         let (req, resp) = match settings.checksums {
             S3Checksums::WhenSupported => (
                 RequestChecksumCalculation::WhenSupported,
@@ -187,6 +200,7 @@ impl S3Store {
             url,
             multipart_threshold: settings.multipart_threshold,
             max_attempts: settings.max_attempts.max(1),
+            sign_payload,
             lock: RwLock::new(None),
         })
     }
@@ -270,6 +284,10 @@ impl S3Store {
         if if_none_match {
             req = req.if_none_match("*");
         }
+        let mut req = req.customize();
+        if !self.sign_payload {
+            req = req.disable_payload_signing();
+        }
         match req.send().await {
             Ok(_) => Ok(()),
             // 412: the object exists; 409: a concurrent conditional write of it.
@@ -307,7 +325,12 @@ impl S3Store {
                     .upload_id(&upload_id)
                     .part_number(n)
                     .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Crc32))
-                    .body(ByteStream::from(data.slice_ref(chunk)));
+                    .body(ByteStream::from(data.slice_ref(chunk)))
+                    .customize();
+                let part = match self.sign_payload {
+                    true => part,
+                    false => part.disable_payload_signing(),
+                };
                 let out = part.send().await.map_err(|e| map_err(name, e))?;
                 parts.push(
                     CompletedPart::builder()
