@@ -166,6 +166,24 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Whether the command only says what it would do (`--dry-run`): it records nothing,
+    /// not even an accepted rollback.
+    pub fn dry_run(&self) -> bool {
+        match self {
+            Command::Backup(a) => a.dry_run,
+            Command::Restore(a) => a.dry_run,
+            Command::Tag(a) => a.dry_run,
+            Command::Forget(a) => a.prune_opts.dry_run,
+            Command::Prune(a) => a.opts.dry_run,
+            Command::Repair(c) => c.dry_run(),
+            Command::Rotate(c) => c.dry_run(),
+            Command::Retention(c) => c.dry_run(),
+            _ => false,
+        }
+    }
+}
+
 impl Cli {
     pub fn run(&self, ctx: &Ctx) -> Result<Outcome> {
         match &self.command {

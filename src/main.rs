@@ -127,6 +127,7 @@ fn main() -> ExitCode {
             identity: cli.identity.clone(),
             witness: cli.witness.clone(),
             accept_rollback: cli.accept_rollback,
+            dry_run: cli.command.dry_run(),
             json: cli.json,
             quiet: cli.quiet,
             verbose: cli.verbose,

@@ -85,6 +85,8 @@ pub struct Ctx {
     /// `--witness`: where the history is witnessed.
     pub witness: Option<String>,
     pub accept_rollback: bool,
+    /// The command runs with `--dry-run`.
+    pub dry_run: bool,
     pub json: bool,
     pub quiet: bool,
     /// `-v` given this many times.
@@ -261,6 +263,7 @@ impl Ctx {
             )),
             witness: self.witness()?,
             accept_rollback: self.accept_rollback,
+            dry_run: self.dry_run,
         };
         Ok(repo
             .with_tree_cache(trees)

@@ -61,6 +61,17 @@ pub struct SnapshotsArgs {
     pub dry_run: bool,
 }
 
+impl Cmd {
+    pub fn dry_run(&self) -> bool {
+        match self {
+            Cmd::Index(a) => a.dry_run,
+            Cmd::Snapshots(a) => a.dry_run,
+            Cmd::Undelete(a) => a.dry_run,
+            Cmd::Reach(_) => false,
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
     if let Cmd::Undelete(a) = cmd {
         // On the store alone: the config may be among what was deleted.

@@ -78,6 +78,12 @@ impl std::fmt::Display for Shown {
     }
 }
 
+impl Cmd {
+    pub fn dry_run(&self) -> bool {
+        matches!(self, Cmd::Extend { dry_run: true })
+    }
+}
+
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let lock = repo.store().inner().object_lock().ok_or_else(|| {

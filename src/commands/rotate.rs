@@ -51,6 +51,14 @@ pub enum Cmd {
     },
 }
 
+impl Cmd {
+    pub fn dry_run(&self) -> bool {
+        match self {
+            Cmd::Rewrap { dry_run, .. } | Cmd::Reencrypt { dry_run, .. } => *dry_run,
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, cmd: &Cmd) -> Result<Outcome> {
     match cmd {
         Cmd::Rewrap {

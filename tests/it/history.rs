@@ -89,6 +89,34 @@ fn rollback_detected_and_accepted(r: &Repo) {
         "{chk:?}"
     );
 
+    // A preview of the acceptance: it holds for that run, and nothing records it.
+    let history = r.store_dir().join("history");
+    let checkpoints = || match history.exists() {
+        true => list_ids(&history).len(),
+        false => 0,
+    };
+    let before = checkpoints();
+    for args in [
+        &[
+            "--accept-rollback",
+            "forget",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ][..],
+        &["--accept-rollback", "prune", "--dry-run"],
+    ] {
+        let out = r.run(args).ok();
+        assert!(
+            out.stderr.contains("for this run only") && out.stderr.contains(&sb),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(checkpoints(), before, "a dry run recorded the acceptance");
+    let out = r.run(&["snapshots"]).code(EXIT_INTEGRITY);
+    assert!(out.stderr.contains("rollback detected"), "{}", out.stderr);
+
     // A deliberate restore of an old copy: accepted, and said what was accepted.
     let out = r.run(&["--accept-rollback", "snapshots"]).ok();
     assert!(

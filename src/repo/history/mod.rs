@@ -50,6 +50,9 @@ pub struct HistoryOptions {
     /// `--accept-rollback`: take the store as it is, and record (as the owner) that every
     /// snapshot it lacks (rolled back or deleted) is gone.
     pub accept_rollback: bool,
+    /// A `--dry-run` command: an accepted rollback holds for this run only, and nothing is
+    /// recorded (a preview must not change what later runs accept).
+    pub dry_run: bool,
 }
 
 /// The snapshots that open, checked against the history.
@@ -131,6 +134,19 @@ impl History {
         // nothing it alone protected can be collected.
         Ok(())
     }
+
+    /// `--accept-rollback` in a `--dry-run` command: what is missing counts as gone for this
+    /// run, and nothing records it.
+    fn accepted_for_this_run(mut self) -> History {
+        let accepted: Vec<Problem> = self.missing().cloned().collect();
+        for p in &accepted {
+            tracing::warn!("rollback accepted for this run only (--dry-run records nothing): {p}");
+        }
+        self.verdict.problems.retain(|p| !p.is_loss());
+        self.verdict.suppressed.clear();
+        self.accepted = accepted;
+        self
+    }
 }
 
 impl Repository {
@@ -156,6 +172,9 @@ impl Repository {
         }
         if self.history.accept_rollback {
             self.require_owner("--accept-rollback")?;
+            if self.history.dry_run {
+                return Ok(h.accepted_for_this_run());
+            }
             // The checkpoint is written under the repository lock, as forget writes its own:
             // two checkpoints of one generation would fork the history. Under the lock no
             // forget runs, so one read is the whole truth (none of the races below). A caller
