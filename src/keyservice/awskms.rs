@@ -10,6 +10,7 @@
 //! (docs/FORMAT.md §17.1), and writers are given no permission on it.
 
 use async_trait::async_trait;
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
@@ -78,10 +79,9 @@ impl std::fmt::Debug for AwsKms {
 }
 
 /// Maps an SDK failure to a semantic error naming the key and the operation.
-fn map_err<E, R>(key: &str, op: &str, e: SdkError<E, R>) -> Error
+fn map_err<E>(key: &str, op: &str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
 {
     let key = key.to_string();
     let operation = op.to_string();
@@ -97,6 +97,12 @@ where
                 "ThrottlingException" | "LimitExceededException" | "KMSInternalException"
                 | "DependencyTimeoutException" | "KeyUnavailableException" | "InternalFailure"
                 | "ServiceUnavailable" => Error::KeyUnavailable { key, operation, reason },
+                // A code this build does not know: the status tells a refusal from a failure
+                // worth retrying (an endpoint in front of KMS may answer 502 or 429 with a
+                // code of its own).
+                _ if matches!(se.raw().status().as_u16(), 429 | 500..=599) => {
+                    Error::KeyUnavailable { key, operation, reason }
+                }
                 _ => Error::KeyDenied { key, operation, reason },
             }
         }
@@ -467,6 +473,33 @@ mod tests {
         assert_eq!((u.data_key.as_str(), u.meta_key.as_str()), (arn, arn));
         assert!(KmsUrl::parse("awskms:").is_err());
         assert!(KmsUrl::parse("awskms:k?region=x").is_err());
+    }
+
+    /// Known codes decide; a code this build does not know is a failure worth retrying when
+    /// the status says the service failed, a refusal otherwise.
+    #[test]
+    fn errors_are_classed_by_code_then_status() {
+        use aws_sdk_kms::error::ErrorMetadata;
+        use aws_sdk_kms::operation::decrypt::DecryptError;
+        use aws_smithy_types::body::SdkBody;
+        let err = |code: &str, status: u16| {
+            let e = DecryptError::generic(ErrorMetadata::builder().code(code).message("m").build());
+            let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+            map_err("alias/k", "Decrypt", SdkError::service_error(e, raw))
+        };
+        let unavailable = |e: &Error| matches!(e, Error::KeyUnavailable { .. });
+        let denied = |e: &Error| matches!(e, Error::KeyDenied { .. });
+        assert!(denied(&err("AccessDeniedException", 400)));
+        assert!(unavailable(&err("ThrottlingException", 400)));
+        assert!(unavailable(&err("KMSInternalException", 500)));
+        assert!(unavailable(&err("SomethingNew", 503)));
+        assert!(unavailable(&err("SlowDown", 429)));
+        assert!(denied(&err("SomethingNew", 400)));
+        assert!(denied(&err("SomethingNew", 403)));
+        assert!(matches!(
+            err("InvalidCiphertextException", 400),
+            Error::Integrity { .. }
+        ));
     }
 
     fn kms(url: &str) -> AwsKms {
