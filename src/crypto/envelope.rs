@@ -211,18 +211,11 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, OpenError> {
 /// boundaries inside a pack are invisible without the pack header.
 pub fn seal_blob(root: &Key32, b: &Binding, plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(plaintext.len() + BLOB_OVERHEAD);
-    seal_blob_into(root, b, plaintext, &mut out)?;
+    seal_into(root, b, plaintext, &mut out)?;
     Ok(out)
 }
 
-/// [`seal_blob`] appending to `out`: a pack builder seals each blob where it lies in the pack,
-/// so the sealed bytes are not copied again.
-pub fn seal_blob_into(
-    root: &Key32,
-    b: &Binding,
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<()> {
+fn seal_into(root: &Key32, b: &Binding, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let (enc, commit) = b.keys(root);
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
@@ -282,7 +275,7 @@ pub fn seal_object(root: &Key32, b: &Binding, plaintext: &[u8]) -> Result<Vec<u8
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[VERSION, b.kind as u8, ALG_AES256GCM_HKDF, 0]);
     out.extend_from_slice(b.key_id.as_bytes());
-    seal_blob_into(root, b, plaintext, &mut out)?;
+    seal_into(root, b, plaintext, &mut out)?;
     Ok(out)
 }
 

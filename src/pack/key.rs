@@ -59,18 +59,6 @@ impl PackKey {
         envelope::seal_blob(&self.key, &self.binding(t.object_kind(), chunk), plaintext)
     }
 
-    /// [`Self::seal_blob`] appending to `out`.
-    pub fn seal_blob_into(
-        &self,
-        t: BlobType,
-        chunk: &BlobId,
-        plaintext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let b = self.binding(t.object_kind(), chunk);
-        envelope::seal_blob_into(&self.key, &b, plaintext, out)
-    }
-
     pub fn open_blob(
         &self,
         t: BlobType,

@@ -13,7 +13,6 @@ pub use header::{decode_header, encode_header, BlobEntry, BlobType, HEADER_MAGIC
 pub(crate) use header::{get_entry as header_get_entry, put_entry as header_put_entry};
 pub use key::PackKey;
 
-use crate::crypto::envelope::BLOB_OVERHEAD;
 use crate::crypto::random;
 use crate::error::{Error, Result};
 use crate::id::{PackId, SessionId};
@@ -21,11 +20,9 @@ use crate::id::{PackId, SessionId};
 /// Bytes after the sealed header: its length.
 pub const TRAILER_LEN: usize = 4;
 
-/// Collects blobs for one pack and writes them out sealed, in random order.
+/// Collects sealed blobs for one pack and writes them out in random order.
 pub struct PackBuilder {
     key: PackKey,
-    /// Entries with their bodies (compressed or not), sealed only when the pack is finished:
-    /// each is then sealed where it lies in the pack, with no copy of the sealed bytes.
     blobs: Vec<(BlobEntry, Vec<u8>)>,
     size: usize,
 }
@@ -51,7 +48,7 @@ impl PackBuilder {
         &self.key
     }
 
-    /// Bytes of the blobs so far, as sealed.
+    /// Bytes of sealed blobs so far.
     pub fn size(&self) -> usize {
         self.size
     }
@@ -60,15 +57,14 @@ impl PackBuilder {
         self.blobs.is_empty()
     }
 
-    /// Adds a blob's body as stored (compressed as `entry.compression` says), to be sealed
-    /// with this builder's key at finish; offset and length are assigned then.
-    pub fn add(&mut self, entry: BlobEntry, body: Vec<u8>) {
-        self.size += body.len() + BLOB_OVERHEAD;
-        self.blobs.push((entry, body));
+    /// Adds a blob sealed with this builder's key (offset is assigned at finish).
+    pub fn add(&mut self, mut entry: BlobEntry, sealed: Vec<u8>) {
+        entry.length = sealed.len() as u32;
+        self.size += sealed.len();
+        self.blobs.push((entry, sealed));
     }
 
-    /// Shuffles blob order, seals the blobs into the pack, seals the header and appends the
-    /// trailer.
+    /// Shuffles blob order, writes blobs, seals the header and appends the trailer.
     pub fn finish(self) -> Result<FinishedPack> {
         self.finish_into(Vec::new())
     }
@@ -82,13 +78,10 @@ impl PackBuilder {
         bytes.clear();
         bytes.reserve(self.size + header_estimate + 256);
         let mut entries = Vec::with_capacity(self.blobs.len());
-        for (mut e, body) in self.blobs {
-            let offset = bytes.len();
-            self.key
-                .seal_blob_into(e.blob_type, &e.id, &body, &mut bytes)?;
-            e.offset = u32::try_from(offset)
+        for (mut e, b) in self.blobs {
+            e.offset = u32::try_from(bytes.len())
                 .map_err(|_| Error::Internal("pack larger than 4 GiB".into()))?;
-            e.length = (bytes.len() - offset) as u32;
+            bytes.extend_from_slice(&b);
             entries.push(e);
         }
         let sealed = self.key.seal_header(&encode_header(&entries))?;
@@ -142,25 +135,20 @@ mod tests {
         for i in 0..20u8 {
             let id = crate::id::BlobId(crate::Id([i; 32]));
             let plain = vec![i; 100 + i as usize];
-            let blob_type = if i % 5 == 0 {
-                BlobType::Tree
-            } else {
-                BlobType::Data
-            };
+            let sealed = key.seal_blob(BlobType::Data, &id, &plain).unwrap();
             b.add(
                 BlobEntry {
                     id,
-                    blob_type,
+                    blob_type: BlobType::Data,
                     compression: Compression::None,
                     offset: 0,
                     length: 0,
                     raw_length: plain.len() as u32,
                 },
-                plain.clone(),
+                sealed,
             );
             chunks.push((id, plain));
         }
-        let sealed_size = b.size();
         let p = b.finish().unwrap();
         let len = p.bytes.len() as u64;
         let r = header_range(len, &p.bytes[p.bytes.len() - 4..]).unwrap();
@@ -174,22 +162,11 @@ mod tests {
             (0..20).collect::<Vec<u8>>(),
             "blob order must be shuffled"
         );
-        let mut end = 0;
         for e in &entries {
-            assert_eq!(e.offset, end, "blobs lie back to back");
-            end = e.offset + e.length;
-            let s = &p.bytes[e.offset as usize..end as usize];
-            let plain = key.open_blob(e.blob_type, &e.id, s).unwrap();
+            let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let plain = key.open_blob(BlobType::Data, &e.id, s).unwrap();
             assert_eq!(plain, chunks[e.id.as_bytes()[0] as usize].1);
-            assert_eq!(e.length as usize, plain.len() + BLOB_OVERHEAD);
-            // Sealed for its own type: a tree does not open as data, nor data as a tree.
-            let other = match e.blob_type {
-                BlobType::Tree => BlobType::Data,
-                BlobType::Data => BlobType::Tree,
-            };
-            assert!(key.open_blob(other, &e.id, s).is_err());
         }
-        assert_eq!(end as usize, sealed_size, "size() counts sealed bytes");
     }
 
     #[test]

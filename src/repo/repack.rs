@@ -139,7 +139,8 @@ impl<'a> Repacker<'a> {
                 dest.builder = Some(PackBuilder::new(dest.session.new_pack_key()?));
             }
             let b = dest.builder.as_mut().expect("just set");
-            b.add(*e, body);
+            let resealed = b.key().seal_blob(e.blob_type, &e.id, &body)?;
+            b.add(*e, resealed);
             self.blobs += 1;
             if b.size() >= self.repo.config().body.pack_size as usize {
                 self.flush(d)?;

@@ -124,16 +124,22 @@ impl Packer<'_> {
         let mut open: [Option<PackBuilder>; 2] = [None, None];
         let mut compressor = compress::Compressor::new(level);
         for Job { t, id, data } in rx.into_iter().flatten() {
-            let raw_length = data.len() as u32;
-            let (compression, body) = match compressor.compress(&data) {
-                Some(c) => (Compression::Zstd, c),
-                None => (Compression::None, data),
+            let compressed = compressor.compress(&data);
+            let (compression, body) = match &compressed {
+                Some(c) => (Compression::Zstd, c.as_slice()),
+                None => (Compression::None, data.as_slice()),
             };
             let slot = &mut open[t as usize];
             if slot.is_none() {
                 *slot = Some(PackBuilder::new(self.session.new_pack_key()?));
             }
             let builder = slot.as_mut().expect("just set");
+            let sealed = builder.key().seal_blob(t, &id, body)?;
+            if t == BlobType::Tree {
+                if let Some(c) = self.trees {
+                    c.put(&id, &sealed);
+                }
+            }
             builder.add(
                 BlobEntry {
                     id,
@@ -141,38 +147,23 @@ impl Packer<'_> {
                     compression,
                     offset: 0,
                     length: 0,
-                    raw_length,
+                    raw_length: data.len() as u32,
                 },
-                body,
+                sealed,
             );
             if builder.size() >= self.pack_size {
                 let full = slot.take().expect("present");
-                self.finish(full)?;
+                let pack = full.finish_into(self.uploader.spare_buffer())?;
+                self.uploader.submit(pack, self.progress)?;
             }
         }
         for b in open.into_iter().flatten() {
             if !b.is_empty() {
-                self.finish(b)?;
+                let pack = b.finish_into(self.uploader.spare_buffer())?;
+                self.uploader.submit(pack, self.progress)?;
             }
         }
         Ok(())
-    }
-
-    /// Seals a pack, keeps its trees' sealed bytes in the tree cache, and hands it to the
-    /// uploads.
-    fn finish(&self, builder: PackBuilder) -> Result<()> {
-        let pack = builder.finish_into(self.uploader.spare_buffer())?;
-        if let Some(cache) = self.trees {
-            for e in pack
-                .entries
-                .iter()
-                .filter(|e| e.blob_type == BlobType::Tree)
-            {
-                let end = e.offset as usize + e.length as usize;
-                cache.put(&e.id, &pack.bytes[e.offset as usize..end]);
-            }
-        }
-        self.uploader.submit(pack, self.progress)
     }
 }
 

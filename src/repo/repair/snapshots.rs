@@ -324,6 +324,7 @@ impl<'a> TreeWriter<'a> {
         }
         let (compression, body) = compress::compress(crate::repo::DEFAULT_COMPRESSION, &bytes);
         let pack = self.pack.as_mut().expect("just made");
+        let sealed = pack.key().seal_blob(BlobType::Tree, &blob, &body)?;
         pack.add(
             BlobEntry {
                 id: blob,
@@ -333,7 +334,7 @@ impl<'a> TreeWriter<'a> {
                 length: 0,
                 raw_length: bytes.len() as u32,
             },
-            body,
+            sealed,
         );
         if pack.size() > 8 << 20 {
             self.upload()?;
