@@ -42,6 +42,8 @@ mod session;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;
+#[cfg(test)]
+mod unwrap_tests;
 pub mod walk;
 pub mod writers;
 
@@ -92,19 +94,35 @@ struct Secrets {
     config_mac_key: Key32,
 }
 
-/// A key service's refusal to unwrap a session's key (no secret in it).
-struct Refusal {
+/// A key service's last answer for a session's key that was not the key (no secret in it).
+struct Failure {
+    /// Refused: the answer for the rest of the run. Otherwise unavailable: the answer for
+    /// whoever waited on that attempt (each had the SDK's retries already), not for later asks.
+    refused: bool,
+    at: std::time::Instant,
     key: String,
     operation: String,
     reason: String,
 }
 
-impl Refusal {
+impl Failure {
     fn error(&self) -> Error {
-        Error::KeyDenied {
-            key: self.key.clone(),
-            operation: self.operation.clone(),
-            reason: self.reason.clone(),
+        let (key, operation, reason) = (
+            self.key.clone(),
+            self.operation.clone(),
+            self.reason.clone(),
+        );
+        match self.refused {
+            true => Error::KeyDenied {
+                key,
+                operation,
+                reason,
+            },
+            false => Error::KeyUnavailable {
+                key,
+                operation,
+                reason,
+            },
         }
     }
 }
@@ -120,7 +138,7 @@ pub struct Repository {
     /// same session key wait for the first one's answer instead of each asking the key service.
     /// A refusal is kept there: it is the answer for the rest of the command, so the key
     /// service's audit log shows one refusal per session, not one per thread that asked.
-    unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<Option<Refusal>>>>>,
+    unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<Option<Failure>>>>>,
     /// How many repository locks this value holds now (see [`lock`]): a step that must run
     /// under the lock takes it only when its caller has not.
     locks_held: std::sync::atomic::AtomicUsize,
@@ -202,6 +220,7 @@ impl Repository {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
+        let asked = std::time::Instant::now();
         let turn = self
             .unwrapping
             .lock()
@@ -213,8 +232,11 @@ impl Repository {
         if let Some(k) = self.session_keys.lock().expect("lock").get(session) {
             return Ok(k.clone());
         }
-        if let Some(r) = turn.as_ref() {
-            return Err(r.error());
+        // Threads of one restore ask for one session's key at once, and wait here while the
+        // first asks: a refusal stands for the run, and an unavailable service for those that
+        // waited on it (asking again, each after its own retries, multiplied the wait).
+        if let Some(f) = turn.as_ref().filter(|f| f.refused || f.at >= asked) {
+            return Err(f.error());
         }
         let name = object_name(FileKind::Key, session);
         let rec = self.load_key_record(session).map_err(|e| match e {
@@ -258,28 +280,36 @@ impl Repository {
             ),
             e => e,
         });
-        let k = match k {
+        let (refused, key, operation, reason) = match k {
+            Ok(k) => {
+                self.session_keys
+                    .lock()
+                    .expect("lock")
+                    .insert(*session, k.clone());
+                return Ok(k);
+            }
             Err(Error::KeyDenied {
                 key,
                 operation,
                 reason,
-            }) => {
-                let refusal = Refusal {
-                    key,
-                    operation,
-                    reason,
-                };
-                let e = refusal.error();
-                *turn = Some(refusal);
-                return Err(e);
-            }
-            k => k?,
+            }) => (true, key, operation, reason),
+            Err(Error::KeyUnavailable {
+                key,
+                operation,
+                reason,
+            }) => (false, key, operation, reason),
+            Err(e) => return Err(e),
         };
-        self.session_keys
-            .lock()
-            .expect("lock")
-            .insert(*session, k.clone());
-        Ok(k)
+        let failure = Failure {
+            refused,
+            at: std::time::Instant::now(),
+            key,
+            operation,
+            reason,
+        };
+        let e = failure.error();
+        *turn = Some(failure);
+        Err(e)
     }
 
     pub fn pack_key(&self, session: &SessionId, pack: &PackId) -> Result<PackKey> {
