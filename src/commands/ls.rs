@@ -4,6 +4,7 @@ use super::{Ctx, FilterArgs, Outcome};
 use custody::error::Result;
 use custody::format::name::RawName;
 use custody::format::tree::{Node, NodeKind};
+use custody::id::TreeId;
 use custody::repo::locate::locate;
 use custody::repo::snapshots::LsEntry;
 
@@ -31,9 +32,8 @@ fn kind(k: NodeKind) -> &'static str {
     }
 }
 
-/// What a listing shows of a node. A listing holds every row to sort them, and the node itself
-/// (chunk list, extended attributes, ids) is several times larger: `ls` of a million files
-/// took 770 MiB with whole nodes.
+/// What a listing shows of a node (the node itself, with its chunk list, extended attributes
+/// and ids, is several times larger).
 struct Row {
     path: String,
     kind: NodeKind,
@@ -67,6 +67,80 @@ impl Row {
     }
 }
 
+/// What is left to list, in path order: a row, or a folder whose rows come where its path
+/// and a slash sort among its siblings.
+enum Item {
+    Row(Row),
+    Folder(TreeId, String),
+}
+
+/// A folder's entries as [`Item`]s in the order their paths sort: each node's row under its
+/// name, its folder's rows under the name and a slash. Every path below `base/x` starts with
+/// `base/x/`, so that is where they all sort among the siblings and their subtrees.
+fn items(base: &str, nodes: Vec<Node>) -> Vec<Item> {
+    let mut keyed: Vec<(String, Item)> = Vec::with_capacity(nodes.len() * 2);
+    for n in nodes {
+        let name = n.name.lossy();
+        let path = format!("{base}/{name}");
+        if let Some(sub) = n.subtree {
+            keyed.push((format!("{name}/"), Item::Folder(sub, path.clone())));
+        }
+        keyed.push((name, Item::Row(Row::new(path, n))));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, item)| item).collect()
+}
+
+/// Prints rows as they come: text lines, or the elements of one JSON array (as
+/// [`Ctx::print_report`] would print the whole array).
+struct Printer {
+    json: bool,
+    long: bool,
+    rows: u64,
+}
+
+impl Printer {
+    fn row(&mut self, n: Row) {
+        self.rows += 1;
+        if self.json {
+            let v = serde_json::to_value(n.entry()).expect("rows serialize");
+            let text = serde_json::to_string_pretty(&v).expect("JSON values serialize");
+            let opening = if self.rows == 1 { "[\n" } else { ",\n" };
+            let indented = text.replace('\n', "\n  ");
+            super::out_text(format_args!("{opening}  {indented}"));
+            return;
+        }
+        // Names are escaped for the terminal (JSON keeps them as they are).
+        let p = custody::human::escape(&n.path);
+        if self.long {
+            let t = chrono::DateTime::from_timestamp(n.mtime.0, n.mtime.1)
+                .map(custody::human::local_time)
+                .unwrap_or_default();
+            let link = n
+                .target
+                .as_ref()
+                .map(|t| format!(" -> {}", custody::human::escape_bytes(&t.0)))
+                .unwrap_or_default();
+            super::out_line(format_args!(
+                "{:<7} {:04o} {:>12} {t} {p}{link}",
+                kind(n.kind),
+                n.mode,
+                n.size
+            ));
+        } else {
+            super::out_line(p);
+        }
+    }
+
+    fn end(self) {
+        if self.json {
+            super::out_line(if self.rows == 0 { "[]" } else { "\n]" });
+        }
+    }
+}
+
+/// Lists as it walks, in path order, holding only the entries of the folders on the way down
+/// (holding every row to sort them took 770 MiB for a million files).
 pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let (_, snap) = repo.resolve_snapshot(&args.snapshot, &args.filter.filter())?;
@@ -76,22 +150,34 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
     let found = locate(&repo, &index, &snap, &start)?;
     let prefix = format!("/{}", found.rel);
     let prefix = prefix.trim_end_matches('/').to_string();
-    let mut rows: Vec<Row> = Vec::new();
+    // Left to list, the next item last.
     let mut stack = Vec::new();
     match found.node {
-        None => stack.push((snap.tree, prefix.clone())),
+        None => stack.push(Item::Folder(snap.tree, prefix.clone())),
         Some(n) => {
             if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-                stack.push((sub, prefix.clone()));
+                stack.push(Item::Folder(sub, prefix.clone()));
             }
-            rows.push(Row::new(prefix.clone(), n));
+            stack.push(Item::Row(Row::new(prefix.clone(), n)));
         }
     }
+    let mut out = Printer {
+        json: ctx.json,
+        long: args.long,
+        rows: 0,
+    };
     // Bounded like every walk per path (a forged graph of shared subtrees expands
     // exponentially): by the folders the manifest records, and by depth.
     let budget = custody::repo::walk::Budget::for_snapshot(&snap);
     let mut expanded = 0u64;
-    while let Some((tree_id, base)) = stack.pop() {
+    while let Some(item) = stack.pop() {
+        let (tree_id, base) = match item {
+            Item::Row(row) => {
+                out.row(row);
+                continue;
+            }
+            Item::Folder(tree_id, base) => (tree_id, base),
+        };
         expanded += 1;
         if expanded > budget.max_trees {
             return Err(budget.exceeded(&format!("folders expand to more than {expanded} trees")));
@@ -100,41 +186,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<Outcome> {
             return Err(budget.exceeded("folders nest too deep"));
         }
         let tree = repo.load_tree(&index, &tree_id)?;
-        for n in tree.nodes.into_iter().rev() {
-            let path = format!("{base}/{}", n.name.lossy());
-            if let Some(sub) = n.subtree {
-                stack.push((sub, path.clone()));
-            }
-            rows.push(Row::new(path, n));
-        }
+        stack.extend(items(&base, tree.nodes).into_iter().rev());
     }
-    rows.sort_by(|a, b| a.path.cmp(&b.path));
-    if ctx.json {
-        let v: Vec<LsEntry> = rows.into_iter().map(Row::entry).collect();
-        ctx.print_report(&v);
-    } else {
-        for n in &rows {
-            // Names are escaped for the terminal (JSON keeps them as they are).
-            let p = custody::human::escape(&n.path);
-            if args.long {
-                let t = chrono::DateTime::from_timestamp(n.mtime.0, n.mtime.1)
-                    .map(custody::human::local_time)
-                    .unwrap_or_default();
-                let link = n
-                    .target
-                    .as_ref()
-                    .map(|t| format!(" -> {}", custody::human::escape_bytes(&t.0)))
-                    .unwrap_or_default();
-                super::out_line(format_args!(
-                    "{:<7} {:04o} {:>12} {t} {p}{link}",
-                    kind(n.kind),
-                    n.mode,
-                    n.size
-                ));
-            } else {
-                super::out_line(p);
-            }
-        }
-    }
+    out.end();
     Ok(Outcome::OK)
 }

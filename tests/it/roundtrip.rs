@@ -1145,3 +1145,70 @@ fn key_passwd_seals_and_unseals_the_keyring() {
         .out();
     assert!(sealed.contains("sealed with your passphrase"), "{sealed}");
 }
+
+/// `ls` prints as it walks, in the order of the paths as strings, also where a folder's name
+/// is a prefix of its siblings' (`a/…` sorts after `a-c` and `a.b`, before `a0`); `--json`
+/// is one array of the same rows.
+#[test]
+fn ls_lists_in_path_order_as_it_walks() {
+    let sb = Sandbox::new();
+    sb.init();
+    let src = sb.path("t");
+    for f in [
+        "a/f",
+        "a/sub/g",
+        "a-c/h",
+        "a.b/x/i",
+        "ab/z/j",
+        "b c/k",
+        "a0",
+        "A",
+        "_u",
+        "a/sub/h h",
+    ] {
+        write(&src.join(f), f.as_bytes());
+    }
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    sb.backup_json(&[src.to_str().unwrap()]);
+    let root = src.display().to_string();
+    let text = sb.run(&["ls", "latest", &root]).ok().out();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+    let rel: Vec<&str> = lines
+        .iter()
+        .map(|l| l.strip_prefix(root.as_str()).unwrap())
+        .collect();
+    assert_eq!(
+        rel,
+        [
+            "",
+            "/A",
+            "/_u",
+            "/a",
+            "/a-c",
+            "/a-c/h",
+            "/a.b",
+            "/a.b/x",
+            "/a.b/x/i",
+            "/a/f",
+            "/a/sub",
+            "/a/sub/g",
+            "/a/sub/h h",
+            "/a0",
+            "/ab",
+            "/ab/z",
+            "/ab/z/j",
+            "/b c",
+            "/b c/k",
+            "/empty",
+        ]
+    );
+    let json: Vec<custody::repo::snapshots::LsEntry> =
+        sb.run(&["--json", "ls", "latest", &root]).ok().report();
+    let paths: Vec<&str> = json.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, lines);
+    assert_eq!(json[3].kind, "dir");
+    assert_eq!((json[5].kind.as_str(), json[5].size), ("file", 5));
+}
