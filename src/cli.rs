@@ -179,7 +179,23 @@ impl Command {
             Command::Repair(c) => c.dry_run(),
             Command::Rotate(c) => c.dry_run(),
             Command::Retention(c) => c.dry_run(),
-            _ => false,
+            // Listed one by one: a new command with --dry-run must be added above.
+            Command::Init(_)
+            | Command::Snapshots(_)
+            | Command::Ls(_)
+            | Command::Dump(_)
+            | Command::Find(_)
+            | Command::Diff(_)
+            | Command::Check(_)
+            | Command::Unlock(_)
+            | Command::Stats(_)
+            | Command::Cat(_)
+            | Command::Key(_)
+            | Command::Migrate(_)
+            | Command::Request(_)
+            | Command::Audit(_)
+            | Command::Completions(_)
+            | Command::Man => false,
         }
     }
 }

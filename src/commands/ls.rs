@@ -76,7 +76,9 @@ enum Item {
 
 /// A folder's entries as [`Item`]s in the order their paths sort: each node's row under its
 /// name, its folder's rows under the name and a slash. Every path below `base/x` starts with
-/// `base/x/`, so that is where they all sort among the siblings and their subtrees.
+/// `base/x/`, so that is where they all sort among the siblings and their subtrees. (Two
+/// sibling folders whose names differ only in bytes that are not UTF-8, and so print alike,
+/// are listed one after the other, not interleaved.)
 fn items(base: &str, nodes: Vec<Node>) -> Vec<Item> {
     let mut keyed: Vec<(String, Item)> = Vec::with_capacity(nodes.len() * 2);
     for n in nodes {

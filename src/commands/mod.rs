@@ -404,9 +404,8 @@ pub fn err_line(s: impl std::fmt::Display) {
     eprintln!("{}", custody::human::terminal_safe(&s.to_string()));
 }
 
-/// Writes one line to standard output. A reader that went away (`custody ls latest | head`)
-/// ends the command quietly with exit 0, as other Unix tools do, instead of a panic.
-/// Writes to standard output with no line end (a document printed piece by piece).
+/// Writes to standard output with no line end (a document printed piece by piece), as
+/// [`out_line`] does.
 pub fn out_text(s: impl std::fmt::Display) {
     use std::io::Write;
     if let Err(e) = write!(std::io::stdout().lock(), "{s}") {
@@ -414,6 +413,8 @@ pub fn out_text(s: impl std::fmt::Display) {
     }
 }
 
+/// Writes one line to standard output. A reader that went away (`custody ls latest | head`)
+/// ends the command quietly with exit 0, as other Unix tools do, instead of a panic.
 pub fn out_line(s: impl std::fmt::Display) {
     use std::io::Write;
     if let Err(e) = writeln!(std::io::stdout().lock(), "{s}") {

@@ -475,8 +475,8 @@ mod tests {
         assert!(KmsUrl::parse("awskms:k?region=x").is_err());
     }
 
-    /// Known codes decide; a code this build does not know is a failure worth retrying when
-    /// the status says the service failed, a refusal otherwise.
+    /// The codes of transient failures and of refused ciphertext decide; any other code is a
+    /// failure worth retrying when the status says the service failed, a refusal otherwise.
     #[test]
     fn errors_are_classed_by_code_then_status() {
         use aws_sdk_kms::error::ErrorMetadata;

@@ -37,7 +37,8 @@ impl KeyService for Failing {
         };
         self.asked.fetch_add(1, Ordering::SeqCst);
         if self.slow.load(Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // Long enough for the other threads, released together, to start waiting.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         let (key, operation, reason) = ("test".to_string(), "decrypt".to_string(), "x".into());
         Err(match refused {
@@ -66,9 +67,15 @@ impl KeyService for Failing {
 
 /// Asks for `session`'s key from four threads at once; the errors they got.
 fn ask_at_once(repo: &Repository, session: &SessionId) -> Vec<Error> {
+    let start = std::sync::Barrier::new(4);
     std::thread::scope(|s| {
         let asks: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| repo.session_key(session)))
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    repo.session_key(session)
+                })
+            })
             .collect();
         asks.into_iter()
             .map(|a| a.join().unwrap().expect_err("the key service failed"))

@@ -17,6 +17,7 @@
 //!   and 5xx are retried by the SDK with exponential backoff and jitter; 4xx are not.
 
 mod download;
+mod endpoint;
 mod lock;
 
 use std::sync::RwLock;
@@ -157,25 +158,9 @@ impl S3Store {
         settings: &S3Settings,
     ) -> Result<S3Store> {
         let url = S3Url::parse(url)?;
-        let endpoint = conf.endpoint_url().unwrap_or("").to_string();
-        let host = endpoint
-            .split("://")
-            .nth(1)
-            .unwrap_or("")
-            .split(['/', ':'])
-            .next()
-            .unwrap_or("");
-        let local = host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok()
-            || host.starts_with('[');
-        let path_style = settings.path_style.unwrap_or(local);
-        // No endpoint: AWS's own, over TLS.
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        let plain_http = endpoint.starts_with("http://");
-        let sign_payload = settings.sign_payload.unwrap_or(plain_http && !loopback);
+        let endpoint = endpoint::Endpoint::parse(endpoint::s3_endpoint(conf).as_deref());
+        let path_style = settings.path_style.unwrap_or(endpoint.no_dns_name);
+        let sign_payload = settings.sign_payload.unwrap_or(endpoint.sign_payload());
         let (req, resp) = match settings.checksums {
             S3Checksums::WhenSupported => (
                 RequestChecksumCalculation::WhenSupported,
