@@ -1212,3 +1212,51 @@ fn ls_lists_in_path_order_as_it_walks() {
     assert_eq!(json[3].kind, "dir");
     assert_eq!((json[5].kind.as_str(), json[5].size), ("file", 5));
 }
+
+/// A restore in several batches reads no byte of a pack twice when the snapshot was backed
+/// up in the order it is restored: a batch is not cut inside the packs the walk is still in
+/// (blob order in a pack is shuffled, so each batch would read such a pack whole).
+#[test]
+fn batches_do_not_read_a_pack_twice() {
+    let sb = Sandbox::new();
+    sb.run(&["init", "--pack-size-mib", "1"]).ok();
+    let src = sb.path("src");
+    let (dirs, per_dir) = (200, 200);
+    for d in 0..dirs {
+        for f in 0..per_dir {
+            // Not compressible: 40,000 files fill about 40 packs.
+            let body = random_bytes(1000, (d * per_dir + f) as u64);
+            write(&src.join(format!("d{d:03}/f{f:03}")), &body);
+        }
+    }
+    sb.backup_json(&[src.to_str().unwrap()]);
+    let out = sb.path("out");
+    let r = sb
+        .run_env(
+            &[("CUSTODY_LOG", "custody::repo::restore=debug")],
+            &["restore", "latest", "--target", out.to_str().unwrap()],
+        )
+        .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+    // pack -> [start, end) of each span read
+    let mut reads: std::collections::HashMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in r.stderr.lines().filter(|l| l.contains("pack span read")) {
+        let field = |name: &str| {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[at..].split(' ').next().unwrap().to_string()
+        };
+        let start: u64 = field("start").parse().unwrap();
+        let length: u64 = field("length").parse().unwrap();
+        reads
+            .entry(field("pack"))
+            .or_default()
+            .push((start, start + length));
+    }
+    assert!(reads.len() >= 30, "{} packs read", reads.len());
+    for (pack, mut spans) in reads {
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "pack {pack} read twice: {spans:?}");
+        }
+    }
+}

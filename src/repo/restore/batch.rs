@@ -50,15 +50,22 @@ pub(super) struct Done {
 /// A batch is restored once it holds this many files or chunks: about 1 KiB each while
 /// planned, so a restore of a million small files holds three batches' worth (about 100 MiB),
 /// and a batch of small files still spans enough pack reads to keep every thread busy. Each
-/// batch reads the packs it needs on its own, so a pack whose files fall in two batches is
-/// read twice, and one holding chunks that files everywhere share is read by every batch: at
-/// 16,384 files, a restore of a million small files read 2.5 times the repository.
+/// batch reads the packs it needs on its own: a batch is not cut inside the packs the walk is
+/// still in ([`OPEN_TAIL`]), but one holding chunks that files everywhere share is read by
+/// every batch. (At 16,384 files and cut anywhere, a restore of a million small files read
+/// 2.5 times the repository.)
 const BATCH_FILES: usize = 32_768;
 const BATCH_TARGETS: usize = 524_288;
 
 /// Batches restored at once while the walk plans the next: with two, the last pack reads of
 /// one overlap the first of the next instead of leaving threads idle between them.
 pub(super) const RUNNING_BATCHES: usize = 2;
+
+/// A batch is cut after its files but those needing a pack that its last this many files
+/// need: the walk is most often still inside those packs (a backup packs files in the order
+/// it walks them), so their files go to the next batch, which then reads each such pack once
+/// instead of both batches reading it whole (blob order in a pack is shuffled).
+const OPEN_TAIL: usize = 1024;
 
 impl Plan {
     /// A plan for restore run `run` (its mark in temporary names).
@@ -76,14 +83,67 @@ impl Plan {
         self.files.len() >= BATCH_FILES || self.targets >= BATCH_TARGETS
     }
 
-    /// Takes what is planned so far as a batch and starts the next.
-    pub(super) fn take(&mut self) -> Batch {
-        self.numbered += self.files.len();
-        self.targets = 0;
-        Batch {
-            files: std::mem::take(&mut self.files),
-            packs: std::mem::take(&mut self.packs),
+    /// Takes what is planned so far as a batch and starts the next: all of it when `last`,
+    /// else all but the files that need a pack the walk is still in (see [`OPEN_TAIL`]),
+    /// which start the next batch. Those are at most half the batch, or none are kept back.
+    pub(super) fn take(&mut self, last: bool) -> Batch {
+        let held = match last {
+            true => HashSet::new(),
+            false => self.in_open_packs(),
+        };
+        if held.is_empty() || 2 * held.len() > self.files.len() {
+            self.numbered += self.files.len();
+            self.targets = 0;
+            return Batch {
+                files: std::mem::take(&mut self.files),
+                packs: std::mem::take(&mut self.packs),
+            };
         }
+        // Each file's new place: in the batch or kept, in the order planned.
+        let mut place = Vec::with_capacity(self.files.len());
+        let (mut files, mut kept) = (Vec::new(), Vec::new());
+        for (i, f) in std::mem::take(&mut self.files).into_iter().enumerate() {
+            match held.contains(&i) {
+                true => {
+                    place.push((false, kept.len()));
+                    kept.push(f);
+                }
+                false => {
+                    place.push((true, files.len()));
+                    files.push(f);
+                }
+            }
+        }
+        let mut packs: HashMap<PackId, Vec<Target>> = HashMap::new();
+        self.targets = 0;
+        for (pack, targets) in std::mem::take(&mut self.packs) {
+            for mut t in targets {
+                let (in_batch, at) = place[t.file];
+                t.file = at;
+                match in_batch {
+                    true => packs.entry(pack).or_default().push(t),
+                    false => {
+                        self.targets += 1;
+                        self.packs.entry(pack).or_default().push(t);
+                    }
+                }
+            }
+        }
+        // Temporary names stay unique: the kept files keep theirs, and files planned from now
+        // on are numbered after every file planned so far.
+        self.numbered += files.len();
+        self.files = kept;
+        Batch { files, packs }
+    }
+
+    /// The files that need a pack one of the last [`OPEN_TAIL`] files planned needs.
+    fn in_open_packs(&self) -> HashSet<usize> {
+        let tail = self.files.len().saturating_sub(OPEN_TAIL);
+        self.packs
+            .values()
+            .filter(|targets| targets.iter().any(|t| t.file >= tail))
+            .flat_map(|targets| targets.iter().map(|t| t.file))
+            .collect()
     }
 }
 

@@ -47,6 +47,7 @@ pub(super) fn restore_pack(
         ))
     } else {
         let buf = std::mem::take(&mut worker.span);
+        tracing::debug!(%pack, start, length = end - start, "pack span read");
         repo.store()
             .get_range_into(FileKind::Pack, pack, start, end - start, buf)
     };

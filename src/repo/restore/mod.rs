@@ -288,7 +288,7 @@ pub fn restore(
                 // Checked per entry: one folder may hold a million files. The oldest batch is
                 // done first: at most RUNNING_BATCHES are restored while the next is planned.
                 if plan.full() {
-                    let batch = plan.take();
+                    let batch = plan.take(false);
                     make_room(&mut running, &mut report, &mut damaged);
                     running.push_back(
                         s.spawn(move || restore_batch(repo, index, batch, opts, progress)),
@@ -301,7 +301,7 @@ pub fn restore(
         make_room(&mut running, &mut report, &mut damaged);
         let last = walked
             .is_ok()
-            .then(|| restore_batch(repo, index, plan.take(), opts, progress));
+            .then(|| restore_batch(repo, index, plan.take(true), opts, progress));
         for before in running.drain(..) {
             merge(joined(before), &mut report, &mut damaged);
         }
