@@ -164,9 +164,13 @@ fn s3_failures_are_clear() {
     );
 }
 
-/// A proxy that forwards to the server but cuts any connection after `limit` bytes from the
-/// client: uploads break mid-transfer, small requests pass.
-fn breaking_proxy(upstream: &str, limit: usize) -> String {
+/// A loopback proxy in front of `upstream`. For each connection `watch()` makes a check that
+/// sees every chunk the client sends and says whether to pass it on; when it says no, the
+/// connection is cut both ways.
+fn proxy<W>(upstream: &str, watch: impl Fn() -> W + Send + 'static) -> String
+where
+    W: FnMut(&[u8]) -> bool + Send + 'static,
+{
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -178,16 +182,15 @@ fn breaking_proxy(upstream: &str, limit: usize) -> String {
                 return;
             };
             let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let mut pass = watch();
             std::thread::spawn(move || {
-                let mut sent = 0usize;
                 let mut buf = [0u8; 16 * 1024];
                 loop {
                     let n = match c_in.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    sent += n;
-                    if sent > limit {
+                    if !pass(&buf[..n]) {
                         let _ = c_in.shutdown(std::net::Shutdown::Both);
                         let _ = s_out.shutdown(std::net::Shutdown::Both);
                         return;
@@ -206,6 +209,18 @@ fn breaking_proxy(upstream: &str, limit: usize) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// A proxy that forwards to the server but cuts any connection after `limit` bytes from the
+/// client: uploads break mid-transfer, small requests pass.
+fn breaking_proxy(upstream: &str, limit: usize) -> String {
+    proxy(upstream, move || {
+        let mut sent = 0usize;
+        move |chunk: &[u8]| {
+            sent += chunk.len();
+            sent <= limit
+        }
+    })
 }
 
 #[test]
@@ -292,42 +307,16 @@ fn an_unreachable_server_is_reported_in_plain_words() {
 /// A proxy that forwards both ways and keeps every byte the client sent, for the test to read
 /// the requests' headers afterwards.
 fn recording_proxy(upstream: &str) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let up = upstream.trim_start_matches("http://").to_string();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { return };
-            let Ok(server) = std::net::TcpStream::connect(&up) else {
-                return;
-            };
-            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64 * 1024];
-                loop {
-                    let n = match c_in.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    record.lock().unwrap().extend_from_slice(&buf[..n]);
-                    if s_out.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = s_out.shutdown(std::net::Shutdown::Write);
-            });
-            let (mut s_in, mut c_out) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_in, &mut c_out);
-                let _ = c_out.shutdown(std::net::Shutdown::Write);
-            });
+    let addr = proxy(upstream, move || {
+        let record = record.clone();
+        move |chunk: &[u8]| {
+            record.lock().unwrap().extend_from_slice(chunk);
+            true
         }
     });
-    (format!("http://{addr}"), seen)
+    (addr, seen)
 }
 
 /// The values of one header in everything a client sent.
