@@ -64,8 +64,10 @@ pub(super) const RUNNING_BATCHES: usize = 2;
 /// A batch is cut after its files but those needing a pack that its last this many files
 /// need: the walk is most often still inside those packs (a backup packs files in the order
 /// it walks them), so their files go to the next batch, which then reads each such pack once
-/// instead of both batches reading it whole (blob order in a pack is shuffled).
-const OPEN_TAIL: usize = 1024;
+/// instead of both batches reading it whole (blob order in a pack is shuffled). A backup's
+/// packers (one per core) each fill a pack from every packer-th run of 256 chunks, so the
+/// tail covers the runs of 16 packers.
+const OPEN_TAIL: usize = 16 * 256;
 
 impl Plan {
     /// A plan for restore run `run` (its mark in temporary names).
@@ -85,20 +87,21 @@ impl Plan {
 
     /// Takes what is planned so far as a batch and starts the next: all of it when `last`,
     /// else all but the files that need a pack the walk is still in (see [`OPEN_TAIL`]),
-    /// which start the next batch. Those are at most half the batch, or none are kept back.
+    /// which start the next batch. Those are at most half the batch's files and chunks, or
+    /// none are kept back.
     pub(super) fn take(&mut self, last: bool) -> Batch {
         let held = match last {
-            true => HashSet::new(),
+            true => None,
             false => self.in_open_packs(),
         };
-        if held.is_empty() || 2 * held.len() > self.files.len() {
+        let Some(held) = held.filter(|h| !h.is_empty()) else {
             self.numbered += self.files.len();
             self.targets = 0;
             return Batch {
                 files: std::mem::take(&mut self.files),
                 packs: std::mem::take(&mut self.packs),
             };
-        }
+        };
         // Each file's new place: in the batch or kept, in the order planned.
         let mut place = Vec::with_capacity(self.files.len());
         let (mut files, mut kept) = (Vec::new(), Vec::new());
@@ -136,14 +139,38 @@ impl Plan {
         Batch { files, packs }
     }
 
-    /// The files that need a pack one of the last [`OPEN_TAIL`] files planned needs.
-    fn in_open_packs(&self) -> HashSet<usize> {
+    /// The files to keep back: those that need a pack one of the last [`OPEN_TAIL`] files
+    /// planned needs, and (so that no pack is split between the batches) those that need any
+    /// other pack the kept files need. `None` when they would be more than half the batch's
+    /// files or chunks: a batch of hardly anything is not worth a pack read saved.
+    fn in_open_packs(&self) -> Option<HashSet<usize>> {
         let tail = self.files.len().saturating_sub(OPEN_TAIL);
-        self.packs
-            .values()
-            .filter(|targets| targets.iter().any(|t| t.file >= tail))
-            .flat_map(|targets| targets.iter().map(|t| t.file))
-            .collect()
+        let mut open: HashSet<PackId> = self
+            .packs
+            .iter()
+            .filter(|(_, targets)| targets.iter().any(|t| t.file >= tail))
+            .map(|(pack, _)| *pack)
+            .collect();
+        loop {
+            let held: HashSet<usize> = open
+                .iter()
+                .flat_map(|p| self.packs[p].iter().map(|t| t.file))
+                .collect();
+            let chunks: usize = open.iter().map(|p| self.packs[p].len()).sum();
+            if 2 * held.len() > self.files.len() || 2 * chunks > self.targets {
+                return None;
+            }
+            let before = open.len();
+            open.extend(
+                self.packs
+                    .iter()
+                    .filter(|(_, targets)| targets.iter().any(|t| held.contains(&t.file)))
+                    .map(|(pack, _)| *pack),
+            );
+            if open.len() == before {
+                return Some(held);
+            }
+        }
     }
 }
 

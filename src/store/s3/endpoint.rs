@@ -45,8 +45,9 @@ impl Endpoint {
             };
         };
         let host = uri.host().unwrap_or("");
+        // `localhost.` is left a name to resolve: it may not be in /etc/hosts.
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let host = host.to_ascii_lowercase();
         let ip = host.parse::<std::net::IpAddr>().ok();
         let localhost = host == "localhost";
         Endpoint {
@@ -81,6 +82,7 @@ mod tests {
             "http://10.0.0.5:9000",
             "http://localhost:pw@lan-host:9000",
             "http://localhost.evil.example:9000",
+            "http://localhost.:9000",
             "http://[fd00::1]:9000",
             "minio.lan:9000",
         ] {
@@ -92,7 +94,7 @@ mod tests {
             "http://127.0.0.1:9000",
             "http://127.8.9.10:9000",
             "http://localhost:9000",
-            "http://LOCALHOST.:9000/",
+            "http://LOCALHOST:9000/",
             "http://[::1]:9000",
         ] {
             assert!(!signs(e), "{e}");
