@@ -40,19 +40,14 @@ impl KeyService for Failing {
             // Long enough for the other threads, released together, to start waiting.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        let (key, operation, reason) = ("test".to_string(), "decrypt".to_string(), "x".into());
-        Err(match refused {
-            true => Error::KeyDenied {
-                key,
-                operation,
-                reason,
-            },
-            false => Error::KeyUnavailable {
-                key,
-                operation,
-                reason,
-            },
-        })
+        let failure = Failure {
+            refused,
+            at: std::time::Instant::now(),
+            key: "test".into(),
+            operation: "decrypt".into(),
+            reason: "x".into(),
+        };
+        Err(failure.error())
     }
     async fn encrypt(&self, p: Purpose, key: &Key32, ctx: &Context) -> Result<WrappedKey> {
         self.inner.encrypt(p, key, ctx).await
