@@ -404,15 +404,6 @@ pub fn err_line(s: impl std::fmt::Display) {
     eprintln!("{}", custody::human::terminal_safe(&s.to_string()));
 }
 
-/// Writes to standard output with no line end (a document printed piece by piece), as
-/// [`out_line`] does.
-pub fn out_text(s: impl std::fmt::Display) {
-    use std::io::Write;
-    if let Err(e) = write!(std::io::stdout().lock(), "{s}") {
-        stdout_failed(&e);
-    }
-}
-
 /// Writes one line to standard output. A reader that went away (`custody ls latest | head`)
 /// ends the command quietly with exit 0, as other Unix tools do, instead of a panic.
 pub fn out_line(s: impl std::fmt::Display) {
