@@ -141,36 +141,41 @@ impl Plan {
 
     /// The files to keep back: those that need a pack one of the last [`OPEN_TAIL`] files
     /// planned needs, and (so that no pack is split between the batches) those that need any
-    /// other pack the kept files need. `None` when they would be more than half the batch's
-    /// files or chunks: a batch of hardly anything is not worth a pack read saved.
+    /// other pack the kept files need, found by one walk from pack to file to pack (each
+    /// chunk visited once, whatever an index claims). `None` when they would be more than
+    /// half the batch's files or chunks: a batch of hardly anything is not worth a pack read
+    /// saved.
     fn in_open_packs(&self) -> Option<HashSet<usize>> {
         let tail = self.files.len().saturating_sub(OPEN_TAIL);
-        let mut open: HashSet<PackId> = self
-            .packs
-            .iter()
-            .filter(|(_, targets)| targets.iter().any(|t| t.file >= tail))
-            .map(|(pack, _)| *pack)
-            .collect();
-        loop {
-            let held: HashSet<usize> = open
-                .iter()
-                .flat_map(|p| self.packs[p].iter().map(|t| t.file))
-                .collect();
-            let chunks: usize = open.iter().map(|p| self.packs[p].len()).sum();
+        let mut packs_of: Vec<Vec<PackId>> = vec![Vec::new(); self.files.len()];
+        let mut open: HashSet<PackId> = HashSet::new();
+        for (pack, targets) in &self.packs {
+            for t in targets {
+                packs_of[t.file].push(*pack);
+                if t.file >= tail {
+                    open.insert(*pack);
+                }
+            }
+        }
+        let mut queue: Vec<PackId> = open.iter().copied().collect();
+        let (mut held, mut chunks) = (HashSet::new(), 0usize);
+        while let Some(pack) = queue.pop() {
+            let targets = self.packs.get(&pack).map_or(&[][..], Vec::as_slice);
+            chunks += targets.len();
+            for t in targets {
+                if held.insert(t.file) {
+                    for p in &packs_of[t.file] {
+                        if open.insert(*p) {
+                            queue.push(*p);
+                        }
+                    }
+                }
+            }
             if 2 * held.len() > self.files.len() || 2 * chunks > self.targets {
                 return None;
             }
-            let before = open.len();
-            open.extend(
-                self.packs
-                    .iter()
-                    .filter(|(_, targets)| targets.iter().any(|t| held.contains(&t.file)))
-                    .map(|(pack, _)| *pack),
-            );
-            if open.len() == before {
-                return Some(held);
-            }
         }
+        Some(held)
     }
 }
 
