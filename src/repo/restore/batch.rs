@@ -151,7 +151,10 @@ impl Plan {
         let mut open: HashSet<PackId> = HashSet::new();
         for (pack, targets) in &self.packs {
             for t in targets {
-                packs_of[t.file].push(*pack);
+                // A file's chunks in one pack lie together in its list: one entry each.
+                if packs_of[t.file].last() != Some(pack) {
+                    packs_of[t.file].push(*pack);
+                }
                 if t.file >= tail {
                     open.insert(*pack);
                 }
