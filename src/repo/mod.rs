@@ -137,7 +137,9 @@ pub struct Repository {
     /// One unwrap per session at a time: threads reading many objects at once that need the
     /// same session key wait for the first one's answer instead of each asking the key service.
     /// A refusal is kept there: it is the answer for the rest of the command, so the key
-    /// service's audit log shows one refusal per session, not one per thread that asked.
+    /// service's audit log shows one refusal per session, not one per thread that asked. An
+    /// unavailable service is kept too, as the answer for the threads that waited on that
+    /// attempt ([`Failure`]).
     unwrapping: Mutex<HashMap<SessionId, std::sync::Arc<Mutex<Option<Failure>>>>>,
     /// How many repository locks this value holds now (see [`lock`]): a step that must run
     /// under the lock takes it only when its caller has not.

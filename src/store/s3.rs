@@ -302,7 +302,7 @@ impl S3Store {
             let mut parts = Vec::new();
             for (i, chunk) in data.chunks(PART).enumerate() {
                 let n = i as i32 + 1;
-                let part = self
+                let mut part = self
                     .client
                     .upload_part()
                     .bucket(&self.url.bucket)
@@ -312,10 +312,9 @@ impl S3Store {
                     .set_checksum_algorithm(lock.map(|_| ChecksumAlgorithm::Crc32))
                     .body(ByteStream::from(data.slice_ref(chunk)))
                     .customize();
-                let part = match self.sign_payload {
-                    true => part,
-                    false => part.disable_payload_signing(),
-                };
+                if !self.sign_payload {
+                    part = part.disable_payload_signing();
+                }
                 let out = part.send().await.map_err(|e| map_err(name, e))?;
                 parts.push(
                     CompletedPart::builder()
