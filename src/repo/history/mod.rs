@@ -173,7 +173,9 @@ impl Repository {
         if self.history.accept_rollback {
             self.require_owner("--accept-rollback")?;
             if self.history.dry_run {
-                return Ok(h.accepted_for_this_run());
+                // Read again, as the real acceptance does under the lock: what a race with a
+                // forget made look lost is not previewed as accepted.
+                return self.read_history().map(History::accepted_for_this_run);
             }
             // The checkpoint is written under the repository lock, as forget writes its own:
             // two checkpoints of one generation would fork the history. Under the lock no
