@@ -2,7 +2,7 @@
 //! one attempt share its answer; a refusal stands for the run, an unavailable service is asked
 //! again by later callers.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +19,6 @@ struct Failing {
     /// `None`: works; `Some(true)`: refuses; `Some(false)`: unavailable.
     refuse: std::sync::Mutex<Option<bool>>,
     asked: AtomicUsize,
-    slow: AtomicBool,
 }
 
 #[async_trait]
@@ -36,10 +35,8 @@ impl KeyService for Failing {
             return self.inner.decrypt(wrapped, ctx).await;
         };
         self.asked.fetch_add(1, Ordering::SeqCst);
-        if self.slow.load(Ordering::SeqCst) {
-            // Long enough for the other threads, released together, to start waiting.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
+        // Long enough for the other threads, released together, to start waiting.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let failure = Failure {
             refused,
             at: std::time::Instant::now(),
@@ -86,7 +83,6 @@ fn waiting_threads_share_a_failed_attempt() {
         inner: LocalKeyring::create(&dir.path().join("ring"), None).unwrap(),
         refuse: Default::default(),
         asked: AtomicUsize::new(0),
-        slow: AtomicBool::new(true),
     });
     let store: Arc<dyn crate::store::Store> = Arc::new(LocalStore::new(dir.path().join("repo")));
     let repo = Repository::init(
