@@ -155,11 +155,16 @@ impl Chunker {
     }
 }
 
+/// A stream's buffer, in max chunk sizes.
+const STREAM_BUFFER: usize = 4;
+
 /// Iterator over the chunks of a reader; yields owned chunks (they go to other threads).
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
-    /// Allocated once (2 x max chunk size); `start..end` holds unread input.
+    /// Allocated once ([`STREAM_BUFFER`] x max chunk size); `start..end` holds unread input.
+    /// Each refill first moves the unread part (under one max chunk) to the front: with two
+    /// max chunks that moved about 0.8 bytes per byte read, with four about 0.3.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -178,8 +183,8 @@ impl<R: Read> ChunkStream<'_, R> {
         if self.eof || self.end - self.start >= max {
             return Ok(());
         }
-        if self.buf.len() != 2 * max {
-            self.buf = vec![0u8; 2 * max];
+        if self.buf.len() != STREAM_BUFFER * max {
+            self.buf = vec![0u8; STREAM_BUFFER * max];
         }
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
