@@ -97,14 +97,30 @@ impl Compressor {
 
     /// Compresses `data`; returns `None` when zstd is off or does not shrink it (store raw).
     pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        let z = self.zstd.as_mut()?;
-        if data.len() < 64 || self.probe.as_mut().is_some_and(|p| looks_random(p, data)) {
-            return None;
+        let mut out = Vec::new();
+        (self.compress_into(data, &mut out) == Compression::Zstd).then_some(out)
+    }
+
+    /// Appends `data` to `out` as it is to be stored: compressed where zstd is on and
+    /// shrinks it (large chunks are probed first), else raw. zstd writes straight into `out`, so a packer seals its
+    /// blobs where they lie instead of copying each compressed body once more.
+    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Compression {
+        let start = out.len();
+        if let Some(z) = self.zstd.as_mut() {
+            let worth_trying =
+                data.len() >= 64 && !self.probe.as_mut().is_some_and(|p| looks_random(p, data));
+            if worth_trying {
+                out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(start as u64);
+                match z.compress_to_buffer(data, &mut tail) {
+                    Ok(n) if n < data.len() => return Compression::Zstd,
+                    _ => out.truncate(start),
+                }
+            }
         }
-        match z.compress(data) {
-            Ok(c) if c.len() < data.len() => Some(c),
-            _ => None,
-        }
+        out.extend_from_slice(data);
+        Compression::None
     }
 
     pub fn level(&self) -> i32 {
@@ -131,10 +147,9 @@ fn looks_random(probe: &mut zstd::bulk::Compressor<'static>, data: &[u8]) -> boo
 
 /// Compresses `data` at `level` (0 disables); returns the raw bytes when zstd does not help.
 pub fn compress(level: i32, data: &[u8]) -> (Compression, Vec<u8>) {
-    match Compressor::new(level).compress(data) {
-        Some(c) => (Compression::Zstd, c),
-        None => (Compression::None, data.to_vec()),
-    }
+    let mut out = Vec::new();
+    let c = Compressor::new(level).compress_into(data, &mut out);
+    (c, out)
 }
 
 /// Reverses [`compress`]; `raw_len` is the exact expected size (from the pack header).
@@ -216,6 +231,29 @@ mod tests {
         let mut small = rnd[..60_000].to_vec();
         small[..30_000].fill(0);
         assert!(z.compress(&small).is_some());
+    }
+
+    #[test]
+    fn compress_into_appends_after_what_is_there() {
+        let mut z = Compressor::new(3);
+        let text = b"custody keeps ciphertext only. ".repeat(1000);
+        let mut rnd = vec![0u8; 100_000];
+        crate::crypto::random::fill(&mut rnd).unwrap();
+        let mut out = b"prefix".to_vec();
+        assert_eq!(z.compress_into(&text, &mut out), Compression::Zstd);
+        let zlen = out.len() - 6;
+        assert!(zlen < text.len() / 10);
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(
+            decompress(Compression::Zstd, out[6..].to_vec(), text.len()).unwrap(),
+            text
+        );
+        assert_eq!(z.compress_into(&rnd, &mut out), Compression::None);
+        assert_eq!(&out[6 + zlen..], &rnd[..]);
+        assert_eq!(
+            Compressor::new(0).compress_into(&text, &mut out),
+            Compression::None
+        );
     }
 
     #[test]

@@ -216,16 +216,28 @@ pub fn seal_blob(root: &Key32, b: &Binding, plaintext: &[u8]) -> Result<Vec<u8>>
 }
 
 fn seal_into(root: &Key32, b: &Binding, plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    seal_blob_with(root, b, out, |out| out.extend_from_slice(plaintext))
+}
+
+/// Appends a sealed blob to `out` whose plaintext is what `write` appends to it: the body is
+/// encrypted where it was written, so a packer that compresses straight into its pack buffer
+/// copies no body (see [`crate::pack::PackBuilder::add`]). `write` must only append.
+pub fn seal_blob_with<T>(
+    root: &Key32,
+    b: &Binding,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> T,
+) -> Result<T> {
     let (enc, commit) = b.keys(root);
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&commit);
     let start = out.len();
-    out.extend_from_slice(plaintext);
+    let written = write(out);
     let tag = aead::seal(&enc, &nonce, &b.aad(), &mut out[start..]);
     out.extend_from_slice(&tag);
-    Ok(())
+    Ok(written)
 }
 
 /// Opens a sealed blob after checking its key commitment.

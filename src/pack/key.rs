@@ -59,6 +59,18 @@ impl PackKey {
         envelope::seal_blob(&self.key, &self.binding(t.object_kind(), chunk), plaintext)
     }
 
+    /// [`Self::seal_blob`] appending to `out`, of the plaintext `write` appends there (see
+    /// [`envelope::seal_blob_with`]).
+    pub fn seal_blob_with<T>(
+        &self,
+        t: BlobType,
+        chunk: &BlobId,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> T,
+    ) -> Result<T> {
+        envelope::seal_blob_with(&self.key, &self.binding(t.object_kind(), chunk), out, write)
+    }
+
     pub fn open_blob(
         &self,
         t: BlobType,

@@ -13,9 +13,10 @@ pub use header::{decode_header, encode_header, BlobEntry, BlobType, HEADER_MAGIC
 pub(crate) use header::{get_entry as header_get_entry, put_entry as header_put_entry};
 pub use key::PackKey;
 
+use crate::compress::Compression;
 use crate::crypto::random;
 use crate::error::{Error, Result};
-use crate::id::{PackId, SessionId};
+use crate::id::{BlobId, PackId, SessionId};
 
 /// Bytes after the sealed header: its length.
 pub const TRAILER_LEN: usize = 4;
@@ -23,8 +24,12 @@ pub const TRAILER_LEN: usize = 4;
 /// Collects sealed blobs for one pack and writes them out in random order.
 pub struct PackBuilder {
     key: PackKey,
-    blobs: Vec<(BlobEntry, Vec<u8>)>,
-    size: usize,
+    /// The sealed blobs in the order they came, each sealed where it lies: the body is
+    /// written here once (by the compressor), and copied once more at finish, in shuffled
+    /// order, into the pack.
+    sealed: Vec<u8>,
+    /// Each blob's entry, its offset being where it lies in `sealed` until finish.
+    blobs: Vec<BlobEntry>,
 }
 
 /// A pack ready to store, with the index entries it provides.
@@ -37,10 +42,18 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(key: PackKey) -> PackBuilder {
+        PackBuilder::with_buffer(key, Vec::new())
+    }
+
+    /// A builder that seals into `buffer` (emptied first), one that [`Self::finish_into`]
+    /// gave back: a packer keeps its megabytes from pack to pack instead of faulting them in
+    /// afresh.
+    pub fn with_buffer(key: PackKey, mut buffer: Vec<u8>) -> PackBuilder {
+        buffer.clear();
         PackBuilder {
             key,
+            sealed: buffer,
             blobs: Vec::new(),
-            size: 0,
         }
     }
 
@@ -50,49 +63,71 @@ impl PackBuilder {
 
     /// Bytes of sealed blobs so far.
     pub fn size(&self) -> usize {
-        self.size
+        self.sealed.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
 
-    /// Adds a blob sealed with this builder's key (offset is assigned at finish).
-    pub fn add(&mut self, mut entry: BlobEntry, sealed: Vec<u8>) {
-        entry.length = sealed.len() as u32;
-        self.size += sealed.len();
-        self.blobs.push((entry, sealed));
+    /// Seals a blob of `raw_length` plaintext bytes whose stored body (compressed or raw, as
+    /// `write` returns) is what `write` appends to the buffer it is given; returns the sealed
+    /// blob. `write` must only append.
+    pub fn add(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        raw_length: u32,
+        write: impl FnOnce(&mut Vec<u8>) -> Compression,
+    ) -> Result<&[u8]> {
+        let start = self.sealed.len();
+        let offset =
+            u32::try_from(start).map_err(|_| Error::Internal("pack larger than 4 GiB".into()))?;
+        let compression = self
+            .key
+            .seal_blob_with(blob_type, &id, &mut self.sealed, write)?;
+        let sealed = &self.sealed[start..];
+        self.blobs.push(BlobEntry {
+            id,
+            blob_type,
+            compression,
+            offset,
+            length: sealed.len() as u32,
+            raw_length,
+        });
+        Ok(sealed)
     }
 
     /// Shuffles blob order, writes blobs, seals the header and appends the trailer.
     pub fn finish(self) -> Result<FinishedPack> {
-        self.finish_into(Vec::new())
+        self.finish_into(Vec::new()).map(|(pack, _)| pack)
     }
 
-    /// [`PackBuilder::finish`] into `bytes` (emptied first): a backup passes the buffer of a
-    /// pack it uploaded already, so that each new pack's megabytes are not faulted in afresh
-    /// (that was 85% of a first backup's page faults).
-    pub fn finish_into(mut self, mut bytes: Vec<u8>) -> Result<FinishedPack> {
+    /// [`PackBuilder::finish`] into `bytes` (emptied first); gives back the builder's own
+    /// buffer for [`Self::with_buffer`]. A backup passes the buffer of a pack it uploaded
+    /// already, so that each new pack's megabytes are not faulted in afresh (that was 85% of a
+    /// first backup's page faults).
+    pub fn finish_into(mut self, mut bytes: Vec<u8>) -> Result<(FinishedPack, Vec<u8>)> {
         random::shuffle(&mut self.blobs)?;
         let header_estimate = encode_header(&[]).len() + self.blobs.len() * header::ENTRY_LEN;
         bytes.clear();
-        bytes.reserve(self.size + header_estimate + 256);
-        let mut entries = Vec::with_capacity(self.blobs.len());
-        for (mut e, b) in self.blobs {
+        bytes.reserve(self.sealed.len() + header_estimate + 256);
+        for e in &mut self.blobs {
+            let at = e.offset as usize;
             e.offset = u32::try_from(bytes.len())
                 .map_err(|_| Error::Internal("pack larger than 4 GiB".into()))?;
-            bytes.extend_from_slice(&b);
-            entries.push(e);
+            bytes.extend_from_slice(&self.sealed[at..at + e.length as usize]);
         }
-        let sealed = self.key.seal_header(&encode_header(&entries))?;
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        Ok(FinishedPack {
+        let header = self.key.seal_header(&encode_header(&self.blobs))?;
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let pack = FinishedPack {
             id: self.key.pack_id(),
             session: self.key.session_id(),
             bytes,
-            entries,
-        })
+            entries: self.blobs,
+        };
+        Ok((pack, self.sealed))
     }
 }
 
@@ -132,24 +167,24 @@ mod tests {
         let key = PackKey::new(&repo, &session, &dek, PackId::random().unwrap());
         let mut b = PackBuilder::new(key.clone());
         let mut chunks = Vec::new();
+        let mut z = crate::compress::Compressor::new(3);
         for i in 0..20u8 {
             let id = crate::id::BlobId(crate::Id([i; 32]));
-            let plain = vec![i; 100 + i as usize];
-            let sealed = key.seal_blob(BlobType::Data, &id, &plain).unwrap();
-            b.add(
-                BlobEntry {
-                    id,
-                    blob_type: BlobType::Data,
-                    compression: Compression::None,
-                    offset: 0,
-                    length: 0,
-                    raw_length: plain.len() as u32,
-                },
-                sealed,
-            );
+            // Even blobs compress, odd ones are stored raw.
+            let mut plain = vec![i; 100 + i as usize];
+            if i % 2 == 1 {
+                crate::crypto::random::fill(&mut plain).unwrap();
+            }
+            let sealed = b
+                .add(BlobType::Data, id, plain.len() as u32, |out| {
+                    z.compress_into(&plain, out)
+                })
+                .unwrap();
+            assert!(key.open_blob(BlobType::Data, &id, sealed).is_ok());
             chunks.push((id, plain));
         }
-        let p = b.finish().unwrap();
+        let (p, buffer) = b.finish_into(Vec::new()).unwrap();
+        assert!(buffer.capacity() > 0, "the builder's buffer comes back");
         let len = p.bytes.len() as u64;
         let r = header_range(len, &p.bytes[p.bytes.len() - 4..]).unwrap();
         let sealed_header = &p.bytes[r.start as usize..r.end as usize];
@@ -163,9 +198,18 @@ mod tests {
             "blob order must be shuffled"
         );
         for e in &entries {
+            let i = e.id.as_bytes()[0];
+            let want = if i % 2 == 0 {
+                Compression::Zstd
+            } else {
+                Compression::None
+            };
+            assert_eq!(e.compression, want);
             let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let plain = key.open_blob(BlobType::Data, &e.id, s).unwrap();
-            assert_eq!(plain, chunks[e.id.as_bytes()[0] as usize].1);
+            let body = key.open_blob(BlobType::Data, &e.id, s).unwrap();
+            let plain =
+                crate::compress::decompress(e.compression, body, e.raw_length as usize).unwrap();
+            assert_eq!(plain, chunks[i as usize].1);
         }
     }
 

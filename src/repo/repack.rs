@@ -139,8 +139,10 @@ impl<'a> Repacker<'a> {
                 dest.builder = Some(PackBuilder::new(dest.session.new_pack_key()?));
             }
             let b = dest.builder.as_mut().expect("just set");
-            let resealed = b.key().seal_blob(e.blob_type, &e.id, &body)?;
-            b.add(*e, resealed);
+            b.add(e.blob_type, e.id, e.raw_length, |out| {
+                out.extend_from_slice(&body);
+                e.compression
+            })?;
             self.blobs += 1;
             if b.size() >= self.repo.config().body.pack_size as usize {
                 self.flush(d)?;

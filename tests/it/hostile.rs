@@ -402,15 +402,11 @@ fn upload_sealed(w: &Repository, key: PackKey, t: BlobType, blobs: &[Vec<u8>]) -
     let mut pack = PackBuilder::new(key.clone());
     for plain in blobs {
         let id = BlobId(w.chunk_id(plain));
-        let entry = BlobEntry {
-            id,
-            blob_type: t,
-            compression: Compression::None,
-            offset: 0,
-            length: 0,
-            raw_length: plain.len() as u32,
-        };
-        pack.add(entry, key.seal_blob(t, &id, plain).unwrap());
+        pack.add(t, id, plain.len() as u32, |out| {
+            out.extend_from_slice(plain);
+            Compression::None
+        })
+        .unwrap();
     }
     let p = pack.finish().unwrap();
     w.store()

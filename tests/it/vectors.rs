@@ -1872,18 +1872,12 @@ fn write_codec_vectors(dir: &Path) {
     for plain in [&a, &b] {
         let (c, stored) = compress::compress(3, plain);
         let id: BlobId = hmac_id(plain);
-        let sealed = key.seal_blob(BlobType::Data, &id, &stored).expect("seal");
-        builder.add(
-            BlobEntry {
-                id,
-                blob_type: BlobType::Data,
-                compression: c,
-                offset: 0,
-                length: 0,
-                raw_length: plain.len() as u32,
-            },
-            sealed,
-        );
+        builder
+            .add(BlobType::Data, id, plain.len() as u32, |out| {
+                out.extend_from_slice(&stored);
+                c
+            })
+            .expect("seal");
     }
     let packed = builder.finish().expect("pack");
     write_hex(dir, "pack/two-blobs.hex", &packed.bytes);

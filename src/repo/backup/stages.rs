@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::compress::{self, Compression};
+use crate::compress;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ChunkId};
-use crate::pack::{BlobEntry, BlobType, PackBuilder};
+use crate::pack::{BlobType, PackBuilder};
 use crate::repo::index::BlobSet;
 use crate::repo::{Index, Repository, Session};
 
@@ -121,45 +121,38 @@ pub(super) struct Packer<'a> {
 
 impl Packer<'_> {
     pub(super) fn run(&self, rx: Receiver<Vec<Job>>, level: i32) -> Result<()> {
+        // The open pack of each blob type, and the buffer each seals into, kept from pack to pack.
         let mut open: [Option<PackBuilder>; 2] = [None, None];
+        let mut buffers: [Vec<u8>; 2] = Default::default();
         let mut compressor = compress::Compressor::new(level);
         for Job { t, id, data } in rx.into_iter().flatten() {
-            let compressed = compressor.compress(&data);
-            let (compression, body) = match &compressed {
-                Some(c) => (Compression::Zstd, c.as_slice()),
-                None => (Compression::None, data.as_slice()),
-            };
             let slot = &mut open[t as usize];
             if slot.is_none() {
-                *slot = Some(PackBuilder::new(self.session.new_pack_key()?));
+                let buffer = std::mem::take(&mut buffers[t as usize]);
+                *slot = Some(PackBuilder::with_buffer(
+                    self.session.new_pack_key()?,
+                    buffer,
+                ));
             }
             let builder = slot.as_mut().expect("just set");
-            let sealed = builder.key().seal_blob(t, &id, body)?;
+            let sealed = builder.add(t, id, data.len() as u32, |out| {
+                compressor.compress_into(&data, out)
+            })?;
             if t == BlobType::Tree {
                 if let Some(c) = self.trees {
-                    c.put(&id, &sealed);
+                    c.put(&id, sealed);
                 }
             }
-            builder.add(
-                BlobEntry {
-                    id,
-                    blob_type: t,
-                    compression,
-                    offset: 0,
-                    length: 0,
-                    raw_length: data.len() as u32,
-                },
-                sealed,
-            );
             if builder.size() >= self.pack_size {
                 let full = slot.take().expect("present");
-                let pack = full.finish_into(self.uploader.spare_buffer())?;
+                let (pack, buffer) = full.finish_into(self.uploader.spare_buffer())?;
+                buffers[t as usize] = buffer;
                 self.uploader.submit(pack, self.progress)?;
             }
         }
         for b in open.into_iter().flatten() {
             if !b.is_empty() {
-                let pack = b.finish_into(self.uploader.spare_buffer())?;
+                let (pack, _) = b.finish_into(self.uploader.spare_buffer())?;
                 self.uploader.submit(pack, self.progress)?;
             }
         }

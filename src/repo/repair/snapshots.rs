@@ -15,7 +15,7 @@ use crate::format::index::{IndexSegment, PackEntries};
 use crate::format::snapshot::{Repaired, Snapshot};
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, PackId, SnapshotId, TreeId};
-use crate::pack::{BlobEntry, BlobType, PackBuilder};
+use crate::pack::{BlobType, PackBuilder};
 use crate::repo::activity::Activity;
 use crate::repo::lock::release_after;
 use crate::repo::walk::Budget;
@@ -322,20 +322,11 @@ impl<'a> TreeWriter<'a> {
             let key = self.session()?.new_pack_key()?;
             self.pack = Some(PackBuilder::new(key));
         }
-        let (compression, body) = compress::compress(crate::repo::DEFAULT_COMPRESSION, &bytes);
         let pack = self.pack.as_mut().expect("just made");
-        let sealed = pack.key().seal_blob(BlobType::Tree, &blob, &body)?;
-        pack.add(
-            BlobEntry {
-                id: blob,
-                blob_type: BlobType::Tree,
-                compression,
-                offset: 0,
-                length: 0,
-                raw_length: bytes.len() as u32,
-            },
-            sealed,
-        );
+        let mut compressor = compress::Compressor::new(crate::repo::DEFAULT_COMPRESSION);
+        pack.add(BlobType::Tree, blob, bytes.len() as u32, |out| {
+            compressor.compress_into(&bytes, out)
+        })?;
         if pack.size() > 8 << 20 {
             self.upload()?;
         }
