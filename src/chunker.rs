@@ -136,7 +136,8 @@ impl Chunker {
         out
     }
 
-    /// Streams chunks out of a reader with memory bounded by twice the maximum chunk size.
+    /// Streams chunks out of a reader with memory bounded by [`STREAM_BUFFER`] times the
+    /// maximum chunk size.
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
         self.stream_with_buffer(reader, Vec::new())
     }

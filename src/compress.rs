@@ -95,12 +95,6 @@ impl Compressor {
         Compressor { level, zstd, probe }
     }
 
-    /// Compresses `data`; returns `None` when zstd is off or does not shrink it (store raw).
-    pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        (self.compress_into(data, &mut out) == Compression::Zstd).then_some(out)
-    }
-
     /// Appends `data` to `out` as it is to be stored: compressed where zstd is on and
     /// shrinks it (large chunks are probed first), else raw. zstd writes straight into `out`, so a packer seals its
     /// blobs where they lie instead of copying each compressed body once more.
@@ -214,23 +208,29 @@ mod tests {
         assert_eq!(compress(0, &text).0, Compression::None);
     }
 
+    /// The compressed body, or `None` where `data` would be stored raw.
+    fn compressed(z: &mut Compressor, data: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        (z.compress_into(data, &mut out) == Compression::Zstd).then_some(out)
+    }
+
     #[test]
     fn the_probe_skips_random_chunks_only() {
         let mut rnd = vec![0u8; 256 * 1024];
         crate::crypto::random::fill(&mut rnd).unwrap();
         let mut z = Compressor::new(3);
-        assert!(z.compress(&rnd).is_none());
+        assert!(compressed(&mut z, &rnd).is_none());
         // Text hidden between random samples is still found: the probe looks at three places.
         let mut mixed = rnd.clone();
         let mid = mixed.len() / 2;
         mixed[mid - 4096..mid + 4096].copy_from_slice(&b"compressible ".repeat(631)[..8192]);
-        assert!(z.compress(&mixed).is_some_and(|c| c.len() < mixed.len()));
+        assert!(compressed(&mut z, &mixed).is_some_and(|c| c.len() < mixed.len()));
         // Text throughout, and chunks below the probe's size, compress as before.
         let text = b"custody keeps ciphertext only. ".repeat(10_000);
-        assert!(z.compress(&text).is_some_and(|c| c.len() < text.len() / 10));
+        assert!(compressed(&mut z, &text).is_some_and(|c| c.len() < text.len() / 10));
         let mut small = rnd[..60_000].to_vec();
         small[..30_000].fill(0);
-        assert!(z.compress(&small).is_some());
+        assert!(compressed(&mut z, &small).is_some());
     }
 
     #[test]

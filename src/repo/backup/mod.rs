@@ -11,8 +11,8 @@
 //! Hashers send each chunk's id back tagged with its sequence number; the walker fills file
 //! contents in order when it writes the folder's tree. Hashing is a stage of its own so ids
 //! come back quickly: the walker never waits behind compression. Memory is bounded by the
-//! channels (2 x workers chunks each), one open pack per packer and blob type, and the packs
-//! in flight, whatever the file sizes.
+//! channels (2 x workers chunks each), one open pack per packer and blob type (and one spare
+//! pack buffer per packer), and the packs in flight, whatever the file sizes.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

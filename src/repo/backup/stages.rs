@@ -121,14 +121,15 @@ pub(super) struct Packer<'a> {
 
 impl Packer<'_> {
     pub(super) fn run(&self, rx: Receiver<Vec<Job>>, level: i32) -> Result<()> {
-        // The open pack of each blob type, and the buffer each seals into, kept from pack to pack.
+        // The open pack of each blob type, and the buffer of the last one finished, which the
+        // next one seals into.
         let mut open: [Option<PackBuilder>; 2] = [None, None];
-        let mut buffers: [Vec<u8>; 2] = Default::default();
+        let mut spare = Vec::new();
         let mut compressor = compress::Compressor::new(level);
         for Job { t, id, data } in rx.into_iter().flatten() {
             let slot = &mut open[t as usize];
             if slot.is_none() {
-                let buffer = std::mem::take(&mut buffers[t as usize]);
+                let buffer = std::mem::take(&mut spare);
                 *slot = Some(PackBuilder::with_buffer(
                     self.session.new_pack_key()?,
                     buffer,
@@ -146,7 +147,7 @@ impl Packer<'_> {
             if builder.size() >= self.pack_size {
                 let full = slot.take().expect("present");
                 let (pack, buffer) = full.finish_into(self.uploader.spare_buffer())?;
-                buffers[t as usize] = buffer;
+                spare = buffer;
                 self.uploader.submit(pack, self.progress)?;
             }
         }
