@@ -95,9 +95,9 @@ impl Compressor {
         Compressor { level, zstd, probe }
     }
 
-    /// Appends `data` to `out` as it is to be stored: compressed where zstd is on and
-    /// shrinks it (large chunks are probed first), else raw. zstd writes straight into `out`, so a packer seals its
-    /// blobs where they lie instead of copying each compressed body once more.
+    /// Appends `data` to `out` as it is to be stored: compressed where zstd is on and shrinks
+    /// it (large chunks are probed first), else raw. zstd writes straight into `out`, so a
+    /// packer seals its blobs where they lie instead of copying each compressed body again.
     pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Compression {
         let start = out.len();
         if let Some(z) = self.zstd.as_mut() {
