@@ -284,6 +284,8 @@ struct TreeWriter<'a> {
     done: Vec<PackEntries>,
     added: HashSet<BlobId>,
     ids: HashMap<Vec<u8>, TreeId>,
+    /// One zstd context for every tree written, not one per tree.
+    compressor: compress::Compressor,
 }
 
 impl<'a> TreeWriter<'a> {
@@ -296,6 +298,7 @@ impl<'a> TreeWriter<'a> {
             done: Vec::new(),
             added: HashSet::new(),
             ids: HashMap::new(),
+            compressor: compress::Compressor::new(crate::repo::DEFAULT_COMPRESSION),
         }
     }
 
@@ -323,7 +326,7 @@ impl<'a> TreeWriter<'a> {
             self.pack = Some(PackBuilder::new(key));
         }
         let pack = self.pack.as_mut().expect("just made");
-        let mut compressor = compress::Compressor::new(crate::repo::DEFAULT_COMPRESSION);
+        let compressor = &mut self.compressor;
         pack.add(BlobType::Tree, blob, bytes.len() as u32, |out| {
             compressor.compress_into(&bytes, out)
         })?;
