@@ -4,7 +4,7 @@
 //! and memory follows three batches, not the snapshot's file count.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -15,13 +15,12 @@ use crate::repo::{Index, Repository};
 
 use super::beneath::Beneath;
 use super::fetch::{restore_pack, span_bytes, span_for, split_pack, Worker};
-use super::files::{finish_file, restore_sequentially, temp_name};
+use super::files::{finish_file, restore_sequentially};
 use super::{verify, FileState, RestoreOptions, RestoreProgress, RestoreReport, Target};
 
 /// The files of the batch being planned and the chunks they need, by pack.
+#[derive(Default)]
 pub(super) struct Plan {
-    /// Random per restore run: part of every temporary name.
-    run: String,
     /// Files planned in earlier batches (numbers temporary names across the run).
     numbered: usize,
     files: Vec<FileState>,
@@ -47,8 +46,8 @@ pub(super) struct Done {
     pub(super) damaged: HashSet<PackId>,
 }
 
-/// A batch is restored once it holds this many files or chunks: about 1 KiB each while
-/// planned, so a restore of a million small files holds three batches' worth (about 100 MiB),
+/// A batch is restored once it holds this many files or chunks: about half a KiB each while
+/// planned, so a restore of a million small files holds three batches' worth (about 50 MiB),
 /// and a batch of small files still spans enough pack reads to keep every thread busy. Each
 /// batch reads the packs it needs on its own: a batch is not cut inside the packs the walk is
 /// still in ([`OPEN_TAIL`]), but one holding chunks that files everywhere share is read by
@@ -70,17 +69,6 @@ pub(super) const RUNNING_BATCHES: usize = 2;
 const OPEN_TAIL: usize = 16 * 256;
 
 impl Plan {
-    /// A plan for restore run `run` (its mark in temporary names).
-    pub(super) fn new(run: String) -> Plan {
-        Plan {
-            run,
-            numbered: 0,
-            files: Vec::new(),
-            packs: HashMap::new(),
-            targets: 0,
-        }
-    }
-
     pub(super) fn full(&self) -> bool {
         self.files.len() >= BATCH_FILES || self.targets >= BATCH_TARGETS
     }
@@ -102,40 +90,43 @@ impl Plan {
                 packs: std::mem::take(&mut self.packs),
             };
         };
-        // Each file's new place: in the batch or kept, in the order planned.
-        let mut place = Vec::with_capacity(self.files.len());
-        let (mut files, mut kept) = (Vec::new(), Vec::new());
-        for (i, f) in std::mem::take(&mut self.files).into_iter().enumerate() {
-            match held.contains(&i) {
-                true => {
-                    place.push((false, kept.len()));
-                    kept.push(f);
-                }
-                false => {
-                    place.push((true, files.len()));
-                    files.push(f);
-                }
+        // Each file's new place: in the batch or kept, in the order planned. The kept ones
+        // (at most half) are moved out and the batch's stay where they are: the plan is
+        // never copied whole.
+        let mut counts = [0, 0]; // kept, in the batch
+        let place: Vec<(bool, usize)> = (0..self.files.len())
+            .map(|i| {
+                let in_batch = !held.contains(&i);
+                let at = &mut counts[in_batch as usize];
+                *at += 1;
+                (in_batch, *at - 1)
+            })
+            .collect();
+        let mut in_batch = place.iter().map(|&(b, _)| b);
+        let kept: Vec<FileState> = self
+            .files
+            .extract_if(.., |_| in_batch.next() == Some(false))
+            .collect();
+        let files = std::mem::replace(&mut self.files, kept);
+        let mut next: HashMap<PackId, Vec<Target>> = HashMap::new();
+        for (pack, targets) in &mut self.packs {
+            let moved: Vec<Target> = targets
+                .extract_if(.., |t| {
+                    let (in_batch, at) = place[t.file];
+                    t.file = at;
+                    !in_batch
+                })
+                .collect();
+            if !moved.is_empty() {
+                next.insert(*pack, moved);
             }
         }
-        let mut packs: HashMap<PackId, Vec<Target>> = HashMap::new();
-        self.targets = 0;
-        for (pack, targets) in std::mem::take(&mut self.packs) {
-            for mut t in targets {
-                let (in_batch, at) = place[t.file];
-                t.file = at;
-                match in_batch {
-                    true => packs.entry(pack).or_default().push(t),
-                    false => {
-                        self.targets += 1;
-                        self.packs.entry(pack).or_default().push(t);
-                    }
-                }
-            }
-        }
+        self.packs.retain(|_, targets| !targets.is_empty());
+        let packs = std::mem::replace(&mut self.packs, next);
+        self.targets = self.packs.values().map(Vec::len).sum();
         // Temporary names stay unique: the kept files keep theirs, and files planned from now
         // on are numbered after every file planned so far.
         self.numbered += files.len();
-        self.files = kept;
         Batch { files, packs }
     }
 
@@ -299,7 +290,7 @@ pub(super) fn plan_file(
     index: &Index,
     plan: &mut Plan,
     rel: String,
-    (target, parent): (Arc<Beneath>, PathBuf),
+    (target, parent): (Arc<Beneath>, Arc<Path>),
     node: Node,
 ) -> Result<()> {
     let mut targets = Vec::with_capacity(node.content.len());
@@ -331,13 +322,6 @@ pub(super) fn plan_file(
     if sequential {
         targets.clear();
     }
-    let name = node.name.to_os();
-    let tmp_name = temp_name(&name, &plan.run, plan.numbered + plan.files.len());
-    let shown = |n: &std::ffi::OsStr| {
-        let p = target.shown(&parent.join(n));
-        crate::human::escape_bytes(p.as_os_str().as_encoded_bytes())
-    };
-    let dest = shown(&name);
     let targets_len = targets.len();
     plan.targets += targets_len;
     let file = plan.files.len();
@@ -351,11 +335,9 @@ pub(super) fn plan_file(
     }
     plan.files.push(FileState {
         rel,
-        dest,
         target,
         parent,
-        name,
-        tmp_name,
+        number: plan.numbered + plan.files.len(),
         created: Mutex::new(None),
         remaining: AtomicUsize::new(targets_len),
         sequential,
@@ -363,4 +345,128 @@ pub(super) fn plan_file(
         failed: Mutex::new(None),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::format::name::RawName;
+    use crate::format::tree::NodeKind;
+    use crate::id::{BlobId, Id, SessionId, TreeId};
+    use crate::pack::{BlobEntry, BlobType};
+
+    fn pack(n: u8) -> PackId {
+        PackId(Id([n; 32]))
+    }
+
+    /// A plan of `n` files, file `i` named `f<i>`, needing one chunk of each pack in
+    /// `packs(i)`; each target's `offset` holds its file's number, to follow it through a cut.
+    fn plan(target: &Arc<Beneath>, n: usize, packs: impl Fn(usize) -> Vec<u8>) -> Plan {
+        let mut plan = Plan::default();
+        for i in 0..n {
+            let mut node = Node::folder(TreeId(Id([0; 32])));
+            node.kind = NodeKind::File;
+            node.subtree = None;
+            node.name = RawName(format!("f{i}").into_bytes());
+            let needs = packs(i);
+            for (c, p) in needs.iter().enumerate() {
+                let entry = BlobEntry {
+                    id: BlobId(Id([c as u8; 32])),
+                    blob_type: BlobType::Data,
+                    compression: Compression::None,
+                    offset: i as u32,
+                    length: 1,
+                    raw_length: 1,
+                };
+                plan.packs.entry(pack(*p)).or_default().push(Target {
+                    entry,
+                    session: SessionId(Id([0; 32])),
+                    file: i,
+                    offset: i as u64,
+                });
+            }
+            plan.targets += needs.len();
+            plan.files.push(FileState {
+                rel: format!("f{i}"),
+                target: target.clone(),
+                parent: Arc::from(Path::new("")),
+                number: plan.numbered + plan.files.len(),
+                created: Mutex::new(None),
+                remaining: AtomicUsize::new(needs.len()),
+                sequential: false,
+                node,
+                failed: Mutex::new(None),
+            });
+        }
+        plan
+    }
+
+    /// Every target points at the file it was planned for, by name and number.
+    fn consistent(files: &[FileState], packs: &HashMap<PackId, Vec<Target>>) {
+        for targets in packs.values() {
+            for t in targets {
+                let f = &files[t.file];
+                assert_eq!(f.rel, format!("f{}", t.offset));
+                assert_eq!(f.number, t.offset as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_keeps_back_the_files_of_packs_the_walk_is_still_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(Beneath::open(dir.path(), "0123456789ab").unwrap());
+        // Pack 1 holds the early files, pack 2 the last OPEN_TAIL; file 7 needs pack 2 and
+        // pack 3, which file 8 needs too: both, and pack 2's files, wait for the next batch,
+        // which then reads packs 2 and 3 whole.
+        let n = 10_000;
+        let tail = n - OPEN_TAIL;
+        let mut plan = plan(&target, n, |i| match i {
+            7 => vec![2, 3],
+            8 => vec![3],
+            i if i < tail => vec![1],
+            _ => vec![2],
+        });
+        let batch = plan.take(false);
+        let names = |fs: &[FileState]| fs.iter().map(|f| f.number).collect::<Vec<_>>();
+        let expect_batch: Vec<usize> = (0..tail).filter(|i| *i != 7 && *i != 8).collect();
+        assert!(
+            names(&batch.files) == expect_batch,
+            "the batch holds other files"
+        );
+        assert_eq!(batch.packs.keys().collect::<Vec<_>>(), vec![&pack(1)]);
+        assert_eq!(batch.packs[&pack(1)].len(), tail - 2);
+        consistent(&batch.files, &batch.packs);
+        let kept: Vec<usize> = [7, 8].into_iter().chain(tail..n).collect();
+        assert!(names(&plan.files) == kept, "other files are kept back");
+        assert_eq!(plan.targets, 2 + 1 + OPEN_TAIL);
+        assert!(!plan.packs.contains_key(&pack(1)));
+        assert_eq!(plan.packs[&pack(2)].len(), 1 + OPEN_TAIL);
+        assert_eq!(plan.packs[&pack(3)].len(), 2);
+        consistent(&plan.files, &plan.packs);
+        // Files planned from now on are numbered after every file planned so far.
+        assert_eq!(plan.numbered + plan.files.len(), n);
+        // The last batch takes everything.
+        let last = plan.take(true);
+        assert!(
+            names(&last.files) == kept,
+            "the last batch holds other files"
+        );
+        consistent(&last.files, &last.packs);
+        assert!(plan.files.is_empty() && plan.packs.is_empty() && plan.targets == 0);
+    }
+
+    #[test]
+    fn a_cut_holding_back_more_than_half_takes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(Beneath::open(dir.path(), "0123456789ab").unwrap());
+        // One pack for every file: keeping back the tail's pack would keep back all of them.
+        let mut plan = plan(&target, 5_000, |_| vec![1]);
+        let batch = plan.take(false);
+        assert_eq!(batch.files.len(), 5_000);
+        consistent(&batch.files, &batch.packs);
+        assert!(plan.files.is_empty() && plan.packs.is_empty() && plan.targets == 0);
+        assert_eq!(plan.numbered, 5_000);
+    }
 }

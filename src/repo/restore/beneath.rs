@@ -211,6 +211,11 @@ impl Beneath {
         })
     }
 
+    /// This run's mark in temporary names.
+    pub(super) fn run(&self) -> &str {
+        &self.run
+    }
+
     /// The absolute path of `rel`, for messages.
     pub(super) fn shown(&self, rel: &Path) -> PathBuf {
         self.path.join(rel)

@@ -130,7 +130,7 @@ pub(super) fn restore_pack(
                         let only = f.node.content.len() == 1;
                         write_at_sparse(&file, target.offset, data, only).map(|()| file)
                     })
-                    .map_err(|e| Error::io(&f.dest, e))
+                    .map_err(|e| Error::io(f.dest(), e))
                     .inspect(|_| {
                         progress
                             .bytes
@@ -141,7 +141,7 @@ pub(super) fn restore_pack(
             let open = match r {
                 Ok(file) => Some(file),
                 Err(e) => {
-                    f.failed.lock().expect("lock").get_or_insert(e);
+                    f.failed.lock().expect("lock").get_or_insert(Box::new(e));
                     None
                 }
             };

@@ -27,28 +27,28 @@ pub(super) fn finish_file(
     let created = f.created.lock().expect("lock").is_some();
     if let Some(e) = f.failed.lock().expect("lock").take() {
         if created {
-            let _ = f.target.unlink(&f.parent, &f.tmp_name);
+            let _ = f.target.unlink(&f.parent, &f.tmp_name());
         }
-        return Err(e);
+        return Err(*e);
     }
     let res = (|| {
         let file = match open {
             Some(file) => file,
-            None => open_for_write(f).map_err(|e| Error::io(&f.dest, e))?,
+            None => open_for_write(f).map_err(|e| Error::io(f.dest(), e))?,
         };
         f.target
             .apply(&file, &f.node)
-            .map_err(|e| Error::io(&f.dest, e))?;
+            .map_err(|e| Error::io(f.dest(), e))?;
         let t = FileTime::from_unix_time(f.node.mtime_sec, f.node.mtime_nsec);
         filetime::set_file_handle_times(&file, Some(t), Some(t))
-            .map_err(|e| Error::io(&f.dest, e))?;
+            .map_err(|e| Error::io(f.dest(), e))?;
         drop(file);
         f.target
-            .rename(&f.parent, &f.tmp_name, &f.name)
-            .map_err(|e| Error::io(&f.dest, e))
+            .rename(&f.parent, &f.tmp_name(), f.name())
+            .map_err(|e| Error::io(f.dest(), e))
     })();
     if res.is_err() {
-        let _ = f.target.unlink(&f.parent, &f.tmp_name);
+        let _ = f.target.unlink(&f.parent, &f.tmp_name());
     }
     res?;
     progress.files.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +66,7 @@ pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
     let mut created = f.created.lock().expect("lock");
     match *created {
         None => {
-            let file = f.target.create(&f.parent, &f.tmp_name)?;
+            let file = f.target.create(&f.parent, &f.tmp_name())?;
             if f.node.content.len() > 1 {
                 file.set_len(f.node.size)?;
             }
@@ -81,7 +81,7 @@ pub(super) fn open_for_write(f: &FileState) -> std::io::Result<std::fs::File> {
         }
         Some(ino) => {
             drop(created);
-            let file = f.target.reopen(&f.parent, &f.tmp_name)?;
+            let file = f.target.reopen(&f.parent, &f.tmp_name())?;
             if file.metadata()?.ino() != ino {
                 return Err(std::io::Error::other(
                     "temporary file was replaced during restore",
@@ -161,7 +161,7 @@ pub(super) fn restore_sequentially(
     progress: &RestoreProgress,
 ) -> Result<u64> {
     let written = (|| -> Result<std::fs::File> {
-        let file = open_for_write(f).map_err(|e| Error::io(&f.dest, e))?;
+        let file = open_for_write(f).map_err(|e| Error::io(f.dest(), e))?;
         let mut offset = 0u64;
         for (i, id) in f.node.content.iter().enumerate() {
             let chunk = repo.load_blob(index, id.into(), BlobType::Data)?;
@@ -169,7 +169,7 @@ pub(super) fn restore_sequentially(
                 Error::integrity(format!("file {}", crate::human::escape(&f.rel)), why)
             })?;
             let only = f.node.content.len() == 1;
-            write_at_sparse(&file, offset, data, only).map_err(|e| Error::io(&f.dest, e))?;
+            write_at_sparse(&file, offset, data, only).map_err(|e| Error::io(f.dest(), e))?;
             offset += data.len() as u64;
             progress
                 .bytes
@@ -189,7 +189,7 @@ pub(super) fn restore_sequentially(
     match written {
         Ok(file) => finish_file(f, Some(file), progress),
         Err(e) => {
-            f.failed.lock().expect("lock").get_or_insert(e);
+            f.failed.lock().expect("lock").get_or_insert(Box::new(e));
             finish_file(f, None, progress)
         }
     }

@@ -101,18 +101,19 @@ fn within_source(snap: &Snapshot, rel: &[u8]) -> bool {
     }
 }
 
+/// A further name of a file with several: where it is shown, its folder, its node, and the
+/// folder and name it is linked to.
+type Link = (String, Arc<Path>, Node, (Arc<Path>, std::ffi::OsString));
+
 /// A file being restored: its chunks arrive pack by pack, in any order.
 struct FileState {
     rel: String,
-    /// Where it goes, as a full path for messages (escaped): errors name the file, not the
-    /// temporary name it is written under.
-    dest: String,
-    /// The same, as every call reaches them: the folder `parent` under the target, by
-    /// descriptor (see [`beneath`]).
+    /// Where it goes, as every call reaches it: the folder `parent` under the target, by
+    /// descriptor (see [`beneath`]); the folder's files share its path.
     target: Arc<Beneath>,
-    parent: PathBuf,
-    name: std::ffi::OsString,
-    tmp_name: std::ffi::OsString,
+    parent: Arc<Path>,
+    /// Numbers its temporary name (see [`FileState::tmp_name`]).
+    number: usize,
     /// Set once the temporary file exists, to its inode: each reopen must find the same file
     /// (no swapped link).
     created: Mutex<Option<u64>>,
@@ -121,7 +122,28 @@ struct FileState {
     remaining: AtomicUsize,
     /// Written by [`restore_sequentially`], not pack by pack.
     sequential: bool,
-    failed: Mutex<Option<Error>>,
+    /// Boxed: failures are rare, and an error in place took 80 bytes of every file.
+    failed: Mutex<Option<Box<Error>>>,
+}
+
+/// Names and messages are made when needed, not kept per file: a batch holds tens of
+/// thousands of files, and each string kept cost about 100 bytes of each.
+impl FileState {
+    fn name(&self) -> &std::ffi::OsStr {
+        self.node.name.as_os()
+    }
+
+    /// The name it is written under until complete (see [`files::temp_name`]).
+    fn tmp_name(&self) -> std::ffi::OsString {
+        files::temp_name(self.name(), self.target.run(), self.number)
+    }
+
+    /// Where it goes, as a full path for messages (escaped): errors name the file, not the
+    /// temporary name it is written under.
+    fn dest(&self) -> String {
+        let at = self.target.shown(&self.parent.join(self.name()));
+        crate::human::escape_bytes(at.as_os_str().as_encoded_bytes())
+    }
 }
 
 /// One chunk of one file: where it sits in its pack, and where it goes in the file.
@@ -172,9 +194,9 @@ pub fn restore(
     let mut deletions: Vec<(PathBuf, std::collections::HashSet<std::ffi::OsString>)> = Vec::new();
     // Hard links: the first name of each (device, inode) is restored, the others linked to it
     // once every file is in place.
-    let mut first_names: HashMap<(u64, u64), (PathBuf, std::ffi::OsString)> = HashMap::new();
-    let mut links: Vec<(String, PathBuf, Node, (PathBuf, std::ffi::OsString))> = Vec::new();
-    let mut plan = Plan::new(run);
+    let mut first_names: HashMap<(u64, u64), (Arc<Path>, std::ffi::OsString)> = HashMap::new();
+    let mut links: Vec<Link> = Vec::new();
+    let mut plan = Plan::default();
     // Packs found damaged in any batch.
     let mut damaged = std::collections::HashSet::new();
 
@@ -183,7 +205,14 @@ pub fn restore(
         TreeWalker::new(repo, index, Visits::PerPath).with_budget(Budget::for_snapshot(snap));
     // Each folder's context: its path in the snapshot, its place under the target, and
     // whether it is restored whole.
-    let root = (*root, (Vec::new(), PathBuf::new(), !filter.partial()));
+    let root = (
+        *root,
+        (
+            Vec::new(),
+            Arc::<Path>::from(Path::new("")),
+            !filter.partial(),
+        ),
+    );
     std::thread::scope(|s| -> Result<()> {
         // The batches restored while the walk plans the next: two at once, so that one
         // batch's last pack reads overlap the next one's first.
@@ -205,7 +234,7 @@ pub fn restore(
             };
             if opts.delete && *whole && within_source(snap, rel) {
                 let names = tree.nodes.iter().map(|n| n.name.to_os()).collect();
-                deletions.push((dir.clone(), names));
+                deletions.push((dir.to_path_buf(), names));
             }
             for node in tree.nodes {
                 let child_rel = child_path(rel, &node.name.0);
@@ -246,7 +275,7 @@ pub fn restore(
                             }
                         };
                         if let Some(sub) = node.subtree {
-                            next.push((sub, (child_rel, dest.clone(), restore_it)));
+                            next.push((sub, (child_rel, Arc::from(dest.as_path()), restore_it)));
                         }
                         // Made private (0700) so no other user can swap anything inside while the
                         // restore runs; every folder gets its own mode at the end, including the

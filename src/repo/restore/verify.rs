@@ -13,14 +13,14 @@ use super::FileState;
 pub(super) fn verify_file(repo: &Repository, index: &Index, f: &FileState) -> Result<()> {
     let differs = |why: &str| {
         Error::io(
-            &f.dest,
+            f.dest(),
             std::io::Error::other(format!("reads back different from the snapshot ({why})")),
         )
     };
     let mut file = f
         .target
-        .open_read(&f.parent, &f.name)
-        .map_err(|e| Error::io(&f.dest, e))?;
+        .open_read(&f.parent, f.name())
+        .map_err(|e| Error::io(f.dest(), e))?;
     let mut buf = Vec::new();
     for (i, id) in f.node.content.iter().enumerate() {
         let Some(loc) = index.get(id) else {
@@ -36,7 +36,7 @@ pub(super) fn verify_file(repo: &Repository, index: &Index, f: &FileState) -> Re
         (&mut file)
             .take(want)
             .read_to_end(&mut buf)
-            .map_err(|e| Error::io(&f.dest, e))?;
+            .map_err(|e| Error::io(f.dest(), e))?;
         if buf.len() != len {
             return Err(differs("shorter"));
         }
@@ -48,7 +48,7 @@ pub(super) fn verify_file(repo: &Repository, index: &Index, f: &FileState) -> Re
     match file.read(&mut more) {
         Ok(0) => Ok(()),
         Ok(_) => Err(differs("longer")),
-        Err(e) => Err(Error::io(&f.dest, e)),
+        Err(e) => Err(Error::io(f.dest(), e)),
     }
 }
 
