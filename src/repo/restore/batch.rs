@@ -226,7 +226,7 @@ pub(super) fn restore_batch(
         .flatten()
         .map(|t| t.entry.length as u64)
         .sum();
-    let span = span_for(bytes, opts.threads);
+    let span = span_for(bytes, opts.threads, repo.store().inner().remote());
     let mut jobs = packs
         .into_iter()
         .flat_map(|(pack, targets)| {

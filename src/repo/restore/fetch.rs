@@ -194,13 +194,23 @@ fn lone_groups(targets: &[Target], groups: &[std::ops::Range<usize>]) -> Vec<boo
 /// The shortest span a pack's share of a batch is cut into (see [`span_for`]).
 pub(super) const MIN_SPAN: u64 = 4 << 20;
 
-/// How many stored bytes one read covers in a batch of `bytes` on `threads` threads: about
-/// half a thread's share, so that each thread gets about two reads, started largest first.
-/// Fewer, longer reads cost fewer requests (some servers read the whole object for each
-/// range) but hold a longer buffer per thread; no read is shorter than [`MIN_SPAN`].
-pub(super) fn span_for(bytes: u64, threads: usize) -> u64 {
-    (bytes / (2 * threads.max(1) as u64)).max(MIN_SPAN)
+/// How many stored bytes one read covers in a batch of `bytes` on `threads` threads. From a
+/// `remote` store, about half a thread's share, so that each thread gets about two reads,
+/// started largest first: fewer, longer reads cost fewer requests (some servers read the
+/// whole object for each range) but hold a longer buffer per thread; no read is shorter than
+/// [`MIN_SPAN`]. From a local folder, [`LOCAL_SPAN`].
+pub(super) fn span_for(bytes: u64, threads: usize, remote: bool) -> u64 {
+    match remote {
+        true => (bytes / (2 * threads.max(1) as u64)).max(MIN_SPAN),
+        false => LOCAL_SPAN,
+    }
 }
+
+/// The span of a read from a local folder: a read costs only a system call there, while
+/// every thread of every running batch holds a buffer as long as its longest read (with 4 MiB
+/// reads, those buffers were a third of a many-files restore's memory). A longer blob is read
+/// on its own (chunks are at most 1 MiB unless the repository was made otherwise).
+const LOCAL_SPAN: u64 = 1 << 20;
 
 /// Where in its pack a run of targets lies: from its first blob's start to its last blob's
 /// end (the bytes it is read as).
@@ -336,8 +346,10 @@ mod tests {
         }
         assert!(split_pack(Vec::new(), MIN_SPAN).is_empty());
         // A batch large enough for every thread is read pack by pack.
-        assert_eq!(span_for(16 * mib as u64, 4), MIN_SPAN);
-        assert_eq!(span_for(512 * mib as u64, 4), 64 * mib as u64);
+        assert_eq!(span_for(16 * mib as u64, 4, true), MIN_SPAN);
+        assert_eq!(span_for(512 * mib as u64, 4, true), 64 * mib as u64);
+        // Local reads are short whatever the batch: each thread's buffer stays small.
+        assert_eq!(span_for(512 * mib as u64, 4, false), LOCAL_SPAN);
         assert_eq!(span_bytes(&runs[0]), 3 * mib as u64);
         assert_eq!(span_bytes(&[]), 0);
     }
