@@ -2,8 +2,9 @@
 //!
 //! Kept compact because it grows with the repository: per blob, the 32-byte id and a 20-byte
 //! slot (pack number, offset, lengths, type, compression) in one list, where its place is its
-//! number in a [`BlobSet`], and a 4-byte place in a hash table over the ids: 60-70 bytes, so
-//! a million chunks take 60-70 MB. (A map from id to slot and number took 57 bytes a table
+//! number in a [`BlobSet`], and a 4-byte place in a hash table over the ids: about 60 bytes,
+//! and up to twice that while the list has room to grow, so a million chunks take 60-120 MB
+//! (the list grows in place: large allocations are remapped, not copied). (A map from id to slot and number took 57 bytes a table
 //! slot, 120 MB for a million blobs, and held both tables while it grew: a 231 MB peak.)
 //!
 //! A blob listed in several packs keeps its first location as the one readers use and the
