@@ -191,7 +191,8 @@ fn lone_groups(targets: &[Target], groups: &[std::ops::Range<usize>]) -> Vec<boo
         .collect()
 }
 
-/// The shortest span a pack's share of a batch is cut into (see [`span_for`]).
+/// The shortest span a pack's share of a batch is cut into on a remote store (see
+/// [`span_for`]; local folders use [`LOCAL_SPAN`]).
 pub(super) const MIN_SPAN: u64 = 4 << 20;
 
 /// How many stored bytes one read covers in a batch of `bytes` on `threads` threads. From a
