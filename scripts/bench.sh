@@ -87,6 +87,8 @@ floor_round() {
   printf 'custody\tstage_floor\t%s\t%s\t0\n' "$1" "$floor" >> "$results"
 }
 : > "$results"
+steals=$work/steal.txt
+: > "$steals"
 export RESTIC_PASSWORD=bench-only-password RUSTIC_PASSWORD=bench-only-password RUSTIC_NO_PROGRESS=true
 export CUSTODY_KEY_SERVICE="local:$work/custody-keyring"
 
@@ -146,16 +148,26 @@ repo_bytes() { # TOOL
   fi
 }
 
-# measure TOOL METRIC ROUND CMD...: wall seconds and peak RSS into the results file.
+# cpu_ticks: all CPU ticks and stolen ones so far (/proc/stat; 0 0 where there is none).
+cpu_ticks() {
+  awk '/^cpu /{t=0; for(i=2;i<=9;i++) t+=$i; print t, $9; f=1} END{if(!f) print 0, 0}' /proc/stat 2>/dev/null || echo 0 0
+}
+
+# measure TOOL METRIC ROUND CMD...: wall seconds and peak RSS into the results file, and the
+# share of CPU time the hypervisor gave to other guests meanwhile (steal) into $steals.
 measure() {
   local tool=$1 metric=$2 round=$3; shift 3
   # Each timed step starts with no dirty pages left by the previous one (the other tool's
   # writeback would otherwise land in this step's time).
   sync
+  local before after
+  before=$(cpu_ticks)
   /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/stderr.out" ||
     { echo "$tool $metric failed:" >&2; cat "$work/stderr.out" >&2; exit 1; }
+  after=$(cpu_ticks)
   read -r secs rss < "$work/time.out"
   printf '%s\t%s\t%s\t%s\t%s\n' "$tool" "$metric" "$round" "$secs" "$rss" >> "$results"
+  printf '%s %s %s\n' "$tool" "$before" "$after" >> "$steals"
 }
 
 run() { # run TOOL STEP ROUND
@@ -234,11 +246,12 @@ for r in $(seq 1 "$rounds"); do
   for t in $peers; do printf '%s\trepo_bytes\t%s\t%s\t0\n' "$t" "$r" "$(repo_bytes "$t")" >> "$results"; done
 done
 
-python3 - "$results" "$input" $tools <<'PY'
+python3 - "$results" "$input" "$steals" $tools <<'PY'
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 input_bytes = int(sys.argv[2])
-tools = sys.argv[3:]
+steals = [l.split() for l in open(sys.argv[3])]
+tools = sys.argv[4:]
 peers = tools[1:]
 data = {}
 for tool, metric, rnd, val, rss in rows:
@@ -272,4 +285,12 @@ if ("stage_floor", "custody") in data:
     firsts, floors = rounds("first_backup"), rounds("stage_floor")
     per_round = " ".join(f"{firsts[r] / floors[r]:.2f}" for r in sorted(floors, key=int) if r in firsts)
     print(f"custody first backup against the stage floor (medians): {first:.2f} s / {floor:.2f} s = {first / floor:.2f}; by round: {per_round}")
+# On a virtual machine the hypervisor may run other guests on our cores (steal): times taken
+# while much is stolen are slower and noisier, so each run says how much was.
+def stolen(tool):
+    tot = sum(int(a2) - int(a1) for t, a1, s1, a2, s2 in steals if t == tool)
+    st = sum(int(s2) - int(s1) for t, a1, s1, a2, s2 in steals if t == tool)
+    return 100 * st / tot if tot else 0
+print("CPU time stolen by the hypervisor during the timed steps: "
+      + ", ".join(f"{t} {stolen(t):.0f}%" for t in tools))
 PY
