@@ -149,15 +149,33 @@ impl Repository {
     pub fn for_each_object_where<T: SealedObject>(
         &self,
         wanted: impl Fn(&T::Id) -> bool,
-        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
+        f: impl FnMut(T::Id, Result<T>) -> Result<()>,
     ) -> Result<()> {
         let ids: Vec<T::Id> = self
+            .object_ids::<T>()?
+            .into_iter()
+            .filter(|id| wanted(id))
+            .collect();
+        self.for_each_listed_object(&ids, f)
+    }
+
+    /// The stored objects of a kind, in listing order.
+    pub fn object_ids<T: SealedObject>(&self) -> Result<Vec<T::Id>> {
+        Ok(self
             .store()
             .list(T::FILE)?
             .into_iter()
             .map(|(id, _)| T::Id::from(id))
-            .filter(|id| wanted(id))
-            .collect();
+            .collect())
+    }
+
+    /// [`Repository::for_each_object`] over objects listed already (by
+    /// [`Repository::object_ids`], at the same time as something else).
+    pub fn for_each_listed_object<T: SealedObject>(
+        &self,
+        ids: &[T::Id],
+        mut f: impl FnMut(T::Id, Result<T>) -> Result<()>,
+    ) -> Result<()> {
         // A window at a time: round trips overlap, and memory holds a window, not every object.
         for window in ids.chunks(super::in_flight::WINDOW) {
             let loaded = super::in_flight::read_all(window, |id| self.load_object::<T>(id));

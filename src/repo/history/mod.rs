@@ -237,7 +237,19 @@ impl Repository {
         // Stored manifests that do not open, or are refused: present, so not "missing".
         let mut refused = HashSet::new();
         let mut manifests = Vec::new();
-        h.stored = self.list_history()?;
+        // Checkpoints are listed with the manifests, not after them: one round trip instead of
+        // two. A forget in between can then make a snapshot look lost in this read (its new
+        // checkpoint not listed yet, its manifests already deleted); every loss is confirmed
+        // by a second read (docs/FORMAT.md §18.3).
+        let (stored, checkpoints) = match self.is_signed() {
+            true => super::in_flight::join(
+                || self.list_history(),
+                || self.object_ids::<Checkpoint>().map(Some),
+            ),
+            false => (self.list_history(), Ok(None)),
+        };
+        h.stored = stored?;
+        let checkpoints = checkpoints?;
         // Manifests and key records are small and all kept: twice the usual reads at once.
         let loaded =
             super::in_flight::read_all_at(2 * super::in_flight::IN_FLIGHT, &h.stored, |id| {
@@ -284,7 +296,7 @@ impl Repository {
                 .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
             return Ok(h);
         }
-        let checkpoint_forks = self.load_checkpoints(&mut h)?;
+        let checkpoint_forks = self.load_checkpoints(&mut h, &checkpoints.unwrap_or_default())?;
         h.verdict = verify::verify(
             h.checkpoint.as_ref().map(|(id, c)| (id, c)),
             &entries,
@@ -312,10 +324,10 @@ impl Repository {
     /// Every checkpoint the owner signed; the newest is the one that counts. One listed but
     /// gone when read (replaced by a forget in between) is passed over here; [`Self::history`]
     /// reads everything again before it reports what that looks like.
-    fn load_checkpoints(&self, h: &mut History) -> Result<Vec<Problem>> {
+    fn load_checkpoints(&self, h: &mut History, listed: &[CheckpointId]) -> Result<Vec<Problem>> {
         let mut newest: Option<(CheckpointId, Checkpoint)> = None;
         let mut forks = Vec::new();
-        self.for_each_object::<Checkpoint>(|id, c| {
+        self.for_each_listed_object::<Checkpoint>(listed, |id, c| {
             h.checkpoints.push(id);
             match c {
                 Ok(c) => match &newest {
