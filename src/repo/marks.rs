@@ -144,16 +144,19 @@ impl Repository {
             )
         };
         use super::in_flight::join;
+        // The packs' listing only matters for this backup's own packs: an unchanged backup
+        // stored none, and on a large bucket the listing is many pages.
+        let stored_packs = || match own.is_empty() {
+            true => Ok(Default::default()),
+            false => self.stored_packs(),
+        };
         let (marks, (stored, (key, (listed, damaged)))) = join(marks, || {
-            join(
-                || self.stored_packs(),
-                || {
-                    join(
-                        || self.store().size(FileKind::Key, session),
-                        || join(|| self.segment_ids(), || self.damaged_packs()),
-                    )
-                },
-            )
+            join(stored_packs, || {
+                join(
+                    || self.store().size(FileKind::Key, session),
+                    || join(|| self.segment_ids(), || self.damaged_packs()),
+                )
+            })
         });
         marks?;
         let stored = stored?;
