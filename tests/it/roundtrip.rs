@@ -715,6 +715,66 @@ fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
     assert_eq!(backup(&[])["files_unchanged"], 20);
 }
 
+/// A key holder's backup takes its parent's folder listings from its local parent cache when
+/// the cache holds that parent's root (no session key needed), and from the repository when
+/// the cache is damaged or of another backup: every unchanged file is still recognised.
+#[test]
+fn owner_uses_its_local_parent_cache_and_the_repository_when_the_cache_fails() {
+    let sb = Sandbox::new();
+    sb.init();
+    let cache = sb.path("cache");
+    let other_cache = sb.path("other-cache");
+    for i in 0..20 {
+        write(
+            &sb.path(&format!("src/d{}/f-{i}.bin", i % 4)),
+            &random_bytes(30_000 + i * 1000, 100 + i as u64),
+        );
+    }
+    let src = sb.path("src");
+    let backup = |cache: &std::path::Path| -> serde_json::Value {
+        let o = sb
+            .cmd(&["--json", "backup", src.to_str().unwrap()])
+            .env("CUSTODY_CACHE_DIR", cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(backup(&cache)["files_unchanged"], 0);
+    let v = backup(&cache);
+    assert_eq!(v["files_unchanged"], 20, "{v}");
+    assert_eq!(v["chunks_new"], 0, "{v}");
+    // A cache that never saw this parent: the repository's listings.
+    assert_eq!(backup(&other_cache)["files_unchanged"], 20);
+    // Every cached tree damaged: the repository's listings again, never nothing.
+    let mut dirs = vec![cache.clone()];
+    let mut trees = 0;
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.parent().unwrap().ends_with("trees") {
+                let mut b = std::fs::read(&p).unwrap();
+                let n = b.len() - 1;
+                b[n] ^= 1;
+                std::fs::write(&p, b).unwrap();
+                trees += 1;
+            }
+        }
+    }
+    assert!(trees > 0);
+    assert_eq!(backup(&cache)["files_unchanged"], 20);
+    // One file changed: only that one is read, and the restore is the tree.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&sb.path("src/d1/f-5.bin"), b"changed by the test");
+    assert_eq!(backup(&cache)["files_unchanged"], 19);
+    let out = sb.path("out");
+    sb.run(&["restore", "latest", "--target", out.to_str().unwrap()])
+        .ok();
+    assert_same_tree(&src, &restored(&out, &src));
+}
+
 /// A reader that closes the pipe early (`custody ls latest | head`) ends the command quietly
 /// with exit 0: no panic, no error message.
 #[test]

@@ -22,8 +22,9 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::format::index::IndexSegment;
 use crate::format::snapshot::{Layout, Snapshot, Summary};
+use crate::format::tree::Tree;
 use crate::format::REPO_FORMAT;
-use crate::id::{ChunkId, PackId, SegmentId, SnapshotId};
+use crate::id::{ChunkId, PackId, SegmentId, SnapshotId, TreeId};
 use crate::repo::parent_cache::ParentCache;
 use crate::repo::{Repository, Session};
 use crate::store::FileKind;
@@ -183,6 +184,23 @@ pub fn source_path(p: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     Ok(out)
 }
 
+/// The parent snapshot's root tree from the repository. It may sit only in a pack a garbage
+/// mark condemned (left out of this index): then every file is read, nothing else changes.
+fn load_parent_tree(
+    repo: &Repository,
+    index: &crate::repo::Index,
+    root: &TreeId,
+) -> Result<Option<Tree>> {
+    match repo.load_tree(index, root) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_key_service() => Err(e),
+        Err(e) => {
+            tracing::warn!("parent snapshot not usable ({e}): reading every file");
+            Ok(None)
+        }
+    }
+}
+
 pub fn backup(
     repo: &Repository,
     mut opts: BackupOptions,
@@ -206,22 +224,22 @@ pub fn backup(
         segments,
         at: started,
     } = base;
-    // Without a parent snapshot, this machine's own record of its last backup will do.
-    let local_parent = opts.parent.is_none() && !opts.force;
     let cache = opts.parent_cache.as_ref();
-    let parent_tree = match &opts.parent {
-        // The parent's root tree may sit only in a pack a garbage mark condemned (left out of
-        // this index): then every file is read, nothing else changes.
-        Some((_, s)) if !opts.force => match repo.load_tree(&index, &s.tree) {
-            Ok(t) => Some(t),
-            Err(e) if e.is_key_service() => return Err(e),
-            Err(e) => {
-                tracing::warn!("parent snapshot not usable ({e}): reading every file");
-                None
-            }
+    let cached_root = cache.and_then(ParentCache::root);
+    let cached = |root: TreeId| cache.and_then(|c| c.load_tree(repo, &root));
+    // The folder listings of the parent, and whether they come from this machine's own
+    // record of its last backup (the local parent cache) instead of the repository.
+    let (parent_tree, local_parent) = match &opts.parent {
+        _ if opts.force => (None, false),
+        // With a parent snapshot this machine made, its record: its trees are checked against
+        // their ids as the repository's are, and reading them costs no session key (on a
+        // remote bucket a key record's round trip, with KMS a decryption).
+        Some((_, s)) => match cached_root.filter(|r| *r == s.tree).and_then(cached) {
+            Some(t) => (Some(t), true),
+            None => (load_parent_tree(repo, &index, &s.tree)?, false),
         },
-        _ if local_parent => cache.and_then(|c| c.load_tree(repo, &c.root()?)),
-        _ => None,
+        // Without one (a write-only client), the record will do.
+        None => (cached_root.and_then(cached), true),
     };
     let recorder = cache.and_then(ParentCache::recorder);
     let session = if opts.dry_run {
