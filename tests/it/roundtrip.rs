@@ -687,18 +687,7 @@ fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
         .ok();
     assert_same_tree(&src, &restored(&out, &src));
     // The cache holds no plaintext names, and a damaged cache is ignored, never trusted.
-    let mut files = vec![cache.clone()];
-    let mut trees = Vec::new();
-    while let Some(d) = files.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                files.push(p);
-            } else if p.parent().unwrap().ends_with("trees") {
-                trees.push(p);
-            }
-        }
-    }
+    let trees = cached_trees(&cache);
     assert!(!trees.is_empty());
     for t in &trees {
         let mut b = std::fs::read(t).unwrap();
@@ -713,6 +702,23 @@ fn writer_recognises_unchanged_files_from_its_local_parent_cache() {
     assert_eq!(backup(&[])["files_unchanged"], 0);
     assert_eq!(backup(&["--force"])["files_unchanged"], 0);
     assert_eq!(backup(&[])["files_unchanged"], 20);
+}
+
+/// The sealed trees under a local parent cache folder.
+fn cached_trees(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs = vec![cache.to_path_buf()];
+    let mut trees = Vec::new();
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.parent().unwrap().ends_with("trees") {
+                trees.push(p);
+            }
+        }
+    }
+    trees
 }
 
 /// A key holder's backup takes its parent's folder listings from its local parent cache when
@@ -747,23 +753,14 @@ fn owner_uses_its_local_parent_cache_and_the_repository_when_the_cache_fails() {
     // A cache that never saw this parent: the repository's listings.
     assert_eq!(backup(&other_cache)["files_unchanged"], 20);
     // Every cached tree damaged: the repository's listings again, never nothing.
-    let mut dirs = vec![cache.clone()];
-    let mut trees = 0;
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.parent().unwrap().ends_with("trees") {
-                let mut b = std::fs::read(&p).unwrap();
-                let n = b.len() - 1;
-                b[n] ^= 1;
-                std::fs::write(&p, b).unwrap();
-                trees += 1;
-            }
-        }
+    let trees = cached_trees(&cache);
+    assert!(!trees.is_empty());
+    for t in &trees {
+        let mut b = std::fs::read(t).unwrap();
+        let n = b.len() - 1;
+        b[n] ^= 1;
+        std::fs::write(t, b).unwrap();
     }
-    assert!(trees > 0);
     assert_eq!(backup(&cache)["files_unchanged"], 20);
     // One file changed: only that one is read, and the restore is the tree.
     std::thread::sleep(std::time::Duration::from_millis(20));
