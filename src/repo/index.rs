@@ -327,12 +327,7 @@ impl Repository {
 
     /// The ids of the index segments in the store (one listing of `index/`).
     pub fn segment_ids(&self) -> Result<Vec<SegmentId>> {
-        Ok(self
-            .store()
-            .list(crate::store::FileKind::Index)?
-            .into_iter()
-            .map(|(id, _)| SegmentId(id))
-            .collect())
+        self.object_ids::<IndexSegment>()
     }
 
     /// Seals and stores an index segment under a fresh id.
